@@ -1,0 +1,77 @@
+"""One typed, frozen settings object, read from the environment (and ``.env``).
+
+Variable names follow the specification (``DATABASE_URL``, ``REDIS_URL``, ``BROKER``,
+``KITE_API_KEY`` ...). A bad value fails loudly at start with the variable's name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trading_helper.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    DATABASE_URL: str = "postgresql://postgres@127.0.0.1:5432/trading_data"
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    BROKER: Literal["kite", "fyers", "sim"] = "sim"
+
+    KITE_API_KEY: str = ""
+    KITE_API_SECRET: SecretStr = SecretStr("")
+    KITE_ACCESS_TOKEN: SecretStr = SecretStr("")
+    KITE_API_URL: str = "https://api.kite.trade"
+    KITE_WS_URL: str = "wss://ws.kite.trade"
+    KITE_LOGIN_URL: str = "https://kite.zerodha.com/connect/login"
+
+    FYERS_APP_ID: str = ""
+    FYERS_SECRET_KEY: SecretStr = SecretStr("")
+    FYERS_ACCESS_TOKEN: SecretStr = SecretStr("")
+    FYERS_REDIRECT_URI: str = "http://127.0.0.1:8765/fyers/callback"
+    FYERS_API_URL: str = "https://api-t1.fyers.in"
+    FYERS_WS_URL: str = "wss://socket.fyers.in/hsm/v1-5/prod"
+
+    #: where ``trading-helper login`` stores access tokens (file mode 0600)
+    TOKEN_DIR: Path = Path.home() / ".config" / "trading-helper"
+
+    API_TOKEN: SecretStr = SecretStr("")
+    API_HOST: str = "127.0.0.1"
+    API_PORT: int = Field(default=8000, ge=1, le=65535)
+    CORS_ORIGINS: str = "http://localhost:3000,http://127.0.0.1:3000"
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: largest batch the writer COPYs in one transaction (ticks)
+    TICK_BUFFER_SIZE: int = Field(default=10_000, ge=1)
+    #: longest a received tick waits before the writer flushes (seconds)
+    FLUSH_INTERVAL_SECONDS: float = Field(default=0.05, gt=0)
+    #: Redis stream holding received frames, and its memory cap (entries)
+    TICK_STREAM: str = "th:ticks"
+    STREAM_MAX_ENTRIES: int = Field(default=2_000_000, ge=1000)
+    #: in-memory queue of frames kept while Redis is unreachable
+    LOCAL_QUEUE_MAX_FRAMES: int = Field(default=100_000, ge=100)
+
+    SIM_INSTRUMENTS: int = Field(default=200, ge=1)
+    SIM_TICKS_PER_SECOND: float = Field(default=200.0, gt=0)
+
+    #: seconds without any frame (heartbeats included) before a broker socket counts as dead
+    STALL_TIMEOUT_S: float = Field(default=5.0, gt=0)
+    #: seconds between candle refreshes on plain PostgreSQL
+    REFRESH_INTERVAL_S: float = Field(default=5.0, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,113 @@
+"""The one error tree of Trading Helper.
+
+Every error the package raises on purpose derives from :class:`TradingHelperError`;
+low-level errors (asyncpg, redis, httpx, websockets) are wrapped with ``raise ... from exc``.
+A ``code`` attribute is machine-readable where callers decide on it (retry, "login needed")::
+
+    TradingHelperError
+    ├── ConfigError                  a missing or invalid setting
+    ├── ValidationError              bad input from a caller (API, CLI)
+    │   ├── InvalidTimeframe         not one of 1m 5m 15m 1h 1d
+    │   ├── InvalidRange             from >= to, or a span too long
+    │   └── UnknownInstrument        no such instrument / broker token
+    ├── StorageError                 the database side
+    │   ├── DatabaseUnavailable      cannot connect / connection lost
+    │   └── MigrationError           a migration failed (names the file)
+    ├── IngestError                  the tick pipeline
+    │   └── BufferUnavailable        Redis stream cannot be reached
+    └── BrokerError                  anything from a broker
+        ├── LoginRequired            expired/invalid token (HTTP 403): do not retry
+        ├── RateLimited              HTTP 429: retry after backoff
+        ├── BrokerUnavailable        network error or HTTP 5xx: retry after backoff
+        ├── BrokerProtocolError      an answer we cannot understand
+        └── SubscriptionLimitExceeded  more instruments than the broker allows
+"""
+
+from __future__ import annotations
+
+
+class TradingHelperError(Exception):
+    """Root of every error raised on purpose by Trading Helper."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(TradingHelperError):
+    code = "config"
+
+
+class ValidationError(TradingHelperError):
+    code = "invalid"
+
+
+class InvalidTimeframe(ValidationError):
+    code = "invalid_timeframe"
+
+
+class InvalidRange(ValidationError):
+    code = "invalid_range"
+
+
+class UnknownInstrument(ValidationError):
+    code = "unknown_instrument"
+
+
+class StorageError(TradingHelperError):
+    code = "storage"
+
+
+class DatabaseUnavailable(StorageError):
+    code = "database_unavailable"
+
+
+class MigrationError(StorageError):
+    code = "migration_failed"
+
+
+class IngestError(TradingHelperError):
+    code = "ingest"
+
+
+class BufferUnavailable(IngestError):
+    code = "buffer_unavailable"
+
+
+class BrokerError(TradingHelperError):
+    code = "broker"
+    retryable: bool = False
+
+
+class LoginRequired(BrokerError):
+    code = "login_required"
+
+
+class RateLimited(BrokerError):
+    code = "rate_limited"
+    retryable = True
+
+
+class BrokerUnavailable(BrokerError):
+    code = "broker_unavailable"
+    retryable = True
+
+
+class BrokerProtocolError(BrokerError):
+    code = "broker_protocol"
+
+
+class SubscriptionLimitExceeded(BrokerError):
+    code = "subscription_limit"
+
+
+def should_retry(error: BaseException) -> bool:
+    """True when the operation that raised ``error`` may be retried after a backoff."""
+    return isinstance(error, BrokerError) and error.retryable
