@@ -12,6 +12,10 @@ from trading_helper.errors import TradingHelperError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Trading Helper: ticks, candles, charts.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+login_app = typer.Typer(no_args_is_help=True, help="Log in to a broker and store its access token.")
+app.add_typer(login_app, name="login")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 

@@ -1,0 +1,1 @@
+"""Broker adapters: one folder per broker behind the interface in :mod:`.base`."""

@@ -1,0 +1,24 @@
+"""BROKER=kite|fyers|sim -> one broker instance per process (never one per request)."""
+
+from __future__ import annotations
+
+from trading_helper.brokers.base import Broker
+from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
+
+
+def build_broker(settings: Settings) -> Broker:
+    name = settings.BROKER
+    if name == "kite":
+        from trading_helper.brokers.kite.broker import KiteBroker
+
+        return KiteBroker(settings)
+    if name == "fyers":
+        from trading_helper.brokers.fyers.broker import FyersBroker
+
+        return FyersBroker(settings)
+    if name == "sim":
+        from trading_helper.brokers.sim import SimBroker
+
+        return SimBroker(settings)
+    raise ConfigError(f"BROKER={name!r} is not one of kite, fyers, sim")
