@@ -1,0 +1,281 @@
+"""The Kite ticker client against the local fake Kite (real WebSocket on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.kite_server import FakeKiteServer, pack_frame, pack_packet, sample_quote
+from trading_helper.brokers.base import FeedEvent, FeedState
+from trading_helper.brokers.kite.websocket import KiteTicker
+from trading_helper.brokers.tokens import save_token
+from trading_helper.config import Settings
+from trading_helper.errors import SubscriptionLimitExceeded, UnknownInstrument, ValidationError
+from trading_helper.models import Tick
+
+
+class CollectingSink:
+    def __init__(self) -> None:
+        self.frames: list[list[Tick]] = []
+        self.rejects: Counter[str] = Counter()
+        self.events: list[FeedEvent] = []
+
+    async def on_ticks(self, ticks: Sequence[Tick]) -> None:
+        self.frames.append(list(ticks))
+
+    def on_reject(self, reason: str, count: int = 1) -> None:
+        self.rejects[reason] += count
+
+    async def on_event(self, event: FeedEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def ticks(self) -> list[Tick]:
+        return [t for frame in self.frames for t in frame]
+
+    def states(self) -> list[FeedState]:
+        return [e.state for e in self.events]
+
+
+async def wait_until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within_s}s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def kite() -> AsyncIterator[FakeKiteServer]:
+    async with FakeKiteServer(heartbeat_interval_s=0.1) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(kite: FakeKiteServer, tmp_path: Path) -> Settings:
+    s = kite.settings(tmp_path, STALL_TIMEOUT_S=0.5)
+    save_token(s, "kite", kite.access_token)
+    return s
+
+
+def make_feed(settings: Settings, **kwargs: object) -> KiteTicker:
+    kwargs.setdefault("backoff_base_s", 0.05)
+    kwargs.setdefault("backoff_cap_s", 0.2)
+    return KiteTicker(settings, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(feed: KiteTicker, sink: CollectingSink) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(feed.run(sink))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def tokens(n: int, first: int = 100_001) -> dict[str, int]:
+    """``n`` NSE tokens (low byte 1) -> instrument ids 1..n."""
+    return {str(((first + i) << 8) | 1): i + 1 for i in range(n)}
+
+
+async def test_5000_instruments_are_sharded_over_two_connections_and_ticks_arrive(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    subs = tokens(5000)
+    await feed.subscribe(subs)
+    async with running(feed, sink):
+        await wait_until(lambda: len(kite.connections) == 2 and len(kite.subscribed_tokens) == 5000
+                         and all(m == "full" for conn in kite.connections for m in conn.modes.values()))
+        assert sorted(len(conn.modes) for conn in kite.connections) == [2000, 3000]
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        assert await kite.push_ticks() == 5000
+        await wait_until(lambda: len(sink.ticks) == 5000)
+        big = [f for f in sink.frames if f]
+        assert sorted(len(f) for f in big) == [2000, 3000]  # one sink call per frame
+        assert {t.instrument_id for t in sink.ticks} == set(subs.values())
+        tick = sink.ticks[0]
+        assert tick.exchange_ts.tzinfo is not None and tick.received_ts.tzinfo is not None
+        assert tick.bids and tick.asks and tick.volume is not None and tick.open_interest is not None
+        connected = [e for e in sink.events if e.state is FeedState.CONNECTED]
+        assert sorted(len(e.instrument_ids) for e in connected) == [2000, 3000]
+        assert frozenset().union(*(e.instrument_ids for e in connected)) == set(subs.values())
+        assert not sink.rejects
+    assert feed.state is FeedState.STOPPED
+    stopped = [e for e in sink.events if e.state is FeedState.STOPPED]
+    assert stopped and stopped[-1].instrument_ids == set(subs.values())
+
+
+async def test_heartbeats_are_empty_frames(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    await feed.subscribe(tokens(3))
+    async with running(feed, sink):
+        await wait_until(lambda: len(sink.frames) >= 3)
+        assert all(f == [] for f in sink.frames) and not sink.rejects
+
+
+async def test_more_than_9000_instruments_is_refused_with_the_numbers(settings: Settings) -> None:
+    feed = make_feed(settings)
+    await feed.subscribe(tokens(8000))
+    with pytest.raises(SubscriptionLimitExceeded) as info:
+        await feed.subscribe(tokens(1001, first=900_001))
+    message = str(info.value)
+    for number in ("3000", "9000", "8000", "1001", "9001"):
+        assert number in message
+    assert len(feed.subscriptions) == 8000
+    await feed.subscribe(tokens(1000, first=900_001))  # exactly 9000 fits
+    await feed.subscribe(tokens(5))  # re-subscribing known tokens adds nothing
+    assert len(feed.subscriptions) == 9000
+
+
+async def test_bad_tokens_and_modes_are_refused(settings: Settings) -> None:
+    feed = make_feed(settings)
+    with pytest.raises(UnknownInstrument):
+        await feed.subscribe({"NSE:INFY": 1})
+    with pytest.raises(ValidationError):
+        await feed.subscribe({"408065": 1}, mode="depth")
+
+
+async def test_silent_stall_is_detected_and_recovered(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    subs = tokens(10)
+    await feed.subscribe(subs)
+    async with running(feed, sink):
+        await wait_until(lambda: sink.states() == [FeedState.CONNECTED] and len(sink.frames) >= 2)
+        stalled_from = time.time()
+        kite.stall()
+        await wait_until(lambda: sink.states().count(FeedState.CONNECTED) == 2, within_s=5)
+        connected, disconnected, reconnected = sink.events
+        assert disconnected.state is FeedState.DISCONNECTED and "stalled" in disconnected.detail
+        # the outage starts at the last frame received, not when the watchdog fired
+        assert disconnected.at.timestamp() <= stalled_from + 0.05
+        assert reconnected.at.timestamp() - disconnected.at.timestamp() >= 0.5
+        assert connected.instrument_ids == disconnected.instrument_ids == reconnected.instrument_ids == set(
+            subs.values())
+        await wait_until(lambda: len(kite.subscribed_tokens) == 10 and len(kite.connections) >= 1)
+        assert await kite.push_ticks() == 10
+        await wait_until(lambda: len(sink.ticks) == 10)
+
+
+async def test_dropped_connection_is_resubscribed_in_each_mode(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    ltp, quote, full = tokens(3), tokens(2, first=200_001), tokens(4, first=300_001)
+    await feed.subscribe(ltp, mode="ltp")
+    await feed.subscribe(full)
+    expected = {int(t): "ltp" for t in ltp} | {int(t): "full" for t in full}
+    async with running(feed, sink):
+        await wait_until(lambda: len(kite.connections) == 1 and kite.connections[0].modes == expected)
+        await feed.subscribe(quote, mode="quote")  # added while connected: sent at once
+        expected |= {int(t): "quote" for t in quote}
+        await wait_until(lambda: kite.connections[0].modes == expected)
+        first = kite.connections[0].number
+        kite.drop_connections()
+        await wait_until(lambda: len(kite.connections) == 1 and kite.connections[0].number != first
+                         and kite.connections[0].modes == expected)
+        await wait_until(lambda: sink.states()[-1] is FeedState.CONNECTED)
+        assert sink.states()[-2] is FeedState.DISCONNECTED
+        again = [m for n, m in kite.ws_messages if n == kite.connections[0].number]
+        assert sorted(again[0]["v"]) == sorted(expected)  # every token, as JSON numbers
+        assert all(isinstance(t, int) for t in again[0]["v"])
+        modes_sent = {m["v"][0]: sorted(m["v"][1]) for m in again[1:]}
+        assert modes_sent == {"ltp": sorted(map(int, ltp)), "quote": sorted(map(int, quote)),
+                              "full": sorted(map(int, full))}
+        assert await kite.push_ticks() == 9
+        await wait_until(lambda: len(sink.ticks) == 9)
+
+
+async def test_outage_window_events_carry_the_instruments_and_times(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
+    feed, sink = make_feed(settings, max_tokens_per_connection=2), CollectingSink()
+    await feed.subscribe(tokens(4))  # two connections of two
+    async with running(feed, sink):
+        await wait_until(lambda: sink.states().count(FeedState.CONNECTED) == 2 and len(kite.connections) == 2)
+        victim = kite.connections[0]
+        ids_of_victim = {feed.subscriptions[str(t)] for t in victim.modes}
+        await victim.ws.close()  # one connection goes; the other keeps streaming
+        await wait_until(lambda: sink.states().count(FeedState.CONNECTED) == 3)
+        down = next(e for e in sink.events if e.state is FeedState.DISCONNECTED)
+        up = sink.events[-1]
+        assert down.instrument_ids == up.instrument_ids == ids_of_victim
+        assert down.at <= up.at and down.at.tzinfo is not None
+        assert feed.connections == 2
+
+
+async def test_malformed_frames_and_unknown_tokens_are_counted(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    subs = tokens(2)
+    await feed.subscribe(subs, mode="ltp")
+    known = sample_quote(int(next(iter(subs))), 1)
+    async with running(feed, sink):
+        await wait_until(lambda: len(kite.connections) == 1 and len(kite.subscribed_tokens) == 2)
+        await kite.send_raw(pack_frame([pack_packet(known, "ltp"), pack_packet(sample_quote(999_999_01, 1), "ltp")]))
+        await kite.send_raw(pack_frame([pack_packet(known, "ltp"), b"\x00" * 9])[:-4])  # truncated
+        await kite.send_raw("not json")
+        await kite.send_raw('{"type": "error", "data": "Something went wrong"}')
+        await kite.send_raw('{"type": "order", "data": {"order_id": "1"}}')
+        await wait_until(lambda: sum(sink.rejects.values()) == 3 and len(sink.ticks) == 2)
+    assert sink.rejects == {"unknown_instrument": 1, "truncated_packet": 1, "malformed_frame": 1}
+    assert [t.last_price for t in sink.ticks] == [known.last_price] * 2
+
+
+async def test_unsubscribe_stops_the_instruments(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    subs = tokens(3)
+    await feed.subscribe(subs)
+    async with running(feed, sink):
+        await wait_until(lambda: len(kite.subscribed_tokens) == 3)
+        gone = list(subs)[:2]
+        await feed.unsubscribe(gone)
+        await wait_until(lambda: kite.subscribed_tokens == {int(list(subs)[2])})
+        assert sink.events[-1].state is FeedState.STOPPED and sink.events[-1].instrument_ids == {1, 2}
+        await feed.unsubscribe(list(subs)[2:])
+        await wait_until(lambda: not kite.connections)  # an empty shard closes its connection
+
+
+async def test_expired_token_on_upgrade_is_login_required_without_a_retry_loop(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    await feed.subscribe(tokens(5000))
+    kite.expire_token()
+    await asyncio.wait_for(feed.run(sink), timeout=5)  # returns by itself
+    assert feed.state is FeedState.LOGIN_REQUIRED
+    assert sink.states() == [FeedState.LOGIN_REQUIRED]
+    assert "trading-helper login kite" in sink.events[0].detail and len(sink.events[0].instrument_ids) == 5000
+    await asyncio.sleep(0.3)
+    assert kite.rejected_upgrades in (1, 2)  # at most one try per connection, then silence
+
+
+async def test_token_expiring_while_connected(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    await feed.subscribe(tokens(3))
+    task = asyncio.create_task(feed.run(sink))
+    try:
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        kite.expire_token()  # drops the socket; the reconnect is refused
+        await asyncio.wait_for(task, timeout=5)
+    finally:
+        task.cancel()
+    assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED]
+    assert kite.rejected_upgrades == 1
+
+
+async def test_the_token_is_reread_before_every_connect(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    await feed.subscribe(tokens(3))
+    async with running(feed, sink):
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        save_token(settings, "kite", "morning_token")  # a new login lands while running
+        kite.expire_token("morning_token")
+        await wait_until(lambda: sink.states().count(FeedState.CONNECTED) == 2)
+        assert kite.upgrade_tokens == ["fake_access_token", "morning_token"]
+        assert kite.rejected_upgrades == 0
