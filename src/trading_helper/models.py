@@ -99,7 +99,9 @@ REJECT_REASONS = (
 )
 
 MAX_CLOCK_SKEW = timedelta(days=1)
-MAX_TICK_AGE = timedelta(days=30)
+#: older ticks are refused: raw ticks are kept 7 days, and a straggler into a day whose ticks were
+#: dropped would rebuild that day's candles from itself alone
+MAX_TICK_AGE = timedelta(days=6)
 
 
 def validate_tick(tick: Tick, now: datetime) -> str | None:

@@ -1,0 +1,1 @@
+"""Tick ingestion: broker frames -> Redis stream -> COPY into tick_data, exactly once."""

@@ -1,0 +1,1 @@
+"""PostgreSQL / TimescaleDB storage: migrations, pool, tick COPY, instruments, candle reads."""

@@ -1,0 +1,86 @@
+"""Instrument master: load a broker's list beside the old one and switch in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+
+from trading_helper.errors import UnknownInstrument
+from trading_helper.models import Instrument
+from trading_helper.storage import queries
+
+_LOAD_TABLE = """
+CREATE TEMP TABLE instrument_load (
+    exchange text, tradingsymbol text, name text, segment text, instrument_type text, expiry date,
+    strike double precision, option_type text, lot_size integer, tick_size double precision,
+    broker_token text, broker_aux_id text
+) ON COMMIT DROP
+"""
+_LOAD_COLUMNS = ("exchange", "tradingsymbol", "name", "segment", "instrument_type", "expiry", "strike",
+                 "option_type", "lot_size", "tick_size", "broker_token", "broker_aux_id")
+
+
+async def sync_instruments(
+    conn: asyncpg.Connection, broker: str, instruments: Sequence[Instrument], *, mark_expired: bool = True
+) -> int:
+    """Upsert ``instruments`` with their ``broker`` ids; ones the broker no longer lists are
+    flagged expired (never deleted: their ticks and candles stay addressable)."""
+    records = [
+        (i.exchange, i.tradingsymbol, i.name, i.segment, i.instrument_type, i.expiry, i.strike,
+         i.option_type or None, max(1, i.lot_size), i.tick_size if i.tick_size > 0 else 0.05,
+         i.broker_ids.get(broker), i.broker_aux_ids.get(broker))
+        for i in instruments
+    ]
+    async with conn.transaction():
+        await conn.execute(_LOAD_TABLE)
+        await conn.copy_records_to_table("instrument_load", records=records, columns=_LOAD_COLUMNS)
+        await conn.execute(queries.UPSERT_INSTRUMENTS)
+        await conn.execute(queries.UPSERT_BROKER_IDS, broker)
+        if mark_expired:
+            await conn.execute(queries.MARK_EXPIRED, broker)
+    return len(records)
+
+
+async def lookup_tokens(conn: asyncpg.Connection, broker: str, tokens: Iterable[str]) -> dict[str, int]:
+    """Broker token/symbol -> our instrument id, for the tokens that are known."""
+    rows = await conn.fetch(queries.LOOKUP_BROKER_TOKENS, broker, list(tokens))
+    return {r["broker_token"]: r["instrument_id"] for r in rows}
+
+
+def _to_instrument(row: asyncpg.Record, broker_rows: Iterable[asyncpg.Record]) -> Instrument:
+    inst = Instrument(
+        id=row["id"], exchange=row["exchange"], tradingsymbol=row["tradingsymbol"], name=row["name"],
+        segment=row["segment"], instrument_type=row["instrument_type"], expiry=row["expiry"],
+        strike=row["strike"], option_type=row["option_type"], lot_size=row["lot_size"],
+        tick_size=row["tick_size"],
+    )
+    for b in broker_rows:
+        inst.broker_ids[b["broker"]] = b["broker_token"]
+        if b["broker_aux_id"]:
+            inst.broker_aux_ids[b["broker"]] = b["broker_aux_id"]
+    return inst
+
+
+async def get_instrument(conn: asyncpg.Connection, instrument_id: int) -> Instrument:
+    row = await conn.fetchrow(queries.GET_INSTRUMENT, instrument_id)
+    if row is None:
+        raise UnknownInstrument(f"no instrument with id {instrument_id}")
+    return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, instrument_id))
+
+
+async def resolve_instrument(conn: asyncpg.Connection, ref: str | int, broker: str | None = None) -> Instrument:
+    """An instrument from our id (``42``), ``EXCHANGE:SYMBOL`` (``NSE:RELIANCE``) or a broker token."""
+    text = str(ref).strip()
+    if ":" in text:
+        exchange, _, symbol = text.partition(":")
+        row = await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOL, exchange.upper(), symbol.upper())
+        if row is not None:
+            return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, row["id"]))
+    if broker is not None:
+        found = await lookup_tokens(conn, broker, [text])
+        if text in found:
+            return await get_instrument(conn, found[text])
+    if text.isdigit() and int(text) < 2**31:
+        return await get_instrument(conn, int(text))
+    raise UnknownInstrument(f"unknown instrument {text!r}: use an id, EXCHANGE:SYMBOL or a broker token")

@@ -1,0 +1,95 @@
+"""Named SQL statements of the storage layer. Values are always bound parameters; the only
+identifiers that vary (candle relations) come from :data:`CANDLES_BY_TIMEFRAME`."""
+
+from __future__ import annotations
+
+from trading_helper.timeframes import Timeframe
+
+INSTRUMENT_IDS = "SELECT id FROM instruments"
+
+LOAD_VOLUME_STATE = "SELECT instrument_id, trading_day, volume, last_time FROM tick_volume_state"
+
+UPSERT_VOLUME_STATE = """
+INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time)
+SELECT * FROM unnest($1::integer[], $2::date[], $3::bigint[], $4::timestamptz[])
+ON CONFLICT (instrument_id) DO UPDATE
+SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time
+"""
+
+DELETE_VOLUME_STATE = "DELETE FROM tick_volume_state WHERE instrument_id = ANY($1::integer[])"
+
+UPSERT_OFFSET = """
+INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at
+"""
+
+GET_OFFSET = "SELECT last_id FROM ingest_offsets WHERE stream = $1"
+
+ENSURE_PARTITIONS = "SELECT ensure_tick_partitions($1, $2)"
+
+REFRESH_CANDLES = "CALL refresh_candles()"
+
+APPLY_RETENTION = "SELECT apply_retention()"
+
+_CANDLE_COLUMNS = "bucket, open, high, low, close, volume, open_interest, tick_count"
+
+
+def _candles_sql(relation: str) -> str:
+    return (
+        f"SELECT {_CANDLE_COLUMNS} FROM {relation} "
+        "WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket"
+    )
+
+
+#: timeframe -> the statement reading its candle relation (the whitelist)
+CANDLES_BY_TIMEFRAME: dict[Timeframe, str] = {tf: _candles_sql(tf.relation) for tf in Timeframe}
+
+UPSERT_INSTRUMENTS = """
+INSERT INTO instruments AS i (exchange, tradingsymbol, name, segment, instrument_type, expiry, strike,
+                              option_type, lot_size, tick_size, expired, updated_at)
+SELECT exchange, tradingsymbol, name, segment, instrument_type, expiry, strike, option_type,
+       lot_size, tick_size, false, now()
+FROM instrument_load
+ON CONFLICT ON CONSTRAINT instruments_identity DO UPDATE
+SET name = excluded.name, segment = excluded.segment, instrument_type = excluded.instrument_type,
+    strike = excluded.strike, option_type = excluded.option_type, lot_size = excluded.lot_size,
+    tick_size = excluded.tick_size, expired = false, updated_at = now()
+"""
+
+UPSERT_BROKER_IDS = """
+INSERT INTO instrument_broker_ids AS b (broker, broker_token, instrument_id, broker_aux_id, updated_at)
+SELECT $1, l.broker_token, i.id, l.broker_aux_id, now()
+FROM instrument_load l
+JOIN instruments i ON i.exchange = l.exchange AND i.tradingsymbol = l.tradingsymbol
+                  AND i.expiry IS NOT DISTINCT FROM l.expiry
+WHERE l.broker_token IS NOT NULL
+ON CONFLICT (broker, broker_token) DO UPDATE
+SET instrument_id = excluded.instrument_id, broker_aux_id = excluded.broker_aux_id, updated_at = now()
+"""
+
+# instruments this broker listed before but not now: expired contracts, kept and flagged
+MARK_EXPIRED = """
+UPDATE instruments i SET expired = true, updated_at = now()
+FROM instrument_broker_ids b
+WHERE b.instrument_id = i.id AND b.broker = $1 AND NOT i.expired
+  AND NOT EXISTS (SELECT 1 FROM instrument_load l
+                  WHERE l.exchange = i.exchange AND l.tradingsymbol = i.tradingsymbol
+                    AND l.expiry IS NOT DISTINCT FROM i.expiry)
+"""
+
+LOOKUP_BROKER_TOKENS = """
+SELECT broker_token, instrument_id FROM instrument_broker_ids
+WHERE broker = $1 AND broker_token = ANY($2::text[])
+"""
+
+INSTRUMENT_COLUMNS = """i.id, i.exchange, i.tradingsymbol, i.name, i.segment, i.instrument_type, i.expiry,
+i.strike, i.option_type, i.lot_size, i.tick_size, i.expired"""
+
+GET_INSTRUMENT = f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.id = $1"
+
+GET_INSTRUMENT_BY_SYMBOL = (
+    f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.exchange = $1 AND i.tradingsymbol = $2 "
+    "ORDER BY i.expired, i.expiry DESC NULLS FIRST LIMIT 1"
+)
+
+BROKER_IDS_OF = "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"

@@ -1,0 +1,177 @@
+"""Bulk tick writes: validate, derive volume increments, COPY, and commit with the stream offset.
+
+One :meth:`TickWriter.write` is one transaction: the tick rows (binary COPY), the per-instrument
+volume state and, when given, the Redis stream position they came from. Either all of it is
+committed or none, so a retry after any failure neither loses nor doubles a tick. A bad tick is
+counted by reason and left out; it never aborts the batch it came in.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
+
+import asyncpg
+
+from trading_helper.errors import DatabaseUnavailable
+from trading_helper.ingest.volume import VolumeTracker
+from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE, Tick
+from trading_helper.storage import queries
+from trading_helper.storage.migrate import Flavour, current_flavour
+
+TICK_COLUMNS = (
+    "time", "instrument_id", "ltp", "last_qty", "volume", "volume_delta", "avg_price",
+    "open_interest", "bid_price", "bid_qty", "ask_price", "ask_qty", "received_at",
+)
+_KNOWN_IDS_REFRESH_S = 5.0
+
+TickRow = tuple[object, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class VolumeReset:
+    """Marker in the tick flow: the feed reconnected; forget these instruments' last volume."""
+
+    instrument_ids: frozenset[int]
+
+
+@dataclass(slots=True)
+class WriteResult:
+    written: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True, frozen=True)
+class StreamOffset:
+    stream: str
+    last_id: str
+
+
+class TickWriter:
+    """Writes ticks for one ingest process. Not for concurrent use: one writer per stream."""
+
+    def __init__(self, pool: asyncpg.Pool, flavour: Flavour) -> None:
+        self.pool = pool
+        self.flavour = flavour
+        self.tracker = VolumeTracker()
+        self.known_ids: set[int] = set()
+        self._known_loaded_at = 0.0
+        self._partition_days: set[date] = set()
+        self._needs_reload = False
+
+    @classmethod
+    async def open(cls, pool: asyncpg.Pool) -> TickWriter:
+        async with pool.acquire() as conn:
+            writer = cls(pool, await current_flavour(conn))
+            await writer._reload(conn)
+        return writer
+
+    async def _reload(self, conn: asyncpg.Connection) -> None:
+        self.tracker = VolumeTracker()
+        self.tracker.load([tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)])
+        self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
+        self._known_loaded_at = _time.monotonic()
+
+    async def _refresh_known(self, conn: asyncpg.Connection) -> None:
+        if _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
+            self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
+            self._known_loaded_at = _time.monotonic()
+
+    def prepare(
+        self, entries: Iterable[Tick | VolumeReset], now: datetime, result: WriteResult
+    ) -> tuple[list[TickRow], set[int]]:
+        """Rows for COPY in arrival order; the ids of unknown instruments seen."""
+        rows: list[TickRow] = []
+        unknown: set[int] = set()
+        newest, oldest = now + MAX_CLOCK_SKEW, now - MAX_TICK_AGE
+        known, apply = self.known_ids, self.tracker.apply
+        rejected = result.rejected
+        for tick in entries:
+            if isinstance(tick, VolumeReset):
+                self.tracker.reset(tick.instrument_ids)
+                continue
+            price = tick.last_price
+            if not (isinstance(price, (int, float)) and 0 < price < float("inf")):
+                rejected["bad_price"] += 1
+                continue
+            ts = tick.exchange_ts
+            if ts.tzinfo is None or tick.received_ts.tzinfo is None:
+                rejected["naive_timestamp"] += 1
+                continue
+            if not oldest <= ts <= newest:
+                rejected["timestamp_out_of_range"] += 1
+                continue
+            iid = tick.instrument_id
+            if iid not in known:
+                unknown.add(iid)
+                rejected["unknown_instrument"] += 1
+                continue
+            ts, delta = apply(iid, ts, tick.volume, tick.last_quantity)
+            rows.append((ts, iid, float(price), tick.last_quantity, tick.volume, delta, tick.average_price,
+                         tick.open_interest, tick.bid_price, tick.bid_quantity, tick.ask_price,
+                         tick.ask_quantity, tick.received_ts))
+        return rows, unknown
+
+    async def write(
+        self, entries: Sequence[Tick | VolumeReset], *, offset: StreamOffset | None = None
+    ) -> WriteResult:
+        """Validate and store ``entries`` (and ``offset``) in one transaction."""
+        try:
+            async with self.pool.acquire() as conn:
+                return await self._write(conn, entries, offset)
+        except (OSError, asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                asyncpg.exceptions.CannotConnectNowError) as exc:
+            self._needs_reload = True
+            raise DatabaseUnavailable(f"tick write failed, will retry: {exc}") from exc
+        except BaseException:
+            self._needs_reload = True
+            raise
+
+    async def _write(
+        self, conn: asyncpg.Connection, entries: Sequence[Tick | VolumeReset], offset: StreamOffset | None
+    ) -> WriteResult:
+        if self._needs_reload:
+            # a failed write may have advanced the in-memory volume state: start from the database
+            await self._reload(conn)
+            self._needs_reload = False
+        result = WriteResult()
+        now = datetime.now(UTC)
+        rows, unknown = self.prepare(entries, now, result)
+        if unknown and _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
+            # instruments may have been added since the last load: look again, then redo
+            await self._reload(conn)
+            result = WriteResult()
+            rows, unknown = self.prepare(entries, now, result)
+        if rows and self.flavour == "postgres":
+            await self._ensure_partitions(conn, rows)
+        volume_rows, cleared = self.tracker.take_changes()
+        async with conn.transaction():
+            if rows:
+                await conn.copy_records_to_table("tick_data", records=rows, columns=TICK_COLUMNS)
+            if volume_rows:
+                ids, days, volumes, times = zip(*volume_rows, strict=True)
+                await conn.execute(queries.UPSERT_VOLUME_STATE, list(ids), list(days), list(volumes), list(times))
+            if cleared:
+                await conn.execute(queries.DELETE_VOLUME_STATE, cleared)
+            if offset is not None:
+                await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
+        result.written = len(rows)
+        return result
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, rows: list[TickRow]) -> None:
+        """Daily partitions for every UTC day from the batch's oldest to its newest tick."""
+        first: date = min(rows, key=itemgetter(0))[0].astimezone(UTC).date()  # type: ignore[attr-defined]
+        last: date = max(rows, key=itemgetter(0))[0].astimezone(UTC).date()  # type: ignore[attr-defined]
+        if first in self._partition_days and last in self._partition_days:
+            return
+        start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        end = datetime(last.year, last.month, last.day, tzinfo=UTC)
+        await conn.execute(queries.ENSURE_PARTITIONS, start, end)
+        day = first
+        while day <= last:
+            self._partition_days.add(day)
+            day += timedelta(days=1)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from tests.db import fresh_database
+from trading_helper.errors import DatabaseUnavailable
+from trading_helper.storage.migrate import migrate
+
+RELATIONS = ["instruments", "instrument_broker_ids", "subscriptions", "broker_candles", "live_coverage",
+             "fetch_coverage", "ingest_offsets", "tick_volume_state", "tick_data", "candles_1m",
+             "candles_5m", "candles_15m", "candles_1h", "candles_1d"]
+
+
+async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
+    async with fresh_database(admin_dsn, flavour=None) as dsn:
+        first = await migrate(dsn)
+        assert first.flavour == "postgres"  # no TimescaleDB on this server
+        assert first.applied == ["common/0001_core.sql", "postgres/0001_market.sql"]
+        conn = await asyncpg.connect(dsn)
+        try:
+            schema_before = await conn.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2")
+            second = await migrate(dsn)
+            schema_after = await conn.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2")
+            versions = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+            present = {r[0] for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        finally:
+            await conn.close()
+    assert second.applied == [] and second.version == first.version == 1
+    assert schema_before == schema_after
+    assert versions == 1
+    assert set(RELATIONS) <= present
+
+
+async def test_candle_relations_have_the_contract_columns(db_pool: asyncpg.Pool) -> None:
+    expected = [("bucket", "timestamp with time zone"), ("instrument_id", "integer"),
+                ("open", "double precision"), ("high", "double precision"), ("low", "double precision"),
+                ("close", "double precision"), ("volume", "bigint"), ("open_interest", "bigint"),
+                ("tick_count", "bigint")]
+    for tf in ("1m", "5m", "15m", "1h", "1d"):
+        rows = await db_pool.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = $1 ORDER BY ordinal_position", f"candles_{tf}")
+        assert [(r[0], r[1]) for r in rows] == expected, tf
+
+
+async def test_migrate_against_a_dead_server_raises_one_clear_error() -> None:
+    with pytest.raises(DatabaseUnavailable, match=r"cannot connect to PostgreSQL at postgresql://u:\*\*\*@127\.0\.0\.1:1/x"):
+        await migrate("postgresql://u:secret@127.0.0.1:1/x")
+
+
+def test_cli_migrate_with_database_down_prints_one_line_without_traceback() -> None:
+    env = dict(os.environ, DATABASE_URL="postgresql://u:hunter2@127.0.0.1:1/trading")
+    proc = subprocess.run([sys.executable, "-m", "trading_helper.cli", "db", "migrate"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "cannot connect to PostgreSQL" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "hunter2" not in proc.stderr + proc.stdout
