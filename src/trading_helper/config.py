@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     FYERS_REDIRECT_URI: str = "http://127.0.0.1:8765/fyers/callback"
     FYERS_API_URL: str = "https://api-t1.fyers.in"
     FYERS_WS_URL: str = "wss://socket.fyers.in/hsm/v1-5/prod"
+    #: where Fyers publishes its symbol master CSVs (NSE_CM.csv, NSE_FO.csv ...)
+    FYERS_SYMBOL_MASTER_URL: str = "https://public.fyers.in/sym_details"
 
     #: where ``trading-helper login`` stores access tokens (file mode 0600)
     TOKEN_DIR: Path = Path.home() / ".config" / "trading-helper"
