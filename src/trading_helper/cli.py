@@ -52,5 +52,26 @@ def demo(
     )
 
 
+@login_app.command("kite")
+def login_kite(
+    request_token: str = typer.Option(
+        "", "--request-token", help="The request_token from Kite's redirect (or the whole redirect URL)."
+    ),
+    listen_port: int = typer.Option(
+        0, "--listen-port", help="Catch the redirect on 127.0.0.1:PORT (the app's redirect URL) instead."
+    ),
+    wait: float = typer.Option(300.0, "--wait", help="Seconds to wait for the redirect."),
+) -> None:
+    """Log in to Zerodha Kite and store the access token (mode 0600); prints it only redacted."""
+    from trading_helper.brokers.kite.login import run_login
+    from trading_helper.config import get_settings
+
+    try:
+        asyncio.run(run_login(get_settings(), request_token=request_token or None,
+                              listen_port=listen_port or None, wait_s=wait, echo=typer.echo))
+    except TradingHelperError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     app()
