@@ -22,7 +22,7 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -498,11 +498,5 @@ class FakeKiteServer:
             return self._error(400, "InputException", f"interval exceeds max limit: {MAX_SPAN_DAYS[interval]} days")
         return self._json(200, {"status": "success", "data": {"candles": history_candles(
             token, interval, start, end, oi=query.get("oi") == "1")}})
-
-
-def first_weekday_on_or_after(day: date) -> date:
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return day
 
 

@@ -81,9 +81,9 @@ async def running(feed: KiteTicker, sink: CollectingSink) -> AsyncIterator[async
             await task
 
 
-def tokens(n: int, first: int = 100_001) -> dict[str, int]:
-    """``n`` NSE tokens (low byte 1) -> instrument ids 1..n."""
-    return {str(((first + i) << 8) | 1): i + 1 for i in range(n)}
+def tokens(n: int, first: int = 100_001, first_id: int = 1) -> dict[str, int]:
+    """``n`` NSE tokens (low byte 1) -> instrument ids ``first_id``..``first_id + n - 1``."""
+    return {str(((first + i) << 8) | 1): first_id + i for i in range(n)}
 
 
 async def test_5000_instruments_are_sharded_over_two_connections_and_ticks_arrive(
@@ -279,3 +279,24 @@ async def test_the_token_is_reread_before_every_connect(kite: FakeKiteServer, se
         await wait_until(lambda: sink.states().count(FeedState.CONNECTED) == 2)
         assert kite.upgrade_tokens == ["fake_access_token", "morning_token"]
         assert kite.rejected_upgrades == 0
+
+
+async def test_subscriptions_changing_while_connecting_all_reach_the_server(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
+    feed, sink = make_feed(settings), CollectingSink()
+    await feed.subscribe(tokens(3))
+    expected = {int(t): "full" for t in tokens(3)}
+    async with running(feed, sink):
+        for step, mode in enumerate(["ltp", "quote", "full", "ltp"]):
+            batch = tokens(2, first=500_001 + 10 * step, first_id=100 + 10 * step)
+            await feed.subscribe(batch, mode=mode)
+            expected |= {int(t): mode for t in batch}
+            await asyncio.sleep(0.002 * step)
+        await feed.unsubscribe(list(tokens(1)))
+        del expected[int(next(iter(tokens(1))))]
+        await wait_until(lambda: len(kite.connections) == 1 and kite.connections[0].modes == expected)
+        # every instrument's coverage was announced, whether it joined before or after the connect
+        announced = frozenset().union(*(e.instrument_ids for e in sink.events if e.state is FeedState.CONNECTED))
+        assert announced >= {feed.subscriptions[str(t)] for t in expected}
+        assert len(set(feed.subscriptions.values())) == len(expected) == 10

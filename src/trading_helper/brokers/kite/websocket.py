@@ -250,15 +250,11 @@ class KiteTicker(LiveFeed):
         frames = 0
         try:
             shard.ws = ws
-            tokens = sorted(shard.tokens)
-            await ws.send(json.dumps({"a": "subscribe", "v": tokens}))
-            by_mode: dict[str, list[int]] = {}
-            for t in tokens:
-                by_mode.setdefault(self._modes[t], []).append(t)
-            for mode, group in by_mode.items():
-                await ws.send(json.dumps({"a": "mode", "v": [mode, group]}))
+            await self._resubscribe(ws, shard)
+            # no await between the last check in _resubscribe and this: subscribe() calls from
+            # now on send to the socket themselves
             shard.connected = self._ever_connected = True
-            ids = frozenset(self._ids[t] for t in tokens)
+            ids = frozenset(self._ids[t] for t in shard.tokens)
             await self._emit(FeedEvent(FeedState.CONNECTED, last_frame_at, ids, detail=f"connection {shard.index}"))
             self._update_state()
             while True:
@@ -281,6 +277,31 @@ class KiteTicker(LiveFeed):
             ids = frozenset(self._ids[t] for t in shard.tokens)  # unsubscribed ones had their STOPPED
             await self._emit(FeedEvent(FeedState.DISCONNECTED, last_frame_at, ids, detail=reason))
         return reason, frames > 0
+
+    async def _resubscribe(self, ws: ClientConnection, shard: _Shard) -> None:
+        """Subscribe the shard's tokens and set each one's mode, until nothing changed meanwhile.
+
+        subscribe()/unsubscribe() calls landing while these messages are sent only update our
+        maps (the connection is not marked connected yet), so loop until the server has it all.
+        """
+        sent: dict[int, str] = {}
+        while True:
+            want = {t: self._modes[t] for t in shard.tokens}  # a snapshot: the sends below yield
+            pending = sorted(t for t, mode in want.items() if sent.get(t) != mode)
+            stale = [t for t in sent if t not in want]
+            if not pending and not stale:
+                return
+            if stale:
+                await ws.send(json.dumps({"a": "unsubscribe", "v": stale}))
+            new = [t for t in pending if t not in sent]
+            if new:
+                await ws.send(json.dumps({"a": "subscribe", "v": new}))
+            by_mode: dict[str, list[int]] = {}
+            for t in pending:
+                by_mode.setdefault(want[t], []).append(t)
+            for mode, group in by_mode.items():
+                await ws.send(json.dumps({"a": "mode", "v": [mode, group]}))
+            sent = {t: want[t] for t in want}
 
     async def _on_message(self, message: str | bytes, received: datetime) -> None:
         sink = self._sink
