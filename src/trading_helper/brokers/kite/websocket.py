@@ -127,38 +127,43 @@ class KiteTicker(LiveFeed):
         self._ids.update(wanted)
         for t in wanted:
             self._modes[t] = mode
+        # plan every message before the first await: the maps may change while we send
         at = _now()
+        plan = []
         for shard in self._shards:
             mine = [t for t in wanted if self._shard_of[t] is shard]
-            if not mine or not shard.connected or shard.ws is None:
-                continue  # sent on (re)connect
-            new = [t for t in fresh if self._shard_of[t] is shard]
+            if mine and shard.connected and shard.ws is not None:  # otherwise sent on (re)connect
+                new = [t for t in fresh if self._shard_of[t] is shard]
+                plan.append((shard, shard.ws, mine, new, frozenset(self._ids[t] for t in new)))
+        self._poke()
+        for shard, ws, mine, new, new_ids in plan:
             with contextlib.suppress(ConnectionClosed):  # the read loop reconnects and resubscribes
                 if new:
-                    await shard.ws.send(json.dumps({"a": "subscribe", "v": new}))
-                await shard.ws.send(json.dumps({"a": "mode", "v": [mode, mine]}))
-            if new:
-                await self._emit(FeedEvent(FeedState.CONNECTED, at, frozenset(self._ids[t] for t in new),
+                    await ws.send(json.dumps({"a": "subscribe", "v": new}))
+                await ws.send(json.dumps({"a": "mode", "v": [mode, mine]}))
+            if new_ids:
+                await self._emit(FeedEvent(FeedState.CONNECTED, at, new_ids,
                                            detail=f"subscribed on connection {shard.index}"))
-        self._poke()
 
     async def unsubscribe(self, tokens: Iterable[str]) -> None:
+        at = _now()
         groups: dict[int, list[int]] = {}
+        ids: dict[int, set[int]] = {}
         for t in {_token(t) for t in tokens}:
             if t in self._ids:
-                groups.setdefault(self._shard_of[t].index, []).append(t)
-        at = _now()
-        for index, mine in groups.items():
-            shard = self._shards[index]
-            ids = frozenset(self._ids[t] for t in mine)
-            for t in mine:
+                shard = self._shard_of.pop(t)
                 shard.tokens.discard(t)
-                del self._ids[t], self._modes[t], self._shard_of[t]
-            if shard.connected and shard.ws is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await shard.ws.send(json.dumps({"a": "unsubscribe", "v": mine}))
-                await self._emit(FeedEvent(FeedState.STOPPED, at, ids, detail="unsubscribed"))
+                groups.setdefault(shard.index, []).append(t)
+                ids.setdefault(shard.index, set()).add(self._ids.pop(t))
+                del self._modes[t]
+        plan = [(self._shards[i], self._shards[i].ws, mine) for i, mine in groups.items()
+                if self._shards[i].connected and self._shards[i].ws is not None]
         self._poke()
+        for shard, ws, mine in plan:
+            assert ws is not None
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"a": "unsubscribe", "v": mine}))
+            await self._emit(FeedEvent(FeedState.STOPPED, at, frozenset(ids[shard.index]), detail="unsubscribed"))
 
     # --- running -------------------------------------------------------------------------------
     async def run(self, sink: FeedSink) -> None:
