@@ -40,6 +40,31 @@ def db_migrate() -> None:
     console.print(f"schema up to date on [bold]{report.flavour}[/bold] (version {report.version}): {applied}")
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    instruments: int = typer.Option(1000, help="Simulated instruments."),
+    ticks: int = typer.Option(500_000, help="Ticks pushed at full speed."),
+    per_frame: int = typer.Option(100, help="Ticks per received frame (one stream entry each)."),
+    paced_rate: int = typer.Option(1000, help="Ticks per second in the latency phase."),
+    paced_seconds: float = typer.Option(10.0, help="Length of the latency phase."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Ingest throughput and latency through the real path, against raw COPY in the same run."""
+    import json
+
+    from trading_helper.bench.ingest import run_ingest_bench
+    from trading_helper.config import get_settings
+
+    try:
+        result = asyncio.run(run_ingest_bench(get_settings(), instruments=instruments, ticks=ticks,
+                                              per_frame=per_frame, paced_rate=paced_rate,
+                                              paced_seconds=paced_seconds))
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command()
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),
@@ -69,6 +94,23 @@ def login_kite(
     try:
         asyncio.run(run_login(get_settings(), request_token=request_token or None,
                               listen_port=listen_port or None, wait_s=wait, echo=typer.echo))
+    except TradingHelperError as exc:
+        _fail(exc)
+
+
+@login_app.command("fyers")
+def login_fyers(
+    auth_code: str | None = typer.Option(
+        None, "--auth-code", help="The auth_code from Fyers' redirect URL (skips the local redirect listener)."
+    ),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the redirect."),
+) -> None:
+    """Log in to Fyers (auth-code flow) and store the access token (mode 0600)."""
+    from trading_helper.brokers.fyers.login import login
+    from trading_helper.config import get_settings
+
+    try:
+        asyncio.run(login(get_settings(), auth_code=auth_code, timeout_s=timeout, echo=typer.echo))
     except TradingHelperError as exc:
         _fail(exc)
 

@@ -20,7 +20,7 @@ async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
     async with fresh_database(admin_dsn, flavour=None) as dsn:
         first = await migrate(dsn)
         assert first.flavour == "postgres"  # no TimescaleDB on this server
-        assert first.applied == ["common/0001_core.sql", "postgres/0001_market.sql"]
+        assert first.applied[:2] == ["common/0001_core.sql", "postgres/0001_market.sql"]
         conn = await asyncpg.connect(dsn)
         try:
             schema_before = await conn.fetch(
@@ -35,9 +35,9 @@ async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
         finally:
             await conn.close()
-    assert second.applied == [] and second.version == first.version == 1
+    assert second.applied == [] and second.version == first.version >= 1
     assert schema_before == schema_after
-    assert versions == 1
+    assert versions == first.version
     assert set(RELATIONS) <= present
 
 

@@ -18,7 +18,8 @@ from operator import itemgetter
 import asyncpg
 
 from trading_helper.errors import DatabaseUnavailable
-from trading_helper.ingest.volume import VolumeTracker
+from trading_helper.ingest.codec import Record, tick_record
+from trading_helper.ingest.volume import VolumeTracker, from_us, to_us
 from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE, Tick
 from trading_helper.storage import queries
 from trading_helper.storage.migrate import Flavour, current_flavour
@@ -28,6 +29,11 @@ TICK_COLUMNS = (
     "open_interest", "bid_price", "bid_qty", "ask_price", "ask_qty", "received_at",
 )
 _KNOWN_IDS_REFRESH_S = 5.0
+_SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
+_AGE_US = int(MAX_TICK_AGE.total_seconds()) * 1_000_000
+_INF = float("inf")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT4 = 2**31 - 1
 
 TickRow = tuple[object, ...]
 
@@ -82,44 +88,68 @@ class TickWriter:
             self._known_loaded_at = _time.monotonic()
 
     def prepare(
-        self, entries: Iterable[Tick | VolumeReset], now: datetime, result: WriteResult
+        self, entries: Iterable[Record | VolumeReset], now: datetime, result: WriteResult
     ) -> tuple[list[TickRow], set[int]]:
         """Rows for COPY in arrival order; the ids of unknown instruments seen."""
         rows: list[TickRow] = []
         unknown: set[int] = set()
-        newest, oldest = now + MAX_CLOCK_SKEW, now - MAX_TICK_AGE
-        known, apply = self.known_ids, self.tracker.apply
-        rejected = result.rejected
-        for tick in entries:
-            if isinstance(tick, VolumeReset):
-                self.tracker.reset(tick.instrument_ids)
+        now_us = to_us(now)
+        newest, oldest = now_us + _SKEW_US, now_us - _AGE_US
+        known, apply, rejected, append = self.known_ids, self.tracker.apply, result.rejected, rows.append
+        # ticks of a frame share their receive time and mostly their exchange second: build each
+        # datetime once and reuse it (datetime construction is the costliest step per tick)
+        rx_us, rx_dt = -1, _EPOCH
+        sec, sec_dt = -1, _EPOCH
+        for rec in entries:
+            if rec.__class__ is VolumeReset:
+                self.tracker.reset(rec.instrument_ids)
                 continue
-            price = tick.last_price
-            if not (isinstance(price, (int, float)) and 0 < price < float("inf")):
+            ex, rx, iid, ltp, qty, vol, avg, oi, bp, bq, ap, aq = rec  # type: ignore[misc]
+            if not 0.0 < ltp < _INF:  # NaN fails too
                 rejected["bad_price"] += 1
-                continue
-            ts = tick.exchange_ts
-            if ts.tzinfo is None or tick.received_ts.tzinfo is None:
-                rejected["naive_timestamp"] += 1
-                continue
-            if not oldest <= ts <= newest:
+            elif not oldest <= ex <= newest:
                 rejected["timestamp_out_of_range"] += 1
-                continue
-            iid = tick.instrument_id
-            if iid not in known:
+            elif iid not in known:
                 unknown.add(iid)
                 rejected["unknown_instrument"] += 1
-                continue
-            ts, delta = apply(iid, ts, tick.volume, tick.last_quantity)
-            rows.append((ts, iid, float(price), tick.last_quantity, tick.volume, delta, tick.average_price,
-                         tick.open_interest, tick.bid_price, tick.bid_quantity, tick.ask_price,
-                         tick.ask_quantity, tick.received_ts))
+            elif qty > _INT4 or bq > _INT4 or aq > _INT4:
+                rejected["bad_quantity"] += 1
+            else:
+                ts, delta = apply(iid, ex, None if vol < 0 else vol, None if qty < 0 else qty)
+                if ts // 1_000_000 != sec:
+                    sec = ts // 1_000_000
+                    sec_dt = from_us(sec * 1_000_000)
+                if rx != rx_us:
+                    rx_us, rx_dt = rx, from_us(rx)
+                us = ts % 1_000_000
+                append((sec_dt.replace(microsecond=us) if us else sec_dt, iid, ltp, None if qty < 0 else qty,
+                        None if vol < 0 else vol, delta, None if avg != avg else avg, None if oi < 0 else oi,
+                        None if bp != bp else bp, None if bq < 0 else bq, None if ap != ap else ap,
+                        None if aq < 0 else aq, rx_dt))
         return rows, unknown
 
     async def write(
         self, entries: Sequence[Tick | VolumeReset], *, offset: StreamOffset | None = None
     ) -> WriteResult:
-        """Validate and store ``entries`` (and ``offset``) in one transaction."""
+        """Validate and store ticks (and ``offset``) in one transaction."""
+        naive = 0
+        records: list[Record | VolumeReset] = []
+        for t in entries:
+            if isinstance(t, VolumeReset):
+                records.append(t)
+            elif t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None:
+                naive += 1
+            else:
+                records.append(tick_record(t))
+        result = await self.write_records(records, offset=offset)
+        if naive:
+            result.rejected["naive_timestamp"] += naive
+        return result
+
+    async def write_records(
+        self, entries: Sequence[Record | VolumeReset], *, offset: StreamOffset | None = None
+    ) -> WriteResult:
+        """Validate and store tick records (and ``offset``) in one transaction."""
         try:
             async with self.pool.acquire() as conn:
                 return await self._write(conn, entries, offset)
@@ -132,7 +162,7 @@ class TickWriter:
             raise
 
     async def _write(
-        self, conn: asyncpg.Connection, entries: Sequence[Tick | VolumeReset], offset: StreamOffset | None
+        self, conn: asyncpg.Connection, entries: Sequence[Record | VolumeReset], offset: StreamOffset | None
     ) -> WriteResult:
         if self._needs_reload:
             # a failed write may have advanced the in-memory volume state: start from the database

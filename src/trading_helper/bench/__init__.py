@@ -1,0 +1,1 @@
+"""Benchmarks printing one JSON object each (``trading-helper bench ...``)."""

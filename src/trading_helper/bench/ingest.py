@@ -1,0 +1,152 @@
+"""``trading-helper bench ingest``: simulator frames through the real path, against raw COPY.
+
+Phase 1 (throughput): N simulated ticks, in frames, go through the receiver (one Redis stream
+entry per frame, quotes, fan-out), the stream writer (consumer group, COPY, offset commit,
+acknowledgement) into tick_data, as fast as they can. Phase 2 (reference): the same rows are
+COPYed straight into a plain table with the same columns and index, in batches of 10,000 (the
+hardware's pace in the same run). Phase 3 (latency): ticks paced at ``--paced-rate`` per second
+for ``--paced-seconds``; receive-to-commit latency per tick. Every tick carries its sequence
+number (in ``bid_qty``), so lost and duplicated ticks are counted from the table itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from trading_helper.bench.scratch import scratch_database
+from trading_helper.brokers.sim import SimFeed, sim_instruments
+from trading_helper.config import Settings
+from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.writer import StreamWriter
+from trading_helper.models import Tick
+from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+from trading_helper.storage.ticks import TICK_COLUMNS
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _feed(settings: Settings, pool: asyncpg.Pool, instruments: int) -> SimFeed:
+    items = sim_instruments(instruments)
+    async with pool.acquire() as conn:
+        await sync_instruments(conn, "sim", items)
+        mapping = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
+    feed = SimFeed(settings)
+    await feed.subscribe(mapping)
+    return feed
+
+
+def _frames(feed: SimFeed, total: int, per_frame: int, first_seq: int) -> list[list[Tick]]:
+    frames, seq = [], first_seq
+    while seq < first_seq + total:
+        frame = feed.make_frame(min(per_frame, first_seq + total - seq))
+        for t in frame:
+            t.bid_quantity = seq
+            seq += 1
+        frames.append(frame)
+    return frames
+
+
+async def _drain(writer: StreamWriter, target: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while writer.stats.written + sum(writer.stats.rejected.values()) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"writer committed {writer.stats.written} of {target} ticks in {timeout_s} s")
+        await asyncio.sleep(0.005)
+
+
+async def _raw_copy(pool: asyncpg.Pool, frames: list[list[Tick]]) -> float:
+    rows = [(t.exchange_ts, t.instrument_id, t.last_price, t.last_quantity, t.volume, 0, t.average_price,
+             t.open_interest, t.bid_price, t.bid_quantity, t.ask_price, t.ask_quantity, t.received_ts)
+            for f in frames for t in f]
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE raw_copy_reference (LIKE tick_data INCLUDING DEFAULTS)")
+        await conn.execute("CREATE INDEX ON raw_copy_reference (instrument_id, time DESC)")
+        started = time.perf_counter()
+        for i in range(0, len(rows), 10_000):
+            await conn.copy_records_to_table("raw_copy_reference", records=rows[i:i + 10_000], columns=TICK_COLUMNS)
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE raw_copy_reference")
+    return len(rows) / elapsed
+
+
+async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, per_frame: int,
+                           paced_rate: int, paced_seconds: float) -> dict[str, Any]:
+    stream = f"th:bench:{uuid.uuid4().hex[:8]}"
+    redis = aioredis.Redis.from_url(settings.REDIS_URL)
+    async with scratch_database(settings.DATABASE_URL) as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+        assert pool is not None
+        try:
+            feed = await _feed(settings, pool, instruments)
+            frames = _frames(feed, ticks, per_frame, 0)
+            receiver = TickReceiver(redis, stream=stream, max_entries=10_000_000, local_max_frames=100_000)
+            writer = StreamWriter(redis, pool, stream=stream, entries_per_read=200)
+            writer_task = asyncio.create_task(writer.run())
+            started = time.perf_counter()
+            for frame in frames:
+                await receiver.on_ticks(frame)
+            await _drain(writer, ticks, timeout_s=600)
+            seconds = time.perf_counter() - started
+
+            raw_rate = await _raw_copy(pool, frames)
+
+            # paced phase: 1,000 ticks/s in frames every 50 ms, latency per tick
+            writer.record_lags = True
+            writer.stats.lags.clear()
+            per_tick_frame = max(1, int(paced_rate * 0.05))
+            paced_frames = int(paced_seconds / 0.05)
+            seq = ticks
+            t0 = time.perf_counter()
+            for k in range(paced_frames):
+                [frame] = _frames(feed, per_tick_frame, per_tick_frame, seq)
+                now = datetime.now(UTC)
+                for t in frame:
+                    t.received_ts = now
+                seq += len(frame)
+                await receiver.on_ticks(frame)
+                await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.05 - time.perf_counter()))
+            await _drain(writer, seq, timeout_s=120)
+            writer_task.cancel()
+            lags_ms = [x * 1000 for x in writer.stats.lags]
+
+            row = await pool.fetchrow(
+                "SELECT count(*) AS n, count(DISTINCT bid_qty) AS d FROM tick_data")
+            assert row is not None
+            sent = seq
+            lost = sent - row["d"]
+            duplicated = row["n"] - row["d"]
+        finally:
+            await pool.close()
+            await redis.delete(stream)
+            await redis.aclose()
+    rate = ticks / seconds
+    return {
+        "ticks": ticks,
+        "instruments": instruments,
+        "ticks_per_frame": per_frame,
+        "seconds": round(seconds, 3),
+        "ticks_per_s": round(rate),
+        "raw_copy_rows_per_s": round(raw_rate),
+        "ratio_to_raw_copy": round(rate / raw_rate, 3),
+        "paced_rate_per_s": paced_rate,
+        "paced_ticks": len(lags_ms),
+        "latency_ms_p50": round(_percentile(lags_ms, 0.5), 2),
+        "latency_ms_p99": round(_percentile(lags_ms, 0.99), 2),
+        "latency_ms_mean": round(statistics.fmean(lags_ms), 2) if lags_ms else None,
+        "lost": lost,
+        "duplicated": duplicated,
+        "rejected": dict(writer.stats.rejected) | dict(receiver.rejected),
+    }

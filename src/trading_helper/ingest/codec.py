@@ -1,0 +1,126 @@
+"""Compact binary encoding of ticks for the Redis stream, the live fan-out and latest quotes.
+
+One stream entry holds all ticks of one received frame, so the per-message cost is paid per
+frame, not per tick. Each tick is one fixed-size little-endian record (``struct`` packs and
+unpacks it in C; JSON would cost several times more per tick on the hot path). ``None`` is
+carried as NaN for prices and -1 for quantities, which are never negative.
+
+A latest-quote value is one tick record optionally followed by its market depth: a count byte
+per side, then (price, quantity, orders) per level.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from trading_helper.models import DepthLevel, Tick
+
+_TICK = struct.Struct("<qqidqqdqdqdq")
+_LEVEL = struct.Struct("<dqi")
+TICK_SIZE = _TICK.size
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAN = float("nan")
+
+
+def _us(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _pack(t: Tick) -> bytes:
+    return _TICK.pack(
+        _us(t.exchange_ts), _us(t.received_ts), t.instrument_id, t.last_price,
+        -1 if t.last_quantity is None else t.last_quantity, -1 if t.volume is None else t.volume,
+        _NAN if t.average_price is None else t.average_price,
+        -1 if t.open_interest is None else t.open_interest,
+        _NAN if t.bid_price is None else t.bid_price, -1 if t.bid_quantity is None else t.bid_quantity,
+        _NAN if t.ask_price is None else t.ask_price, -1 if t.ask_quantity is None else t.ask_quantity,
+    )
+
+
+def encode_ticks(ticks: Sequence[Tick]) -> bytes:
+    """All ticks of one frame as one payload. Ticks must carry aware timestamps."""
+    return b"".join(map(_pack, ticks))
+
+
+def _tick(rec: tuple[int, int, int, float, int, int, float, int, float, int, float, int]) -> Tick:
+    ex, rx, iid, ltp, qty, vol, avg, oi, bp, bq, ap, aq = rec
+    return Tick(
+        instrument_id=iid,
+        exchange_ts=_EPOCH + timedelta(microseconds=ex),
+        received_ts=_EPOCH + timedelta(microseconds=rx),
+        last_price=ltp,
+        last_quantity=None if qty < 0 else qty,
+        volume=None if vol < 0 else vol,
+        average_price=None if math.isnan(avg) else avg,
+        open_interest=None if oi < 0 else oi,
+        bid_price=None if math.isnan(bp) else bp,
+        bid_quantity=None if bq < 0 else bq,
+        ask_price=None if math.isnan(ap) else ap,
+        ask_quantity=None if aq < 0 else aq,
+    )
+
+
+#: a tick as the writer handles it: (exchange µs, received µs, instrument id, last price, last qty,
+#: day volume, average price, OI, bid price, bid qty, ask price, ask qty); -1 / NaN for None
+Record = tuple[int, int, int, float, int, int, float, int, float, int, float, int]
+
+
+def tick_record(t: Tick) -> Record:
+    """The record of one tick (timestamps must be aware)."""
+    return _TICK.unpack(_pack(t))
+
+
+def decode_records(payload: bytes) -> list[Record]:
+    """The records of an :func:`encode_ticks` payload; ValueError when its size is wrong."""
+    if len(payload) % TICK_SIZE:
+        raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
+    return list(_TICK.iter_unpack(payload))
+
+
+def decode_ticks(payload: bytes) -> list[Tick]:
+    """Inverse of :func:`encode_ticks`; raises ValueError on a payload of the wrong size."""
+    if len(payload) % TICK_SIZE:
+        raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
+    return [_tick(rec) for rec in _TICK.iter_unpack(payload)]
+
+
+def encode_quote(tick: Tick) -> bytes:
+    """A latest-quote value: the tick and its depth (up to 255 levels a side)."""
+    parts = [_pack(tick), bytes((len(tick.bids), len(tick.asks)))]
+    parts.extend(_LEVEL.pack(lv.price, lv.quantity, lv.orders) for lv in (*tick.bids, *tick.asks))
+    return b"".join(parts)
+
+
+def decode_quote(value: bytes) -> Tick:
+    tick = _tick(_TICK.unpack_from(value))
+    if len(value) >= TICK_SIZE + 2:
+        n_bids, n_asks = value[TICK_SIZE], value[TICK_SIZE + 1]
+        levels = [DepthLevel(p, q, o) for p, q, o in _LEVEL.iter_unpack(value[TICK_SIZE + 2:])]
+        tick.bids, tick.asks = tuple(levels[:n_bids]), tuple(levels[n_bids:n_bids + n_asks])
+    return tick
+
+
+def tick_to_json(t: Tick) -> dict[str, object]:
+    """The JSON shape of a tick for the HTTP API and the browser."""
+    return {
+        "instrument_id": t.instrument_id,
+        "exchange_ts": t.exchange_ts.isoformat(),
+        "received_ts": t.received_ts.isoformat(),
+        "last_price": t.last_price,
+        "last_quantity": t.last_quantity,
+        "volume": t.volume,
+        "average_price": t.average_price,
+        "open_interest": t.open_interest,
+        "bid_price": t.bid_price,
+        "bid_quantity": t.bid_quantity,
+        "ask_price": t.ask_price,
+        "ask_quantity": t.ask_quantity,
+        "depth": {
+            "bids": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.bids],
+            "asks": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.asks],
+        } if (t.bids or t.asks) else None,
+    }

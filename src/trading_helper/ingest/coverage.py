@@ -1,0 +1,70 @@
+"""Live coverage: which time ranges were captured, per instrument (``live_coverage``).
+
+A connection opens a range for its instruments; while it stays up the range is extended every
+few seconds; a drop, a stall or a login failure closes it at the time the feed reported. A crash
+leaves the range ending at its last extension. The gaps between ranges are what the candle
+service backfills from broker history (brokers do not replay missed ticks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import datetime
+
+import asyncpg
+
+from trading_helper.brokers.base import FeedEvent, FeedState
+
+log = logging.getLogger(__name__)
+
+_CLOSE = """
+UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $3)), open = false
+WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
+"""
+_OPEN = """
+INSERT INTO live_coverage (instrument_id, broker, period, open)
+SELECT i, $1, tstzrange($3, $3 + interval '1 millisecond'), true FROM unnest($2::integer[]) AS i
+WHERE EXISTS (SELECT 1 FROM instruments WHERE id = i)
+"""
+_EXTEND = """
+UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $2))
+WHERE open AND broker = $1
+"""
+_CLOSE_STALE = "UPDATE live_coverage SET open = false WHERE open AND broker = $1"
+
+
+class CoverageRecorder:
+    def __init__(self, pool: asyncpg.Pool, broker: str) -> None:
+        self.pool = pool
+        self.broker = broker
+        self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
+
+    async def start(self) -> None:
+        """Close ranges a previous process left open: they end at its last extension."""
+        await self._run(_CLOSE_STALE, (self.broker,))
+
+    async def on_event(self, event: FeedEvent) -> None:
+        ids = sorted(event.instrument_ids)
+        if not ids:
+            return
+        if event.state == FeedState.CONNECTED:
+            await self._run(_CLOSE, (self.broker, ids, event.at))
+            await self._run(_OPEN, (self.broker, ids, event.at))
+        elif event.state in (FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED, FeedState.STOPPED):
+            await self._run(_CLOSE, (self.broker, ids, event.at))
+
+    async def extend(self, now: datetime) -> None:
+        await self._run(_EXTEND, (self.broker, now))
+
+    async def _run(self, sql: str, args: tuple[object, ...]) -> None:
+        self._pending.append((sql, args))
+        try:
+            async with self.pool.acquire() as conn:
+                while self._pending:
+                    q, a = self._pending[0]
+                    await conn.execute(q, *a)
+                    self._pending.popleft()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # kept in order and retried with the next event or extension
+            log.warning("live coverage update deferred (%d pending): %s", len(self._pending), exc)

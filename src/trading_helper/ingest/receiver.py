@@ -1,0 +1,170 @@
+"""The receiving side: each frame's ticks become one Redis stream entry, a latest quote per
+instrument and one live fan-out message, in one round trip.
+
+When Redis is unreachable, entries wait in a bounded in-memory queue (order kept) and are
+flushed first when it returns; beyond that bound, and when the stream is at its cap, ticks are
+dropped and counted as ``buffer_full``. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from trading_helper.brokers.base import FeedEvent, FeedState
+from trading_helper.ingest import keys, metrics
+from trading_helper.ingest.codec import encode_quote, encode_ticks
+from trading_helper.ingest.coverage import CoverageRecorder
+from trading_helper.ingest.stream import TICKS_FIELD, reset_fields
+from trading_helper.models import Tick
+
+log = logging.getLogger(__name__)
+
+_RETRY_AFTER_S = 1.0
+_CAP_WARN_RATIO = 0.8
+
+
+class TickReceiver:
+    """Implements :class:`trading_helper.brokers.base.FeedSink`."""
+
+    def __init__(self, redis: aioredis.Redis, *, stream: str, max_entries: int, local_max_frames: int,
+                 coverage: CoverageRecorder | None = None) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.max_entries = max_entries
+        self.local: deque[tuple[dict[bytes, bytes], bytes | None]] = deque()
+        self.local_max_frames = local_max_frames
+        self.coverage = coverage
+        self.received = 0
+        self.rejected: Counter[str] = Counter()
+        self.redis_down_since: float | None = None
+        self._retry_at = 0.0
+        self._stream_full = False
+        self._last_warning = 0.0
+        self.feed_state: FeedState = FeedState.STOPPED
+
+    # -- FeedSink ---------------------------------------------------------------------------
+    async def on_ticks(self, ticks: Sequence[Tick]) -> None:
+        if not ticks:
+            return
+        self.received += len(ticks)
+        metrics.TICKS_RECEIVED.inc(len(ticks))
+        if any(t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None for t in ticks):
+            good = [t for t in ticks if t.exchange_ts.tzinfo is not None and t.received_ts.tzinfo is not None]
+            self.on_reject("naive_timestamp", len(ticks) - len(good))
+            ticks = good
+            if not ticks:
+                return
+        payload = encode_ticks(ticks)
+        latest: dict[int, Tick] = {}
+        for t in ticks:
+            latest[t.instrument_id] = t
+        quotes = {str(i): encode_quote(t) for i, t in latest.items()}
+        await self._append({TICKS_FIELD: payload}, payload, quotes, len(ticks))
+
+    def on_reject(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] += count
+        metrics.TICKS_REJECTED.labels(reason).inc(count)
+
+    async def on_event(self, event: FeedEvent) -> None:
+        self.feed_state = event.state
+        metrics.FEED_STATE.set(1 if event.state == FeedState.CONNECTED else 0)
+        if event.state == FeedState.CONNECTED and event.instrument_ids:
+            # the volume traded while we were away was not seen: do not pile it onto one minute
+            await self._append(reset_fields(event.instrument_ids), None, None, 0)
+        if self.coverage is not None:
+            await self.coverage.on_event(event)
+
+    # -- Redis ----------------------------------------------------------------------------
+    async def _append(self, fields: dict[bytes, bytes], payload: bytes | None,
+                      quotes: dict[str, bytes] | None, n_ticks: int) -> None:
+        now = time.monotonic()
+        if (self.local or self._stream_full) and now >= self._retry_at:
+            await self._flush_local()
+        if self.local or self._stream_full or now < self._retry_at:
+            self._keep_locally(fields, payload, n_ticks)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        # no MAXLEN: trimming entries the writer has not committed would lose ticks
+        pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
+        if quotes:
+            pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
+        if payload is not None:
+            pipe.publish(keys.LIVE_CHANNEL, payload)
+        pipe.xlen(self.stream)
+        try:
+            results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            self._keep_locally(fields, payload, n_ticks)
+            return
+        self._redis_back()
+        self._check_cap(int(results[-1]))
+
+    def _keep_locally(self, fields: dict[bytes, bytes], payload: bytes | None, n_ticks: int) -> None:
+        if len(self.local) >= self.local_max_frames:
+            self.on_reject("buffer_full", max(n_ticks, 1))
+            return
+        self.local.append((fields, payload))
+        metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
+
+    async def _flush_local(self) -> None:
+        """Move locally held entries to the stream, oldest first, while Redis takes them."""
+        try:
+            if self._stream_full:
+                self._check_cap(int(await self.redis.xlen(self.stream)))
+                if self._stream_full:
+                    self._retry_at = time.monotonic() + _RETRY_AFTER_S
+                    return
+            while self.local:
+                chunk = [self.local[i] for i in range(min(500, len(self.local)))]
+                pipe = self.redis.pipeline(transaction=False)
+                for fields, payload in chunk:
+                    pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
+                    if payload is not None:
+                        pipe.publish(keys.LIVE_CHANNEL, payload)
+                await pipe.execute()
+                for _ in chunk:
+                    self.local.popleft()
+                metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
+            self._redis_back()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + _RETRY_AFTER_S
+        if self.redis_down_since is None:
+            self.redis_down_since = time.monotonic()
+            log.error("Redis unreachable (%s): holding frames in memory (at most %d)", exc, self.local_max_frames)
+
+    def _redis_back(self) -> None:
+        if self.redis_down_since is not None:
+            log.warning("Redis reachable again after %.1f s", time.monotonic() - self.redis_down_since)
+            self.redis_down_since = None
+
+    def _check_cap(self, length: int) -> None:
+        ratio = length / self.max_entries
+        metrics.STREAM_LENGTH.set(length)
+        metrics.STREAM_FILL_RATIO.set(ratio)
+        self._stream_full = length >= self.max_entries
+        if ratio >= _CAP_WARN_RATIO and time.monotonic() - self._last_warning > 10:
+            self._last_warning = time.monotonic()
+            log.warning("tick stream %s holds %d entries (%.0f%% of its cap): is the database writer keeping up?",
+                        self.stream, length, ratio * 100)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "rejected": dict(self.rejected),
+            "local_queue_frames": len(self.local),
+            "redis_down": self.redis_down_since is not None,
+            "stream_full": self._stream_full,
+            "feed_state": str(self.feed_state),
+            "at": datetime.now(UTC).isoformat(),
+        }
