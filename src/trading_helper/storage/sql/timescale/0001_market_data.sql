@@ -167,7 +167,10 @@ CREATE INDEX candles_1d_instrument_bucket_idx ON candles_1d (instrument_id, buck
 -- ticks that were already dropped (that would delete the candles built from them), while late or
 -- corrected ticks of the last 6 days are still folded in (refreshes follow invalidations, they do
 -- not recompute the whole window). end_offset of one bucket leaves the forming bucket to
--- real-time aggregation. Every window is far above TimescaleDB's two-bucket minimum.
+-- real-time aggregation. Every window is far above TimescaleDB's two-bucket minimum. At 1d the
+-- whole-day end_offset also matters: before 2.25.2 TimescaleDB trims refresh windows to UTC days
+-- ignoring the origin (timescaledb #9308; seen on 2.23), and a window ending inside an IST day
+-- would materialise that still-forming day and move the watermark past it.
 -- buckets_per_batch: a policy run materialises its window in batches, one transaction each; the
 -- default changed between releases (1 bucket until 2.24, 10 after), so it is set here: an hour of
 -- data per batch up to the 1h level, a day at 1d. It matters on the first run and after downtime,
