@@ -114,6 +114,11 @@ class TickReceiver:
         self.local.append((fields, payload))
         metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 
+    async def flush(self) -> None:
+        """Send frames held while Redis was away (called by the service when the feed is quiet)."""
+        if (self.local or self._stream_full) and time.monotonic() >= self._retry_at:
+            await self._flush_local()
+
     async def _flush_local(self) -> None:
         """Move locally held entries to the stream, oldest first, while Redis takes them."""
         try:

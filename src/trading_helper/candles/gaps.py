@@ -1,0 +1,55 @@
+"""Gaps: the bucket ranges of a request that are neither captured live nor fetched yet.
+
+The arithmetic is the SQL function ``candle_gaps`` (multiranges: window ∩ sessions − live
+coverage, widened to whole buckets, − fetch coverage). Here: calling it, and grouping the gaps
+into as few broker requests as is reasonable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from trading_helper.timeframes import Timeframe
+
+_GAPS = "SELECT lower(r) AS lo, upper(r) AS hi FROM candle_gaps($1, $2, $3, $4, $5) AS r"
+
+#: the longest window fetched in one ``fetch_history`` call: gaps closer than this share a call
+#: (the nights and weekends between them cost the broker nothing, and the adapter chunks to its
+#: own per-request limits), so a month of 1m missing is one call, not one per session
+MERGE_SPAN: dict[Timeframe, timedelta] = {
+    Timeframe.M1: timedelta(days=30),
+    Timeframe.M5: timedelta(days=90),
+    Timeframe.M15: timedelta(days=180),
+    Timeframe.H1: timedelta(days=365),
+    Timeframe.D1: timedelta(days=2000),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    start: datetime
+    end: datetime
+
+
+async def find_gaps(
+    conn: asyncpg.Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime,
+    until: datetime,
+) -> list[Gap]:
+    """Gaps of buckets starting in [start, end) and ending by ``until``, in time order."""
+    rows = await conn.fetch(_GAPS, instrument_id, timeframe.value, start, end, until)
+    return [Gap(r["lo"], r["hi"]) for r in rows]
+
+
+def fetch_windows(gaps: list[Gap], timeframe: Timeframe) -> list[Gap]:
+    """Consecutive gaps merged while the merged window stays within ``MERGE_SPAN``."""
+    span = MERGE_SPAN[timeframe]
+    out: list[Gap] = []
+    for gap in gaps:
+        if out and gap.end - out[-1].start <= span:
+            out[-1] = Gap(out[-1].start, gap.end)
+        else:
+            out.append(gap)
+    return out

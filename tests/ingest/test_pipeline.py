@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
+from tests.storage.helpers import reset_market_data
+from trading_helper.ingest import keys
+from trading_helper.ingest.codec import decode_quote, decode_ticks
+from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.writer import StreamWriter
+from trading_helper.models import Tick
+
+
+async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool)
+    async with redis_stream(redis_url) as (redis, stream):
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(keys.LIVE_CHANNEL)
+        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        frames = numbered_frames(feed, 40, 25)
+        now = datetime.now(UTC)
+        stranger = Tick(instrument_id=987_654, exchange_ts=now, received_ts=now, last_price=10.0, bid_quantity=-7)
+        naive = Tick(instrument_id=frames[0][0].instrument_id, exchange_ts=now.replace(tzinfo=None),
+                     received_ts=now, last_price=10.0)
+        for n, frame in enumerate(frames):
+            if n == 10:
+                await redis.xadd(stream, {b"t": b"not a tick payload"})   # truncated/garbage entry
+                await redis.xadd(stream, {b"q": b"unknown field"})
+                frame = [*frame, stranger, naive]
+            await receiver.on_ticks(frame)
+        writer = StreamWriter(redis, db_pool, stream=stream, entries_per_read=7)
+        await writer.run(stop_when_idle=True)
+        message = None
+        for _ in range(20):  # the first read may only be the subscription's confirmation
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                break
+        quote = await redis.hget(keys.QUOTES, str(frames[-1][-1].instrument_id))
+        await pubsub.aclose()
+    rows, distinct = await stored_sequence_numbers(db_pool)
+    assert rows == distinct == 40 * 25
+    assert writer.stats.rejected == {"malformed_entry": 2, "unknown_instrument": 1}
+    assert receiver.rejected == {"naive_timestamp": 1}
+    assert message is not None and decode_ticks(message["data"])[0].bid_quantity == 0
+    assert quote is not None and decode_quote(quote).instrument_id == frames[-1][-1].instrument_id
+
+
+async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool, 5)
+    async with redis_stream(redis_url) as (redis, stream):
+        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        frames = numbered_frames(feed, 30, 20)
+        for frame in frames:
+            await receiver.on_ticks(frame)
+        await StreamWriter(redis, db_pool, stream=stream).run(stop_when_idle=True)
+    # per instrument: the first tick counts its own trade, then every increment of the day volume
+    first: dict[int, Tick] = {}
+    last: dict[int, Tick] = {}
+    for t in (t for f in frames for t in f):
+        first.setdefault(t.instrument_id, t)
+        last[t.instrument_id] = t
+    expected = {i: (last[i].volume or 0) - (first[i].volume or 0) + (first[i].last_quantity or 0) for i in first}
+    stored = {r[0]: r[1] for r in await db_pool.fetch(
+        "SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")}
+    assert stored == expected
