@@ -32,7 +32,9 @@ def db_migrate() -> None:
     from trading_helper.storage.migrate import migrate
 
     try:
-        report = asyncio.run(migrate(get_settings().DATABASE_URL))
+        settings = get_settings()
+        report = asyncio.run(migrate(settings.DATABASE_URL,
+                                     reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None))
     except TradingHelperError as exc:
         _fail(exc)
         return
@@ -113,6 +115,28 @@ def login_fyers(
         asyncio.run(login(get_settings(), auth_code=auth_code, timeout_s=timeout, echo=typer.echo))
     except TradingHelperError as exc:
         _fail(exc)
+
+
+grafana_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards and provisioning.")
+app.add_typer(grafana_app, name="grafana")
+
+
+@grafana_app.command("build")
+def grafana_build(
+    timescaledb: bool = typer.Option(True, "--timescaledb/--no-timescaledb",
+                                     help="The datasource's TimescaleDB flag ($__timeGroup uses time_bucket)."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when a committed file is stale."),
+) -> None:
+    """Generate the dashboards JSON and provisioning YAML from src/trading_helper/grafana/."""
+    from trading_helper.grafana.build import stale, write
+
+    if check:
+        outdated = stale()
+        for name in outdated:
+            console.print(f"[red]stale:[/red] {name}")
+        raise typer.Exit(code=1 if outdated else 0)
+    for path in write(timescaledb=timescaledb):
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

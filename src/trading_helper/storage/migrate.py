@@ -58,8 +58,12 @@ async def _detect_flavour(conn: asyncpg.Connection) -> Flavour:
     return "timescale" if available else "postgres"
 
 
-async def migrate(dsn: str, *, flavour: Flavour | None = None) -> MigrationReport:
-    """Bring the database at ``dsn`` to the newest schema version; running it twice changes nothing."""
+async def migrate(dsn: str, *, flavour: Flavour | None = None,
+                  reader_password: str | None = None) -> MigrationReport:
+    """Bring the database at ``dsn`` to the newest schema version; running it twice changes nothing.
+
+    ``reader_password`` (GRAFANA_DB_PASSWORD) lets the read-only ``grafana_reader`` role log in.
+    """
     conn = await connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
@@ -93,6 +97,10 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None) -> MigrationRepor
                 )
             report.applied.extend(label for label, _ in migration.files)
             report.version = migration.version
+        if reader_password:
+            from trading_helper.grafana.role import set_reader_password
+
+            await set_reader_password(conn, reader_password)
         return report
     except asyncpg.PostgresError as exc:
         raise StorageError(f"migration failed: {exc}") from exc

@@ -1,0 +1,100 @@
+"""The system health dashboard: is data arriving, how late, and is the broker connected.
+
+Everything here is read from the database as the read-only ``grafana_reader`` role: ingest rate
+and lag from ``tick_data`` (exchange ``time`` against ``received_at``), the broker connection
+from ``live_coverage`` (the ingest service extends an open period while its connection is up).
+Rejected ticks never reach the database: they are counted by reason in the Prometheus counter
+``ticks_rejected_total`` on the API's ``/metrics``. What the database can show is the ticks that
+arrived late, the usual first sign of a struggling feed.
+"""
+
+from __future__ import annotations
+
+from trading_helper.grafana.panels import Json, Panel, dashboard
+
+UID = "th-system-health"
+LATE_AFTER_S = 3  # the worst delay seen in practice from Indian brokers is about 3 s
+
+INGEST_RATE = """
+SELECT $__timeGroupAlias(received_at, $__interval),
+       count(*) / ($__interval_ms / 1000.0) AS "ticks/s"
+FROM tick_data
+WHERE $__timeFilter(time)
+GROUP BY 1
+ORDER BY 1
+"""
+
+TICKS_LAST_MINUTE = """
+SELECT count(*) AS "ticks in the last minute",
+       count(DISTINCT instrument_id) AS "instruments ticking"
+FROM tick_data
+WHERE time > now() - interval '1 minute'
+"""
+
+STREAM_LAG = """
+SELECT $__timeGroupAlias(time, $__interval),
+       avg(extract(epoch FROM received_at - time))::float8 AS "average lag",
+       (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - time)))::float8
+           AS "p99 lag",
+       max(extract(epoch FROM received_at - time))::float8 AS "max lag"
+FROM tick_data
+WHERE $__timeFilter(time)
+GROUP BY 1
+ORDER BY 1
+"""
+
+LATE_TICKS = f"""
+SELECT $__timeGroupAlias(time, $__interval),
+       count(*) FILTER (WHERE received_at - time > interval '{LATE_AFTER_S} seconds') AS "late ticks",
+       count(*) FILTER (WHERE received_at < time) AS "ticks from the future"
+FROM tick_data
+WHERE $__timeFilter(time)
+GROUP BY 1
+ORDER BY 1
+"""
+
+# One row per broker: connected while an open period was extended in the last minute.
+BROKER_CONNECTION = """
+SELECT broker,
+       CASE WHEN max(coalesce(upper(period), now())) FILTER (WHERE open) >= now() - interval '1 minute'
+            THEN 'connected' ELSE 'disconnected' END AS state,
+       count(DISTINCT instrument_id) FILTER (WHERE open) AS "instruments live",
+       max(coalesce(upper(period), now())) AS "last confirmed",
+       extract(epoch FROM now() - max(coalesce(upper(period), now())))::float8 AS "seconds since"
+FROM live_coverage
+GROUP BY broker
+ORDER BY broker
+"""
+
+# How many instruments were being captured at each moment: a drop to zero is a disconnection.
+CAPTURED_INSTRUMENTS = """
+SELECT s.t AS time, count(DISTINCT c.instrument_id) AS "instruments captured"
+FROM generate_series(date_bin(greatest($__interval_ms, 60000) * interval '1 millisecond',
+                              $__timeFrom()::timestamptz, TIMESTAMPTZ '2000-01-03 00:15:00+05:30'),
+                     $__timeTo()::timestamptz,
+                     greatest($__interval_ms, 60000) * interval '1 millisecond') AS s(t)
+LEFT JOIN live_coverage c ON c.period @> s.t
+GROUP BY s.t
+ORDER BY s.t
+"""
+
+
+def build() -> Json:
+    panels = [
+        Panel("Ingest rate", "timeseries", INGEST_RATE, width=16, unit="short",
+              description="Ticks stored per second, by arrival time."),
+        Panel("Last minute", "stat", TICKS_LAST_MINUTE, width=8,
+              description="Ticks stored with an exchange time in the last minute."),
+        Panel("Stream lag", "timeseries", STREAM_LAG, width=12, unit="s",
+              description="received_at - exchange time: how late ticks reach us."),
+        Panel("Late ticks", "timeseries", LATE_TICKS, width=12,
+              description=f"Ticks received more than {LATE_AFTER_S} s after their exchange time. Rejected "
+                          "ticks are not stored: see ticks_rejected_total on the API's /metrics."),
+        Panel("Broker connection", "table", BROKER_CONNECTION, width=12,
+              description="From live_coverage: connected while an open capture period is being extended."),
+        Panel("Instruments captured", "timeseries", CAPTURED_INSTRUMENTS, width=12,
+              description="Instruments inside a live capture period at each moment."),
+    ]
+    return dashboard(UID, "Trading Helper: system health", panels, time_from="now-3h", refresh="10s",
+                     tags=["trading-helper", "health"],
+                     description="Ingest rate, stream lag, late ticks and the broker connection.")

@@ -1,0 +1,154 @@
+"""Every dashboard query, interpolated as Grafana does, runs as grafana_reader on simulated data and
+returns what its panel type needs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.grafana.grafana_sql import QueryContext, interpolate
+from tests.grafana.market_data import Market, fill_market
+from trading_helper.grafana.build import DASHBOARDS
+from trading_helper.grafana.market_overview import TIMEFRAMES
+from trading_helper.timeframes import BUCKET_ORIGIN
+
+NUMBER = (int, float, Decimal)
+CANDLE_FIELDS = ("open", "high", "low", "close", "volume")
+# Panels that must show rows for the simulated market (the others may be empty by design,
+# e.g. volume spikes on 1d with two days of data).
+MUST_HAVE_ROWS = {"Volume spikes ($timeframe)": {"1m", "5m", "15m"}}
+
+
+def panels() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, build in DASHBOARDS.items():
+        for panel in build()["panels"]:
+            yield name, panel
+
+
+@pytest.fixture(scope="module")
+async def market(db_pool: asyncpg.Pool) -> Market:
+    return await fill_market(db_pool)
+
+
+@pytest.fixture
+async def reader(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection acting as the read-only Grafana role, so missing grants fail here too."""
+    async with db_pool.acquire() as conn:
+        await conn.execute("SET ROLE grafana_reader")
+        try:
+            yield conn
+        finally:
+            await conn.execute("RESET ROLE")
+
+
+def context(market: Market, timeframe: str, *, interval: timedelta = timedelta(minutes=1)) -> QueryContext:
+    return QueryContext(time_from=market.start - timedelta(minutes=5), time_to=market.end + timedelta(minutes=1),
+                        interval=interval, variables={"instrument": str(market.spiking_id), "timeframe": timeframe})
+
+
+def check_shape(panel: dict[str, Any], rows: list[asyncpg.Record]) -> None:
+    """The frame Grafana builds from ``rows`` suits the panel type."""
+    fmt = panel["targets"][0]["format"]
+    if fmt == "time_series":
+        assert rows, f"{panel['title']}: no rows"
+        columns = list(rows[0].keys())
+        assert "time" in columns, f"{panel['title']}: time series need a column named time, got {columns}"
+        times = [r["time"] for r in rows]
+        assert all(isinstance(t, (datetime, *NUMBER)) for t in times), panel["title"]
+        assert times == sorted(times), f"{panel['title']}: time column not sorted"
+        for column in columns:
+            if column != "time":
+                assert all(r[column] is None or isinstance(r[column], NUMBER) for r in rows), (
+                    f"{panel['title']}: column {column} is not numeric (it would become a label)")
+    if panel["type"] == "candlestick":
+        names = [c.lower() for c in rows[0].keys()]
+        assert all(f in names for f in CANDLE_FIELDS), f"candlestick needs {CANDLE_FIELDS}, got {names}"
+        for r in rows:
+            assert r["low"] <= min(r["open"], r["close"]) <= max(r["open"], r["close"]) <= r["high"]
+    if panel["type"] == "stat":
+        assert rows and all(isinstance(v, NUMBER) for v in rows[0].values()), panel["title"]
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+async def test_every_panel_query_fits_its_panel(market: Market, reader: asyncpg.Connection, timeframe: str) -> None:
+    for dashboard, panel in panels():
+        sql = interpolate(panel["targets"][0]["rawSql"], context(market, timeframe))
+        assert "$" not in sql.replace("$$", ""), f"{dashboard}/{panel['title']}: uninterpolated: {sql}"
+        rows = await reader.fetch(sql)
+        check_shape(panel, rows)
+        if panel["type"] == "table" and panel["title"] not in MUST_HAVE_ROWS:
+            assert rows, f"{dashboard}/{panel['title']} ({timeframe}) returned nothing"
+        if timeframe in MUST_HAVE_ROWS.get(panel["title"], set()):
+            assert rows, f"{dashboard}/{panel['title']} ({timeframe}) returned nothing"
+
+
+@pytest.mark.parametrize("interval", [timedelta(seconds=1), timedelta(minutes=5), timedelta(hours=1)])
+async def test_time_grouped_panels_follow_the_display_interval(market: Market, reader: asyncpg.Connection,
+                                                               interval: timedelta) -> None:
+    for _, panel in panels():
+        if "$__interval" in panel["targets"][0]["rawSql"]:
+            rows = await reader.fetch(interpolate(panel["targets"][0]["rawSql"], context(market, "5m", interval=interval)))
+            check_shape(panel, rows)
+            stamps = [r["time"].timestamp() if isinstance(r["time"], datetime) else float(r["time"]) for r in rows]
+            # Grafana's $__timeGroup aligns to the epoch; our own series align to the IST origin
+            width = interval.total_seconds()
+            aligned = [all((s - origin) % width == 0 for s in stamps[1:]) for origin in (0, BUCKET_ORIGIN.timestamp())]
+            assert any(aligned), panel["title"]
+
+
+async def test_candles_match_the_candle_relation(market: Market, reader: asyncpg.Connection) -> None:
+    [candles] = [p for _, p in panels() if p["type"] == "candlestick"]
+    for timeframe in TIMEFRAMES:
+        rows = await reader.fetch(interpolate(candles["targets"][0]["rawSql"], context(market, timeframe)))
+        expected = await reader.fetch(
+            f"SELECT bucket, open, high, low, close, volume FROM candles_{timeframe} "
+            "WHERE instrument_id = $1 AND bucket BETWEEN $2 AND $3 ORDER BY bucket",
+            market.spiking_id, market.start - timedelta(minutes=5), market.end + timedelta(minutes=1))
+        assert [tuple(r) for r in rows] == [tuple(r) for r in expected] and rows, timeframe
+
+
+async def test_volume_spikes_find_the_spiking_instrument(market: Market, reader: asyncpg.Connection) -> None:
+    [spikes] = [p for _, p in panels() if p["title"] == "Volume spikes ($timeframe)"]
+    rows = await reader.fetch(interpolate(spikes["targets"][0]["rawSql"], context(market, "1m")))
+    symbols = {r["symbol"] for r in rows}
+    spiking = await reader.fetchval("SELECT tradingsymbol FROM instruments WHERE id = $1", market.spiking_id)
+    assert symbols == {spiking}
+    assert all(r["times usual"] >= 3 for r in rows)
+
+
+async def test_top_movers_compare_with_the_previous_day(market: Market, reader: asyncpg.Connection) -> None:
+    [movers] = [p for _, p in panels() if p["title"] == "Top movers of the day"]
+    rows = await reader.fetch(interpolate(movers["targets"][0]["rawSql"], context(market, "1d")))
+    assert len(rows) == len(market.instrument_ids)
+    changes = [abs(r["change %"]) for r in rows]
+    assert changes == sorted(changes, reverse=True)
+
+
+async def test_broker_connection_shows_the_open_capture(market: Market, reader: asyncpg.Connection) -> None:
+    [conn_panel] = [p for _, p in panels() if p["title"] == "Broker connection"]
+    rows = await reader.fetch(interpolate(conn_panel["targets"][0]["rawSql"], context(market, "1m")))
+    assert [(r["broker"], r["state"], r["instruments live"]) for r in rows] == [
+        ("sim", "connected", len(market.instrument_ids))]
+
+
+async def test_instrument_variable_lists_captured_instruments_first(market: Market,
+                                                                   reader: asyncpg.Connection) -> None:
+    [variable] = [v for v in DASHBOARDS["market_overview"]()["templating"]["list"] if v["name"] == "instrument"]
+    rows = await reader.fetch(variable["query"])
+    assert list(rows[0].keys()) == ["__text", "__value"]
+    assert {r["__value"] for r in rows[: len(market.instrument_ids)]} == set(market.instrument_ids)
+
+
+async def test_the_reader_role_cannot_write_or_read_other_tables(market: Market, reader: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await reader.execute("DELETE FROM tick_data")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await reader.fetch("SELECT * FROM ingest_offsets")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await reader.execute("UPDATE instruments SET name = 'x'")
+    assert await reader.fetchval("SELECT count(*) FROM tick_data") == market.ticks
