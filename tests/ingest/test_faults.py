@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -42,7 +41,8 @@ async def test_writer_killed_mid_run_then_restarted(db_pool: asyncpg.Pool, db_ds
         receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
         for frame in numbered_frames(feed, 300, 100):
             await receiver.on_ticks(frame)
-        proc = subprocess.Popen([sys.executable, "-m", "tests.ingest.writer_proc", db_dsn, redis_url, stream])
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.writer_proc", db_dsn,
+                                                    redis_url, stream)
         try:
             async def some_written() -> bool:
                 return (await stored_sequence_numbers(db_pool))[0] >= 3000
@@ -50,7 +50,7 @@ async def test_writer_killed_mid_run_then_restarted(db_pool: asyncpg.Pool, db_ds
             await _wait_for(some_written)
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            await proc.wait()
         written_before_restart, _ = await stored_sequence_numbers(db_pool)
         assert written_before_restart < 30_000, "the writer finished before it could be killed"
         await StreamWriter(redis, db_pool, stream=stream).run(stop_when_idle=True)
@@ -125,7 +125,7 @@ async def aof_redis() -> AsyncIterator[tuple[str, object]]:
     port = _free_port()
     args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
             "--appendfsync", "always", "--save", ""]
-    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL)]
+    procs = [await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL)]
     url = f"redis://127.0.0.1:{port}/0"
 
     async def ready() -> bool:
@@ -147,9 +147,9 @@ async def aof_redis() -> AsyncIterator[tuple[str, object]]:
             pass  # the server closes the connection as it exits
         finally:
             await client.aclose()
-        procs[-1].wait(timeout=10)
+        await asyncio.wait_for(procs[-1].wait(), timeout=10)
         await asyncio.sleep(down_s)
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        procs.append(await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL))
         await _wait_for(ready)
 
     try:
@@ -157,9 +157,9 @@ async def aof_redis() -> AsyncIterator[tuple[str, object]]:
         yield url, restart
     finally:
         for p in procs:
-            if p.poll() is None:
+            if p.returncode is None:
                 p.terminate()
-                p.wait(timeout=10)
+                await asyncio.wait_for(p.wait(), timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
