@@ -39,7 +39,7 @@ def test_datasource_provisioning() -> None:
 def test_dashboard_provider_points_at_the_mounted_folder() -> None:
     doc = yaml.safe_load((HERE / "provisioning/dashboards/trading_helper.yml").read_text())
     [provider] = doc["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert provider["type"] == "file" and provider["options"]["path"] == "/etc/grafana/dashboards"
 
 
 def test_dashboards_are_well_formed() -> None:

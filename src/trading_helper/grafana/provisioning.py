@@ -13,7 +13,7 @@ from trading_helper.grafana.panels import DATASOURCE_TYPE, DATASOURCE_UID
 
 READER_ROLE = "grafana_reader"
 #: where docker compose mounts the generated dashboards inside the Grafana container
-DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
+DASHBOARDS_PATH = "/etc/grafana/dashboards"
 
 
 def datasource_yaml(*, timescaledb: bool = True) -> str:

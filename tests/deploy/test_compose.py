@@ -1,0 +1,169 @@
+"""docker-compose.yml, Dockerfile, .dockerignore and .env.example, checked statically.
+
+Docker does not run on these machines, so the compose path is validated by reading the files:
+every service has a health check, every image is pinned, ports are published on 127.0.0.1 only,
+secrets have no defaults, every variable is documented, and the image runs as a non-root user.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trading_helper.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}, $VAR (not $$VAR)
+_BRACED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+_BARE = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def documented() -> set[str]:
+    """Variables with a line ``VAR=...`` (or a commented ``# VAR=...``) in .env.example."""
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
+
+
+def references(text: str) -> list[tuple[str, str, str]]:
+    """(name, operator, default-or-message) of every variable compose interpolates in ``text``."""
+    found = [(m.group(1), m.group(2) or "", m.group(3) or "") for m in _BRACED.finditer(text)]
+    found += [(m.group(1), "", "") for m in _BARE.finditer(_BRACED.sub("", text))]
+    return found
+
+
+def strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_the_specification_services_are_there(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"timescaledb", "redis", "api", "grafana"}
+    assert "version" not in compose  # obsolete in the compose specification
+
+
+def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        check = service.get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), name
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for name, service in compose["services"].items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and not tag.startswith("latest") and re.search(r"\d", tag), f"{name}: {image}"
+        if "build" in service:
+            assert tag == project["version"], f"{name}: the built image is tagged with the package version"
+    ts_tag = compose["services"]["timescaledb"]["image"].rpartition(":")[2]
+    version = tuple(int(p) for p in re.match(r"(\d+)\.(\d+)\.(\d+)", ts_tag).groups())  # type: ignore[union-attr]
+    assert version >= (2, 25, 2), "TimescaleDB before 2.25.2 ignored the origin in refresh windows"
+
+
+def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_every_variable_is_documented(compose: dict[str, Any]) -> None:
+    names = {name for name, _, _ in references(COMPOSE.read_text())}
+    assert names, "the compose file reads no variables?"
+    assert names <= documented(), f"not in .env.example: {sorted(names - documented())}"
+
+
+def test_secrets_have_no_default(compose: dict[str, Any]) -> None:
+    for name, operator, default in references(COMPOSE.read_text()):
+        if _SECRET.search(name):
+            assert operator in ("", ":?", "?", ":-") and not (operator == ":-" and default), (
+                f"{name} has a default ({default!r}): a shared default password is a public one")
+    required = {name for name, operator, _ in references(COMPOSE.read_text()) if operator == ":?"}
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_DB_PASSWORD",
+            "API_TOKEN"} <= required
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
+    assert all(example[name] == "" for name in required), "the example must not ship usable secrets"
+
+
+def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["services"]["redis"]["command"])
+    assert "--appendonly yes" in command
+    assert "/data" in " ".join(compose["services"]["redis"]["volumes"])
+
+
+def test_the_application_migrates_before_serving(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    command = " ".join(api["command"])
+    assert command.index("trading-helper db migrate") < command.index("trading-helper serve")
+    assert "&&" in command  # a failed migration never serves on a half-made schema
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            assert "docker-entrypoint-initdb.d" not in volume
+    assert api["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert compose["services"]["grafana"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_grafana_gets_what_its_provisioning_reads(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith("./")}
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    assert (provisioning / "datasources").is_dir() and (provisioning / "dashboards").is_dir()
+    assert (ROOT / mounts["/etc/grafana/dashboards"] / "market_overview.json").is_file()
+    # Grafana expands variables in the parsed values (comments are not read)
+    needed = {name for f in provisioning.rglob("*.yml") for value in strings(yaml.safe_load(f.read_text()))
+              for name, _, _ in references(value)}
+    assert needed <= set(grafana["environment"]), f"Grafana lacks {sorted(needed - set(grafana['environment']))}"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/") and (ROOT / mounts["/etc/grafana/dashboards"] / Path(home).name).is_file()
+
+
+def test_the_api_container_gets_every_setting(compose: dict[str, Any]) -> None:
+    given = set(compose["services"]["api"]["environment"])
+    assert set(Settings.model_fields) <= given, f"not passed to the API: {sorted(set(Settings.model_fields) - given)}"
+
+
+def test_every_setting_is_documented_and_the_example_is_valid() -> None:
+    fields = set(Settings.model_fields)
+    assert fields <= documented(), f"settings missing from .env.example: {sorted(fields - documented())}"
+    settings = Settings(_env_file=str(ENV_EXAMPLE))  # type: ignore[call-arg]
+    assert settings.BROKER == "kite" and settings.API_PORT == 8000
+
+
+def test_dockerfile_is_small_and_runs_as_a_non_root_user() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.MULTILINE | re.IGNORECASE)
+    assert len(stages) >= 2, "multi-stage: build tools stay out of the runtime image"
+    for image, _ in stages:
+        assert ":" in image and not image.endswith(":latest") and "slim" in image, image
+    final = text[text.rindex("\nFROM"):]
+    users = re.findall(r"^USER\s+(\S+)", final, flags=re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage must switch to a non-root user"
+    assert not re.search(r"^ADD\s+https?://", text, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE\s+8000", text, flags=re.MULTILINE)
+    assert "trading-helper db migrate" in final
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
+    ignored = set(DOCKERIGNORE.read_text().split())
+    assert {".env", ".git", ".venv", "node_modules", "var"} <= ignored
