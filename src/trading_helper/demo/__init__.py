@@ -1,0 +1,1 @@
+"""`trading-helper demo`: the whole system on one machine with only Python."""
