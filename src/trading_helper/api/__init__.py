@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): ``create_app(runtime)`` in :mod:`trading_helper.api.app`."""

@@ -1,0 +1,90 @@
+"""Errors to HTTP answers: a status, a machine-readable ``code`` and a clear ``detail``.
+
+Bad input is a 4xx that says what to change; a broker that needs a login, or a database or Redis
+that cannot be reached, is a 503 that says so. Nothing reaches the client as a stack trace: an
+unexpected error is logged here and answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from trading_helper import errors as e
+
+log = logging.getLogger(__name__)
+
+#: most specific first: the first class that matches decides the status
+_STATUS: list[tuple[type[e.TradingHelperError], int]] = [
+    (e.UnknownInstrument, 404),
+    (e.ValidationError, 400),
+    (e.LoginRequired, 503),
+    (e.RateLimited, 503),
+    (e.SubscriptionLimitExceeded, 409),
+    (e.BrokerUnavailable, 502),
+    (e.BrokerProtocolError, 502),
+    (e.BrokerError, 502),
+    (e.StorageError, 503),
+    (e.IngestError, 503),
+    (e.ConfigError, 503),
+]
+
+
+def status_of(exc: e.TradingHelperError) -> int:
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+def error_body(code: str, detail: str, **extra: object) -> dict[str, object]:
+    return {"detail": detail, "code": code, **extra}
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.TradingHelperError)
+    status = status_of(exc)
+    detail = exc.message
+    if isinstance(exc, e.LoginRequired):
+        detail = f"broker login needed: {exc.message}"
+    if status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+    headers = {"Retry-After": "5"} if isinstance(exc, e.RateLimited) else None
+    return JSONResponse(error_body(exc.code, detail), status_code=status, headers=headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        problems.append({"field": where, "message": err.get("msg", "invalid")})
+    detail = "; ".join(f"{p['field'] or 'request'}: {p['message']}" for p in problems) or "invalid request"
+    return JSONResponse(error_body("invalid_request", detail, errors=problems), status_code=422)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s -> 503: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return JSONResponse(
+        error_body("unavailable", "the database or Redis cannot be reached right now; try again shortly"),
+        status_code=503, headers={"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal error (logged on the server)"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(e.TradingHelperError, _domain)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    for cls in (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                asyncpg.CannotConnectNowError, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(cls, _unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,87 @@
+"""Candles: one service behind two routes (GET with query parameters, POST with the
+specification's body). Gaps are backfilled from the broker before the merged series is read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from trading_helper.api.deps import ServiceDep
+from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
+from trading_helper.candles.service import CandleSeries, as_ist
+from trading_helper.errors import InvalidRange
+from trading_helper.timeframes import IST, Timeframe
+
+router = APIRouter(prefix="/api/candles", tags=["candles"])
+
+#: the range a GET without ``from`` covers, ending at ``to`` (default: now)
+DEFAULT_SPAN: dict[Timeframe, timedelta] = {
+    Timeframe.M1: timedelta(days=1), Timeframe.M5: timedelta(days=5), Timeframe.M15: timedelta(days=15),
+    Timeframe.H1: timedelta(days=60), Timeframe.D1: timedelta(days=365),
+}
+
+_DOC = (
+    "Returns one candle per bucket starting in [from, to), in time order. Ranges missing from the "
+    "database (inside exchange sessions, not captured live, not fetched before) are first fetched from "
+    "the configured broker's history. Each candle says its `source`: `live` (built from ticks over a "
+    "fully captured bucket), `broker` (broker history), or `partial` (ticks over a bucket captured "
+    "only in part, such as the forming one). Times are ISO 8601; naive inputs are taken as IST "
+    "(Asia/Kolkata), answers are in IST (+05:30). Maximum span per interval: 1m 31 days, 5m 120 days, "
+    "15m 200 days, 1h 731 days, 1d 7305 days."
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "invalid range (from >= to, span too long)"},
+    404: {"model": ErrorOut, "description": "unknown instrument"},
+}
+
+
+def render(series: CandleSeries) -> dict[str, Any]:
+    inst = series.instrument
+    report = series.backfill
+    return {
+        "instrument": {
+            "id": inst.id, "exchange": inst.exchange, "tradingsymbol": inst.tradingsymbol, "name": inst.name,
+            "segment": inst.segment, "instrument_type": inst.instrument_type, "expiry": inst.expiry,
+            "strike": inst.strike, "option_type": inst.option_type, "lot_size": inst.lot_size,
+            "tick_size": inst.tick_size, "broker_ids": inst.broker_ids,
+        },
+        "interval": series.timeframe.value,
+        "candles": [
+            {"time": c.bucket.astimezone(IST), "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+             "volume": c.volume, "open_interest": c.open_interest, "source": c.source}
+            for c in series.candles
+        ],
+        "backfill": {"fetched_ranges": report.fetched_ranges, "broker_calls": report.broker_calls,
+                     "error": str(report.error) if report.error is not None else None},
+    }
+
+
+@router.get("", response_model=CandleResponse, summary="Candles for an instrument (query parameters)",
+            description=_DOC, responses=_ERRORS)
+async def get_candles(
+    service: ServiceDep,
+    instrument: Annotated[RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token",
+                                         examples=["NSE:RELIANCE"])],
+    interval: Annotated[Interval, Query()] = "1m",
+    start: Annotated[datetime | None, Query(alias="from", description="ISO 8601; naive = IST; "
+                                            "default: `to` minus a span fitting the interval",
+                                            examples=["2025-10-17T09:15:00+05:30"])] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="ISO 8601; naive = IST; default: now",
+                                          examples=["2025-10-17T15:30:00+05:30"])] = None,
+) -> dict[str, Any]:
+    tf = Timeframe(interval)
+    end = end or datetime.now(UTC)
+    if start is None:
+        try:
+            start = as_ist(end) - DEFAULT_SPAN[tf]
+        except OverflowError as exc:
+            raise InvalidRange("`to` is out of range") from exc
+    return render(await service.get_candles(instrument, tf, start, end))
+
+
+@router.post("", response_model=CandleResponse, summary="Candles for an instrument (specification body)",
+             description=_DOC, responses=_ERRORS)
+async def post_candles(body: CandleRequest, service: ServiceDep) -> dict[str, Any]:
+    return render(await service.get_candles(body.instrument_token, body.interval, body.from_date, body.to_date))

@@ -1,0 +1,120 @@
+"""Instruments: search, sync from the broker, and the persisted subscription set."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Query
+
+from trading_helper.api import queries
+from trading_helper.api.deps import RuntimeDep
+from trading_helper.api.runtime import Runtime
+from trading_helper.api.schemas import (
+    TEXT_PATTERN,
+    InstrumentList,
+    InstrumentPage,
+    Subscribed,
+    Subscription,
+    SubscriptionList,
+    SyncResult,
+    Unsubscribed,
+)
+from trading_helper.errors import ConfigError, UnknownInstrument
+from trading_helper.storage.instruments import resolve_instrument, sync_instruments
+
+router = APIRouter(prefix="/api/instruments", tags=["instruments"])
+
+Text = Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN)]
+
+
+def instrument_of(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    out["broker_ids"] = json.loads(out["broker_ids"]) if isinstance(out["broker_ids"], str) else out["broker_ids"]
+    return out
+
+
+@router.get("", response_model=InstrumentPage, summary="Search instruments")
+async def list_instruments(
+    rt: RuntimeDep,
+    q: Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN,
+                                   description="trading symbol prefix, e.g. `NIFTY24DEC`")] = None,
+    exchange: Text = None,
+    segment: Text = None,
+    expiry: Annotated[date | None, Query(description="contracts expiring on this date")] = None,
+    expired: Annotated[bool, Query(description="include expired contracts")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
+    args = (queries.like_prefix(q) if q else None, exchange.upper() if exchange else None,
+            segment.upper() if segment else None, expiry, expired)
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(queries.LIST_INSTRUMENTS, *args, limit, offset)
+        total = await conn.fetchval(queries.COUNT_INSTRUMENTS, *args)
+    return {"items": [instrument_of(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.post("/sync", response_model=SyncResult, summary="Load the broker's instrument master",
+             description="Fetches the configured broker's instrument master and upserts it; contracts the "
+                         "broker no longer lists are marked expired, never deleted.")
+async def sync(rt: RuntimeDep) -> SyncResult:
+    if rt.broker is None:
+        raise ConfigError("no broker is configured (BROKER): cannot sync instruments")
+    instruments = await rt.broker.fetch_instruments()
+    async with rt.pool.acquire() as conn:
+        count = await sync_instruments(conn, rt.broker.name, instruments)
+    return SyncResult(broker=rt.broker.name, count=count)
+
+
+async def resolve_ids(rt: Runtime, refs: Sequence[int | str]) -> list[int]:
+    """Our ids for ``refs`` (ids, EXCHANGE:SYMBOL, broker tokens); all unknown ones named at once."""
+    broker = rt.broker.name if rt.broker is not None else None
+    ids: list[int] = []
+    unknown: list[str] = []
+    async with rt.pool.acquire() as conn:
+        for ref in refs:
+            try:
+                inst = await resolve_instrument(conn, ref, broker)
+            except UnknownInstrument:
+                unknown.append(str(ref))
+                continue
+            assert inst.id is not None
+            if inst.id not in ids:
+                ids.append(inst.id)
+    if unknown:
+        shown = ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+        raise UnknownInstrument(f"unknown instruments: {shown}")
+    return ids
+
+
+@router.post("/subscribe", response_model=Subscribed, summary="Follow instruments live",
+             description="Persisted: the ingest service re-subscribes the set on every start.")
+async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
+    ids = await resolve_ids(rt, body.instruments)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await conn.execute(queries.SUBSCRIBE, ids)
+        if rt.ingest is not None:
+            # inside the transaction: a refusal (subscription limit) leaves nothing persisted
+            await rt.ingest.subscribe(ids)
+    return Subscribed(subscribed=ids)
+
+
+@router.post("/unsubscribe", response_model=Unsubscribed, summary="Stop following instruments")
+async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
+    ids = await resolve_ids(rt, body.instruments)
+    async with rt.pool.acquire() as conn:
+        await conn.execute(queries.UNSUBSCRIBE, ids)
+    if rt.ingest is not None:
+        await rt.ingest.unsubscribe(ids)
+    return Unsubscribed(unsubscribed=ids)
+
+
+@router.get("/subscriptions", response_model=SubscriptionList, summary="The persisted subscription set")
+async def subscriptions(rt: RuntimeDep) -> dict[str, Any]:
+    rows = await rt.pool.fetch(queries.LIST_SUBSCRIPTIONS)
+    items = [Subscription(**instrument_of(r)) for r in rows]
+    return {"items": items, "total": len(items)}
+

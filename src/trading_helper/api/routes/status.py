@@ -1,0 +1,82 @@
+"""What the system is doing: ``/api/status`` (JSON) and ``/metrics`` (Prometheus, public)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from trading_helper.api import queries
+from trading_helper.api.deps import RuntimeDep, ServiceDep
+from trading_helper.api.runtime import Runtime
+from trading_helper.ingest import keys
+
+router = APIRouter(tags=["status"])
+metrics_router = APIRouter(tags=["status"])
+
+_TIMEOUT_S = 2.0
+_EXAMPLE = {
+    "broker": {"name": "kite", "state": "connected"},
+    "subscriptions": 250,
+    "ingest": {"feed_state": "connected", "subscriptions": 250, "received": 1834021, "written": 1834021},
+    "stream": {"name": "th:ticks", "pending": 12, "lag": 0},
+    "last_backfill": {"instrument_id": 1, "timeframe": "5m", "from": "2025-10-16T09:15:00+05:30",
+                      "to": "2025-10-16T15:30:00+05:30", "candles": 75, "at": "2025-10-17T10:02:03+05:30",
+                      "error": None},
+    "websocket_clients": 2,
+}
+
+
+async def _redis_status(rt: Runtime) -> tuple[dict[str, str] | None, dict[str, Any] | None]:
+    """The ingest service's published status hash and the writer group's lag on the tick stream."""
+    if rt.redis is None:
+        return None, None
+    stream = rt.settings.TICK_STREAM
+    try:
+        async with asyncio.timeout(_TIMEOUT_S):
+            raw = await rt.redis.hgetall(keys.STATUS)
+            try:
+                groups = await rt.redis.xinfo_groups(stream)
+            except RedisError:  # no stream yet
+                groups = []
+    except (OSError, TimeoutError, RedisError):
+        return None, {"name": stream, "error": "redis unreachable"}
+    published = {_text(k): _text(v) for k, v in raw.items()} if raw else None
+    lag: dict[str, Any] = {"name": stream, "pending": None, "lag": None}
+    for group in groups:
+        if _text(group.get("name", b"")) == keys.WRITER_GROUP:
+            lag.update(pending=group.get("pending"), lag=group.get("lag"))
+    return published, lag
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@router.get("/api/status", summary="Broker connection, subscriptions, ingest rates, stream lag, last backfill",
+            responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
+async def status(
+    request: Request, rt: RuntimeDep, service: ServiceDep
+) -> dict[str, Any]:
+    published, stream = await _redis_status(rt)
+    ingest: dict[str, Any] | None = rt.ingest.status() if rt.ingest is not None else published
+    state = ingest.get("feed_state") if ingest else None
+    subscriptions = await rt.pool.fetchval(queries.COUNT_SUBSCRIPTIONS)
+    return {
+        "broker": {"name": rt.broker.name if rt.broker else None, "state": state or "unknown"},
+        "subscriptions": subscriptions,
+        "ingest": ingest,
+        "stream": stream,
+        "last_backfill": service.backfiller.status() if service.backfiller else None,
+        "websocket_clients": request.app.state.hub.client_count,
+    }
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics (default registry)", response_class=Response,
+                    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

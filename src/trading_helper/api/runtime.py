@@ -1,0 +1,41 @@
+"""What the API needs from the rest of the process, handed to ``create_app``.
+
+The API never builds its own broker, pool or Redis client: the process (``trading-helper serve``,
+the demo, a test) owns them and passes them here, so one broker instance and one rate limiter
+serve every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from trading_helper.brokers.base import Broker
+from trading_helper.config import Settings
+
+
+class IngestControl(Protocol):
+    """The ingest service as the API sees it (implemented by ``ingest.service.IngestService``).
+
+    Subscriptions are persisted by the API in ``subscriptions``; the ingest service re-subscribes
+    them on every start, so the API works without one (``Runtime.ingest`` None).
+    """
+
+    async def subscribe(self, instrument_ids: Sequence[int]) -> None: ...
+
+    async def unsubscribe(self, instrument_ids: Sequence[int]) -> None: ...
+
+    def status(self) -> dict[str, object]: ...
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis | None = None
+    broker: Broker | None = None
+    ingest: IngestControl | None = None

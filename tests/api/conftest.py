@@ -1,0 +1,64 @@
+"""The API over real sockets: uvicorn on 127.0.0.1, a real database and Redis, the fake Kite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from tests.api.server import serve
+from tests.fakes.kite_server import FakeKiteServer
+from trading_helper.api.app import create_app
+from trading_helper.api.runtime import Runtime
+from trading_helper.brokers.kite.broker import KiteBroker
+from trading_helper.brokers.tokens import save_token
+from trading_helper.config import Settings
+
+API_TOKEN = "test-api-token-0123456789"
+ORIGIN = "http://localhost:3000"
+
+
+def api_redis_url(redis_url: str) -> str:
+    """Redis database 13: the quotes hash of these tests stays apart from other suites' data."""
+    parts = urlsplit(redis_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/13", parts.query, parts.fragment))
+
+
+@dataclass
+class Api:
+    url: str
+    client: httpx.AsyncClient  # authorised
+    runtime: Runtime
+    kite: FakeKiteServer
+    redis: aioredis.Redis
+    channel: str
+    app: FastAPI
+
+
+@pytest.fixture(scope="module")
+async def api(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> AsyncIterator[Api]:
+    async with FakeKiteServer() as kite:
+        settings: Settings = kite.settings(tmp_path_factory.mktemp("api-kite"), API_TOKEN=API_TOKEN,
+                                           CORS_ORIGINS=f"{ORIGIN},*")
+        save_token(settings, "kite", kite.access_token)
+        broker = KiteBroker(settings)
+        redis = aioredis.from_url(api_redis_url(redis_url))
+        runtime = Runtime(settings=settings, pool=db_pool, redis=redis, broker=broker, ingest=None)
+        channel = f"th:live:test:{uuid.uuid4().hex[:8]}"
+        app = create_app(runtime, live_channel=channel)
+        try:
+            async with serve(app) as url, httpx.AsyncClient(
+                    base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30) as client:
+                await client.post("/api/instruments/sync")
+                yield Api(url, client, runtime, kite, redis, channel, app)
+        finally:
+            await broker.aclose()
+            await redis.aclose()
