@@ -1,0 +1,409 @@
+/*
+ * Trading Helper chart page: one instrument and timeframe, candles with volume from GET /api/candles,
+ * older history loaded (and backfilled by the API) when scrolling back, the forming candle moved by
+ * live ticks from WS /api/ws/ticks. No build step: plain JavaScript over the vendored standalone
+ * lightweight-charts (window.LightweightCharts).
+ *
+ * The API token comes from the address (#token=...) once, then from localStorage; it is sent as
+ * "Authorization: Bearer" and as ?token= on the WebSocket (browsers cannot set its headers).
+ * State for tests and scripts is mirrored on #chart as data-* attributes.
+ */
+'use strict';
+
+(() => {
+  const LWC = window.LightweightCharts;
+  const WIDTH_MS = { '1m': 60e3, '5m': 300e3, '15m': 900e3, '1h': 3600e3, '1d': 86400e3 };
+  // The database's bucket origin, 2000-01-03 00:15 IST: IST clock marks, 1h from 09:15, 1d from 00:15 IST.
+  const ORIGIN_MS = Date.UTC(2000, 0, 2, 18, 45);
+  // The chart library shows times as UTC: shift them so it shows IST (India has no daylight saving).
+  const IST_OFFSET_S = 19800;
+  // First load and each scroll-back step; inside the API's maximum span per interval.
+  const STEP_MS = { '1m': 2 * 864e5, '5m': 10 * 864e5, '15m': 30 * 864e5, '1h': 120 * 864e5, '1d': 1500 * 864e5 };
+  const EMPTY_STEPS_BEFORE_GIVING_UP = 3;
+  const VISIBLE_BARS = 150;
+  const TOKEN_KEY = 'trading-helper.token';
+  const LAST_KEY = 'trading-helper.last';
+  const UP = '#26a69a', DOWN = '#ef5350', UP_VOL = 'rgba(38,166,154,0.5)', DOWN_VOL = 'rgba(239,83,80,0.5)';
+
+  const $ = (id) => document.getElementById(id);
+  const el = { chart: $('chart'), legend: $('legend'), search: $('search'), results: $('results'),
+               status: $('status'), timeframes: $('timeframes'), tokenForm: $('token-form'),
+               tokenInput: $('token-input') };
+
+  const state = {
+    instrument: null, tf: '5m', candles: [], oldestMs: null, loadingOlder: false, emptySteps: 0,
+    generation: 0, dayVolume: null, liveFromMs: Infinity, ticks: 0,
+  };
+
+  const bucketStart = (ms, tf) => ORIGIN_MS + Math.floor((ms - ORIGIN_MS) / WIDTH_MS[tf]) * WIDTH_MS[tf];
+  const chartTime = (ms) => Math.floor(ms / 1000) + IST_OFFSET_S;
+  const iso = (ms) => new Date(ms).toISOString();
+
+  // -- token --------------------------------------------------------------------------------
+  let token = '';
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get('token')) {
+    localStorage.setItem(TOKEN_KEY, params.get('token'));
+    params.delete('token');  // keep it out of bookmarks, history and screenshots
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  }
+  token = localStorage.getItem(TOKEN_KEY) || '';
+
+  function askToken(message) {
+    setStatus(message || 'the API needs its token');
+    el.tokenForm.hidden = false;
+    el.tokenInput.focus();
+  }
+
+  el.tokenForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    token = el.tokenInput.value.trim();
+    localStorage.setItem(TOKEN_KEY, token);
+    el.tokenForm.hidden = true;
+    start();
+  });
+
+  async function api(path) {
+    const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+    if (res.status === 401 || res.status === 403) {
+      askToken('the API refused the token');
+      throw new Error('token refused');
+    }
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(`${res.status}: ${body.detail || body.message || res.statusText}`);
+    return body;
+  }
+
+  function setStatus(text) { el.status.textContent = text; }
+
+  // -- chart ----------------------------------------------------------------------------------
+  const chart = LWC.createChart(el.chart, {
+    autoSize: true,
+    layout: { background: { type: LWC.ColorType.Solid, color: '#131722' }, textColor: '#d1d4dc' },
+    grid: { vertLines: { color: '#1f2430' }, horzLines: { color: '#1f2430' } },
+    crosshair: { mode: LWC.CrosshairMode.Normal },
+    timeScale: { timeVisible: true, secondsVisible: false, rightOffset: 4, borderColor: '#2a2e39' },
+    rightPriceScale: { borderColor: '#2a2e39' },
+  });
+  const candleSeries = chart.addSeries(LWC.CandlestickSeries, {
+    upColor: UP, downColor: DOWN, wickUpColor: UP, wickDownColor: DOWN, borderVisible: false,
+  });
+  candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.3 } });
+  const volumeSeries = chart.addSeries(LWC.HistogramSeries, {
+    priceFormat: { type: 'volume' }, priceScaleId: 'volume', lastValueVisible: false, priceLineVisible: false,
+  });
+  chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.75, bottom: 0 } });
+
+  const bar = (c) => ({ time: chartTime(c.ms), open: c.open, high: c.high, low: c.low, close: c.close });
+  const volumeBar = (c) => ({ time: chartTime(c.ms), value: c.volume, color: c.close >= c.open ? UP_VOL : DOWN_VOL });
+  const parseCandle = (c) => ({ ms: Date.parse(c.time), open: c.open, high: c.high, low: c.low, close: c.close,
+                                volume: c.volume || 0 });
+
+  function mirror() {
+    const last = state.candles[state.candles.length - 1];
+    const d = el.chart.dataset;
+    d.candles = String(state.candles.length);
+    d.instrument = state.instrument ? String(state.instrument.id) : '';
+    d.timeframe = state.tf;
+    d.ticks = String(state.ticks);
+    d.oldest = state.candles.length ? iso(state.candles[0].ms) : '';
+    d.lastTime = last ? iso(last.ms) : '';
+    d.lastClose = last ? String(last.close) : '';
+    d.lastHigh = last ? String(last.high) : '';
+    d.lastLow = last ? String(last.low) : '';
+    d.lastVolume = last ? String(last.volume) : '';
+  }
+
+  function showLegend(c) {
+    if (!state.instrument) { el.legend.textContent = ''; return; }
+    const name = `${state.instrument.exchange}:${state.instrument.tradingsymbol} · ${state.tf}`;
+    if (!c) { el.legend.innerHTML = `<span class="symbol"></span>`; el.legend.firstChild.textContent = name; return; }
+    const dir = c.close >= c.open ? 'up' : 'down';
+    const fmt = (v) => Number(v).toLocaleString('en-IN', { maximumFractionDigits: 2 });
+    el.legend.innerHTML = '<span class="symbol"></span>'
+      + `<span class="${dir}">O ${fmt(c.open)} H ${fmt(c.high)} L ${fmt(c.low)} C ${fmt(c.close)}</span>`
+      + ` <span>V ${fmt(c.volume)}</span>`;
+    el.legend.firstChild.textContent = name;
+  }
+
+  chart.subscribeCrosshairMove((param) => {
+    const hovered = param && param.time !== undefined
+      ? state.candles.find((c) => chartTime(c.ms) === param.time) : null;
+    showLegend(hovered || state.candles[state.candles.length - 1]);
+  });
+
+  function redrawAll() {
+    candleSeries.setData(state.candles.map(bar));
+    volumeSeries.setData(state.candles.map(volumeBar));
+    mirror();
+    showLegend(state.candles[state.candles.length - 1]);
+  }
+
+  function redrawLast() {
+    const last = state.candles[state.candles.length - 1];
+    candleSeries.update(bar(last));
+    volumeSeries.update(volumeBar(last));
+    mirror();
+    showLegend(last);
+  }
+
+  function showLatest() {
+    const n = state.candles.length;
+    if (n > VISIBLE_BARS) chart.timeScale().setVisibleLogicalRange({ from: n - VISIBLE_BARS, to: n + 4 });
+    else chart.timeScale().fitContent();
+  }
+
+  // -- history --------------------------------------------------------------------------------
+  async function fetchCandles(fromMs, toMs) {
+    const q = new URLSearchParams({ instrument: String(state.instrument.id), interval: state.tf,
+                                    from: iso(fromMs), to: iso(toMs) });
+    const body = await api(`/api/candles?${q}`);
+    return { instrument: body.instrument, candles: (body.candles || []).map(parseCandle) };
+  }
+
+  async function load(instrumentId, tf) {
+    const generation = ++state.generation;
+    Object.assign(state, { instrument: { id: instrumentId, exchange: '', tradingsymbol: String(instrumentId) },
+                           tf, candles: [], emptySteps: 0, loadingOlder: false, dayVolume: null, ticks: 0 });
+    el.chart.dataset.ready = 'false';
+    markTimeframe();
+    redrawAll();
+    setStatus('loading candles…');
+    const now = Date.now();
+    const from = bucketStart(now - STEP_MS[tf], tf);
+    let answer;
+    try {
+      answer = await fetchCandles(from, now + 1000);
+    } catch (err) {
+      if (generation === state.generation) setStatus(`candles: ${err.message}`);
+      return;
+    }
+    if (generation !== state.generation) return;  // the user picked something else meanwhile
+    state.instrument = answer.instrument;
+    state.candles = answer.candles;
+    state.oldestMs = from;
+    state.liveFromMs = bucketStart(now, tf) + WIDTH_MS[tf];
+    el.search.value = `${answer.instrument.exchange}:${answer.instrument.tradingsymbol}`;
+    localStorage.setItem(LAST_KEY, JSON.stringify({ id: answer.instrument.id, tf }));
+    redrawAll();
+    showLatest();
+    el.chart.dataset.ready = 'true';
+    setStatus(state.candles.length ? `${state.candles.length} candles` : 'no candles in this range yet');
+    subscribe();
+  }
+
+  async function loadOlder() {
+    // not while a load is drawing its first window: only a user's pan asks for older bars
+    if (state.loadingOlder || !state.instrument || el.chart.dataset.ready !== 'true'
+        || state.emptySteps >= EMPTY_STEPS_BEFORE_GIVING_UP) return;
+    state.loadingOlder = true;
+    const generation = state.generation;
+    const to = state.oldestMs;
+    const from = bucketStart(to - STEP_MS[state.tf], state.tf);
+    try {
+      const { candles } = await fetchCandles(from, to);
+      if (generation !== state.generation) return;
+      const first = state.candles.length ? state.candles[0].ms : Infinity;
+      const older = candles.filter((c) => c.ms < first);
+      state.oldestMs = from;
+      state.emptySteps = older.length ? 0 : state.emptySteps + 1;
+      if (older.length) {
+        const range = chart.timeScale().getVisibleLogicalRange();
+        state.candles = older.concat(state.candles);
+        redrawAll();
+        // keep the bars the user is looking at where they were
+        if (range) chart.timeScale().setVisibleLogicalRange({ from: range.from + older.length, to: range.to + older.length });
+      }
+    } catch (err) {
+      setStatus(`older candles: ${err.message}`);
+    } finally {
+      state.loadingOlder = false;
+    }
+  }
+
+  chart.timeScale().subscribeVisibleLogicalRangeChange((range) => {
+    if (range && range.from < 10) loadOlder();
+  });
+
+  // -- live -----------------------------------------------------------------------------------
+  let ws = null;
+  let wsDelayMs = 1000;
+  let watching = null;
+
+  function setWs(value) { el.status.dataset.ws = value; }
+
+  function connect() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    ws = new WebSocket(`${scheme}://${location.host}/api/ws/ticks?token=${encodeURIComponent(token)}`);
+    ws.onopen = () => { wsDelayMs = 1000; watching = null; setWs('open'); subscribe(); };
+    ws.onmessage = (event) => {
+      try { onMessage(JSON.parse(event.data)); } catch (err) { console.warn('bad live message', err); }
+    };
+    ws.onclose = (event) => {
+      setWs('closed');
+      if (event.code === 1008) { askToken('the live feed refused the token'); return; }
+      setTimeout(connect, wsDelayMs);
+      wsDelayMs = Math.min(wsDelayMs * 2, 15000);
+    };
+  }
+
+  function subscribe() {
+    if (!ws || ws.readyState !== WebSocket.OPEN || !state.instrument) return;
+    const id = state.instrument.id;
+    if (watching !== null && watching !== id) ws.send(JSON.stringify({ action: 'unsubscribe', instruments: [watching] }));
+    ws.send(JSON.stringify({ action: 'subscribe', instruments: [id], intervals: [state.tf] }));
+    watching = id;
+  }
+
+  function onMessage(msg) {
+    if (!state.instrument || el.chart.dataset.ready !== 'true') return;
+    if (msg.type === 'tick' && msg.data && msg.data.instrument_id === state.instrument.id) applyTick(msg.data);
+    else if (msg.type === 'candle' && msg.interval === state.tf && msg.data
+             && msg.data.instrument_id === state.instrument.id) applyCandle(parseCandle(msg.data));
+    else if (msg.type === 'error') setStatus(`live: ${msg.detail}`);
+  }
+
+  function volumeIncrement(tick) {
+    // the broker's volume is cumulative for the day; a smaller one is a new day (or a reconnect)
+    const previous = state.dayVolume;
+    if (tick.volume !== null && tick.volume !== undefined) state.dayVolume = tick.volume;
+    if (previous !== null && tick.volume !== null && tick.volume !== undefined && tick.volume >= previous) {
+      return tick.volume - previous;
+    }
+    return tick.last_quantity || 0;
+  }
+
+  function applyTick(tick) {
+    const ms = Date.parse(tick.exchange_ts);
+    const price = tick.last_price;
+    if (!Number.isFinite(ms) || !(price > 0)) return;
+    const start = bucketStart(ms, state.tf);
+    const last = state.candles[state.candles.length - 1];
+    const traded = volumeIncrement(tick);
+    if (last && start < last.ms) return;  // a late tick for a closed bar: the next load has it
+    if (last && start === last.ms) {
+      last.high = Math.max(last.high, price);
+      last.low = Math.min(last.low, price);
+      last.close = price;
+      last.volume += traded;
+    } else {
+      state.candles.push({ ms: start, open: price, high: price, low: price, close: price, volume: traded });
+    }
+    state.ticks += 1;
+    redrawLast();
+    setStatus(`live · last tick ${new Date(ms).toLocaleTimeString('en-IN', { timeZone: 'Asia/Kolkata' })} IST`);
+  }
+
+  function applyCandle(candle) {
+    // The server's forming candle is complete only for bars that began after we subscribed.
+    if (!Number.isFinite(candle.ms) || candle.ms < state.liveFromMs) return;
+    const last = state.candles[state.candles.length - 1];
+    if (last && candle.ms < last.ms) return;
+    if (last && candle.ms === last.ms) state.candles[state.candles.length - 1] = candle;
+    else state.candles.push(candle);
+    redrawLast();
+  }
+
+  // -- pickers ----------------------------------------------------------------------------------
+  function markTimeframe() {
+    for (const button of el.timeframes.querySelectorAll('button')) {
+      button.setAttribute('aria-pressed', String(button.dataset.tf === state.tf));
+    }
+  }
+
+  el.timeframes.addEventListener('click', (event) => {
+    const tf = event.target.dataset && event.target.dataset.tf;
+    if (tf && tf !== state.tf && state.instrument) load(state.instrument.id, tf);
+  });
+
+  let searchTimer = null;
+  let results = [];
+  let selected = -1;
+
+  function renderResults() {
+    el.results.replaceChildren(...results.map((item, index) => {
+      const li = document.createElement('li');
+      li.setAttribute('role', 'option');
+      li.setAttribute('aria-selected', String(index === selected));
+      const symbol = document.createElement('span');
+      symbol.textContent = item.tradingsymbol;
+      const exchange = document.createElement('span');
+      exchange.className = 'exchange';
+      exchange.textContent = [item.exchange, item.name].filter(Boolean).join(' · ');
+      li.append(symbol, exchange);
+      li.addEventListener('mousedown', (event) => { event.preventDefault(); choose(index); });
+      return li;
+    }));
+    el.results.hidden = results.length === 0;
+  }
+
+  function choose(index) {
+    const item = results[index];
+    if (!item) return;
+    results = [];
+    renderResults();
+    el.search.blur();
+    load(item.id, state.tf);
+  }
+
+  async function search(prefix) {
+    const q = new URLSearchParams({ limit: '20' });
+    if (prefix) q.set('q', prefix.toUpperCase());
+    try {
+      const body = await api(`/api/instruments?${q}`);
+      if (el.search.value.trim() !== prefix) return;  // typed on meanwhile
+      results = body.items || [];
+      selected = results.length ? 0 : -1;
+      renderResults();
+    } catch (err) {
+      setStatus(`search: ${err.message}`);
+    }
+  }
+
+  el.search.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    const prefix = el.search.value.trim();
+    searchTimer = setTimeout(() => search(prefix), 150);
+  });
+  el.search.addEventListener('focus', () => el.search.select());
+  el.search.addEventListener('blur', () => { results = []; renderResults(); });
+  el.search.addEventListener('keydown', (event) => {
+    if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+      event.preventDefault();
+      if (!results.length) return;
+      selected = (selected + (event.key === 'ArrowDown' ? 1 : results.length - 1)) % results.length;
+      renderResults();
+    } else if (event.key === 'Enter') {
+      event.preventDefault();
+      choose(selected);
+    } else if (event.key === 'Escape') {
+      results = [];
+      renderResults();
+    }
+  });
+
+  // -- start ------------------------------------------------------------------------------------
+  async function start() {
+    if (!token) { askToken(); return; }
+    const saved = JSON.parse(localStorage.getItem(LAST_KEY) || 'null');
+    const tf = WIDTH_MS[params.get('tf')] ? params.get('tf') : (saved && WIDTH_MS[saved.tf] ? saved.tf : '5m');
+    let id = Number(params.get('instrument')) || (saved && saved.id) || null;
+    if (!id) {
+      try {
+        const first = await api('/api/instruments?limit=1');
+        id = first.items && first.items.length ? first.items[0].id : null;
+      } catch (err) {
+        setStatus(`instruments: ${err.message}`);
+        return;
+      }
+    }
+    if (ws === null) connect();
+    if (id) load(id, tf);
+    else setStatus('no instruments yet: sync or subscribe some first');
+  }
+
+  state.tf = WIDTH_MS[params.get('tf')] ? params.get('tf') : state.tf;
+  markTimeframe();
+  start();
+})();
