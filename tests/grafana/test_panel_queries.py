@@ -3,31 +3,22 @@ returns what its panel type needs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.grafana.grafana_sql import QueryContext, interpolate
 from tests.grafana.market_data import Market, fill_market
+from tests.grafana.shapes import check_shape, panels
 from trading_helper.grafana.build import DASHBOARDS
 from trading_helper.grafana.market_overview import TIMEFRAMES
 from trading_helper.timeframes import BUCKET_ORIGIN
 
-NUMBER = (int, float, Decimal)
-CANDLE_FIELDS = ("open", "high", "low", "close", "volume")
 # Panels that must show rows for the simulated market (the others may be empty by design,
 # e.g. volume spikes on 1d with two days of data).
 MUST_HAVE_ROWS = {"Volume spikes ($timeframe)": {"1m", "5m", "15m"}}
-
-
-def panels() -> Iterator[tuple[str, dict[str, Any]]]:
-    for name, build in DASHBOARDS.items():
-        for panel in build()["panels"]:
-            yield name, panel
 
 
 @pytest.fixture(scope="module")
@@ -49,29 +40,6 @@ async def reader(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 def context(market: Market, timeframe: str, *, interval: timedelta = timedelta(minutes=1)) -> QueryContext:
     return QueryContext(time_from=market.start - timedelta(minutes=5), time_to=market.end + timedelta(minutes=1),
                         interval=interval, variables={"instrument": str(market.spiking_id), "timeframe": timeframe})
-
-
-def check_shape(panel: dict[str, Any], rows: list[asyncpg.Record]) -> None:
-    """The frame Grafana builds from ``rows`` suits the panel type."""
-    fmt = panel["targets"][0]["format"]
-    if fmt == "time_series":
-        assert rows, f"{panel['title']}: no rows"
-        columns = list(rows[0].keys())
-        assert "time" in columns, f"{panel['title']}: time series need a column named time, got {columns}"
-        times = [r["time"] for r in rows]
-        assert all(isinstance(t, (datetime, *NUMBER)) for t in times), panel["title"]
-        assert times == sorted(times), f"{panel['title']}: time column not sorted"
-        for column in columns:
-            if column != "time":
-                assert all(r[column] is None or isinstance(r[column], NUMBER) for r in rows), (
-                    f"{panel['title']}: column {column} is not numeric (it would become a label)")
-    if panel["type"] == "candlestick":
-        names = [c.lower() for c in rows[0].keys()]
-        assert all(f in names for f in CANDLE_FIELDS), f"candlestick needs {CANDLE_FIELDS}, got {names}"
-        for r in rows:
-            assert r["low"] <= min(r["open"], r["close"]) <= max(r["open"], r["close"]) <= r["high"]
-    if panel["type"] == "stat":
-        assert rows and all(isinstance(v, NUMBER) for v in rows[0].values()), panel["title"]
 
 
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
