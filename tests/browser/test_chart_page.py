@@ -1,0 +1,181 @@
+"""The chart page in headless Chromium against the real API: candles render, scrolling back loads
+older history, and a live tick published on the live channel moves the last candle."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from tests.api.server import serve
+from tests.browser.driver import Browser
+from tests.storage.helpers import make_instruments, reset_market_data
+from trading_helper.api.app import create_app
+from trading_helper.api.runtime import Runtime
+from trading_helper.config import Settings
+from trading_helper.ingest import codec
+from trading_helper.models import Tick
+from trading_helper.storage.ticks import TickWriter
+from trading_helper.timeframes import IST
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+API_TOKEN = "browser-test-token-0123456789"
+SESSION = timedelta(hours=3)
+OLD_SESSION_AGO = timedelta(days=3, hours=12)  # beyond the page's first 1m window (2 days)
+
+
+@dataclass
+class Site:
+    url: str
+    app: FastAPI
+    redis: aioredis.Redis
+    channel: str
+    instrument_id: int
+    last_close: float
+
+
+def ticks(iid: int, start: datetime, end: datetime, base: float, seed: int) -> list[Tick]:
+    """A seeded random walk every 15 s, priced in 0.05 steps, with busier and quieter moments."""
+    rng = random.Random(seed)
+    out, t, price, volume = [], start, base, 0
+    while t <= end:
+        price = max(1.0, round((price + rng.gauss(0, 0.9)) * 20) / 20)
+        qty = int(rng.expovariate(1 / 40)) + 1
+        volume += qty
+        out.append(Tick(instrument_id=iid, exchange_ts=t, received_ts=t + timedelta(milliseconds=400),
+                        last_price=price, last_quantity=qty, volume=volume, bid_price=price - 0.05,
+                        ask_price=price + 0.05))
+        t += timedelta(seconds=15)
+    return out
+
+
+@pytest.fixture(scope="module")
+async def site(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> AsyncIterator[Site]:
+    await reset_market_data(db_pool)
+    [iid, _] = await make_instruments(db_pool, 2, prefix="CHART")
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    writer = await TickWriter.open(db_pool)
+    recent = ticks(iid, end - SESSION, end, 2500.0, seed=7)
+    await writer.write(ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3))
+    await writer.write(recent)
+    await db_pool.execute("CALL refresh_candles()")
+    settings = Settings(API_TOKEN=API_TOKEN, BROKER="sim", TOKEN_DIR=tmp_path_factory.mktemp("browser-tokens"))
+    redis = aioredis.from_url(redis_url)
+    channel = f"th:live:browser:{uuid.uuid4().hex[:8]}"
+    app = create_app(Runtime(settings=settings, pool=db_pool, redis=redis), live_channel=channel)
+    try:
+        async with serve(app) as url:
+            yield Site(url, app, redis, channel, iid, recent[-1].last_price)
+    finally:
+        await redis.aclose()
+
+
+def watched(site: Site) -> bool:
+    return any(site.instrument_id in client.instruments for client in site.app.state.hub.clients)
+
+
+async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site) -> None:
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
+        first = await browser.chart()
+        assert int(first["candles"]) >= 150 and first["timeframe"] == "1m"
+        assert float(first["lastClose"]) == site.last_close
+        assert await browser.eval("document.querySelectorAll('#chart canvas').length") > 0
+        assert "token=" not in await browser.eval("location.href")  # the token left the address bar
+        assert await browser.eval("document.getElementById('search').value") == "NSE:CHART0"
+
+        # a live tick above the last close, through the same channel the ingest service publishes on
+        await browser.wait("document.getElementById('status').dataset.ws === 'open'")
+        for _ in range(100):
+            if watched(site):
+                break
+            await asyncio.sleep(0.05)
+        assert watched(site)
+        price = round(site.last_close + 3.5, 2)
+        now = datetime.now(UTC)
+        tick = Tick(instrument_id=site.instrument_id, exchange_ts=now, received_ts=now, last_price=price,
+                    last_quantity=75, volume=None)
+        await site.redis.publish(site.channel, codec.encode_ticks([tick]))
+        await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price}'")
+        moved = await browser.chart()
+        assert float(moved["lastHigh"]) == price and int(moved["ticks"]) >= 1
+        bucket = datetime.fromisoformat(moved["lastTime"])
+        assert bucket <= now < bucket + timedelta(minutes=1)
+        shot = await browser.screenshot(ARTIFACTS / "chart.png")
+        assert shot.stat().st_size > 10_000
+
+        # pan back in time: the page asks the API for the range before its first window
+        for _ in range(6):
+            await browser.drag(400, 300, 500)
+            if datetime.fromisoformat((await browser.chart())["oldest"]) < datetime.now(UTC) - timedelta(days=3):
+                break
+        await browser.wait("Date.parse(document.getElementById('chart').dataset.oldest) < Date.now() - 3 * 864e5")
+        older = await browser.chart()
+        assert int(older["candles"]) > int(moved["candles"])
+        assert await browser.errors() == []
+
+
+@pytest.mark.parametrize("tf", ["1h", "1d"])
+async def test_live_ticks_open_new_bars_on_the_shared_ist_marks(site: Site, tf: str) -> None:
+    # 1h bars start at 09:15, 10:15 ... IST and 1d bars at 00:15 IST, as in the database
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
+                           "document.getElementById('status').dataset.ws === 'open'")
+        for _ in range(100):
+            if watched(site):
+                break
+            await asyncio.sleep(0.05)
+        last = datetime.fromisoformat((await browser.chart())["lastTime"]).astimezone(IST)
+        assert (last.hour, last.minute) == ((0, 15) if tf == "1d" else (last.hour, 15))
+        width = timedelta(days=1) if tf == "1d" else timedelta(hours=1)
+        later = last + width + timedelta(minutes=20)  # inside the bar after the last one
+        tick = Tick(instrument_id=site.instrument_id, exchange_ts=later, received_ts=later, last_price=1234.5,
+                    last_quantity=10, volume=None)
+        await site.redis.publish(site.channel, codec.encode_ticks([tick]))
+        await browser.wait("document.getElementById('chart').dataset.lastClose === '1234.5'")
+        assert datetime.fromisoformat((await browser.chart())["lastTime"]) == last + width
+
+
+async def test_timeframe_and_search_pickers(site: Site) -> None:
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
+        await browser.call("click", selector="button[data-tf='15m']")
+        await browser.wait("document.getElementById('chart').dataset.timeframe === '15m' && "
+                           "document.getElementById('chart').dataset.ready === 'true'")
+        fifteen = await browser.chart()
+        assert 0 < int(fifteen["candles"]) <= 2 * 4 * 4  # two sessions of 3 h, at most 4 bars an hour (+edges)
+        assert datetime.fromisoformat(fifteen["lastTime"]).minute % 15 == 0
+
+        await browser.call("type", selector="#search", text="chart1")
+        await browser.wait("document.querySelectorAll('#results li').length === 1")
+        await browser.call("press", key="Enter")
+        await browser.wait("document.getElementById('search').value === 'NSE:CHART1' && "
+                           "document.getElementById('chart').dataset.ready === 'true'")
+        other = await browser.chart()
+        assert other["instrument"] != str(site.instrument_id) and other["candles"] == "0"
+        assert await browser.errors() == []
+
+
+async def test_without_a_token_the_page_asks_for_one(site: Site) -> None:
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/")
+        await browser.eval("localStorage.clear()")
+        await browser.open(f"{site.url}/#token=wrong-token")
+        await browser.wait("!document.getElementById('token-form').hidden")
+        await browser.call("type", selector="#token-input", text=API_TOKEN)
+        await browser.call("click", selector="#token-form button")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
+        assert int((await browser.chart())["candles"]) > 0
