@@ -6,7 +6,6 @@ import asyncpg
 
 from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
 from tests.storage.helpers import reset_market_data
-from trading_helper.ingest import keys
 from trading_helper.ingest.codec import decode_quote, decode_ticks
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.writer import StreamWriter
@@ -18,8 +17,9 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
     feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
         pubsub = redis.pubsub()
-        await pubsub.subscribe(keys.LIVE_CHANNEL)
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        await pubsub.subscribe(f"{stream}:live")
+        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100,
+                                quotes_key=f"{stream}:quotes", live_channel=f"{stream}:live")
         frames = numbered_frames(feed, 40, 25)
         now = datetime.now(UTC)
         stranger = Tick(instrument_id=987_654, exchange_ts=now, received_ts=now, last_price=10.0, bid_quantity=-7)
@@ -38,7 +38,8 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
             if message is not None:
                 break
-        quote = await redis.hget(keys.QUOTES, str(frames[-1][-1].instrument_id))
+        quote = await redis.hget(f"{stream}:quotes", str(frames[-1][-1].instrument_id))
+        await redis.delete(f"{stream}:quotes")
         await pubsub.aclose()
     rows, distinct = await stored_sequence_numbers(db_pool)
     assert rows == distinct == 40 * 25

@@ -92,7 +92,9 @@ async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, 
         try:
             feed = await _feed(settings, pool, instruments)
             frames = _frames(feed, ticks, per_frame, 0)
-            receiver = TickReceiver(redis, stream=stream, max_entries=10_000_000, local_max_frames=100_000)
+            # keys of its own: a running service's quotes and live channel are not touched
+            receiver = TickReceiver(redis, stream=stream, max_entries=10_000_000, local_max_frames=100_000,
+                                    quotes_key=f"{stream}:quotes", live_channel=f"{stream}:live")
             writer = StreamWriter(redis, pool, stream=stream, entries_per_read=200)
             writer_task = asyncio.create_task(writer.run())
             started = time.perf_counter()
@@ -130,7 +132,7 @@ async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, 
             duplicated = row["n"] - row["d"]
         finally:
             await pool.close()
-            await redis.delete(stream)
+            await redis.delete(stream, f"{stream}:quotes")
             await redis.aclose()
     rate = ticks / seconds
     return {

@@ -34,9 +34,12 @@ class TickReceiver:
     """Implements :class:`trading_helper.brokers.base.FeedSink`."""
 
     def __init__(self, redis: aioredis.Redis, *, stream: str, max_entries: int, local_max_frames: int,
-                 coverage: CoverageRecorder | None = None) -> None:
+                 coverage: CoverageRecorder | None = None, quotes_key: str = keys.QUOTES,
+                 live_channel: str = keys.LIVE_CHANNEL) -> None:
         self.redis = redis
         self.stream = stream
+        self.quotes_key = quotes_key
+        self.live_channel = live_channel
         self.max_entries = max_entries
         self.local: deque[tuple[dict[bytes, bytes], bytes | None]] = deque()
         self.local_max_frames = local_max_frames
@@ -94,9 +97,9 @@ class TickReceiver:
         # no MAXLEN: trimming entries the writer has not committed would lose ticks
         pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
         if quotes:
-            pipe.hset(keys.QUOTES, mapping=quotes)  # type: ignore[arg-type]
+            pipe.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
         if payload is not None:
-            pipe.publish(keys.LIVE_CHANNEL, payload)
+            pipe.publish(self.live_channel, payload)
         pipe.xlen(self.stream)
         try:
             results = await pipe.execute()
@@ -133,7 +136,7 @@ class TickReceiver:
                 for fields, payload in chunk:
                     pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
                     if payload is not None:
-                        pipe.publish(keys.LIVE_CHANNEL, payload)
+                        pipe.publish(self.live_channel, payload)
                 await pipe.execute()
                 for _ in chunk:
                     self.local.popleft()

@@ -9,7 +9,9 @@ them. After a crash the entries it had read but not acknowledged are delivered a
   in ``ingest_offsets``, so they are acknowledged without writing. No tick is written twice.
 
 Batches form by themselves: while one batch commits, the next frames accumulate in the stream
-and are read together (low latency at low rates, large COPYs at high rates).
+and are read together (low latency at low rates, large COPYs at high rates). The next batch is
+decoded and prepared (validation, volume increments, rows) while the previous one commits, so
+Python's work overlaps the database's.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from trading_helper.ingest.codec import Record
 from trading_helper.ingest.stream import decode_entry, parse_id
 from trading_helper.ingest.volume import to_us
 from trading_helper.storage import queries
-from trading_helper.storage.ticks import StreamOffset, TickWriter, VolumeReset
+from trading_helper.storage.ticks import PreparedBatch, StreamOffset, TickWriter, VolumeReset
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class StreamWriter:
         self._tick_writer: TickWriter | None = None
         self._committed: tuple[int, int] = (0, 0)
         self._since_trim = 0
+        self._inflight: asyncio.Task[None] | None = None
 
     async def _ensure_group(self) -> None:
         try:
@@ -91,15 +94,31 @@ class StreamWriter:
 
     async def run(self, *, stop_when_idle: bool = False) -> None:
         """Write until cancelled (or, with ``stop_when_idle``, until the stream has nothing new)."""
+        try:
+            await self._run(stop_when_idle)
+        finally:
+            if self._inflight is not None:
+                self._inflight.cancel()
+                await asyncio.gather(self._inflight, return_exceptions=True)
+                self._inflight = None
+
+    async def _run(self, stop_when_idle: bool) -> None:
         self._tick_writer = await self._open_db()
-        read_from = "0"  # first our own pending entries (delivered before a crash), then new ones
+        # First our own pending entries (read before a crash or a Redis outage, not acknowledged),
+        # walking the pending list by id, then new entries (">"). The pending list is only
+        # walked with nothing in flight: an in-flight batch is pending too and must not be re-read.
+        read_from = "0"
         redis_delay = 0.2
         while True:
+            pending_phase = read_from != ">"
             try:
-                await self._ensure_group() if read_from == "0" else None
+                if pending_phase:
+                    await self._finish_inflight()
+                    if read_from == "0":
+                        await self._ensure_group()
                 reply: Any = await self.redis.xreadgroup(
                     keys.WRITER_GROUP, self.consumer, {self.stream: read_from},
-                    count=self.entries_per_read, block=None if read_from == "0" else self.block_ms)
+                    count=self.entries_per_read, block=None if pending_phase else self.block_ms)
                 redis_delay = 0.2
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the stream (restarted without persistence)
@@ -115,15 +134,21 @@ class StreamWriter:
                 continue
             entries = reply[0][1] if reply else []
             if not entries:
-                if read_from == "0":
+                await self._finish_inflight()
+                if pending_phase:
                     read_from = ">"
                     continue
                 if stop_when_idle:
                     return
                 continue
+            if pending_phase:
+                last = entries[-1][0]
+                read_from = last.decode() if isinstance(last, bytes) else str(last)
             await self._handle(entries)
 
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
+        """Prepare this read's batch while the previous batch commits, then hand it on."""
+        assert self._tick_writer is not None
         ids: list[bytes] = []
         items: list[Record | VolumeReset] = []
         malformed = 0
@@ -139,22 +164,30 @@ class StreamWriter:
                 malformed += 1
             else:
                 items.extend(decoded.items)
-        if last_new is not None:
-            await self._commit(items, last_new)
-            if malformed:
-                self.stats.rejected["malformed_entry"] += malformed
-                metrics.TICKS_REJECTED.labels("malformed_entry").inc(malformed)
-        await self._ack(ids)
+        batch = await self._tick_writer.prepare_batch(items) if last_new is not None else None
+        await self._finish_inflight()
+        if malformed:
+            self.stats.rejected["malformed_entry"] += malformed
+            metrics.TICKS_REJECTED.labels("malformed_entry").inc(malformed)
+        if batch is None or last_new is None:
+            await self._ack(ids)
+            return
+        self._inflight = asyncio.create_task(self._commit_and_ack(batch, last_new, ids, items))
 
-    async def _commit(self, items: list[Record | VolumeReset], last_id: str) -> None:
+    async def _finish_inflight(self) -> None:
+        if self._inflight is not None:
+            task, self._inflight = self._inflight, None
+            await task
+
+    async def _commit_and_ack(self, batch: PreparedBatch, last_id: str, ids: list[bytes],
+                              items: list[Record | VolumeReset]) -> None:
         assert self._tick_writer is not None
         delay = 0.2
-        while True:
+        while True:  # the same prepared batch until it commits: later batches build on its volume state
             try:
-                result = await self._tick_writer.write_records(items, offset=StreamOffset(self.stream, last_id))
+                result = await self._tick_writer.commit(batch, StreamOffset(self.stream, last_id))
                 break
-            except (DatabaseUnavailable, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError) as exc:
+            except (DatabaseUnavailable, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
                 metrics.WRITE_FAILURES.labels(type(exc).__name__).inc()
                 self._db_failed(exc)
                 await asyncio.sleep(delay + random.random() * 0.1)
@@ -177,6 +210,7 @@ class StreamWriter:
             metrics.EXCHANGE_LAG.observe((now_us - records[-1][0]) / 1e6)
             if self.record_lags:
                 self.stats.lags.extend((now_us - r[1]) / 1e6 for r in records)
+        await self._ack(ids)
 
     async def _ack(self, ids: list[bytes]) -> None:
         """Acknowledge, and trim what is committed; a failure here is repaired by the offset check."""

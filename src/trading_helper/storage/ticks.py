@@ -51,6 +51,14 @@ class WriteResult:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    rows: list[TickRow]
+    volume_rows: list[tuple[int, date, int, datetime]]
+    cleared: list[int]
+    result: WriteResult
+
+
 @dataclass(slots=True, frozen=True)
 class StreamOffset:
     stream: str
@@ -150,46 +158,58 @@ class TickWriter:
         self, entries: Sequence[Record | VolumeReset], *, offset: StreamOffset | None = None
     ) -> WriteResult:
         """Validate and store tick records (and ``offset``) in one transaction."""
+        batch = await self.prepare_batch(entries)
         try:
-            async with self.pool.acquire() as conn:
-                return await self._write(conn, entries, offset)
-        except (OSError, asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                asyncpg.exceptions.CannotConnectNowError) as exc:
-            self._needs_reload = True
-            raise DatabaseUnavailable(f"tick write failed, will retry: {exc}") from exc
+            return await self.commit(batch, offset)
         except BaseException:
+            # the in-memory volume state now includes a batch that is not in the database
             self._needs_reload = True
             raise
 
-    async def _write(
-        self, conn: asyncpg.Connection, entries: Sequence[Record | VolumeReset], offset: StreamOffset | None
-    ) -> WriteResult:
+    async def prepare_batch(self, entries: Sequence[Record | VolumeReset]) -> PreparedBatch:
+        """Everything of a write but the database round trips (CPU only, unless state must load).
+
+        Batches must be committed in the order they were prepared, each eventually: the volume
+        state of batch k+1 builds on batch k. Retrying :meth:`commit` with the same batch keeps
+        that true; otherwise use :meth:`write_records`, which reloads the state after a failure.
+        """
         if self._needs_reload:
-            # a failed write may have advanced the in-memory volume state: start from the database
-            await self._reload(conn)
+            async with self.pool.acquire() as conn:
+                await self._reload(conn)
             self._needs_reload = False
+        ids = {rec[2] for rec in entries if rec.__class__ is not VolumeReset}  # type: ignore[index]
+        if not ids <= self.known_ids and _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
+            # instruments may have been added since the ids were loaded: look once more
+            async with self.pool.acquire() as conn:
+                self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
+            self._known_loaded_at = _time.monotonic()
         result = WriteResult()
-        now = datetime.now(UTC)
-        rows, unknown = self.prepare(entries, now, result)
-        if unknown and _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
-            # instruments may have been added since the last load: look again, then redo
-            await self._reload(conn)
-            result = WriteResult()
-            rows, unknown = self.prepare(entries, now, result)
-        if rows and self.flavour == "postgres":
-            await self._ensure_partitions(conn, rows)
+        rows, _ = self.prepare(entries, datetime.now(UTC), result)
         volume_rows, cleared = self.tracker.take_changes()
-        async with conn.transaction():
-            if rows:
-                await conn.copy_records_to_table("tick_data", records=rows, columns=TICK_COLUMNS)
-            if volume_rows:
-                ids, days, volumes, times = zip(*volume_rows, strict=True)
-                await conn.execute(queries.UPSERT_VOLUME_STATE, list(ids), list(days), list(volumes), list(times))
-            if cleared:
-                await conn.execute(queries.DELETE_VOLUME_STATE, cleared)
-            if offset is not None:
-                await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
-        result.written = len(rows)
+        return PreparedBatch(rows, volume_rows, cleared, result)
+
+    async def commit(self, batch: PreparedBatch, offset: StreamOffset | None = None) -> WriteResult:
+        """One transaction: the rows, the volume state and the stream offset. Safe to retry."""
+        try:
+            async with self.pool.acquire() as conn:
+                rows = batch.rows
+                if rows and self.flavour == "postgres":
+                    await self._ensure_partitions(conn, rows)
+                async with conn.transaction():
+                    if rows:
+                        await conn.copy_records_to_table("tick_data", records=rows, columns=TICK_COLUMNS)
+                    if batch.volume_rows:
+                        ids, days, volumes, times = zip(*batch.volume_rows, strict=True)
+                        await conn.execute(queries.UPSERT_VOLUME_STATE, list(ids), list(days), list(volumes),
+                                           list(times))
+                    if batch.cleared:
+                        await conn.execute(queries.DELETE_VOLUME_STATE, batch.cleared)
+                    if offset is not None:
+                        await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError) as exc:
+            raise DatabaseUnavailable(f"tick write failed, will retry: {exc}") from exc
+        result = WriteResult(written=len(batch.rows), rejected=Counter(batch.result.rejected))
         return result
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, rows: list[TickRow]) -> None:
