@@ -67,6 +67,49 @@ def bench_ingest(
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
+@bench_app.command("query")
+def bench_query(
+    instruments: int = typer.Option(1000, min=1, help="Instruments in the dataset."),
+    days: int = typer.Option(30, min=1, max=60, help="Calendar days of 1m candles (history and live mixed)."),
+    samples: int = typer.Option(300, min=10, help="Timed requests per measurement."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Read-path and API latency on a throwaway database (th_bench_<random>, dropped afterwards)."""
+    import json
+
+    from trading_helper.api.bench import run_query_bench
+    from trading_helper.config import get_settings
+
+    try:
+        result = asyncio.run(run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples))
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("", help="Listen address (default: API_HOST)."),
+    port: int = typer.Option(0, help="Listen port (default: API_PORT)."),
+    ingest: bool = typer.Option(True, "--ingest/--no-ingest", help="Run the broker feed and tick writer too."),
+) -> None:
+    """Run the HTTP API (uvicorn on API_HOST:API_PORT), with the ingest service unless --no-ingest."""
+    import logging
+
+    from trading_helper.api.serve import serve as run_serve
+    from trading_helper.config import get_settings
+
+    try:
+        settings = get_settings()
+        logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest))
+    except TradingHelperError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command()
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),

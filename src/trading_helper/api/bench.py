@@ -1,0 +1,149 @@
+"""``trading-helper bench query``: latency of the merged read path and of the API over HTTP.
+
+Loads :mod:`trading_helper.candles.bench_data` into a throwaway database (``th_bench_<random>``,
+dropped afterwards), then times, per random instrument: one day of 1m through ``read_candles``,
+30 days of 15m, a year of 1d, and one day of 1m through ``GET /api/candles`` end to end (uvicorn
+on 127.0.0.1, keep-alive HTTP client; the request also runs gap detection against the simulator
+broker, which the fully covered dataset never needs to call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from trading_helper.api.app import create_app
+from trading_helper.api.runtime import Runtime
+from trading_helper.bench.scratch import scratch_database
+from trading_helper.brokers.sim import SimBroker, sim_instruments
+from trading_helper.candles.bench_data import load_dataset
+from trading_helper.candles.read import READ
+from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
+from trading_helper.storage.db import create_pool
+from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+from trading_helper.storage.migrate import current_flavour
+from trading_helper.timeframes import IST
+
+WARMUP = 20
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _timed(samples: int, call: Callable[[int], Awaitable[int]]) -> tuple[list[float], int]:
+    """Milliseconds per call (after a warm-up) and the rows the timed calls returned."""
+    for n in range(WARMUP):
+        await call(n)
+    times, rows = [], 0
+    for n in range(samples):
+        began = time.perf_counter()
+        rows += await call(n)
+        times.append((time.perf_counter() - began) * 1000)
+    return times, rows
+
+
+def _day(d: date) -> tuple[datetime, datetime]:
+    start = datetime(d.year, d.month, d.day, tzinfo=IST)
+    return start, start + timedelta(days=1)
+
+
+async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets
+    # (uvicorn's own sockets have it); without it every answer waits for a delayed ACK (~40 ms)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def run_query_bench(settings: Settings, *, instruments: int, days: int, samples: int) -> dict[str, Any]:
+    began = time.perf_counter()
+    async with scratch_database(settings.DATABASE_URL) as dsn:
+        pool = await create_pool(dsn, min_size=2, max_size=4)
+        try:
+            async with pool.acquire() as conn:
+                if await current_flavour(conn) != "postgres":
+                    raise ConfigError("bench query loads live candles into the plain-PostgreSQL rollup tables: "
+                                      "run it against a server without TimescaleDB")
+                items = sim_instruments(instruments)
+                await sync_instruments(conn, "sim", items)
+                found = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
+            ids = sorted(found.values())
+            data = await load_dataset(pool, ids, days, datetime.now(IST).date())
+            loaded = time.perf_counter() - began
+            result: dict[str, Any] = {"instruments": len(ids), "days": days, "trading_days": len(data.days),
+                                      "rows": data.rows, "load_seconds": round(loaded, 1), "samples": samples}
+            rng = random.Random(42)
+            picks = [(rng.choice(ids), rng.choice(data.days)) for _ in range(samples + WARMUP)]
+            month_from, _ = _day(data.days[0])
+            _, month_to = _day(data.days[-1])
+            year_from, _ = _day(data.year_days[0])
+
+            async with pool.acquire() as conn:
+                async def day_1m(n: int) -> int:
+                    iid, d = picks[n]
+                    return len(await conn.fetch(READ, iid, "1m", *_day(d)))
+
+                async def month_15m(n: int) -> int:
+                    return len(await conn.fetch(READ, picks[n][0], "15m", month_from, month_to))
+
+                async def year_1d(n: int) -> int:
+                    return len(await conn.fetch(READ, picks[n][0], "1d", year_from, month_to))
+
+                for name, call in (("read_1m_day", day_1m), ("read_15m_month", month_15m),
+                                   ("read_1d_year", year_1d)):
+                    times, rows = await _timed(samples, call)
+                    result[f"{name}_p50_ms"] = round(percentile(times, 0.5), 3)
+                    result[f"{name}_p99_ms"] = round(percentile(times, 0.99), 3)
+                    result[f"{name}_candles_avg"] = round(rows / samples, 1)
+
+            result.update(await _api_bench(settings, pool, picks, samples))
+        finally:
+            await pool.close()
+    result["total_seconds"] = round(time.perf_counter() - began, 1)
+    return result
+
+
+async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[int, date]],
+                     samples: int) -> dict[str, Any]:
+    token = "bench-" + str(random.Random().getrandbits(64))
+    app_settings = settings.model_copy(update={"API_TOKEN": SecretStr(token), "BROKER": "sim"})
+    broker = SimBroker(app_settings)
+    app = create_app(Runtime(app_settings, pool, None, broker, None))
+    server, task, url = await _serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            async def day_api(n: int) -> int:
+                iid, d = picks[n]
+                start, end = _day(d)
+                resp = await client.get("/api/candles", params={
+                    "instrument": str(iid), "interval": "1m", "from": start.isoformat(), "to": end.isoformat()})
+                resp.raise_for_status()
+                return resp.content.count(b'"time"')
+
+            times, rows = await _timed(samples, day_api)
+    finally:
+        server.should_exit = True
+        await task
+        await broker.aclose()
+    return {"api_1m_day_p50_ms": round(percentile(times, 0.5), 3), "api_1m_day_p99_ms": round(percentile(times, 0.99), 3),
+            "api_1m_day_candles_avg": round(rows / samples, 1), "api_broker_calls": broker.history_calls,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
