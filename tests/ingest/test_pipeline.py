@@ -31,6 +31,7 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
                 await redis.xadd(stream, {b"q": b"unknown field"})
                 frame = [*frame, stranger, naive]
             await receiver.on_ticks(frame)
+        await receiver.flush()  # quotes are written at most every 100 ms; a quiet feed flushes them
         writer = StreamWriter(redis, db_pool, stream=stream, entries_per_read=7)
         await writer.run(stop_when_idle=True)
         message = None

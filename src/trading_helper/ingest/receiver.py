@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_AFTER_S = 1.0
 _CAP_WARN_RATIO = 0.8
+QUOTES_EVERY_S = 0.1
 
 
 class TickReceiver:
@@ -51,6 +52,8 @@ class TickReceiver:
         self._stream_full = False
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
+        self._latest: dict[int, Tick] = {}
+        self._quotes_at = 0.0
 
     # -- FeedSink ---------------------------------------------------------------------------
     async def on_ticks(self, ticks: Sequence[Tick]) -> None:
@@ -65,11 +68,21 @@ class TickReceiver:
             if not ticks:
                 return
         payload = encode_ticks(ticks)
-        latest: dict[int, Tick] = {}
+        latest = self._latest
         for t in ticks:
             latest[t.instrument_id] = t
-        quotes = {str(i): encode_quote(t) for i, t in latest.items()}
-        await self._append({TICKS_FIELD: payload}, payload, quotes, len(ticks))
+        await self._append({TICKS_FIELD: payload}, payload, self._take_quotes(), len(ticks))
+
+    def _take_quotes(self, force: bool = False) -> dict[str, bytes] | None:
+        """Latest quotes changed since the last write, at most every QUOTES_EVERY_S (10 Hz is
+        plenty for O(1) reads and saves encoding every tick at high rates)."""
+        now = time.monotonic()
+        if not self._latest or (not force and now - self._quotes_at < QUOTES_EVERY_S):
+            return None
+        self._quotes_at = now
+        quotes = {str(i): encode_quote(t) for i, t in self._latest.items()}
+        self._latest = {}
+        return quotes
 
     def on_reject(self, reason: str, count: int = 1) -> None:
         self.rejected[reason] += count
@@ -118,9 +131,16 @@ class TickReceiver:
         metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 
     async def flush(self) -> None:
-        """Send frames held while Redis was away (called by the service when the feed is quiet)."""
+        """Send frames held while Redis was away and pending quotes (the service calls this
+        every second, so a quiet feed does not keep them back)."""
         if (self.local or self._stream_full) and time.monotonic() >= self._retry_at:
             await self._flush_local()
+        if self._latest and not self.local and self.redis_down_since is None:
+            quotes = self._take_quotes(force=True)
+            try:
+                await self.redis.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
 
     async def _flush_local(self) -> None:
         """Move locally held entries to the stream, oldest first, while Redis takes them."""
