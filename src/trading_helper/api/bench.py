@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -89,7 +90,8 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
             ids = sorted(found.values())
             data = await load_dataset(pool, ids, days, datetime.now(IST).date())
             loaded = time.perf_counter() - began
-            result: dict[str, Any] = {"instruments": len(ids), "days": days, "trading_days": len(data.days),
+            result: dict[str, Any] = {"database": urlsplit(dsn).path.lstrip("/") + " (dropped)",
+                                      "instruments": len(ids), "days": days, "trading_days": len(data.days),
                                       "rows": data.rows, "load_seconds": round(loaded, 1), "samples": samples}
             rng = random.Random(42)
             picks = [(rng.choice(ids), rng.choice(data.days)) for _ in range(samples + WARMUP)]
