@@ -111,6 +111,26 @@ def serve(
 
 
 @app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The ingest service's status (from Redis) and the tick stream's backlog."""
+    import json
+
+    from trading_helper.config import get_settings
+    from trading_helper.ingest.status import read_status
+
+    try:
+        result = asyncio.run(read_status(get_settings()))
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@app.command()
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),
     instruments: int = typer.Option(200, help="Simulated instruments."),

@@ -19,16 +19,17 @@ from trading_helper.brokers.base import FeedEvent, FeedState
 log = logging.getLogger(__name__)
 
 _CLOSE = """
-UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $3)), open = false
+UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $3::timestamptz)), open = false
 WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
 """
 _OPEN = """
 INSERT INTO live_coverage (instrument_id, broker, period, open)
-SELECT i, $1, tstzrange($3, $3 + interval '1 millisecond'), true FROM unnest($2::integer[]) AS i
+SELECT i, $1, tstzrange($3::timestamptz, $3::timestamptz + interval '1 millisecond'), true
+FROM unnest($2::integer[]) AS i
 WHERE EXISTS (SELECT 1 FROM instruments WHERE id = i)
 """
 _EXTEND = """
-UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $2))
+UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $2::timestamptz))
 WHERE open AND broker = $1
 """
 _CLOSE_STALE = "UPDATE live_coverage SET open = false WHERE open AND broker = $1"
@@ -65,6 +66,11 @@ class CoverageRecorder:
                     q, a = self._pending[0]
                     await conn.execute(q, *a)
                     self._pending.popleft()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # kept in order and retried with the next event or extension
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.CannotConnectNowError) as exc:
+            # the database is away: kept in order and retried with the next event or extension
             log.warning("live coverage update deferred (%d pending): %s", len(self._pending), exc)
+        except asyncpg.PostgresError as exc:
+            # not a connection problem: retrying would block every later update behind it
+            log.error("live coverage update dropped: %s", exc)
+            self._pending.popleft()

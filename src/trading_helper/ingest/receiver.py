@@ -53,6 +53,8 @@ class TickReceiver:
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
         self._latest: dict[int, Tick] = {}
+        #: id of the newest entry this receiver appended to the stream
+        self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
 
     # -- FeedSink ---------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class TickReceiver:
             self._keep_locally(fields, payload, n_ticks)
             return
         self._redis_back()
+        self.last_id = results[0]
         self._check_cap(int(results[-1]))
 
     def _keep_locally(self, fields: dict[bytes, bytes], payload: bytes | None, n_ticks: int) -> None:
@@ -157,7 +160,8 @@ class TickReceiver:
                     pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
                     if payload is not None:
                         pipe.publish(self.live_channel, payload)
-                await pipe.execute()
+                results = await pipe.execute()
+                self.last_id = results[-2] if chunk[-1][1] is not None else results[-1]
                 for _ in chunk:
                     self.local.popleft()
                 metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))

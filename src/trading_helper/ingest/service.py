@@ -75,13 +75,26 @@ class IngestService:
         ]
         log.info("ingest started: broker=%s, %d subscriptions, %s flavour", self.broker.name, len(rows), self.flavour)
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop the feed, let the writer commit what was received (bounded wait), then stop."""
+        if not self._tasks:
+            return
+        feed, *others = self._tasks
+        await self._cancel(feed)
+        last = self.receiver.last_id
+        for _ in range(int(drain_timeout_s / 0.02)):
+            if last is None or self.writer.committed_through(last):
+                break
+            await asyncio.sleep(0.02)
+        for task in others:
+            await self._cancel(task)
         self._tasks = []
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     async def _run_feed(self) -> None:
         try:

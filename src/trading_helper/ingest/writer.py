@@ -224,6 +224,10 @@ class StreamWriter:
         except (RedisError, OSError) as exc:
             log.warning("acknowledging %d entries failed (%s); they will be skipped as committed", len(ids), exc)
 
+    def committed_through(self, entry_id: bytes | str) -> bool:
+        """True once everything up to ``entry_id`` is committed."""
+        return self._committed >= parse_id(entry_id)
+
     def _db_failed(self, exc: BaseException) -> None:
         if self.stats.db_down_since is None:
             self.stats.db_down_since = time.monotonic()

@@ -1,0 +1,40 @@
+"""What ``trading-helper status`` shows: the service's published status and the stream backlog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from trading_helper.config import Settings
+from trading_helper.errors import BufferUnavailable
+from trading_helper.ingest import keys
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_status(settings: Settings) -> dict[str, Any]:
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    try:
+        published = {_text(k): _text(v) for k, v in (await client.hgetall(keys.STATUS)).items()}
+        length = await client.xlen(settings.TICK_STREAM)
+        try:
+            groups = await client.xinfo_groups(settings.TICK_STREAM)
+        except ResponseError:  # no stream yet
+            groups = []
+    except (RedisError, OSError) as exc:
+        raise BufferUnavailable(f"cannot read status from Redis: {exc}") from exc
+    finally:
+        await client.aclose()
+    writer = next((g for g in groups if g.get("name") in (keys.WRITER_GROUP, keys.WRITER_GROUP.encode())), None)
+    return {
+        **published,
+        "stream": settings.TICK_STREAM,
+        "stream_entries": length,
+        "stream_cap": settings.STREAM_MAX_ENTRIES,
+        "writer_pending_entries": writer.get("pending") if writer else None,
+        "writer_lag_entries": writer.get("lag") if writer else None,
+    }

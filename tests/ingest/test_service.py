@@ -1,0 +1,57 @@
+"""The whole ingest service with the simulator broker: ticks land, candles form, coverage is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from tests.storage.helpers import reset_market_data
+from trading_helper.brokers.sim import SimBroker
+from trading_helper.config import Settings
+from trading_helper.ingest.service import IngestService
+from trading_helper.ingest.status import read_status
+from trading_helper.storage.instruments import sync_instruments
+
+
+async def test_service_captures_rolls_up_and_records_coverage(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    await reset_market_data(db_pool)
+    stream = f"th:svc:{uuid.uuid4().hex[:8]}"
+    settings = Settings(REDIS_URL=redis_url, BROKER="sim", SIM_INSTRUMENTS=30, SIM_TICKS_PER_SECOND=400,
+                        TICK_STREAM=stream, REFRESH_INTERVAL_S=0.3)
+    broker = SimBroker(settings)
+    async with db_pool.acquire() as conn:
+        await sync_instruments(conn, "sim", await broker.fetch_instruments())
+        await conn.execute("TRUNCATE subscriptions, live_coverage")
+        await conn.execute("INSERT INTO subscriptions (instrument_id) SELECT id FROM instruments "
+                           "JOIN instrument_broker_ids b ON b.instrument_id = id AND b.broker = 'sim' "
+                           "ORDER BY id LIMIT 20")
+    redis = aioredis.Redis.from_url(redis_url)
+    service = IngestService(settings, db_pool, redis, broker)
+    await service.start()
+    try:
+        for _ in range(200):
+            if service.writer.stats.written >= 300 and service.last_refresh_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert service.writer.stats.written >= 300
+        status = service.status()
+        assert status["subscriptions"] == 20 and status["feed_state"] == "connected"
+        open_ranges = await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open")
+        assert open_ranges == 20
+        await service.subscribe([await db_pool.fetchval(
+            "SELECT max(id) FROM instruments")])  # one more while connected: coverage starts now
+        assert await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open") == 21
+        await asyncio.sleep(1.2)  # housekeeping publishes the status to Redis once a second
+        published = await read_status(settings)
+        assert published["broker"] == "sim" and int(published["written"]) > 0
+    finally:
+        await service.stop()
+        await redis.delete(stream)
+        await redis.aclose()
+    assert await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open") == 0
+    rows, candle_ticks = await db_pool.fetchrow(
+        "SELECT (SELECT count(*) FROM tick_data), (SELECT sum(tick_count) FROM candles_1m)")
+    assert rows == candle_ticks == service.writer.stats.written
