@@ -208,6 +208,7 @@ class FakeFyersServer:
         self.acks: list[int] = []
         self.pings = 0
         self._fytokens: dict[str, str] = {}
+        self._topic_symbols: dict[str, str] = {}
         self._quotes: dict[str, Quote] = {}
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -361,20 +362,22 @@ class FakeFyersServer:
         if symbol not in self._fytokens:
             derivative = name.endswith(("FUT", "CE", "PE")) or exchange == "MCX"
             prefix = SEGMENTS[exchange][1 if derivative else 0]
-            self._fytokens[symbol] = f"{prefix}000000{1000 + len(self._fytokens)}"
+            number = str(1000 + len(self._fytokens))
+            self._fytokens[symbol] = f"{prefix}000000{number}"
+            # the topic this symbol streams under (data_ws.SymbolConversion's rules)
+            if name.endswith("-INDEX"):
+                topic = f"if|{SEGMENT_NAMES[prefix]}|{INDEX_NAMES.get(symbol, name.rsplit('-', 1)[0])}"
+            else:
+                topic = f"sf|{SEGMENT_NAMES[prefix]}|{number}"
+            self._topic_symbols[topic] = symbol
         return self._fytokens[symbol]
 
     def _quote_for_topic(self, topic: str) -> Quote | None:
         if topic not in self._quotes:
-            kind, _, rest = topic.partition("|")
-            segment, _, key = rest.partition("|")
-            symbol = next((s for s, t in self._fytokens.items()
-                           if SEGMENT_NAMES.get(t[:4]) == segment and (
-                               (kind == "sf" and t[10:] == key) or
-                               (kind == "if" and INDEX_NAMES.get(s, s.split(":")[1].rsplit("-", 1)[0]) == key))),
-                          None)
+            symbol = self._topic_symbols.get(topic)
             if symbol is None:
                 return None
+            segment = topic.split("|")[1]
             seed = zlib.crc32(symbol.encode()) % 50_000
             self._quotes[topic] = Quote(topic, symbol, ltp=100_000 + seed, volume=1_000 + seed,
                                         oi=(20_000 + seed) if segment.endswith("_fo") else 0)

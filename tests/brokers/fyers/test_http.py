@@ -252,3 +252,30 @@ async def test_rate_limiter_spaces_requests() -> None:
     for _ in range(6):
         await limiter.acquire()
     assert time.monotonic() - started >= 0.95
+
+
+async def test_cli_login_fyers_with_auth_code(fake: FakeFyersServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from trading_helper.cli import app
+    from trading_helper.config import get_settings
+
+    settings = fake.settings(tmp_path)
+    for name in ("FYERS_API_URL", "FYERS_APP_ID", "TOKEN_DIR"):
+        monkeypatch.setenv(name, str(getattr(settings, name)))
+    monkeypatch.setenv("FYERS_SECRET_KEY", fake.secret)
+    get_settings.cache_clear()
+    async with httpx.AsyncClient() as client:
+        redirect = await client.get(f"{fake.api_url}/api/v3/generate-authcode", params={
+            "client_id": fake.app_id, "redirect_uri": settings.FYERS_REDIRECT_URI, "response_type": "code"})
+    code = parse_qs(urlsplit(redirect.headers["location"]).query)["auth_code"][0]
+    runner = CliRunner()
+    try:
+        # the command runs its own event loop: give it a thread while the fake serves on ours
+        refused = await asyncio.to_thread(runner.invoke, app, ["login", "fyers", "--auth-code", "bogus"])
+        done = await asyncio.to_thread(runner.invoke, app, ["login", "fyers", "--auth-code", code])
+    finally:
+        get_settings.cache_clear()
+    assert refused.exit_code == 1 and "invalid auth code" in refused.output
+    assert done.exit_code == 0, done.output
+    assert load_token(settings, "fyers") == fake.access_token and fake.access_token not in done.output

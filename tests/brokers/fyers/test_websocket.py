@@ -224,6 +224,21 @@ async def test_subscribe_and_unsubscribe_while_connected(fake: FakeFyersServer, 
     assert len(fake.connections) == 1 and fake.acks == sorted(fake.acks)
 
 
+async def test_cancel_stops_a_busy_feed(fake: FakeFyersServer, tmp_path: Path) -> None:
+    feed, sink = make_feed(fake, tmp_path), CollectingSink()
+    fake.update_interval_s, fake.updates_per_push = 0.001, 100  # a firehose: recv always ready
+    await feed.subscribe({f"NSE:B{i}-EQ": i for i in range(100)})
+    for _ in range(5):
+        task = asyncio.create_task(feed.run(sink))
+        await wait_until(lambda: len(sink.frames) > 20)
+        sink.frames.clear()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        assert task.cancelled() and feed.state is FeedState.STOPPED
+    await feed._http.aclose()
+
+
 async def test_the_broker_has_one_feed(fake: FakeFyersServer, tmp_path: Path) -> None:
     broker = FyersBroker(fake.settings(tmp_path))
     try:

@@ -81,7 +81,8 @@ class RedirectCatcher:
 
     async def auth_code(self, timeout_s: float) -> str:
         try:
-            return await asyncio.wait_for(asyncio.shield(self._result), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(self._result)
         except TimeoutError as exc:
             raise LoginRequired(f"no redirect from Fyers within {timeout_s:g}s: try again") from exc
 

@@ -204,7 +204,10 @@ class FyersLiveFeed(LiveFeed):
                     ws.transport.abort()  # a stalled peer will not answer a closing handshake
                     raise _Stalled
                 try:
-                    frame = await asyncio.wait_for(ws.recv(), timeout=remaining)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                    # lands as recv completes, and a busy socket would then never stop
+                    async with asyncio.timeout(remaining):
+                        frame = await ws.recv()
                 except TimeoutError:
                     continue  # a pong may have arrived meanwhile: re-check the clock
                 self._last_activity = time.monotonic()
