@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.api.conftest import API_TOKEN, ORIGIN, Api
+from trading_helper.api.schemas import CandleResponse
 from trading_helper.ingest import codec, keys
 from trading_helper.models import DepthLevel, Tick
 
@@ -89,6 +90,13 @@ async def test_candles_get_and_post_share_one_service(api: Api) -> None:
     candle = body["candles"][0]
     assert candle["time"] == "2024-03-04T09:15:00+05:30" and candle["source"] == "broker"
     assert set(candle) == {"time", "open", "high", "low", "close", "volume", "open_interest", "source"}
+    CandleResponse.model_validate(body)  # the documented shape
+    # the database-built JSON says exactly what the Python read path reads
+    series = await api.app.state.candles.get_candles("NSE:RELIANCE", "5m", datetime.fromisoformat(params["from"]),
+                                                     datetime.fromisoformat(params["to"]))
+    assert [(datetime.fromisoformat(c["time"]), c["open"], c["high"], c["low"], c["close"], c["volume"],
+             c["open_interest"], c["source"]) for c in body["candles"]] == [
+        (c.bucket, c.open, c.high, c.low, c.close, c.volume, c.open_interest, c.source) for c in series.candles]
 
     spec = await api.client.post("/api/candles", json={
         "instrument_token": 738561, "from_date": "2024-03-04T03:45:00Z", "to_date": "2024-03-04T10:00:00Z",

@@ -16,10 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import asyncpg
-import httpx
 import uvicorn
 from pydantic import SecretStr
 
@@ -124,6 +123,34 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
     return result
 
 
+class _KeepAliveClient:
+    """A minimal HTTP/1.1 keep-alive GET client on one connection, so the timings are the server's
+    and the network's, not a general-purpose client's bookkeeping."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: str) -> None:
+        self.reader, self.writer, self.headers = reader, writer, headers
+
+    @classmethod
+    async def open(cls, url: str, headers: dict[str, str]) -> _KeepAliveClient:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in {"Host": parts.netloc, **headers}.items())
+        return cls(reader, writer, lines)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\n{self.headers}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.strip().lower() == "content-length")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
 async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[int, date]],
                      samples: int) -> dict[str, Any]:
     token = "bench-" + str(random.Random().getrandbits(64))
@@ -132,16 +159,21 @@ async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[i
     app = create_app(Runtime(app_settings, pool, None, broker, None))
     server, task, url = await _serve(app)
     try:
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        client = await _KeepAliveClient.open(url, {"Authorization": f"Bearer {token}"})
+        try:
             async def day_api(n: int) -> int:
                 iid, d = picks[n]
                 start, end = _day(d)
-                resp = await client.get("/api/candles", params={
-                    "instrument": str(iid), "interval": "1m", "from": start.isoformat(), "to": end.isoformat()})
-                resp.raise_for_status()
-                return resp.content.count(b'"time"')
+                query = urlencode({"instrument": iid, "interval": "1m", "from": start.isoformat(),
+                                   "to": end.isoformat()})
+                status, body = await client.get(f"/api/candles?{query}")
+                if status != 200:
+                    raise RuntimeError(f"GET /api/candles answered {status}: {body[:200]!r}")
+                return body.count(b'"time"')
 
             times, rows = await _timed(samples, day_api)
+        finally:
+            await client.close()
     finally:
         server.should_exit = True
         await task

@@ -91,6 +91,11 @@ class Backfiller:
     last: LastBackfill | None = None
     _locks: dict[tuple[int, Timeframe], asyncio.Lock] = field(default_factory=dict)
 
+    async def has_gaps(self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(await find_gaps(conn, instrument_id, timeframe, start, end,
+                                        datetime.now(UTC) - self.final_after))
+
     async def fill(
         self, instrument_id: int, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime,
     ) -> BackfillReport:

@@ -6,19 +6,25 @@ call :meth:`CandleService.get_candles`; so can anything else that wants a contin
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 
 from trading_helper.brokers.base import Broker
 from trading_helper.candles.backfill import Backfiller, BackfillReport
 from trading_helper.candles.calendar import SessionLoader, years_between
-from trading_helper.candles.read import read_candles
+from trading_helper.candles.read import read_candles, read_candles_json
 from trading_helper.errors import InvalidRange
 from trading_helper.models import Candle, Instrument
 from trading_helper.storage.instruments import resolve_instrument
 from trading_helper.timeframes import IST, Timeframe, parse_timeframe
+
+T = TypeVar("T")
 
 #: the longest range one request may ask for, per timeframe (a bound on work and response size)
 MAX_SPAN: dict[Timeframe, timedelta] = {
@@ -51,6 +57,14 @@ def validate_range(timeframe: Timeframe, start: datetime, end: datetime) -> tupl
 
 
 @dataclass(slots=True)
+class CandleJson:
+    instrument: Instrument
+    timeframe: Timeframe
+    candles_json: str
+    backfill: BackfillReport = field(default_factory=BackfillReport)
+
+
+@dataclass(slots=True)
 class CandleSeries:
     instrument: Instrument
     timeframe: Timeframe
@@ -58,8 +72,14 @@ class CandleSeries:
     backfill: BackfillReport = field(default_factory=BackfillReport)
 
 
+#: how long a resolved instrument reference is remembered (a chart asks for the same one often)
+RESOLVE_TTL_S = 60.0
+_RESOLVE_CACHE_MAX = 10_000
+
+
 class CandleService:
-    """One per process: holds the backfill locks and the loaded calendar years."""
+    """One per process: holds the backfill locks, the loaded calendar years and recently resolved
+    instrument references."""
 
     def __init__(self, pool: asyncpg.Pool, broker: Broker | None) -> None:
         self.pool = pool
@@ -67,10 +87,25 @@ class CandleService:
         self.sessions = SessionLoader()
         self.backfiller = Backfiller(pool, broker) if broker is not None else None
         self._calendars: dict[int, str] = {}
+        self._resolved: dict[str, tuple[float, Instrument]] = {}
 
     async def resolve(self, ref: str | int) -> Instrument:
+        """Our id, EXCHANGE:SYMBOL or a broker token -> the instrument (remembered for a minute)."""
+        key = str(ref).strip()
+        hit = self._resolved.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < RESOLVE_TTL_S:
+            return hit[1]
         async with self.pool.acquire() as conn:
-            return await resolve_instrument(conn, ref, self.broker.name if self.broker else None)
+            inst = await resolve_instrument(conn, key, self.broker.name if self.broker else None)
+        if len(self._resolved) >= _RESOLVE_CACHE_MAX:
+            self._resolved.clear()
+        self._resolved[key] = (now, inst)
+        return inst
+
+    def forget_instruments(self) -> None:
+        """After an instrument sync: resolve afresh."""
+        self._resolved.clear()
 
     async def _calendar_of(self, instrument_id: int) -> str:
         key = self._calendars.get(instrument_id)
@@ -79,21 +114,54 @@ class CandleService:
             self._calendars[instrument_id] = key
         return key
 
-    async def get_candles(
+    async def _prepare(
         self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime
-    ) -> CandleSeries:
+    ) -> tuple[Instrument, Timeframe, datetime, datetime]:
         tf = parse_timeframe(timeframe)
         start, end = validate_range(tf, start, end)
         instrument = await self.resolve(ref)
         assert instrument.id is not None
-        now = datetime.now(UTC)
         await self.sessions.ensure(self.pool, await self._calendar_of(instrument.id),
-                                   years_between(start, min(end, now)))
-        report = BackfillReport()
-        if self.backfiller is not None and self.broker is not None:
-            token = instrument.broker_ids.get(self.broker.name)
-            if token is not None:
-                report = await self.backfiller.fill(instrument.id, token, tf, start, end)
-        async with self.pool.acquire() as conn:
-            candles = await read_candles(conn, instrument.id, tf, start, end)
+                                   years_between(start, min(end, datetime.now(UTC))))
+        return instrument, tf, start, end
+
+    async def _filled_read(
+        self, instrument: Instrument, tf: Timeframe, start: datetime, end: datetime,
+        read: Callable[[asyncpg.Connection], Awaitable[T]],
+    ) -> tuple[T, BackfillReport]:
+        """``read`` after the gaps of the range were fetched from the broker."""
+        assert instrument.id is not None
+        iid = instrument.id
+
+        async def run_read() -> T:
+            async with self.pool.acquire() as conn:
+                return await read(conn)
+
+        token = instrument.broker_ids.get(self.broker.name) if self.broker is not None else None
+        if self.backfiller is None or token is None:
+            return await run_read(), BackfillReport()
+        # the gap check and the read side by side: in the common case (nothing missing) the read
+        # stands, and the request costs one round trip less
+        missing, result = await asyncio.gather(self.backfiller.has_gaps(iid, tf, start, end), run_read())
+        if not missing:
+            return result, BackfillReport()
+        report = await self.backfiller.fill(iid, token, tf, start, end)
+        return await run_read(), report
+
+    async def get_candles(
+        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime
+    ) -> CandleSeries:
+        """The merged series, gaps fetched from the broker first."""
+        instrument, tf, start, end = await self._prepare(ref, timeframe, start, end)
+        candles, report = await self._filled_read(
+            instrument, tf, start, end, lambda conn: read_candles(conn, instrument.id or 0, tf, start, end))
         return CandleSeries(instrument, tf, candles, report)
+
+    async def get_candles_json(
+        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime
+    ) -> CandleJson:
+        """As :meth:`get_candles`, with the candles as a JSON array text built by the database."""
+        instrument, tf, start, end = await self._prepare(ref, timeframe, start, end)
+        text, report = await self._filled_read(
+            instrument, tf, start, end, lambda conn: read_candles_json(conn, instrument.id or 0, tf, start, end))
+        return CandleJson(instrument, tf, text, report)

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Query
 
 from trading_helper.api import queries
-from trading_helper.api.deps import RuntimeDep
+from trading_helper.api.deps import RuntimeDep, ServiceDep
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.schemas import (
     TEXT_PATTERN,
@@ -60,12 +60,13 @@ async def list_instruments(
 @router.post("/sync", response_model=SyncResult, summary="Load the broker's instrument master",
              description="Fetches the configured broker's instrument master and upserts it; contracts the "
                          "broker no longer lists are marked expired, never deleted.")
-async def sync(rt: RuntimeDep) -> SyncResult:
+async def sync(rt: RuntimeDep, service: ServiceDep) -> SyncResult:
     if rt.broker is None:
         raise ConfigError("no broker is configured (BROKER): cannot sync instruments")
     instruments = await rt.broker.fetch_instruments()
     async with rt.pool.acquire() as conn:
         count = await sync_instruments(conn, rt.broker.name, instruments)
+    service.forget_instruments()
     return SyncResult(broker=rt.broker.name, count=count)
 
 
