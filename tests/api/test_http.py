@@ -186,3 +186,33 @@ async def test_openapi_documents_auth_and_examples(api: Api) -> None:
     assert schema["components"]["schemas"]["CandleRequest"]["examples"][0]["interval"] == "5m"
     assert schema["components"]["schemas"]["CandleResponse"]["examples"]
     assert API_TOKEN not in str(schema)
+
+
+async def test_an_expired_broker_login_is_a_clear_503_or_a_backfill_note(api: Api) -> None:
+    good = api.kite.access_token
+    api.kite.expire_token("rotated-token", disconnect=False)
+    try:
+        sync = await api.client.post("/api/instruments/sync")
+        assert sync.status_code == 503 and sync.json()["code"] == "login_required"
+        assert sync.json()["detail"].startswith("broker login needed")
+        candles = await api.client.get("/api/candles", params={
+            "instrument": "NSE:RELIANCE", "interval": "15m", "from": "2024-03-05T09:15:00+05:30",
+            "to": "2024-03-05T15:30:00+05:30"})
+        assert candles.status_code == 200  # what is stored is still served
+        assert candles.json()["candles"] == [] and "log" in candles.json()["backfill"]["error"]
+    finally:
+        api.kite.access_token = good
+    again = await api.client.get("/api/candles", params={
+        "instrument": "NSE:RELIANCE", "interval": "15m", "from": "2024-03-05T09:15:00+05:30",
+        "to": "2024-03-05T15:30:00+05:30"})
+    assert again.json()["backfill"]["broker_calls"] == 1 and len(again.json()["candles"]) == 25
+
+
+async def test_the_chart_page_is_served_beside_the_api(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as anonymous:
+        page = await anonymous.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert (await anonymous.get("/static/index.html")).status_code == 200
+        assert (await anonymous.get("/docs")).status_code == 200
+        assert (await anonymous.get("/api/nope")).status_code in (401, 404)
+        assert (await anonymous.get("/health")).json() == {"status": "healthy"}
