@@ -147,7 +147,18 @@ class Quote:
     def is_index(self) -> bool:
         return self.topic.startswith("if|")
 
+    @property
+    def is_depth(self) -> bool:
+        return self.topic.startswith("dp|")
+
+    def _depth(self) -> list[int]:
+        levels = range(1, 6)
+        return ([self.ltp - 5 * i for i in levels] + [self.ltp + 5 * i for i in levels]
+                + [100 * i for i in levels] + [90 * i for i in levels] + [i for i in levels] * 2)
+
     def full(self, now: int) -> list[int]:
+        if self.is_depth:
+            return self._depth()
         if self.is_index:
             return [self.ltp, self.ltp - 500, now, self.ltp + 900, self.ltp - 900, self.ltp - 100]
         p = self.ltp
@@ -158,6 +169,8 @@ class Quote:
         """Move the market one step; NO_VALUE for every field this step did not change."""
         self.step += 1
         self.ltp += 5 if self.step % 3 else -5
+        if self.is_depth:  # the book moves with the price; sizes and orders stay
+            return self._depth()[:10] + [NO_VALUE] * 20
         values = [NO_VALUE] * (INDEX_FIELD_COUNT if self.is_index else SCRIP_FIELD_COUNT)
         values[0] = self.ltp
         values[2] = now
@@ -369,6 +382,7 @@ class FakeFyersServer:
                 topic = f"if|{SEGMENT_NAMES[prefix]}|{INDEX_NAMES.get(symbol, name.rsplit('-', 1)[0])}"
             else:
                 topic = f"sf|{SEGMENT_NAMES[prefix]}|{number}"
+                self._topic_symbols[f"dp|{SEGMENT_NAMES[prefix]}|{number}"] = symbol
             self._topic_symbols[topic] = symbol
         return self._fytokens[symbol]
 

@@ -239,6 +239,23 @@ async def test_cancel_stops_a_busy_feed(fake: FakeFyersServer, tmp_path: Path) -
     await feed._http.aclose()
 
 
+async def test_depth_topics_fill_the_book_and_count_twice(fake: FakeFyersServer, tmp_path: Path) -> None:
+    settings = fake.settings(tmp_path)
+    save_token(settings, "fyers", fake.access_token)
+    feed = FyersLiveFeed(settings, FyersHttp(settings), depth=True, backoff_initial_s=0.05)
+    sink = CollectingSink()
+    with pytest.raises(SubscriptionLimitExceeded, match="x 2"):
+        await feed.subscribe({f"NSE:D{i}-EQ": i for i in range(2501)})
+    await feed.subscribe({"NSE:SBIN-EQ": 1, "NSE:NIFTY50-INDEX": 3})
+    async with running(feed, sink):
+        await wait_until(lambda: any(len(t.bids) == 5 for t in sink.ticks) and len(sink.frames) > 5)
+    (_, topics), = fake.subscribe_messages
+    assert sorted(topics) == ["dp|nse_cm|1000", "if|nse_cm|Nifty 50", "sf|nse_cm|1000"]  # no depth for indices
+    tick = next(t for t in reversed(sink.ticks) if t.bids)
+    assert len(tick.asks) == 5 and tick.bids[0].price < tick.asks[0].price
+    assert [level.quantity for level in tick.bids] == [100, 200, 300, 400, 500]
+
+
 async def test_the_broker_has_one_feed(fake: FakeFyersServer, tmp_path: Path) -> None:
     broker = FyersBroker(fake.settings(tmp_path))
     try:
