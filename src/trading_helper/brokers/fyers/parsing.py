@@ -1,16 +1,16 @@
 """Fyers data socket (HSM binary protocol): bytes in, per-symbol state and ticks out. No I/O.
 
 Why we speak the protocol ourselves instead of wrapping ``fyers_apiv3.FyersWebsocket.data_ws``
-(read in published copies of fyers_apiv3 3.x): ``FyersDataSocket`` is a process-wide singleton (``__new__`` returns
-the first instance and re-runs ``__init__``), runs three threads of its own (websocket-client,
-a send queue, a ping loop) and calls back from them, reconnects by clearing
+(read in published copies of fyers_apiv3 3.x): ``FyersDataSocket`` is a process-wide singleton
+(``__new__`` returns the first instance and re-runs ``__init__``), runs three threads of its own
+(websocket-client, a send queue, a ping loop) and calls back from them, reconnects by clearing
 ``symbol_token``/``scrips_per_channel`` so subscriptions are silently lost, sleeps inside
 ``subscribe``, swallows every exception into a log file, and in ``__response_output`` pops
 ``OI`` (and ``Yhigh``/``Ylow``) from symbol updates although OI is on the wire. Bridging it
 would leave us a thread hand-off, a resubscribe hack and no OI. The wire format is small and
 stable (the field maps and frame layouts read the same in fyers_sdk 2.1 and fyers_apiv3 3.x),
-so, as for Kite, a pure parser plus an asyncio client gives
-one owner of the connection's life, OI, and a parser we can fuzz.
+so, as for Kite, a pure parser plus an asyncio client gives one owner of the connection's
+life, OI, and a parser we can fuzz.
 
 Frames (every integer big-endian; ``len`` counts the bytes after itself)::
 
