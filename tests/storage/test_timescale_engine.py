@@ -382,11 +382,19 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
                  "($1, '1m', now() - interval '10 days', 1, 1, 1, 1, 1, 'sim'), "
                  "($1, '1d', now() - interval '5 years', 1, 1, 1, 1, 1, 'sim')", instrument)
 
-    def run_jobs() -> None:
-        for job_id, *_ in jobs:
-            engine.query(f"CALL run_job({int(job_id)})")
+    def run_jobs_until(expected: dict[Any, Any]) -> None:
+        # On 2.23 a batched refresh run can leave one invalidated batch to the next run when the
+        # window moved on a minute since the previous run (seen about once in 12 runs; the next
+        # run always took it). The scheduler runs these policies every few minutes; here a
+        # second or third run of every job stands in for that.
+        for _ in range(3):
+            for job in jobs:
+                engine.query(f"CALL run_job({int(job[0])})")
+            if engine.candles() == expected:
+                return
+        assert_same_candles(engine.candles(), expected)
 
-    run_jobs()
+    run_jobs_until(candles(mid + recent))
     assert engine.query("SELECT count(*), count(*) FILTER (WHERE time < now() - interval '7 days') "
                         "FROM tick_data") == [[len(mid) + len(recent), 0]]
     chunks = engine.query("SELECT range_end < now() - interval '1 day', is_compressed "
@@ -395,15 +403,13 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
     assert [True, True] in chunks  # the 3-day-old ticks sit in a compressed chunk
     marks = watermarks(engine)
     assert all((marks[level] or ORIGIN) > max(t.time for t in mid) for level in LEVELS), marks
-    assert_same_candles(engine.candles(), candles(mid + recent))
     assert engine.query("SELECT timeframe, bucket < now() - interval '30 days' FROM broker_candles "
                         "ORDER BY timeframe") == [["1d", True], ["1m", False]]
 
     # A late tick into the compressed chunk is folded in by the next policy runs.
     late = RawTick(now - timedelta(days=3, microseconds=1), 7, 1.5, 1000, 99)
     engine.load(rows_of([late]))
-    run_jobs()
-    assert_same_candles(engine.candles(), candles([*mid, late, *recent]))
+    run_jobs_until(candles([*mid, late, *recent]))
 
     engine.query("DELETE FROM broker_candles WHERE instrument_id = $1", instrument)
     engine.query("DELETE FROM instruments WHERE id = $1", instrument)
