@@ -121,6 +121,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     app.state.token_generated = generated
     app.state.candles = service
     app.state.hub = hub
+    app.state.ingest_rates = status.IngestRates()
 
     install_error_handlers(app)
     app.add_middleware(CORSMiddleware, allow_origins=cors_origins(runtime.settings.CORS_ORIGINS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +24,7 @@ _EXAMPLE = {
     "broker": {"name": "kite", "state": "connected"},
     "subscriptions": 250,
     "ingest": {"feed_state": "connected", "subscriptions": 250, "received": 1834021, "written": 1834021},
+    "ingest_rates": {"received_per_s": 812.4, "written_per_s": 812.4, "over_s": 5.0},
     "stream": {"name": "th:ticks", "pending": 12, "lag": 0},
     "last_backfill": {"instrument_id": 1, "timeframe": "5m", "from": "2025-10-16T09:15:00+05:30",
                       "to": "2025-10-16T15:30:00+05:30", "candles": 75, "at": "2025-10-17T10:02:03+05:30",
@@ -57,6 +59,30 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class IngestRates:
+    """Ticks per second received and written, from the ingest counters of successive status
+    reads (at least a second apart); None until there are two."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float, float] | None = None
+        self.rates: dict[str, float] | None = None
+
+    def update(self, ingest: dict[str, Any] | None) -> dict[str, float] | None:
+        try:
+            received, written = float(ingest["received"]), float(ingest["written"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            return self.rates
+        now = time.monotonic()
+        if self._last is not None and now - self._last[0] >= 1.0:
+            elapsed = now - self._last[0]
+            self.rates = {"received_per_s": round(max(0.0, received - self._last[1]) / elapsed, 1),
+                          "written_per_s": round(max(0.0, written - self._last[2]) / elapsed, 1),
+                          "over_s": round(elapsed, 1)}
+        if self._last is None or now - self._last[0] >= 1.0:
+            self._last = (now, received, written)
+        return self.rates
+
+
 @router.get("/api/status", summary="Broker connection, subscriptions, ingest rates, stream lag, last backfill",
             responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
 async def status(
@@ -66,10 +92,12 @@ async def status(
     ingest: dict[str, Any] | None = rt.ingest.status() if rt.ingest is not None else published
     state = ingest.get("feed_state") if ingest else None
     subscriptions = await rt.pool.fetchval(queries.COUNT_SUBSCRIPTIONS)
+    rates: IngestRates = request.app.state.ingest_rates
     return {
         "broker": {"name": rt.broker.name if rt.broker else None, "state": state or "unknown"},
         "subscriptions": subscriptions,
         "ingest": ingest,
+        "ingest_rates": rates.update(ingest),
         "stream": stream,
         "last_backfill": service.backfiller.status() if service.backfiller else None,
         "websocket_clients": request.app.state.hub.client_count,
