@@ -161,7 +161,7 @@ async def test_status_and_metrics(api: Api) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'th_http_requests_total{method="GET",route="/api/status",status="200"}' in text
-    assert "th_candle_read_seconds_bucket" in text
+    assert "th_backfill_broker_calls_total" in text and "th_ws_clients" in text
 
 
 async def test_cors_allows_only_configured_origins(api: Api) -> None:
