@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from tests.api.conftest import API_TOKEN, Api
 from tests.api.server import serve
@@ -80,10 +80,12 @@ async def test_two_clients_get_the_ticks_they_subscribed(api: Api) -> None:
 
 
 async def test_a_wrong_token_is_refused(api: Api) -> None:
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(ws_url(api, token="wrong")):
-            pass
-    assert refused.value.response.status_code == 403
+    async with connect(ws_url(api, token="wrong")) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "token" in closed.value.rcvd.reason
+    assert api.app.state.hub.client_count == 0
 
 
 async def test_a_slow_client_is_dropped_and_the_others_keep_up(api: Api) -> None:

@@ -242,10 +242,11 @@ async def _read(ws: WebSocket, hub: TickHub, client: Client) -> None:
 
 @router.websocket("/api/ws/ticks")
 async def ticks(websocket: WebSocket, token: str = "") -> None:
+    await websocket.accept()
     if not token_matches(websocket.app.state.api_token, token):
+        # accepted first so the browser sees the reason (a refused handshake reads as 1006 there)
         await websocket.close(code=CLOSE_POLICY, reason="missing or wrong token: use ?token=<API_TOKEN>")
         return
-    await websocket.accept()
     hub: TickHub = websocket.app.state.hub
     client = hub.add(websocket)
     tasks = [asyncio.create_task(client.pump()), asyncio.create_task(_read(websocket, hub, client)),
