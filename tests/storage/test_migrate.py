@@ -41,6 +41,39 @@ async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
     assert set(RELATIONS) <= present
 
 
+async def _schema(dsn: str) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY 1, 2")
+    finally:
+        await conn.close()
+    return [tuple(r) for r in rows]
+
+
+async def test_an_older_database_is_upgraded_in_place(admin_dsn: str) -> None:
+    async with fresh_database(admin_dsn, flavour=None) as old, fresh_database(admin_dsn, flavour=None) as new:
+        first = await migrate(old, target=1)
+        assert first.version == 1
+        conn = await asyncpg.connect(old)
+        try:
+            [iid] = [r[0] for r in await conn.fetch(
+                "INSERT INTO instruments (exchange, tradingsymbol) VALUES ('NSE', 'KEPT') RETURNING id")]
+        finally:
+            await conn.close()
+        upgraded = await migrate(old)
+        latest = await migrate(new)
+        assert upgraded.version == latest.version
+        assert upgraded.applied == [label for label in latest.applied if not label.startswith(("common/0001", "postgres/0001"))]
+        assert await _schema(old) == await _schema(new)
+        conn = await asyncpg.connect(old)
+        try:
+            assert await conn.fetchval("SELECT tradingsymbol FROM instruments WHERE id = $1", iid) == "KEPT"
+        finally:
+            await conn.close()
+
+
 async def test_candle_relations_have_the_contract_columns(db_pool: asyncpg.Pool) -> None:
     expected = [("bucket", "timestamp with time zone"), ("instrument_id", "integer"),
                 ("open", "double precision"), ("high", "double precision"), ("low", "double precision"),

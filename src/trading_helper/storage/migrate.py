@@ -58,9 +58,10 @@ async def _detect_flavour(conn: asyncpg.Connection) -> Flavour:
     return "timescale" if available else "postgres"
 
 
-async def migrate(dsn: str, *, flavour: Flavour | None = None,
+async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | None = None,
                   reader_password: str | None = None) -> MigrationReport:
-    """Bring the database at ``dsn`` to the newest schema version; running it twice changes nothing.
+    """Bring the database at ``dsn`` to the newest schema version (or ``target``); running it twice
+    changes nothing, and a database at an older version gets only the versions it lacks.
 
     ``reader_password`` (GRAFANA_DB_PASSWORD) lets the read-only ``grafana_reader`` role log in.
     """
@@ -83,7 +84,7 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None,
         if chosen == "timescale":
             await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         for migration in load_migrations(chosen):
-            if migration.version <= current:
+            if migration.version <= current or (target is not None and migration.version > target):
                 continue
             async with conn.transaction():
                 for label, sql in migration.files:
