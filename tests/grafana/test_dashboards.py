@@ -64,5 +64,9 @@ def test_timeframe_variable_names_only_candle_relations() -> None:
     board = DASHBOARDS["market_overview"]()
     [tf] = [v for v in board["templating"]["list"] if v["name"] == "timeframe"]
     assert tf["query"].split(",") == [t.value for t in Timeframe]
-    relations = {m for p in board["panels"] for m in re.findall(r"FROM (\w+\$\w+)", p["targets"][0]["rawSql"])}
+    sql = [p["targets"][0]["rawSql"] for p in board["panels"]]
+    relations = {m for q in sql for m in re.findall(r"FROM (\w+\$\w+)", q)}
     assert relations == {"candles_$timeframe"}
+    # everywhere else the timeframe is a quoted argument of read_candles, which whitelists it
+    uses = {m for q in sql for m in re.findall(r"(\S*\$timeframe\S*)", q)}
+    assert uses <= {"candles_$timeframe", "'$timeframe',", "'$timeframe'", "'$timeframe')"}, uses

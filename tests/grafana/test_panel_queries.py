@@ -69,15 +69,22 @@ async def test_time_grouped_panels_follow_the_display_interval(market: Market, r
             assert any(aligned), panel["title"]
 
 
-async def test_candles_match_the_candle_relation(market: Market, reader: asyncpg.Connection) -> None:
+async def test_candles_are_the_merged_read_path(market: Market, reader: asyncpg.Connection) -> None:
     [candles] = [p for _, p in panels() if p["type"] == "candlestick"]
+    ctx = context(market, "5m")
     for timeframe in TIMEFRAMES:
         rows = await reader.fetch(interpolate(candles["targets"][0]["rawSql"], context(market, timeframe)))
         expected = await reader.fetch(
-            f"SELECT bucket, open, high, low, close, volume FROM candles_{timeframe} "
-            "WHERE instrument_id = $1 AND bucket BETWEEN $2 AND $3 ORDER BY bucket",
-            market.spiking_id, market.start - timedelta(minutes=5), market.end + timedelta(minutes=1))
+            "SELECT bucket, open, high, low, close, volume FROM read_candles($1, $2, $3, $4)",
+            market.spiking_id, timeframe, ctx.time_from, ctx.time_to)
         assert [tuple(r) for r in rows] == [tuple(r) for r in expected] and rows, timeframe
+    # and the live part of it is what the candle relation holds
+    live = await reader.fetch(
+        "SELECT bucket, open, high, low, close, volume FROM candles_5m "
+        "WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket",
+        market.spiking_id, ctx.time_from, ctx.time_to)
+    rows = await reader.fetch(interpolate(candles["targets"][0]["rawSql"], ctx))
+    assert [tuple(r) for r in rows] == [tuple(r) for r in live]
 
 
 async def test_volume_spikes_find_the_spiking_instrument(market: Market, reader: asyncpg.Connection) -> None:

@@ -57,13 +57,15 @@ async def test_password_is_stored_as_a_verifier_and_enables_login(db_pool: async
 
 async def test_grants_cover_what_the_dashboards_read(db_pool: asyncpg.Pool) -> None:
     relations = ["tick_data", "candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d",
-                 "instruments", "live_coverage", "candle_watermarks"]
+                 "broker_candles", "instruments", "live_coverage", "market_calendars", "market_sessions",
+                 "candle_watermarks"]
     granted = await db_pool.fetch(
         "SELECT r, has_table_privilege('grafana_reader', r, 'SELECT') AS can_select, "
         "has_table_privilege('grafana_reader', r, 'INSERT, UPDATE, DELETE, TRUNCATE') AS can_write "
         "FROM unnest($1::text[]) AS r", relations)
     assert all(g["can_select"] and not g["can_write"] for g in granted), granted
-    hidden = ["broker_candles", "ingest_offsets", "tick_volume_state", "subscriptions", "instrument_broker_ids"]
+    hidden = ["ingest_offsets", "tick_volume_state", "subscriptions", "instrument_broker_ids", "fetch_coverage",
+              "market_calendar_loads", "schema_migrations"]
     visible = await db_pool.fetch(
         "SELECT r FROM unnest($1::text[]) AS r WHERE has_table_privilege('grafana_reader', r, 'SELECT')", hidden)
     assert visible == []

@@ -1,9 +1,11 @@
 """The market overview dashboard: one instrument's candles, OI and quote, and the whole market's
 top movers and volume spikes.
 
-``$timeframe`` picks the candle relation (``FROM candles_$timeframe``): the variable is a fixed
-list (1m, 5m, 15m, 1h, 1d), so the relation name can only be one of the five candle relations.
-``$instrument`` is an instruments.id. Every query runs as the read-only ``grafana_reader`` role.
+``$timeframe`` is a fixed list (1m, 5m, 15m, 1h, 1d): the instrument's candles come from the
+merged read path ``read_candles(instrument, timeframe, from, to)`` (which whitelists it), the
+market-wide panels pick the candle relation with it (``FROM candles_$timeframe``), so a relation
+name can only be one of the five. ``$instrument`` is an instruments.id. Every query runs as the
+read-only ``grafana_reader`` role.
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ ORDER BY EXISTS (SELECT 1 FROM live_coverage c WHERE c.instrument_id = i.id) DES
 LIMIT 1000
 """
 
+# The one merged read path (live candles where captured, else broker history, else partial):
+# the same series as the API and the chart page. The timeframe is whitelisted by the function.
 CANDLES = """
 SELECT bucket AS time, open, high, low, close, volume
-FROM candles_$timeframe
-WHERE instrument_id = $instrument AND $__timeFilter(bucket)
+FROM read_candles($instrument, '$timeframe', $__timeFrom(), $__timeTo())
 ORDER BY bucket
 """
 
 OPEN_INTEREST = """
 SELECT bucket AS time, open_interest AS "open interest"
-FROM candles_$timeframe
-WHERE instrument_id = $instrument AND $__timeFilter(bucket) AND open_interest IS NOT NULL
+FROM read_candles($instrument, '$timeframe', $__timeFrom(), $__timeTo())
+WHERE open_interest IS NOT NULL
 ORDER BY bucket
 """
 
@@ -106,7 +109,8 @@ LIMIT 50
 def build() -> Json:
     panels = [
         Panel("Candles ($timeframe)", "candlestick", CANDLES, width=24, height=12,
-              description="OHLC with volume from the live candle relation candles_$timeframe.",
+              description="OHLC with volume from read_candles(): live candles where the bucket was captured, "
+                          "else broker history, else the partial live candle.",
               options={"mode": "candles+volume", "candleStyle": "candles", "colorStrategy": "open-close",
                        "colors": {"up": "green", "down": "red"}, "includeAllFields": False,
                        "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"}}),

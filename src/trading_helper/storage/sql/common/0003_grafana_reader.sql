@@ -8,9 +8,11 @@
 -- no password ever sits in this file or in the database's history.
 --
 -- Grants are per database (privileges live with the objects): CONNECT, USAGE on the schema and
--- SELECT on the relations the dashboards read. candle_watermarks is read by the plain
--- PostgreSQL flavour's candle views through a function that runs as the caller; instruments
--- names the instrument variable's choices; live_coverage shows the broker connection.
+-- SELECT on the market data the dashboards read: ticks, candles and, for the merged read path
+-- read_candles() (version 2, it runs as the caller), broker history, capture coverage, the
+-- instruments and their trading sessions. candle_watermarks is read by the plain PostgreSQL
+-- flavour's candle views through a function that also runs as the caller. Nothing else: not
+-- the subscriptions, broker ids, stream offsets or fetch bookkeeping.
 
 DO $$
 BEGIN
@@ -30,7 +32,8 @@ BEGIN
         EXECUTE format('GRANT CONNECT ON DATABASE %I TO grafana_reader', current_database());
         GRANT USAGE ON SCHEMA public TO grafana_reader;
         GRANT SELECT ON tick_data, candles_1m, candles_5m, candles_15m, candles_1h, candles_1d,
-                        instruments, live_coverage TO grafana_reader;
+                        broker_candles, instruments, live_coverage, market_calendars, market_sessions
+                     TO grafana_reader;
         IF to_regclass('candle_watermarks') IS NOT NULL THEN
             GRANT SELECT ON candle_watermarks TO grafana_reader;
         END IF;
