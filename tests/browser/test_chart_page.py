@@ -166,6 +166,9 @@ async def test_timeframe_and_search_pickers(site: Site) -> None:
                            "document.getElementById('chart').dataset.ready === 'true'")
         other = await browser.chart()
         assert other["instrument"] != str(site.instrument_id) and other["candles"] == "0"
+        await browser.call("type", selector="#search", text="BSE:CHART")  # no BSE instruments here
+        await browser.call("type", selector="#search", text="NSE:CHART")
+        await browser.wait("document.querySelectorAll('#results li').length === 2")
         assert await browser.errors() == []
 
 

@@ -349,7 +349,10 @@
 
   async function search(prefix) {
     const q = new URLSearchParams({ limit: '20' });
-    if (prefix) q.set('q', prefix.toUpperCase());
+    // "NSE:REL" searches REL on NSE, as the box shows a chosen instrument
+    const [exchange, symbol] = prefix.includes(':') ? prefix.split(':', 2) : ['', prefix];
+    if (symbol) q.set('q', symbol.toUpperCase());
+    if (exchange) q.set('exchange', exchange.toUpperCase());
     try {
       const body = await api(`/api/instruments?${q}`);
       if (el.search.value.trim() !== prefix) return;  // typed on meanwhile
