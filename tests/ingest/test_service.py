@@ -36,7 +36,7 @@ async def test_service_captures_rolls_up_and_records_coverage(db_pool: asyncpg.P
             if service.writer.stats.written >= 300 and service.last_refresh_at is not None:
                 break
             await asyncio.sleep(0.05)
-        assert service.writer.stats.written >= 300
+        assert service.writer.stats.written >= 300, (service.status(), service.task_errors())
         status = service.status()
         assert status["subscriptions"] == 20 and status["feed_state"] == "connected"
         open_ranges = await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open")

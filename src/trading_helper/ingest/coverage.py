@@ -8,6 +8,7 @@ service backfills from broker history (brokers do not replay missed ticks).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from datetime import datetime
@@ -40,6 +41,7 @@ class CoverageRecorder:
         self.pool = pool
         self.broker = broker
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
+        self._lock = asyncio.Lock()  # events and extensions come from different tasks
 
     async def start(self) -> None:
         """Close ranges a previous process left open: they end at its last extension."""
@@ -59,6 +61,10 @@ class CoverageRecorder:
         await self._run(_EXTEND, (self.broker, now))
 
     async def _run(self, sql: str, args: tuple[object, ...]) -> None:
+        async with self._lock:
+            await self._drain(sql, args)
+
+    async def _drain(self, sql: str, args: tuple[object, ...]) -> None:
         self._pending.append((sql, args))
         try:
             async with self.pool.acquire() as conn:

@@ -101,6 +101,9 @@ class IngestService:
             await self.feed.run(self.receiver)
         except TradingHelperError as exc:
             log.error("broker feed stopped: %s", exc)
+        except Exception:
+            log.exception("broker feed crashed")
+            raise
 
     async def _housekeeping(self) -> None:
         last_refresh = last_retention = last_extend = 0.0
@@ -153,6 +156,11 @@ class IngestService:
             return
         await self.feed.unsubscribe(tokens)
         await self.coverage.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), frozenset(tokens.values())))
+
+    def task_errors(self) -> dict[str, str]:
+        """Tasks that ended with an exception (they should run until stopped)."""
+        return {t.get_name(): repr(t.exception()) for t in self._tasks
+                if t.done() and not t.cancelled() and t.exception() is not None}
 
     def status(self) -> dict[str, Any]:
         return {
