@@ -133,13 +133,15 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 @app.command()
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),
-    instruments: int = typer.Option(200, help="Simulated instruments."),
+    instruments: int = typer.Option(200, min=1, max=5000, help="Simulated instruments."),
 ) -> None:
-    """Run the whole system on this machine with the simulator broker."""
-    console.print(
-        "The demo is not built yet (issue: 'See it: ... one-command demo'). "
-        f"It will serve the chart page on port {port} with {instruments} simulated instruments."
-    )
+    """Run the whole system on this machine with the simulator broker (chart page on --port)."""
+    from trading_helper.demo.run import main
+
+    try:
+        main(port, instruments)
+    except TradingHelperError as exc:
+        _fail(exc)
 
 
 @login_app.command("kite")

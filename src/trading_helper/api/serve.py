@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -38,9 +39,12 @@ class RedactTokens(logging.Filter):
 
 
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-                ingest: bool = True) -> None:
+                ingest: bool = True, redis: aioredis.Redis | None = None,
+                on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted. ``redis``: a client to use instead of ``REDIS_URL`` (the demo's
+    in-process stand-in); ``on_ready``: called once the ingest service runs, before serving."""
     pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=10)
-    redis = aioredis.from_url(settings.REDIS_URL)
+    redis = redis if redis is not None else aioredis.from_url(settings.REDIS_URL)
     broker = build_broker(settings)
     service = IngestService(settings, pool, redis, broker) if ingest else None
     try:
@@ -52,6 +56,8 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         for name in ("uvicorn.error", "uvicorn.access"):  # after Config, which sets uvicorn's logging up
             logging.getLogger(name).addFilter(RedactTokens())
         log.info("serving on http://%s:%d (docs at /docs)", config.host, config.port)
+        if on_ready is not None:
+            on_ready()
         await uvicorn.Server(config).serve()
     finally:
         if service is not None:

@@ -62,6 +62,11 @@ def base_price(token: str) -> float:
     return 50.0 + _seed("price", token) % 5000
 
 
+def day_level(token: str, day: date) -> float:
+    """The price an instrument trades around on ``day`` (history and the live feed agree)."""
+    return round(base_price(token) + (_seed(token, day.toordinal()) % 200 - 100) / 10, 2)
+
+
 @dataclass(slots=True)
 class _State:
     instrument_id: int
@@ -99,7 +104,7 @@ class SimFeed(LiveFeed):
         day = now.astimezone(IST).date()
         if st is None:
             derivative = _seed("deriv", token) % 3 != 0
-            st = self._states[token] = _State(self._subs[token], base_price(token), 0.05, 0,
+            st = self._states[token] = _State(self._subs[token], day_level(token, day), 0.05, 0,
                                               1000 * (1 + _seed("oi", token) % 500) if derivative else None, day)
         if st.day != day:
             st.volume, st.day = 0, day
@@ -171,14 +176,12 @@ class SimBroker(Broker):
         bucket = timeframe.bucket_start(start)
         if bucket < start:
             bucket += width
-        price = base_price(broker_token)
         while bucket < end:
             local = bucket.astimezone(IST)
             in_session = local.weekday() < 5 and (timeframe is Timeframe.D1 or SESSION_OPEN <= local.time() < SESSION_CLOSE)
             if in_session:
                 rng = random.Random(_seed(broker_token, timeframe.value, bucket.timestamp()))
-                drift = (_seed(broker_token, local.date().toordinal()) % 200 - 100) / 10
-                o = round(price + drift + rng.randint(-20, 20) * 0.05, 2)
+                o = round(day_level(broker_token, local.date()) + rng.randint(-20, 20) * 0.05, 2)
                 c = round(o + rng.randint(-20, 20) * 0.05, 2)
                 h = round(max(o, c) + rng.randint(0, 10) * 0.05, 2)
                 low = round(min(o, c) - rng.randint(0, 10) * 0.05, 2)

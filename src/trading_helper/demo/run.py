@@ -1,0 +1,154 @@
+"""``trading-helper demo``: the whole system on a machine with only Python.
+
+* Database: ``DATABASE_URL`` when set in the environment, else a PostgreSQL installed by pip
+  (:mod:`.embedded`) with its data in ``./var/pgdata``, kept across runs.
+* Redis: ``REDIS_URL`` when set, else one answering on 127.0.0.1:6379, else an in-process stand-in
+  (fakeredis: the same stream, consumer-group and pub/sub calls, in memory, without durability;
+  the demo says so).
+* Broker: the simulator, for ``--instruments`` instruments, all subscribed.
+* History: the last days of 1m candles are backfilled from the simulator's history through the
+  same gap detection and backfill as a real broker (only the first run fetches them).
+* Then the API, the chart page and the ingest service run until Ctrl-C, which stops them in
+  order (feed, writer drain, pools, database server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trading_helper.brokers.sim import SimBroker
+from trading_helper.config import Settings
+from trading_helper.storage.db import create_pool
+from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+from trading_helper.storage.migrate import migrate
+
+HISTORY_DAYS = 4
+
+_SUBSCRIBE_ALL = """
+INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[]) ON CONFLICT DO NOTHING
+"""
+
+
+def _local_redis_answers() -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(("127.0.0.1", 6379)) == 0
+
+
+def demo_token(var: Path) -> str:
+    """``API_TOKEN`` from the environment, else one kept in ``var/api_token`` (0600) so a browser
+    that stored it keeps working across restarts."""
+    configured = os.environ.get("API_TOKEN", "").strip()
+    if configured:
+        return configured
+    path = var / "api_token"
+    if path.is_file():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+async def _open_redis(console: Console, stack: AsyncExitStack) -> tuple[aioredis.Redis, str]:
+    url = os.environ.get("REDIS_URL")
+    if url is None and _local_redis_answers():
+        url = "redis://127.0.0.1:6379/0"
+    if url is not None:
+        client = aioredis.Redis.from_url(url)
+        stack.push_async_callback(client.aclose)
+        return client, url
+    import fakeredis
+
+    console.print("[yellow]No Redis found[/yellow]: using an in-process queue (ticks not yet written are "
+                  "lost if the demo is killed; set REDIS_URL for a durable buffer).")
+    fake = fakeredis.FakeAsyncRedis()
+    stack.push_async_callback(fake.aclose)
+    return fake, "redis://in-process"
+
+
+async def _load_history(console: Console, settings: Settings, dsn: str, ids: list[int]) -> None:
+    from trading_helper.candles.service import CandleService
+
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    try:
+        service = CandleService(pool, SimBroker(settings))
+        end = datetime.now(UTC)
+        start = end - timedelta(days=HISTORY_DAYS)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(f"loading {HISTORY_DAYS} days of simulated 1m history", total=len(ids))
+            for iid in ids:
+                await service.get_candles(iid, "1m", start, end)
+                progress.advance(task)
+    finally:
+        await pool.close()
+
+
+async def run_demo(*, port: int, instruments: int, var: Path, console: Console) -> None:
+    from trading_helper.api.serve import serve
+
+    async with AsyncExitStack() as stack:
+        with console.status("preparing the database") as status:
+            dsn = os.environ.get("DATABASE_URL")
+            if dsn is None:
+                from trading_helper.demo.embedded import embedded_postgres
+
+                dsn = await stack.enter_async_context(
+                    embedded_postgres(var / "pgdata", progress=lambda msg: status.update(msg)))
+            status.update("creating or upgrading the schema")
+            report = await migrate(dsn)
+            status.update("connecting to Redis")
+            redis, redis_label = await _open_redis(console, stack)
+            token = demo_token(var)  # var exists: main() made it
+            # the Redis client is handed to the server as it is; REDIS_URL is only informative here
+            settings = Settings(DATABASE_URL=dsn, REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                                BROKER="sim", SIM_INSTRUMENTS=instruments, API_TOKEN=SecretStr(token), API_PORT=port,
+                                REFRESH_INTERVAL_S=2.0)
+            status.update(f"loading {instruments} simulated instruments")
+            broker = SimBroker(settings)
+            items = await broker.fetch_instruments()
+            pool = await create_pool(dsn, min_size=1, max_size=2)
+            try:
+                async with pool.acquire() as conn:
+                    await sync_instruments(conn, "sim", items)
+                    mapping = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
+                    await conn.execute(_SUBSCRIBE_ALL, list(mapping.values()))
+            finally:
+                await pool.close()
+        console.print(f"database ready ({report.flavour}, schema version {report.version}); "
+                      f"Redis: {redis_label}; {len(mapping)} instruments subscribed")
+        await _load_history(console, settings, dsn, sorted(mapping.values()))
+
+        def ready() -> None:
+            url = f"http://127.0.0.1:{port}/#token={token}"
+            console.rule("[bold green]Trading Helper demo is running")
+            console.print(f"chart page: [bold]{url}[/bold]")
+            console.print(f"API token:  {token}   (API docs: http://127.0.0.1:{port}/docs)")
+            kept = "" if "DATABASE_URL" in os.environ else f"; the next start keeps the data in {var / 'pgdata'}"
+            console.print(f"Ctrl-C stops everything{kept}")
+
+        await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready)
+    console.print("demo stopped")
+
+
+def main(port: int, instruments: int, var: Path | None = None) -> None:
+    console = Console()
+    var = var or Path("var")
+    var.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(run_demo(port=port, instruments=instruments, var=var, console=console))
+    except KeyboardInterrupt:
+        console.print("demo stopped")
