@@ -12,7 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.browser.driver import Browser
 from tests.services import _free_port
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 async def _start(cwd: Path, port: int) -> tuple[asyncio.subprocess.Process, str]:
@@ -62,6 +65,17 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
                 await asyncio.sleep(0.1)
             assert status["ingest"]["written"] > 0 and status["ingest"]["feed_state"] == "connected"
             written_first = status["ingest"]["written"]
+        # the chart page of the running demo in headless Chromium: candles render, live ticks move them
+        async with Browser() as browser:
+            await browser.open(f"http://127.0.0.1:{port}/#token={token}&instrument=1&tf=1m")
+            await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
+                               "Number(document.getElementById('chart').dataset.candles) > 100")
+            before = await browser.chart()
+            await browser.wait("Number(document.getElementById('chart').dataset.ticks) >= 3", timeout_s=30)
+            after = await browser.chart()
+            assert after != before  # the last candle moved with live ticks
+            await browser.screenshot(ARTIFACTS / "demo.png")
+            assert await browser.errors() == []
     finally:
         out = await _stop(proc)
     assert "demo stopped" in out and "Traceback" not in out

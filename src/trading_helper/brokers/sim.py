@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import ClassVar
 
 from trading_helper.brokers.base import Broker, FeedEvent, FeedSink, FeedState, LiveFeed
@@ -67,6 +68,50 @@ def day_level(token: str, day: date) -> float:
     return round(base_price(token) + (_seed(token, day.toordinal()) % 200 - 100) / 10, 2)
 
 
+@dataclass(slots=True, frozen=True)
+class _Minute:
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    oi: int
+
+
+@lru_cache(maxsize=4096)
+def session_minutes(token: str, day: date) -> tuple[_Minute, ...]:
+    """The simulated 1m candles of one NSE session (09:15-15:30 IST): a seeded random walk."""
+    rng = random.Random(_seed("walk", token, day.toordinal()))
+    price = day_level(token, day)
+    tick = 0.05
+    oi = 1000 * (1 + _seed("oi", token) % 500)
+    t = datetime.combine(day, SESSION_OPEN, tzinfo=IST)
+    close_at = datetime.combine(day, SESSION_CLOSE, tzinfo=IST)
+    out = []
+    while t < close_at:
+        o = price
+        steps = [rng.choice((-2, -1, -1, 0, 1, 1, 2)) for _ in range(6)]
+        path = [o]
+        for step in steps:
+            path.append(max(tick, round((path[-1] + step * tick) / tick) * tick))
+        price = round(path[-1], 2)
+        oi = max(0, oi + rng.choice((-150, -75, 0, 0, 75, 150)))
+        out.append(_Minute(t, round(o, 2), round(max(path), 2), round(min(path), 2), price,
+                           rng.randint(50, 5000), oi))
+        t += timedelta(minutes=1)
+    return tuple(out)
+
+
+def price_at(token: str, now: datetime) -> float:
+    """Where the simulated history stands at ``now``: live ticks continue from there."""
+    local = now.astimezone(IST)
+    if local.weekday() >= 5 or local.time() < SESSION_OPEN:
+        return day_level(token, local.date())
+    minutes = [m for m in session_minutes(token, local.date()) if m.time <= now]
+    return minutes[-1].close if minutes else day_level(token, local.date())
+
+
 @dataclass(slots=True)
 class _State:
     instrument_id: int
@@ -104,7 +149,7 @@ class SimFeed(LiveFeed):
         day = now.astimezone(IST).date()
         if st is None:
             derivative = _seed("deriv", token) % 3 != 0
-            st = self._states[token] = _State(self._subs[token], day_level(token, day), 0.05, 0,
+            st = self._states[token] = _State(self._subs[token], price_at(token, now), 0.05, 0,
                                               1000 * (1 + _seed("oi", token) % 500) if derivative else None, day)
         if st.day != day:
             st.volume, st.day = 0, day
@@ -169,26 +214,23 @@ class SimBroker(Broker):
     async def fetch_history(
         self, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime
     ) -> list[HistoricalCandle]:
-        """Deterministic candles for every bucket of [start, end) inside NSE sessions (weekdays)."""
+        """Candles for every bucket of [start, end) inside NSE sessions (weekdays): one seeded random
+        walk of 1m candles per instrument and day, aggregated to the timeframe (so timeframes agree)."""
         self.history_calls += 1
-        width = timeframe.width
-        candles = []
-        bucket = timeframe.bucket_start(start)
-        if bucket < start:
-            bucket += width
-        while bucket < end:
-            local = bucket.astimezone(IST)
-            in_session = local.weekday() < 5 and (timeframe is Timeframe.D1 or SESSION_OPEN <= local.time() < SESSION_CLOSE)
-            if in_session:
-                rng = random.Random(_seed(broker_token, timeframe.value, bucket.timestamp()))
-                o = round(day_level(broker_token, local.date()) + rng.randint(-20, 20) * 0.05, 2)
-                c = round(o + rng.randint(-20, 20) * 0.05, 2)
-                h = round(max(o, c) + rng.randint(0, 10) * 0.05, 2)
-                low = round(min(o, c) - rng.randint(0, 10) * 0.05, 2)
-                candles.append(HistoricalCandle(timeframe, bucket.astimezone(IST), o, h, max(low, 0.05), c,
-                                                rng.randint(100, 10_000), 1000 * (1 + rng.randint(0, 500))))
-            bucket += width
-        return candles
+        out: list[HistoricalCandle] = []
+        day = start.astimezone(IST).date()
+        while day <= end.astimezone(IST).date():
+            if day.weekday() < 5:
+                groups: dict[datetime, list[_Minute]] = {}
+                for minute in session_minutes(broker_token, day):
+                    groups.setdefault(timeframe.bucket_start(minute.time), []).append(minute)
+                for bucket, ms in groups.items():
+                    if start <= bucket < end:
+                        out.append(HistoricalCandle(
+                            timeframe, bucket, ms[0].open, max(m.high for m in ms), min(m.low for m in ms),
+                            ms[-1].close, sum(m.volume for m in ms), ms[-1].oi))
+            day += timedelta(days=1)
+        return out
 
     def live_feed(self) -> SimFeed:
         return self._feed
