@@ -17,10 +17,11 @@ import pytest
 
 from tests.fakes.fyers_server import FakeFyersServer, wait_until
 from trading_helper.brokers.fyers.broker import FyersBroker
-from trading_helper.brokers.fyers.http import FyersHttp, RateLimiter, app_id_hash
+from trading_helper.brokers.fyers.http import FyersHttp, app_id_hash
 from trading_helper.brokers.fyers.instruments import parse_symbol_master
 from trading_helper.brokers.fyers.login import login
 from trading_helper.brokers.registry import build_broker
+from trading_helper.brokers.retry import RateLimiter
 from trading_helper.brokers.tokens import load_token, save_token, token_path
 from trading_helper.config import Settings
 from trading_helper.errors import BrokerUnavailable, LoginRequired, RateLimited, UnknownInstrument
@@ -247,7 +248,7 @@ async def test_invalid_symbol_in_history(fake: FakeFyersServer, tmp_path: Path) 
 
 
 async def test_rate_limiter_spaces_requests() -> None:
-    limiter = RateLimiter(per_second=4, per_minute=100)
+    limiter = RateLimiter(4, 1.0, (100, 60.0))
     started = time.monotonic()
     for _ in range(6):
         await limiter.acquire()

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
-import time
-from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +20,7 @@ import httpx
 from trading_helper.brokers.fyers import constants as C
 from trading_helper.brokers.fyers.instruments import parse_symbol_master
 from trading_helper.brokers.fyers.parsing import epoch_to_ist
+from trading_helper.brokers.retry import RateLimiter, backoff_delay
 from trading_helper.brokers.tokens import load_token, redact
 from trading_helper.config import Settings
 from trading_helper.errors import (
@@ -43,41 +41,10 @@ log = logging.getLogger(__name__)
 CODE_INVALID_SYMBOL = -300
 
 
-def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
-    """Capped exponential backoff with "equal jitter": half fixed, half random, so retries
-    from many callers spread out but never collapse to zero."""
-    ceiling = min(max_s, initial_s * (2 ** min(attempt, 30)))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
 def app_id_hash(app_id: str, secret: str) -> str:
     """``appIdHash`` for validate-authcode. The official client (fyersModel.SessionModel.get_hash)
     hashes ``f"{client_id}:{secret_key}"`` with SHA-256; we trust it over the docs' wording."""
     return hashlib.sha256(f"{app_id}:{secret}".encode()).hexdigest()
-
-
-class RateLimiter:
-    """Sliding windows (per second and per minute) shared by every request of one app id."""
-
-    def __init__(self, per_second: int = C.REQUESTS_PER_SECOND, per_minute: int = C.REQUESTS_PER_MINUTE) -> None:
-        self._windows = [(1.0, per_second, deque[float]()), (60.0, per_minute, deque[float]())]
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                wait = 0.0
-                for span, limit, stamps in self._windows:
-                    while stamps and stamps[0] <= now - span:
-                        stamps.popleft()
-                    if len(stamps) >= limit:
-                        wait = max(wait, stamps[0] + span - now)
-                if wait <= 0:
-                    for _, _, stamps in self._windows:
-                        stamps.append(now)
-                    return
-                await asyncio.sleep(wait)
 
 
 class FyersHttp:
@@ -93,7 +60,7 @@ class FyersHttp:
     ) -> None:
         self._settings = settings
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
-        self._limiter = limiter or RateLimiter()
+        self._limiter = limiter or RateLimiter(C.REQUESTS_PER_SECOND, 1.0, (C.REQUESTS_PER_MINUTE, 60.0))
         self._max_attempts = max(1, max_attempts)
         self._backoff = (backoff_initial_s, backoff_max_s)
         #: rows of the last symbol master download that could not be read, per file
@@ -147,7 +114,7 @@ class FyersHttp:
         raise last
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
-        delay = backoff_delay(attempt, *self._backoff)
+        delay = backoff_delay(attempt + 1, *self._backoff)
         return max(delay, min(retry_after_s, self._backoff[1])) if retry_after_s else delay
 
     def _json(self, response: httpx.Response, what: str, token: str = "") -> dict[str, Any]:

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.brokers.fyers import constants as C
-from trading_helper.brokers.fyers.http import FyersHttp, backoff_delay
+from trading_helper.brokers.fyers.http import FyersHttp
 from trading_helper.brokers.fyers.parsing import (
     HsmDecoder,
     ack_message,
@@ -43,6 +43,7 @@ from trading_helper.brokers.fyers.parsing import (
     topic_for,
     unsubscribe_message,
 )
+from trading_helper.brokers.retry import backoff_delay
 from trading_helper.brokers.tokens import load_token
 from trading_helper.config import Settings
 from trading_helper.errors import BrokerError, LoginRequired, SubscriptionLimitExceeded, UnknownInstrument
@@ -130,7 +131,7 @@ class FyersLiveFeed(LiveFeed):
                     return
                 await self._end(sink, FeedState.DISCONNECTED, reason)
                 attempt = 0 if good else attempt + 1
-                delay = backoff_delay(attempt, *self._backoff)
+                delay = backoff_delay(attempt + 1, *self._backoff)
                 log.info("Fyers data socket down (%s); reconnecting in %.2fs", reason, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
