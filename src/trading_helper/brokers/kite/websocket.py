@@ -127,6 +127,9 @@ class KiteTicker(LiveFeed):
         self._ids.update(wanted)
         for t in wanted:
             self._modes[t] = mode
+        # a shard that just got its first tokens has no connection yet: the feed is not fully
+        # connected until it has (callers read CONNECTED as "every subscribed token is captured")
+        self._update_state()
         # plan every message before the first await: the maps may change while we send
         at = _now()
         plan = []
