@@ -19,8 +19,12 @@ from trading_helper.brokers.base import FeedEvent, FeedState
 
 log = logging.getLogger(__name__)
 
+# The feed's time wins over an extension: during a silent stall the feed still reads connected,
+# so the housekeeping extends past the last frame; the event then says when capture really ended.
 _CLOSE = """
-UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $3::timestamptz)), open = false
+UPDATE live_coverage
+SET period = tstzrange(lower(period), greatest($3::timestamptz, lower(period) + interval '1 millisecond')),
+    open = false
 WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
 """
 _OPEN = """
