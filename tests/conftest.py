@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from tests.db import fresh_database
 from tests.services import DEFAULT_PG, DEFAULT_REDIS
+from tests.timescale.engine import EngineUnavailable, TimescaleEngine
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,17 @@ async def db_pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture(scope="module")
+def timescale_engine() -> Iterator[TimescaleEngine]:
+    """A real TimescaleDB engine (PGlite + TimescaleDB in Node) with the project's migrations applied.
+    Fails (never skips) with what to install when Node or the package is missing."""
+    try:
+        engine = TimescaleEngine()
+    except EngineUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield engine
+    finally:
+        engine.close()

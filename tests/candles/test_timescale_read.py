@@ -3,27 +3,19 @@ in Node, tests/timescale), where the candle relations are continuous aggregates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
 
 from tests.candles.helpers import ist, minutes
-from tests.timescale.engine import EngineUnavailable, TimescaleEngine, tick_row
+from tests.timescale.engine import TimescaleEngine, tick_row
 
 DAY = (2025, 6, 3)  # a Tuesday
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[TimescaleEngine]:
-    try:
-        eng = TimescaleEngine()
-    except EngineUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield eng
-    finally:
-        eng.close()
+def engine(timescale_engine: TimescaleEngine) -> TimescaleEngine:
+    return timescale_engine
 
 
 def at(h: int, m: int, s: int = 0) -> datetime:

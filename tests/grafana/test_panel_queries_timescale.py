@@ -13,7 +13,7 @@ import pytest
 
 from tests.grafana.grafana_sql import QueryContext, interpolate
 from tests.grafana.shapes import check_shape, panels
-from tests.timescale.engine import EngineUnavailable, TimescaleEngine, tick_row
+from tests.timescale.engine import TimescaleEngine, tick_row
 from trading_helper.grafana.market_overview import TIMEFRAMES
 
 SESSION = timedelta(hours=2)
@@ -42,32 +42,26 @@ def _rows(iid: int, n: int, start: datetime, end: datetime, spike_from: datetime
 
 
 @pytest.fixture(scope="module")
-def loaded() -> Iterator[Loaded]:
-    try:
-        engine = TimescaleEngine()
-    except EngineUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        ids = [row[0] for row in engine.query(
-            "INSERT INTO instruments (exchange, tradingsymbol) SELECT 'NSE', 'TSG' || n "
-            "FROM generate_series(1, 3) AS n RETURNING id")]
-        end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-        rows = []
-        for days in (1, 0):
-            day_end = end - timedelta(days=days)
-            for n, iid in enumerate(ids):
-                spike = day_end - timedelta(minutes=3) if days == 0 and n == 0 else None
-                rows += _rows(iid, n, day_end - SESSION, day_end, spike)
-        engine.load(rows)
-        first = (end - timedelta(days=1) - SESSION).replace(hour=0, minute=0, second=0) - timedelta(days=1)
-        engine.refresh(first, end.replace(hour=0, minute=0, second=0) + timedelta(days=2))
-        for iid in ids:
-            engine.query("INSERT INTO live_coverage (instrument_id, broker, period) "
-                         "VALUES ($1, 'sim', tstzrange($2::timestamptz, now()))", iid, (end - SESSION).isoformat())
-        engine.query("SET ROLE grafana_reader")
-        yield Loaded(engine, ids, end - timedelta(days=1) - SESSION, end)
-    finally:
-        engine.close()
+def loaded(timescale_engine: TimescaleEngine) -> Iterator[Loaded]:
+    engine = timescale_engine
+    ids = [row[0] for row in engine.query(
+        "INSERT INTO instruments (exchange, tradingsymbol) SELECT 'NSE', 'TSG' || n "
+        "FROM generate_series(1, 3) AS n RETURNING id")]
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    rows = []
+    for days in (1, 0):
+        day_end = end - timedelta(days=days)
+        for n, iid in enumerate(ids):
+            spike = day_end - timedelta(minutes=3) if days == 0 and n == 0 else None
+            rows += _rows(iid, n, day_end - SESSION, day_end, spike)
+    engine.load(rows)
+    first = (end - timedelta(days=1) - SESSION).replace(hour=0, minute=0, second=0) - timedelta(days=1)
+    engine.refresh(first, end.replace(hour=0, minute=0, second=0) + timedelta(days=2))
+    for iid in ids:
+        engine.query("INSERT INTO live_coverage (instrument_id, broker, period) "
+                     "VALUES ($1, 'sim', tstzrange($2::timestamptz, now()))", iid, (end - SESSION).isoformat())
+    engine.query("SET ROLE grafana_reader")
+    yield Loaded(engine, ids, end - timedelta(days=1) - SESSION, end)
 
 
 def run(loaded: Loaded, sql: str) -> list[dict[str, Any]]:

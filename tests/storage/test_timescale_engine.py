@@ -11,7 +11,6 @@ run_job for the policies.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from tests.oracle import IST, ORIGIN, WIDTHS, RawTick, candles
 from tests.timescale.engine import (
     LEVELS,
     SQL_ROOT,
-    EngineUnavailable,
     TimescaleEngine,
     tick_row,
 )
@@ -32,15 +30,8 @@ US = timedelta(microseconds=1)
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[TimescaleEngine]:
-    try:
-        eng = TimescaleEngine()
-    except EngineUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield eng
-    finally:
-        eng.close()
+def engine(timescale_engine: TimescaleEngine) -> TimescaleEngine:
+    return timescale_engine
 
 
 # -- helpers ---------------------------------------------------------------------------------
