@@ -85,6 +85,9 @@ class FyersLiveFeed(LiveFeed):
         self._covered: frozenset[int] = frozenset()  # ids live since the last CONNECTED
         self._changed = asyncio.Event()
         self._last_activity = 0.0
+        #: wall time of the last frame or pong: where coverage ends when the socket dies (a stall is
+        #: noticed STALL_TIMEOUT_S later, and nothing was captured in between)
+        self._alive_at = _now()
         self._session_error: BaseException | None = None
         self._got_data = False
         self.state = FeedState.STOPPED
@@ -144,7 +147,8 @@ class FyersLiveFeed(LiveFeed):
         ids = self._covered or (frozenset(self._subs.values()) if state != FeedState.DISCONNECTED else frozenset())
         self._covered = frozenset()
         if ids or state != FeedState.DISCONNECTED:
-            await sink.on_event(FeedEvent(state, _now(), ids, detail))
+            at = self._alive_at if state == FeedState.DISCONNECTED else _now()
+            await sink.on_event(FeedEvent(state, at, ids, detail))
 
     async def _connect_once(self, sink: FeedSink) -> tuple[bool, str]:
         """One connection, to its end: (did it deliver data, why it ended). LoginRequired escapes."""
@@ -194,7 +198,8 @@ class FyersLiveFeed(LiveFeed):
         added = await self._sync(ws, sink)
         self.state = FeedState.CONNECTED
         self._covered = frozenset(added)
-        await sink.on_event(FeedEvent(FeedState.CONNECTED, _now(), self._covered, "authenticated"))
+        self._alive_at = _now()
+        await sink.on_event(FeedEvent(FeedState.CONNECTED, self._alive_at, self._covered, "authenticated"))
         self._last_activity = time.monotonic()
         helpers = [asyncio.create_task(self._keepalive(ws)), asyncio.create_task(self._sync_loop(ws, sink))]
         frames = 0
@@ -239,7 +244,7 @@ class FyersLiveFeed(LiveFeed):
 
     async def _on_frame(self, frame: bytes, decoder: HsmDecoder, sink: FeedSink) -> int | None:
         """Hand one frame's ticks to the sink; its message number when it was a datafeed frame."""
-        received = _now()
+        received = self._alive_at = _now()
         decoded = decoder.decode(frame)
         for reason, count in decoded.rejects.items():
             sink.on_reject(reason, count)
@@ -341,4 +346,5 @@ class FyersLiveFeed(LiveFeed):
     def _on_pong(self, pong: asyncio.Future[float]) -> None:
         if not pong.cancelled() and pong.exception() is None:
             self._last_activity = time.monotonic()
+            self._alive_at = _now()
 
