@@ -164,8 +164,14 @@ async def test_an_expired_token_at_start_is_reported_and_not_retried(db_pool: as
         assert kite.server.connections == [] and service.task_errors() == {}
         status = service.status()
         assert status["subscriptions"] == 2 and status["written"] == 0
-        published = await read_status(kite.settings)  # what `trading-helper status` shows
-        assert published["feed_state"] == "login_required"
+        assert service.started_at is not None
+        ours = service.started_at.isoformat()
+
+        async def published() -> bool:  # what `trading-helper status` shows (the hash is shared: find ours)
+            status = await read_status(kite.settings)
+            return status.get("started_at") == ours and status["feed_state"] == "login_required"
+
+        await eventually(published, "login_required published to Redis", service=service)
     assert await db_pool.fetchval("SELECT count(*) FROM live_coverage") == 0  # nothing was captured
 
 
