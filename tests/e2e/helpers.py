@@ -101,8 +101,8 @@ async def eventually(check: Callable[[], bool] | Callable[[], Awaitable[bool]], 
         await asyncio.sleep(0.02)
 
 
-async def written(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM tick_data"))
+async def written_at_least(pool: asyncpg.Pool, n: int) -> bool:
+    return int(await pool.fetchval("SELECT count(*) FROM tick_data")) >= n
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tests.e2e.helpers import (
     reset_database,
     running_service,
     sync_master,
-    written,
+    written_at_least,
 )
 from tests.fakes.kite_server import DEFAULT_INSTRUMENTS, FakeKiteServer, sample_quote
 from trading_helper.brokers.base import FeedState
@@ -92,7 +92,7 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
         first_second = int(time.time())
         for _ in range(frames):
             assert await kite.server.push_ticks() == len(tokens)  # one frame: a packet per token
-        await eventually(lambda: _written_at_least(db_pool, frames * len(tokens)),
+        await eventually(lambda: written_at_least(db_pool, frames * len(tokens)),
                          f"{frames * len(tokens)} ticks in tick_data", service=service)
         last_second = int(time.time())
         assert service.status()["rejected"] == {}
@@ -131,9 +131,6 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
             f"FROM {tf.relation} WHERE instrument_id = ANY($1::integer[]) ORDER BY 1, 2", list(by_id))
         assert [tuple(r) for r in got] == expected_candles(by_id, tf), tf
 
-
-async def _written_at_least(pool: asyncpg.Pool, n: int) -> bool:
-    return await written(pool) >= n
 
 
 def expected_candles(by_id: dict[int, list[asyncpg.Record]], tf: Timeframe) -> list[tuple[Any, ...]]:
@@ -184,7 +181,7 @@ async def test_a_token_expiring_while_running_ends_coverage_and_stops_reconnecti
     async with running_service(kite.settings, db_pool, kite.broker) as service:
         await connected(kite, service, tokens)
         await kite.server.push_ticks()
-        await eventually(lambda: _written_at_least(db_pool, 2), "2 ticks written", service=service)
+        await eventually(lambda: written_at_least(db_pool, 2), "2 ticks written", service=service)
         expired_at = datetime.now(UTC)
         kite.server.expire_token()  # 06:00 IST: the token dies and the sockets drop
         await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
@@ -238,7 +235,7 @@ async def test_5000_instruments_are_sharded_over_two_connections(db_pool: asyncp
         assert len(starts) == 2000 and all(r["lo"] >= released_at for r in starts)
 
         assert await kite.server.push_ticks() == 5000  # one frame per connection
-        await eventually(lambda: _written_at_least(db_pool, 5000), "5000 ticks written", 20, service=service)
+        await eventually(lambda: written_at_least(db_pool, 5000), "5000 ticks written", 20, service=service)
         stored = {r[0] for r in await db_pool.fetch("SELECT DISTINCT instrument_id FROM tick_data")}
         for tokens in per_connection:
             assert {kite.ids[t] for t in tokens} <= stored

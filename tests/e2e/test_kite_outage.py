@@ -26,7 +26,7 @@ from tests.e2e.helpers import (
     reset_database,
     running_service,
     sync_master,
-    written,
+    written_at_least,
 )
 from tests.fakes.kite_server import FakeKiteServer, history_candles
 from trading_helper.brokers.base import FeedState
@@ -82,7 +82,7 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                 await eventually(lambda: full_mode(server, tokens) and service.feed.state == FeedState.CONNECTED,
                                  "connected in full mode", service=service)
                 await server.push_ticks()
-                await eventually(lambda: _written_at_least(db_pool, 2), "first ticks written", service=service)
+                await eventually(lambda: written_at_least(db_pool, 2), "first ticks written", service=service)
 
                 stalled_at = datetime.now(UTC)
                 server.stall()  # the socket stays open; no ticks, no heartbeats
@@ -98,7 +98,7 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                 resent = [m for n, m in server.ws_messages if n == number]
                 assert {"a": "subscribe", "v": sorted(int(t) for t in tokens)} in resent
                 await server.push_ticks()
-                await eventually(lambda: _written_at_least(db_pool, 4), "ticks after the reconnect written",
+                await eventually(lambda: written_at_least(db_pool, 4), "ticks after the reconnect written",
                                  service=service)
 
                 holes = set()
@@ -162,6 +162,3 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
         finally:
             await broker.aclose()
 
-
-async def _written_at_least(pool: asyncpg.Pool, n: int) -> bool:
-    return await written(pool) >= n
