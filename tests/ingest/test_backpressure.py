@@ -48,3 +48,23 @@ async def test_stream_at_its_cap_keeps_frames_in_memory_until_it_drains(db_pool:
         assert len(receiver.local) == 0
         assert await redis.xlen(stream) == 2
         await redis.delete(f"{stream}:q")
+
+
+async def test_a_resent_frame_whose_first_append_landed_is_not_doubled(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    """The reply to an XADD can be lost after Redis appended the entry (a connection breaking at
+    the wrong moment): the frame is held and re-sent with the same id, which Redis refuses."""
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool, 5)
+    async with redis_stream(redis_url) as (redis, stream):
+        receiver = TickReceiver(redis, stream=stream, max_entries=1000, local_max_frames=10,
+                                quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+        [first, second] = numbered_frames(feed, 2, 10)
+        await receiver.on_ticks(first)
+        [(entry_id, fields)] = await redis.xrange(stream)
+        # as if the reply had been lost: the same entry is held for a re-send, a new frame follows
+        receiver.local.append((entry_id.decode(), fields, None))
+        await receiver.on_ticks(second)
+        entries = await redis.xrange(stream)
+        assert len(entries) == 2 and not receiver.local and not receiver.rejected
+        assert entries[0][0] == entry_id and entries[1][0] > entry_id
+        await redis.delete(f"{stream}:q")

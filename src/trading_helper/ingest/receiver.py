@@ -4,6 +4,13 @@ instrument and one live fan-out message, in one round trip.
 When Redis is unreachable, entries wait in a bounded in-memory queue (order kept) and are
 flushed first when it returns; beyond that bound, and when the stream is at its cap, ticks are
 dropped and counted as ``buffer_full``. Nothing is dropped silently.
+
+Appends are idempotent: the receiver gives every entry its own increasing stream id (starting
+after the stream's last id), and a frame is re-sent with the same id. When a connection breaks
+after Redis appended an entry but before the reply arrived, the re-send is refused as "equal or
+smaller than the target stream top item"; the receiver then looks the id up: found with the same
+content, the entry is already there and is not doubled; otherwise (another writer moved the
+stream's top, or took that id), it is appended under a fresh id.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
@@ -42,7 +49,7 @@ class TickReceiver:
         self.quotes_key = quotes_key
         self.live_channel = live_channel
         self.max_entries = max_entries
-        self.local: deque[tuple[dict[bytes, bytes], bytes | None]] = deque()
+        self.local: deque[tuple[str, dict[bytes, bytes], bytes | None]] = deque()
         self.local_max_frames = local_max_frames
         self.coverage = coverage
         self.received = 0
@@ -56,6 +63,8 @@ class TickReceiver:
         #: id of the newest entry this receiver appended to the stream
         self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
+        self._id: tuple[int, int] | None = None  # the last stream id given out
+        self._checked_len_at = 0.0
 
     # -- FeedSink ---------------------------------------------------------------------------
     async def on_ticks(self, ticks: Sequence[Tick]) -> None:
@@ -105,32 +114,74 @@ class TickReceiver:
         now = time.monotonic()
         if (self.local or self._stream_full) and now >= self._retry_at:
             await self._flush_local()
+        entry_id = await self._next_id() if now >= self._retry_at else self._next_id_offline()
         if self.local or self._stream_full or now < self._retry_at:
-            self._keep_locally(fields, payload, n_ticks)
+            self._keep_locally(entry_id, fields, payload, n_ticks)
             return
         pipe = self.redis.pipeline(transaction=False)
         # no MAXLEN: trimming entries the writer has not committed would lose ticks
-        pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
+        pipe.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
         if quotes:
             pipe.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
         if payload is not None:
             pipe.publish(self.live_channel, payload)
-        pipe.xlen(self.stream)
+        check_len = now - self._checked_len_at >= QUOTES_EVERY_S
+        if check_len:
+            pipe.xlen(self.stream)
         try:
-            results = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+            entry_id = await self._settle(results[0], entry_id, fields)
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
-            self._keep_locally(fields, payload, n_ticks)
+            self._keep_locally(entry_id, fields, payload, n_ticks)
             return
         self._redis_back()
-        self.last_id = results[0]
-        self._check_cap(int(results[-1]))
+        self.last_id = entry_id
+        if check_len:
+            self._checked_len_at = now
+            self._check_cap(int(results[-1]))
 
-    def _keep_locally(self, fields: dict[bytes, bytes], payload: bytes | None, n_ticks: int) -> None:
+    async def _settle(self, reply: object, entry_id: str, fields: dict[bytes, bytes]) -> str:
+        """The id under which the entry is in the stream, given the reply to its XADD."""
+        if isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(reply):
+            found = await self.redis.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+            if found and found[0][1] == fields:
+                return entry_id  # an earlier try landed; its reply was lost
+            self._id = None  # someone else moved the stream's top: continue after it
+            entry_id = await self._next_id()
+            await self.redis.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
+            return entry_id
+        if isinstance(reply, BaseException):
+            raise reply
+        return entry_id
+
+    async def _next_id(self) -> str:
+        if self._id is None:
+            try:
+                info = await self.redis.xinfo_stream(self.stream)
+                last = info["last-generated-id"]
+                text = last.decode() if isinstance(last, bytes) else str(last)
+                ms, _, seq = text.partition("-")
+                self._id = (int(ms), int(seq))
+            except ResponseError:  # no such stream yet
+                self._id = (0, 0)
+            except (RedisError, OSError):
+                return self._next_id_offline()
+        return self._next_id_offline()
+
+    def _next_id_offline(self) -> str:
+        """The next id after the last one given out (or after now, before Redis was ever seen)."""
+        ms = int(time.time() * 1000)
+        last_ms, last_seq = self._id if self._id is not None else (0, 0)
+        self._id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._id[0]}-{self._id[1]}"
+
+    def _keep_locally(self, entry_id: str, fields: dict[bytes, bytes], payload: bytes | None,
+                      n_ticks: int) -> None:
         if len(self.local) >= self.local_max_frames:
             self.on_reject("buffer_full", max(n_ticks, 1))
             return
-        self.local.append((fields, payload))
+        self.local.append((entry_id, fields, payload))
         metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 
     async def flush(self) -> None:
@@ -156,14 +207,17 @@ class TickReceiver:
             while self.local:
                 chunk = [self.local[i] for i in range(min(500, len(self.local)))]
                 pipe = self.redis.pipeline(transaction=False)
-                for fields, payload in chunk:
-                    pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
+                for entry_id, fields, payload in chunk:
+                    pipe.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
                     if payload is not None:
                         pipe.publish(self.live_channel, payload)
-                results = await pipe.execute()
-                self.last_id = results[-2] if chunk[-1][1] is not None else results[-1]
-                for _ in chunk:
+                results = iter(await pipe.execute(raise_on_error=False))
+                for entry_id, fields, payload in chunk:
+                    settled = await self._settle(next(results), entry_id, fields)
+                    if payload is not None:
+                        next(results)
                     self.local.popleft()
+                    self.last_id = settled
                 metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
             self._redis_back()
         except (RedisError, OSError) as exc:
@@ -200,3 +254,4 @@ class TickReceiver:
             "feed_state": str(self.feed_state),
             "at": datetime.now(UTC).isoformat(),
         }
+
