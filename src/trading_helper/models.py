@@ -1,12 +1,11 @@
 """Broker-neutral domain types: what every broker adapter produces and storage consumes.
 
 Plain slotted dataclasses rather than pydantic models: a tick is built up to 100k times a
-second on the ingest path, and validation happens once, in :func:`validate_tick`.
+second on the ingest path; validation happens once, in the writer (see :data:`REJECT_REASONS`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -88,13 +87,17 @@ class HistoricalCandle:
     open_interest: int | None = None
 
 
-#: Reasons a tick is rejected; each is a label of the ``ticks_rejected_total`` counter.
+#: Reasons a tick (or a stream entry) is rejected; each is a label of ``th_ticks_rejected_total``.
+#: The checks themselves live where the data is: the receiver (naive timestamps, full buffers),
+#: the writer (storage.ticks.TickWriter.prepare, on the hot path) and the broker parsers.
 REJECT_REASONS = (
     "bad_price",
+    "bad_quantity",
     "naive_timestamp",
     "timestamp_out_of_range",
     "unknown_instrument",
     "malformed_frame",
+    "malformed_entry",
     "buffer_full",
 )
 
@@ -102,16 +105,3 @@ MAX_CLOCK_SKEW = timedelta(days=1)
 #: older ticks are refused: raw ticks are kept 7 days, and a straggler into a day whose ticks were
 #: dropped would rebuild that day's candles from itself alone
 MAX_TICK_AGE = timedelta(days=6)
-
-
-def validate_tick(tick: Tick, now: datetime) -> str | None:
-    """Return the rejection reason for ``tick`` or ``None`` when it may be stored."""
-    price = tick.last_price
-    if price is None or not isinstance(price, (int, float)) or not math.isfinite(price) or price <= 0:
-        return "bad_price"
-    ts = tick.exchange_ts
-    if ts.tzinfo is None or ts.utcoffset() is None or tick.received_ts.tzinfo is None:
-        return "naive_timestamp"
-    if ts > now + MAX_CLOCK_SKEW or ts < now - MAX_TICK_AGE:
-        return "timestamp_out_of_range"
-    return None

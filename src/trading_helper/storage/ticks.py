@@ -90,11 +90,6 @@ class TickWriter:
         self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
         self._known_loaded_at = _time.monotonic()
 
-    async def _refresh_known(self, conn: asyncpg.Connection) -> None:
-        if _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
-            self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
-            self._known_loaded_at = _time.monotonic()
-
     def prepare(
         self, entries: Iterable[Record | VolumeReset], now: datetime, result: WriteResult
     ) -> tuple[list[TickRow], set[int]]:
