@@ -41,9 +41,13 @@ async def test_service_captures_rolls_up_and_records_coverage(db_pool: asyncpg.P
         assert status["subscriptions"] == 20 and status["feed_state"] == "connected"
         open_ranges = await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open")
         assert open_ranges == 20
-        await service.subscribe([await db_pool.fetchval(
-            "SELECT max(id) FROM instruments")])  # one more while connected: coverage starts now
+        extra = await db_pool.fetchval("SELECT max(id) FROM instruments")
+        await service.subscribe([extra])  # one more while connected: the feed reports its capture start
         assert await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open") == 21
+        await service.unsubscribe([extra])  # and its end
+        assert await db_pool.fetchval("SELECT count(*) FROM live_coverage WHERE open") == 20
+        assert await db_pool.fetchval(
+            "SELECT count(*) FROM live_coverage WHERE instrument_id = $1 AND NOT open", extra) == 1
         await asyncio.sleep(1.2)  # housekeeping publishes the status to Redis once a second
         published = await read_status(settings)
         assert published["broker"] == "sim" and int(published["written"]) > 0

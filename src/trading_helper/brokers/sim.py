@@ -131,18 +131,25 @@ class SimFeed(LiveFeed):
         self.state = FeedState.STOPPED
         self.paused = asyncio.Event()
         self.paused.set()
+        self._sink: FeedSink | None = None  # while run() runs
 
     @property
     def subscriptions(self) -> Mapping[str, int]:
         return dict(self._subs)
 
     async def subscribe(self, tokens: Mapping[str, int]) -> None:
+        new = frozenset(i for t, i in tokens.items() if t not in self._subs)
         self._subs.update(tokens)
+        if new and self._sink is not None:  # capture of these starts now, like a real feed reports
+            await self._sink.on_event(FeedEvent(FeedState.CONNECTED, datetime.now(UTC), new, "subscribed"))
 
     async def unsubscribe(self, tokens: Iterable[str]) -> None:
+        tokens = list(tokens)
+        gone = frozenset(i for t in tokens if (i := self._subs.pop(t, None)) is not None)
         for token in tokens:
-            self._subs.pop(token, None)
             self._states.pop(token, None)
+        if gone and self._sink is not None:
+            await self._sink.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), gone, "unsubscribed"))
 
     def _state(self, token: str, now: datetime) -> _State:
         st = self._states.get(token)
@@ -181,6 +188,7 @@ class SimFeed(LiveFeed):
     async def run(self, sink: FeedSink) -> None:
         """Frames of ~50 ms at the configured rate, busier in the first 15 minutes after the open."""
         self.state = FeedState.CONNECTED
+        self._sink = sink
         await sink.on_event(FeedEvent(FeedState.CONNECTED, datetime.now(UTC), frozenset(self._subs.values())))
         interval = 0.05
         carry = 0.0
@@ -197,6 +205,7 @@ class SimFeed(LiveFeed):
                 await asyncio.sleep(interval)
         finally:
             self.state = FeedState.STOPPED
+            self._sink = None
             await sink.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), frozenset(self._subs.values())))
 
 

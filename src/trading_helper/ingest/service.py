@@ -19,7 +19,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from trading_helper.brokers.base import Broker, FeedEvent, FeedState
+from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
 from trading_helper.errors import TradingHelperError
 from trading_helper.ingest import keys
@@ -137,25 +137,22 @@ class IngestService:
 
     # -- IngestControl ----------------------------------------------------------------------
     async def subscribe(self, instrument_ids: Sequence[int]) -> None:
+        """Hand new instruments to the feed. The feed itself reports when their capture starts
+        (a CONNECTED event once they are subscribed on a live connection), which opens their
+        coverage and resets their volume baseline."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_TOKENS_OF, self.broker.name, list(instrument_ids))
         tokens = {r["broker_token"]: r["instrument_id"] for r in rows}
         new = {t: i for t, i in tokens.items() if t not in self.feed.subscriptions}
-        if not new:
-            return
-        await self.feed.subscribe(new)
-        if self.feed.state == FeedState.CONNECTED:
-            ids = frozenset(new.values())
-            # capture starts now for these: coverage and a fresh volume baseline
-            await self.receiver.on_event(FeedEvent(FeedState.CONNECTED, datetime.now(UTC), ids))
+        if new:
+            await self.feed.subscribe(new)
 
     async def unsubscribe(self, instrument_ids: Sequence[int]) -> None:
+        """The feed reports the end of their capture (a STOPPED event), which closes their coverage."""
         wanted = set(instrument_ids)
-        tokens = {t: i for t, i in self.feed.subscriptions.items() if i in wanted}
-        if not tokens:
-            return
-        await self.feed.unsubscribe(tokens)
-        await self.coverage.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), frozenset(tokens.values())))
+        tokens = [t for t, i in self.feed.subscriptions.items() if i in wanted]
+        if tokens:
+            await self.feed.unsubscribe(tokens)
 
     def task_errors(self) -> dict[str, str]:
         """Tasks that ended with an exception (they should run until stopped)."""
