@@ -22,7 +22,6 @@ import struct
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -38,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 from websockets.http11 import Response as WsResponse
 
+from tests.fakes.sink import wait_until
 from trading_helper.config import Settings
 
 NO_VALUE = -(2**31)
@@ -521,12 +521,3 @@ def history_candles(symbol: str, resolution: str, first: int, last: int, with_oi
                     out.append([*row, 5000 + k % 13] if with_oi else row)
         day += 86_400
     return out
-
-
-async def wait_until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-    """Poll ``predicate`` until true; fail the test after ``within_s`` seconds."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)

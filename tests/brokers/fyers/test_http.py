@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.fakes.fyers_server import FakeFyersServer, wait_until
+from tests.fakes.fyers_server import FakeFyersServer
+from tests.fakes.sink import wait_until
 from trading_helper.brokers.fyers.broker import FyersBroker
 from trading_helper.brokers.fyers.http import FyersHttp, app_id_hash
 from trading_helper.brokers.fyers.instruments import parse_symbol_master

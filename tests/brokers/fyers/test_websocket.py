@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.fyers_server import FakeFyersServer, wait_until
-from trading_helper.brokers.base import FeedEvent, FeedState
+from tests.fakes.fyers_server import FakeFyersServer
+from tests.fakes.sink import CollectingSink, wait_until
+from trading_helper.brokers.base import FeedState
 from trading_helper.brokers.fyers.broker import FyersBroker
 from trading_helper.brokers.fyers.http import FyersHttp
 from trading_helper.brokers.fyers.websocket import FyersLiveFeed
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
 from trading_helper.errors import SubscriptionLimitExceeded
-from trading_helper.models import Tick
-
-
-class CollectingSink:
-    def __init__(self) -> None:
-        self.frames: list[list[Tick]] = []
-        self.rejects: Counter[str] = Counter()
-        self.events: list[FeedEvent] = []
-
-    async def on_ticks(self, ticks: Sequence[Tick]) -> None:
-        self.frames.append(list(ticks))
-
-    def on_reject(self, reason: str, count: int = 1) -> None:
-        self.rejects[reason] += count
-
-    async def on_event(self, event: FeedEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def ticks(self) -> list[Tick]:
-        return [tick for frame in self.frames for tick in frame]
-
-    def states(self) -> list[FeedState]:
-        return [event.state for event in self.events]
 
 
 @pytest.fixture

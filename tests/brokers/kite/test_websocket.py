@@ -5,50 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.kite_server import FakeKiteServer, pack_frame, pack_packet, sample_quote
-from trading_helper.brokers.base import FeedEvent, FeedState
+from tests.fakes.sink import CollectingSink, wait_until
+from trading_helper.brokers.base import FeedState
 from trading_helper.brokers.kite.websocket import KiteTicker
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
 from trading_helper.errors import SubscriptionLimitExceeded, UnknownInstrument, ValidationError
-from trading_helper.models import Tick
-
-
-class CollectingSink:
-    def __init__(self) -> None:
-        self.frames: list[list[Tick]] = []
-        self.rejects: Counter[str] = Counter()
-        self.events: list[FeedEvent] = []
-
-    async def on_ticks(self, ticks: Sequence[Tick]) -> None:
-        self.frames.append(list(ticks))
-
-    def on_reject(self, reason: str, count: int = 1) -> None:
-        self.rejects[reason] += count
-
-    async def on_event(self, event: FeedEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def ticks(self) -> list[Tick]:
-        return [t for frame in self.frames for t in frame]
-
-    def states(self) -> list[FeedState]:
-        return [e.state for e in self.events]
-
-
-async def wait_until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within_s}s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
