@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.kite_server import IST, FakeKiteServer, history_candles
-from trading_helper.brokers.kite.http import KiteHttpClient, history_chunks, kite_csv_to_instruments
+from trading_helper.brokers.history import history_chunks
+from trading_helper.brokers.kite.http import KiteHttpClient, kite_csv_to_instruments
 from trading_helper.brokers.kite.retry import RateLimiter, historical_limiter
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings

@@ -20,6 +20,7 @@ import httpx
 from trading_helper.brokers.fyers import constants as C
 from trading_helper.brokers.fyers.instruments import parse_symbol_master
 from trading_helper.brokers.fyers.parsing import epoch_to_ist
+from trading_helper.brokers.history import history_chunks
 from trading_helper.brokers.retry import RateLimiter, backoff_delay
 from trading_helper.brokers.tokens import load_token, redact
 from trading_helper.config import Settings
@@ -27,7 +28,6 @@ from trading_helper.errors import (
     BrokerError,
     BrokerProtocolError,
     BrokerUnavailable,
-    InvalidRange,
     LoginRequired,
     RateLimited,
     UnknownInstrument,
@@ -175,20 +175,12 @@ class FyersHttp:
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
     ) -> list[HistoricalCandle]:
         """Candles with bucket in [start, end): one request per allowed span, in order."""
-        if start.tzinfo is None or end.tzinfo is None:
-            raise InvalidRange("history needs timezone-aware start and end")
-        if start >= end:
-            raise InvalidRange(f"history range is empty: {start.isoformat()} >= {end.isoformat()}")
         resolution = C.TIMEFRAME_TO_RESOLUTION[timeframe]
-        span = C.RESOLUTION_MAX_SPAN[resolution]
         candles: dict[datetime, HistoricalCandle] = {}
-        chunk_start = start
-        while chunk_start < end:
-            chunk_end = min(chunk_start + span, end)
+        for chunk_start, chunk_end in history_chunks(start, end, C.RESOLUTION_MAX_SPAN[resolution]):
             for candle in await self._history_chunk(symbol, timeframe, resolution, chunk_start, chunk_end):
                 if start <= candle.bucket < end:
                     candles[candle.bucket] = candle
-            chunk_start = chunk_end
         return [candles[bucket] for bucket in sorted(candles)]
 
     async def _history_chunk(

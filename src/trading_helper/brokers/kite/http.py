@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from trading_helper.brokers.history import history_chunks
 from trading_helper.brokers.kite import constants as c
 from trading_helper.brokers.kite.retry import RateLimiter, backoff_delay, historical_limiter
 from trading_helper.brokers.tokens import load_token
@@ -30,7 +31,6 @@ from trading_helper.errors import (
     BrokerError,
     BrokerProtocolError,
     BrokerUnavailable,
-    InvalidRange,
     LoginRequired,
     RateLimited,
 )
@@ -117,10 +117,6 @@ class KiteHttpClient:
         self, instrument_token: str, timeframe: Timeframe, start: datetime, end: datetime
     ) -> list[HistoricalCandle]:
         """Candles with bucket in [start, end), in as many requests as the interval's span needs."""
-        if start.tzinfo is None or end.tzinfo is None:
-            raise InvalidRange("history range must be timezone-aware")
-        if start >= end:
-            raise InvalidRange(f"history range is empty: {start.isoformat()} >= {end.isoformat()}")
         interval = c.TIMEFRAME_TO_INTERVAL[timeframe]
         path = c.PATH_HISTORICAL.format(instrument_token=instrument_token, interval=interval)
         out: dict[datetime, HistoricalCandle] = {}
@@ -179,17 +175,6 @@ class KiteHttpClient:
                 await asyncio.sleep(delay)
         assert failure is not None
         raise failure from cause
-
-
-def history_chunks(start: datetime, end: datetime, span: timedelta) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut into consecutive pieces no longer than ``span``."""
-    chunks = []
-    cursor = start
-    while cursor < end:
-        stop = min(cursor + span, end)
-        chunks.append((cursor, stop))
-        cursor = stop
-    return chunks
 
 
 def _kite_time(ts: datetime) -> str:
