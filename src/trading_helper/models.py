@@ -38,6 +38,9 @@ class Tick:
     ask_quantity: int | None = None
     bids: tuple[DepthLevel, ...] = ()
     asks: tuple[DepthLevel, ...] = ()
+    #: time of the last trade the price and volume belong to (Kite ``last_trade_time``, Fyers
+    #: ``last_traded_time``), when the mode carries it; candles bucket by it
+    trade_ts: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -333,12 +333,14 @@ def state_to_tick(state: TopicState, instrument_id: int, received_ts: datetime) 
 
     The exchange time is ``exch_feed_time`` (the exchange's stamp on this update), else
     ``last_traded_time``; ``vol_traded_today`` is the day's cumulative volume, kept as is.
+    ``trade_ts`` is ``last_traded_time`` (None when the topic has none, e.g. an index).
     """
     ltp = state.price("ltp")
     if ltp is None or state.kind == C.TOPIC_DEPTH:
         return None
     stamp = state.number("exch_feed_time") or state.number("last_traded_time")
     exchange_ts = epoch_to_ist(stamp) if stamp and stamp > 0 else received_ts
+    traded = state.number("last_traded_time")
     return Tick(
         instrument_id=instrument_id,
         exchange_ts=exchange_ts,
@@ -352,6 +354,7 @@ def state_to_tick(state: TopicState, instrument_id: int, received_ts: datetime) 
         bid_quantity=state.number("bid_size"),
         ask_price=state.price("ask_price"),
         ask_quantity=state.number("ask_size"),
+        trade_ts=epoch_to_ist(traded) if traded and traded > 0 else None,
     )
 
 

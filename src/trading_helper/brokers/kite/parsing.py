@@ -195,7 +195,8 @@ def _depth(entries: tuple[KiteDepthEntry, ...]) -> tuple[DepthLevel, ...]:
 def kite_packet_to_tick(packet: KitePacket, instrument_id: int, received_ts: datetime) -> Tick:
     """The one conversion from Kite's packet to our :class:`Tick`.
 
-    ltp and quote packets carry no exchange time: the receive time stands in for it.
+    ltp and quote packets carry no exchange time: the receive time stands in for it. Only full
+    packets carry ``last_trade_time`` (``trade_ts``); it is None otherwise.
     """
     bids = _depth(packet.depth_buy)
     asks = _depth(packet.depth_sell)
@@ -214,6 +215,7 @@ def kite_packet_to_tick(packet: KitePacket, instrument_id: int, received_ts: dat
         ask_quantity=asks[0].quantity if asks else None,
         bids=bids,
         asks=asks,
+        trade_ts=epoch_to_datetime(packet.last_trade_time) if packet.last_trade_time else None,
     )
 
 
