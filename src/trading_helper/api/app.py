@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -21,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trading_helper import __version__
+from trading_helper import __version__, clock
 from trading_helper.api.auth import api_token, require_token
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.routes import candles, health, instruments, quotes, status
@@ -149,7 +148,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
 
 async def _warm_calendar(service: CandleService) -> None:
     """Load this year's NSE sessions in the background, so the first chart does not wait for it."""
-    now = datetime.now(UTC)
+    now = clock.now()
     try:
         await service.sessions.ensure(service.pool, "NSE", years_between(now, now))
     except Exception as exc:  # a down database is reported by /health/db; the first request retries

@@ -13,10 +13,11 @@ import hashlib
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import ClassVar
 
+from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.config import Settings
 from trading_helper.models import HistoricalCandle, Instrument, Tick
@@ -30,7 +31,7 @@ SESSION_OPEN, SESSION_CLOSE = time(9, 15), time(15, 30)
 
 def sim_instruments(count: int, today: date | None = None) -> list[Instrument]:
     """``count`` instruments: NIFTY/BANKNIFTY index, stocks, stock futures and NIFTY options."""
-    today = today or datetime.now(IST).date()
+    today = today or clock.now().astimezone(IST).date()
     expiry = today + timedelta(days=(3 - today.weekday()) % 7 or 7)  # next Thursday
     out: list[Instrument] = [
         Instrument(exchange="NSE", tradingsymbol="NIFTY 50", name="NIFTY", segment="INDICES",
@@ -141,7 +142,7 @@ class SimFeed(LiveFeed):
         new = frozenset(i for t, i in tokens.items() if t not in self._subs)
         self._subs.update(tokens)
         if new and self._sink is not None:  # capture of these starts now, like a real feed reports
-            await self._sink.on_event(FeedEvent(FeedState.CONNECTED, datetime.now(UTC), new, "subscribed"))
+            await self._sink.on_event(FeedEvent(FeedState.CONNECTED, clock.now(), new, "subscribed"))
 
     async def unsubscribe(self, tokens: Iterable[str]) -> None:
         tokens = list(tokens)
@@ -149,7 +150,7 @@ class SimFeed(LiveFeed):
         for token in tokens:
             self._states.pop(token, None)
         if gone and self._sink is not None:
-            await self._sink.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), gone, "unsubscribed"))
+            await self._sink.on_event(FeedEvent(FeedState.STOPPED, clock.now(), gone, "unsubscribed"))
 
     def _state(self, token: str, now: datetime) -> _State:
         st = self._states.get(token)
@@ -164,7 +165,7 @@ class SimFeed(LiveFeed):
 
     def make_frame(self, n_ticks: int, now: datetime | None = None) -> list[Tick]:
         """One frame of ``n_ticks`` ticks for random subscribed instruments."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         rng, tokens = self.rng, list(self._subs)
         if not tokens:
             return []
@@ -189,13 +190,13 @@ class SimFeed(LiveFeed):
         """Frames of ~50 ms at the configured rate, busier in the first 15 minutes after the open."""
         self.state = FeedState.CONNECTED
         self._sink = sink
-        await sink.on_event(FeedEvent(FeedState.CONNECTED, datetime.now(UTC), frozenset(self._subs.values())))
+        await sink.on_event(FeedEvent(FeedState.CONNECTED, clock.now(), frozenset(self._subs.values())))
         interval = 0.05
         carry = 0.0
         try:
             while True:
                 await self.paused.wait()
-                now = datetime.now(UTC)
+                now = clock.now()
                 local = now.astimezone(IST).time()
                 burst = 3.0 if SESSION_OPEN <= local < time(9, 30) else 1.0
                 carry += self.rate * burst * interval
@@ -206,7 +207,7 @@ class SimFeed(LiveFeed):
         finally:
             self.state = FeedState.STOPPED
             self._sink = None
-            await sink.on_event(FeedEvent(FeedState.STOPPED, datetime.now(UTC), frozenset(self._subs.values())))
+            await sink.on_event(FeedEvent(FeedState.STOPPED, clock.now(), frozenset(self._subs.values())))
 
 
 class SimBroker(Broker):

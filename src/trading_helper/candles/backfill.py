@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from trading_helper import clock
 from trading_helper.brokers.base import Broker
 from trading_helper.candles.gaps import Gap, fetch_windows, find_gaps
 from trading_helper.candles.metrics import BACKFILL_CALLS, BACKFILL_CANDLES, BACKFILL_ERRORS
@@ -94,13 +95,13 @@ class Backfiller:
     async def has_gaps(self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime) -> bool:
         async with self.pool.acquire() as conn:
             return bool(await find_gaps(conn, instrument_id, timeframe, start, end,
-                                        datetime.now(UTC) - self.final_after))
+                                        clock.now() - self.final_after))
 
     async def fill(
         self, instrument_id: int, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime,
     ) -> BackfillReport:
         report = BackfillReport()
-        until = datetime.now(UTC) - self.final_after
+        until = clock.now() - self.final_after
         async with self.pool.acquire() as conn:
             if not await find_gaps(conn, instrument_id, timeframe, start, end, until):
                 return report  # the common case: no lock, one query
@@ -118,7 +119,7 @@ class Backfiller:
             BACKFILL_ERRORS.labels(exc.code).inc()
             log.warning("backfill of instrument %d %s stopped: %s", instrument_id, timeframe.value, exc)
             self.last = LastBackfill(instrument_id, timeframe.value, start, end, report.candles,
-                                     datetime.now(UTC), error=str(exc))
+                                     clock.now(), error=str(exc))
         return report
 
     async def _fetch(
@@ -138,7 +139,7 @@ class Backfiller:
         report.candles += len(candles)
         BACKFILL_CANDLES.inc(len(candles))
         self.last = LastBackfill(instrument_id, timeframe.value, window.start, window.end, len(candles),
-                                 datetime.now(UTC))
+                                 clock.now())
 
     async def _store(
         self, instrument_id: int, timeframe: Timeframe, window: Gap, candles: dict[datetime, HistoricalCandle],

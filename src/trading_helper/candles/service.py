@@ -10,11 +10,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
 
+from trading_helper import clock
 from trading_helper.brokers.base import Broker
 from trading_helper.candles.backfill import Backfiller, BackfillReport
 from trading_helper.candles.calendar import SessionLoader, years_between
@@ -122,7 +123,7 @@ class CandleService:
         instrument = await self.resolve(ref)
         assert instrument.id is not None
         await self.sessions.ensure(self.pool, await self._calendar_of(instrument.id),
-                                   years_between(start, min(end, datetime.now(UTC))))
+                                   years_between(start, min(end, clock.now())))
         return instrument, tf, start, end
 
     async def _filled_read(

@@ -12,13 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
 from trading_helper.errors import TradingHelperError
@@ -67,7 +68,7 @@ class IngestService:
         await self.coverage.start()
         if rows:
             await self.feed.subscribe({r["broker_token"]: r["instrument_id"] for r in rows})
-        self.started_at = datetime.now(UTC)
+        self.started_at = clock.now()
         self._tasks = [
             asyncio.create_task(self._run_feed(), name="feed"),
             asyncio.create_task(self.writer.run(), name="writer"),
@@ -112,12 +113,12 @@ class IngestService:
             try:
                 if now - last_extend >= COVERAGE_EXTEND_S and self.feed.state == FeedState.CONNECTED:
                     last_extend = now
-                    await self.coverage.extend(datetime.now(UTC))
+                    await self.coverage.extend(clock.now())
                 if self.flavour == "postgres" and now - last_refresh >= self.settings.REFRESH_INTERVAL_S:
                     last_refresh = now
                     async with self.pool.acquire() as conn:
                         await conn.execute(queries.REFRESH_CANDLES)
-                    self.last_refresh_at = datetime.now(UTC)
+                    self.last_refresh_at = clock.now()
                 if self.flavour == "postgres" and now - last_retention >= RETENTION_EVERY_S:
                     last_retention = now
                     async with self.pool.acquire() as conn:

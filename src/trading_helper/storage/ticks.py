@@ -17,6 +17,7 @@ from operator import itemgetter
 
 import asyncpg
 
+from trading_helper import clock
 from trading_helper.errors import DatabaseUnavailable
 from trading_helper.ingest.codec import Record, tick_record
 from trading_helper.ingest.volume import VolumeTracker, from_us, to_us
@@ -179,7 +180,7 @@ class TickWriter:
                 self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
             self._known_loaded_at = _time.monotonic()
         result = WriteResult()
-        rows, _ = self.prepare(entries, datetime.now(UTC), result)
+        rows, _ = self.prepare(entries, clock.now(), result)
         volume_rows, cleared = self.tracker.take_changes()
         return PreparedBatch(rows, volume_rows, cleared, result)
 

@@ -4,12 +4,13 @@ specification's body). Gaps are backfilled from the broker before the merged ser
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from trading_helper import clock
 from trading_helper.api.deps import ServiceDep
 from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
 from trading_helper.candles.service import CandleJson, as_ist
@@ -74,7 +75,7 @@ async def get_candles(
                                           examples=["2025-10-17T15:30:00+05:30"])] = None,
 ) -> Response:
     tf = Timeframe(interval)
-    end = end or datetime.now(UTC)
+    end = end or clock.now()
     if start is None:
         try:
             start = as_ist(end) - DEFAULT_SPAN[tf]

@@ -22,12 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.brokers.fyers import constants as C
 from trading_helper.brokers.fyers.http import FyersHttp
@@ -57,7 +58,7 @@ class _Stalled(Exception):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class FyersLiveFeed(LiveFeed):

@@ -25,12 +25,13 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
+from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.brokers.kite import constants as c
 from trading_helper.brokers.kite.parsing import (
@@ -52,7 +53,7 @@ _protocol_log.setLevel(logging.INFO)
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 @dataclass(eq=False)

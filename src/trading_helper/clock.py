@@ -1,0 +1,98 @@
+"""The one clock that stamps data times: receive times, coverage, validation, gap detection.
+
+By default it is the real clock. ``TH_CLOCK`` replaces it with a simulated one, for replaying
+market days fast (``trading-helper bench soak``):
+
+- ``TH_CLOCK="2026-11-25T03:30:00+00:00@60"``: simulated time starts there when the process first
+  reads the clock and runs 60 times faster than real time;
+- ``...@60@1764626000.5``: the same, anchored at that real epoch second instead, so that several
+  processes share one simulated time;
+- ``TH_CLOCK="@/path/to/file"``: the file holds one of the above and is re-read when it changes
+  (checked at most every 0.2 s), so a driver can jump the clock over nights and weekends.
+
+Timeouts, backoffs and rate limits stay on the real (monotonic) clock: only data times move.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from trading_helper.errors import ConfigError
+
+ENV_VAR = "TH_CLOCK"
+_RECHECK_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SimClock:
+    start: datetime
+    speed: float
+    anchor: float  # real epoch seconds at which simulated time was ``start``
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.time() - self.anchor) * self.speed)
+
+    def spec(self) -> str:
+        return f"{self.start.isoformat()}@{self.speed:g}@{self.anchor!r}"
+
+
+def parse_clock(spec: str) -> SimClock:
+    """``<aware ISO start>@<speed>[@<real epoch anchor>]`` -> a simulated clock."""
+    parts = spec.strip().split("@")
+    try:
+        start = datetime.fromisoformat(parts[0])
+        speed = float(parts[1])
+        anchor = float(parts[2]) if len(parts) > 2 else time.time()
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(f"{ENV_VAR} must be '<ISO start>@<speed>[@<epoch>]', not {spec!r}") from exc
+    if start.utcoffset() is None or speed <= 0 or len(parts) > 3:
+        raise ConfigError(f"{ENV_VAR}: the start needs a UTC offset and the speed must be positive: {spec!r}")
+    return SimClock(start, speed, anchor)
+
+
+class _Configured:
+    """What ``TH_CLOCK`` says, read once (or, for a file, again when the file changes)."""
+
+    def __init__(self) -> None:
+        self._clock: SimClock | None = None
+        self._file: str | None = None
+        self._stamp: float | None = None
+        self._checked = 0.0
+        self._loaded = False
+
+    def get(self) -> SimClock | None:
+        if not self._loaded:
+            self._loaded = True
+            spec = os.environ.get(ENV_VAR, "").strip()
+            if spec.startswith("@"):
+                self._file = spec[1:]
+            elif spec:
+                self._clock = parse_clock(spec)
+        if self._file is not None and time.monotonic() - self._checked >= _RECHECK_S:
+            self._checked = time.monotonic()
+            stamp = os.stat(self._file).st_mtime_ns
+            if stamp != self._stamp:
+                with open(self._file) as fh:
+                    self._clock = parse_clock(fh.read())
+                self._stamp = stamp
+        return self._clock
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_configured = _Configured()
+
+
+def now() -> datetime:
+    """The current time, aware, in UTC: real, or simulated when ``TH_CLOCK`` says so."""
+    clock = _configured.get()
+    return datetime.now(UTC) if clock is None else clock.now().astimezone(UTC)
+
+
+def reload() -> None:
+    """Read ``TH_CLOCK`` again at the next :func:`now` (tests and the soak driver change it)."""
+    _configured.reset()
