@@ -42,7 +42,7 @@ HEARTBEAT = b"\x00"
 
 def _scale(token: int) -> int:
     segment = token % 256
-    return 10_000_000 if segment == 3 else 10_000 if segment == 6 else 100
+    return 10_000_000 if segment == 3 else 10_000 if segment in (6, 12) else 100  # CDS; BCD, NCO; the rest
 
 
 @dataclass

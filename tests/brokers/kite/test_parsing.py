@@ -59,6 +59,7 @@ def test_ltp_packet() -> None:
         (c.SEGMENT_MCX, 6543200, 65432.0),
         (c.SEGMENT_MCXSX, 1, 0.01),
         (c.SEGMENT_INDICES, 2173140, 21731.4),
+        (c.SEGMENT_NCO, 65432100, 6543.21),  # NSE commodity: 1e4 (100x too high at 1e2)
     ],
 )
 def test_price_divisor_by_segment_in_the_token_low_byte(segment: int, raw: int, expected: float) -> None:

@@ -83,13 +83,16 @@ SEGMENT_BCD: Final = 6
 SEGMENT_MCX: Final = 7
 SEGMENT_MCXSX: Final = 8
 SEGMENT_INDICES: Final = 9
+SEGMENT_NCO: Final = 12  # NSE commodity derivatives
 
-#: Prices arrive as integers: paise (divide by 100) except NSE currency derivatives (1e7) and
-#: BSE currency derivatives (1e4), as in both official clients' ``convertPrice``.
+#: Prices arrive as integers: paise (divide by 100) except NSE currency derivatives (1e7), BSE
+#: currency derivatives (1e4) and NSE commodity derivatives (1e4), as the official pykiteconnect
+#: 5.2.2 ``_parse_binary`` divides them (checked by ``tests/brokers/kite/test_official_parser.py``).
 DEFAULT_PRICE_DIVISOR: Final = 100.0
 SEGMENT_PRICE_DIVISORS: Final[Mapping[int, float]] = MappingProxyType({
     SEGMENT_CDS: 10_000_000.0,
     SEGMENT_BCD: 10_000.0,
+    SEGMENT_NCO: 10_000.0,
 })
 
 #: Kite's documented limits: 3000 instruments per connection, 3 connections per API key.
