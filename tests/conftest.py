@@ -11,6 +11,7 @@ import pytest
 from tests.db import fresh_database
 from tests.services import DEFAULT_PG, DEFAULT_REDIS
 from tests.timescale.engine import EngineUnavailable, TimescaleEngine
+from trading_helper.storage.migrate import current_flavour
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +26,32 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="module")
 async def db_dsn(admin_dsn: str) -> AsyncIterator[str]:
-    """A freshly migrated plain-PostgreSQL database for this test module."""
+    """A freshly migrated database for this test module, of the test flavour (tests/db.py: the
+    server's, or TEST_DB_FLAVOUR)."""
     async with fresh_database(admin_dsn) as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="module")
+async def db_flavour(db_dsn: str) -> str:
+    """The schema flavour of this module's database: postgres or timescale."""
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        return str(await current_flavour(conn))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _only_on_its_flavour(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.flavour("postgres", "why")``: skipped, with the reason, on the other flavour."""
+    marker = request.node.get_closest_marker("flavour")
+    if marker is None:
+        return
+    name, reason = marker.args
+    flavour = request.getfixturevalue("db_flavour")
+    if flavour != name:
+        pytest.skip(f"{name} flavour only ({flavour} here): {reason}")
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,13 @@ def db_migrate() -> None:
     try:
         settings = get_settings()
         report = asyncio.run(migrate(settings.DATABASE_URL,
-                                     reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None))
+                                     reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None,
+                                     require_timescale=settings.TIMESCALEDB_REQUIRED))
     except TradingHelperError as exc:
         _fail(exc)
         return
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     applied = ", ".join(report.applied) or "nothing to apply"
     console.print(f"schema up to date on [bold]{report.flavour}[/bold] (version {report.version}): {applied}")
 

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     STALL_TIMEOUT_S: float = Field(default=5.0, gt=0)
     #: seconds between candle refreshes on plain PostgreSQL
     REFRESH_INTERVAL_S: float = Field(default=5.0, gt=0)
+    #: seconds between checks of the maintenance jobs (TimescaleDB policies, our rollup/retention);
+    #: on TimescaleDB each check also refreshes candle levels that late ticks invalidated
+    JOB_CHECK_INTERVAL_S: float = Field(default=30.0, gt=0)
+    #: TimescaleDB: when a level's refresh policy failed (or no scheduler runs), refresh it here
+    JOB_FALLBACK_REFRESH: bool = True
+    #: `db migrate` on a server whose TimescaleDB files are installed but cannot be loaded (not in
+    #: shared_preload_libraries): false = use plain PostgreSQL with a warning, true = stop with the fix
+    TIMESCALEDB_REQUIRED: bool = False
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,7 @@
 //                                                      CALL refresh_continuous_aggregate per level
 //   {"op": "candles"}                                  every row of the five candle relations
 //   {"op": "query", "sql": "...", "params": [...]}     rows as arrays
+//   {"op": "fetch", "sql": "...", "params": [...]}     rows as objects (column name -> value)
 //   {"op": "reset"}                                    empty ticks and candles for the next dataset
 //   {"op": "shutdown"}
 // Everything else the process prints (PostgreSQL notices included) goes to stderr.
@@ -267,6 +268,10 @@ async function handle(db, state, req) {
     }
     case 'query':
       return queryRows(db, req.sql, req.params ?? []);
+    case 'fetch': {
+      const res = await db.query(req.sql, req.params ?? []);
+      return res.rows.map((row) => Object.fromEntries(Object.entries(row).map(([k, v]) => [k, plain(v)])));
+    }
     case 'reset': {
       // Truncating the hypertable does not tell the aggregates; emptying each materialisation
       // does, level by level. The watermark left behind is harmless: every test refreshes the

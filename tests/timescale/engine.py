@@ -165,6 +165,15 @@ class TimescaleEngine:
         rows: list[list[Any]] = self.request("query", sql=sql, params=list(params))
         return rows
 
+    def fetch(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """Rows as dicts (column name -> value); datetimes in ``params`` travel as ISO strings."""
+        sent = [p.isoformat() if isinstance(p, datetime) else p for p in params]
+        rows: list[dict[str, Any]] = self.request("fetch", sql=sql, params=sent)
+        return rows
+
+    def connection(self) -> EngineConnection:
+        return EngineConnection(self)
+
     def reset(self) -> None:
         self.request("reset")
 
@@ -194,3 +203,23 @@ class TimescaleEngine:
             if stream is not None:
                 stream.close()
         self._stderr_file.close()
+
+
+class EngineConnection:
+    """The engine behind the two calls the service's maintenance code makes of an asyncpg
+    connection (``fetch`` and ``execute``), so that code runs unchanged on TimescaleDB here.
+    Each call is its own statement outside a transaction block, as on an autocommit asyncpg
+    connection."""
+
+    def __init__(self, engine: TimescaleEngine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        self.statements.append(query)
+        return self.engine.fetch(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        self.statements.append(query)
+        self.engine.fetch(query, *args)
+        return "OK"

@@ -27,7 +27,7 @@ from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.writer import StreamWriter
-from trading_helper.storage import queries
+from trading_helper.storage.maintenance import Maintenance
 from trading_helper.storage.migrate import current_flavour
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ _TOKENS_OF = """
 SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = $1 AND instrument_id = ANY($2::integer[])
 """
 COVERAGE_EXTEND_S = 5.0
-RETENTION_EVERY_S = 3600.0
 
 
 class IngestService:
@@ -59,12 +58,18 @@ class IngestService:
         self._tasks: list[asyncio.Task[None]] = []
         self.flavour: str | None = None
         self.started_at: datetime | None = None
-        self.last_refresh_at: datetime | None = None
+        #: candle rollup and retention, job health, catch-up and fallback (storage/maintenance.py)
+        self.maintenance: Maintenance | None = None
+
+    @property
+    def last_refresh_at(self) -> datetime | None:
+        return self.maintenance.last_refresh_at if self.maintenance else None
 
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
             self.flavour = await current_flavour(conn)
             rows = await conn.fetch(_SUBSCRIBED_TOKENS, self.broker.name)
+        self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
         await self.coverage.start()
         if rows:
             await self.feed.subscribe({r["broker_token"]: r["instrument_id"] for r in rows})
@@ -73,6 +78,7 @@ class IngestService:
             asyncio.create_task(self._run_feed(), name="feed"),
             asyncio.create_task(self.writer.run(), name="writer"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self.maintenance.run(), name="maintenance"),
         ]
         log.info("ingest started: broker=%s, %d subscriptions, %s flavour", self.broker.name, len(rows), self.flavour)
 
@@ -107,22 +113,13 @@ class IngestService:
             raise
 
     async def _housekeeping(self) -> None:
-        last_refresh = last_retention = last_extend = 0.0
+        last_extend = 0.0
         while True:
             now = time.monotonic()
             try:
                 if now - last_extend >= COVERAGE_EXTEND_S and self.feed.state == FeedState.CONNECTED:
                     last_extend = now
                     await self.coverage.extend(clock.now())
-                if self.flavour == "postgres" and now - last_refresh >= self.settings.REFRESH_INTERVAL_S:
-                    last_refresh = now
-                    async with self.pool.acquire() as conn:
-                        await conn.execute(queries.REFRESH_CANDLES)
-                    self.last_refresh_at = clock.now()
-                if self.flavour == "postgres" and now - last_retention >= RETENTION_EVERY_S:
-                    last_retention = now
-                    async with self.pool.acquire() as conn:
-                        await conn.execute(queries.APPLY_RETENTION)
                 await self.receiver.flush()
                 await self._publish_status()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TradingHelperError) as exc:
@@ -173,6 +170,7 @@ class IngestService:
             "db_down": self.writer.stats.db_down_since is not None,
             "last_commit_at": self.writer.stats.last_commit_at.isoformat() if self.writer.stats.last_commit_at else None,
             "last_candle_refresh_at": self.last_refresh_at.isoformat() if self.last_refresh_at else None,
+            "jobs": self.maintenance.status() if self.maintenance else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
         }
 

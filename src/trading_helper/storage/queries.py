@@ -93,3 +93,47 @@ GET_INSTRUMENT_BY_SYMBOL = (
 )
 
 BROKER_IDS_OF = "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"
+
+# -- job health (storage/jobs.py) and candle catch-up (storage/catchup.py) -------------------
+# Times travel as epoch seconds: the same statements run over asyncpg and, in the tests, over
+# the JSON bridge of the TimescaleDB engine in Node, which carries no timestamp types.
+
+JOB_STATUS = """
+SELECT job, job_id, kind, relation, extract(epoch FROM schedule_interval)::float8 AS schedule_s, scheduled,
+       extract(epoch FROM last_start)::float8 AS last_start, extract(epoch FROM last_success)::float8 AS last_success,
+       last_run_failed, last_error, extract(epoch FROM last_error_at)::float8 AS last_error_at,
+       total_runs, total_failures, extract(epoch FROM now())::float8 AS now
+FROM job_status ORDER BY job
+"""
+
+#: TimescaleDB: is this database's job scheduler running (a background worker per database)?
+SCHEDULER_ALIVE = """
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE datname = current_database()
+                 AND (backend_type = 'TimescaleDB Background Worker Scheduler'
+                      OR application_name = 'TimescaleDB Background Worker Scheduler')) AS alive
+"""
+
+RECORD_RUN = """
+INSERT INTO maintenance_runs AS m (job, kind, relation, schedule_interval, last_start, last_finish, last_success,
+                                   last_run_failed, last_error, last_error_at, total_runs, total_failures)
+VALUES ($1, $2, $3, make_interval(secs => $4), to_timestamp($5), now(),
+        CASE WHEN $6::text IS NULL THEN now() END, $6::text IS NOT NULL, $6::text,
+        CASE WHEN $6::text IS NOT NULL THEN now() END, 1, CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END)
+ON CONFLICT (job) DO UPDATE
+SET kind = excluded.kind, relation = excluded.relation, schedule_interval = excluded.schedule_interval,
+    last_start = excluded.last_start, last_finish = excluded.last_finish,
+    last_success = coalesce(excluded.last_success, m.last_success),
+    last_run_failed = excluded.last_run_failed,
+    last_error = coalesce(excluded.last_error, m.last_error),
+    last_error_at = coalesce(excluded.last_error_at, m.last_error_at),
+    total_runs = m.total_runs + 1, total_failures = m.total_failures + excluded.total_failures
+"""
+
+CANDLE_REFRESH_WINDOWS = """
+SELECT extract(epoch FROM window_start)::float8 AS window_start, extract(epoch FROM window_end)::float8 AS window_end
+FROM candle_refresh_windows($1::regclass, make_interval(secs => $2), $3)
+"""
+
+REFRESH_CONTINUOUS_AGGREGATE = (
+    "CALL refresh_continuous_aggregate($1::regclass, to_timestamp($2::float8), to_timestamp($3::float8))")

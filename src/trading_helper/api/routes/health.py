@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from fastapi import APIRouter
@@ -26,8 +27,14 @@ def _answer(component: str, problem: str | None) -> JSONResponse:
     return JSONResponse({"status": "unhealthy", "component": component, "detail": problem}, status_code=503)
 
 
-@router.get("/health", summary="The API process is up")
-async def health() -> dict[str, str]:
+@router.get("/health", summary="The API process is up; degraded while a maintenance job has a problem")
+async def health(rt: RuntimeDep) -> dict[str, Any]:
+    # the ingest service's job check (storage/jobs.py): a failed or overdue TimescaleDB policy, or
+    # our own rollup/retention, is named with its error; the process itself still serves (200)
+    status = rt.ingest.status() if rt.ingest is not None else {}
+    jobs = status.get("jobs") if isinstance(status, dict) else None
+    if isinstance(jobs, dict) and not jobs.get("ok", True):
+        return {"status": "degraded", "jobs": jobs.get("problems"), "check_error": jobs.get("check_error")}
     return {"status": "healthy"}
 
 

@@ -1,0 +1,69 @@
+"""Bring every candle level up to date now, lowest level first, rather than on each level's schedule.
+
+Used after late data (a drained backlog, a restart, a backfill: ticks written for buckets already
+materialised) and as the fallback when a level's refresh policy failed or its scheduler is down.
+
+* plain PostgreSQL: ``refresh_candles()`` already rebuilds exactly the invalidated buckets level
+  by level; one call.
+* TimescaleDB: for each level, ``candle_refresh_windows()`` (migration 7) lists what TimescaleDB
+  logged as invalidated below its watermark and, for a level whose policy is failing, what the
+  policy should have materialised by now; each window is refreshed with
+  ``CALL refresh_continuous_aggregate`` on an autocommit connection (it refuses a transaction
+  block). A level is built from the materialised rows of the one below, so the levels go in order
+  and each is asked for its windows only after the one below was refreshed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from trading_helper.storage import queries
+from trading_helper.timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+REFRESHES = Counter("th_candle_catchup_refreshes_total",
+                    "Candle windows the service refreshed itself, by level and reason", ["relation", "reason"])
+
+
+class Connection(Protocol):
+    async def fetch(self, query: str, *args: Any) -> Sequence[Mapping[str, Any]]: ...
+
+    async def execute(self, query: str, *args: Any) -> Any: ...
+
+
+@dataclass(slots=True)
+class CatchUpReport:
+    #: (relation, window start, window end, reason) of every refresh run
+    refreshed: list[tuple[str, datetime, datetime, str]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "; ".join(f"{rel} {a.isoformat()} .. {b.isoformat()} ({why})" for rel, a, b, why in self.refreshed)
+
+
+async def catch_up(conn: Connection, flavour: str, *, fallback: Iterable[str] | None = ()) -> CatchUpReport:
+    """Refresh what is invalidated at every level; with ``fallback`` (candle relations, None for
+    all) also what those levels' policies should have materialised by now."""
+    report = CatchUpReport()
+    if flavour != "timescale":
+        await conn.execute(queries.REFRESH_CANDLES)
+        return report
+    wanted = None if fallback is None else set(fallback)
+    for tf in Timeframe:  # 1m first: each level reads the one below
+        unmaterialised = wanted is None or tf.relation in wanted
+        rows = await conn.fetch(queries.CANDLE_REFRESH_WINDOWS, tf.relation, tf.width.total_seconds(),
+                                unmaterialised)
+        reason = "fallback" if unmaterialised else "late data"
+        for row in rows:
+            start, end = float(row["window_start"]), float(row["window_end"])
+            await conn.execute(queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation, start, end)
+            REFRESHES.labels(tf.relation, reason).inc()
+            report.refreshed.append((tf.relation, datetime.fromtimestamp(start, UTC),
+                                     datetime.fromtimestamp(end, UTC), reason))
+    return report

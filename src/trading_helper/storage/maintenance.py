@@ -1,0 +1,127 @@
+"""The service's maintenance loop: candle rollup and retention (plain PostgreSQL), job health
+(both flavours), late-data catch-up and the fallback refresh (TimescaleDB).
+
+One task of the ingest service. It never ends by itself: a failed step is logged, recorded and
+retried on its next turn.
+
+* plain PostgreSQL: ``refresh_candles()`` every ``REFRESH_INTERVAL_S`` and ``apply_retention()``
+  every hour, each run recorded in ``maintenance_runs`` (success, or failure with its error);
+* every ``JOB_CHECK_INTERVAL_S``: :class:`~trading_helper.storage.jobs.JobHealth` reads
+  ``job_status``; on TimescaleDB the levels are then brought up to date lowest first
+  (:func:`~trading_helper.storage.catchup.catch_up`): what is invalidated below a watermark (late
+  ticks after a drained backlog or a restart) always, and, unless ``JOB_FALLBACK_REFRESH`` is
+  off, the whole due window of every level whose policy failed or whose scheduler is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from trading_helper.config import Settings
+from trading_helper.errors import TradingHelperError
+from trading_helper.storage import queries
+from trading_helper.storage.catchup import CatchUpReport, catch_up
+from trading_helper.storage.jobs import JobHealth, clean_error, record_run
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 3600.0
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TradingHelperError, TimeoutError)
+
+
+class Maintenance:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, flavour: str) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.flavour = flavour
+        self.health = JobHealth(flavour)
+        self.last_refresh_at: datetime | None = None
+        self.last_catch_up: CatchUpReport | None = None
+        self._last = {"refresh": -math.inf, "retention": -math.inf, "check": -math.inf}  # all due at start
+
+    async def run(self) -> None:
+        while True:
+            await self.step()
+            await asyncio.sleep(1.0)
+
+    async def step(self, now: float | None = None) -> None:
+        """One turn: whatever is due at ``now`` (monotonic seconds)."""
+        now = time.monotonic() if now is None else now
+        if self.flavour == "postgres":
+            if now - self._last["refresh"] >= self.settings.REFRESH_INTERVAL_S:
+                self._last["refresh"] = now
+                if await self._recorded("refresh_candles", "refresh", "candles", self.settings.REFRESH_INTERVAL_S,
+                                        queries.REFRESH_CANDLES):
+                    self.last_refresh_at = datetime.now(UTC)
+            if now - self._last["retention"] >= RETENTION_EVERY_S:
+                self._last["retention"] = now
+                await self._recorded("apply_retention", "retention", "tick_data", RETENTION_EVERY_S,
+                                     queries.APPLY_RETENTION)
+        if now - self._last["check"] >= self.settings.JOB_CHECK_INTERVAL_S:
+            self._last["check"] = now
+            await self.check()
+
+    async def check(self) -> None:
+        """Judge the jobs; on TimescaleDB catch the candle levels up (and fall back) as needed."""
+        try:
+            async with self.pool.acquire() as conn:
+                await self.health.check(conn)
+        except _DB_ERRORS as exc:
+            self.health.check_failed(exc)
+            log.warning("job health check deferred: %s", clean_error(str(exc)))
+            return
+        if self.flavour != "timescale":
+            return
+        failing = self.health.failing_relations()
+        fallback: set[str] | None = set() if not self.settings.JOB_FALLBACK_REFRESH else failing
+        started = datetime.now(UTC)
+        try:
+            async with self.pool.acquire() as conn:
+                report = await catch_up(conn, self.flavour, fallback=fallback)
+        except _DB_ERRORS as exc:
+            log.error("candle catch-up failed: %s", clean_error(str(exc)))
+            await self._record_quietly("candle catch-up", str(exc), started)
+            return
+        self.last_catch_up = report
+        # recorded on every turn, so a catch-up that keeps failing shows in job_status like a policy
+        await self._record_quietly("candle catch-up", None, started)
+        if report.refreshed:
+            self.last_refresh_at = datetime.now(UTC)
+            why = ("their refresh policies are not running" if fallback is None or fallback
+                   else "late data below the watermarks")
+            log.warning("refreshed candle levels here because %s: %s", why, report.describe())
+
+    async def _recorded(self, job: str, kind: str, relation: str, schedule_s: float, sql: str) -> bool:
+        started = datetime.now(UTC)
+        error: str | None = None
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(sql)
+        except _DB_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("%s failed: %s", job, clean_error(error))
+        await self._record_quietly(job, error, started, kind=kind, relation=relation, schedule_s=schedule_s)
+        return error is None
+
+    async def _record_quietly(self, job: str, error: str | None, started: datetime, *, kind: str = "refresh",
+                              relation: str | None = "candles", schedule_s: float | None = None) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await record_run(conn, job, kind, relation, schedule_s or self.settings.JOB_CHECK_INTERVAL_S,
+                                 started, error)
+        except _DB_ERRORS as exc:  # the database is away: the next check reports it
+            log.debug("could not record the run of %s: %s", job, exc)
+
+    def status(self) -> dict[str, Any]:
+        out = self.health.status()
+        out["fallback_refresh"] = self.settings.JOB_FALLBACK_REFRESH
+        if self.last_catch_up is not None and self.last_catch_up.refreshed:
+            out["last_catch_up"] = self.last_catch_up.describe()
+        return out

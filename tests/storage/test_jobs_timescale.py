@@ -1,0 +1,137 @@
+"""Job health, the fallback refresh and the late-data catch-up on a real TimescaleDB engine.
+
+The engine (PGlite + TimescaleDB 2.23 in Node, tests/timescale/engine.py) has no background
+scheduler, which is exactly the "scheduler stopped" case. A failed background run is written the
+way TimescaleDB's scheduler records one (``_timescaledb_internal.bgw_job_stat`` and
+``bgw_job_stat_history``, read by ``timescaledb_information.job_stats`` / ``job_errors``): the
+engine cannot run a background job, and a foreground ``CALL run_job`` records nothing. The code
+under test runs unchanged: its two connection calls go over the engine bridge.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.oracle import RawTick, candles
+from tests.storage.test_timescale_engine import assert_same_candles, rows_of
+from tests.timescale.engine import TimescaleEngine
+from trading_helper.storage.catchup import catch_up
+from trading_helper.storage.jobs import JobHealth
+
+PORTAL = 'cannot drop portal "" while it is being set up'
+
+
+@pytest.fixture(scope="module")
+def engine(timescale_engine: TimescaleEngine) -> TimescaleEngine:
+    return timescale_engine
+
+
+def engine_now(engine: TimescaleEngine) -> datetime:
+    return datetime.fromisoformat(engine.query("SELECT now()")[0][0])
+
+
+def recent_ticks(now: datetime, instruments: tuple[int, ...] = (1, 2)) -> list[RawTick]:
+    """Ticks every ~7 minutes over the last 2.5 days (inside the policies' 6-day window)."""
+    return [RawTick(now - timedelta(minutes=7 * i, seconds=inst, microseconds=i), inst,
+                    100.0 + (i * 7 + inst) % 23, i % 5, None if i % 3 else 1000 + i)
+            for inst in instruments for i in range(520)]
+
+
+def policy_job(engine: TimescaleEngine, relation: str) -> int:
+    [[job_id]] = engine.query("SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = $1 "
+                              "AND proc_name = 'policy_refresh_continuous_aggregate'", relation)
+    return int(job_id)
+
+
+def record_failed_background_run(engine: TimescaleEngine, job_id: int, error: str) -> None:
+    """What TimescaleDB's scheduler writes when a background run of ``job_id`` fails."""
+    engine.query(
+        "INSERT INTO _timescaledb_internal.bgw_job_stat (job_id, last_start, last_finish, next_start, "
+        "last_successful_finish, last_run_success, total_runs, total_duration, total_duration_failures, "
+        "total_successes, total_failures, total_crashes, consecutive_failures, consecutive_crashes, flags) "
+        "VALUES ($1, now() - interval '2 minutes', now() - interval '119 seconds', now() + interval '5 minutes', "
+        "'-infinity', false, 3, interval '3 seconds', interval '3 seconds', 0, 3, 0, 3, 0, 0) "
+        "ON CONFLICT (job_id) DO UPDATE SET last_run_success = false, total_failures = 3, total_runs = 3, "
+        "last_finish = excluded.last_finish, last_start = excluded.last_start", job_id)
+    engine.query(
+        "INSERT INTO _timescaledb_internal.bgw_job_stat_history (job_id, pid, execution_start, execution_finish, "
+        "succeeded, data) VALUES ($1, 4242, now() - interval '2 minutes', now() - interval '119 seconds', false, "
+        "$2::jsonb)", job_id, json.dumps({"job": {"proc_schema": "_timescaledb_functions",
+                                                  "proc_name": "policy_refresh_continuous_aggregate"},
+                                          "error_data": {"message": error, "sqlerrcode": "55000"}}))
+
+
+def clear_job_records(engine: TimescaleEngine) -> None:
+    engine.query("DELETE FROM _timescaledb_internal.bgw_job_stat_history")
+    engine.query("DELETE FROM _timescaledb_internal.bgw_job_stat WHERE job_id IN "
+                 "(SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = "
+                 "'policy_refresh_continuous_aggregate')")
+
+
+async def test_job_status_lists_every_policy_and_a_stopped_scheduler_is_a_problem(engine: TimescaleEngine) -> None:
+    clear_job_records(engine)
+    health = JobHealth("timescale")
+    problems = await health.check(engine.connection())
+    jobs = {s.job: s for s in health.states}
+    assert {f"refresh candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")} <= set(jobs)
+    assert {"compression tick_data", "retention tick_data", "apply_retention_job"} <= set(jobs)
+    assert jobs["refresh candles_1m"].schedule_s == 60 and jobs["refresh candles_1d"].schedule_s == 3600
+    assert [(p.job, p.problem) for p in problems] == [("scheduler", "scheduler_down")]
+    assert health.failing_relations() is None  # every level needs the fallback
+    status = health.status()
+    assert status["ok"] is False and status["problems"][0]["problem"] == "scheduler_down"
+
+
+async def test_a_failed_background_run_is_reported_with_its_error(engine: TimescaleEngine) -> None:
+    clear_job_records(engine)
+    job_id = policy_job(engine, "candles_5m")
+    record_failed_background_run(engine, job_id, PORTAL)
+    health = JobHealth("timescale")
+    problems = await health.check(engine.connection())
+    failed = [p for p in problems if p.problem == "failed"]
+    assert [(p.job, p.relation, p.error) for p in failed] == [("refresh candles_5m", "candles_5m", PORTAL)]
+    assert "3 failed runs" in failed[0].detail
+    assert "candles_5m" in health.status()["problems"][1]["relation"]
+    clear_job_records(engine)
+
+
+async def test_with_the_scheduler_stopped_the_fallback_keeps_every_level_equal_to_the_ticks(
+        engine: TimescaleEngine) -> None:
+    engine.reset()
+    now = engine_now(engine)
+    ticks = recent_ticks(now)
+    engine.load(rows_of(ticks))
+    health = JobHealth("timescale")
+    await health.check(engine.connection())
+    report = await catch_up(engine.connection(), "timescale", fallback=health.failing_relations())
+    assert {rel for rel, *_ in report.refreshed} == {f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
+    assert [rel for rel, *_ in report.refreshed] == sorted(
+        (rel for rel, *_ in report.refreshed), key=["candles_1m", "candles_5m", "candles_15m", "candles_1h",
+                                                      "candles_1d"].index)  # lowest level first
+    marks = dict(engine.query(
+        "SELECT user_view_name, _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0 "
+        "FROM _timescaledb_catalog.continuous_agg"))
+    assert all(marks.values()), marks  # every level was materialised, not just served live
+    assert_same_candles(engine.candles(), candles(ticks))
+
+
+async def test_late_ticks_below_every_watermark_are_refreshed_level_by_level(engine: TimescaleEngine) -> None:
+    engine.reset()
+    now = engine_now(engine)
+    ticks = recent_ticks(now, (3,))
+    engine.load(rows_of(ticks))
+    await catch_up(engine.connection(), "timescale", fallback=None)  # everything materialised
+    # a drained backlog: ticks for buckets far below every level's watermark, and a new instrument
+    late = [RawTick(now - timedelta(days=2, minutes=3, microseconds=7), 3, 5.5, 40, 77),
+            RawTick(now - timedelta(days=1, hours=5, seconds=1), 3, 999.0, 12, None),
+            RawTick(now - timedelta(hours=3, seconds=2), 4, 321.0, 3, 9)]
+    engine.load(rows_of(late))
+    before = engine.candles()
+    assert before != candles(ticks + late)  # not visible at some level without a refresh
+    report = await catch_up(engine.connection(), "timescale", fallback=())
+    assert report.refreshed and {why for *_, why in report.refreshed} == {"late data"}
+    assert {rel for rel, *_ in report.refreshed} == {f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
+    assert_same_candles(engine.candles(), candles(ticks + late))
