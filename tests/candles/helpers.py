@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from tests.storage.helpers import refresh_all
 from trading_helper.timeframes import IST
 
 
@@ -24,7 +25,7 @@ async def add_ticks(pool: asyncpg.Pool, instrument_id: int, stamps: Iterable[dat
     await pool.executemany(
         "INSERT INTO tick_data (time, instrument_id, ltp, volume_delta, received_at) VALUES ($1, $2, $3, $4, $5)",
         rows)
-    await pool.execute("CALL refresh_candles()")
+    await refresh_all(pool)
 
 
 async def add_coverage(pool: asyncpg.Pool, instrument_id: int, start: datetime, end: datetime) -> None:

@@ -82,6 +82,15 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
     assert version >= (2, 25, 2), "TimescaleDB before 2.25.2 ignored the origin in refresh windows"
 
 
+def test_the_database_health_check_includes_the_job_scheduler(compose: dict[str, Any]) -> None:
+    check = " ".join(compose["services"]["timescaledb"]["healthcheck"]["test"])
+    assert "pg_isready" in check and "pg_stat_activity" in check
+    assert "TimescaleDB Background Worker Launcher" in check
+    assert "grep -qv '^0$$'" in check  # unhealthy when no launcher runs ($$: compose's escaped $)
+    note = COMPOSE.read_text().split("image: timescale/timescaledb")[0]
+    assert "could NOT be checked" in note and "job_status" in note  # what was and was not verified
+
+
 def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for port in service.get("ports", []):

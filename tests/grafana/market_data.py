@@ -15,6 +15,9 @@ import asyncpg
 
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.models import Tick
+from trading_helper.storage.catchup import catch_up
+from trading_helper.storage.jobs import record_run
+from trading_helper.storage.migrate import current_flavour
 from trading_helper.storage.ticks import TickWriter
 
 TICK_EVERY = timedelta(seconds=10)
@@ -67,7 +70,9 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
             assert result.written == len(ticks), result.rejected
             total += result.written
     async with pool.acquire() as conn:
-        await conn.execute("CALL refresh_candles()")
+        await catch_up(conn, await current_flavour(conn), fallback=None)
+        # as the service records its own rollup run (plain PostgreSQL; job_status shows it)
+        await record_run(conn, "refresh_candles", "refresh", "candles", 5.0, now, None)
         await conn.executemany(
             "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'sim', tstzrange($2, $3), $4)",
             [row for iid in ids for row in (

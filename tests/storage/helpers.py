@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncpg
 
 from trading_helper.models import Instrument
+from trading_helper.storage.catchup import catch_up
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+from trading_helper.storage.migrate import current_flavour
+from trading_helper.timeframes import Timeframe
 
 
 async def make_instruments(pool: asyncpg.Pool, count: int, *, prefix: str = "TEST") -> list[int]:
@@ -19,9 +22,23 @@ async def make_instruments(pool: asyncpg.Pool, count: int, *, prefix: str = "TES
 
 
 async def reset_market_data(pool: asyncpg.Pool) -> None:
-    """Empty ticks and candles and start the watermarks at now (plain PostgreSQL flavour)."""
-    await pool.execute(
-        "TRUNCATE tick_data, candle_invalidations, tick_volume_state, ingest_offsets, candles_1m_mat, "
-        "candles_5m_mat, candles_15m_mat, candles_1h_mat, candles_1d_mat")
-    await pool.execute(
-        "UPDATE candle_watermarks SET watermark = date_bin(width, now(), '2000-01-03 00:15:00+05:30')")
+    """Empty ticks and candles, on either flavour: plain PostgreSQL starts its watermarks at now;
+    on TimescaleDB each aggregate is emptied (truncating the hypertable alone does not tell them)."""
+    async with pool.acquire() as conn:
+        flavour = await current_flavour(conn)
+    if flavour == "postgres":
+        await pool.execute(
+            "TRUNCATE tick_data, candle_invalidations, tick_volume_state, ingest_offsets, candles_1m_mat, "
+            "candles_5m_mat, candles_15m_mat, candles_1h_mat, candles_1d_mat")
+        await pool.execute(
+            "UPDATE candle_watermarks SET watermark = date_bin(width, now(), '2000-01-03 00:15:00+05:30')")
+        return
+    await pool.execute("TRUNCATE tick_data, tick_volume_state, ingest_offsets")
+    for tf in Timeframe:
+        await pool.execute(f"TRUNCATE {tf.relation}")  # names from the whitelist
+
+
+async def refresh_all(pool: asyncpg.Pool) -> None:
+    """Every candle level up to date now, on either flavour (what the service's catch-up does)."""
+    async with pool.acquire() as conn:
+        await catch_up(conn, await current_flavour(conn), fallback=None)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,6 +84,8 @@ async def database_candles(pool: asyncpg.Pool) -> dict[oracle.Key, oracle.Ohlc]:
     return out
 
 
+@pytest.mark.flavour("postgres", "the TimescaleDB flavour has this property test on the engine "
+                                 "(tests/storage/test_timescale_engine.py), where it runs without a scheduler")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.lists(raw_tick, min_size=1, max_size=150), data=st.data(), waves=st.integers(1, 3))
 async def test_every_candle_matches_the_ticks(db_pool: asyncpg.Pool, raw: list[tuple[int, int, int, int, int | None]],

@@ -8,8 +8,14 @@ import asyncpg
 import pytest
 
 from tests.db import fresh_database
-from trading_helper.errors import DatabaseUnavailable
-from trading_helper.storage.migrate import migrate
+from trading_helper.errors import DatabaseUnavailable, MigrationError
+from trading_helper.storage.migrate import (
+    TimescaleProbe,
+    choose_flavour,
+    load_migrations,
+    migrate,
+    probe_timescale,
+)
 
 RELATIONS = ["instruments", "instrument_broker_ids", "subscriptions", "broker_candles", "live_coverage",
              "fetch_coverage", "ingest_offsets", "tick_volume_state", "tick_data", "candles_1m",
@@ -19,8 +25,8 @@ RELATIONS = ["instruments", "instrument_broker_ids", "subscriptions", "broker_ca
 async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
     async with fresh_database(admin_dsn, flavour=None) as dsn:
         first = await migrate(dsn)
-        assert first.flavour == "postgres"  # no TimescaleDB on this server
-        assert first.applied[:2] == ["common/0001_core.sql", "postgres/0001_market.sql"]
+        assert first.flavour == await server_flavour(admin_dsn)
+        assert first.applied[:2] == ["common/0001_core.sql", f"{first.flavour}/0001_{FIRST[first.flavour]}.sql"]
         conn = await asyncpg.connect(dsn)
         try:
             schema_before = await conn.fetch(
@@ -37,8 +43,56 @@ async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
             await conn.close()
     assert second.applied == [] and second.version == first.version >= 1
     assert schema_before == schema_after
-    assert versions == first.version
+    assert versions == len(load_migrations(first.flavour))  # one row per version (numbers may skip)
     assert set(RELATIONS) <= present
+
+
+FIRST = {"postgres": "market", "timescale": "market_data"}
+
+
+async def server_flavour(admin_dsn: str) -> str:
+    """What detection must choose on the test server: TimescaleDB only where it can be created."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        probe = await probe_timescale(conn)
+    finally:
+        await conn.close()
+    return "timescale" if probe.problem is None else "postgres"
+
+
+async def test_detection_tries_the_extension_and_explains_a_missing_preload(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        probe = await probe_timescale(conn)
+        left = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    finally:
+        await conn.close()
+    if probe.problem is not None:
+        assert left == 0  # the trial CREATE EXTENSION was rolled back (or never possible)
+    # installed but not preloaded: what PostgreSQL says then, as seen on a native server
+    preload = TimescaleProbe(True, 'extension "timescaledb" must be preloaded')
+    flavour, warning = choose_flavour(preload, require_timescale=False)
+    assert flavour == "postgres" and warning is not None
+    assert "must be preloaded" in warning and "shared_preload_libraries = 'timescaledb'" in warning
+    with pytest.raises(MigrationError, match=r"shared_preload_libraries = 'timescaledb'.*restart PostgreSQL"):
+        choose_flavour(preload, require_timescale=True)
+    with pytest.raises(MigrationError, match="not installed"):
+        choose_flavour(TimescaleProbe(False, "the TimescaleDB extension is not installed on this server"),
+                       require_timescale=True)
+    assert choose_flavour(TimescaleProbe(True, None), require_timescale=True) == ("timescale", None)
+
+
+async def test_migrate_without_timescale_warns_or_stops_as_the_setting_says(admin_dsn: str) -> None:
+    if await server_flavour(admin_dsn) == "timescale":
+        pytest.skip("this server can create TimescaleDB: nothing to fall back from")
+    async with fresh_database(admin_dsn, flavour=None) as dsn:
+        with pytest.raises(MigrationError, match="TimescaleDB"):
+            await migrate(dsn, require_timescale=True)
+        report = await migrate(dsn)
+        assert report.flavour == "postgres" and report.warnings and "plain PostgreSQL" in report.warnings[0]
+        with pytest.raises(MigrationError, match="cannot create the timescaledb extension"):
+            async with fresh_database(admin_dsn, flavour=None) as other:
+                await migrate(other, flavour="timescale")
 
 
 async def _schema(dsn: str) -> list[tuple[str, str, str]]:
@@ -65,7 +119,8 @@ async def test_an_older_database_is_upgraded_in_place(admin_dsn: str) -> None:
         upgraded = await migrate(old)
         latest = await migrate(new)
         assert upgraded.version == latest.version
-        assert upgraded.applied == [label for label in latest.applied if not label.startswith(("common/0001", "postgres/0001"))]
+        assert upgraded.applied == [label for label in latest.applied
+                                    if not label.startswith(("common/0001", f"{latest.flavour}/0001"))]
         assert await _schema(old) == await _schema(new)
         conn = await asyncpg.connect(old)
         try:

@@ -79,6 +79,41 @@ ORDER BY s.t
 """
 
 
+# One row per maintenance job (job_status, migration 7: TimescaleDB's policy jobs, or the
+# service's own rollup/retention runs on plain PostgreSQL), judged by the same rule as the
+# service's check (storage/jobs.py): failed last run, or no success within twice the schedule;
+# on TimescaleDB one more row when no job scheduler runs for this database (then no policy runs).
+_JOB_STATES = """
+SELECT job, CASE WHEN NOT scheduled THEN 'paused'
+                 WHEN last_run_failed THEN 'failed'
+                 WHEN coalesce(last_success, last_start, '-infinity') < now() - 2 * schedule_interval
+                 THEN 'overdue'
+                 ELSE 'ok' END AS state,
+       last_success, total_failures, last_error, last_error_at
+FROM job_status
+UNION ALL
+SELECT 'job scheduler', 'stopped', NULL, NULL,
+       'no TimescaleDB Background Worker Scheduler for this database', NULL
+WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                  WHERE datname = current_database()
+                    AND (backend_type = 'TimescaleDB Background Worker Scheduler'
+                         OR application_name = 'TimescaleDB Background Worker Scheduler'))
+"""
+
+JOB_HEALTH = f"""
+SELECT job, state, last_success AS "last success", total_failures AS "failed runs",
+       last_error AS "last error", last_error_at AS "error at"
+FROM ({_JOB_STATES}) AS jobs
+ORDER BY state = 'ok', job
+"""
+
+JOB_PROBLEMS = f"""
+SELECT count(*) FILTER (WHERE state <> 'ok') AS "jobs with a problem"
+FROM ({_JOB_STATES}) AS jobs
+"""
+
+
 def build() -> Json:
     panels = [
         Panel("Ingest rate", "timeseries", INGEST_RATE, width=16, unit="short",
@@ -94,7 +129,14 @@ def build() -> Json:
               description="From live_coverage: connected while an open capture period is being extended."),
         Panel("Instruments captured", "timeseries", CAPTURED_INSTRUMENTS, width=12,
               description="Instruments inside a live capture period at each moment."),
+        Panel("Maintenance jobs", "table", JOB_HEALTH, width=18,
+              description="Candle refresh, compression and retention jobs: a failed or overdue one leaves "
+                          "candles stale (the service then refreshes them itself). Also th_job_problem "
+                          "on the API's /metrics."),
+        Panel("Jobs with a problem", "stat", JOB_PROBLEMS, width=6,
+              description="Maintenance jobs failed, overdue or paused, and a stopped TimescaleDB scheduler."),
     ]
     return dashboard(UID, "Trading Helper: system health", panels, time_from="now-3h", refresh="10s",
                      tags=["trading-helper", "health"],
-                     description="Ingest rate, stream lag, late ticks and the broker connection.")
+                     description="Ingest rate, stream lag, late ticks, the broker connection and the "
+                                 "maintenance jobs.")
