@@ -1,7 +1,7 @@
 """``trading-helper bench query``: latency of the merged read path and of the API over HTTP.
 
 Loads :mod:`trading_helper.candles.bench_data` into a throwaway database (``th_bench_<random>``,
-dropped afterwards), then times, per random instrument: one day of 1m through ``read_candles``,
+dropped afterwards; the server's flavour, TimescaleDB or plain PostgreSQL, the same JSON), then times, per random instrument: one day of 1m through ``read_candles``,
 30 days of 15m, a year of 1d, and one day of 1m through ``GET /api/candles`` end to end (uvicorn
 on 127.0.0.1, keep-alive HTTP client; the request also runs gap detection against the simulator
 broker, which the fully covered dataset never needs to call).
@@ -29,7 +29,6 @@ from trading_helper.brokers.sim import SimBroker, sim_instruments
 from trading_helper.candles.bench_data import load_dataset
 from trading_helper.candles.read import READ
 from trading_helper.config import Settings
-from trading_helper.errors import ConfigError
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import current_flavour
@@ -80,9 +79,7 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
         pool = await create_pool(dsn, min_size=2, max_size=4)
         try:
             async with pool.acquire() as conn:
-                if await current_flavour(conn) != "postgres":
-                    raise ConfigError("bench query loads live candles into the plain-PostgreSQL rollup tables: "
-                                      "run it against a server without TimescaleDB")
+                flavour = await current_flavour(conn)
                 items = sim_instruments(instruments)
                 await sync_instruments(conn, "sim", items)
                 found = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
@@ -90,7 +87,7 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
             data = await load_dataset(pool, ids, days, datetime.now(IST).date())
             loaded = time.perf_counter() - began
             result: dict[str, Any] = {"database": urlsplit(dsn).path.lstrip("/") + " (dropped)",
-                                      "instruments": len(ids), "days": days, "trading_days": len(data.days),
+                                      "flavour": flavour, "instruments": len(ids), "days": days, "trading_days": len(data.days),
                                       "rows": data.rows, "load_seconds": round(loaded, 1), "samples": samples}
             rng = random.Random(42)
             picks = [(rng.choice(ids), rng.choice(data.days)) for _ in range(samples + WARMUP)]

@@ -1,4 +1,4 @@
-"""A realistic candle dataset for ``trading-helper bench query`` (plain-PostgreSQL flavour).
+"""A realistic candle dataset for ``trading-helper bench query``, on either schema flavour.
 
 For N instruments over the last D calendar days (their NSE trading days):
 
@@ -13,6 +13,11 @@ For N instruments over the last D calendar days (their NSE trading days):
 
 Rows go in with binary COPY, per batch of instruments, with the two large tables' indexes built
 after the load.
+
+On TimescaleDB the live days arrive as production's do: as ticks in ``tick_data`` (four per
+captured minute: open, high, low, close, the minute's volume split between them), aggregated by
+the continuous aggregates, which are then refreshed level by level over the live days
+(``CALL refresh_continuous_aggregate``, as the service's catch-up does). Same candles, same JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from trading_helper.candles.calendar import SessionLoader, year_sessions
+from trading_helper.storage import queries
+from trading_helper.storage.migrate import current_flavour
 from trading_helper.timeframes import IST, Timeframe
 
 BATCH_INSTRUMENTS = 50
@@ -32,6 +39,9 @@ HOLE = (11 * 60, 11 * 60 + 10)  # minutes of the IST day without live capture
 BROKER_COLUMNS = ("instrument_id", "timeframe", "bucket", "open", "high", "low", "close", "volume",
                   "open_interest", "source")
 MAT_COLUMNS = ("bucket", "instrument_id", "open", "high", "low", "close", "volume", "open_interest", "tick_count")
+TICK_COLUMNS = ("time", "instrument_id", "ltp", "volume_delta", "received_at")
+#: where in its minute each of a live bar's four ticks (open, high, low, close) falls
+_TICK_AT = (timedelta(seconds=1), timedelta(seconds=15), timedelta(seconds=30), timedelta(seconds=45))
 
 
 @dataclass(slots=True)
@@ -98,13 +108,27 @@ def _broker_rows(iid: int, data: Dataset) -> Iterator[tuple[object, ...]]:
         yield iid, "1d", ts, o, max(o, c) + 2, min(o, c) - 2, c, 100_000 + iid, None, "sim"
 
 
-def _live_rows(iid: int, data: Dataset) -> Iterator[tuple[object, ...]]:
+def _live_bars(iid: int, data: Dataset) -> Iterator[tuple[datetime, float, float, float, float, int]]:
     illiquid = iid % 3 == 0
     for day in data.live_days:
         for ts, o, h, lo, c, v in _bars(iid, _minutes(day, 1), 1):
             if _in_hole(ts) or (illiquid and (int(ts.timestamp()) // 60 * 7 + iid) % 10 < 4):
                 continue
-            yield ts, iid, o, h, lo, c, v, None, 1 + v % 20
+            yield ts, o, h, lo, c, v
+
+
+def _live_rows(iid: int, data: Dataset) -> Iterator[tuple[object, ...]]:
+    for ts, o, h, lo, c, v in _live_bars(iid, data):
+        yield ts, iid, o, h, lo, c, v, None, 1 + v % 20
+
+
+def live_ticks(iid: int, data: Dataset) -> Iterator[tuple[object, ...]]:
+    """The live 1m bars of ``iid`` as ticks (TICK_COLUMNS) that aggregate back to exactly them."""
+    for ts, o, h, lo, c, v in _live_bars(iid, data):
+        prices = (o, h, lo, c)
+        share = v // 4
+        for n, offset in enumerate(_TICK_AT):
+            yield ts + offset, iid, prices[n], share if n < 3 else v - 3 * share, ts + offset
 
 
 async def _coverage(conn: asyncpg.Connection, ids: list[int], data: Dataset) -> None:
@@ -140,10 +164,12 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
     sessions = SessionLoader()
     await sessions.ensure(pool, "NSE", range(last.year - 1, today.year + 1))
     async with pool.acquire() as conn:
+        plain = await current_flavour(conn) == "postgres"
         # bulk load without the two big indexes, then build them once
         await conn.execute("ALTER TABLE broker_candles DROP CONSTRAINT broker_candles_pkey")
-        await conn.execute("ALTER TABLE candles_1m_mat DROP CONSTRAINT candles_1m_mat_pkey")
-        await conn.execute("DROP INDEX candles_1m_mat_bucket_idx")
+        if plain:
+            await conn.execute("ALTER TABLE candles_1m_mat DROP CONSTRAINT candles_1m_mat_pkey")
+            await conn.execute("DROP INDEX candles_1m_mat_bucket_idx")
         broker = live = 0
         for n in range(0, len(instrument_ids), BATCH_INSTRUMENTS):
             ids = instrument_ids[n:n + BATCH_INSTRUMENTS]
@@ -151,20 +177,29 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
             await conn.copy_records_to_table("broker_candles", records=rows, columns=BROKER_COLUMNS)
             broker += len(rows)
             mats = [r for iid in ids for r in _live_rows(iid, data)]
-            await conn.copy_records_to_table("candles_1m_mat", records=mats, columns=MAT_COLUMNS)
+            if plain:
+                await conn.copy_records_to_table("candles_1m_mat", records=mats, columns=MAT_COLUMNS)
+            else:
+                ticks = [t for iid in ids for t in live_ticks(iid, data)]
+                await conn.copy_records_to_table("tick_data", records=ticks, columns=TICK_COLUMNS)
             live += len(mats)
             await _coverage(conn, ids, data)
         await conn.execute("ALTER TABLE broker_candles ADD CONSTRAINT broker_candles_pkey "
                            "PRIMARY KEY (instrument_id, timeframe, bucket)")
-        await conn.execute("ALTER TABLE candles_1m_mat ADD CONSTRAINT candles_1m_mat_pkey "
-                           "PRIMARY KEY (instrument_id, bucket)")
-        await conn.execute("CREATE INDEX candles_1m_mat_bucket_idx ON candles_1m_mat (bucket)")
+        if plain:
+            await conn.execute("ALTER TABLE candles_1m_mat ADD CONSTRAINT candles_1m_mat_pkey "
+                               "PRIMARY KEY (instrument_id, bucket)")
+            await conn.execute("CREATE INDEX candles_1m_mat_bucket_idx ON candles_1m_mat (bucket)")
         if data.live_days:
             start, _ = _session(data.live_days[0])
             _, end = _session(data.live_days[-1])
-            for level in ("5m", "15m", "1h", "1d"):
-                await conn.execute("SELECT candle_rebuild($1, tstzmultirange(tstzrange($2, $3)))",
-                                   level, start - timedelta(days=1), end + timedelta(days=1))
+            for tf in Timeframe:
+                if plain and tf is not Timeframe.M1:
+                    await conn.execute("SELECT candle_rebuild($1, tstzmultirange(tstzrange($2, $3)))",
+                                       tf.value, start - timedelta(days=1), end + timedelta(days=1))
+                elif not plain:  # whole UTC days with margin: every level's buckets (timescaledb #9308)
+                    await conn.execute(queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation,
+                                       (start - timedelta(days=2)).timestamp(), (end + timedelta(days=2)).timestamp())
         await conn.execute("ANALYZE")
     data.rows = {"broker_candles": broker, "live_1m_candles": live}
     return data
