@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.oracle import RawTick, candles
 from tests.storage.test_timescale_engine import assert_same_candles, rows_of
 from tests.timescale.engine import TimescaleEngine
+from trading_helper.config import Settings
 from trading_helper.storage.catchup import catch_up
 from trading_helper.storage.jobs import JobHealth
+from trading_helper.storage.maintenance import Maintenance
 
 PORTAL = 'cannot drop portal "" while it is being set up'
 
@@ -135,3 +138,34 @@ async def test_late_ticks_below_every_watermark_are_refreshed_level_by_level(eng
     assert report.refreshed and {why for *_, why in report.refreshed} == {"late data"}
     assert {rel for rel, *_ in report.refreshed} == {f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
     assert_same_candles(engine.candles(), candles(ticks + late))
+
+
+async def test_the_service_maintenance_falls_back_only_when_allowed(engine: TimescaleEngine) -> None:
+    engine.reset()
+    engine.query("DELETE FROM maintenance_runs")
+    now = engine_now(engine)
+    ticks = recent_ticks(now, (5,))
+    engine.load(rows_of(ticks))
+    pool: Any = engine.pool()
+
+    off = Maintenance(Settings(JOB_FALLBACK_REFRESH=False), pool, "timescale")
+    await off.step(now=0.0)
+    status = off.status()
+    assert status["ok"] is False and status["fallback_refresh"] is False
+    assert [p["problem"] for p in status["problems"]] == ["scheduler_down"]
+    assert "last_catch_up" not in status  # nothing invalidated below a watermark, no fallback
+    marks = engine.query("SELECT count(*) FILTER (WHERE _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0) "
+                         "FROM _timescaledb_catalog.continuous_agg")
+    assert marks == [[0]]  # left to the (stopped) policies, as the setting says
+
+    on = Maintenance(Settings(), pool, "timescale")
+    await on.step(now=0.0)
+    assert "candles_1d" in on.status()["last_catch_up"] and on.last_refresh_at is not None
+    assert_same_candles(engine.candles(), candles(ticks))
+    [[runs, failed]] = engine.query("SELECT total_runs, last_run_failed FROM maintenance_runs "
+                                    "WHERE job = 'candle catch-up'")
+    assert runs == 2 and failed is False  # recorded on every turn, shown in job_status
+    await on.step(now=100.0)  # the next check reads the service's own runs beside the policies
+    catch = [s for s in on.health.states if s.job == "candle catch-up"]
+    assert catch and catch[0].job_id is None and catch[0].last_success is not None
+    assert "candle catch-up" not in {p["job"] for p in on.status()["problems"]}

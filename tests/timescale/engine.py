@@ -7,6 +7,7 @@ and then answers one JSON line per request. Started once per test session (start
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +176,9 @@ class TimescaleEngine:
     def connection(self) -> EngineConnection:
         return EngineConnection(self)
 
+    def pool(self) -> EnginePool:
+        return EnginePool(self)
+
     def reset(self) -> None:
         self.request("reset")
 
@@ -223,3 +228,16 @@ class EngineConnection:
         self.statements.append(query)
         self.engine.fetch(query, *args)
         return "OK"
+
+
+class EnginePool:
+    """``pool.acquire()`` over the engine (one session: PGlite is single-connection)."""
+
+    def __init__(self, engine: TimescaleEngine) -> None:
+        self.conn = EngineConnection(engine)
+
+    def acquire(self) -> contextlib.AbstractAsyncContextManager[EngineConnection]:
+        @contextlib.asynccontextmanager
+        async def lease() -> AsyncIterator[EngineConnection]:
+            yield self.conn
+        return lease()
