@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from trading_helper import clock
 from trading_helper.config import Settings
 from trading_helper.errors import TradingHelperError
 from trading_helper.storage import queries
@@ -59,7 +60,7 @@ class Maintenance:
                 self._last["refresh"] = now
                 if await self._recorded("refresh_candles", "refresh", "candles", self.settings.REFRESH_INTERVAL_S,
                                         queries.REFRESH_CANDLES):
-                    self.last_refresh_at = datetime.now(UTC)
+                    self.last_refresh_at = clock.now()
             if now - self._last["retention"] >= RETENTION_EVERY_S:
                 self._last["retention"] = now
                 await self._recorded("apply_retention", "retention", "tick_data", RETENTION_EVERY_S,
@@ -79,6 +80,8 @@ class Maintenance:
             return
         if self.flavour != "timescale":
             return
+        # job runs are stamped on the real clock, as the database stamps its jobs (now()), never
+        # on the data clock (trading_helper.clock), which a replay may run fast
         failing = self.health.failing_relations()
         fallback: set[str] | None = set() if not self.settings.JOB_FALLBACK_REFRESH else failing
         started = datetime.now(UTC)
@@ -93,7 +96,7 @@ class Maintenance:
         # recorded on every turn, so a catch-up that keeps failing shows in job_status like a policy
         await self._record_quietly("candle catch-up", None, started)
         if report.refreshed:
-            self.last_refresh_at = datetime.now(UTC)
+            self.last_refresh_at = clock.now()
             why = ("their refresh policies are not running" if fallback is None or fallback
                    else "late data below the watermarks")
             log.warning("refreshed candle levels here because %s: %s", why, report.describe())
