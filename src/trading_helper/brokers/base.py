@@ -2,7 +2,8 @@
 
 A broker offers three things: its instrument master, historical candles, and a live feed.
 The live feed owns its connection(s): connect, authenticate, subscribe, read, watchdog,
-reconnect with capped exponential backoff and jitter, resubscribe everything. It hands the
+reconnect with capped exponential backoff and jitter, resubscribe everything (for Kite and
+Fyers: the one lifecycle in :mod:`trading_helper.brokers.connection`). It hands the
 ticks of each received frame to a :class:`FeedSink` in one call, so the ingest path can keep
 one stream entry per frame.
 """
@@ -24,7 +25,7 @@ class FeedState(enum.StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"  # dropped or stalled; the feed is reconnecting
-    LOGIN_REQUIRED = "login_required"  # token expired/invalid: the feed stops retrying
+    LOGIN_REQUIRED = "login_required"  # no token, or it was refused: the feed waits for a new one
     STOPPED = "stopped"
 
 
@@ -69,7 +70,9 @@ class LiveFeed(abc.ABC):
 
     @abc.abstractmethod
     async def run(self, sink: FeedSink) -> None:
-        """Connect and stream until cancelled, reconnecting by itself; returns on LOGIN_REQUIRED."""
+        """Connect and stream until cancelled, reconnecting by itself. On LOGIN_REQUIRED it waits
+        for a new token (``trading-helper login`` writing the token file) and resumes: it never
+        returns by itself."""
 
     @property
     @abc.abstractmethod

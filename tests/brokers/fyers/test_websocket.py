@@ -26,12 +26,14 @@ async def fake() -> AsyncIterator[FakeFyersServer]:
         yield server
 
 
-def make_feed(fake: FakeFyersServer, tmp_path: Path, *, login: bool = True, **overrides: object) -> FyersLiveFeed:
+def make_feed(fake: FakeFyersServer, tmp_path: Path, *, login: bool = True, token_poll_s: float = 1.0,
+              **overrides: object) -> FyersLiveFeed:
     settings: Settings = fake.settings(tmp_path, **overrides)
     if login:
         save_token(settings, "fyers", fake.access_token)
     http = FyersHttp(settings, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.05)
-    return FyersLiveFeed(settings, http, backoff_initial_s=0.05, backoff_max_s=0.2, auth_timeout_s=2.0)
+    return FyersLiveFeed(settings, http, backoff_base_s=0.05, backoff_cap_s=0.2, auth_timeout_s=2.0,
+                         token_poll_s=token_poll_s)
 
 
 @contextlib.asynccontextmanager
@@ -43,7 +45,7 @@ async def running(feed: FyersLiveFeed, sink: CollectingSink) -> AsyncIterator[as
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await feed._http.aclose()
+        await feed.http.aclose()
 
 
 SYMBOLS = {"NSE:SBIN-EQ": 1, "NSE:NIFTY24DECFUT": 2, "NSE:NIFTY50-INDEX": 3}
@@ -135,9 +137,10 @@ async def test_expired_token_is_login_required_without_connecting(fake: FakeFyer
     feed, sink = make_feed(fake, tmp_path, login=False), CollectingSink()
     save_token(feed._settings, "fyers", fake.issue_token(valid_for_s=-60))
     await feed.subscribe(SYMBOLS)
-    async with running(feed, sink) as task:
-        await asyncio.wait_for(task, 5)
-    assert fake.connections == [] and feed.state is FeedState.LOGIN_REQUIRED
+    async with running(feed, sink):
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
+        await asyncio.sleep(0.3)
+        assert fake.connections == [] and feed.state is FeedState.LOGIN_REQUIRED
     (event,) = sink.events
     assert event.state is FeedState.LOGIN_REQUIRED and event.instrument_ids == {1, 2, 3}
     assert "expired" in event.detail
@@ -146,11 +149,11 @@ async def test_expired_token_is_login_required_without_connecting(fake: FakeFyer
 async def test_revoked_token_is_login_required_with_no_reconnect_loop(fake: FakeFyersServer, tmp_path: Path) -> None:
     feed, sink = make_feed(fake, tmp_path), CollectingSink()
     await feed.subscribe(SYMBOLS)
-    async with running(feed, sink) as task:
+    async with running(feed, sink):
         await wait_until(lambda: len(sink.frames) > 2)
         fake.revoke_all_tokens()  # 06:00 IST: the session ends server-side
         fake.drop_connections()
-        await asyncio.wait_for(task, 5)
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
         await asyncio.sleep(0.3)
     assert len(fake.connections) == 2 and feed.attempts == 2
     assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED]
@@ -161,8 +164,9 @@ async def test_refused_upgrade_is_login_required(fake: FakeFyersServer, tmp_path
     feed, sink = make_feed(fake, tmp_path), CollectingSink()
     fake.reject_upgrade_status = 403
     await feed.subscribe(SYMBOLS)
-    async with running(feed, sink) as task:
-        await asyncio.wait_for(task, 5)
+    async with running(feed, sink):
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
+        await asyncio.sleep(0.3)
     assert sink.states() == [FeedState.LOGIN_REQUIRED] and feed.attempts == 1
 
 
@@ -212,13 +216,13 @@ async def test_cancel_stops_a_busy_feed(fake: FakeFyersServer, tmp_path: Path) -
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
         assert task.cancelled() and feed.state is FeedState.STOPPED
-    await feed._http.aclose()
+    await feed.http.aclose()
 
 
 async def test_depth_topics_fill_the_book_and_count_twice(fake: FakeFyersServer, tmp_path: Path) -> None:
     settings = fake.settings(tmp_path)
     save_token(settings, "fyers", fake.access_token)
-    feed = FyersLiveFeed(settings, FyersHttp(settings), depth=True, backoff_initial_s=0.05)
+    feed = FyersLiveFeed(settings, FyersHttp(settings), depth=True, backoff_base_s=0.05)
     sink = CollectingSink()
     with pytest.raises(SubscriptionLimitExceeded, match="x 2"):
         await feed.subscribe({f"NSE:D{i}-EQ": i for i in range(2501)})
@@ -239,3 +243,39 @@ async def test_the_broker_has_one_feed(fake: FakeFyersServer, tmp_path: Path) ->
         assert broker.name == "fyers"
     finally:
         await broker.aclose()
+
+
+async def test_a_fresh_login_brings_the_feed_back_without_a_restart(fake: FakeFyersServer, tmp_path: Path) -> None:
+    feed, sink = make_feed(fake, tmp_path), CollectingSink()  # the real token poll: about once a second
+    await feed.subscribe(SYMBOLS)
+    async with running(feed, sink) as task:
+        await wait_until(lambda: len(sink.frames) > 2)
+        fake.revoke_all_tokens()  # 06:00 IST: the session ends server-side
+        fake.drop_connections()
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED, within_s=3)
+        await asyncio.sleep(1.5)
+        assert feed.attempts == 2 and len(fake.connections) == 2, "waiting for a login, not retrying"
+        fake.access_token = fake.issue_token()  # `trading-helper login fyers` ...
+        save_token(feed.settings, "fyers", fake.access_token)  # ... writes the token file
+        await wait_until(lambda: feed.state is FeedState.CONNECTED, within_s=5)
+        assert not task.done()
+        before = len(sink.ticks)
+        await wait_until(lambda: len(sink.ticks) > before + 3)
+    assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED,
+                             FeedState.CONNECTED, FeedState.STOPPED]
+    assert all(e.instrument_ids == {1, 2, 3} for e in sink.events)
+    assert fake.connections[-1].authed and sorted(fake.subscribe_messages[-1][1]) == sorted(fake.subscribe_messages[0][1])
+
+
+async def test_no_token_at_start_is_login_required_until_one_is_stored(fake: FakeFyersServer, tmp_path: Path) -> None:
+    feed, sink = make_feed(fake, tmp_path, login=False, token_poll_s=0.1), CollectingSink()
+    async with running(feed, sink):
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED, within_s=1)
+        await feed.subscribe(SYMBOLS)
+        await asyncio.sleep(0.3)
+        assert feed.state is FeedState.LOGIN_REQUIRED and fake.connections == []
+        save_token(feed.settings, "fyers", fake.access_token)
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        await wait_until(lambda: len({t.instrument_id for t in sink.ticks}) == 3)
+    assert sink.states()[:2] == [FeedState.LOGIN_REQUIRED, FeedState.CONNECTED]
+    assert "no fyers access token" in sink.events[0].detail and sink.events[1].instrument_ids == {1, 2, 3}

@@ -215,24 +215,23 @@ async def test_expired_token_on_upgrade_is_login_required_without_a_retry_loop(
     feed, sink = make_feed(settings), CollectingSink()
     await feed.subscribe(tokens(5000))
     kite.expire_token()
-    await asyncio.wait_for(feed.run(sink), timeout=5)  # returns by itself
-    assert feed.state is FeedState.LOGIN_REQUIRED
-    assert sink.states() == [FeedState.LOGIN_REQUIRED]
-    assert "trading-helper login kite" in sink.events[0].detail and len(sink.events[0].instrument_ids) == 5000
-    await asyncio.sleep(0.3)
-    assert kite.rejected_upgrades in (1, 2)  # at most one try per connection, then silence
+    async with running(feed, sink) as task:
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
+        assert sink.states() == [FeedState.LOGIN_REQUIRED]
+        assert "trading-helper login kite" in sink.events[0].detail and len(sink.events[0].instrument_ids) == 5000
+        await asyncio.sleep(0.5)
+        assert kite.rejected_upgrades in (1, 2)  # at most one try per connection, then silence
+        assert not task.done() and sink.states() == [FeedState.LOGIN_REQUIRED]  # waiting, not ended
 
 
 async def test_token_expiring_while_connected(kite: FakeKiteServer, settings: Settings) -> None:
     feed, sink = make_feed(settings), CollectingSink()
     await feed.subscribe(tokens(3))
-    task = asyncio.create_task(feed.run(sink))
-    try:
+    async with running(feed, sink):
         await wait_until(lambda: feed.state is FeedState.CONNECTED)
         kite.expire_token()  # drops the socket; the reconnect is refused
-        await asyncio.wait_for(task, timeout=5)
-    finally:
-        task.cancel()
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
+        await asyncio.sleep(0.3)
     assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED]
     assert kite.rejected_upgrades == 1
 
@@ -268,3 +267,64 @@ async def test_subscriptions_changing_while_connecting_all_reach_the_server(
         announced = frozenset().union(*(e.instrument_ids for e in sink.events if e.state is FeedState.CONNECTED))
         assert announced >= {feed.subscriptions[str(t)] for t in expected}
         assert len(set(feed.subscriptions.values())) == len(expected) == 10
+
+
+async def test_a_fresh_login_brings_the_feed_back_without_a_restart(kite: FakeKiteServer, settings: Settings) -> None:
+    feed, sink = make_feed(settings), CollectingSink()  # the real token poll: about once a second
+    subs = tokens(3)
+    await feed.subscribe(subs)
+    async with running(feed, sink) as task:
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        kite.expire_token("morning_token")  # 06:00 IST: the sockets drop, the old token gets 403
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED, within_s=3)
+        refused = kite.rejected_upgrades
+        await asyncio.sleep(1.5)
+        assert kite.rejected_upgrades == refused == 1, "waiting for a login, not retrying"
+        save_token(settings, "kite", "morning_token")  # what `trading-helper login kite` writes
+        logged_in = time.monotonic()
+        await wait_until(lambda: feed.state is FeedState.CONNECTED, within_s=5)
+        assert time.monotonic() - logged_in < 3.0 and not task.done()
+        await wait_until(lambda: len(kite.subscribed_tokens) == 3)
+        assert await kite.push_ticks() == 3
+        await wait_until(lambda: len(sink.ticks) == 3)
+    assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED,
+                             FeedState.CONNECTED, FeedState.STOPPED]
+    assert all(e.instrument_ids == set(subs.values()) for e in sink.events)
+    assert kite.upgrade_tokens[-1] == "morning_token"
+
+
+async def test_no_token_at_start_is_login_required_until_one_is_stored(kite: FakeKiteServer, tmp_path: Path) -> None:
+    settings = kite.settings(tmp_path / "no-login-yet", STALL_TIMEOUT_S=0.5)
+    feed, sink = make_feed(settings, token_poll_s=0.1), CollectingSink()
+    async with running(feed, sink):
+        # at once, and with nothing subscribed yet (the service's status said "connecting" forever)
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED, within_s=1)
+        subs = tokens(2)
+        await feed.subscribe(subs)
+        await asyncio.sleep(0.3)
+        assert feed.state is FeedState.LOGIN_REQUIRED and kite.upgrade_tokens == []
+        assert sink.states() == [FeedState.LOGIN_REQUIRED] and "no kite access token" in sink.events[0].detail
+        save_token(settings, "kite", kite.access_token)
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+        await wait_until(lambda: len(kite.subscribed_tokens) == 2)
+        assert await kite.push_ticks() == 2
+        await wait_until(lambda: len(sink.ticks) == 2)
+    assert sink.states()[:2] == [FeedState.LOGIN_REQUIRED, FeedState.CONNECTED]
+    assert sink.events[1].instrument_ids == set(subs.values())
+
+
+async def test_a_new_token_that_is_refused_too_is_reported_again_and_waited_out(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
+    feed, sink = make_feed(settings, token_poll_s=0.1), CollectingSink()
+    await feed.subscribe(tokens(2))
+    kite.expire_token("the_right_one", disconnect=False)
+    async with running(feed, sink):
+        await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
+        save_token(settings, "kite", "a_wrong_one")
+        await wait_until(lambda: sink.states().count(FeedState.LOGIN_REQUIRED) == 2)
+        await asyncio.sleep(0.3)
+        assert kite.rejected_upgrades == 2 and feed.state is FeedState.LOGIN_REQUIRED
+        save_token(settings, "kite", "the_right_one")
+        await wait_until(lambda: feed.state is FeedState.CONNECTED)
+    assert kite.upgrade_tokens == ["fake_access_token", "a_wrong_one", "the_right_one"]

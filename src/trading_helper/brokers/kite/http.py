@@ -24,7 +24,7 @@ import httpx
 
 from trading_helper.brokers.history import history_chunks
 from trading_helper.brokers.kite import constants as c
-from trading_helper.brokers.kite.retry import RateLimiter, backoff_delay, historical_limiter
+from trading_helper.brokers.retry import RateLimiter, backoff_delay
 from trading_helper.brokers.tokens import load_token
 from trading_helper.config import Settings
 from trading_helper.errors import (
@@ -50,6 +50,19 @@ class KiteSession:
 
     def __repr__(self) -> str:  # never show the token
         return f"KiteSession(user_id={self.user_id!r}, login_time={self.login_time!r})"
+
+
+_HISTORICAL_LIMITERS: dict[str, RateLimiter] = {}
+
+
+def historical_limiter(api_key: str) -> RateLimiter:
+    """The process-wide limiter for ``api_key``'s historical requests: Kite counts 3 requests/s
+    per API key, not per client object, so every caller with that key shares one limiter."""
+    limiter = _HISTORICAL_LIMITERS.get(api_key)
+    if limiter is None:
+        # 10% margin: Kite counts arrivals, and network jitter can bunch our evenly spaced sends
+        limiter = _HISTORICAL_LIMITERS[api_key] = RateLimiter(c.HISTORICAL_REQUESTS_PER_SECOND, 1.1)
+    return limiter
 
 
 def session_checksum(api_key: str, request_token: str, api_secret: str) -> str:
