@@ -197,6 +197,46 @@ async def test_a_token_expiring_while_running_ends_coverage_and_stops_reconnecti
             assert ranges[0].upper <= expired_at, "coverage ends at the last frame before the drop"
 
 
+async def test_a_fresh_login_resumes_ingest_in_the_running_service(db_pool: asyncpg.Pool, kite: Kite) -> None:
+    tokens = {RELIANCE, NIFTY_OPTION}
+    ids = [kite.ids[t] for t in tokens]
+    await persist_subscriptions(db_pool, ids)
+    async with running_service(kite.settings, db_pool, kite.broker) as service:
+        await connected(kite, service, tokens)
+        await kite.server.push_ticks()
+        await eventually(lambda: written_at_least(db_pool, 2), "2 ticks written", service=service)
+        kite.server.expire_token("morning_token")  # 06:00 IST: the token dies and the sockets drop
+        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
+                         service=service)
+        save_token(kite.settings, "kite", "morning_token")  # `trading-helper login kite`
+        logged_in_at = datetime.now(UTC)
+        await eventually(lambda: service.status()["feed_state"] == "connected", "connected again", 5,
+                         service=service)
+        await connected(kite, service, tokens)
+        await kite.server.push_ticks()
+        await eventually(lambda: written_at_least(db_pool, 4), "ticks written after the login", service=service)
+        assert service.task_errors() == {} and kite.server.upgrade_tokens[-1] == "morning_token"
+        for iid in ids:  # the hole is closed at the drop; capture resumes after the login
+            before, after = await coverage_of(db_pool, iid)
+            assert not before.open and after.open and after.lower >= logged_in_at
+
+
+async def test_no_token_at_start_is_login_required_until_a_login(db_pool: asyncpg.Pool, kite: Kite) -> None:
+    tokens = {RELIANCE}
+    await persist_subscriptions(db_pool, [kite.ids[RELIANCE]])
+    token_file = kite.settings.TOKEN_DIR / "kite.token"
+    token_file.unlink()  # never logged in
+    async with running_service(kite.settings, db_pool, kite.broker) as service:
+        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required", 2,
+                         service=service)
+        await asyncio.sleep(0.5)
+        assert service.status()["feed_state"] == "login_required" and kite.server.upgrade_tokens == []
+        save_token(kite.settings, "kite", kite.server.access_token)
+        await connected(kite, service, tokens)
+        await kite.server.push_ticks()
+        await eventually(lambda: written_at_least(db_pool, 1), "a tick written after the login", service=service)
+
+
 def many_instruments(n: int) -> list[dict[str, str]]:
     """``n`` NSE equities (segment 1 in the token's low byte)."""
     template = DEFAULT_INSTRUMENTS[0]

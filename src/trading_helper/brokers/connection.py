@@ -150,7 +150,10 @@ class LoginGate:
         await self._on_required(detail)
 
     async def check(self) -> None:
-        """At start: no token at all is a login to do, whether or not anything is subscribed."""
+        """At start: forget earlier refusals (the token is tried again once, and a refusal is
+        reported to this run's sink); no token at all is a login to do, whether or not anything
+        is subscribed."""
+        self._refused = self.detail = None
         signature = self._current()
         if not signature[1]:
             await self.refuse(signature, f"no {self._broker} access token stored")
