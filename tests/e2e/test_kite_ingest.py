@@ -172,7 +172,7 @@ async def test_an_expired_token_at_start_is_reported_and_not_retried(db_pool: as
     assert await db_pool.fetchval("SELECT count(*) FROM live_coverage") == 0  # nothing was captured
 
 
-async def test_a_token_expiring_while_running_ends_coverage_and_stops_reconnecting(
+async def test_a_token_expiring_while_running_ends_coverage_until_a_fresh_login_resumes_it(
     db_pool: asyncpg.Pool, kite: Kite
 ) -> None:
     tokens = {RELIANCE, NIFTY_OPTION}
@@ -183,32 +183,20 @@ async def test_a_token_expiring_while_running_ends_coverage_and_stops_reconnecti
         await kite.server.push_ticks()
         await eventually(lambda: written_at_least(db_pool, 2), "2 ticks written", service=service)
         expired_at = datetime.now(UTC)
-        kite.server.expire_token()  # 06:00 IST: the token dies and the sockets drop
+        kite.server.expire_token("morning_token")  # 06:00 IST: the token dies and the sockets drop
         await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
                          service=service)
         # one reconnect (the drop looks like any network failure), refused with 403, then no more:
         # a loop would retry within its second backoff step (at most 2 s)
         await asyncio.sleep(2.2)
         assert kite.server.rejected_upgrades == 1 and len(kite.server.upgrade_tokens) == 2
-        assert service.task_errors() == {}
+        assert service.task_errors() == {} and service.status()["feed_state"] == "login_required"
         for iid in ids:
             ranges = await coverage_of(db_pool, iid)
             assert len(ranges) == 1 and not ranges[0].open, ranges
             assert ranges[0].upper <= expired_at, "coverage ends at the last frame before the drop"
 
-
-async def test_a_fresh_login_resumes_ingest_in_the_running_service(db_pool: asyncpg.Pool, kite: Kite) -> None:
-    tokens = {RELIANCE, NIFTY_OPTION}
-    ids = [kite.ids[t] for t in tokens]
-    await persist_subscriptions(db_pool, ids)
-    async with running_service(kite.settings, db_pool, kite.broker) as service:
-        await connected(kite, service, tokens)
-        await kite.server.push_ticks()
-        await eventually(lambda: written_at_least(db_pool, 2), "2 ticks written", service=service)
-        kite.server.expire_token("morning_token")  # 06:00 IST: the token dies and the sockets drop
-        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
-                         service=service)
-        save_token(kite.settings, "kite", "morning_token")  # `trading-helper login kite`
+        save_token(kite.settings, "kite", "morning_token")  # `trading-helper login kite`, no restart
         logged_in_at = datetime.now(UTC)
         await eventually(lambda: service.status()["feed_state"] == "connected", "connected again", 5,
                          service=service)
@@ -216,7 +204,7 @@ async def test_a_fresh_login_resumes_ingest_in_the_running_service(db_pool: asyn
         await kite.server.push_ticks()
         await eventually(lambda: written_at_least(db_pool, 4), "ticks written after the login", service=service)
         assert service.task_errors() == {} and kite.server.upgrade_tokens[-1] == "morning_token"
-        for iid in ids:  # the hole is closed at the drop; capture resumes after the login
+        for iid in ids:  # capture resumes after the login: a second range, open
             before, after = await coverage_of(db_pool, iid)
             assert not before.open and after.open and after.lower >= logged_in_at
 
