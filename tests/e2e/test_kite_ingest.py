@@ -1,4 +1,4 @@
-"""Kite end to end: the fake Kite's binary ticks -> KiteTicker -> IngestService -> tick_data -> candles.
+"""Kite end to end: the fake Kite's binary ticks -> KiteLiveFeed -> IngestService -> tick_data -> candles.
 
 Real sockets (the fake Kite on 127.0.0.1), real Redis stream, real PostgreSQL; nothing mocked.
 """

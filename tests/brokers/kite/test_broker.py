@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.kite_server import IST, FakeKiteServer
 from trading_helper.brokers.kite.broker import KiteBroker
-from trading_helper.brokers.kite.websocket import KiteTicker
+from trading_helper.brokers.kite.websocket import KiteLiveFeed
 from trading_helper.brokers.registry import build_broker
 from trading_helper.brokers.tokens import save_token
 from trading_helper.timeframes import Timeframe
@@ -40,4 +40,4 @@ async def test_instruments_history_and_one_feed(broker: tuple[KiteBroker, FakeKi
         assert kite.history_calls[("738561", interval)] == 1
         assert all(c.timeframe is timeframe for c in candles)
     feed = kite_broker.live_feed()
-    assert isinstance(feed, KiteTicker) and kite_broker.live_feed() is feed
+    assert isinstance(feed, KiteLiveFeed) and kite_broker.live_feed() is feed

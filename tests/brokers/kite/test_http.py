@@ -12,7 +12,8 @@ import pytest
 
 from tests.fakes.kite_server import IST, FakeKiteServer, history_candles
 from trading_helper.brokers.history import history_chunks
-from trading_helper.brokers.kite.http import KiteHttpClient, historical_limiter, kite_csv_to_instruments
+from trading_helper.brokers.kite.http import KiteHttpClient, historical_limiter
+from trading_helper.brokers.kite.instruments import kite_csv_to_instruments
 from trading_helper.brokers.retry import RateLimiter
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings

@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.kite_server import FakeKiteServer, pack_frame, pack_packet, sample_quote
 from tests.fakes.sink import CollectingSink, wait_until
 from trading_helper.brokers.base import FeedState
-from trading_helper.brokers.kite.websocket import KiteTicker
+from trading_helper.brokers.kite.websocket import KiteLiveFeed
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
 from trading_helper.errors import SubscriptionLimitExceeded, UnknownInstrument, ValidationError
@@ -32,14 +32,14 @@ def settings(kite: FakeKiteServer, tmp_path: Path) -> Settings:
     return s
 
 
-def make_feed(settings: Settings, **kwargs: object) -> KiteTicker:
+def make_feed(settings: Settings, **kwargs: object) -> KiteLiveFeed:
     kwargs.setdefault("backoff_base_s", 0.05)
     kwargs.setdefault("backoff_cap_s", 0.2)
-    return KiteTicker(settings, **kwargs)  # type: ignore[arg-type]
+    return KiteLiveFeed(settings, **kwargs)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
-async def running(feed: KiteTicker, sink: CollectingSink) -> AsyncIterator[asyncio.Task[None]]:
+async def running(feed: KiteLiveFeed, sink: CollectingSink) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(feed.run(sink))
     try:
         yield task

@@ -8,7 +8,7 @@ from typing import ClassVar
 from trading_helper.brokers.base import Broker
 from trading_helper.brokers.kite.constants import BROKER_NAME
 from trading_helper.brokers.kite.http import KiteHttpClient
-from trading_helper.brokers.kite.websocket import KiteTicker
+from trading_helper.brokers.kite.websocket import KiteLiveFeed
 from trading_helper.config import Settings
 from trading_helper.models import HistoricalCandle, Instrument
 from trading_helper.timeframes import Timeframe, parse_timeframe
@@ -22,7 +22,7 @@ class KiteBroker(Broker):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._http = KiteHttpClient(settings)
-        self._feed: KiteTicker | None = None
+        self._feed: KiteLiveFeed | None = None
 
     async def fetch_instruments(self) -> list[Instrument]:
         return await self._http.instruments()
@@ -32,9 +32,9 @@ class KiteBroker(Broker):
     ) -> list[HistoricalCandle]:
         return await self._http.historical(broker_token, parse_timeframe(timeframe), start, end)
 
-    def live_feed(self) -> KiteTicker:
+    def live_feed(self) -> KiteLiveFeed:
         if self._feed is None:
-            self._feed = KiteTicker(self._settings)
+            self._feed = KiteLiveFeed(self._settings)
         return self._feed
 
     async def aclose(self) -> None:

@@ -10,20 +10,19 @@ retried; 429, 5xx and network errors are retried with capped exponential backoff
 from __future__ import annotations
 
 import asyncio
-import csv
 import gzip
 import hashlib
-import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from trading_helper.brokers.history import history_chunks
 from trading_helper.brokers.kite import constants as c
+from trading_helper.brokers.kite.instruments import kite_csv_to_instruments
 from trading_helper.brokers.retry import RateLimiter, backoff_delay
 from trading_helper.brokers.tokens import load_token
 from trading_helper.config import Settings
@@ -239,46 +238,3 @@ def kite_candles(data: Any, timeframe: Timeframe) -> list[HistoricalCandle]:
     except (TypeError, ValueError, IndexError) as exc:
         raise BrokerProtocolError("Kite history: a candle row could not be read") from exc
     return out
-
-
-def kite_csv_to_instruments(text: str) -> list[Instrument]:
-    """The instruments master CSV -> instruments with ``broker_ids={"kite": instrument_token}``.
-
-    A row that cannot be read is skipped and counted in the log, so one odd row does not cost
-    the whole master; a missing column is a protocol error.
-    """
-    reader = csv.DictReader(io.StringIO(text))
-    missing = set(c.INSTRUMENT_COLUMNS) - set(reader.fieldnames or ())
-    if missing:
-        raise BrokerProtocolError(f"Kite instruments: missing columns {sorted(missing)}")
-    out: list[Instrument] = []
-    skipped = 0
-    for row in reader:
-        try:
-            out.append(_instrument(row))
-        except (TypeError, ValueError):
-            skipped += 1
-    if skipped:
-        log.warning("Kite instruments: skipped %d unreadable rows of %d", skipped, skipped + len(out))
-    return out
-
-
-def _instrument(row: dict[str, str]) -> Instrument:
-    token = int(row["instrument_token"])
-    strike = float(row["strike"] or 0)
-    expiry = row["expiry"].strip()
-    instrument_type = row["instrument_type"].strip()
-    return Instrument(
-        exchange=row["exchange"].strip(),
-        tradingsymbol=row["tradingsymbol"].strip(),
-        segment=row["segment"].strip(),
-        instrument_type=instrument_type,
-        name=row["name"].strip(),
-        expiry=date.fromisoformat(expiry) if expiry else None,
-        strike=strike or None,
-        option_type=instrument_type if instrument_type in ("CE", "PE") else None,
-        lot_size=int(float(row["lot_size"] or 1)),
-        tick_size=float(row["tick_size"] or 0),
-        broker_ids={c.BROKER_NAME: str(token)},
-        broker_aux_ids={c.BROKER_NAME: row["exchange_token"].strip()} if row["exchange_token"].strip() else {},
-    )

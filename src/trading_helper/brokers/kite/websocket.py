@@ -1,6 +1,6 @@
 """Kite ticker: an asyncio WebSocket client on the one connection lifecycle (``brokers/connection.py``).
 
-Why not the official ``KiteTicker``: it runs on Twisted in a thread, its ping watchdog stopped
+Why not the official ``kiteconnect.KiteTicker``: it runs on Twisted in a thread, its ping watchdog stopped
 working in 5.0.1 (pykiteconnect #229/#230, silent stalls), and a stopped reactor cannot reconnect.
 
 What is Kite's own here: the upgrade URL carries the token (``{KITE_WS_URL}?api_key=..&access_token=..``,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class _Shard(BrokerConnection):
     """One of the (up to 3) connections and the tokens it carries."""
 
-    def __init__(self, feed: KiteTicker, index: int) -> None:
+    def __init__(self, feed: KiteLiveFeed, index: int) -> None:
         super().__init__()
         self.feed = feed
         self.index = index
@@ -112,7 +112,7 @@ class _Shard(BrokerConnection):
         return True  # heartbeats too: the connection works
 
 
-class KiteTicker(ManagedFeed):
+class KiteLiveFeed(ManagedFeed):
     broker_name = c.BROKER_NAME
 
     def __init__(
