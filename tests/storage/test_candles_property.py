@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -30,33 +30,6 @@ raw_tick = st.tuples(
     st.integers(0, 500),                                     # traded quantity (increment of the day's volume)
     st.one_of(st.none(), st.integers(0, 10**6)),             # open interest
 )
-
-
-def expected_stored(arrival: list[Tick]) -> list[oracle.RawTick]:
-    """The definition of stored time and traded quantity, written out independently."""
-    latest_in_second: dict[tuple[int, int], datetime] = {}
-    day_volume: dict[int, tuple[object, int]] = {}
-    out = []
-    for t in arrival:
-        ts = t.exchange_ts
-        key = (t.instrument_id, int(ts.timestamp()))
-        if key in latest_in_second and ts <= latest_in_second[key]:
-            ts = latest_in_second[key] + timedelta(microseconds=1)
-        latest_in_second[key] = ts
-        day = ts.astimezone(IST).date()
-        seen = day_volume.get(t.instrument_id)
-        assert t.volume is not None
-        if seen is None or seen[0] < day:  # type: ignore[operator]
-            before_open = ts.astimezone(IST).time() < time(9, 16)
-            delta = t.volume if before_open else min(t.last_quantity or 0, t.volume)
-            day_volume[t.instrument_id] = (day, t.volume)
-        elif seen[0] > day:  # type: ignore[operator]
-            delta = 0
-        else:
-            delta = max(0, t.volume - seen[1])
-            day_volume[t.instrument_id] = (day, max(seen[1], t.volume))
-        out.append(oracle.RawTick(ts, t.instrument_id, t.last_price, delta, t.open_interest))
-    return out
 
 
 def build_ticks(ids: list[int], raw: list[tuple[int, int, int, int, int | None]], order: list[int]) -> list[Tick]:
@@ -106,7 +79,7 @@ async def test_every_candle_matches_the_ticks(db_pool: asyncpg.Pool, raw: list[t
             await refresh_candles(conn)
     stored = [oracle.RawTick(r[0], r[1], r[2], r[3], r[4]) for r in await db_pool.fetch(
         "SELECT time, instrument_id, ltp, volume_delta, open_interest FROM tick_data")]
-    expected = expected_stored(ticks)
+    expected = oracle.stored_trades(ticks)
     assert sorted(stored, key=lambda t: (t.instrument_id, t.time)) == sorted(
         expected, key=lambda t: (t.instrument_id, t.time))
     assert await database_candles(db_pool) == oracle.candles(expected)

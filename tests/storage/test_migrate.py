@@ -18,7 +18,7 @@ from trading_helper.storage.migrate import (
 )
 
 RELATIONS = ["instruments", "instrument_broker_ids", "subscriptions", "broker_candles", "live_coverage",
-             "fetch_coverage", "ingest_offsets", "tick_volume_state", "tick_data", "candles_1m",
+             "fetch_coverage", "ingest_offsets", "tick_volume_state", "tick_data", "quote_updates", "candles_1m",
              "candles_5m", "candles_15m", "candles_1h", "candles_1d"]
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from tests.storage.helpers import make_instruments, reset_market_data
+from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
 from trading_helper.storage.candles import read_live_candles, refresh_candles
 from trading_helper.storage.ticks import StreamOffset, TickWriter, VolumeReset
@@ -70,11 +71,85 @@ async def test_volume_increments_survive_restart_and_reset_daily(db_pool: asyncp
     ])
     deltas = [r[0] for r in await db_pool.fetch("SELECT volume_delta FROM tick_data ORDER BY received_at, time")]
     assert deltas == [1000, 300, 0, 200, 400]
-    # after a reconnect the first volume only counts its own trade, not the unseen gap
-    await writer.write([VolumeReset(frozenset({a})),
-                        tick(a, day1 + timedelta(days=1, hours=3), volume=9000, qty=25)])
+    # a reconnect keeps the baseline: the first trade after it gets what was traded meanwhile
+    day2 = day1 + timedelta(days=1, hours=3)
+    await writer.write([VolumeReset(frozenset({a}), to_us(day2 - timedelta(seconds=30))),
+                        tick(a, day2, volume=9000, qty=25)])
     last = await db_pool.fetchval("SELECT volume_delta FROM tick_data ORDER BY time DESC LIMIT 1")
-    assert last == 25
+    assert last == 9000 - 400
+    # twelve restarts and reconnects before 09:16 IST credit nothing already counted
+    morning = day1.replace(hour=9, minute=0, second=0) + timedelta(days=2)
+    for n in range(12):
+        writer = await TickWriter.open(db_pool)
+        at = morning + timedelta(seconds=20 * n)
+        await writer.write([VolumeReset(frozenset({a}), to_us(at)),
+                            tick(a, at + timedelta(seconds=1), volume=100 * (n + 1), qty=100)])
+    day3 = await db_pool.fetchval(
+        "SELECT sum(volume_delta) FROM tick_data WHERE time >= $1 AND time < $1 + interval '1 hour'", morning)
+    assert day3 == 1200
+
+
+def kite_tick(iid: int, exchange: datetime, trade: datetime, price: float, volume: int, qty: int,
+              bid: float = 99.0) -> Tick:
+    return Tick(instrument_id=iid, exchange_ts=exchange, received_ts=datetime.now(UTC), last_price=price,
+                last_quantity=qty, volume=volume, bid_price=bid, trade_ts=trade)
+
+
+async def test_updates_without_a_new_trade_are_stored_apart_and_move_no_candle(db_pool: asyncpg.Pool) -> None:
+    await reset_market_data(db_pool)
+    [a] = await make_instruments(db_pool, 1, prefix="QUO")
+    writer = await TickWriter.open(db_pool)
+    t0 = datetime.now(IST).replace(hour=11, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    capture = t0 + timedelta(minutes=2)
+    updates = [
+        # the snapshot at subscribe time: its last trade was 2 minutes before capture started
+        kite_tick(a, capture, t0 + timedelta(seconds=5), 100.0, 5000, 10),
+        kite_tick(a, capture + timedelta(seconds=1), t0 + timedelta(seconds=5), 100.0, 5000, 10, bid=99.5),
+        kite_tick(a, capture + timedelta(seconds=61), capture + timedelta(seconds=60), 101.0, 5040, 40),
+        kite_tick(a, capture + timedelta(seconds=62), capture + timedelta(seconds=60), 101.0, 5040, 40, bid=100.5),
+        kite_tick(a, capture + timedelta(seconds=63), capture + timedelta(seconds=62), 100.5, 5045, 5),
+    ]
+    result = await writer.write([VolumeReset(frozenset({a}), to_us(capture)), *updates])
+    assert result.written == 5 and not result.rejected
+    trades = [tuple(r) for r in await db_pool.fetch(
+        "SELECT time, exchange_time, ltp, volume_delta FROM tick_data ORDER BY time")]
+    assert trades == [(capture + timedelta(seconds=60), capture + timedelta(seconds=61), 101.0, 40),
+                      (capture + timedelta(seconds=62), capture + timedelta(seconds=63), 100.5, 5)]
+    quotes = [tuple(r) for r in await db_pool.fetch(
+        "SELECT time, trade_time, bid_price, volume FROM quote_updates ORDER BY time")]
+    assert quotes == [(capture, t0 + timedelta(seconds=5), 99.0, 5000),
+                      (capture + timedelta(seconds=1), t0 + timedelta(seconds=5), 99.5, 5000),
+                      (capture + timedelta(seconds=62), capture + timedelta(seconds=60), 100.5, 5040)]
+    async with db_pool.acquire() as conn:
+        await refresh_candles(conn)
+        candles = await read_live_candles(conn, a, "1m", t0 - timedelta(minutes=5), t0 + timedelta(minutes=15))
+    assert [(c.bucket, c.open, c.close, c.volume) for c in candles] == [
+        (capture + timedelta(minutes=1), 101.0, 100.5, 45)]
+    # a restart: the baseline and the capture start come back from tick_volume_state, and the
+    # snapshot of the same last trade after a reconnect is again no new trade
+    writer = await TickWriter.open(db_pool)
+    again = capture + timedelta(minutes=3)
+    result = await writer.write([VolumeReset(frozenset({a}), to_us(again)),
+                                 kite_tick(a, again, capture + timedelta(seconds=62), 100.5, 5045, 5)])
+    assert result.written == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 2
+    assert await db_pool.fetchval("SELECT count(*) FROM quote_updates") == 4
+
+
+async def test_capture_start_survives_a_restart_before_the_first_tick(db_pool: asyncpg.Pool) -> None:
+    await reset_market_data(db_pool)
+    [a] = await make_instruments(db_pool, 1, prefix="CAP")
+    capture = datetime.now(IST).replace(hour=11, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    writer = await TickWriter.open(db_pool)
+    await writer.write([VolumeReset(frozenset({a}), to_us(capture))])
+    writer = await TickWriter.open(db_pool)
+    await writer.write([kite_tick(a, capture + timedelta(seconds=2), capture - timedelta(minutes=40), 50.0, 700, 7)])
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 0
+    assert await db_pool.fetchval("SELECT count(*) FROM quote_updates") == 1
+    # the next trade is credited exactly what was traded since that snapshot
+    await writer.write([kite_tick(a, capture + timedelta(seconds=9), capture + timedelta(seconds=8), 50.5, 730, 10)])
+    assert [tuple(r) for r in await db_pool.fetch("SELECT time, volume_delta FROM tick_data")] == [
+        (capture + timedelta(seconds=8), 30)]
 
 
 async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Pool) -> None:

@@ -276,7 +276,7 @@ async function handle(db, state, req) {
       // Truncating the hypertable does not tell the aggregates; emptying each materialisation
       // does, level by level. The watermark left behind is harmless: every test refreshes the
       // window of its own data before reading.
-      await db.exec('TRUNCATE tick_data');
+      await db.exec('TRUNCATE tick_data, quote_updates');
       for (const level of LEVELS) await db.exec(`TRUNCATE ${level}`);
       return { reset: true };
     }

@@ -69,8 +69,8 @@ async def _drain(writer: StreamWriter, target: int, timeout_s: float) -> None:
 
 async def _raw_copy(pool: asyncpg.Pool, frames: list[list[Tick]]) -> float:
     rows = [(t.exchange_ts, t.instrument_id, t.last_price, t.last_quantity, t.volume, 0, t.average_price,
-             t.open_interest, t.bid_price, t.bid_quantity, t.ask_price, t.ask_quantity, t.received_ts)
-            for f in frames for t in f]
+             t.open_interest, t.bid_price, t.bid_quantity, t.ask_price, t.ask_quantity, t.received_ts,
+             t.exchange_ts) for f in frames for t in f]
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE raw_copy_reference (LIKE tick_data INCLUDING DEFAULTS)")
         await conn.execute("CREATE INDEX ON raw_copy_reference (instrument_id, time DESC)")
@@ -125,7 +125,8 @@ async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, 
             lags_ms = [x * 1000 for x in writer.stats.lags]
 
             row = await pool.fetchrow(
-                "SELECT count(*) AS n, count(DISTINCT bid_qty) AS d FROM tick_data")
+                "SELECT count(*) AS n, count(DISTINCT bid_qty) AS d FROM "
+                "(SELECT bid_qty FROM tick_data UNION ALL SELECT bid_qty FROM quote_updates) AS stored")
             assert row is not None
             sent = seq
             lost = sent - row["d"]

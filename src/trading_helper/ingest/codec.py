@@ -3,7 +3,11 @@
 One stream entry holds all ticks of one received frame, so the per-message cost is paid per
 frame, not per tick. Each tick is one fixed-size little-endian record (``struct`` packs and
 unpacks it in C; JSON would cost several times more per tick on the hot path). ``None`` is
-carried as NaN for prices and -1 for quantities, which are never negative.
+carried as NaN for prices and -1 for quantities and the trade time, which are never negative.
+
+The record's last field, the last-trade time, was added in schema version 6; payloads written
+before it (92-byte records, without it) are still read: :func:`decode_records` with
+``legacy=True`` for stream entries (their field name tells), and by size for latest quotes.
 
 A latest-quote value is one tick record optionally followed by its market depth: a count byte
 per side, then (price, quantity, orders) per level.
@@ -18,11 +22,18 @@ from datetime import UTC, datetime, timedelta
 
 from trading_helper.models import DepthLevel, Tick
 
-_TICK = struct.Struct("<qqidqqdqdqdq")
+_TICK = struct.Struct("<qqidqqdqdqdqq")
+_LEGACY_TICK = struct.Struct("<qqidqqdqdqdq")  # before the trade time was carried
 _LEVEL = struct.Struct("<dqi")
 TICK_SIZE = _TICK.size
+LEGACY_TICK_SIZE = _LEGACY_TICK.size
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAN = float("nan")
+
+#: a tick as the writer handles it: (exchange µs, received µs, instrument id, last price, last qty,
+#: day volume, average price, OI, bid price, bid qty, ask price, ask qty, last-trade µs); -1 / NaN
+#: for None
+Record = tuple[int, int, int, float, int, int, float, int, float, int, float, int, int]
 
 
 def _us(ts: datetime) -> int:
@@ -38,6 +49,7 @@ def _pack(t: Tick) -> bytes:
         -1 if t.open_interest is None else t.open_interest,
         _NAN if t.bid_price is None else t.bid_price, -1 if t.bid_quantity is None else t.bid_quantity,
         _NAN if t.ask_price is None else t.ask_price, -1 if t.ask_quantity is None else t.ask_quantity,
+        -1 if t.trade_ts is None else _us(t.trade_ts),
     )
 
 
@@ -46,8 +58,8 @@ def encode_ticks(ticks: Sequence[Tick]) -> bytes:
     return b"".join(map(_pack, ticks))
 
 
-def _tick(rec: tuple[int, int, int, float, int, int, float, int, float, int, float, int]) -> Tick:
-    ex, rx, iid, ltp, qty, vol, avg, oi, bp, bq, ap, aq = rec
+def _tick(rec: Record) -> Tick:
+    ex, rx, iid, ltp, qty, vol, avg, oi, bp, bq, ap, aq, tr = rec
     return Tick(
         instrument_id=iid,
         exchange_ts=_EPOCH + timedelta(microseconds=ex),
@@ -61,12 +73,8 @@ def _tick(rec: tuple[int, int, int, float, int, int, float, int, float, int, flo
         bid_quantity=None if bq < 0 else bq,
         ask_price=None if math.isnan(ap) else ap,
         ask_quantity=None if aq < 0 else aq,
+        trade_ts=None if tr < 0 else _EPOCH + timedelta(microseconds=tr),
     )
-
-
-#: a tick as the writer handles it: (exchange µs, received µs, instrument id, last price, last qty,
-#: day volume, average price, OI, bid price, bid qty, ask price, ask qty); -1 / NaN for None
-Record = tuple[int, int, int, float, int, int, float, int, float, int, float, int]
 
 
 def tick_record(t: Tick) -> Record:
@@ -74,10 +82,14 @@ def tick_record(t: Tick) -> Record:
     return _TICK.unpack(_pack(t))
 
 
-def decode_records(payload: bytes) -> list[Record]:
-    """The records of an :func:`encode_ticks` payload; ValueError when its size is wrong."""
-    if len(payload) % TICK_SIZE:
-        raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
+def decode_records(payload: bytes, *, legacy: bool = False) -> list[Record]:
+    """The records of an :func:`encode_ticks` payload (``legacy``: one written before the trade
+    time was carried; its records get -1, no trade time); ValueError when its size is wrong."""
+    layout = _LEGACY_TICK if legacy else _TICK
+    if len(payload) % layout.size:
+        raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {layout.size}")
+    if legacy:
+        return [(*rec, -1) for rec in _LEGACY_TICK.iter_unpack(payload)]
     return list(_TICK.iter_unpack(payload))
 
 
@@ -96,10 +108,17 @@ def encode_quote(tick: Tick) -> bytes:
 
 
 def decode_quote(value: bytes) -> Tick:
-    tick = _tick(_TICK.unpack_from(value))
-    if len(value) >= TICK_SIZE + 2:
-        n_bids, n_asks = value[TICK_SIZE], value[TICK_SIZE + 1]
-        levels = [DepthLevel(p, q, o) for p, q, o in _LEVEL.iter_unpack(value[TICK_SIZE + 2:])]
+    """Inverse of :func:`encode_quote`, also for values written before the trade time was carried
+    (still in Redis after an upgrade until the instrument ticks again). The two layouts differ in
+    size modulo the 20-byte depth level: 100 or 102 + 20n bytes now, 92 or 94 + 20n before."""
+    if len(value) % _LEVEL.size in (LEGACY_TICK_SIZE % _LEVEL.size, (LEGACY_TICK_SIZE + 2) % _LEVEL.size):
+        size, rec = LEGACY_TICK_SIZE, (*_LEGACY_TICK.unpack_from(value), -1)
+    else:
+        size, rec = TICK_SIZE, _TICK.unpack_from(value)
+    tick = _tick(rec)
+    if len(value) >= size + 2:
+        n_bids, n_asks = value[size], value[size + 1]
+        levels = [DepthLevel(p, q, o) for p, q, o in _LEVEL.iter_unpack(value[size + 2:])]
         tick.bids, tick.asks = tuple(levels[:n_bids]), tuple(levels[n_bids:n_bids + n_asks])
     return tick
 
@@ -119,6 +138,7 @@ def tick_to_json(t: Tick) -> dict[str, object]:
         "bid_quantity": t.bid_quantity,
         "ask_price": t.ask_price,
         "ask_quantity": t.ask_quantity,
+        "trade_ts": None if t.trade_ts is None else t.trade_ts.isoformat(),
         "depth": {
             "bids": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.bids],
             "asks": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.asks],

@@ -29,6 +29,7 @@ from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.codec import encode_quote, encode_ticks
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.stream import TICKS_FIELD, reset_fields
+from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 _RETRY_AFTER_S = 1.0
 _CAP_WARN_RATIO = 0.8
 QUOTES_EVERY_S = 0.1
+
+
+def _naive(t: Tick) -> bool:
+    return (t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None
+            or (t.trade_ts is not None and t.trade_ts.tzinfo is None))
 
 
 class TickReceiver:
@@ -72,8 +78,8 @@ class TickReceiver:
             return
         self.received += len(ticks)
         metrics.TICKS_RECEIVED.inc(len(ticks))
-        if any(t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None for t in ticks):
-            good = [t for t in ticks if t.exchange_ts.tzinfo is not None and t.received_ts.tzinfo is not None]
+        if any(_naive(t) for t in ticks):
+            good = [t for t in ticks if not _naive(t)]
             self.on_reject("naive_timestamp", len(ticks) - len(good))
             ticks = good
             if not ticks:
@@ -102,9 +108,9 @@ class TickReceiver:
     async def on_event(self, event: FeedEvent) -> None:
         self.feed_state = event.state
         metrics.FEED_STATE.set(1 if event.state == FeedState.CONNECTED else 0)
-        if event.state == FeedState.CONNECTED and event.instrument_ids:
-            # the volume traded while we were away was not seen: do not pile it onto one minute
-            await self._append(reset_fields(event.instrument_ids), None, None, 0)
+        if event.state == FeedState.CONNECTED and event.instrument_ids and event.at.tzinfo is not None:
+            # tells the writer when capture (re)started: a snapshot of an older trade is no new trade
+            await self._append(reset_fields(event.instrument_ids, to_us(event.at)), None, None, 0)
         if self.coverage is not None:
             await self.coverage.on_event(event)
 

@@ -1,21 +1,41 @@
-"""Per-tick traded quantity from the brokers' cumulative day volume, and unique tick times.
+"""Which updates are trades, when they traded, and how much: the one place of these rules.
 
 Kite's ``volume_traded`` and Fyers' ``vol_traded_today`` are the volume traded *today so far*;
 summing them (as the specification's sketch does) counts every trade many times. A candle's
-volume is the sum of per-tick increments, computed here in arrival order with the previous
-value per instrument (persisted in ``tick_volume_state`` so it survives restarts):
+volume is the sum of per-tick increments, computed here in arrival order against a *baseline*
+per instrument: the largest cumulative volume seen on the IST day of its trade, with the time of
+that trade. The baseline is persisted in ``tick_volume_state`` with every batch and kept across
+reconnects and restarts, so it always says exactly what was already counted:
 
-* same IST day: ``max(0, volume - previous)`` (a late, smaller value adds nothing);
-* first tick of an IST day, or the first after a reconnect (:meth:`VolumeTracker.reset`):
-  the whole ``volume`` when the tick is before 09:16 IST (the day's trading so far happened
-  in the pre-open and the opening minute we were there for), else only ``last_quantity``
-  (the volume before it happened while we were not capturing; that time is backfilled from
-  broker history rather than piled onto one minute).
+* **candle time**: an update belongs to the time of the trade its price and volume come from
+  (``Tick.trade_ts``: Kite full mode ``last_trade_time``, Fyers ``last_traded_time``), else to
+  its exchange time (modes without a trade time, indices). The IST day is that time's.
+* **no new trade**: an update with the same cumulative volume as the baseline and a last-trade
+  time that is not newer (or no last-trade time) repeats a trade already counted (a quote or depth change, or the snapshot a broker sends
+  on every (re)subscribe). It is stored as a quote update and never opens or moves a candle.
+* **same IST day**: ``max(0, volume - baseline)``. After a reconnect or a restart that is all the
+  volume traded while we were away, credited to the first trade we see again: the day's total
+  stays exact, no tick is credited with volume already counted, and the tick's bucket is
+  ``partial`` through live coverage (it holds time we did not capture, or the reconnect itself).
+  A late, smaller value adds nothing.
+* **no baseline for the day** (its first trade, or the first since the writer knew this
+  instrument): when the trade is before 09:16 IST and capture started that IST day or earlier
+  (or we do not know when), the whole ``volume`` (the day's trading so far happened in the pre-open
+  match and the opening minute: NSE pre-open, MCX opens 09:00); else a trade from *before capture
+  started* (e.g. Fyers' snapshot at subscribe time whose last trade was 40 minutes ago) is no new
+  trade (its volume is the "volume before capture"); else only ``last_quantity`` (the volume before
+  it happened while we were not capturing; that time is backfilled from broker history rather
+  than piled onto one minute).
+* updates without a cumulative volume (LTP mode, indices) cannot be told apart: each is a trade
+  with no volume.
 
-Brokers stamp ticks to the second, so several ticks of one instrument share an exchange time and
-``first``/``last`` would be ambiguous. A tick whose time is not after the latest time already
-given to a tick of the same instrument in the same second is moved to one microsecond after it:
-arrival order decides inside a second, and a tick never leaves its second. The latest time per
+Capture starts are the receiver's reset entries (:class:`~trading_helper.storage.ticks.VolumeReset`,
+one per connect and subscription); they only record the time, never clear the baseline.
+
+Brokers stamp ticks to the second, so several trades of one instrument share a second and
+``first``/``last`` would be ambiguous. A trade whose time is not after the latest time already
+given to a trade of the same instrument in the same second is moved to one microsecond after it:
+arrival order decides inside a second, and a trade never leaves its second. The latest time per
 second is remembered for the most recent :data:`SECONDS_REMEMBERED` seconds of each instrument.
 
 Times are integer microseconds since the Unix epoch here: this runs once per tick on the ingest
@@ -32,8 +52,14 @@ DAY_US = 86_400 * US
 IST_OFFSET_US = 19_800 * US
 SESSION_OPEN_GRACE_US = (9 * 3600 + 16 * 60) * US  # 09:16 IST, from IST midnight
 SECONDS_REMEMBERED = 256
+#: :meth:`VolumeTracker.apply` returns this as the time of an update that is no new trade
+NO_TRADE = -1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+#: a ``tick_volume_state`` row: instrument id, IST day, baseline volume, latest stored trade time,
+#: trade time of the baseline, start of the current capture (None where unknown)
+StateRow = tuple[int, date | None, int | None, datetime | None, datetime | None, datetime | None]
 
 
 def to_us(ts: datetime) -> int:
@@ -60,9 +86,19 @@ def date_to_day(value: date) -> int:
 
 @dataclass(slots=True)
 class InstrumentVolume:
-    day: int  # IST day number
-    volume: int
-    last_us: int
+    day: int = -1  # IST day number of the baseline; -1: none
+    volume: int = -1  # baseline: the day's largest cumulative volume seen
+    trade_us: int = -1  # last-trade time of the update that set the baseline (-1: none given)
+    last_us: int = -1  # latest time given to a trade row (tie-breaks after a restart)
+    capture_us: int = -1  # when the current capture started (-1: not known)
+
+
+def _opt_us(value: datetime | None) -> int:
+    return -1 if value is None else to_us(value)
+
+
+def _opt_dt(us: int) -> datetime | None:
+    return None if us < 0 else from_us(us)
 
 
 class VolumeTracker:
@@ -70,68 +106,90 @@ class VolumeTracker:
         self.state: dict[int, InstrumentVolume] = {}
         self.seconds: dict[int, dict[int, int]] = {}
         self.touched: set[int] = set()
-        self.cleared: set[int] = set()
 
-    def load(self, rows: list[tuple[int, date, int, datetime]]) -> None:
-        for instrument_id, day, volume, last_time in rows:
-            last_us = to_us(last_time)
-            self.state[instrument_id] = InstrumentVolume(date_to_day(day), volume, last_us)
-            self.seconds[instrument_id] = {last_us // US: last_us}
+    def load(self, rows: list[StateRow]) -> None:
+        for instrument_id, day, volume, last_time, trade_time, capture_from in rows:
+            st = InstrumentVolume(
+                -1 if day is None or volume is None else date_to_day(day), -1 if volume is None else volume,
+                _opt_us(trade_time), _opt_us(last_time), _opt_us(capture_from))
+            self.state[instrument_id] = st
+            if st.last_us >= 0:
+                self.seconds[instrument_id] = {st.last_us // US: st.last_us}
 
-    def reset(self, instrument_ids: set[int] | frozenset[int]) -> None:
-        """Forget the previous volume (after a reconnect: the volume in between was not seen)."""
+    def reset(self, instrument_ids: set[int] | frozenset[int], at_us: int | None) -> None:
+        """Capture of these instruments (re)started at ``at_us`` (a connect or a subscription).
+
+        The baseline is kept: the next trade is credited with what was traded meanwhile."""
+        if at_us is None:  # a reset entry from before schema version 6: nothing to record
+            return
         for instrument_id in instrument_ids:
-            if self.state.pop(instrument_id, None) is not None:
-                self.cleared.add(instrument_id)
-            self.touched.discard(instrument_id)
+            st = self.state.get(instrument_id)
+            if st is None:
+                st = self.state[instrument_id] = InstrumentVolume()
+            st.capture_us = at_us
+            self.touched.add(instrument_id)
 
-    def apply(self, instrument_id: int, ts_us: int, volume: int | None, last_quantity: int | None) -> tuple[int, int]:
-        """The tick's stored time (tie-broken, epoch µs) and its traded quantity."""
+    def apply(self, instrument_id: int, ts_us: int, trade_us: int, volume: int | None,
+              last_quantity: int | None) -> tuple[int, int]:
+        """The update's candle time (tie-broken, epoch µs) and traded quantity; the time is
+        :data:`NO_TRADE` for an update that carries no new trade. ``trade_us`` is -1 when the
+        update has no last-trade time."""
+        t = trade_us if trade_us >= 0 else ts_us
+        st = self.state.get(instrument_id)
+        if volume is None:  # LTP-only update: no volume information
+            delta = 0
+        else:
+            local = t + IST_OFFSET_US
+            day = local // DAY_US
+            if st is None:
+                st = self.state[instrument_id] = InstrumentVolume()
+            if st.day == day:
+                if volume > st.volume:
+                    delta = volume - st.volume
+                    st.volume, st.trade_us = volume, trade_us
+                elif volume < st.volume:  # a late, smaller value: a trade already counted
+                    delta = 0
+                elif trade_us < 0 or st.trade_us < 0 or trade_us <= st.trade_us:
+                    return NO_TRADE, 0
+                else:  # a newer trade time with the same volume: a trade of no reported size
+                    delta = 0
+                    st.trade_us = trade_us
+            elif st.day > day:  # a straggler from a previous day: today's baseline stays
+                delta = 0
+            else:
+                cap = st.capture_us
+                if local % DAY_US < SESSION_OPEN_GRACE_US and (cap < 0 or ist_day(cap) <= day):
+                    delta = volume
+                elif 0 <= trade_us < cap:
+                    st.day, st.volume, st.trade_us = day, volume, trade_us
+                    self.touched.add(instrument_id)
+                    return NO_TRADE, 0
+                else:
+                    delta = min(last_quantity or 0, volume)
+                st.day, st.volume, st.trade_us = day, volume, trade_us
+            self.touched.add(instrument_id)
         per_second = self.seconds.get(instrument_id)
         if per_second is None:
             per_second = self.seconds[instrument_id] = {}
-        second = ts_us // US
+        second = t // US
         used = per_second.get(second)
-        if used is not None and ts_us <= used:
-            ts_us = used + 1
-        per_second[second] = ts_us
+        if used is not None and t <= used:
+            t = used + 1
+        per_second[second] = t
         if len(per_second) > SECONDS_REMEMBERED:
             for old in sorted(per_second)[: SECONDS_REMEMBERED // 2]:
                 del per_second[old]
-        if volume is None:  # LTP-only tick: no volume information
-            return ts_us, 0
-        local = ts_us + IST_OFFSET_US
-        day = local // DAY_US
-        st = self.state.get(instrument_id)
-        if st is None or st.day < day:
-            if local % DAY_US < SESSION_OPEN_GRACE_US:
-                delta = volume
-            else:
-                delta = min(last_quantity or 0, volume)
-            last = ts_us if st is None or st.day < day else max(st.last_us, ts_us)
-            self.state[instrument_id] = InstrumentVolume(day, volume, last)
-        elif st.day > day:  # a straggler from a previous day: today's state stays
-            return ts_us, 0
-        else:
-            delta = volume - st.volume
-            if delta > 0:
-                st.volume = volume
-            else:
-                delta = 0
-            if ts_us > st.last_us:
-                st.last_us = ts_us
-        self.touched.add(instrument_id)
-        self.cleared.discard(instrument_id)
-        return ts_us, delta
+        if st is not None and t > st.last_us:
+            st.last_us = t
+        return t, delta
 
-    def take_changes(self) -> tuple[list[tuple[int, date, int, datetime]], list[int]]:
-        """Rows to upsert and ids to delete in ``tick_volume_state`` since the last call."""
-        rows = []
+    def take_changes(self) -> list[StateRow]:
+        """Rows to upsert into ``tick_volume_state`` since the last call."""
+        rows: list[StateRow] = []
         for i in self.touched:
-            st = self.state.get(i)
-            if st is not None:
-                rows.append((i, day_to_date(st.day), st.volume, from_us(st.last_us)))
-        cleared = list(self.cleared)
+            st = self.state[i]
+            has = st.volume >= 0
+            rows.append((i, day_to_date(st.day) if has else None, st.volume if has else None,
+                         _opt_dt(st.last_us), _opt_dt(st.trade_us), _opt_dt(st.capture_us)))
         self.touched.clear()
-        self.cleared.clear()
-        return rows, cleared
+        return rows

@@ -7,16 +7,18 @@ from trading_helper.timeframes import Timeframe
 
 INSTRUMENT_IDS = "SELECT id FROM instruments"
 
-LOAD_VOLUME_STATE = "SELECT instrument_id, trading_day, volume, last_time FROM tick_volume_state"
-
-UPSERT_VOLUME_STATE = """
-INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time)
-SELECT * FROM unnest($1::integer[], $2::date[], $3::bigint[], $4::timestamptz[])
-ON CONFLICT (instrument_id) DO UPDATE
-SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time
+LOAD_VOLUME_STATE = """
+SELECT instrument_id, trading_day, volume, last_time, trade_time, capture_from FROM tick_volume_state
 """
 
-DELETE_VOLUME_STATE = "DELETE FROM tick_volume_state WHERE instrument_id = ANY($1::integer[])"
+UPSERT_VOLUME_STATE = """
+INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
+SELECT * FROM unnest($1::integer[], $2::date[], $3::bigint[], $4::timestamptz[], $5::timestamptz[],
+                     $6::timestamptz[])
+ON CONFLICT (instrument_id) DO UPDATE
+SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
+    trade_time = excluded.trade_time, capture_from = excluded.capture_from
+"""
 
 UPSERT_OFFSET = """
 INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, $2, now())
