@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from tests.db import fresh_database
+from tests.storage.test_timescale_engine import QUOTE_UPDATES_COLUMNS, TICK_DATA_COLUMNS
 from trading_helper.errors import DatabaseUnavailable, MigrationError
 from trading_helper.storage.migrate import (
     TimescaleProbe,
@@ -154,3 +155,11 @@ def test_cli_migrate_with_database_down_prints_one_line_without_traceback() -> N
     assert "cannot connect to PostgreSQL" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "hunter2" not in proc.stderr + proc.stdout
+
+
+async def test_tick_relations_have_the_columns_of_the_timescale_flavour(db_pool: asyncpg.Pool) -> None:
+    for relation, expected in (("tick_data", TICK_DATA_COLUMNS), ("quote_updates", QUOTE_UPDATES_COLUMNS)):
+        got = [tuple(r) for r in await db_pool.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position", relation)]
+        assert got == expected, relation

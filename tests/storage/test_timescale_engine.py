@@ -27,6 +27,16 @@ from tests.timescale.engine import (
 )
 
 US = timedelta(microseconds=1)
+_TS, _DP, _I4, _I8 = "timestamp with time zone", "double precision", "integer", "bigint"
+#: the same on both flavours (tests/storage/test_migrate.py checks plain PostgreSQL)
+TICK_DATA_COLUMNS = [
+    ("time", _TS), ("instrument_id", _I4), ("ltp", _DP), ("last_qty", _I4), ("volume", _I8),
+    ("volume_delta", _I8), ("avg_price", _DP), ("open_interest", _I8), ("bid_price", _DP),
+    ("bid_qty", _I4), ("ask_price", _DP), ("ask_qty", _I4), ("received_at", _TS), ("exchange_time", _TS)]
+QUOTE_UPDATES_COLUMNS = [
+    ("time", _TS), ("instrument_id", _I4), ("ltp", _DP), ("last_qty", _I4), ("volume", _I8),
+    ("avg_price", _DP), ("open_interest", _I8), ("bid_price", _DP), ("bid_qty", _I4), ("ask_price", _DP),
+    ("ask_qty", _I4), ("received_at", _TS), ("trade_time", _TS)]
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +147,9 @@ def test_schema_contract(engine: TimescaleEngine) -> None:
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position", relation)]
 
-    dp, ts, i4, i8 = "double precision", "timestamp with time zone", "integer", "bigint"
-    assert columns("tick_data") == [
-        ("time", ts), ("instrument_id", i4), ("ltp", dp), ("last_qty", i4), ("volume", i8),
-        ("volume_delta", i8), ("avg_price", dp), ("open_interest", i8), ("bid_price", dp),
-        ("bid_qty", i4), ("ask_price", dp), ("ask_qty", i4), ("received_at", ts)]
+    dp, ts, i4, i8 = _DP, _TS, _I4, _I8
+    assert columns("tick_data") == TICK_DATA_COLUMNS
+    assert columns("quote_updates") == QUOTE_UPDATES_COLUMNS
     candle_columns = [("bucket", ts), ("instrument_id", i4), ("open", dp), ("high", dp), ("low", dp),
                       ("close", dp), ("volume", i8), ("open_interest", i8), ("tick_count", i8)]
     for level in LEVELS:
@@ -150,6 +158,14 @@ def test_schema_contract(engine: TimescaleEngine) -> None:
     assert engine.query(
         "SELECT column_name, time_interval::text FROM timescaledb_information.dimensions "
         "WHERE hypertable_name = 'tick_data'") == [["time", "1 day"]]
+    # quote_updates: a hypertable like tick_data, kept as long as ticks (its row of retention_policy)
+    assert engine.query(
+        "SELECT column_name, time_interval::text FROM timescaledb_information.dimensions "
+        "WHERE hypertable_name = 'quote_updates'") == [["time", "1 day"]]
+    assert engine.query(
+        "SELECT hypertable_name, config->>'drop_after' FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_retention' AND hypertable_name IN ('tick_data', 'quote_updates') "
+        "ORDER BY 1") == [["quote_updates", "7 days"], ["tick_data", "7 days"]]
     assert engine.query(
         "SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc "
         "FROM timescaledb_information.compression_settings WHERE hypertable_name = 'tick_data' "
@@ -175,7 +191,7 @@ def test_schema_contract(engine: TimescaleEngine) -> None:
     assert engine.query(
         "SELECT indexdef LIKE '%(instrument_id, \"time\" DESC)%' FROM pg_indexes "
         "WHERE tablename = 'tick_data' AND indexname = 'tick_data_instrument_time_idx'") == [[True]]
-    for relation in ("tick_data", *LEVELS):
+    for relation in ("tick_data", "quote_updates", *LEVELS):
         assert engine.query("SELECT obj_description($1::regclass, 'pg_class') IS NOT NULL",
                             relation) == [[True]], relation
     # The service's hooks exist with the plain-PostgreSQL signatures and run.
@@ -342,6 +358,8 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
     assert found == {
         ("policy_compression", "tick_data"): ("12:00:00", None, None, "1 day", None, None),
         ("policy_retention", "tick_data"): ("1 day", None, None, None, "7 days", None),
+        ("policy_compression", "quote_updates"): ("12:00:00", None, None, "1 day", None, None),
+        ("policy_retention", "quote_updates"): ("1 day", None, None, None, "7 days", None),
         (refresh, "candles_1m"): ("00:01:00", "6 days", "00:01:00", None, None, 60),
         (refresh, "candles_5m"): ("00:05:00", "6 days", "00:05:00", None, None, 12),
         (refresh, "candles_15m"): ("00:15:00", "6 days", "00:15:00", None, None, 4),
