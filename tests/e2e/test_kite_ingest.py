@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def first_delta(ts: datetime, last_quantity: int, volume: int) -> int:
 
 
 TICK_COLUMNS = "time, instrument_id, ltp, last_qty, volume, volume_delta, avg_price, open_interest, " \
-               "bid_price, bid_qty, ask_price, ask_qty, received_at"
+               "bid_price, bid_qty, ask_price, ask_qty, received_at, exchange_time"
 
 
 async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: Kite) -> None:
@@ -109,7 +109,10 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
         assert [r["time"] for r in mine] == sorted({r["time"] for r in mine}), "unique, in arrival order"
         for seq, row in enumerate(mine, start=1):  # the fake's seq-th frame on this connection
             q = sample_quote(int(token), seq)
-            assert first_second <= row["time"].timestamp() < last_second + 1  # the fake's exchange stamp
+            stamp = row["exchange_time"]  # the fake's exchange stamp; time is the trade's (a second earlier)
+            assert first_second <= stamp.timestamp() < last_second + 1
+            traded = stamp if token == NIFTY_INDEX else stamp.replace(microsecond=0) - timedelta(seconds=1)
+            assert row["time"].replace(microsecond=0) == traded
             assert row["received_at"] >= row["time"].replace(microsecond=0)
             assert row["ltp"] == pytest.approx(q.last_price, abs=1e-9)  # paise -> rupees
             if token == NIFTY_INDEX:  # index packets carry prices only
