@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(default=8000, ge=1, le=65535)
     CORS_ORIGINS: str = "http://localhost:3000,http://127.0.0.1:3000"
+    #: largest request body the API reads (bytes); counted while it arrives, before any parsing
+    API_MAX_BODY_BYTES: int = Field(default=1_000_000, ge=1024)
     #: password of the read-only grafana_reader role, set by `db migrate` (empty: it cannot log in)
     GRAFANA_DB_PASSWORD: SecretStr = SecretStr("")
 

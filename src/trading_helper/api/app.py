@@ -21,8 +21,9 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_helper import __version__, clock
-from trading_helper.api.auth import api_token, require_token
+from trading_helper.api.auth import BearerGate, api_token, require_token
 from trading_helper.api.errors import install_error_handlers
+from trading_helper.api.limits import BodyLimit
 from trading_helper.api.routes import candles, health, instruments, quotes, status
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
@@ -123,6 +124,9 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     app.state.ingest_rates = status.IngestRates()
 
     install_error_handlers(app)
+    # inside CORS (a 401 or 413 still carries its headers), outside everything that reads a body
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.API_MAX_BODY_BYTES)
+    app.add_middleware(BearerGate, token=token)
     app.add_middleware(CORSMiddleware, allow_origins=cors_origins(runtime.settings.CORS_ORIGINS),
                        allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
                        max_age=600)

@@ -13,6 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trading_helper.config import Settings
 
@@ -35,6 +38,35 @@ def token_matches(expected: str, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+UNAUTHORIZED = "missing or wrong bearer token: send 'Authorization: Bearer <API_TOKEN>'"
+
+
+def bearer_of(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None
+
+
+class BearerGate:
+    """Pure ASGI: every HTTP request under ``/api`` shows the bearer token before its body is read
+    (FastAPI would read and parse the body before ``require_token`` runs). The WebSocket checks its
+    ``?token=`` itself; ``require_token`` stays on the routers for the OpenAPI security scheme."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/api" or path.startswith("/api/")):
+            if not token_matches(self.token, bearer_of(Headers(scope=scope).get("authorization"))):
+                answer = JSONResponse({"detail": UNAUTHORIZED, "code": "unauthorized"}, status_code=401,
+                                      headers={"WWW-Authenticate": "Bearer"})
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
@@ -42,6 +74,6 @@ async def require_token(
     if not token_matches(request.app.state.api_token, given):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong bearer token: send 'Authorization: Bearer <API_TOKEN>'",
+            detail=UNAUTHORIZED,
             headers={"WWW-Authenticate": "Bearer"},
         )
