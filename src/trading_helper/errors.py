@@ -9,6 +9,7 @@ A ``code`` attribute is machine-readable where callers decide on it (retry, "log
     ├── ValidationError              bad input from a caller (API, CLI)
     │   ├── InvalidTimeframe         not one of 1m 5m 15m 1h 1d
     │   ├── InvalidRange             from >= to, or a span too long
+    │   ├── InvalidReference         not an instrument reference (instruments/refs.py)
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost
@@ -46,7 +47,13 @@ class ConfigError(TradingHelperError):
 
 
 class ValidationError(TradingHelperError):
+    """``reference``: the caller's input it is about, when one entry of a list was bad."""
+
     code = "invalid"
+
+    def __init__(self, message: str, *, reference: str = "", code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.reference = reference
 
 
 class InvalidTimeframe(ValidationError):
@@ -55,6 +62,12 @@ class InvalidTimeframe(ValidationError):
 
 class InvalidRange(ValidationError):
     code = "invalid_range"
+
+
+class InvalidReference(ValidationError):
+    """A reference outside the grammar (``"²"``, ``"id:x"``): names the one given."""
+
+    code = "invalid_reference"
 
 
 class UnknownInstrument(ValidationError):

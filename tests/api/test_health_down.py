@@ -51,12 +51,12 @@ async def test_health_reports_503_when_dependencies_are_down(down: httpx.AsyncCl
 
 async def test_api_routes_answer_503_not_500(down: httpx.AsyncClient) -> None:
     for method, path, body in [
-        ("GET", "/api/candles?instrument=1&interval=1m&from=2024-03-04T09:15:00&to=2024-03-04T15:30:00", None),
+        ("GET", "/api/candles?instrument=id:1&interval=1m&from=2024-03-04T09:15:00&to=2024-03-04T15:30:00", None),
         ("POST", "/api/candles", {"instrument_token": 1, "from_date": "2024-03-04T09:15:00",
                                   "to_date": "2024-03-04T15:30:00", "interval": "1m"}),
         ("GET", "/api/instruments", None),
-        ("POST", "/api/instruments/subscribe", {"instruments": [1]}),
-        ("GET", "/api/quotes/1", None),
+        ("POST", "/api/instruments/subscribe", {"instruments": ["id:1"]}),
+        ("GET", "/api/quotes/id:1", None),
         ("GET", "/api/status", None),
     ]:
         resp = await down.request(method, path, json=body)

@@ -61,7 +61,7 @@ async def test_subscriptions_accept_ids_symbols_and_tokens(api: Api) -> None:
     reliance = (await api.client.get("/api/instruments", params={"q": "RELIANCE"})).json()["items"][0]["id"]
     nifty = (await api.client.get("/api/instruments", params={"q": "NIFTY 50"})).json()["items"][0]["id"]
     resp = await api.client.post("/api/instruments/subscribe", json={"instruments": ["NSE:RELIANCE", "256265",
-                                                                                      reliance]})
+                                                                                      f"id:{reliance}"]})
     assert resp.status_code == 200 and resp.json() == {"subscribed": [reliance, nifty]}
     spec_body = await api.client.post("/api/instruments/subscribe", json={"tokens": [256265]})
     assert spec_body.json() == {"subscribed": [nifty]}
@@ -69,9 +69,15 @@ async def test_subscriptions_accept_ids_symbols_and_tokens(api: Api) -> None:
     assert listed["total"] == 2 and {i["id"] for i in listed["items"]} == {reliance, nifty}
     assert all(i["mode"] == "full" for i in listed["items"])
     unknown = await api.client.post("/api/instruments/subscribe", json={"instruments": ["NSE:NOPE", 999999]})
-    assert unknown.status_code == 404 and "NSE:NOPE" in unknown.json()["detail"]
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_instrument"
+    assert "'NSE:NOPE'" in unknown.json()["detail"] and "'999999' (kite:999999)" in unknown.json()["detail"]
+    # a bare number is the broker's token, never our id: our ids are small, Kite's tokens are not
+    assert (await api.client.post("/api/instruments/subscribe", json={"instruments": [reliance]})).status_code == 404
+    bad = await api.client.post("/api/instruments/subscribe", json={"instruments": ["²", "NSE:RELIANCE", "٣", "x"]})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_reference"
+    assert "'²'" in bad.json()["detail"] and "'٣'" in bad.json()["detail"] and "'x'" in bad.json()["detail"]
     assert (await api.client.get("/api/instruments/subscriptions")).json()["total"] == 2
-    gone = await api.client.post("/api/instruments/unsubscribe", json={"instruments": [nifty]})
+    gone = await api.client.post("/api/instruments/unsubscribe", json={"instruments": [f"id:{nifty}"]})
     assert gone.json() == {"unsubscribed": [nifty]}
     assert [i["id"] for i in (await api.client.get("/api/instruments/subscriptions")).json()["items"]] == [reliance]
     empty = await api.client.post("/api/instruments/subscribe", json={"instruments": []})
@@ -118,7 +124,13 @@ async def test_candle_requests_are_validated(api: Api) -> None:
         ({**base, "from": "2024-03-05T00:00:00+05:30"}, 400, "must be before"),
         ({**base, "interval": "1m", "from": "2024-01-01T00:00:00+05:30"}, 400, "at most 31 days"),
         ({**base, "instrument": "NSE:NOSUCH"}, 404, "unknown instrument"),
-        ({**base, "instrument": "9999999"}, 404, "no instrument with id"),
+        ({**base, "instrument": "9999999"}, 404, "unknown instrument '9999999' (kite:9999999)"),
+        ({**base, "instrument": "id:9999999"}, 404, "unknown instrument 'id:9999999'"),
+        ({**base, "instrument": "²"}, 422, "ASCII"),
+        ({**base, "instrument": "0²"}, 422, "ASCII"),
+        ({**base, "instrument": "٣"}, 422, "ASCII"),
+        ({**base, "instrument": "id:٣"}, 422, "ASCII"),
+        ({**base, "instrument": "kite:12x"}, 422, "ASCII digits"),
         ({**base, "from": "yesterday"}, 422, "from"),
         ({**base, "from": "0001-01-01T00:00:00"}, 400, "between"),
         ({**base, "instrument": "a\x00b"}, 422, "instrument"),
@@ -131,6 +143,9 @@ async def test_candle_requests_are_validated(api: Api) -> None:
     post = await api.client.post("/api/candles", json={"instrument_token": 738561, "from_date": "2024-03-05",
                                                        "to_date": "2024-03-04", "interval": "5m"})
     assert post.status_code == 400 and post.json()["code"] == "invalid_range"
+    wrong_number = await api.client.post("/api/candles", json={"instrument_token": 42, "from_date": "2024-03-04",
+                                                               "to_date": "2024-03-05", "interval": "5m"})
+    assert wrong_number.status_code == 404 and "'42' (kite:42)" in wrong_number.json()["detail"]
     missing = await api.client.post("/api/candles", json={"from_date": "2024-03-04"})
     assert missing.status_code == 422 and "instrument_token" in missing.json()["detail"]
 
@@ -138,18 +153,21 @@ async def test_candle_requests_are_validated(api: Api) -> None:
 async def test_latest_quote_from_redis(api: Api) -> None:
     iid = (await api.client.get("/api/instruments", params={"q": "RELIANCE"})).json()["items"][0]["id"]
     await api.redis.hdel(keys.QUOTES, str(iid))
-    missing = await api.client.get(f"/api/quotes/{iid}")
+    missing = await api.client.get(f"/api/quotes/id:{iid}")
     assert missing.status_code == 404 and missing.json()["code"] == "no_quote"
     now = datetime.now(UTC)
     tick = Tick(instrument_id=iid, exchange_ts=now, received_ts=now, last_price=2500.5, volume=1200,
                 bids=(DepthLevel(2500.4, 10, 2),), asks=(DepthLevel(2500.6, 5, 1),))
     await api.redis.hset(keys.QUOTES, str(iid), codec.encode_quote(tick))
-    for ref in (str(iid), "NSE:RELIANCE", "738561"):
+    for ref in (f"id:{iid}", "NSE:RELIANCE", "738561", "kite:738561", "reliance"):
         resp = await api.client.get(f"/api/quotes/{ref}")
         assert resp.status_code == 200 and resp.json() == codec.tick_to_json(codec.decode_quote(
             codec.encode_quote(tick)))
     assert resp.json()["depth"]["bids"] == [{"price": 2500.4, "quantity": 10, "orders": 2}]
     assert (await api.client.get("/api/quotes/NSE:NOPE")).status_code == 404
+    assert (await api.client.get(f"/api/quotes/{iid}")).status_code == 404  # the Kite token {iid}: none
+    for bad in ("²", "0²", "٣"):
+        assert (await api.client.get(f"/api/quotes/{bad}")).status_code == 422
 
 
 async def test_status_and_metrics(api: Api) -> None:

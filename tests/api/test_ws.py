@@ -43,40 +43,68 @@ async def ready(api: Api) -> TickHub:
     return hub
 
 
+async def instrument_ids(api: Api) -> list[int]:
+    """Our ids of the fake Kite's instruments, in id order (RELIANCE, NIFTY 50, ...)."""
+    items = (await api.client.get("/api/instruments", params={"expired": "true"})).json()["items"]
+    return sorted(i["id"] for i in items)
+
+
 async def test_two_clients_get_the_ticks_they_subscribed(api: Api) -> None:
     await ready(api)
+    i11, i12, i13, _ = await instrument_ids(api)
     async with connect(ws_url(api)) as a, connect(ws_url(api)) as b:
-        await a.send(json.dumps({"action": "subscribe", "instruments": [11, 12], "intervals": ["1m"]}))
-        assert await recv(a) == {"type": "subscribed", "instruments": [11, 12], "intervals": ["1m"]}
-        await b.send(json.dumps({"action": "subscribe", "instruments": [11]}))
-        assert (await recv(b))["instruments"] == [11]
+        await a.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i11}", f"id:{i12}"], "intervals": ["1m"]}))
+        assert await recv(a) == {"type": "subscribed", "instruments": [i11, i12], "intervals": ["1m"]}
+        await b.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i11}"]}))
+        assert (await recv(b))["instruments"] == [i11]
 
         at = datetime(2025, 1, 6, 4, 0, 30, tzinfo=UTC)  # 09:30:30 IST
         await api.redis.publish(api.channel, codec.encode_ticks(
-            [tick(11, 100.0, 1000, at), tick(12, 50.0, 10, at), tick(13, 1.0, 1, at)]))
-        await api.redis.publish(api.channel, codec.encode_ticks([tick(11, 101.5, 1040, at + timedelta(seconds=5))]))
+            [tick(i11, 100.0, 1000, at), tick(i12, 50.0, 10, at), tick(i13, 1.0, 1, at)]))
+        await api.redis.publish(api.channel, codec.encode_ticks([tick(i11, 101.5, 1040, at + timedelta(seconds=5))]))
 
         got_a = [await recv(a) for _ in range(6)]
         assert [(m["type"], m["data"]["instrument_id"]) for m in got_a] == [
-            ("tick", 11), ("candle", 11), ("tick", 12), ("candle", 12), ("tick", 11), ("candle", 11)]
-        assert got_a[0]["data"] == codec.tick_to_json(tick(11, 100.0, 1000, at))
+            ("tick", i11), ("candle", i11), ("tick", i12), ("candle", i12), ("tick", i11), ("candle", i11)]
+        assert got_a[0]["data"] == codec.tick_to_json(tick(i11, 100.0, 1000, at))
         assert got_a[5] == {"type": "candle", "interval": "1m", "data": {
-            "instrument_id": 11, "time": "2025-01-06T09:30:00+05:30", "open": 100.0, "high": 101.5, "low": 100.0,
+            "instrument_id": i11, "time": "2025-01-06T09:30:00+05:30", "open": 100.0, "high": 101.5, "low": 100.0,
             "close": 101.5, "volume": 40, "open_interest": 7}}
         got_b = [await recv(b) for _ in range(2)]
         assert [(m["type"], m["data"]["last_price"]) for m in got_b] == [("tick", 100.0), ("tick", 101.5)]
 
-        await b.send(json.dumps({"action": "unsubscribe", "instruments": [11]}))
+        await b.send(json.dumps({"action": "unsubscribe", "instruments": [f"id:{i11}"]}))
         assert (await recv(b))["instruments"] == []
         await b.send("not json")
         assert (await recv(b))["type"] == "error"
-        await b.send(json.dumps({"action": "subscribe", "instruments": ["NSE:X"]}))
-        assert "instrument ids" in (await recv(b))["detail"]
-        await api.redis.publish(api.channel, codec.encode_ticks([tick(11, 102.0, 1050)]))
+        await b.send(json.dumps({"action": "subscribe", "instruments": [{"id": 1}]}))
+        assert "instrument references" in (await recv(b))["detail"]
+        await api.redis.publish(api.channel, codec.encode_ticks([tick(i11, 102.0, 1050)]))
         assert (await recv(a))["data"]["last_price"] == 102.0
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await b.recv()
+
+
+async def test_references_follow_the_one_grammar_and_each_bad_one_is_named(api: Api) -> None:
+    await ready(api)
+    ids = await instrument_ids(api)
+    async with connect(ws_url(api)) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "instruments": ["NSE:RELIANCE", 256265, "kite:256265"]}))
+        reliance_and_nifty = (await recv(ws))["instruments"]
+        assert len(reliance_and_nifty) == 2 and set(reliance_and_nifty) <= set(ids)
+        await ws.send(json.dumps({"action": "subscribe", "instruments": ["NSE:NOPE", "id:999999", "²", 42,
+                                                                         f"id:{ids[3]}"]}))
+        error = await recv(ws)
+        assert error["type"] == "error" and error["errors"] == [
+            {"instrument": "NSE:NOPE", "code": "unknown_instrument", "detail": "unknown instrument 'NSE:NOPE'"},
+            {"instrument": "id:999999", "code": "unknown_instrument", "detail": "unknown instrument 'id:999999'"},
+            {"instrument": "²", "code": "invalid_reference",
+             "detail": "invalid instrument reference '²': digits must be ASCII (0-9)"},
+            {"instrument": "42", "code": "unknown_instrument", "detail": "unknown instrument '42' (kite:42)"}]
+        assert "'NSE:NOPE'" in error["detail"] and "'²'" in error["detail"]
+        await ws.send(json.dumps({"action": "unsubscribe", "instruments": ["NSE:RELIANCE"]}))
+        assert len((await recv(ws))["instruments"]) == 1  # the bad message changed nothing
 
 
 async def test_a_wrong_token_is_refused(api: Api) -> None:
@@ -103,9 +131,10 @@ async def test_a_slow_client_is_dropped_and_the_others_keep_up(api: Api) -> None
         raw.connect((host, int(port)))
         raw.setblocking(False)
         ws = url.replace("http://", "ws://") + f"/api/ws/ticks?token={API_TOKEN}"
+        i21 = (await instrument_ids(api))[0]
         async with connect(ws, sock=raw, max_queue=1) as slow, connect(ws) as fast:
             for client in (slow, fast):
-                await client.send(json.dumps({"action": "subscribe", "instruments": [21]}))
+                await client.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i21}"]}))
                 assert (await recv(client))["type"] == "subscribed"
             assert hub.client_count == 2
             received = 0
@@ -116,7 +145,7 @@ async def test_a_slow_client_is_dropped_and_the_others_keep_up(api: Api) -> None
                     received += isinstance(message, str) and message.startswith('{"type": "tick"')
 
             reader = asyncio.create_task(read_fast())
-            frame = codec.encode_ticks([tick(21, 100.0 + n * 0.05, 1000 + n) for n in range(100)])
+            frame = codec.encode_ticks([tick(i21, 100.0 + n * 0.05, 1000 + n) for n in range(100)])
             published = 0
             async with asyncio.timeout(30):
                 while hub.client_count == 2:

@@ -55,7 +55,7 @@ async def running(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytes
     try:
         async with serve(app) as url:
             async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
-                answer = await client.post("/api/instruments/subscribe", json={"instruments": [iid]})
+                answer = await client.post("/api/instruments/subscribe", json={"instruments": [f"id:{iid}"]})
                 assert answer.status_code == 200, answer.text
             yield Running(url, iid, service)
     finally:

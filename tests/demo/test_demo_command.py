@@ -55,7 +55,7 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
                 except httpx.ConnectError:
                     await asyncio.sleep(0.1)
             assert page.status_code == 200 and "Trading Helper" in page.text
-            candles = (await client.get("/api/candles", params={"instrument": 1, "interval": "1m"})).json()
+            candles = (await client.get("/api/candles", params={"instrument": "id:1", "interval": "1m"})).json()
             assert candles["candles"], "no history was loaded"
             assert {c["source"] for c in candles["candles"]} >= {"broker"}
             for _ in range(100):

@@ -161,7 +161,7 @@ async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[i
             async def day_api(n: int) -> int:
                 iid, d = picks[n]
                 start, end = _day(d)
-                query = urlencode({"instrument": iid, "interval": "1m", "from": start.isoformat(),
+                query = urlencode({"instrument": f"id:{iid}", "interval": "1m", "from": start.isoformat(),
                                    "to": end.isoformat()})
                 status, body = await client.get(f"/api/candles?{query}")
                 if status != 200:

@@ -7,15 +7,19 @@ others or the ingest path.
 
 Client -> server::
 
-    {"action": "subscribe", "instruments": [1, 2], "intervals": ["1m", "5m"]}
-    {"action": "unsubscribe", "instruments": [2]}
+    {"action": "subscribe", "instruments": ["id:1", "NSE:RELIANCE", 256265], "intervals": ["1m", "5m"]}
+    {"action": "unsubscribe", "instruments": ["id:2"]}
+
+References follow the one grammar (``instruments/refs.py``): a bare number is the configured
+broker's token, ``id:N`` our id. A message with a bad entry changes nothing; its error names each.
 
 Server -> client::
 
     {"type": "tick", "data": {<tick, as GET /api/quotes>}}
     {"type": "candle", "interval": "1m", "data": {"instrument_id", "time", "open", "high", "low", "close",
                                                   "volume", "open_interest"}}
-    {"type": "subscribed", "instruments": [...], "intervals": [...]} | {"type": "error", "detail": "..."}
+    {"type": "subscribed", "instruments": [<our ids>], "intervals": [...]}
+    {"type": "error", "detail": "...", "errors": [{"instrument": "NSE:NOPE", "code": "unknown_instrument", ...}]}
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from prometheus_client import Counter, Gauge
@@ -34,8 +39,11 @@ from redis.exceptions import RedisError
 
 from trading_helper.api.auth import token_matches
 from trading_helper.api.forming import FormingCandles
+from trading_helper.api.runtime import Runtime
+from trading_helper.errors import TradingHelperError, ValidationError
 from trading_helper.ingest import codec, keys
 from trading_helper.models import Tick
+from trading_helper.storage.instruments import list_error, resolve_many
 from trading_helper.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -190,10 +198,26 @@ class TickHub:
 router = APIRouter()
 
 
-def _ids(value: Any) -> list[int] | None:
-    if not isinstance(value, list) or len(value) > MAX_INSTRUMENTS_PER_CLIENT:
+#: the references of a message -> (our ids, one error per bad entry); see ``resolver``
+Resolve = Callable[[Sequence[int | str]], Awaitable[tuple[list[int], list[ValidationError]]]]
+
+
+def resolver(runtime: Runtime) -> Resolve:
+    """References in the one grammar (``instruments/refs.py``), resolved in the database."""
+    broker = runtime.broker.name if runtime.broker is not None else None
+
+    async def resolve(given: Sequence[int | str]) -> tuple[list[int], list[ValidationError]]:
+        async with runtime.pool.acquire() as conn:
+            found, problems = await resolve_many(conn, given, broker)
+        return [i.id for i in found if i.id is not None], problems
+
+    return resolve
+
+
+def _refs(value: Any) -> list[int | str] | None:
+    if not isinstance(value, list) or not value or len(value) > MAX_INSTRUMENTS_PER_CLIENT:
         return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in value):
+    if not all(isinstance(v, int | str) and not isinstance(v, bool) for v in value):
         return None
     return list(value)
 
@@ -206,24 +230,33 @@ def _intervals(value: Any) -> set[Timeframe] | None:
     return {Timeframe(v) for v in value}
 
 
-def handle_message(hub: TickHub, client: Client, text: str) -> dict[str, Any]:
-    """Apply one client message; the reply to send."""
+async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resolve) -> dict[str, Any]:
+    """Apply one client message; the reply to send. A message with a bad reference changes nothing
+    and its reply names every bad entry."""
     try:
         msg = json.loads(text)
     except ValueError:
         return {"type": "error", "detail": "messages must be JSON objects"}
     if not isinstance(msg, dict) or msg.get("action") not in ("subscribe", "unsubscribe"):
         return {"type": "error", "detail": "action must be 'subscribe' or 'unsubscribe'"}
-    ids = _ids(msg.get("instruments"))
-    if ids is None:
-        return {"type": "error", "detail": f"instruments must be a list of instrument ids "
-                                           f"(at most {MAX_INSTRUMENTS_PER_CLIENT})"}
+    given = _refs(msg.get("instruments"))
+    if given is None:
+        return {"type": "error", "detail": f"instruments must be a list of 1 to {MAX_INSTRUMENTS_PER_CLIENT} "
+                                           "instrument references (id:N, EXCHANGE:SYMBOL, a broker token)"}
+    intervals = _intervals(msg.get("intervals"))
+    if intervals is None:
+        return {"type": "error", "detail": "intervals must be a list of 1m, 5m, 15m, 1h, 1d"}
+    try:
+        ids, problems = await resolve(given)
+    except (TradingHelperError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("WebSocket: cannot resolve instruments: %s", exc)
+        return {"type": "error", "detail": "the database cannot be reached right now; try again shortly"}
+    if problems:
+        return {"type": "error", "detail": list_error(problems).message,
+                "errors": [{"instrument": p.reference, "code": p.code, "detail": p.message} for p in problems]}
     if msg["action"] == "unsubscribe":
         hub.watch(client, remove=ids)
     else:
-        intervals = _intervals(msg.get("intervals"))
-        if intervals is None:
-            return {"type": "error", "detail": "intervals must be a list of 1m, 5m, 15m, 1h, 1d"}
         if len(client.instruments | set(ids)) > MAX_INSTRUMENTS_PER_CLIENT:
             return {"type": "error", "detail": f"at most {MAX_INSTRUMENTS_PER_CLIENT} instruments per client"}
         client.intervals |= intervals
@@ -232,10 +265,10 @@ def handle_message(hub: TickHub, client: Client, text: str) -> dict[str, Any]:
             "intervals": sorted(tf.value for tf in client.intervals)}
 
 
-async def _read(ws: WebSocket, hub: TickHub, client: Client) -> None:
+async def _read(ws: WebSocket, hub: TickHub, client: Client, resolve: Resolve) -> None:
     while True:
         text = await ws.receive_text()
-        if not client.offer([json.dumps(handle_message(hub, client, text))]):
+        if not client.offer([json.dumps(await handle_message(hub, client, text, resolve))]):
             hub.drop(client)
             return
 
@@ -249,7 +282,8 @@ async def ticks(websocket: WebSocket, token: str = "") -> None:
         return
     hub: TickHub = websocket.app.state.hub
     client = hub.add(websocket)
-    tasks = [asyncio.create_task(client.pump()), asyncio.create_task(_read(websocket, hub, client)),
+    resolve = resolver(websocket.app.state.runtime)
+    tasks = [asyncio.create_task(client.pump()), asyncio.create_task(_read(websocket, hub, client, resolve)),
              asyncio.create_task(client.dropped.wait())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -91,7 +91,7 @@ class CandleService:
         self._resolved: dict[str, tuple[float, Instrument]] = {}
 
     async def resolve(self, ref: str | int) -> Instrument:
-        """Our id, EXCHANGE:SYMBOL or a broker token -> the instrument (remembered for a minute)."""
+        """A reference (``instruments/refs.py``) -> the instrument (remembered for a minute)."""
         key = str(ref).strip()
         hit = self._resolved.get(key)
         now = time.monotonic()

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from trading_helper.errors import UnknownInstrument
+from trading_helper.errors import InvalidReference, UnknownInstrument, ValidationError
+from trading_helper.instruments import refs
 from trading_helper.models import Instrument
 from trading_helper.storage import queries
 
@@ -69,18 +70,66 @@ async def get_instrument(conn: asyncpg.Connection, instrument_id: int) -> Instru
     return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, instrument_id))
 
 
+async def _find(conn: asyncpg.Connection, ref: refs.Ref) -> asyncpg.Record | None:
+    match ref:
+        case refs.OurId(id=n):
+            return await conn.fetchrow(queries.GET_INSTRUMENT, n)
+        case refs.BrokerToken(broker=broker, token=token):
+            found = await lookup_tokens(conn, broker, [token])
+            return await conn.fetchrow(queries.GET_INSTRUMENT, found[token]) if token in found else None
+        case refs.ExchangeSymbol(exchange=exchange, symbol=symbol):
+            return await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOL, exchange, symbol)
+        case refs.SymbolText(symbols=symbols):
+            return await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOLS, list(symbols))
+    return None
+
+
+def _unknown(given: str | int, ref: refs.Ref) -> UnknownInstrument:
+    meaning = refs.describe(ref)
+    text = str(given)
+    shown = repr(text) if text == meaning else f"{text!r} ({meaning})"
+    return UnknownInstrument(f"unknown instrument {shown}", reference=str(given))
+
+
 async def resolve_instrument(conn: asyncpg.Connection, ref: str | int, broker: str | None = None) -> Instrument:
-    """An instrument from our id (``42``), ``EXCHANGE:SYMBOL`` (``NSE:RELIANCE``) or a broker token."""
-    text = str(ref).strip()
-    if ":" in text:
-        exchange, _, symbol = text.partition(":")
-        row = await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOL, exchange.upper(), symbol.upper())
+    """The instrument a reference names (grammar: ``instruments/refs.py``); ``broker`` is the
+    configured one, whose tokens bare numbers are. :class:`InvalidReference` outside the grammar,
+    :class:`UnknownInstrument` (naming the reference) when nothing matches."""
+    parsed = refs.parse_ref(ref, broker)
+    for candidate in (parsed, *refs.fallbacks(parsed, broker)):
+        row = await _find(conn, candidate)
         if row is not None:
             return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, row["id"]))
-    if broker is not None:
-        found = await lookup_tokens(conn, broker, [text])
-        if text in found:
-            return await get_instrument(conn, found[text])
-    if text.isdigit() and int(text) < 2**31:
-        return await get_instrument(conn, int(text))
-    raise UnknownInstrument(f"unknown instrument {text!r}: use an id, EXCHANGE:SYMBOL or a broker token")
+    raise _unknown(ref, parsed)
+
+
+async def resolve_many(conn: asyncpg.Connection, given: Sequence[str | int], broker: str | None
+                       ) -> tuple[list[Instrument], list[ValidationError]]:
+    """Each reference of a list: the instruments found (in order, once each) and one error per bad
+    entry (invalid or unknown), so a caller can name every one."""
+    found: dict[int, Instrument] = {}
+    problems: list[ValidationError] = []
+    for ref in given:
+        try:
+            inst = await resolve_instrument(conn, ref, broker)
+        except ValidationError as exc:
+            problems.append(exc)
+            continue
+        assert inst.id is not None
+        found.setdefault(inst.id, inst)
+    return list(found.values()), problems
+
+
+def list_error(problems: Sequence[ValidationError], *, shown: int = 20) -> ValidationError:
+    """One error naming every bad entry: invalid ones make it an :class:`InvalidReference`,
+    else an :class:`UnknownInstrument`."""
+    invalid = [p for p in problems if isinstance(p, InvalidReference)]
+    unknown = [p for p in problems if not isinstance(p, InvalidReference)]
+    parts = []
+    for title, group in (("invalid", invalid), ("unknown", unknown)):
+        if group:
+            listed = "; ".join(p.message.removeprefix("invalid instrument reference ")
+                               .removeprefix("unknown instrument ") for p in group[:shown])
+            parts.append(f"{title}: {listed}" + (f" (and {len(group) - shown} more)" if len(group) > shown else ""))
+    cls = InvalidReference if invalid else UnknownInstrument
+    return cls("instrument references not accepted: " + " | ".join(parts))

@@ -94,6 +94,17 @@ GET_INSTRUMENT_BY_SYMBOL = (
     "ORDER BY i.expired, i.expiry DESC NULLS FIRST LIMIT 1"
 )
 
+#: how search and plain-text references order equally good matches: indices, then futures by
+#: expiry (the near month first), then the rest; NSE before other exchanges
+INSTRUMENT_KIND_ORDER = """CASE WHEN i.segment = 'INDICES' OR i.instrument_type = 'INDEX' THEN 0
+     WHEN i.instrument_type = 'FUT' THEN 1 ELSE 2 END, i.expiry NULLS FIRST, (i.exchange <> 'NSE')"""
+
+# $1 the symbols a plain-text reference may mean (the text itself and an alias's targets)
+GET_INSTRUMENT_BY_SYMBOLS = f"""
+SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.tradingsymbol = ANY($1::text[])
+ORDER BY i.expired, {INSTRUMENT_KIND_ORDER}, i.id LIMIT 1
+"""
+
 BROKER_IDS_OF = "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"
 
 # -- job health (storage/jobs.py) and candle catch-up (storage/catchup.py) -------------------

@@ -23,8 +23,9 @@ from trading_helper.api.schemas import (
     SyncResult,
     Unsubscribed,
 )
-from trading_helper.errors import ConfigError, UnknownInstrument
-from trading_helper.storage.instruments import resolve_instrument, sync_instruments
+from trading_helper.errors import ConfigError
+from trading_helper.instruments import refs
+from trading_helper.storage.instruments import list_error, resolve_many, sync_instruments
 
 router = APIRouter(prefix="/api/instruments", tags=["instruments"])
 
@@ -41,7 +42,9 @@ def instrument_of(row: asyncpg.Record) -> dict[str, Any]:
 async def list_instruments(
     rt: RuntimeDep,
     q: Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN,
-                                   description="trading symbol prefix, e.g. `NIFTY24DEC`")] = None,
+                                   description="a trading symbol, part of one, a name or an alias (`BANKNIFTY`); "
+                                               "exact symbols first, then prefixes, then the rest, indices "
+                                               "and near-month futures first")] = None,
     exchange: Text = None,
     segment: Text = None,
     expiry: Annotated[date | None, Query(description="contracts expiring on this date")] = None,
@@ -49,8 +52,9 @@ async def list_instruments(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
-    args = (queries.like_prefix(q) if q else None, exchange.upper() if exchange else None,
-            segment.upper() if segment else None, expiry, expired)
+    text = refs.search_text(q) if q else None
+    args = (queries.like_text(text) if text else None, exchange.upper() if exchange else None,
+            segment.upper() if segment else None, expiry, expired, list(refs.symbols_of(text)) if text else [])
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(queries.LIST_INSTRUMENTS, *args, limit, offset)
         total = await conn.fetchval(queries.COUNT_INSTRUMENTS, *args)
@@ -70,25 +74,14 @@ async def sync(rt: RuntimeDep, service: ServiceDep) -> SyncResult:
     return SyncResult(broker=rt.broker.name, count=count)
 
 
-async def resolve_ids(rt: Runtime, refs: Sequence[int | str]) -> list[int]:
-    """Our ids for ``refs`` (ids, EXCHANGE:SYMBOL, broker tokens); all unknown ones named at once."""
-    broker = rt.broker.name if rt.broker is not None else None
-    ids: list[int] = []
-    unknown: list[str] = []
+async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
+    """Our ids for ``given`` (the reference grammar, ``instruments/refs.py``); every bad entry is
+    named at once (422 when one is outside the grammar, else 404)."""
     async with rt.pool.acquire() as conn:
-        for ref in refs:
-            try:
-                inst = await resolve_instrument(conn, ref, broker)
-            except UnknownInstrument:
-                unknown.append(str(ref))
-                continue
-            assert inst.id is not None
-            if inst.id not in ids:
-                ids.append(inst.id)
-    if unknown:
-        shown = ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-        raise UnknownInstrument(f"unknown instruments: {shown}")
-    return ids
+        found, problems = await resolve_many(conn, given, rt.broker.name if rt.broker is not None else None)
+    if problems:
+        raise list_error(problems)
+    return [i.id for i in found if i.id is not None]
 
 
 @router.post("/subscribe", response_model=Subscribed, summary="Follow instruments live",

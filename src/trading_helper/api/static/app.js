@@ -156,7 +156,8 @@
 
   // -- history --------------------------------------------------------------------------------
   async function fetchCandles(fromMs, toMs) {
-    const q = new URLSearchParams({ instrument: String(state.instrument.id), interval: state.tf,
+    // `id:N` is our id; a bare number would be the broker's token (the reference grammar)
+    const q = new URLSearchParams({ instrument: `id:${state.instrument.id}`, interval: state.tf,
                                     from: iso(fromMs), to: iso(toMs) });
     const body = await api(`/api/candles?${q}`);
     return { instrument: body.instrument, candles: (body.candles || []).map(parseCandle) };
@@ -251,8 +252,8 @@
   function subscribe() {
     if (!ws || ws.readyState !== WebSocket.OPEN || !state.instrument) return;
     const id = state.instrument.id;
-    if (watching !== null && watching !== id) ws.send(JSON.stringify({ action: 'unsubscribe', instruments: [watching] }));
-    ws.send(JSON.stringify({ action: 'subscribe', instruments: [id], intervals: [state.tf] }));
+    if (watching !== null && watching !== id) ws.send(JSON.stringify({ action: 'unsubscribe', instruments: [`id:${watching}`] }));
+    ws.send(JSON.stringify({ action: 'subscribe', instruments: [`id:${id}`], intervals: [state.tf] }));
     watching = id;
   }
 

@@ -1,0 +1,1 @@
+"""Instruments as callers name them (``refs``: the one reference grammar)."""
