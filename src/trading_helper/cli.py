@@ -21,7 +21,11 @@ console = Console(stderr=True)
 
 
 def _fail(exc: TradingHelperError) -> None:
-    console.print(f"[red]error:[/red] {exc}")
+    from rich.markup import escape as no_markup
+
+    from trading_helper.redact import safe
+
+    console.print(f"[red]error:[/red] {no_markup(safe(exc))}", soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code=1)
 
 

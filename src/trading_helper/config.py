@@ -6,15 +6,32 @@ Variable names follow the specification (``DATABASE_URL``, ``REDIS_URL``, ``BROK
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trading_helper import redact
 from trading_helper.errors import ConfigError
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """A connection URL whose scheme and ports are right; the message never quotes the password."""
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in schemes or "://" not in value:
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    if "@" in parts.netloc.rpartition("@")[0]:
+        raise ValueError("the user or password holds '@': percent-encode it as %40")
+    for host in parts.netloc.rpartition("@")[2].split(","):  # asyncpg takes host1:port1,host2:port2
+        _, colon, port = host.rpartition("]")[2].rpartition(":")
+        if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"the port {port!r} is not a number from 1 to 65535")
+    return value.strip()
 
 
 class Settings(BaseSettings):
@@ -79,13 +96,35 @@ class Settings(BaseSettings):
     #: shared_preload_libraries): false = use plain PostgreSQL with a warning, true = stop with the fix
     TIMESCALEDB_REQUIRED: bool = False
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return check_url(value, ("postgresql", "postgres"))
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_url(value, ("redis", "rediss", "unix"))
+
+    def secrets(self) -> list[str]:
+        """Every secret value this configuration holds (for ``redact.register``)."""
+        values = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        for url in (self.DATABASE_URL, self.REDIS_URL):
+            password = urlsplit(url).password
+            if password:
+                # and its pieces: a client that misreads an unencoded '@' or ':' quotes only a piece
+                values += [password, unquote(password), *re.split(r"[@:]", unquote(password))]
+        return values
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        raise ConfigError(f"invalid configuration: {redact.redact(problems)}") from None
+    redact.register(*settings.secrets())
+    return settings

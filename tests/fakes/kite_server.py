@@ -240,6 +240,9 @@ class FakeKiteServer:
         # REST knobs and records
         self.history_failures: list[int] = []  # statuses for the next historical calls (0: drop the socket)
         self.rest_failures: list[int] = []  # same, for any REST call
+        #: the message of those failures; ``{authorization}`` is replaced by the request's header
+        #: (a broker or proxy that echoes what it was sent)
+        self.failure_message = "Something went wrong"
         self.history_calls: Counter[tuple[str, str]] = Counter()
         self.history_requests: list[HistoryRequest] = []
         self.history_times: list[float] = []
@@ -438,7 +441,7 @@ class FakeKiteServer:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.rest_headers.append(headers)
         if self.rest_failures:
-            return self._failure(self.rest_failures.pop(0))
+            return self._failure(self.rest_failures.pop(0), headers)
         if method == "POST" and parts.path == "/session/token":
             return self._session(body)
         if headers.get("x-kite-version") != "3":
@@ -449,15 +452,16 @@ class FakeKiteServer:
         if method == "GET" and parts.path == "/instruments":
             return self._instruments()
         if method == "GET" and parts.path.startswith("/instruments/historical/"):
-            return self._history(parts.path, query)
+            return self._history(parts.path, query, headers)
         return self._error(404, "GeneralException", "Route not found")
 
-    def _failure(self, status: int) -> tuple[int, dict[str, str], bytes] | None:
+    def _failure(self, status: int, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
         if status == 0:
             return None
+        message = self.failure_message.replace("{authorization}", headers.get("authorization", ""))
         if status == 429:
             return self._error(429, "NetworkException", "Too many requests")
-        return self._error(status, "GeneralException", "Something went wrong")
+        return self._error(status, "GeneralException", message)
 
     def _session(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
@@ -481,12 +485,13 @@ class FakeKiteServer:
             return 200, {"Content-Type": "application/gzip"}, payload
         return 200, {"Content-Type": "text/csv", "Content-Encoding": "gzip"}, payload
 
-    def _history(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
+    def _history(self, path: str, query: dict[str, str], headers: dict[str, str]
+                 ) -> tuple[int, dict[str, str], bytes] | None:
         _, _, _, token, interval = path.split("/")
         self.history_calls[(token, interval)] += 1
         self.history_times.append(time.monotonic())
         if self.history_failures:
-            return self._failure(self.history_failures.pop(0))
+            return self._failure(self.history_failures.pop(0), headers)
         if interval not in INTERVALS:
             return self._error(400, "InputException", "invalid interval")
         try:

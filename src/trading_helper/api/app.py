@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trading_helper import __version__, clock
+from trading_helper import __version__, clock, redact
 from trading_helper.api.auth import BearerGate, api_token, require_token
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
@@ -101,6 +101,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     token, generated = api_token(runtime.settings)
     if generated:
         log.warning("API_TOKEN is not set: generated one for this process: %s", token)
+    redact.register(token)  # after the one line that shows a generated token
     service = CandleService(runtime.pool, runtime.broker)
     hub = TickHub(runtime.redis, channel=live_channel)
 

@@ -15,8 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
 
 from trading_helper import errors as e
+from trading_helper.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ def status_of(exc: e.TradingHelperError) -> int:
 
 
 def error_body(code: str, detail: str, **extra: object) -> dict[str, object]:
-    return {"detail": detail, "code": code, **extra}
+    """Every error answer; its detail may quote a broker or a DSN, so it is redacted here."""
+    return {"detail": redact(detail), "code": code, **extra}
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
@@ -58,6 +61,16 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     headers = {"Retry-After": "5"} if isinstance(exc, e.RateLimited) else None
     return JSONResponse(error_body(exc.code, detail), status_code=status, headers=headers)
+
+
+#: codes of the HTTP errors raised by FastAPI and Starlette themselves (auth, routing)
+_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(error_body(_HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)),
+                        status_code=exc.status_code, headers=exc.headers)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -85,6 +98,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.TradingHelperError, _domain)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http)
     for cls in (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
                 asyncpg.CannotConnectNowError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(cls, _unavailable)

@@ -1,8 +1,11 @@
 """The request body limit: a pure ASGI middleware that counts a body while it arrives.
 
-Starlette and FastAPI have no body limit of their own (uvicorn's ``--limit-concurrency`` counts
-connections, not bytes), and FastAPI reads and JSON-parses the whole body before any dependency
-runs, so the limit has to sit in front of the application. A declared ``Content-Length`` over the
+FastAPI reads and JSON-parses the whole body before any dependency runs, so the limit has to sit
+in front of the application. Why not ``FastAPI(max_body_size=...)`` (Starlette's
+``RequestBodyLimitMiddleware``, new in Starlette 1.x): it is placed outside every user middleware,
+so an oversized request without a token gets 413 before the bearer check can answer 401, and it
+answers a declared oversize body with ``text/plain`` past the application's error handlers,
+not the API's documented ``{"detail", "code"}``. This one runs after ``BearerGate``. A declared ``Content-Length`` over the
 limit is refused before a byte is read; a chunked body is refused as soon as the running count
 passes the limit, and whatever answer the application would have made is replaced by the 413.
 The connection is kept: uvicorn discards the rest of the body as it arrives (nothing is held), so

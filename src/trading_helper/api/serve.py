@@ -8,12 +8,12 @@ re-subscribed by the ingest service when it starts.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import uvicorn
 
+from trading_helper import redact
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.brokers.registry import build_broker
@@ -22,21 +22,6 @@ from trading_helper.ingest.service import IngestService
 from trading_helper.storage.db import create_pool
 
 log = logging.getLogger(__name__)
-
-_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"']+")
-
-
-class RedactTokens(logging.Filter):
-    """The WebSocket carries the API token in its URL (browsers cannot set its headers); uvicorn
-    logs that URL when a socket connects. Keep the token out of the logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_TOKEN_IN_URL.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_URL.sub(r"\1…", record.msg)
-        return True
-
 
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
                 ingest: bool = True, redis: aioredis.Redis | None = None,
@@ -53,8 +38,9 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
             await service.start()
         config = uvicorn.Config(app, host=host or settings.API_HOST, port=port or settings.API_PORT,
                                 log_level=settings.LOG_LEVEL.lower(), lifespan="on")
-        for name in ("uvicorn.error", "uvicorn.access"):  # after Config, which sets uvicorn's logging up
-            logging.getLogger(name).addFilter(RedactTokens())
+        # after Config, which sets uvicorn's logging up: secrets (the WebSocket's ?token= too) and
+        # text from outside never reach a log line as they are
+        redact.install()
         log.info("serving on http://%s:%d (docs at /docs)", config.host, config.port)
         if on_ready is not None:
             on_ready()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trading_helper import redact as redaction
 from trading_helper.config import Settings
 
 
@@ -33,12 +34,14 @@ def load_token(settings: Settings, broker: str) -> str:
         value = path.read_text().strip()
     except OSError:
         value = ""
-    if value:
-        return value
-    env = {"kite": settings.KITE_ACCESS_TOKEN, "fyers": settings.FYERS_ACCESS_TOKEN}.get(broker)
-    return env.get_secret_value() if env is not None else ""
+    if not value:
+        env = {"kite": settings.KITE_ACCESS_TOKEN, "fyers": settings.FYERS_ACCESS_TOKEN}.get(broker)
+        value = env.get_secret_value() if env is not None else ""
+    redaction.register(value)  # hidden from every log line and error body from now on
+    return value
 
 
 def redact(token: str) -> str:
-    """What may appear in logs and messages: the last 4 characters at most."""
+    """What a login may print to say which token it stored: the last 4 characters at most (the
+    whole value is hidden everywhere by ``trading_helper.redact``)."""
     return f"…{token[-4:]}" if len(token) > 8 else "…"

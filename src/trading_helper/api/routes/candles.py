@@ -15,6 +15,7 @@ from trading_helper.api.deps import ServiceDep
 from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
 from trading_helper.candles.service import CandleJson, as_ist
 from trading_helper.errors import InvalidRange
+from trading_helper.redact import redact
 from trading_helper.timeframes import Timeframe
 
 router = APIRouter(prefix="/api/candles", tags=["candles"])
@@ -56,7 +57,7 @@ def render(series: CandleJson) -> Response:
         },
         "interval": series.timeframe.value,
         "backfill": {"fetched_ranges": report.fetched_ranges, "broker_calls": report.broker_calls,
-                     "error": str(report.error) if report.error is not None else None},
+                     "error": redact(str(report.error)) if report.error is not None else None},
     }, separators=(",", ":"))
     return Response(f'{head[:-1]},"candles":{series.candles_json}}}', media_type="application/json")
 

@@ -1,0 +1,33 @@
+"""The CLI's errors for a malformed DATABASE_URL or REDIS_URL: one line naming the variable,
+never its password, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
+    done = subprocess.run([sys.executable, "-m", "trading_helper.cli", *args], env=full, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("env", "args", "names"), [
+    ({"DATABASE_URL": "postgresql://me:Hunter2Secret@db:port/trading"}, ("db", "migrate"), "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://me:Hunter2Secret@db/trading"}, ("db", "migrate"), "DATABASE_URL"),
+    ({"REDIS_URL": "redis://:Hunter2Secret@cache:6379x/0"}, ("status",), "REDIS_URL"),
+    ({"DATABASE_URL": "postgresql://me:p@ss:Hunter2Secret@db/trading"}, ("db", "migrate"), "DATABASE_URL"),
+])
+def test_a_malformed_url_is_one_line_naming_the_variable(tmp_path: Path, env: dict[str, str],
+                                                         args: tuple[str, ...], names: str) -> None:
+    code, output = run_cli(tmp_path, env, *args)
+    assert code == 1, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], output
+    assert "Hunter2Secret" not in output and "Traceback" not in output
