@@ -31,3 +31,12 @@ def test_a_malformed_url_is_one_line_naming_the_variable(tmp_path: Path, env: di
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], output
     assert "Hunter2Secret" not in output and "Traceback" not in output
+
+
+def test_version_and_help_name_the_settings(tmp_path: Path) -> None:
+    from trading_helper import __version__
+
+    code, output = run_cli(tmp_path, {}, "--version")
+    assert code == 0 and output.strip() == f"trading-helper {__version__}"
+    code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "--help")
+    assert code == 0 and all(word in output for word in ("DATABASE_URL", "REDIS_URL", ".env", "serve", "--version"))

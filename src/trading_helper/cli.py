@@ -9,7 +9,10 @@ from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Trading Helper: ticks, candles, charts.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=(
+    "Trading Helper: ticks, candles, charts.\n\nSettings come from the environment and from a .env file in the "
+    "current folder (see .env.example): DATABASE_URL (PostgreSQL), REDIS_URL, BROKER (kite, fyers or sim), "
+    "API_TOKEN ..."))
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 login_app = typer.Typer(no_args_is_help=True, help="Log in to a broker and store its access token.")
@@ -18,6 +21,20 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON."
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from trading_helper import __version__
+
+        print(f"trading-helper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """The options of ``trading-helper`` itself (the help text is the Typer's)."""
 
 
 def _fail(exc: TradingHelperError) -> None:

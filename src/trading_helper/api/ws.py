@@ -43,6 +43,7 @@ from trading_helper.api.runtime import Runtime
 from trading_helper.errors import TradingHelperError, ValidationError
 from trading_helper.ingest import codec, keys
 from trading_helper.models import Tick
+from trading_helper.redact import redact
 from trading_helper.storage.instruments import list_error, resolve_many
 from trading_helper.timeframes import Timeframe
 
@@ -252,8 +253,9 @@ async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resol
         log.warning("WebSocket: cannot resolve instruments: %s", exc)
         return {"type": "error", "detail": "the database cannot be reached right now; try again shortly"}
     if problems:
-        return {"type": "error", "detail": list_error(problems).message,
-                "errors": [{"instrument": p.reference, "code": p.code, "detail": p.message} for p in problems]}
+        return {"type": "error", "detail": redact(list_error(problems).message),
+                "errors": [{"instrument": redact(p.reference), "code": p.code, "detail": redact(p.message)}
+                           for p in problems]}
     if msg["action"] == "unsubscribe":
         hub.watch(client, remove=ids)
     else:

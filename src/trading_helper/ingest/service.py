@@ -26,6 +26,7 @@ from trading_helper.errors import TradingHelperError
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.status import encode_status
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.storage.maintenance import Maintenance
 from trading_helper.storage.migrate import current_flavour
@@ -127,9 +128,8 @@ class IngestService:
             await asyncio.sleep(1.0)
 
     async def _publish_status(self) -> None:
-        flat = {k: str(v) for k, v in self.status().items()}
         try:
-            await self.redis.hset(keys.STATUS, mapping=flat)  # type: ignore[arg-type]
+            await self.redis.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
         except (RedisError, OSError):
             pass  # the receiver already reports Redis being away
 

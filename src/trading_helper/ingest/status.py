@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,10 +18,28 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def encode_status(status: Mapping[str, Any]) -> dict[str, str]:
+    """The service's status as a Redis hash: each field its JSON, so readers get numbers,
+    booleans, null and objects back as they were (``str()`` would give ``'True'``, ``"{'a': 1}"``)."""
+    return {k: json.dumps(v, default=str) for k, v in status.items()}
+
+
+def decode_status(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
+    """The hash written by :func:`encode_status`; a field that is not JSON stays text."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        text = _text(value)
+        try:
+            out[_text(key)] = json.loads(text)
+        except ValueError:
+            out[_text(key)] = text
+    return out
+
+
 async def read_status(settings: Settings) -> dict[str, Any]:
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     try:
-        published = {_text(k): _text(v) for k, v in (await client.hgetall(keys.STATUS)).items()}
+        published = decode_status(await client.hgetall(keys.STATUS))
         length = await client.xlen(settings.TICK_STREAM)
         try:
             groups = await client.xinfo_groups(settings.TICK_STREAM)

@@ -15,6 +15,7 @@ from trading_helper.api import queries
 from trading_helper.api.deps import RuntimeDep, ServiceDep
 from trading_helper.api.runtime import Runtime
 from trading_helper.ingest import keys
+from trading_helper.ingest.status import decode_status
 
 router = APIRouter(tags=["status"])
 metrics_router = APIRouter(tags=["status"])
@@ -33,7 +34,7 @@ _EXAMPLE = {
 }
 
 
-async def _redis_status(rt: Runtime) -> tuple[dict[str, str] | None, dict[str, Any] | None]:
+async def _redis_status(rt: Runtime) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The ingest service's published status hash and the writer group's lag on the tick stream."""
     if rt.redis is None:
         return None, None
@@ -47,7 +48,7 @@ async def _redis_status(rt: Runtime) -> tuple[dict[str, str] | None, dict[str, A
                 groups = []
     except (OSError, TimeoutError, RedisError):
         return None, {"name": stream, "error": "redis unreachable"}
-    published = {_text(k): _text(v) for k, v in raw.items()} if raw else None
+    published = decode_status(raw) if raw else None
     lag: dict[str, Any] = {"name": stream, "pending": None, "lag": None}
     for group in groups:
         if _text(group.get("name", b"")) == keys.WRITER_GROUP:
