@@ -2,13 +2,15 @@
 // browser: Debian's chromium at CHROMIUM or /usr/bin/chromium). One JSON request per stdin line,
 // one JSON answer per stdout line: {"ok": true, "value": ...} or {"ok": false, "error": "..."}.
 //
-//   {"cmd": "open", "url": "...", "width": 1280, "height": 720}
+//   {"cmd": "open", "url": "...", "width": 1280, "height": 720, "offline": false}
+//                      offline: every request to another origin fails, as without a network
 //   {"cmd": "eval", "expr": "document.title"}          the value of a page expression
 //   {"cmd": "wait", "expr": "...", "timeout": 10000}    until the expression is truthy
 //   {"cmd": "type", "selector": "#search", "text": "GRAF"} / {"cmd": "press", "key": "Enter"}
 //   {"cmd": "click", "selector": "..."} / {"cmd": "drag", "x", "y", "dx", "dy"}
 //   {"cmd": "screenshot", "path": "..."}
 //   {"cmd": "errors"}  console errors and uncaught page errors seen so far
+//   {"cmd": "requests"}  the URLs the page requested so far
 //   {"cmd": "close"}
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
@@ -21,12 +23,18 @@ const browser = await chromium.launch({
 });
 let page = null;
 const errors = [];
+const requests = [];
 
 async function handle(req) {
   switch (req.cmd) {
     case 'open': {
       const context = await browser.newContext({ viewport: { width: req.width || 1280, height: req.height || 720 } });
+      if (req.offline) {
+        const origin = new URL(req.url).origin;
+        await context.route('**/*', (route) => (route.request().url().startsWith(origin) ? route.continue() : route.abort()));
+      }
       page = await context.newPage();
+      page.on('request', (r) => requests.push(r.url()));
       page.on('console', (msg) => { if (msg.type() === 'error') errors.push(`console: ${msg.text()}`); });
       page.on('pageerror', (err) => errors.push(`page: ${err.message}`));
       await page.goto(req.url, { waitUntil: 'load' });
@@ -51,6 +59,7 @@ async function handle(req) {
       await page.screenshot({ path: req.path });
       return req.path;
     case 'errors': return errors;
+    case 'requests': return requests;
     case 'close': await browser.close(); return true;
     default: throw new Error(`unknown command ${req.cmd}`);
   }

@@ -79,8 +79,9 @@ class Browser:
         await self._proc.stdin.drain()
         return await self._answer()
 
-    async def open(self, url: str, *, width: int = 1280, height: int = 720) -> str:
-        return str(await self.call("open", url=url, width=width, height=height))
+    async def open(self, url: str, *, width: int = 1280, height: int = 720, offline: bool = False) -> str:
+        """``offline``: requests to any other origin fail, as on a machine without a network."""
+        return str(await self.call("open", url=url, width=width, height=height, offline=offline))
 
     async def eval(self, expr: str) -> Any:
         return await self.call("eval", expr=expr)
@@ -101,3 +102,7 @@ class Browser:
 
     async def errors(self) -> list[str]:
         return list(await self.call("errors"))
+
+    async def requests(self) -> list[str]:
+        """Every URL the page requested so far."""
+        return list(await self.call("requests"))

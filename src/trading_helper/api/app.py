@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_helper import __version__, clock, redact
 from trading_helper.api.auth import BearerGate, api_token, require_token
+from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.routes import candles, health, instruments, quotes, status
@@ -116,7 +117,8 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
             await asyncio.gather(warm, return_exceptions=True)
             await hub.stop()
 
-    app = FastAPI(title="Trading Helper API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Trading Helper API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served from the package's files: install_docs below
     app.state.runtime = runtime
     app.state.api_token = token
     app.state.token_generated = generated
@@ -139,6 +141,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     for router in (instruments.router, candles.router, quotes.router, status.router):
         app.include_router(router, dependencies=protected)
     app.include_router(ws_router)
+    install_docs(app)
 
     if STATIC_DIR.is_dir():
         # mounted last: every route above wins; "/" serves index.html
