@@ -73,11 +73,11 @@ async def test_partially_captured_minute_is_replaced_by_the_broker_candle(
     # the connection came up at 11:00:30: the 11:00 minute is only half captured
     await add_coverage(db_pool, iid, ist(2024, 2, 1, 11, 0, 30), ist(2024, 2, 1, 11, 10))
     await add_ticks(db_pool, iid, [ist(2024, 2, 1, 11, m, 40) for m in range(10)])
-    no_broker = await CandleService(db_pool, None).get_candles(iid, "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
+    no_broker = await CandleService(db_pool, None).get_candles(f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
     assert [c.source for c in no_broker.candles] == ["partial"] + ["live"] * 9
 
     series = await CandleService(db_pool, kite.broker).get_candles(
-        iid, "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
+        f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
     assert [c.source for c in series.candles] == ["broker"] + ["live"] * 9
     assert series.backfill.broker_calls == 1
     request = kite.server.history_requests[-1]

@@ -91,7 +91,7 @@ async def _load_history(console: Console, settings: Settings, dsn: str, ids: lis
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(f"loading {HISTORY_DAYS} days of simulated 1m history", total=len(ids))
             for iid in ids:
-                await service.get_candles(iid, "1m", start, end)
+                await service.get_candles(f"id:{iid}", "1m", start, end)
                 progress.advance(task)
     finally:
         await pool.close()
