@@ -96,6 +96,7 @@ async def test_four_40mb_uploads_cost_the_serving_process_less_than_5mb(
                                                   for _ in range(4)))
                 grown_kb = served.status_kb("VmHWM") - base_kb
                 assert statuses == [expected] * 4, (token is None, chunked)
+                print(f"4 x 40 MB, token: {token is not None}, chunked: {chunked}: +{grown_kb} kB peak RSS")
                 # without a token nothing is read; with one, at most the limit per request
                 bound_kb = 5 * 1024 if token is None else 5 * 1024 + 4 * 2 * 1000
                 assert grown_kb < bound_kb, f"{grown_kb} kB for 4 x 40 MB (token: {token is not None}, "\
