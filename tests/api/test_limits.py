@@ -5,6 +5,7 @@ the process that ingests hold its upload."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +47,8 @@ async def upload(url: str, *, total: int, token: str | None, chunked: bool) -> i
         pumping.cancel()
         await asyncio.gather(pumping, return_exceptions=True)
         writer.close()
+        with contextlib.suppress(OSError):  # a reset connection: closed all the same
+            await writer.wait_closed()
     return int(status_line.split()[1])
 
 
