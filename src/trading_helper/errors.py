@@ -13,6 +13,7 @@ A ``code`` attribute is machine-readable where callers decide on it (retry, "log
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost
+    │   ├── DatabaseBusy             refused for now (disk/memory/connections, cancel, lock): retry
     │   └── MigrationError           a migration failed (names the file)
     ├── IngestError                  the tick pipeline
     │   └── BufferUnavailable        Redis stream cannot be reached
@@ -80,6 +81,18 @@ class StorageError(TradingHelperError):
 
 class DatabaseUnavailable(StorageError):
     code = "database_unavailable"
+
+
+class DatabaseBusy(StorageError):
+    """The database refused for now: out of disk, memory or connections (SQLSTATE class 53), a
+    cancelled statement (57014), a serialization, deadlock or lock-wait failure (40001, 40P01,
+    55P03). Retry after a backoff; ``sqlstate`` says which."""
+
+    code = "database_busy"
+
+    def __init__(self, message: str, *, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class MigrationError(StorageError):

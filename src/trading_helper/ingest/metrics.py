@@ -18,3 +18,11 @@ EXCHANGE_LAG = Histogram("th_exchange_to_commit_seconds", "Exchange time to comm
                          buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300))
 WRITE_FAILURES = Counter("th_write_failures_total", "Failed batch writes (retried), by error", ["error"])
 FEED_STATE = Gauge("th_feed_connected", "1 while the broker feed is connected")
+TICKS_DEAD_LETTERED = Counter("th_ticks_dead_lettered_total",
+                              "Tick rows the database refused (SQLSTATE class 22/23), stored in tick_rejects")
+TICKS_LOST = Counter("th_ticks_lost_total",
+                     "Ticks in stream entries lost before they were written (gaps in the receiver's sequence)")
+DB_RESOURCE_ERRORS = Counter("th_write_resource_errors_total",
+                             "Writer database calls refused for resources, a cancel or a lock (retried), by SQLSTATE",
+                             ["sqlstate"])
+WRITER_DB_BUSY = Gauge("th_writer_db_busy", "1 while the database refuses the writer's writes for resources (alarm)")

@@ -11,12 +11,17 @@ after Redis appended an entry but before the reply arrived, the re-send is refus
 smaller than the target stream top item"; the receiver then looks the id up: found with the same
 content, the entry is already there and is not doubled; otherwise (another writer moved the
 stream's top, or took that id), it is appended under a fresh id.
+
+Each entry is stamped with its place in this receiver's run (:class:`~.stream.EntrySeq`) when it
+is accepted (sent or held), so the writer can tell entries lost from the stream from entries
+never made (those are counted here, as ``buffer_full``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,7 +33,7 @@ from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.codec import encode_quote, encode_ticks
 from trading_helper.ingest.coverage import CoverageRecorder
-from trading_helper.ingest.stream import TICKS_FIELD, reset_fields
+from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, reset_fields
 from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
 
@@ -70,6 +75,10 @@ class TickReceiver:
         self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
         self._id: tuple[int, int] | None = None  # the last stream id given out
+        #: this run's id, and the number and tick count of the last entry stamped
+        self.run_id = uuid.uuid4().hex[:16]
+        self._entries = 0
+        self._stamped_ticks = 0
         self._checked_len_at = 0.0
 
     # -- FeedSink ---------------------------------------------------------------------------
@@ -124,6 +133,7 @@ class TickReceiver:
         if self.local or self._stream_full or now < self._retry_at:
             self._keep_locally(entry_id, fields, payload, n_ticks)
             return
+        self._stamp(fields, n_ticks)
         pipe = self.redis.pipeline(transaction=False)
         # no MAXLEN: trimming entries the writer has not committed would lose ticks
         pipe.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
@@ -139,7 +149,7 @@ class TickReceiver:
             entry_id = await self._settle(results[0], entry_id, fields)
         except (RedisError, OSError) as exc:
             self._redis_failed(exc)
-            self._keep_locally(entry_id, fields, payload, n_ticks)
+            self._keep_locally(entry_id, fields, payload, n_ticks, stamped=True)
             return
         self._redis_back()
         self.last_id = entry_id
@@ -182,11 +192,21 @@ class TickReceiver:
         self._id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
         return f"{self._id[0]}-{self._id[1]}"
 
+    def _stamp(self, fields: dict[bytes, bytes], n_ticks: int) -> None:
+        self._entries += 1
+        self._stamped_ticks += n_ticks
+        fields[SEQ_FIELD] = EntrySeq(self.run_id, self._entries, self._stamped_ticks).encode()
+
     def _keep_locally(self, entry_id: str, fields: dict[bytes, bytes], payload: bytes | None,
-                      n_ticks: int) -> None:
+                      n_ticks: int, *, stamped: bool = False) -> None:
         if len(self.local) >= self.local_max_frames:
             self.on_reject("buffer_full", max(n_ticks, 1))
+            if stamped:  # the last entry stamped: its place is given to the next one, so no gap shows
+                self._entries -= 1
+                self._stamped_ticks -= n_ticks
             return
+        if not stamped:
+            self._stamp(fields, n_ticks)
         self.local.append((entry_id, fields, payload))
         metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 

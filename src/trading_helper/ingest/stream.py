@@ -7,6 +7,11 @@ it (see :class:`~trading_helper.storage.ticks.VolumeReset` for what the writer d
 
 Entries written before schema version 6 are still read: field ``t`` holds ticks without their
 last-trade time, and a reset without ``a`` has no start time.
+
+Every entry also carries field ``q``, its place in the receiver's run: ``run:entry:ticks`` (the
+receiver run's id, the entry's number in that run from 1, and the ticks of the run's entries up
+to and including this one). The writer keeps the last committed place per run, so an entry that
+does not follow it shows entries lost from the stream, and how many ticks they held.
 """
 
 from __future__ import annotations
@@ -22,7 +27,29 @@ TICKS_FIELD = b"u"
 LEGACY_TICKS_FIELD = b"t"
 RESET_FIELD = b"r"
 RESET_AT_FIELD = b"a"
+SEQ_FIELD = b"q"
 _AT = struct.Struct("<q")
+
+
+@dataclass(slots=True, frozen=True)
+class EntrySeq:
+    run: str
+    entry_no: int
+    #: ticks in the run's entries up to and including this one
+    ticks: int
+
+    def encode(self) -> bytes:
+        return f"{self.run}:{self.entry_no}:{self.ticks}".encode()
+
+
+def decode_seq(raw: bytes | None) -> EntrySeq | None:
+    if not raw:
+        return None
+    try:
+        run, entry_no, ticks = raw.decode().split(":")
+        return EntrySeq(run, int(entry_no), int(ticks))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -42,6 +69,9 @@ class DecodedEntry:
     entry_id: str
     items: list[Record | VolumeReset]
     malformed: bool = False
+    seq: EntrySeq | None = None
+    #: tick records in the entry (0 for a reset)
+    ticks: int = 0
 
 
 def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> DecodedEntry:
@@ -49,18 +79,20 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> De
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     if not fields:
         return DecodedEntry(eid, [], malformed=True)
+    seq = decode_seq(fields.get(SEQ_FIELD))
     try:
-        if TICKS_FIELD in fields:
-            return DecodedEntry(eid, decode_records(fields[TICKS_FIELD]))  # type: ignore[arg-type]
-        if LEGACY_TICKS_FIELD in fields:
-            return DecodedEntry(eid, decode_records(fields[LEGACY_TICKS_FIELD], legacy=True))  # type: ignore[arg-type]
+        if TICKS_FIELD in fields or LEGACY_TICKS_FIELD in fields:
+            legacy = TICKS_FIELD not in fields
+            records = decode_records(fields[LEGACY_TICKS_FIELD if legacy else TICKS_FIELD], legacy=legacy)
+            return DecodedEntry(eid, records, seq=seq, ticks=len(records))  # type: ignore[arg-type]
         if RESET_FIELD in fields:
             raw = fields[RESET_FIELD]
             if len(raw) % 4:
                 raise ValueError("reset ids are not int32s")
             ids = struct.unpack(f"<{len(raw) // 4}i", raw)
             at = fields.get(RESET_AT_FIELD)
-            return DecodedEntry(eid, [VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0])])
+            return DecodedEntry(eid, [VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0])],
+                                seq=seq)
     except (ValueError, struct.error):
         pass
-    return DecodedEntry(eid, [], malformed=True)
+    return DecodedEntry(eid, [], malformed=True, seq=seq)

@@ -7,6 +7,9 @@ from trading_helper.timeframes import Timeframe
 
 INSTRUMENT_IDS = "SELECT id FROM instruments"
 
+#: which of these ids are instruments (the writer asks for ids missing from its cache)
+KNOWN_INSTRUMENT_IDS = "SELECT id FROM instruments WHERE id = ANY($1::integer[])"
+
 LOAD_VOLUME_STATE = """
 SELECT instrument_id, trading_day, volume, last_time, trade_time, capture_from FROM tick_volume_state
 """
@@ -26,6 +29,21 @@ ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excl
 """
 
 GET_OFFSET = "SELECT last_id FROM ingest_offsets WHERE stream = $1"
+
+#: per receiver run: the last committed entry number and tick count; ``lost`` adds up
+UPSERT_SEQUENCES = """
+INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)
+SELECT $1, * , now() FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+ON CONFLICT (stream, receiver_run) DO UPDATE
+SET entry_no = excluded.entry_no, ticks = excluded.ticks, lost = s.lost + excluded.lost, updated_at = now()
+"""
+
+GET_SEQUENCES = "SELECT receiver_run, entry_no, ticks FROM ingest_sequences WHERE stream = $1"
+
+INSERT_TICK_REJECTS = """
+INSERT INTO tick_rejects (stream, relation, entry_id, row, sqlstate, reason)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
+"""
 
 ENSURE_PARTITIONS = "SELECT ensure_tick_partitions($1, $2)"
 

@@ -5,13 +5,22 @@ updates that carry no new trade (into quote_updates), the per-instrument volume 
 given, the Redis stream position they came from. Either all of it is
 committed or none, so a retry after any failure neither loses nor doubles a tick. A bad tick is
 counted by reason and left out; it never aborts the batch it came in.
+
+A row the database refuses (SQLSTATE class 22 or 23, e.g. a CHECK violation) does not abort its
+batch either: the batch is written again, split in halves inside savepoints of the same
+transaction until the refused rows are found; they go to ``tick_rejects`` with the reason, and
+everything else commits (:func:`~trading_helper.storage.sqlstate.classify` decides what is a row
+error, a resource error to retry later, or a lost connection).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time as _time
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
@@ -19,12 +28,12 @@ from operator import itemgetter
 import asyncpg
 
 from trading_helper import clock
-from trading_helper.errors import DatabaseUnavailable
 from trading_helper.ingest.codec import Record, tick_record
 from trading_helper.ingest.volume import NO_TRADE, StateRow, VolumeTracker, from_us, to_us
 from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE, Tick
 from trading_helper.storage import queries
 from trading_helper.storage.migrate import Flavour, current_flavour
+from trading_helper.storage.sqlstate import Failure, classify, retryable, sqlstate_of
 
 #: tick_data: trades only; ``time`` is the trade's time (the candle time, unique per instrument)
 TICK_COLUMNS = (
@@ -36,7 +45,9 @@ QUOTE_COLUMNS = (
     "time", "instrument_id", "ltp", "last_qty", "volume", "avg_price", "open_interest",
     "bid_price", "bid_qty", "ask_price", "ask_qty", "received_at", "trade_time",
 )
-_KNOWN_IDS_REFRESH_S = 5.0
+#: an id looked up and not found is not asked about again for this long (a flood of unknown ids
+#: costs one query per second)
+UNKNOWN_ID_TTL_S = 1.0
 _SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
 _AGE_US = int(MAX_TICK_AGE.total_seconds()) * 1_000_000
 _INF = float("inf")
@@ -57,10 +68,22 @@ class VolumeReset:
     at_us: int | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """A row the database refused, stored in ``tick_rejects``."""
+
+    relation: str
+    row: TickRow
+    entry_id: str | None
+    sqlstate: str
+    reason: str
+
+
 @dataclass(slots=True)
 class WriteResult:
     written: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -69,23 +92,57 @@ class PreparedBatch:
     volume_rows: list[StateRow]
     result: WriteResult
     quote_rows: list[TickRow] = field(default_factory=list)
+    #: the records the rows came from, and (index of the first record, stream entry id) per entry
+    items: Sequence[Record | VolumeReset] = ()
+    sources: list[tuple[int, str]] = field(default_factory=list)
+    #: set once a row was refused: later tries of this batch isolate rows from the start
+    isolate: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class RunPosition:
+    """The last entry of a receiver run in a batch, and the ticks found lost before it."""
+
+    run: str
+    entry_no: int
+    ticks: int
+    lost: int = 0
 
 
 @dataclass(slots=True, frozen=True)
 class StreamOffset:
     stream: str
     last_id: str
+    #: receiver runs' positions committed with the offset (gap detection)
+    runs: tuple[RunPosition, ...] = ()
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def row_json(columns: Sequence[str], row: TickRow) -> str:
+    return json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)})
 
 
 class TickWriter:
     """Writes ticks for one ingest process. Not for concurrent use: one writer per stream."""
 
-    def __init__(self, pool: asyncpg.Pool, flavour: Flavour) -> None:
+    def __init__(self, pool: asyncpg.Pool, flavour: Flavour, *,
+                 monotonic: Callable[[], float] = _time.monotonic) -> None:
         self.pool = pool
         self.flavour = flavour
         self.tracker = VolumeTracker()
         self.known_ids: set[int] = set()
-        self._known_loaded_at = 0.0
+        #: id -> clock time until which it counts as unknown without asking again
+        self._unknown_until: dict[int, float] = {}
+        self._clock = monotonic
+        #: queries for ids missing from ``known_ids``
+        self.id_lookups = 0
         self._partition_days: set[date] = set()
         self._needs_reload = False
 
@@ -100,7 +157,6 @@ class TickWriter:
         self.tracker = VolumeTracker()
         self.tracker.load([tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)])
         self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
-        self._known_loaded_at = _time.monotonic()
 
     def prepare(
         self, entries: Iterable[Record | VolumeReset], now: datetime, result: WriteResult,
@@ -189,51 +245,111 @@ class TickWriter:
             self._needs_reload = True
             raise
 
-    async def prepare_batch(self, entries: Sequence[Record | VolumeReset]) -> PreparedBatch:
-        """Everything of a write but the database round trips (CPU only, unless state must load).
+    async def prepare_batch(self, entries: Sequence[Record | VolumeReset], *,
+                            sources: Sequence[tuple[int, str]] = ()) -> PreparedBatch:
+        """Everything of a write but the database round trips (CPU only, unless state must load
+        or ids are missing from the cache).
+
+        ``sources``: (index of the entry's first record, stream entry id) per stream entry, so a
+        refused row can name its entry. Raises DatabaseUnavailable / DatabaseBusy (nothing
+        changed: call again) when the database cannot answer.
 
         Batches must be committed in the order they were prepared, each eventually: the volume
         state of batch k+1 builds on batch k. Retrying :meth:`commit` with the same batch keeps
         that true; otherwise use :meth:`write_records`, which reloads the state after a failure.
         """
-        if self._needs_reload:
-            async with self.pool.acquire() as conn:
-                await self._reload(conn)
-            self._needs_reload = False
-        ids = {rec[2] for rec in entries if rec.__class__ is not VolumeReset}  # type: ignore[index]
-        if not ids <= self.known_ids and _time.monotonic() - self._known_loaded_at >= _KNOWN_IDS_REFRESH_S:
-            # instruments may have been added since the ids were loaded: look once more
-            async with self.pool.acquire() as conn:
-                self.known_ids = {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
-            self._known_loaded_at = _time.monotonic()
+        try:
+            if self._needs_reload:
+                async with self.pool.acquire() as conn:
+                    await self._reload(conn)
+                self._needs_reload = False
+            ids = {rec[2] for rec in entries if rec.__class__ is not VolumeReset}  # type: ignore[index]
+            if not ids <= self.known_ids:
+                await self._look_up(ids - self.known_ids)
+        except Exception as exc:
+            wrapped = retryable(exc, "loading the writer's state failed")
+            if wrapped is None or wrapped is exc:
+                raise
+            raise wrapped from exc
         result = WriteResult()
         quote_rows: list[TickRow] = []
         rows, _ = self.prepare(entries, clock.now(), result, quote_rows)
-        return PreparedBatch(rows, self.tracker.take_changes(), result, quote_rows)
+        return PreparedBatch(rows, self.tracker.take_changes(), result, quote_rows, entries, list(sources))
+
+    async def _look_up(self, missing: set[int]) -> None:
+        """Instruments added after the cache was loaded are known at once; an id that is not an
+        instrument is asked about again only after UNKNOWN_ID_TTL_S."""
+        now = self._clock()
+        ask = [i for i in missing if self._unknown_until.get(i, 0.0) <= now]
+        if not ask:
+            return
+        async with self.pool.acquire() as conn:
+            found = {r[0] for r in await conn.fetch(queries.KNOWN_INSTRUMENT_IDS, ask)}
+        self.id_lookups += 1
+        self.known_ids |= found
+        if len(self._unknown_until) > 10_000:
+            self._unknown_until = {i: t for i, t in self._unknown_until.items() if t > now}
+        for i in ask:
+            if i in found:
+                self._unknown_until.pop(i, None)
+            else:
+                self._unknown_until[i] = now + UNKNOWN_ID_TTL_S
 
     async def commit(self, batch: PreparedBatch, offset: StreamOffset | None = None) -> WriteResult:
-        """One transaction: the rows, the volume state and the stream offset. Safe to retry."""
+        """One transaction: the rows, the volume state and the stream offset. Safe to retry.
+
+        Rows the database refuses go to ``tick_rejects`` in the same transaction (the result's
+        ``dead_letters``). Raises DatabaseUnavailable (connection) or DatabaseBusy (resources, a
+        cancel, a lock) to be retried with the same batch; any other error as it is."""
         try:
             async with self.pool.acquire() as conn:
                 rows, quote_rows = batch.rows, batch.quote_rows
                 if (rows or quote_rows) and self.flavour == "postgres":
                     await self._ensure_partitions(conn, rows, quote_rows)
-                async with conn.transaction():
-                    if rows:
-                        await conn.copy_records_to_table("tick_data", records=rows, columns=TICK_COLUMNS)
-                    if quote_rows:
-                        await conn.copy_records_to_table("quote_updates", records=quote_rows,
-                                                         columns=QUOTE_COLUMNS)
-                    if batch.volume_rows:
-                        await conn.execute(queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows,
-                                                                                       strict=True)))
-                    if offset is not None:
-                        await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError) as exc:
-            raise DatabaseUnavailable(f"tick write failed, will retry: {exc}") from exc
-        result = WriteResult(written=len(batch.rows) + len(batch.quote_rows), rejected=Counter(batch.result.rejected))
-        return result
+                try:
+                    dead = await self._commit_once(conn, batch, offset)
+                except Exception as exc:
+                    if batch.isolate or classify(exc) is not Failure.ROW:
+                        raise
+                    batch.isolate = True  # the whole batch was rolled back: again, row by row where needed
+                    dead = await self._commit_once(conn, batch, offset)
+        except Exception as exc:
+            wrapped = retryable(exc, "tick write failed")
+            if wrapped is None or wrapped is exc:
+                raise
+            raise wrapped from exc
+        return WriteResult(written=len(batch.rows) + len(batch.quote_rows) - len(dead),
+                           rejected=Counter(batch.result.rejected), dead_letters=dead)
+
+    async def _commit_once(self, conn: asyncpg.Connection, batch: PreparedBatch,
+                           offset: StreamOffset | None) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        taken: set[int] = set()  # records already named as a refused row's source
+        async with conn.transaction():
+            for relation, columns, rows in (("tick_data", TICK_COLUMNS, batch.rows),
+                                            ("quote_updates", QUOTE_COLUMNS, batch.quote_rows)):
+                if rows and not batch.isolate:
+                    await conn.copy_records_to_table(relation, records=rows, columns=columns)
+                elif rows:
+                    bad: list[tuple[int, BaseException]] = []
+                    await _copy_isolating(conn, relation, columns, rows, 0, len(rows), bad)
+                    dead.extend(_dead_letter(batch, relation, columns, rows[i], exc, taken) for i, exc in bad)
+            if dead:
+                await conn.execute(queries.INSERT_TICK_REJECTS, offset.stream if offset else None,
+                                   [d.relation for d in dead], [d.entry_id for d in dead],
+                                   [row_json(TICK_COLUMNS if d.relation == "tick_data" else QUOTE_COLUMNS, d.row)
+                                    for d in dead],
+                                   [d.sqlstate for d in dead], [d.reason for d in dead])
+            if batch.volume_rows:
+                await conn.execute(queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows, strict=True)))
+            if offset is not None:
+                await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
+                if offset.runs:
+                    runs = offset.runs
+                    await conn.execute(queries.UPSERT_SEQUENCES, offset.stream, [r.run for r in runs],
+                                       [r.entry_no for r in runs], [r.ticks for r in runs],
+                                       [r.lost for r in runs])
+        return dead
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, *row_lists: list[TickRow]) -> None:
         """Daily partitions (of tick_data and quote_updates) for every UTC day from the batch's
@@ -250,3 +366,47 @@ class TickWriter:
         while day <= last:
             self._partition_days.add(day)
             day += timedelta(days=1)
+
+
+async def _copy_isolating(conn: asyncpg.Connection, relation: str, columns: Sequence[str], rows: list[TickRow],
+                          start: int, end: int, bad: list[tuple[int, BaseException]]) -> None:
+    """COPY rows[start:end] in halves, each in a savepoint; a half that is refused for its data is
+    split again, down to single rows, which are recorded in ``bad``. Rows already written stay
+    written, so rows refused only together (a unique key) are found too."""
+    mid = (start + end) // 2
+    for lo, hi in ((start, mid), (mid, end)) if end - start > 1 else ((start, end),):
+        if lo == hi:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(relation, records=rows[lo:hi], columns=columns)
+        except Exception as exc:
+            if classify(exc) is not Failure.ROW:
+                raise
+            if hi - lo == 1:
+                bad.append((lo, exc))
+            else:
+                await _copy_isolating(conn, relation, columns, rows, lo, hi, bad)
+
+
+def _dead_letter(batch: PreparedBatch, relation: str, columns: Sequence[str], row: TickRow,
+                 exc: BaseException, taken: set[int]) -> DeadLetter:
+    state = sqlstate_of(exc) or "22000"  # asyncpg's client-side encoding error has no SQLSTATE
+    return DeadLetter(relation, row, _entry_of(batch, columns, row, taken), state, f"{state}: {exc}")
+
+
+def _entry_of(batch: PreparedBatch, columns: Sequence[str], row: TickRow, taken: set[int]) -> str | None:
+    """The stream entry a refused row came from, found by its record (receive time, instrument,
+    price: fields :meth:`TickWriter.prepare` copies unchanged). Only refused rows are looked up,
+    so the hot path keeps one ``prepare`` call per batch; None when not found."""
+    if not batch.sources:
+        return None
+    rx = to_us(row[columns.index("received_at")])  # type: ignore[arg-type]
+    iid, ltp = row[columns.index("instrument_id")], row[columns.index("ltp")]
+    for i, rec in enumerate(batch.items):
+        if (i not in taken and rec.__class__ is not VolumeReset
+                and rec[1] == rx and rec[2] == iid and rec[3] == ltp):  # type: ignore[index]
+            taken.add(i)
+            at = bisect_right([start for start, _ in batch.sources], i) - 1
+            return batch.sources[at][1] if at >= 0 else None
+    return None

@@ -1,0 +1,115 @@
+"""The one way to build the ingest's Redis client, Redis calls that honour cancellation, and the
+check of what the Redis server keeps on disk.
+
+Why by hand: redis-py (8.1 with hiredis) was seen to swallow a task's cancellation inside a read
+after a Redis restart (the task stayed ``cancelling`` in ``read_from_socket`` for ever, NOTES.md).
+Two things make every read bounded: a socket timeout on the client, larger than any XREADGROUP
+block we use, so no read waits for ever; and :func:`cancellable`, which awaits the call from a
+separate task, so the caller's cancellation takes effect at once whatever the library does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: no Redis reply may take longer (the writer blocks at most 50 ms in XREADGROUP)
+SOCKET_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def redis_client(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A client whose reads and connects are bounded in time (for ``serve``, ``demo`` and the writer)."""
+    options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    options.update(kwargs)
+    return aioredis.Redis.from_url(url, **options)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned call's error is not "never retrieved"
+
+
+async def cancellable(call: Awaitable[T]) -> T:
+    """Await ``call`` (a Redis command) so that cancelling the caller ends the wait at once.
+
+    The call runs as its own task; the caller waits on :func:`asyncio.wait`, whose waiter no
+    library can hold back. On cancellation the call is cancelled too and left to end by itself
+    (within the socket timeout at the latest)."""
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    return task.result()
+
+
+Persistence = Literal["aof", "snapshots", "none", "unknown"]
+
+
+@dataclass(slots=True, frozen=True)
+class RedisDurability:
+    """What a Redis restart would keep of the tick stream."""
+
+    #: aof: every write is logged; snapshots: the writes since the last snapshot are lost on a
+    #: restart; none: nothing is kept; unknown: the server did not say
+    persistence: Persistence
+    #: where it was read: "config" (CONFIG GET), "info" (INFO persistence, when CONFIG is refused) or ""
+    source: str
+    detail: str
+
+    @property
+    def keeps_nothing(self) -> bool:
+        return self.persistence == "none"
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
+    """Read the server's persistence settings and log a warning when a restart would lose the
+    backlog. Managed Redis often refuses CONFIG: then INFO persistence says whether AOF is on."""
+    try:
+        found = await cancellable(redis.config_get("appendonly", "save"))
+        config = {_text(k): _text(v) for k, v in found.items()}
+        if "appendonly" not in config:
+            raise RedisError("CONFIG GET returned no appendonly")
+        aof = config["appendonly"] == "yes"
+        save = config.get("save", "").strip()
+        detail = f"appendonly {config['appendonly']}, save '{save}'"
+        result = RedisDurability("aof" if aof else "snapshots" if save else "none", "config", detail)
+    except (RedisError, OSError):
+        try:
+            info = await cancellable(redis.info("persistence"))
+            aof_enabled = _text(info.get("aof_enabled", "")) if isinstance(info, dict) else ""
+        except (RedisError, OSError) as exc:
+            result = RedisDurability("unknown", "", f"persistence settings unreadable: {exc}")
+        else:
+            if aof_enabled == "1":
+                result = RedisDurability("aof", "info", "aof_enabled 1")
+            elif aof_enabled == "0":
+                result = RedisDurability("unknown", "info", "aof_enabled 0; snapshot schedule unknown (CONFIG refused)")
+            else:
+                result = RedisDurability("unknown", "info", "INFO persistence has no aof_enabled")
+    if result.persistence == "none":
+        log.warning("Redis keeps nothing on disk (%s): a Redis restart loses every received tick not yet "
+                    "written to the database. Turn on 'appendonly yes'.", result.detail)
+    elif result.persistence in ("snapshots", "unknown"):
+        log.warning("Redis may lose received ticks on a restart (%s): appendonly yes keeps them all", result.detail)
+    return result
