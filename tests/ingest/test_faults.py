@@ -19,8 +19,9 @@ from tests.faults.proxy import FaultProxy
 from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
 from tests.services import _free_port
 from tests.storage.helpers import reset_market_data
-from trading_helper.ingest import keys
+from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.stream import decode_entry
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.storage.ticks import StreamOffset, TickWriter
@@ -120,14 +121,14 @@ async def test_postgres_unreachable_for_seconds(db_dsn: str, redis_url: str) -> 
 
 
 @asynccontextmanager
-async def aof_redis() -> AsyncIterator[tuple[str, object]]:
-    """A Redis of our own with AOF on; yields its URL and a restart function."""
+async def aof_redis(*, appendonly: bool = True) -> AsyncIterator[tuple[str, object]]:
+    """A Redis of our own with AOF on (or nothing on disk); yields its URL and a restart function."""
     server = shutil.which("redis-server")
     assert server, "redis-server is needed for this test (apt-get install redis-server)"
     workdir = tempfile.mkdtemp(prefix="th-aof-")
     port = _free_port()
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
-            "--appendfsync", "always", "--save", ""]
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly",
+            "yes" if appendonly else "no", "--appendfsync", "always", "--save", ""]
     procs = [await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL)]
     url = f"redis://127.0.0.1:{port}/0"
 
@@ -197,3 +198,46 @@ async def test_redis_restarted_with_aof_during_a_run(db_pool: asyncpg.Pool) -> N
         await redis.aclose()
     assert await stored_sequence_numbers(db_pool) == (3000, 3000)
     assert not receiver.rejected
+
+
+async def test_redis_restarted_without_persistence_counts_exactly_the_ticks_lost(db_pool: asyncpg.Pool) -> None:
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool)
+    lost_before = metrics.TICKS_LOST._value.get()
+    async with aof_redis(appendonly=False) as (url, restart):
+        redis = redis_client(url)
+        receiver = TickReceiver(redis, stream="th:ticks", max_entries=100_000, local_max_frames=1000)
+        writer = StreamWriter(redis, db_pool, stream="th:ticks", block_ms=20)
+        task = asyncio.create_task(writer.run())
+        frames = numbered_frames(feed, 100, 30)
+        for frame in frames[:30]:
+            await receiver.on_ticks(frame)
+            await asyncio.sleep(0.01)
+
+        async def caught_up() -> bool:
+            await receiver.flush()
+            return not receiver.local and receiver.last_id is not None and writer.committed_through(receiver.last_id)
+
+        await _wait_for(caught_up)
+        async with db_pool.acquire() as locker, locker.transaction():
+            # the database stalls: entries pile up in the stream, unwritten, when Redis restarts
+            await locker.execute("LOCK TABLE tick_data IN ACCESS EXCLUSIVE MODE")
+            for frame in frames[30:60]:
+                await receiver.on_ticks(frame)
+                await asyncio.sleep(0.01)
+            await restart(0.5)  # type: ignore[operator]
+        for frame in frames[60:]:
+            await receiver.on_ticks(frame)
+            await asyncio.sleep(0.01)
+        await _wait_for(caught_up)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+    rows, distinct = await stored_sequence_numbers(db_pool)
+    assert rows == distinct, "a tick was written twice"
+    assert not receiver.rejected
+    assert 0 < writer.stats.lost == 3000 - rows, "the lost ticks are counted, exactly"
+    assert writer.status()["lost"] == writer.stats.lost
+    assert metrics.TICKS_LOST._value.get() - lost_before == writer.stats.lost
+    assert writer.status()["redis_persistence"] == "none"
+    assert await db_pool.fetchval("SELECT sum(lost) FROM ingest_sequences WHERE stream = 'th:ticks'") == writer.stats.lost

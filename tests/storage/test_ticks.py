@@ -164,3 +164,42 @@ async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Poo
             candles = await read_live_candles(conn, a, tf, now - timedelta(days=2), now + timedelta(days=1))
             assert candles, tf
             assert candles[-1].close == 12.0 and candles[-1].high == 12.0, tf
+
+
+async def test_missing_ids_are_looked_up_and_unknown_ones_asked_again_only_after_a_second(
+        db_pool: asyncpg.Pool) -> None:
+    await reset_market_data(db_pool)
+    now = [1000.0]
+    writer = await TickWriter.open(db_pool)
+    writer._clock = lambda: now[0]
+    [late] = await make_instruments(db_pool, 1, prefix="AFTER")  # added after the writer loaded its ids
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    result = await writer.write([tick(late, ts)])
+    assert (result.written, dict(result.rejected), writer.id_lookups) == (1, {}, 1)
+    for n in range(50):  # a flood of ticks of an id that is no instrument
+        result = await writer.write([tick(888_888, ts + timedelta(milliseconds=n))])
+        assert dict(result.rejected) == {"unknown_instrument": 1}
+    assert writer.id_lookups == 2, "one query for the unknown id within its second"
+    now[0] += 1.01
+    await writer.write([tick(888_888, ts)])
+    assert writer.id_lookups == 3
+
+
+async def test_rows_the_database_refuses_are_dead_lettered_with_the_rest_written(db_pool: asyncpg.Pool) -> None:
+    await reset_market_data(db_pool)
+    [a] = await make_instruments(db_pool, 1, prefix="DL")
+    writer = await TickWriter.open(db_pool)
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    await db_pool.execute("ALTER TABLE tick_data ADD CONSTRAINT test_price_cap CHECK (ltp < 1000)")
+    try:
+        batch = [tick(a, ts + timedelta(seconds=n), 2000.0 if n in (3, 4, 17) else 100.0 + n, volume=10 * n, qty=1)
+                 for n in range(1, 41)]
+        result = await writer.write(batch, offset=StreamOffset("dl", "9-0"))
+    finally:
+        await db_pool.execute("ALTER TABLE tick_data DROP CONSTRAINT test_price_cap")
+    assert result.written == 37 and len(result.dead_letters) == 3
+    refused = await db_pool.fetch("SELECT row, sqlstate, stream FROM tick_rejects ORDER BY (row->>'time')")
+    assert [r["sqlstate"] for r in refused] == ["23514"] * 3 and {r["stream"] for r in refused} == {"dl"}
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_data WHERE ltp < 1000") == 37
+    assert await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = 'dl'") == "9-0"
+    assert await db_pool.fetchval("SELECT volume FROM tick_volume_state WHERE instrument_id = $1", a) == 400
