@@ -171,7 +171,7 @@ async def test_redis_restarted_with_aof_during_a_run(db_pool: asyncpg.Pool) -> N
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     async with aof_redis() as (url, restart):
-        redis = aioredis.Redis.from_url(url)
+        redis = redis_client(url)  # the client serve and demo use: every read bounded
         receiver = TickReceiver(redis, stream="th:ticks", max_entries=100_000, local_max_frames=1000)
         writer = StreamWriter(redis, db_pool, stream="th:ticks", block_ms=20)
         task = asyncio.create_task(writer.run())
