@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -203,3 +205,33 @@ async def test_instruments_added_after_the_writer_started_are_written_at_once(
     assert await stored_sequence_numbers(db_pool) == (500, 500)
     assert await db_pool.fetchval("SELECT count(DISTINCT instrument_id) FROM tick_data WHERE instrument_id = "
                                   "ANY($1::integer[])", new_ids) == 20
+
+
+async def test_writer_killed_while_isolating_refused_rows_then_restarted_keeps_exactly_once(
+        db_pool: asyncpg.Pool, db_dsn: str, redis_url: str) -> None:
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool)
+    await db_pool.execute("ALTER TABLE tick_data ADD CONSTRAINT test_poison CHECK (bid_qty % 97 <> 0)")
+    try:
+        async with redis_stream(redis_url) as (redis, stream):
+            receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+            await _send(receiver, numbered_frames(feed, 100, 100), 0)
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.writer_proc", db_dsn,
+                                                        redis_url, stream)
+            try:
+                for _ in range(3000):
+                    if await db_pool.fetchval("SELECT count(*) FROM tick_rejects") >= 5:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+            assert await db_pool.fetchval("SELECT count(*) FROM tick_rejects") < 104, "finished before the kill"
+            writer = StreamWriter(redis, db_pool, stream=stream, entries_per_read=10)
+            await writer.run(stop_when_idle=True)
+    finally:
+        await db_pool.execute("ALTER TABLE tick_data DROP CONSTRAINT test_poison")
+    bad = {n for n in range(10_000) if n % 97 == 0}
+    refused = [r[0] for r in await db_pool.fetch("SELECT (row->>'bid_qty')::int FROM tick_rejects")]
+    assert sorted(refused) == sorted(bad), "each refused row dead-lettered once"
+    assert await stored_sequence_numbers(db_pool) == (10_000 - len(bad), 10_000 - len(bad))

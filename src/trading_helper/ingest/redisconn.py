@@ -94,11 +94,11 @@ async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
         save = config.get("save", "").strip()
         detail = f"appendonly {config['appendonly']}, save '{save}'"
         result = RedisDurability("aof" if aof else "snapshots" if save else "none", "config", detail)
-    except (RedisError, OSError):
+    except Exception:  # advisory: CONFIG refused (managed Redis), or a stand-in without it
         try:
             info = await cancellable(redis.info("persistence"))
             aof_enabled = _text(info.get("aof_enabled", "")) if isinstance(info, dict) else ""
-        except (RedisError, OSError) as exc:
+        except Exception as exc:
             result = RedisDurability("unknown", "", f"persistence settings unreadable: {exc}")
         else:
             if aof_enabled == "1":
@@ -110,6 +110,9 @@ async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
     if result.persistence == "none":
         log.warning("Redis keeps nothing on disk (%s): a Redis restart loses every received tick not yet "
                     "written to the database. Turn on 'appendonly yes'.", result.detail)
-    elif result.persistence in ("snapshots", "unknown"):
-        log.warning("Redis may lose received ticks on a restart (%s): appendonly yes keeps them all", result.detail)
+    elif result.persistence == "snapshots":
+        log.warning("Redis keeps only snapshots (%s): a restart loses the ticks received since the last one "
+                    "and not yet written; 'appendonly yes' keeps them all", result.detail)
+    elif result.persistence == "unknown":
+        log.warning("cannot tell whether Redis keeps received ticks on disk (%s)", result.detail)
     return result
