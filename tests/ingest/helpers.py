@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,8 @@ import redis.asyncio as aioredis
 
 from trading_helper.brokers.sim import SimFeed, sim_instruments
 from trading_helper.config import Settings
+from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.writer import StreamWriter
 from trading_helper.models import Tick
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 
@@ -53,3 +56,17 @@ async def redis_stream(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, st
     finally:
         await client.delete(stream)
         await client.aclose()
+
+
+@asynccontextmanager
+async def running_writer(redis: aioredis.Redis, pool: asyncpg.Pool,
+                         stream: str) -> AsyncIterator[tuple[TickReceiver, StreamWriter, asyncio.Task[None]]]:
+    """A receiver and a running stream writer on ``stream``; the writer is stopped on exit."""
+    receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+    writer = StreamWriter(redis, pool, stream=stream, block_ms=20)
+    task = asyncio.create_task(writer.run())
+    try:
+        yield receiver, writer, task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

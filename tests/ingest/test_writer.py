@@ -15,7 +15,13 @@ import asyncpg
 import pytest
 
 from tests.fakes.sink import wait_until
-from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
+from tests.ingest.helpers import (
+    numbered_frames,
+    redis_stream,
+    running_writer,
+    sim_feed,
+    stored_sequence_numbers,
+)
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.brokers.sim import SimFeed
 from trading_helper.config import Settings
@@ -57,20 +63,13 @@ async def _send(receiver: TickReceiver, frames: list, pause_s: float = 0.01) -> 
         await asyncio.sleep(pause_s)
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 async def test_disk_full_for_a_while_is_retried_logged_once_and_loses_nothing(
         db_pool: asyncpg.Pool, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     before = metrics.DB_RESOURCE_ERRORS.labels("53100")._value.get()
-    async with fault_switch(db_pool), redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        writer = StreamWriter(redis, db_pool, stream=stream, block_ms=20)
-        task = asyncio.create_task(writer.run())
+    async with fault_switch(db_pool), redis_stream(redis_url) as (redis, stream), \
+            running_writer(redis, db_pool, stream) as (receiver, writer, task):
         frames = numbered_frames(feed, 60, 50)
         await _send(receiver, frames[:10])
         await wait_until(lambda: writer.stats.written == 500, within_s=30)
@@ -84,7 +83,6 @@ async def test_disk_full_for_a_while_is_retried_logged_once_and_loses_nothing(
         await _send(receiver, frames[40:])
         await wait_until(lambda: writer.stats.written == 3000, within_s=30)
         assert writer.status()["db_busy"] is False
-        await _stop(task)
     assert await stored_sequence_numbers(db_pool) == (3000, 3000)
     refusals = [r for r in caplog.records if "refuses tick writes" in r.getMessage()]
     assert len(refusals) == 1, "one log line per episode"
@@ -134,10 +132,8 @@ async def test_rows_refused_by_a_check_are_dead_lettered_and_the_rest_commits(
 async def test_a_cancelled_copy_is_retried_and_written_once(db_pool: asyncpg.Pool, redis_url: str) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
-    async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        writer = StreamWriter(redis, db_pool, stream=stream, block_ms=20)
-        task = asyncio.create_task(writer.run())
+    async with redis_stream(redis_url) as (redis, stream), \
+            running_writer(redis, db_pool, stream) as (receiver, writer, task):
         frames = numbered_frames(feed, 40, 50)
         await _send(receiver, frames[:5])
         await wait_until(lambda: writer.stats.written == 250, within_s=30)
@@ -159,7 +155,6 @@ async def test_a_cancelled_copy_is_retried_and_written_once(db_pool: asyncpg.Poo
         await _send(receiver, frames[20:])
         await wait_until(lambda: writer.stats.written == 2000, within_s=30)
         assert not task.done()
-        await _stop(task)
     assert "57014" in str(writer.stats.last_db_error)
     assert await stored_sequence_numbers(db_pool) == (2000, 2000)
 
@@ -189,10 +184,8 @@ async def test_instruments_added_after_the_writer_started_are_written_at_once(
         db_pool: asyncpg.Pool, redis_url: str) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, count=5)
-    async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        writer = StreamWriter(redis, db_pool, stream=stream, block_ms=20)
-        task = asyncio.create_task(writer.run())
+    async with redis_stream(redis_url) as (redis, stream), \
+            running_writer(redis, db_pool, stream) as (receiver, writer, _):
         await _send(receiver, numbered_frames(feed, 5, 20))
         await wait_until(lambda: writer.stats.written == 100, within_s=30)
         # a sync or subscription while running: ticks of the new instruments come at once
@@ -204,7 +197,6 @@ async def test_instruments_added_after_the_writer_started_are_written_at_once(
         await late.subscribe(mapping)
         await _send(receiver, numbered_frames(late, 10, 40, first=100))
         await wait_until(lambda: writer.stats.written == 500, within_s=30)
-        await _stop(task)
     assert writer.stats.rejected.get("unknown_instrument", 0) == 0
     assert await stored_sequence_numbers(db_pool) == (500, 500)
     assert await db_pool.fetchval("SELECT count(DISTINCT instrument_id) FROM tick_data WHERE instrument_id = "
