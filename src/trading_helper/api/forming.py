@@ -1,8 +1,11 @@
 """Forming candles built from the ticks the WebSocket hub relays (the ``candle`` messages).
 
-They move the chart's last candle between two REST reads. Volume counts the increments of the
-cumulative day volume seen by this process since the bucket's first relayed tick, so it can be
-lower than the stored candle's when the process started mid-bucket; the REST read is the record.
+They move the chart's last candle between two REST reads, by the same rules as the stored
+candles, taken from the one place they live (:class:`~trading_helper.ingest.volume.VolumeTracker`):
+a tick belongs to the time of its trade (``trade_ts``, else the exchange time), an update that
+carries no new trade opens or moves nothing, and volume is the increment of the cumulative day
+volume. This process only sees what it relayed, so the volume can be lower than the stored
+candle's when it started following mid-bucket; the REST read is the record.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from trading_helper.ingest.volume import NO_TRADE, VolumeTracker, from_us, to_us
 from trading_helper.models import Tick
 from trading_helper.timeframes import IST, Timeframe
 
@@ -34,25 +38,21 @@ class Forming:
 class FormingCandles:
     def __init__(self) -> None:
         self._candles: dict[tuple[int, Timeframe], Forming] = {}
-        self._day_volume: dict[int, int] = {}
-
-    def _increment(self, tick: Tick) -> int:
-        if tick.volume is None:
-            return 0
-        previous = self._day_volume.get(tick.instrument_id)
-        self._day_volume[tick.instrument_id] = tick.volume
-        if previous is None or tick.volume < previous:  # first sight, or a new day's count
-            return 0
-        return tick.volume - previous
+        self._volume = VolumeTracker()
 
     def update(self, tick: Tick, timeframes: Iterable[Timeframe]) -> list[tuple[Timeframe, Forming]]:
-        """Fold ``tick`` into its buckets; the candles it changed (a late tick for a closed bucket
-        changes nothing)."""
-        traded = self._increment(tick)
+        """Fold ``tick`` into its buckets; the candles it changed (a late tick for a closed bucket,
+        or an update with no new trade, changes nothing)."""
+        trade_us = to_us(tick.trade_ts) if tick.trade_ts is not None else -1
+        at_us, traded = self._volume.apply(tick.instrument_id, to_us(tick.exchange_ts), trade_us,
+                                           tick.volume, tick.last_quantity)
+        if at_us == NO_TRADE:
+            return []
+        at = from_us(at_us)
         price = tick.last_price
         changed: list[tuple[Timeframe, Forming]] = []
         for tf in timeframes:
-            bucket = tf.bucket_start(tick.exchange_ts)
+            bucket = tf.bucket_start(at)
             key = (tick.instrument_id, tf)
             candle = self._candles.get(key)
             if candle is None or bucket > candle.bucket:
@@ -73,4 +73,4 @@ class FormingCandles:
     def forget(self, instrument_id: int) -> None:
         for key in [k for k in self._candles if k[0] == instrument_id]:
             del self._candles[key]
-        self._day_volume.pop(instrument_id, None)
+        self._volume.forget(instrument_id)

@@ -183,6 +183,12 @@ class VolumeTracker:
             st.last_us = t
         return t, delta
 
+    def forget(self, instrument_id: int) -> None:
+        """Drop what is known of an instrument (a reader that stopped following it)."""
+        self.state.pop(instrument_id, None)
+        self.seconds.pop(instrument_id, None)
+        self.touched.discard(instrument_id)
+
     def take_changes(self) -> list[StateRow]:
         """Rows to upsert into ``tick_volume_state`` since the last call."""
         rows: list[StateRow] = []
