@@ -127,3 +127,31 @@ async def test_the_reader_role_cannot_write_or_read_other_tables(market: Market,
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await reader.execute("UPDATE instruments SET name = 'x'")
     assert await reader.fetchval("SELECT count(*) FROM tick_data") == market.ticks
+
+
+async def test_latest_quote_includes_updates_with_no_new_trade(market: Market, db_pool: asyncpg.Pool,
+                                                               reader: asyncpg.Connection) -> None:
+    """A quote change after the last trade (stored in quote_updates, not tick_data) is what the
+    latest-quote panel shows, and the late-ticks panel counts it (received "before" its exchange
+    time here, which no simulated trade is)."""
+    [panel] = [p for _, p in panels() if p["title"] == "Latest quote and top of book"]
+    before = (await reader.fetch(interpolate(panel["targets"][0]["rawSql"], context(market, "1m"))))[0]
+    later = before["exchange time"] + timedelta(seconds=5)
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO quote_updates (time, instrument_id, ltp, volume, bid_price, bid_qty, ask_price, ask_qty,"
+            " received_at, trade_time) VALUES ($1, $2, $3, $4, 1.5, 7, 2.5, 9, $1::timestamptz - interval '1 second', $5)",
+            later, market.spiking_id, before["last price"], before["day volume"], before["exchange time"])
+    try:
+        row = (await reader.fetch(interpolate(panel["targets"][0]["rawSql"], context(market, "1m"))))[0]
+        assert (row["exchange time"], row["bid"], row["ask"], row["last price"]) == (
+            later, 1.5, 2.5, before["last price"])
+        [lag] = [p for _, p in panels() if p["title"] == "Late ticks"]
+        ctx = context(market, "1m")
+        ctx = QueryContext(time_from=ctx.time_from, time_to=later + timedelta(minutes=1), interval=ctx.interval,
+                           variables=ctx.variables)
+        rows = await reader.fetch(interpolate(lag["targets"][0]["rawSql"], ctx))
+        assert sum(r["ticks from the future"] for r in rows) == 1
+    finally:
+        async with db_pool.acquire() as conn:
+            await conn.execute("DELETE FROM quote_updates WHERE instrument_id = $1", market.spiking_id)

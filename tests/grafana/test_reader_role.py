@@ -58,7 +58,7 @@ async def test_password_is_stored_as_a_verifier_and_enables_login(db_pool: async
 async def test_grants_cover_what_the_dashboards_read(db_pool: asyncpg.Pool, db_flavour: str) -> None:
     relations = ["tick_data", "candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d",
                  "broker_candles", "instruments", "live_coverage", "market_calendars", "market_sessions",
-                 "job_status"]
+                 "job_status", "quote_updates"]
     if db_flavour == "postgres":  # read by that flavour's candle views (they run as the caller)
         relations.append("candle_watermarks")
     granted = await db_pool.fetch(

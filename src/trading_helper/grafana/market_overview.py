@@ -41,13 +41,21 @@ WHERE open_interest IS NOT NULL
 ORDER BY bucket
 """
 
-# The newest tick, whatever the time range: the quote a trader would look at now.
+# The newest update, trade or not (quote_updates holds the updates with no new trade), whatever
+# the time range: the quote a trader would look at now. Each side reads one row through its
+# (instrument, time) index; the newer by exchange time wins.
 LATEST_QUOTE = """
 SELECT time AS "exchange time", ltp AS "last price", bid_price AS bid, bid_qty AS "bid qty",
        ask_price AS ask, ask_qty AS "ask qty", ask_price - bid_price AS spread,
        volume AS "day volume", open_interest AS "open interest"
-FROM tick_data
-WHERE instrument_id = $instrument
+FROM (
+    (SELECT coalesce(exchange_time, time) AS time, ltp, bid_price, bid_qty, ask_price, ask_qty, volume,
+            open_interest
+     FROM tick_data WHERE instrument_id = $instrument ORDER BY time DESC LIMIT 1)
+    UNION ALL
+    (SELECT time, ltp, bid_price, bid_qty, ask_price, ask_qty, volume, open_interest
+     FROM quote_updates WHERE instrument_id = $instrument ORDER BY time DESC LIMIT 1)
+) q
 ORDER BY time DESC
 LIMIT 1
 """
@@ -55,8 +63,13 @@ LIMIT 1
 BID_ASK = """
 SELECT $__timeGroupAlias(time, $__interval),
        avg(bid_price) AS bid, avg(ask_price) AS ask, avg(ltp) AS "last price"
-FROM tick_data
-WHERE instrument_id = $instrument AND $__timeFilter(time)
+FROM (
+    SELECT coalesce(exchange_time, time) AS time, bid_price, ask_price, ltp FROM tick_data
+    WHERE instrument_id = $instrument AND $__timeFilter(time)
+    UNION ALL
+    SELECT time, bid_price, ask_price, ltp FROM quote_updates
+    WHERE instrument_id = $instrument AND $__timeFilter(time)
+) u
 GROUP BY 1
 ORDER BY 1
 """

@@ -1,7 +1,8 @@
 """The system health dashboard: is data arriving, how late, and is the broker connected.
 
 Everything here is read from the database as the read-only ``grafana_reader`` role: ingest rate
-and lag from ``tick_data`` (exchange ``time`` against ``received_at``), the broker connection
+and lag from every stored update (``tick_data`` and ``quote_updates``: exchange time against
+``received_at``), the broker connection
 from ``live_coverage`` (the ingest service extends an open period while its connection is up).
 Rejected ticks never reach the database: they are counted by reason in the Prometheus counter
 ``ticks_rejected_total`` on the API's ``/metrics``. What the database can show is the ticks that
@@ -15,11 +16,21 @@ from trading_helper.grafana.panels import Json, Panel, dashboard
 UID = "th-system-health"
 LATE_AFTER_S = 3  # the worst delay seen in practice from Indian brokers is about 3 s
 
-INGEST_RATE = """
+# Every update the feed delivered: trades (tick_data) and updates with no new trade
+# (quote_updates), by the feed's exchange time (tick_data.time is the trade's time; exchange_time
+# is NULL only on rows from before schema version 6).
+UPDATES = """(
+    SELECT coalesce(exchange_time, time) AS time, instrument_id, received_at FROM tick_data
+    WHERE $__timeFilter(time)
+    UNION ALL
+    SELECT time, instrument_id, received_at FROM quote_updates
+    WHERE $__timeFilter(time)
+) u"""
+
+INGEST_RATE = f"""
 SELECT $__timeGroupAlias(received_at, $__interval),
        count(*) / ($__interval_ms / 1000.0) AS "ticks/s"
-FROM tick_data
-WHERE $__timeFilter(time)
+FROM {UPDATES}
 GROUP BY 1
 ORDER BY 1
 """
@@ -27,18 +38,20 @@ ORDER BY 1
 TICKS_LAST_MINUTE = """
 SELECT count(*) AS "ticks in the last minute",
        count(DISTINCT instrument_id) AS "instruments ticking"
-FROM tick_data
-WHERE time > now() - interval '1 minute'
+FROM (
+    SELECT instrument_id FROM tick_data WHERE time > now() - interval '1 minute'
+    UNION ALL
+    SELECT instrument_id FROM quote_updates WHERE time > now() - interval '1 minute'
+) u
 """
 
-STREAM_LAG = """
+STREAM_LAG = f"""
 SELECT $__timeGroupAlias(time, $__interval),
        avg(extract(epoch FROM received_at - time))::float8 AS "average lag",
        (percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - time)))::float8
            AS "p99 lag",
        max(extract(epoch FROM received_at - time))::float8 AS "max lag"
-FROM tick_data
-WHERE $__timeFilter(time)
+FROM {UPDATES}
 GROUP BY 1
 ORDER BY 1
 """
@@ -47,8 +60,7 @@ LATE_TICKS = f"""
 SELECT $__timeGroupAlias(time, $__interval),
        count(*) FILTER (WHERE received_at - time > interval '{LATE_AFTER_S} seconds') AS "late ticks",
        count(*) FILTER (WHERE received_at < time) AS "ticks from the future"
-FROM tick_data
-WHERE $__timeFilter(time)
+FROM {UPDATES}
 GROUP BY 1
 ORDER BY 1
 """
