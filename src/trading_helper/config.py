@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     #: password of the read-only grafana_reader role, set by `db migrate` (empty: it cannot log in)
     GRAFANA_DB_PASSWORD: SecretStr = SecretStr("")
 
+    #: connections of the API's pool (ingest has its own pool: the writer never waits behind reads)
+    API_DB_POOL_SIZE: int = Field(default=10, ge=1)
+    #: PostgreSQL statement_timeout of the API's connections: a slower query, or a longer lock wait,
+    #: is answered 503 ``query_timeout`` (seconds)
+    API_STATEMENT_TIMEOUT_S: float = Field(default=5.0, gt=0)
+    #: longest an API request waits for a free connection before a 503 ``database_busy`` (seconds)
+    API_ACQUIRE_TIMEOUT_S: float = Field(default=2.0, gt=0)
+    #: connections of the ingest pool (writer, coverage, housekeeping, subscriptions)
+    INGEST_DB_POOL_SIZE: int = Field(default=4, ge=2)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: largest batch the writer COPYs in one transaction (ticks)
     TICK_BUFFER_SIZE: int = Field(default=10_000, ge=1)

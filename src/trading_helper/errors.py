@@ -13,7 +13,9 @@ A ``code`` attribute is machine-readable where callers decide on it (retry, "log
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost
-    │   ├── DatabaseBusy             refused for now (disk/memory/connections, cancel, lock): retry
+    │   ├── DatabaseBusy             refused for now (disk/memory/connections, cancel, lock), or no
+    │   │                            pooled connection free within the acquire timeout: retry
+    │   │   └── QueryTimeout         a statement (or its lock wait) ran past statement_timeout
     │   └── MigrationError           a migration failed (names the file)
     ├── IngestError                  the tick pipeline
     │   └── BufferUnavailable        Redis stream cannot be reached
@@ -93,6 +95,13 @@ class DatabaseBusy(StorageError):
     def __init__(self, message: str, *, sqlstate: str = "") -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+class QueryTimeout(DatabaseBusy):
+    """A statement, or its wait for a lock, ran past the connection's ``statement_timeout``
+    (the API's pool sets one: ``API_STATEMENT_TIMEOUT_S``)."""
+
+    code = "query_timeout"
 
 
 class MigrationError(StorageError):

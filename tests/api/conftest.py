@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,21 @@ def api_redis_url(redis_url: str) -> str:
     """Redis database 13: the quotes hash of these tests stays apart from other suites' data."""
     parts = urlsplit(redis_url)
     return urlunsplit((parts.scheme, parts.netloc, "/13", parts.query, parts.fragment))
+
+
+def ingest_redis_url(redis_url: str) -> str:
+    """Redis database 12: the status hash the ingest services of the API tests publish stays
+    apart from database 13 (where the ``api`` fixture expects no ingest) and other suites' data."""
+    parts = urlsplit(redis_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))
+
+
+@asynccontextmanager
+async def authorised(app: FastAPI, *, timeout_s: float = 30) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` served on a real socket, and a client for it that carries the API token."""
+    async with serve(app) as url, httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=timeout_s) as client:
+        yield client
 
 
 @dataclass

@@ -59,7 +59,7 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
         detail = f"broker login needed: {exc.message}"
     if status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
-    headers = {"Retry-After": "5"} if isinstance(exc, e.RateLimited) else None
+    headers = {"Retry-After": "5"} if isinstance(exc, e.RateLimited | e.StorageError) else None
     return JSONResponse(error_body(exc.code, detail), status_code=status, headers=headers)
 
 
@@ -83,11 +83,32 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", detail, errors=problems), status_code=422)
 
 
+#: low-level errors that reach a route, by what they mean (the first class that matches decides)
+_LOW_LEVEL: list[tuple[tuple[type[Exception], ...], type[e.TradingHelperError], str, str]] = [
+    ((asyncpg.QueryCanceledError,), e.QueryTimeout, "query_timeout",
+     "the database did not answer within the API's statement timeout (a long query or a lock); try again shortly"),
+    ((RedisConnectionError, RedisTimeoutError), e.BufferUnavailable, "redis_unavailable",
+     "Redis cannot be reached right now; try again shortly"),
+    ((OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+      asyncpg.CannotConnectNowError), e.DatabaseUnavailable, "database_unavailable",
+     "the database cannot be reached right now; try again shortly"),
+]
+
+
+def low_level_error(exc: BaseException) -> e.TradingHelperError | None:
+    """The domain error a low-level database or Redis error stands for (None: not one of them)."""
+    for classes, domain, code, detail in _LOW_LEVEL:
+        if isinstance(exc, classes):
+            error = domain(detail)
+            error.code = code
+            return error
+    return None
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("%s %s -> 503: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    return JSONResponse(
-        error_body("unavailable", "the database or Redis cannot be reached right now; try again shortly"),
-        status_code=503, headers={"Retry-After": "5"})
+    domain = low_level_error(exc) or e.DatabaseUnavailable("the database cannot be reached right now")
+    log.warning("%s %s -> 503 %s: %s: %s", request.method, request.url.path, domain.code, type(exc).__name__, exc)
+    return JSONResponse(error_body(domain.code, domain.message), status_code=503, headers={"Retry-After": "5"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -99,7 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.TradingHelperError, _domain)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http)
-    for cls in (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.CannotConnectNowError, RedisConnectionError, RedisTimeoutError):
-        app.add_exception_handler(cls, _unavailable)
+    for classes, *_ in _LOW_LEVEL:
+        for cls in classes:
+            app.add_exception_handler(cls, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

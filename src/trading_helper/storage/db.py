@@ -1,12 +1,22 @@
-"""Connections to PostgreSQL, with failures turned into one clear :class:`DatabaseUnavailable`."""
+"""Connections to PostgreSQL, with failures turned into one clear :class:`DatabaseUnavailable`.
+
+A process keeps two pools (``serve``): one for ingest (writer, coverage, housekeeping) and one for
+the API, so the writer never waits behind API reads. The API's pool bounds both waits a request
+can meet: its connections carry a ``statement_timeout`` (a query, or a lock wait, past it fails
+with ``QueryCanceledError``) and acquiring a connection has a timeout (:class:`DatabaseBusy`).
+Pools may start with the database down (``init_size`` 0): they connect on first use.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from types import TracebackType
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 
-from trading_helper.errors import ConfigError, DatabaseUnavailable
+from trading_helper.errors import ConfigError, DatabaseBusy, DatabaseUnavailable
 from trading_helper.redact import redact_dsn
 
 
@@ -30,9 +40,66 @@ async def connect(dsn: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
         raise _unavailable(dsn, exc) from exc
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+class _BoundedAcquire:
+    """``pool.acquire()`` with the pool's acquire timeout, a timeout raised as DatabaseBusy."""
+
+    __slots__ = ("_context", "_pool_size", "_timeout_s")
+
+    def __init__(self, context: Any, timeout_s: float, pool_size: int) -> None:
+        self._context = context
+        self._timeout_s = timeout_s
+        self._pool_size = pool_size
+
+    def _busy(self, exc: BaseException) -> DatabaseBusy:
+        return DatabaseBusy(f"no database connection within {self._timeout_s:g} s (all {self._pool_size} "
+                            f"of the API's connections busy, or the database slow to answer)")
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await self._context.__aenter__()
+        except TimeoutError as exc:
+            raise self._busy(exc) from exc
+        return conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._context.__aexit__(kind, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:  # ``conn = await pool.acquire()``
+        return self.__aenter__().__await__()
+
+
+class BoundedPool(asyncpg.pool.Pool):
+    """An asyncpg pool whose ``acquire()`` (and so ``fetch``/``execute`` ... on the pool) waits
+    at most ``acquire_timeout_s`` for a connection. asyncpg has a per-call timeout only; this
+    gives every caller the same bound without threading it through each one."""
+
+    def __init__(self, *args: Any, acquire_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        limit = self.acquire_timeout_s if timeout is None else timeout
+        return _BoundedAcquire(super().acquire(timeout=limit), limit, self.get_max_size())
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout_s: float | None = None,
+                      statement_timeout_s: float | None = None, **kwargs: Any) -> asyncpg.Pool:
+    """A pool on ``dsn``. ``min_size`` 0: nothing connects before the first use (the database may
+    be down at start). ``acquire_timeout_s``: the longest wait for a free connection;
+    ``statement_timeout_s``: PostgreSQL's ``statement_timeout`` on every connection."""
+    if statement_timeout_s is not None:
+        settings = dict(kwargs.pop("server_settings", None) or {})
+        settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))
+        kwargs["server_settings"] = settings
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10.0, **kwargs)
+        if acquire_timeout_s is None:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10.0, **kwargs)
+        else:
+            pool = await BoundedPool(dsn, min_size=min_size, init_size=min_size, max_size=max_size, timeout=10.0,
+                                     max_queries=50_000, max_inactive_connection_lifetime=300.0, setup=None,
+                                     init=None, reset=None, loop=None, connection_class=asyncpg.Connection,
+                                     record_class=asyncpg.Record, acquire_timeout_s=acquire_timeout_s, **kwargs)
     except (ValueError, TypeError) as exc:
         raise _invalid(dsn, exc) from exc
     except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError) as exc:
