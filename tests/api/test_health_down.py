@@ -1,4 +1,5 @@
-"""With PostgreSQL and Redis unreachable (closed ports) the API answers 503, never 500."""
+"""With PostgreSQL and Redis unreachable (closed ports) the API answers 503 with a code that says
+which one, never 500; /api/status still answers with what it knows."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.api.conftest import API_TOKEN
-from tests.api.server import serve
+from tests.api.conftest import API_TOKEN, authorised
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.config import Settings
@@ -33,8 +33,7 @@ async def down() -> AsyncIterator[httpx.AsyncClient]:
     redis = aioredis.from_url(f"redis://127.0.0.1:{rd}/0", socket_connect_timeout=0.5)
     app = create_app(Runtime(settings=settings, pool=pool, redis=redis), live_channel="th:live:down")
     try:
-        async with serve(app) as url, httpx.AsyncClient(
-                base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10) as client:
+        async with authorised(app, timeout_s=10) as client:
             yield client
     finally:
         await redis.aclose()
@@ -42,7 +41,11 @@ async def down() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_health_reports_503_when_dependencies_are_down(down: httpx.AsyncClient) -> None:
-    assert (await down.get("/health")).status_code == 200
+    whole = await down.get("/health")
+    assert whole.status_code == 503 and whole.json()["code"] == "database_unavailable", whole.json()
+    assert {(p["component"], p["code"]) for p in whole.json()["problems"]} == {
+        ("database", "database_unavailable"), ("redis", "redis_unavailable")}
+    assert "127.0.0.1" not in whole.text  # no addresses on a public route
     db = await down.get("/health/db")
     assert db.status_code == 503 and db.json()["status"] == "unhealthy" and db.json()["component"] == "database"
     rd = await down.get("/health/redis")
@@ -56,10 +59,17 @@ async def test_api_routes_answer_503_not_500(down: httpx.AsyncClient) -> None:
                                   "to_date": "2024-03-04T15:30:00", "interval": "1m"}),
         ("GET", "/api/instruments", None),
         ("POST", "/api/instruments/subscribe", {"instruments": ["id:1"]}),
-        ("GET", "/api/quotes/id:1", None),
-        ("GET", "/api/status", None),
+        ("GET", "/api/quotes/id:1", None),  # the instrument is looked up first
     ]:
         resp = await down.request(method, path, json=body)
         assert resp.status_code == 503, (path, resp.text)
-        assert resp.json()["code"] in ("unavailable", "database_unavailable"), resp.json()
-        assert "Traceback" not in resp.text
+        assert resp.json()["code"] == "database_unavailable", (path, resp.json())
+        assert resp.headers["retry-after"] == "5" and "Traceback" not in resp.text
+
+
+async def test_status_answers_while_the_database_is_down(down: httpx.AsyncClient) -> None:
+    status = await down.get("/api/status")
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["database"] == {"up": False, "error": "database_unavailable"}
+    assert body["stream"]["error"] == "redis unreachable" and body["subscriptions"] is None

@@ -2,7 +2,7 @@
 
 The API never builds its own broker, pool or Redis client: the process (``trading-helper serve``,
 the demo, a test) owns them and passes them here, so one broker instance and one rate limiter
-serve every request.
+serve every request. ``pool`` is the API's own (``serve`` gives ingest another one).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from trading_helper.brokers.base import Broker
 from trading_helper.config import Settings
+from trading_helper.supervisor import Supervisor
 
 
 class IngestControl(Protocol):
@@ -39,3 +40,5 @@ class Runtime:
     redis: aioredis.Redis | None = None
     broker: Broker | None = None
     ingest: IngestControl | None = None
+    #: the process's long-lived tasks (shown by /health, /api/status and /metrics)
+    supervisor: Supervisor | None = None

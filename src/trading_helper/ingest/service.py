@@ -1,5 +1,6 @@
-"""The ingest service: one broker feed, the receiver, the database writer and the housekeeping
-(live coverage, candle refresh on plain PostgreSQL, retention), run as tasks of one process.
+"""The ingest service: one broker feed, the receiver, the database writer, the live-coverage
+extension, the housekeeping (held frames, quotes, status) and the maintenance (candle rollup,
+retention, job health), run as supervised tasks of one process (:mod:`trading_helper.supervisor`).
 
 It implements the API's ``IngestControl`` (subscribe / unsubscribe / status). Subscriptions are
 persisted by the API in ``subscriptions`` and re-subscribed here on every start.
@@ -8,10 +9,9 @@ persisted by the API in ``subscriptions`` and re-subscribed here on every start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
-from trading_helper.errors import TradingHelperError
+from trading_helper.errors import DatabaseUnavailable, TradingHelperError
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
@@ -30,6 +30,7 @@ from trading_helper.ingest.status import encode_status
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.storage.maintenance import Maintenance
 from trading_helper.storage.migrate import current_flavour
+from trading_helper.supervisor import Supervisor, describe
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,20 @@ SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = $1 
 COVERAGE_EXTEND_S = 5.0
 
 
+#: errors that mean "the database cannot be reached now": the start work is retried on them
+_DB_DOWN = (DatabaseUnavailable, OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError)
+START_RETRY_MAX_S = 5.0
+
+
 class IngestService:
+    """The tasks run under a :class:`~trading_helper.supervisor.Supervisor` (the process's, when
+    given): ``writer`` from the start, then, once the start work has read the flavour and the
+    subscriptions, ``feed``, ``coverage`` and ``housekeeping``. With the database down at start,
+    the start work (task ``start``) is retried in the background while the API serves."""
+
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, broker: Broker,
-                 *, consumer: str = "writer") -> None:
+                 *, consumer: str = "writer", supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -56,75 +68,99 @@ class IngestService:
                                      local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES, coverage=self.coverage)
         self.writer = StreamWriter(redis, pool, stream=settings.TICK_STREAM, consumer=consumer,
                                    max_ticks_per_batch=settings.TICK_BUFFER_SIZE)
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = supervisor if supervisor is not None else Supervisor()
+        self._names: list[str] = []
         self.flavour: str | None = None
         self.started_at: datetime | None = None
         #: candle rollup and retention, job health, catch-up and fallback (storage/maintenance.py)
         self.maintenance: Maintenance | None = None
+        #: why the start work could not reach the database (None once it did)
+        self._start_db_error: str | None = None
 
     @property
     def last_refresh_at(self) -> datetime | None:
         return self.maintenance.last_refresh_at if self.maintenance else None
 
+    def _supervise(self, name: str, job: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        self.tasks.start(name, job, **kwargs)
+        self._names.append(name)
+
     async def start(self) -> None:
+        """Start the writer and the start work. With the database up this returns once the feed
+        runs; with it down, at once: the start work is retried in the background."""
+        self.started_at = clock.now()
+        self._supervise("writer", self.writer.run)
+        try:
+            await self._start_work()
+        except _DB_DOWN as exc:
+            self._start_db_error = describe(exc)
+            log.error("database unavailable at start (%s): ticks wait in Redis; the start work is retried "
+                      "in the background", self._start_db_error)
+            self._supervise("start", self._retry_start_work, oneshot=True, backoff_max_s=START_RETRY_MAX_S,
+                            expected=_DB_DOWN)
+
+    async def _retry_start_work(self) -> None:
+        try:
+            await self._start_work()
+        except _DB_DOWN as exc:
+            self._start_db_error = describe(exc)
+            raise
+
+    async def _start_work(self) -> None:
+        """Read the flavour and the subscriptions, close stale coverage, then start the feed."""
         async with self.pool.acquire() as conn:
             self.flavour = await current_flavour(conn)
             rows = await conn.fetch(_SUBSCRIBED_TOKENS, self.broker.name)
+        self._start_db_error = None
         self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
         await self.coverage.start()
         if rows:
             await self.feed.subscribe({r["broker_token"]: r["instrument_id"] for r in rows})
-        self.started_at = clock.now()
-        self._tasks = [
-            asyncio.create_task(self._run_feed(), name="feed"),
-            asyncio.create_task(self.writer.run(), name="writer"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self.maintenance.run(), name="maintenance"),
-        ]
+        self._supervise("feed", self._run_feed)
+        self._supervise("coverage", self._extend_coverage)
+        self._supervise("housekeeping", self._housekeeping)
+        self._supervise("maintenance", self.maintenance.run)
         log.info("ingest started: broker=%s, %d subscriptions, %s flavour", self.broker.name, len(rows), self.flavour)
 
-    async def stop(self, drain_timeout_s: float = 10.0) -> None:
-        """Stop the feed, let the writer commit what was received (bounded wait), then stop."""
-        if not self._tasks:
+    async def stop(self, drain_timeout_s: float = 3.0, task_timeout_s: float = 1.5) -> None:
+        """Stop the feed, let the writer commit what was received (bounded wait), then stop the
+        rest. Every wait is bounded: a task that ignores its cancellation is abandoned."""
+        if not self._names:
             return
-        feed, *others = self._tasks
-        await self._cancel(feed)
+        await self.tasks.stop(["start", "feed"], timeout_s=task_timeout_s)
         last = self.receiver.last_id
-        for _ in range(int(drain_timeout_s / 0.02)):
-            if last is None or self.writer.committed_through(last):
-                break
+        deadline = time.monotonic() + drain_timeout_s
+        while last is not None and not self.writer.committed_through(last) and time.monotonic() < deadline:
+            if self.writer.stats.db_down_since is not None or any(t.name == "writer" for t in self.tasks.down()):
+                break  # the database is away, or the writer keeps dying: the rest waits in Redis
             await asyncio.sleep(0.02)
-        for task in others:
-            await self._cancel(task)
-        self._tasks = []
-
-    @staticmethod
-    async def _cancel(task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await self.tasks.stop(self._names, timeout_s=task_timeout_s)
+        self._names = []
 
     async def _run_feed(self) -> None:
-        try:
-            await self.feed.run(self.receiver)
-        except TradingHelperError as exc:
-            log.error("broker feed stopped: %s", exc)
-        except Exception:
-            log.exception("broker feed crashed")
-            raise
+        """The broker feed. It returns only on LOGIN_REQUIRED: the task then stays up, reporting
+        that state, rather than being restarted against a token the broker refuses; the broker's
+        connection lifecycle is what waits for a new login."""
+        await self.feed.run(self.receiver)
+        if self.feed.state == FeedState.LOGIN_REQUIRED:
+            log.error("broker %s needs a login: run `trading-helper login %s`", self.broker.name, self.broker.name)
+            await asyncio.Event().wait()
+
+    async def _extend_coverage(self) -> None:
+        """While the feed is connected, the open coverage ranges reach up to now."""
+        while True:
+            if self.feed.state == FeedState.CONNECTED:
+                await self.coverage.extend(clock.now())
+            await asyncio.sleep(COVERAGE_EXTEND_S)
 
     async def _housekeeping(self) -> None:
-        last_extend = 0.0
+        """Frames held while Redis was away and pending quotes are sent; the status is published."""
         while True:
-            now = time.monotonic()
             try:
-                if now - last_extend >= COVERAGE_EXTEND_S and self.feed.state == FeedState.CONNECTED:
-                    last_extend = now
-                    await self.coverage.extend(clock.now())
                 await self.receiver.flush()
                 await self._publish_status()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TradingHelperError) as exc:
-                log.warning("housekeeping deferred: %s", exc)
+            except (*_DB_DOWN, asyncpg.PostgresError, TradingHelperError) as exc:
+                log.warning("housekeeping deferred: %s", describe(exc))
             await asyncio.sleep(1.0)
 
     async def _publish_status(self) -> None:
@@ -153,9 +189,10 @@ class IngestService:
             await self.feed.unsubscribe(tokens)
 
     def task_errors(self) -> dict[str, str]:
-        """Tasks that ended with an exception (they should run until stopped)."""
-        return {t.get_name(): repr(t.exception()) for t in self._tasks
-                if t.done() and not t.cancelled() and t.exception() is not None}
+        """The last error of each of this service's tasks that ended or died (they should run
+        until stopped)."""
+        return {name: info.last_error or "" for name, info in self.tasks.tasks.items()
+                if name in self._names and info.last_error is not None}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -167,7 +204,8 @@ class IngestService:
             "rejected": dict(self.receiver.rejected + self.writer.stats.rejected),
             "local_queue_frames": len(self.receiver.local),
             "redis_down": self.receiver.redis_down_since is not None,
-            "db_down": self.writer.stats.db_down_since is not None,
+            "db_down": self.writer.stats.db_down_since is not None or self._start_db_error is not None,
+            "tasks_down": sorted(t.name for t in self.tasks.down() if t.name in self._names),
             "last_commit_at": self.writer.stats.last_commit_at.isoformat() if self.writer.stats.last_commit_at else None,
             "last_candle_refresh_at": self.last_refresh_at.isoformat() if self.last_refresh_at else None,
             "jobs": self.maintenance.status() if self.maintenance else None,

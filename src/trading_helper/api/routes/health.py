@@ -1,9 +1,16 @@
-"""Health checks (public): the process, the database, Redis. 503 when a dependency is down."""
+"""Health checks (public): the whole process, the database, Redis. 503 when something is down.
+
+``/health`` is the one a supervisor (compose, Kubernetes) polls: 503 when the database or Redis
+does not answer, or when a supervised task (writer, feed ...) ended or died and waits for its
+restart, with a machine-readable ``code`` (``database_unavailable``, ``database_busy``,
+``redis_unavailable``, ``ingest_stopped``) and, for a task, its name; 200 ``degraded`` while a
+maintenance job has a problem (the process still serves). Dependencies and tasks are named by
+error class only, never addresses or messages; ``/api/status`` has the details.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import asyncpg
 from fastapi import APIRouter
@@ -11,6 +18,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from trading_helper.api.deps import RuntimeDep
+from trading_helper.api.runtime import Runtime
+from trading_helper.errors import DatabaseBusy
 
 router = APIRouter(tags=["health"])
 
@@ -27,35 +36,67 @@ def _answer(component: str, problem: str | None) -> JSONResponse:
     return JSONResponse({"status": "unhealthy", "component": component, "detail": problem}, status_code=503)
 
 
-@router.get("/health", summary="The API process is up; degraded while a maintenance job has a problem")
-async def health(rt: RuntimeDep) -> dict[str, Any]:
+_WHOLE = {"description": "something is down", "content": {"application/json": {"example": {
+    "status": "unhealthy", "code": "ingest_stopped", "component": "ingest", "task": "writer",
+    "detail": "ResponseError", "problems": [{"code": "ingest_stopped", "component": "ingest", "task": "writer",
+                                             "detail": "ResponseError"}]}}}}
+
+
+async def _database_problem(rt: Runtime) -> dict[str, str] | None:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            async with rt.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except DatabaseBusy:
+        return {"code": "database_busy", "component": "database", "detail": "DatabaseBusy"}
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # no addresses on a public route: the class only
+        return {"code": "database_unavailable", "component": "database", "detail": type(exc).__name__}
+    return None
+
+
+async def _redis_problem(rt: Runtime) -> dict[str, str] | None:
+    if rt.redis is None:
+        return {"code": "redis_unavailable", "component": "redis", "detail": "not configured"}
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await rt.redis.ping()
+    except (OSError, TimeoutError, RedisError) as exc:
+        return {"code": "redis_unavailable", "component": "redis", "detail": type(exc).__name__}
+    return None
+
+
+@router.get("/health", summary="Everything runs: database, Redis, every supervised task (degraded: a job's problem)",
+            responses={200: {"description": "healthy", "content": {"application/json": {"example": {
+                "status": "healthy"}}}}, 503: _WHOLE})
+async def health(rt: RuntimeDep) -> JSONResponse:
+    checks = await asyncio.gather(_database_problem(rt), _redis_problem(rt) if rt.redis is not None else _none())
+    problems = [p for p in checks if p is not None]
+    for task in rt.supervisor.down() if rt.supervisor is not None else []:
+        problems.append({"code": "ingest_stopped", "component": "ingest", "task": task.name,
+                         "detail": task.last_error_type or "ended"})
+    if problems:
+        return JSONResponse({"status": "unhealthy", **problems[0], "problems": problems}, status_code=503)
     # the ingest service's job check (storage/jobs.py): a failed or overdue TimescaleDB policy, or
     # our own rollup/retention, is named with its error; the process itself still serves (200)
     status = rt.ingest.status() if rt.ingest is not None else {}
     jobs = status.get("jobs") if isinstance(status, dict) else None
     if isinstance(jobs, dict) and not jobs.get("ok", True):
-        return {"status": "degraded", "jobs": jobs.get("problems"), "check_error": jobs.get("check_error")}
-    return {"status": "healthy"}
+        return JSONResponse({"status": "degraded", "jobs": jobs.get("problems"), "check_error": jobs.get("check_error")})
+    return JSONResponse({"status": "healthy"})
+
+
+async def _none() -> None:
+    return None
 
 
 @router.get("/health/db", summary="PostgreSQL answers", responses={200: _HEALTHY, 503: _DOWN})
 async def health_db(rt: RuntimeDep) -> JSONResponse:
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with rt.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _answer("database", type(exc).__name__)  # no addresses on a public route
-    return _answer("database", None)
+    problem = await _database_problem(rt)
+    return _answer("database", problem["detail"] if problem else None)
 
 
 @router.get("/health/redis", summary="Redis answers", responses={200: _HEALTHY, 503: _DOWN})
 async def health_redis(rt: RuntimeDep) -> JSONResponse:
-    if rt.redis is None:
-        return _answer("redis", "not configured")
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            await rt.redis.ping()
-    except (OSError, TimeoutError, RedisError) as exc:
-        return _answer("redis", type(exc).__name__)
-    return _answer("redis", None)
+    problem = await _redis_problem(rt)
+    return _answer("redis", problem["detail"] if problem else None)

@@ -13,7 +13,9 @@ from redis.exceptions import RedisError
 
 from trading_helper.api import queries
 from trading_helper.api.deps import RuntimeDep, ServiceDep
+from trading_helper.api.errors import low_level_error
 from trading_helper.api.runtime import Runtime
+from trading_helper.errors import StorageError
 from trading_helper.ingest import keys
 from trading_helper.ingest.status import decode_status
 
@@ -23,6 +25,9 @@ metrics_router = APIRouter(tags=["status"])
 _TIMEOUT_S = 2.0
 _EXAMPLE = {
     "broker": {"name": "kite", "state": "connected"},
+    "database": {"up": True, "error": None},
+    "tasks": {"writer": {"state": "running", "restarts": 1, "last_error": "ResponseError: WRONGTYPE ...",
+                         "since": "2025-10-17T10:02:03+00:00"}},
     "subscriptions": 250,
     "ingest": {"feed_state": "connected", "subscriptions": 250, "received": 1834021, "written": 1834021},
     "ingest_rates": {"received_per_s": 812.4, "written_per_s": 812.4, "over_s": 5.0},
@@ -92,10 +97,21 @@ async def status(
     published, stream = await _redis_status(rt)
     ingest: dict[str, Any] | None = rt.ingest.status() if rt.ingest is not None else published
     state = ingest.get("feed_state") if ingest else None
-    subscriptions = await rt.pool.fetchval(queries.COUNT_SUBSCRIPTIONS)
+    database: dict[str, Any] = {"up": True, "error": None}
+    try:
+        subscriptions = await rt.pool.fetchval(queries.COUNT_SUBSCRIPTIONS)
+    except Exception as exc:
+        # the status is what one reads while something is down: answer with what is known
+        domain = exc if isinstance(exc, StorageError) else low_level_error(exc)
+        if domain is None:
+            raise
+        database = {"up": False, "error": domain.code}
+        subscriptions = ingest.get("subscriptions") if ingest else None
     rates: IngestRates = request.app.state.ingest_rates
     return {
         "broker": {"name": rt.broker.name if rt.broker else None, "state": state or "unknown"},
+        "database": database,
+        "tasks": rt.supervisor.status() if rt.supervisor is not None else {},
         "subscriptions": subscriptions,
         "ingest": ingest,
         "ingest_rates": rates.update(ingest),
