@@ -121,17 +121,16 @@ def serve(
     """Run the HTTP API (uvicorn on API_HOST:API_PORT), with the ingest service unless --no-ingest."""
     import logging
 
+    from trading_helper import runner
     from trading_helper.api.serve import serve as run_serve
     from trading_helper.config import get_settings
 
     try:
         settings = get_settings()
         logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        asyncio.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest))
+        runner.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest))
     except TradingHelperError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()

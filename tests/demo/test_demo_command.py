@@ -7,7 +7,9 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -18,11 +20,14 @@ from tests.services import _free_port
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
-async def _start(cwd: Path, port: int) -> tuple[asyncio.subprocess.Process, str]:
+async def _spawn(cwd: Path, port: int) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "API_TOKEN")}
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "trading_helper.cli", "demo", "--port", str(port), "--instruments", "20",
         cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+
+async def _read_until(proc: asyncio.subprocess.Process, pattern: str) -> re.Match[str]:
     assert proc.stdout is not None
     seen = []
     async with asyncio.timeout(150):
@@ -30,8 +35,13 @@ async def _start(cwd: Path, port: int) -> tuple[asyncio.subprocess.Process, str]
             line = (await proc.stdout.readline()).decode()
             assert line, "demo exited early:\n" + "".join(seen)
             seen.append(line)
-            if match := re.search(r"#token=(\S+)", line):
-                return proc, match.group(1)
+            if match := re.search(pattern, line):
+                return match
+
+
+async def _start(cwd: Path, port: int) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await _spawn(cwd, port)
+    return proc, (await _read_until(proc, r"#token=(\S+)")).group(1)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> str:
@@ -97,3 +107,38 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
     finally:
         await _stop(proc)
     assert written_first > 0
+
+
+async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        proc = await _spawn(tmp_path, port)
+        out, _ = await asyncio.wait_for(proc.communicate(), 5.0)
+    assert proc.returncode == 1 and time.monotonic() - began < 5.0
+    assert out.decode().strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use (another server, or another trading-helper, listens there): "
+        f"stop it, or choose another port (--port or API_PORT)"], out.decode()
+    assert not (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()  # nothing was started
+
+
+async def test_sigterm_while_starting_stops_the_demo_and_its_postgres_within_10_s(tmp_path: Path) -> None:
+    proc = await _spawn(tmp_path, _free_port())
+    await _read_until(proc, r"database ready")  # the embedded server runs; history is loading
+    pid = int((tmp_path / "var" / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout is not None
+    out = (await asyncio.wait_for(proc.stdout.read(), 10.0)).decode()
+    assert await asyncio.wait_for(proc.wait(), 10.0 - (time.monotonic() - began)) == 0, out
+    assert time.monotonic() - began < 10.0
+    assert "demo stopped" in out and "Traceback" not in out, out
+    assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists(), "the embedded PostgreSQL still runs"
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the embedded PostgreSQL still runs"

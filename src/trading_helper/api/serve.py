@@ -1,15 +1,21 @@
 """``trading-helper serve``: the API (and, by default, the ingest service) in one process.
 
-The process owns the pool, the Redis client and the one broker instance, and hands them to
-``create_app`` through a :class:`Runtime`. Subscriptions persisted in the database are
-re-subscribed by the ingest service when it starts.
+The process owns two pools (the API's, with a statement and an acquire timeout, and the ingest
+service's), the Redis client, the one broker instance and the supervisor of its long-lived tasks,
+and hands them to ``create_app`` through a :class:`Runtime`. Subscriptions persisted in the
+database are re-subscribed by the ingest service when it starts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 
+import asyncpg
 import redis.asyncio as aioredis
 import uvicorn
 
@@ -18,36 +24,108 @@ from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.brokers.registry import build_broker
 from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
 from trading_helper.ingest.service import IngestService
 from trading_helper.storage.db import create_pool
+from trading_helper.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 2.0
+SERVER_GRACE_S = 2.0
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's (:mod:`trading_helper.runner`) stop
+    everything in order, the server included, and in bounded time."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything else starts: a port in use is one
+    clear error at once, not a server that says it runs and then cannot."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "is in use (another server, or another trading-helper, listens there)" \
+            if exc.errno == errno.EADDRINUSE else f"cannot be listened on: {exc.strerror or exc}"
+        raise ConfigError(f"port {port} on {host} {reason}: stop it, or choose another port "
+                          f"(--port or API_PORT)") from exc
+    return sock
+
+
+async def _bounded(what: str, close: Callable[[], Awaitable[object]], timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    try:
+        await asyncio.wait_for(close(), timeout_s)
+    except TimeoutError:
+        log.warning("%s did not close within %.0f s: left behind", what, timeout_s)
+    except Exception as exc:  # closing is best effort: the rest must still close
+        log.warning("closing %s failed: %s", what, exc)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, Exception):
+        pool.terminate()  # connections still busy (a stuck query): closed without waiting
+
+
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
                 ingest: bool = True, redis: aioredis.Redis | None = None,
-                on_ready: Callable[[], None] | None = None) -> None:
-    """Serve until interrupted. ``redis``: a client to use instead of ``REDIS_URL`` (the demo's
-    in-process stand-in); ``on_ready``: called once the ingest service runs, before serving."""
-    pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=10)
-    redis = redis if redis is not None else aioredis.from_url(settings.REDIS_URL)
-    broker = build_broker(settings)
-    service = IngestService(settings, pool, redis, broker) if ingest else None
-    try:
-        app = create_app(Runtime(settings, pool, redis, broker, service))
+                on_ready: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
+    """Serve until cancelled. ``redis``: a client to use instead of ``REDIS_URL`` (the demo's
+    in-process stand-in); ``on_ready``: called once the ingest service runs, before serving;
+    ``sock``: a listening socket bound already (the demo binds first).
+
+    The database may be down: the pools connect on first use, the API answers 503 where it needs
+    the database, and the ingest service retries its start work in the background while ticks
+    wait in Redis. Stopping is bounded at every step."""
+    sock = sock if sock is not None else listen_socket(host or settings.API_HOST, port or settings.API_PORT)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(sock.close)
+        api_pool = await create_pool(settings.DATABASE_URL, min_size=0, max_size=settings.API_DB_POOL_SIZE,
+                                     acquire_timeout_s=settings.API_ACQUIRE_TIMEOUT_S,
+                                     statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S)
+        stack.push_async_callback(_close_pool, api_pool)
+        if redis is None:
+            redis = aioredis.from_url(settings.REDIS_URL)
+        stack.push_async_callback(_bounded, "the Redis client", redis.aclose)
+        broker = build_broker(settings)
+        stack.push_async_callback(_bounded, "the broker", broker.aclose)
+        supervisor = Supervisor()
+        service: IngestService | None = None
+        if ingest:
+            ingest_pool = await create_pool(settings.DATABASE_URL, min_size=0, max_size=settings.INGEST_DB_POOL_SIZE)
+            stack.push_async_callback(_close_pool, ingest_pool)
+            service = IngestService(settings, ingest_pool, redis, broker, supervisor=supervisor)
+            stack.push_async_callback(service.stop)
+        app = create_app(Runtime(settings, api_pool, redis, broker, service, supervisor))
         if service is not None:
             await service.start()
         config = uvicorn.Config(app, host=host or settings.API_HOST, port=port or settings.API_PORT,
-                                log_level=settings.LOG_LEVEL.lower(), lifespan="on")
+                                log_level=settings.LOG_LEVEL.lower(), lifespan="on",
+                                timeout_graceful_shutdown=int(SERVER_GRACE_S))
         # after Config, which sets uvicorn's logging up: secrets (the WebSocket's ?token= too) and
         # text from outside never reach a log line as they are
         redact.install()
-        log.info("serving on http://%s:%d (docs at /docs)", config.host, config.port)
+        bound = sock.getsockname()
+        log.info("serving on http://%s:%d (docs at /docs)", bound[0], bound[1])
         if on_ready is not None:
             on_ready()
-        await uvicorn.Server(config).serve()
-    finally:
-        if service is not None:
-            await service.stop()
-        await broker.aclose()
-        await redis.aclose()
-        await pool.close()
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        try:
+            await asyncio.shield(serving)
+        finally:
+            if not serving.done():  # cancelled (a signal): let uvicorn close its connections, briefly
+                server.should_exit = True
+                _, pending = await asyncio.wait({serving}, timeout=SERVER_GRACE_S + 1)
+                if pending:
+                    serving.cancel()
+                    await asyncio.wait({serving}, timeout=1.0)

@@ -165,11 +165,13 @@ class TickHub:
         if self.redis is not None and self._task is None:
             self._task = asyncio.create_task(self._listen(self.redis), name="ws-hub")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Bounded: a Redis read that does not act on its cancellation is left behind, logged."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            _, pending = await asyncio.wait({self._task}, timeout=timeout_s)
+            if pending:
+                log.error("the live-channel listener did not stop within %.0f s: abandoned", timeout_s)
             self._task = None
         for client in list(self.clients):
             self.drop(client)
@@ -189,6 +191,11 @@ class TickHub:
             except (RedisError, OSError) as exc:
                 self.listening.clear()
                 log.warning("live channel lost (%s); resubscribing in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:  # never end silently: the browsers' live ticks depend on this loop
+                self.listening.clear()
+                log.exception("live-channel listener failed; resubscribing in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:

@@ -12,7 +12,8 @@ is managed here so that it is async, persistent and stops cleanly.
   ``trading-helper-pg`` (created when missing) and owns the data folder; folders above it and
   above the binaries get the "others may traverse" bit where they lack it, nothing more.
 * The server runs in its own session, so Ctrl-C reaches the demo, which closes its pools first
-  and then stops the server (fast shutdown: a checkpoint, no recovery at the next start).
+  and then stops the server (fast shutdown: a checkpoint, no recovery at the next start). If the
+  demo cannot stop cleanly in time, the server gets an immediate shutdown before the demo exits.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from typing import Any, BinaryIO
 
 import asyncpg
 
+from trading_helper import runner
 from trading_helper.errors import ConfigError, DatabaseUnavailable, StorageError
 
 RUN_AS = "trading-helper-pg"
 SOCKET_PORT = 5432  # names the socket file; with TCP off nothing listens on a port
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
+#: a fast shutdown (a checkpoint) of the demo's small cluster takes well under a second; the
+#: demo's whole stop must fit in 10 s
+STOP_TIMEOUT_S = 5.0
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
 Progress = Callable[[str], None]
@@ -158,7 +162,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, dsn: str, log: Path) -> 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     # SIGINT: fast shutdown (clients disconnected, checkpoint); SIGQUIT then SIGKILL if it hangs
-    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGQUIT, 2.0), (signal.SIGKILL, 1.0)):
         if proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -215,6 +219,9 @@ async def embedded_postgres(data_dir: Path, *, database: str = "trading_data", t
             "-c", "unix_socket_permissions=0700",
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True, **as_user)
+    # if the demo has to exit without a clean stop, the server (in its own session) must not stay:
+    # an immediate shutdown (SIGQUIT) is safe, the next start recovers from the WAL
+    forget = runner.on_emergency_exit(lambda: _kill_quietly(proc.pid, signal.SIGQUIT))
     try:
         admin_dsn = f"postgresql://postgres@/postgres?host={sock}&port={port}"
         await _wait_ready(proc, admin_dsn, log)
@@ -224,6 +231,12 @@ async def embedded_postgres(data_dir: Path, *, database: str = "trading_data", t
     finally:
         say("stopping PostgreSQL")
         await _stop(proc)
+        forget()
+
+
+def _kill_quietly(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 def tcp_dsn(dsn: str, *, user: str, password: str) -> str:

@@ -8,13 +8,12 @@
 * Broker: the simulator, for ``--instruments`` instruments, all subscribed.
 * History: the last days of 1m candles are backfilled from the simulator's history through the
   same gap detection and backfill as a real broker (only the first run fetches them).
-* Then the API, the chart page and the ingest service run until Ctrl-C, which stops them in
-  order (feed, writer drain, pools, database server).
+* Then the API, the chart page and the ingest service run until Ctrl-C (or SIGTERM), which stops
+  them in order (feed, writer drain, pools, database server) within 10 s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import socket
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from trading_helper import runner
 from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings
 from trading_helper.storage.db import create_pool
@@ -98,9 +98,11 @@ async def _load_history(console: Console, settings: Settings, dsn: str, ids: lis
 
 
 async def run_demo(*, port: int, instruments: int, var: Path, console: Console) -> None:
-    from trading_helper.api.serve import serve
+    from trading_helper.api.serve import listen_socket, serve
 
+    sock = listen_socket("127.0.0.1", port)  # first: a port in use fails before anything starts
     async with AsyncExitStack() as stack:
+        stack.callback(sock.close)
         with console.status("preparing the database") as status:
             dsn = os.environ.get("DATABASE_URL")
             if dsn is None:
@@ -140,15 +142,13 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console) 
             kept = "" if "DATABASE_URL" in os.environ else f"; the next start keeps the data in {var / 'pgdata'}"
             console.print(f"Ctrl-C stops everything{kept}")
 
-        await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready)
-    console.print("demo stopped")
+        await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready, sock=sock)
 
 
 def main(port: int, instruments: int, var: Path | None = None) -> None:
+    """Run the demo until Ctrl-C or SIGTERM; the stop is bounded (:mod:`trading_helper.runner`)."""
     console = Console()
     var = var or Path("var")
     var.mkdir(parents=True, exist_ok=True)
-    try:
-        asyncio.run(run_demo(port=port, instruments=instruments, var=var, console=console))
-    except KeyboardInterrupt:
-        console.print("demo stopped")
+    runner.run(run_demo(port=port, instruments=instruments, var=var, console=console))
+    console.print("demo stopped")

@@ -1,0 +1,100 @@
+"""Long-running commands (``serve``, ``demo``) that stop in bounded time, whatever state the
+database and Redis are in.
+
+:func:`run` drives the command's coroutine with its own SIGINT/SIGTERM handling (uvicorn's is
+switched off, see :mod:`trading_helper.api.serve`): the first signal cancels the command, whose
+``finally`` blocks stop everything in order, each step with its own timeout. A second signal, or
+the stop taking longer than ``stop_timeout_s`` (a task that ignores its cancellation, a socket
+that never answers), ends the process at once, after the emergency callbacks registered with
+:func:`on_emergency_exit` (the demo's embedded PostgreSQL is told to stop there, so it never
+outlives the demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 9.0  # within the 10 s a stop may take, with a margin for the exit itself
+EXIT_STUCK = 3
+
+_emergency: list[Callable[[], None]] = []
+
+
+def on_emergency_exit(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (quick, never raising) if the process has to end without a clean stop.
+    Returns a function that unregisters it."""
+    _emergency.append(callback)
+    return lambda: _emergency.remove(callback) if callback in _emergency else None
+
+
+def _exit_now(reason: str) -> None:
+    for callback in list(_emergency):
+        with contextlib.suppress(Exception):
+            callback()
+    sys.stderr.write(f"error: {reason}: exiting now\n")
+    sys.stderr.flush()
+    os._exit(EXIT_STUCK)
+
+
+class _Stopper:
+    def __init__(self, stop_timeout_s: float) -> None:
+        self.stop_timeout_s = stop_timeout_s
+        self.signalled: int | None = None
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        """From now on, the process ends within ``stop_timeout_s`` whatever happens."""
+        if self._timer is None:
+            self._timer = threading.Timer(self.stop_timeout_s, _exit_now,
+                                          args=(f"the stop took longer than {self.stop_timeout_s:g} s",))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def on_signal(self, sig: int, main: asyncio.Task[Any]) -> None:
+        if self.signalled is not None:
+            _exit_now(f"{signal.Signals(sig).name} again while stopping")
+        self.signalled = sig
+        log.warning("%s received: stopping", signal.Signals(sig).name)
+        self.arm()
+        main.cancel()
+
+
+async def _guarded(command: Coroutine[Any, Any, None], stopper: _Stopper) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopper.on_signal, sig, main)
+    try:
+        await command
+    except asyncio.CancelledError:
+        if stopper.signalled is None:
+            raise
+    finally:
+        stopper.arm()  # what is left (asyncio.run cancelling leftover tasks) is bounded too
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(command: Coroutine[Any, Any, None], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> bool:
+    """Run ``command`` until it returns or a signal stops it; True when a signal stopped it."""
+    stopper = _Stopper(stop_timeout_s)
+    try:
+        asyncio.run(_guarded(command, stopper))
+    finally:
+        stopper.disarm()
+    return stopper.signalled is not None
