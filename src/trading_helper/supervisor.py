@@ -114,12 +114,14 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._raise_if_stopping()
                 info.last_error, info.last_error_type = describe(exc), type(exc).__name__
                 if isinstance(exc, info.expected):
                     log.warning("task %s failed: %s", info.name, info.last_error)
                 else:
                     log.error("task %s died: %s", info.name, info.last_error, exc_info=exc)
             else:
+                self._raise_if_stopping()
                 if info.oneshot:
                     info.enter(TaskState.DONE)
                     return
@@ -135,6 +137,13 @@ class Supervisor:
             info.restarts += 1
             TASK_RESTARTS.labels(info.name).inc()
             info.enter(TaskState.RUNNING)
+
+    @staticmethod
+    def _raise_if_stopping() -> None:
+        """A job that swallowed its cancellation must not be restarted: the stop goes on."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def stop(self, names: Iterable[str] | None = None, *, timeout_s: float = 5.0) -> list[str]:
         """Cancel the tasks ``names`` (default: all) and wait for them at most ``timeout_s``.

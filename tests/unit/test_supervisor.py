@@ -70,5 +70,7 @@ async def test_stop_abandons_a_task_that_ignores_its_cancellation() -> None:
     began = time.monotonic()
     assert await supervisor.stop(timeout_s=0.2) == ["stubborn"]
     assert time.monotonic() - began < 1.0
-    release.set()  # let it end before the test's loop closes
-    await asyncio.sleep(0.01)
+    release.set()  # it ends now, swallowing its cancellation: the supervisor must not restart it
+    await asyncio.sleep(0.05)
+    assert all(t.get_name() != "stubborn" for t in asyncio.all_tasks())
+    assert supervisor.tasks["stubborn"].restarts == 0

@@ -122,19 +122,21 @@ class IngestService:
         self._supervise("maintenance", self.maintenance.run)
         log.info("ingest started: broker=%s, %d subscriptions, %s flavour", self.broker.name, len(rows), self.flavour)
 
-    async def stop(self, drain_timeout_s: float = 3.0, task_timeout_s: float = 1.5) -> None:
-        """Stop the feed, let the writer commit what was received (bounded wait), then stop the
-        rest. Every wait is bounded: a task that ignores its cancellation is abandoned."""
+    async def stop(self, timeout_s: float = 6.0) -> None:
+        """Stop the feed (its last events close the live coverage), let the writer commit what was
+        received, then stop the rest, all within ``timeout_s``: a task that ignores its
+        cancellation is abandoned (a later start closes the coverage it left open)."""
         if not self._names:
             return
-        await self.tasks.stop(["start", "feed"], timeout_s=task_timeout_s)
+        deadline = time.monotonic() + timeout_s
+        await self.tasks.stop(["start", "feed"], timeout_s=timeout_s * 0.5)
         last = self.receiver.last_id
-        deadline = time.monotonic() + drain_timeout_s
-        while last is not None and not self.writer.committed_through(last) and time.monotonic() < deadline:
+        drain_until = deadline - timeout_s * 0.25
+        while last is not None and not self.writer.committed_through(last) and time.monotonic() < drain_until:
             if self.writer.stats.db_down_since is not None or any(t.name == "writer" for t in self.tasks.down()):
                 break  # the database is away, or the writer keeps dying: the rest waits in Redis
             await asyncio.sleep(0.02)
-        await self.tasks.stop(self._names, timeout_s=task_timeout_s)
+        await self.tasks.stop(self._names, timeout_s=max(0.5, deadline - time.monotonic()))
         self._names = []
 
     async def _run_feed(self) -> None:
