@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,13 @@ def api_redis_url(redis_url: str) -> str:
     """Redis database 13: the quotes hash of these tests stays apart from other suites' data."""
     parts = urlsplit(redis_url)
     return urlunsplit((parts.scheme, parts.netloc, "/13", parts.query, parts.fragment))
+
+
+def closed_port() -> int:
+    """A port nothing listens on (a server that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def ingest_redis_url(redis_url: str) -> str:

@@ -3,7 +3,6 @@ which one, never 500; /api/status still answers with what it knows."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,16 +10,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.api.conftest import API_TOKEN, authorised
+from tests.api.conftest import API_TOKEN, authorised, closed_port
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.config import Settings
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

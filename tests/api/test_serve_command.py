@@ -25,8 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tests.api.conftest import API_TOKEN, ingest_redis_url
-from tests.api.test_health_down import closed_port
+from tests.api.conftest import API_TOKEN, closed_port, ingest_redis_url
 from tests.db import with_database
 from tests.e2e.helpers import eventually
 from tests.faults.proxy import FaultProxy
