@@ -88,8 +88,14 @@ async def test_a_writer_that_dies_is_shown_down_then_restarted(db_pool: asyncpg.
         # the stream's key replaced by a string: the writer's next read fails with WRONGTYPE, an
         # error it does not handle, so it dies (and dies again at each restart while this lasts)
         await run.redis.set(run.stream, b"not a stream")
-        await eventually(lambda: health_is(503), "/health 503 while the writer is down", service=service)
-        down = (await client.get("/health")).json()
+        answers: list[httpx.Response] = []
+
+        async def writer_down() -> bool:  # it restarts and dies again: keep the answer that saw it down
+            answers.append(await client.get("/health"))
+            return answers[-1].status_code == 503
+
+        await eventually(writer_down, "/health 503 while the writer is down", service=service)
+        down = answers[-1].json()
         writer_problem = {"code": "ingest_stopped", "component": "ingest", "task": "writer", "detail": "ResponseError"}
         assert writer_problem in down["problems"], down
         assert down["code"] == "ingest_stopped" and down["task"] == "writer", down
