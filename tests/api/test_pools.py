@@ -73,15 +73,15 @@ async def sim_instrument_ids(pool: asyncpg.Pool, broker: SimBroker, subscribe: i
 async def test_a_lock_on_tick_data_answers_503_within_the_statement_timeout(db_dsn: str, db_pool: asyncpg.Pool) -> None:
     ids = await sim_instrument_ids(db_pool, SimBroker(Settings(SIM_INSTRUMENTS=3)), 3)
     async with api_over_own_pool(db_dsn) as client:
-        assert (await client.get("/api/candles", params={"instrument": ids[0], **CANDLES})).status_code == 200
+        assert (await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})).status_code == 200
         async with locked(db_dsn, "tick_data"):
             began = time.monotonic()
-            resp = await client.get("/api/candles", params={"instrument": ids[0], **CANDLES})
+            resp = await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})
             took = time.monotonic() - began
         assert resp.status_code == 503 and resp.json()["code"] == "query_timeout", resp.text
         assert resp.headers["retry-after"] == "5"
         assert STATEMENT_TIMEOUT_S * 0.9 <= took < STATEMENT_TIMEOUT_S + 3.0, took
-        assert (await client.get("/api/candles", params={"instrument": ids[0], **CANDLES})).status_code == 200
+        assert (await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})).status_code == 200
 
 
 async def test_twenty_stuck_api_reads_never_hold_back_the_writer(db_dsn: str, db_pool: asyncpg.Pool,
@@ -108,7 +108,7 @@ async def test_twenty_stuck_api_reads_never_hold_back_the_writer(db_dsn: str, db
                 began = time.monotonic()
 
                 async def read(iid: int) -> tuple[httpx.Response, float]:
-                    resp = await client.get("/api/candles", params={"instrument": iid, **CANDLES})
+                    resp = await client.get("/api/candles", params={"instrument": f"id:{iid}", **CANDLES})
                     return resp, time.monotonic() - began
 
                 async def watch_writer() -> None:

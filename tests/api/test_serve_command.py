@@ -151,7 +151,7 @@ async def test_serve_starts_with_postgres_down_and_catches_up(tmp_path: Path, db
             health = await client.get("/health")
             assert health.status_code == 503 and health.json()["code"] == "database_unavailable", health.text
             assert health.json()["component"] == "database"
-            candles = await client.get("/api/candles", params={"instrument": 1, "interval": "1m"})
+            candles = await client.get("/api/candles", params={"instrument": "id:1", "interval": "1m"})
             assert candles.status_code == 503 and candles.json()["code"] == "database_unavailable", candles.text
             status = (await client.get("/api/status")).json()
             assert status["database"] == {"up": False, "error": "database_unavailable"}

@@ -25,6 +25,7 @@ from trading_helper.api.runtime import Runtime
 from trading_helper.brokers.registry import build_broker
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError
+from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.service import IngestService
 from trading_helper.storage.db import create_pool
 from trading_helper.supervisor import Supervisor
@@ -94,7 +95,7 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
                                      statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S)
         stack.push_async_callback(_close_pool, api_pool)
         if redis is None:
-            redis = aioredis.from_url(settings.REDIS_URL)
+            redis = redis_client(settings.REDIS_URL)  # reads and connects bounded in time
         stack.push_async_callback(_bounded, "the Redis client", redis.aclose)
         broker = build_broker(settings)
         stack.push_async_callback(_bounded, "the broker", broker.aclose)

@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trading_helper import runner
 from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings
+from trading_helper.ingest.redisconn import redis_client
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import migrate
@@ -67,7 +68,7 @@ async def _open_redis(console: Console, stack: AsyncExitStack) -> tuple[aioredis
     if url is None and _local_redis_answers():
         url = "redis://127.0.0.1:6379/0"
     if url is not None:
-        client = aioredis.Redis.from_url(url)
+        client = redis_client(url)
         stack.push_async_callback(client.aclose)
         return client, url
     import fakeredis
