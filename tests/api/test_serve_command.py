@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tests.api.conftest import API_TOKEN, closed_port, ingest_redis_url
-from tests.db import with_database
+from tests.db import fresh_database, with_database
 from tests.e2e.helpers import eventually
 from tests.faults.proxy import FaultProxy
 from tests.services import _free_port
@@ -69,7 +69,8 @@ def serve_env(database_url: str, redis_url: str, stream: str, **extra: str) -> d
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
     env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, BROKER="sim", SIM_INSTRUMENTS=str(SIM_INSTRUMENTS),
                SIM_TICKS_PER_SECOND="100", TICK_STREAM=stream, API_TOKEN=API_TOKEN, REFRESH_INTERVAL_S="1",
-               LOG_LEVEL="INFO", **extra)
+               LOG_LEVEL="INFO")
+    env.update(extra)
     return env
 
 
@@ -212,3 +213,16 @@ async def test_serve_stops_within_10_s_with_postgres_and_redis_down(tmp_path: Pa
             await asyncio.sleep(1.0)  # the start work, the writer and the live channel are all retrying
             took = await run.stop(sig)
         assert took < STOP_WITHIN_S and "Traceback" not in run.output(), run.output()[-3000:]
+
+
+async def test_a_database_without_the_schema_is_one_clear_error(tmp_path: Path, admin_dsn: str, redis_url: str) -> None:
+    async with fresh_database(admin_dsn, flavour=None) as empty:
+        env = serve_env(empty, ingest_redis_url(redis_url), f"th:serve:{uuid.uuid4().hex[:8]}", LOG_LEVEL="ERROR")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "trading_helper.cli", "serve", "--port", str(_free_port()), cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 15.0)
+    assert proc.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == (
+        "error: the database has no Trading Helper schema: run `trading-helper db migrate` first"), err.decode()
+    assert "Traceback" not in err.decode()

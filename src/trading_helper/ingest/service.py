@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
-from trading_helper.errors import DatabaseUnavailable, TradingHelperError
+from trading_helper.errors import ConfigError, DatabaseUnavailable, TradingHelperError
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
@@ -109,7 +109,11 @@ class IngestService:
     async def _start_work(self) -> None:
         """Read the flavour and the subscriptions, close stale coverage, then start the feed."""
         async with self.pool.acquire() as conn:
-            self.flavour = await current_flavour(conn)
+            try:
+                self.flavour = await current_flavour(conn)
+            except asyncpg.UndefinedTableError as exc:
+                raise ConfigError("the database has no Trading Helper schema: run `trading-helper db migrate` "
+                                  "first") from exc
             rows = await conn.fetch(_SUBSCRIBED_TOKENS, self.broker.name)
         self._start_db_error = None
         self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
