@@ -86,10 +86,9 @@ class IngestService:
         self._names.append(name)
 
     async def start(self) -> None:
-        """Start the writer and the start work. With the database up this returns once the feed
-        runs; with it down, at once: the start work is retried in the background."""
+        """Run the start work, then start the writer. With the database up this returns once the
+        feed runs; with it down, at once: the start work is retried in the background."""
         self.started_at = clock.now()
-        self._supervise("writer", self.writer.run)
         try:
             await self._start_work()
         except _DB_DOWN as exc:
@@ -98,6 +97,9 @@ class IngestService:
                       "in the background", self._start_db_error)
             self._supervise("start", self._retry_start_work, oneshot=True, backoff_max_s=START_RETRY_MAX_S,
                             expected=_DB_DOWN)
+        # after the first try, so a database without the schema is one clear error, not also a
+        # writer dying on it; with the database down, the writer waits for it (ticks stay in Redis)
+        self._supervise("writer", self.writer.run)
 
     async def _retry_start_work(self) -> None:
         try:
