@@ -135,7 +135,9 @@ class IngestService:
         if not self._names:
             return
         deadline = time.monotonic() + timeout_s
-        await self.tasks.stop(["start", "feed"], timeout_s=timeout_s * 0.5)
+        # first what competes with the feed's last coverage update for the lock and the pool
+        await self.tasks.stop(["start", "coverage", "maintenance"], timeout_s=timeout_s * 0.2)
+        await self.tasks.stop(["feed"], timeout_s=max(0.5, deadline - time.monotonic() - timeout_s * 0.4))
         last = self.receiver.last_id
         drain_until = deadline - timeout_s * 0.25
         while last is not None and not self.writer.committed_through(last) and time.monotonic() < drain_until:
