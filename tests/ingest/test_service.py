@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from tests.storage.helpers import reset_market_data
 from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings
+from trading_helper.ingest import keys
 from trading_helper.ingest.service import IngestService
 from trading_helper.ingest.status import read_status
 from trading_helper.storage.instruments import sync_instruments
@@ -51,6 +52,14 @@ async def test_service_captures_rolls_up_and_records_coverage(db_pool: asyncpg.P
         await asyncio.sleep(1.2)  # housekeeping publishes the status to Redis once a second
         published = await read_status(settings)
         assert published["broker"] == "sim" and published["written"] > 0 and published["redis_down"] is False
+        assert (published["lost"], published["dead_lettered"]) == (0, 0)
+        # what the server keeps on disk is said, as the server's own settings say it
+        config = {str(k, "ascii") if isinstance(k, bytes) else k: str(v, "ascii") if isinstance(v, bytes) else v
+                  for k, v in (await redis.config_get("appendonly", "save")).items()}
+        expected = "aof" if config["appendonly"] == "yes" else "snapshots" if config["save"].strip() else "none"
+        assert published["redis_persistence"] == expected
+        # a service that dies stops refreshing it: its last status expires instead of lingering
+        assert 0 < await redis.ttl(keys.STATUS) <= keys.STATUS_TTL_S
     finally:
         await service.stop()
         await redis.delete(stream)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: stream of received frames (entries: field ``t`` = encoded ticks, or ``reset`` = instrument ids)
+#: stream of received frames (one entry per frame; its fields are described in ``ingest/stream.py``)
 TICK_STREAM_DEFAULT = "th:ticks"
 #: consumer group of the database writer on the tick stream
 WRITER_GROUP = "th-writer"
@@ -12,3 +12,5 @@ QUOTES = "th:quotes"
 LIVE_CHANNEL = "th:live"
 #: hash: ingest status fields (broker state, subscriptions, rates) written by the service
 STATUS = "th:status"
+#: the status hash lives this long after its last refresh (the service refreshes it every second)
+STATUS_TTL_S = 15

@@ -174,8 +174,14 @@ class IngestService:
             await asyncio.sleep(1.0)
 
     async def _publish_status(self) -> None:
+        """The status hash for API processes without an ingest service; it expires, so the last
+        words of a service that died are never shown as current."""
         try:
-            await self.redis.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(keys.STATUS)
+            pipe.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
+            pipe.expire(keys.STATUS, keys.STATUS_TTL_S)
+            await pipe.execute()
         except (RedisError, OSError):
             pass  # the receiver already reports Redis being away
 
@@ -215,6 +221,10 @@ class IngestService:
             "local_queue_frames": len(self.receiver.local),
             "redis_down": self.receiver.redis_down_since is not None,
             "db_down": self.writer.stats.db_down_since is not None or self._start_db_error is not None,
+            "db_busy": self.writer.stats.db_busy_since is not None,
+            "dead_lettered": self.writer.stats.dead_lettered,
+            "lost": self.writer.stats.lost,
+            "redis_persistence": self.writer.durability.persistence if self.writer.durability else None,
             "tasks_down": sorted(t.name for t in self.tasks.down() if t.name in self._names),
             "last_commit_at": self.writer.stats.last_commit_at.isoformat() if self.writer.stats.last_commit_at else None,
             "last_candle_refresh_at": self.last_refresh_at.isoformat() if self.last_refresh_at else None,
