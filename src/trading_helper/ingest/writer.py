@@ -278,6 +278,9 @@ class StreamWriter:
         assert tick_writer is not None
         # the same prepared batch until it commits: later batches build on its volume state
         result = await self._with_db_retry(lambda: tick_writer.commit(batch, offset))
+        if result.already_committed:
+            log.warning("entries up to %s were already committed by an earlier try whose reply was lost; "
+                        "not written again", offset.last_id)
         now = datetime.now(UTC)
         self._committed = parse_id(offset.last_id)
         self.stats.written += result.written

@@ -30,6 +30,14 @@ ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excl
 
 GET_OFFSET = "SELECT last_id FROM ingest_offsets WHERE stream = $1"
 
+#: the stream's committed offset, with its row locked for the transaction (created at 0-0 when
+#: missing): waits for an in-flight transaction that holds it, then reads what that one committed
+LOCK_OFFSET = """
+INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, '0-0', now())
+ON CONFLICT (stream) DO UPDATE SET stream = excluded.stream
+RETURNING last_id
+"""
+
 #: per receiver run: the last committed entry number and tick count; ``lost`` adds up
 UPSERT_SEQUENCES = """
 INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)

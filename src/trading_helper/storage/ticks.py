@@ -84,6 +84,18 @@ class WriteResult:
     written: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: an earlier try of this batch had committed (its reply was lost): nothing was written again
+    already_committed: bool = False
+
+
+class _AlreadyCommitted(Exception):
+    """Rolls back a retried batch whose earlier try is found committed."""
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    """A Redis stream id ``ms-seq`` as a comparable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 @dataclass(slots=True)
@@ -97,6 +109,8 @@ class PreparedBatch:
     sources: list[tuple[int, str]] = field(default_factory=list)
     #: set once a row was refused: later tries of this batch isolate rows from the start
     isolate: bool = False
+    #: set once a try failed: the connection may have died after the server committed it
+    retried: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -300,7 +314,12 @@ class TickWriter:
 
         Rows the database refuses go to ``tick_rejects`` in the same transaction (the result's
         ``dead_letters``). Raises DatabaseUnavailable (connection) or DatabaseBusy (resources, a
-        cancel, a lock) to be retried with the same batch; any other error as it is."""
+        cancel, a lock) to be retried with the same batch; any other error as it is.
+
+        A try can fail after the server committed it (the connection died before the reply came):
+        a later try of the same batch first takes the stream's offset row, waiting for any
+        transaction of an earlier try still finishing on the server, and when the committed
+        offset already covers this batch, writes nothing again (``already_committed``)."""
         try:
             async with self.pool.acquire() as conn:
                 rows, quote_rows = batch.rows, batch.quote_rows
@@ -313,7 +332,11 @@ class TickWriter:
                         raise
                     batch.isolate = True  # the whole batch was rolled back: again, row by row where needed
                     dead = await self._commit_once(conn, batch, offset)
+        except _AlreadyCommitted:
+            return WriteResult(written=len(batch.rows) + len(batch.quote_rows),
+                               rejected=Counter(batch.result.rejected), already_committed=True)
         except Exception as exc:
+            batch.retried = True
             wrapped = retryable(exc, "tick write failed")
             if wrapped is None or wrapped is exc:
                 raise
@@ -326,6 +349,10 @@ class TickWriter:
         dead: list[DeadLetter] = []
         taken: set[int] = set()  # records already named as a refused row's source
         async with conn.transaction():
+            if batch.retried and offset is not None:
+                committed = await conn.fetchval(queries.LOCK_OFFSET, offset.stream)
+                if _position(committed) >= _position(offset.last_id):
+                    raise _AlreadyCommitted
             for relation, columns, rows in (("tick_data", TICK_COLUMNS, batch.rows),
                                             ("quote_updates", QUOTE_COLUMNS, batch.quote_rows)):
                 if rows and not batch.isolate:
