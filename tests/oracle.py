@@ -1,5 +1,9 @@
 """An independent computation of candles, for checking the database and the writer.
 
+The candle rules (buckets, OHLC and volume from trades) live in the package, in
+trading_helper.bench.soak.oracle, because the soak benchmark checks with them too; which updates
+are trades, and their volume, is said again here.
+
 Deliberately naive: :func:`stored_trades` says again, in datetime arithmetic, which received
 updates are trades, at what time and with how much volume (the writer does it in integer
 microseconds, trading_helper.ingest.volume); :func:`candles` computes every timeframe from those
@@ -10,45 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 
+from trading_helper.bench.soak.oracle import IST, ORIGIN, WIDTHS, Key, Ohlc, RawTick, bucket_of, candles
 from trading_helper.models import Tick
 
-IST = timezone(timedelta(hours=5, minutes=30))
-ORIGIN = datetime(2000, 1, 3, 0, 15, tzinfo=IST)
-WIDTHS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
-          "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-
-
-@dataclass(frozen=True)
-class RawTick:
-    time: datetime
-    instrument_id: int
-    ltp: float
-    volume_delta: int
-    open_interest: int | None
-
-
-Key = tuple[str, int, datetime]
-Ohlc = tuple[float, float, float, float, int, int | None, int]
-
-
-def bucket_of(ts: datetime, width: timedelta) -> datetime:
-    return ORIGIN + ((ts - ORIGIN) // width) * width
-
-
-def candles(ticks: Iterable[RawTick]) -> dict[Key, Ohlc]:
-    groups: dict[Key, list[RawTick]] = {}
-    for t in ticks:
-        for tf, width in WIDTHS.items():
-            groups.setdefault((tf, t.instrument_id, bucket_of(t.time, width)), []).append(t)
-    out: dict[Key, Ohlc] = {}
-    for key, rows in groups.items():
-        rows.sort(key=lambda r: r.time)
-        prices = [r.ltp for r in rows]
-        out[key] = (rows[0].ltp, max(prices), min(prices), rows[-1].ltp,
-                    sum(r.volume_delta for r in rows), rows[-1].open_interest, len(rows))
-    return out
+__all__ = ["IST", "ORIGIN", "WIDTHS", "CaptureStart", "Key", "Ohlc", "RawTick", "bucket_of", "candles", "stored_trades"]
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,36 @@ def bench_ingest(
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
+@bench_app.command("soak")
+def bench_soak(
+    days: int = typer.Option(5, min=1, max=5, help="Simulated trading days (the last ones before today)."),
+    instruments: int = typer.Option(10, min=1, max=500, help="Instruments on the Kite stand-in."),
+    speed: float = typer.Option(200.0, min=1.0, help="Simulated seconds per real second in sessions."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result (progress stays on stderr)."),
+) -> None:
+    """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
+    import json
+
+    from rich.progress import Progress
+
+    from trading_helper.bench.soak.run import run_soak
+    from trading_helper.config import get_settings
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=1.0)
+
+        def progress(text: str, done: float) -> None:
+            bar.update(task, description=text, completed=done)
+
+        try:
+            result = asyncio.run(run_soak(get_settings(), days=days, instruments=instruments, speed=speed,
+                                          progress=progress))
+        except TradingHelperError as exc:
+            _fail(exc)
+            return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @bench_app.command("query")
 def bench_query(
     instruments: int = typer.Option(1000, min=1, help="Instruments in the dataset."),

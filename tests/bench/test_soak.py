@@ -1,0 +1,71 @@
+"""The soak benchmark's short variant: one simulated day, three instruments, every fault of the schedule.
+
+Runs ``trading-helper bench soak --json`` as a user would (it starts its own Kite stand-in, Redis
+with AOF, fault proxy and ``serve`` child; one fresh database on the test PostgreSQL) and reads
+its one JSON object from stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+KEYS = {"days", "ticks_sent", "ticks_received", "ticks_stored", "lost", "duplicated", "dead_lettered",
+        "candles_checked", "candle_mismatches", "faults", "rss_mb_start", "rss_mb_end", "seconds"}
+KINDS = {"token_expiry", "reconnect_preopen", "reconnect_session", "redis_restart", "postgres_down",
+         "serve_sigkill", "api_restart", "poison_row"}
+
+
+@pytest.fixture(scope="module")
+def soak(admin_dsn: str) -> dict[str, Any]:
+    env = {**os.environ, "DATABASE_URL": admin_dsn}
+    env.pop("TH_CLOCK", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "trading_helper.cli", "bench", "soak", "--days", "1", "--instruments", "3",
+         "--speed", "600", "--json"],
+        env=env, capture_output=True, text=True, timeout=840, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout must hold only the JSON object: {done.stdout[:2000]}"
+    result: dict[str, Any] = json.loads(lines[0])
+    return result
+
+
+@pytest.mark.timeout(900)
+def test_the_soak_drives_the_real_path_and_accounts_for_every_tick(soak: dict[str, Any]) -> None:
+    assert KEYS <= set(soak), f"missing: {KEYS - set(soak)}"
+    assert soak["days"] == 1
+    assert {f["kind"] for f in soak["faults"]} == KINDS
+    assert soak["ticks_sent"] > 1000 and soak["ticks_stored"] > 0
+    assert soak["ticks_received"] <= soak["ticks_sent"]
+    # nothing stored twice, nothing stored that was never sent
+    assert soak["duplicated"] == 0
+    assert soak["unexpected_rows"] == 0
+    # every hole in a session was fetched from the broker, no range twice, and a second read of
+    # the day reaches the broker no more
+    assert soak["holes_unfetched"] == 0
+    assert soak["history_refetched"] == 0
+    assert soak["history_calls_on_second_read"] == 0
+    assert soak["candles_checked"] > 0
+    assert soak["api_errors"] == {}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 10's defects being fixed on other branches: the feed stays down after a re-login (3), "
+    "the writer stops for good on a refused row (1), volume after a pre-open reconnect (4), "
+    "quote-only updates open candles (5). Strict: when they are fixed this passes and the mark goes."))
+def test_the_soak_meets_the_targets(soak: dict[str, Any]) -> None:
+    unrecovered = [f for f in soak["faults"] if f["recovered_s"] is None or f["recovered_s"] > 30]
+    assert unrecovered == []
+    assert soak["lost"] == 0
+    assert soak["dead_lettered"] == soak["poison_ticks_sent"]
+    assert soak["candle_mismatches"] == 0, soak["candle_mismatch_samples"]
+    assert soak["rss_mb_end"] <= 1.2 * soak["rss_mb_start"]
