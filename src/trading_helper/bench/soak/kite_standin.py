@@ -55,6 +55,7 @@ def frame(packets: list[bytes]) -> bytes:
 
 @dataclass(eq=False)
 class Connection:
+    number: int
     ws: ServerConnection
     access_token: str
     opened_real: float
@@ -76,7 +77,9 @@ class KiteStandIn:
         self.access_token = access_token
         self.connections: list[Connection] = []
         self.history: list[HistoryRequest] = []
-        self.sent: dict[tuple[int, int], float] = {}  # (token, epoch) -> real time it was sent
+        #: (token, epoch) -> (real time it was sent, connection number)
+        self.sent: dict[tuple[int, int], tuple[float, int]] = {}
+        self._numbers = 0
         self.refused_upgrades = 0
         self.rest_status: Counter[int] = Counter()
         self._http: asyncio.Server | None = None
@@ -143,7 +146,7 @@ class KiteStandIn:
             except ConnectionClosed:
                 continue
             for t in mine:
-                self.sent.setdefault((t.token, t.epoch), now)
+                self.sent.setdefault((t.token, t.epoch), (now, conn.number))
             sent += len(mine)
         return sent
 
@@ -164,7 +167,8 @@ class KiteStandIn:
 
     async def _ws_handler(self, ws: ServerConnection) -> None:
         token = parse_qs(urlsplit(ws.request.path if ws.request else "").query).get("access_token", [""])[0]
-        conn = Connection(ws, token, time.time())
+        self._numbers += 1
+        conn = Connection(self._numbers, ws, token, time.time())
         self.connections.append(conn)
         try:
             async for message in ws:

@@ -49,7 +49,8 @@ from trading_helper.config import Settings
 
 API_KEY = "soak_api_key"
 #: ticks sent this long (real seconds) before a SIGKILL may still sit in a socket buffer or in the
-#: process: never acknowledged, so neither received nor lost
+#: process: never acknowledged, so neither received nor lost (nor is anything sent on the killed
+#: process's sockets after the kill, or on a stopping process's sockets after its SIGTERM)
 IN_FLIGHT_S = 0.5
 #: the target: every fault recovered within 30 s of its cause ending
 RECOVERY_TIMEOUT_S = 30.0
@@ -111,8 +112,11 @@ class Soak:
     speed: float
     progress: Callable[[str, float], None] | None = None
     faults: list[Fault] = field(default_factory=list)
-    kills: list[float] = field(default_factory=list)  # real times of SIGKILLs
+    #: (real time, lead in seconds, connection numbers open then) of each SIGKILL or SIGTERM of serve
+    stops: list[tuple[float, float, frozenset[int]]] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    #: [serve start number, simulated IST time, MiB] at every fault and the end of every day
+    rss_samples: list[list[Any]] = field(default_factory=list)
 
     # --- the clock -------------------------------------------------------------------------------
     def _set_clock(self, sim: datetime, speed: float | None = None) -> None:
@@ -241,8 +245,7 @@ class Soak:
             finally:
                 self._set_clock(self.now(), self.speed)
             self._note(f"{kind}: recovered in {fault.recovered_s} s {fault.note}", n, day)
-            if kind == "reconnect_session":
-                self._sample_rss()
+            self._sample_rss(first=kind == "reconnect_session")
         await self._until(self._ist(day, "15:31"))
         self._note("draining", n, day)
         await self._drain(day)
@@ -257,9 +260,13 @@ class Soak:
             self._set_clock(sim)
             await asyncio.sleep(0.6)
 
-    def _sample_rss(self) -> None:
+    def _sample_rss(self, first: bool = False) -> None:
+        """RSS of serve; the series for start/end begins once a session is under way (day 1, 10:00)."""
         if self.serve is not None and self.serve.pid is not None and (mb := rss_mb(self.serve.pid)) is not None:
-            self.rss.append(mb)
+            self.rss_samples.append([self.serve.starts, self.now().astimezone(IST).isoformat(timespec="minutes"),
+                                     round(mb, 1)])
+            if first or self.rss:
+                self.rss.append(mb)
 
     # --- faults ----------------------------------------------------------------------------------
     async def _recovered(self, cond: Callable[[], Any], since: float, timeout_s: float = RECOVERY_TIMEOUT_S,
@@ -314,7 +321,7 @@ class Soak:
 
     async def _fault_serve_sigkill(self, fault: Fault, day: date) -> None:
         assert self.serve is not None
-        self.kills.append(time.time())
+        self.stops.append((time.time(), IN_FLIGHT_S, frozenset(c.number for c in self.kite.connections)))
         await self.serve.kill()
         await self.http.aclose()
         await self._start_serve()
@@ -323,6 +330,7 @@ class Soak:
 
     async def _fault_api_restart(self, fault: Fault, day: date) -> None:
         assert self.serve is not None
+        self.stops.append((time.time(), 0.0, frozenset(c.number for c in self.kite.connections)))
         clean = await self.serve.stop()
         await self.http.aclose()
         await self._start_serve()
@@ -376,10 +384,10 @@ class Soak:
             await self._read_day(day)
         second_read_calls = len(self.kite.history) - history_before
 
-        kills = sorted(self.kills)
         all_ticks = {(t.token, t.epoch): t for d in self.days for t in self.market.ticks[d]}
         sent = self.kite.sent
-        in_flight = {k for k, at in sent.items() if any(0 <= kill - at <= IN_FLIGHT_S for kill in kills)}
+        in_flight = {k for k, (at, number) in sent.items()
+                     if any(number in numbers and at >= stop - lead for stop, lead, numbers in self.stops)}
         token_of = {iid: tok for tok, iid in self.ids.items()}
         rows: Counter[tuple[int, int]] = Counter()
         for r in await self.db.fetch(_TICK_IDENTITIES):
@@ -396,7 +404,7 @@ class Soak:
         return {
             "days": len(self.days), "first_day": self.days[0].isoformat(), "last_day": self.days[-1].isoformat(),
             "instruments": self.instruments, "speed": self.speed,
-            "ticks_generated": len(all_ticks), "ticks_sent": len(sent), "ticks_in_flight_at_kill": len(in_flight),
+            "ticks_generated": len(all_ticks), "ticks_sent": len(sent), "ticks_in_flight_at_stop": len(in_flight),
             "ticks_received": len(received), "ticks_stored": len(stored),
             "lost": max(0, len(missing) - dead), "missing_from_tick_data": len(missing),
             "duplicated": sum(n - 1 for n in rows.values() if n > 1),
@@ -413,6 +421,7 @@ class Soak:
             "rss_mb_start": round(rss_start, 1) if rss_start else None,
             "rss_mb_end": round(rss_end, 1) if rss_end else None,
             "rss_mb_max": round(max(self.rss), 1) if self.rss else None,
+            "rss_mb_samples": self.rss_samples,
             "serve_starts": self.serve.starts if self.serve else 0,
         }
 
