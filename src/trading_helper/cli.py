@@ -96,6 +96,9 @@ def bench_soak(
     days: int = typer.Option(5, min=1, max=5, help="Simulated trading days (the last ones before today)."),
     instruments: int = typer.Option(10, min=1, max=500, help="Instruments on the Kite stand-in."),
     speed: float = typer.Option(200.0, min=1.0, help="Simulated seconds per real second in sessions."),
+    faults: str = typer.Option("all", help="Comma-separated fault kinds to inject (token_expiry, "
+                               "reconnect_preopen, reconnect_session, redis_restart, postgres_down, "
+                               "serve_sigkill, api_restart, poison_row), or all."),
     json_out: bool = typer.Option(False, "--json", help="Print only the JSON result (progress stays on stderr)."),
 ) -> None:
     """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
@@ -113,8 +116,9 @@ def bench_soak(
             bar.update(task, description=text, completed=done)
 
         try:
+            kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
             result = asyncio.run(run_soak(get_settings(), days=days, instruments=instruments, speed=speed,
-                                          progress=progress))
+                                          faults=kinds, progress=progress))
         except TradingHelperError as exc:
             _fail(exc)
             return

@@ -46,6 +46,7 @@ from trading_helper.bench.soak.processes import RedisServer, ServeProcess, free_
 from trading_helper.brokers.tokens import save_token
 from trading_helper.candles.calendar import year_sessions
 from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
 
 API_KEY = "soak_api_key"
 #: ticks sent this long (real seconds) before a SIGKILL may still sit in a socket buffer or in the
@@ -111,6 +112,8 @@ class Soak:
     instruments: int
     speed: float
     progress: Callable[[str, float], None] | None = None
+    #: the kinds of SCHEDULE to inject (default: all)
+    enabled: frozenset[str] = frozenset(kind for _, kind in SCHEDULE)
     faults: list[Fault] = field(default_factory=list)
     #: (real time, lead in seconds, connection numbers open then) of each SIGKILL or SIGTERM of serve
     stops: list[tuple[float, float, frozenset[int]]] = field(default_factory=list)
@@ -140,7 +143,7 @@ class Soak:
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        poison = {d: int(self._ist(d, "14:45").timestamp()) for d in self.days}
+        poison = {d: int(self._ist(d, "14:45").timestamp()) for d in self.days} if "poison_row" in self.enabled else {}
         self.market = Market(self.instruments, self.days, poison=poison)
         self.access_token = "soak-token-0"
         with tempfile.TemporaryDirectory(prefix="th-soak-") as tmp:
@@ -233,6 +236,8 @@ class Soak:
             at = self._ist(day, hhmm)
             if kind == "reconnect_preopen":
                 await self._jump_to(self._ist(day, "08:59"))
+            if kind not in self.enabled:
+                continue
             await self._until(at)
             self._note(kind, n, day)
             fault = Fault(kind, self.now().astimezone(IST).isoformat(timespec="seconds"))
@@ -510,11 +515,15 @@ class Soak:
 
 
 async def run_soak(settings: Settings, *, days: int, instruments: int, speed: float,
+                   faults: frozenset[str] | None = None,
                    progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     # the day of the simulated week closest to now ends before now: the clock never passes real time
     # (raw ticks are kept 7 days by the database's clock, and MAX_TICK_AGE is 6 days)
     chosen = last_trading_days(days, clock.now() - timedelta(hours=1))
-    soak = Soak(settings, chosen, instruments, speed, progress)
+    kinds = frozenset(kind for _, kind in SCHEDULE)
+    if faults is not None and not faults <= kinds:
+        raise ConfigError(f"unknown fault kinds {sorted(faults - kinds)}; known: {sorted(kinds)}")
+    soak = Soak(settings, chosen, instruments, speed, progress, faults if faults is not None else kinds)
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: the children and the database go too
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
