@@ -198,13 +198,29 @@ class Soak:
         tokens = [str(i.token) for i in self.market.instruments]
         (await self.http.post("/api/instruments/subscribe", json={"instruments": tokens})).raise_for_status()
         self.ids = {int(r["broker_token"]): r["instrument_id"] for r in await self.db.fetch(_INSTRUMENT_IDS)}
-        sender = asyncio.create_task(self._send_loop())
+        tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._status_loop())]
         try:
             for n, day in enumerate(self.days):
                 await self._run_day(n, day)
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _status_loop(self) -> None:
+        """The service's own counters (received, rejected by reason), last seen per serve process."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.serve is None:
+                continue
+            starts = self.serve.starts
+            try:
+                resp = await self.http.get("/api/status", timeout=5)
+                ingest = resp.json().get("ingest") if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, RuntimeError):
+                continue
+            if isinstance(ingest, dict) and starts == self.serve.starts:
+                self.service_status[starts] = ingest
 
     async def _send_loop(self) -> None:
         queues = {d: (rows, 0) for d, rows in self.market.ticks.items()}
@@ -380,6 +396,7 @@ class Soak:
                     self.api_candles[(tf, inst.token, datetime.fromisoformat(c["time"]))] = c
 
     api_candles: dict[tuple[str, int, datetime], dict[str, Any]] = field(default_factory=dict)
+    service_status: dict[int, dict[str, Any]] = field(default_factory=dict)
     api_errors: Counter[str] = field(default_factory=Counter)
 
     # --- checks ----------------------------------------------------------------------------------
@@ -413,14 +430,19 @@ class Soak:
             "ticks_received": len(received), "ticks_stored": len(stored),
             "lost": max(0, len(missing) - dead), "missing_from_tick_data": len(missing),
             "duplicated": sum(n - 1 for n in rows.values() if n > 1),
+            "duplicated_ranges": _ranges({k for k, n in rows.items() if n > 1}),
             "unexpected_rows": sum(n for k, n in rows.items() if k not in sent),
-            "dead_lettered": dead, "poison_ticks_sent": poison_sent,
+            "missing_ranges": _ranges(missing), "dead_lettered": dead, "poison_ticks_sent": poison_sent,
             "candles_checked": sum(checked.values()), "candles_checked_by_timeframe": dict(checked),
             "candle_mismatches": sum(mismatches.values()), "candle_mismatches_by_kind": dict(mismatches),
             "candle_mismatch_samples": samples,
             "history_requests": len(self.kite.history), "history_refetched": refetched,
             "history_calls_on_second_read": second_read_calls, "holes_unfetched": holes_unfetched,
             "api_errors": dict(self.api_errors),
+            # what the service itself counted, last seen per process (up to a second stale)
+            "service_received": sum(int(st.get("received") or 0) for st in self.service_status.values()),
+            "service_rejected": dict(sum((Counter(st.get("rejected") or {}) for st in self.service_status.values()),
+                                         Counter())),
             "faults": [f.out() for f in self.faults],
             "faults_unrecovered": sum(1 for f in self.faults if f.recovered_s is None),
             "rss_mb_start": round(rss_start, 1) if rss_start else None,
@@ -512,6 +534,19 @@ class Soak:
                 if not any(s <= stamp <= e for s, e in by_key.get((t.token, tf), [])):
                     unfetched.add((tf, t.token, bucket))
         return len(unfetched), refetched
+
+
+def _ranges(keys: set[tuple[int, int]], limit: int = 12) -> list[dict[str, Any]]:
+    """Ticks (token, epoch) grouped into runs with no more than a minute between them, for diagnosis."""
+    out: list[dict[str, Any]] = []
+    for epoch in sorted(e for _, e in keys):
+        if out and epoch - out[-1]["_last"] <= 60:
+            out[-1]["_last"], out[-1]["ticks"] = epoch, out[-1]["ticks"] + 1
+        else:
+            out.append({"_first": epoch, "_last": epoch, "ticks": 1})
+    return [{"from": datetime.fromtimestamp(r["_first"], IST).isoformat(timespec="seconds"),
+             "to": datetime.fromtimestamp(r["_last"], IST).isoformat(timespec="seconds"), "ticks": r["ticks"]}
+            for r in out[:limit]]
 
 
 async def run_soak(settings: Settings, *, days: int, instruments: int, speed: float,
