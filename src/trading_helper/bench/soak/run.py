@@ -57,9 +57,16 @@ IN_FLIGHT_S = 0.5
 RECOVERY_TIMEOUT_S = 30.0
 PG_DOWN_S = 30.0
 
-#: where a received tick may land, besides tick_data (plugged in when the table exists): helper
-#: tables for rows the database refused and for updates that carry no trade
-_TICK_IDENTITIES = "SELECT instrument_id, extract(epoch FROM time)::bigint AS epoch, count(*) AS n FROM tick_data GROUP BY 1, 2"
+#: where a received tick lands, each row keyed by (instrument, feed time in epoch seconds): trades in
+#: tick_data (its feed time in exchange_time since migration 6), updates with no new trade in
+#: quote_updates; a table missing from this schema version is skipped
+_LANDINGS: tuple[tuple[str, str], ...] = (
+    ("tick_data", "SELECT instrument_id, extract(epoch FROM coalesce(exchange_time, time))::bigint AS epoch, "
+                  "count(*) AS n FROM tick_data GROUP BY 1, 2"),
+    ("quote_updates", "SELECT instrument_id, extract(epoch FROM time)::bigint AS epoch, count(*) AS n "
+                      "FROM quote_updates GROUP BY 1, 2"),
+)
+#: rows the database refused, kept aside (dead letters)
 _DEAD_LETTERED = "SELECT count(*) FROM tick_rejects"
 _EXISTS = "SELECT to_regclass($1) IS NOT NULL"
 _STORED_SINCE = "SELECT EXISTS (SELECT 1 FROM tick_data WHERE time >= $1)"
@@ -412,13 +419,22 @@ class Soak:
                      if any(number in numbers and at >= stop - lead for stop, lead, numbers in self.stops)}
         token_of = {iid: tok for tok, iid in self.ids.items()}
         rows: Counter[tuple[int, int]] = Counter()
-        for r in await self.db.fetch(_TICK_IDENTITIES):
-            rows[(token_of.get(r["instrument_id"], -1), r["epoch"])] += r["n"]
+        landed: dict[str, int] = {}
+        for table, query in _LANDINGS:
+            if not await self.db.fetchval(_EXISTS, table):
+                continue
+            try:
+                found = await self.db.fetch(query)
+            except asyncpg.UndefinedColumnError:  # tick_data before migration 6: no exchange_time
+                found = await self.db.fetch(query.replace("coalesce(exchange_time, time)", "time"))
+            landed[table] = sum(r["n"] for r in found)
+            for r in found:
+                rows[(token_of.get(r["instrument_id"], -1), r["epoch"])] += r["n"]
         stored = {k for k in rows if k in sent}
         received = (set(sent) - in_flight) | (in_flight & stored)
         dead = await self.db.fetchval(_DEAD_LETTERED) if await self.db.fetchval(_EXISTS, "tick_rejects") else 0
         missing = received - stored
-        poison_sent = sum(1 for k in received if all_ticks[k].price == POISON_PRICE)
+        poison_sent = sum(1 for k in received if all_ticks[k].trade and all_ticks[k].price == POISON_PRICE)
 
         mismatches, checked, samples = self._check_candles(received, all_ticks)
         holes_unfetched, refetched = self._check_history(received, all_ticks)
@@ -427,7 +443,7 @@ class Soak:
             "days": len(self.days), "first_day": self.days[0].isoformat(), "last_day": self.days[-1].isoformat(),
             "instruments": self.instruments, "speed": self.speed,
             "ticks_generated": len(all_ticks), "ticks_sent": len(sent), "ticks_in_flight_at_stop": len(in_flight),
-            "ticks_received": len(received), "ticks_stored": len(stored),
+            "ticks_received": len(received), "ticks_stored": len(stored), "rows_by_table": landed,
             "lost": max(0, len(missing) - dead), "missing_from_tick_data": len(missing),
             "duplicated": sum(n - 1 for n in rows.values() if n > 1),
             "duplicated_ranges": _ranges({k for k, n in rows.items() if n > 1}),
