@@ -501,7 +501,7 @@ class Soak:
                         kind = "volume"
                     if kind is not None:
                         mismatches[kind] += 1
-                        if len(samples) < 8:
+                        if mismatches[kind] <= 3:  # a few of each kind
                             samples.append({"timeframe": tf, "token": inst.token, "bucket": bucket.isoformat(),
                                             "kind": kind, "expected": [o, h, lo, c, v],
                                             "got": None if got is None else [got["open"], got["high"], got["low"],
@@ -518,7 +518,7 @@ class Soak:
                     if quotes and all(k in good for k in quotes):
                         checked[tf] += 1
                         mismatches["candle_without_trade"] += 1
-                        if len(samples) < 8:
+                        if mismatches["candle_without_trade"] <= 3:
                             samples.append({"timeframe": tf, "token": token, "bucket": bucket.isoformat(),
                                             "kind": "candle_without_trade", "got": got})
         return mismatches, checked, samples
