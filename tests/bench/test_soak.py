@@ -59,9 +59,9 @@ def test_the_soak_drives_the_real_path_and_accounts_for_every_tick(soak: dict[st
 
 @pytest.mark.timeout(900)
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 10's defects being fixed on other branches: the feed stays down after a re-login (3), "
-    "the writer stops for good on a refused row (1), volume after a pre-open reconnect (4), "
-    "quote-only updates open candles (5). Strict: when they are fixed this passes and the mark goes."))
+    "issue 10's defect 1, being fixed on another branch: the writer stops for good on a row the "
+    "database refuses (the poison row), so every tick after it is lost and the poison is never "
+    "dead-lettered. Strict: once it is fixed this passes and the mark goes."))
 def test_the_soak_meets_the_targets(soak: dict[str, Any]) -> None:
     unrecovered = [f for f in soak["faults"] if f["recovered_s"] is None or f["recovered_s"] > 30]
     assert unrecovered == []
