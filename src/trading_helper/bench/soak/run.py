@@ -376,8 +376,15 @@ class Soak:
             fault.note = "serve did not stop within 15 s of SIGTERM (killed)"
 
     async def _fault_poison_row(self, fault: Fault, day: date) -> None:
-        back = self.now() + timedelta(seconds=30)  # after the poison trade was sent
-        fault.recovered_s = await self._recovered(lambda: self._stored_since(back), time.monotonic())
+        """Recovered: the trade sent after the poison (at the price the CHECK refuses) is stored."""
+        poison = next((t for t in self.market.ticks[day] if t.trade and t.price == POISON_PRICE), None)
+        since = time.monotonic()
+        if poison is None or await self._recovered(lambda: (poison.token, poison.epoch) in self.kite.sent,
+                                                   since) is None:
+            fault.note = "no poison trade was sent (the feed was down)"
+            return
+        after = datetime.fromtimestamp(poison.send_at + 1, IST)
+        fault.recovered_s = await self._recovered(lambda: self._stored_since(after), time.monotonic())
 
     # --- reading back ----------------------------------------------------------------------------
     async def _drain(self, day: date) -> None:
