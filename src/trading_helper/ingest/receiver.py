@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.codec import encode_quote, encode_ticks
@@ -71,6 +72,10 @@ class TickReceiver:
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
         self._latest: dict[int, Tick] = {}
+        #: data time before which every received frame is in the Redis stream (None: none yet); a
+        #: process killed now loses only what came after it, so live coverage never claims more
+        self.durable_at: datetime | None = None
+        self._appending = 0
         #: id of the newest entry this receiver appended to the stream
         self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
@@ -83,8 +88,23 @@ class TickReceiver:
 
     # -- FeedSink ---------------------------------------------------------------------------
     async def on_ticks(self, ticks: Sequence[Tick]) -> None:
-        if not ticks:
+        handed = clock.now()
+        if not ticks:  # a heartbeat: every frame before it was handled
+            self._settled(handed)
             return
+        self._appending += 1
+        try:
+            await self._on_ticks(ticks)
+        finally:
+            self._appending -= 1
+        self._settled(handed)
+
+    def _settled(self, at: datetime) -> None:
+        """Every frame handed to us before ``at`` is in Redis, unless some wait in memory."""
+        if not self.local and not self._appending and self.redis_down_since is None:
+            self.durable_at = at
+
+    async def _on_ticks(self, ticks: Sequence[Tick]) -> None:
         self.received += len(ticks)
         metrics.TICKS_RECEIVED.inc(len(ticks))
         if any(_naive(t) for t in ticks):
@@ -212,9 +232,12 @@ class TickReceiver:
 
     async def flush(self) -> None:
         """Send frames held while Redis was away and pending quotes (the service calls this
-        every second, so a quiet feed does not keep them back)."""
+        every second, so a quiet feed does not keep them back). With nothing held back, every
+        frame handed over so far is in Redis: that moves :attr:`durable_at` on a quiet feed too."""
+        handed = clock.now()
         if (self.local or self._stream_full) and time.monotonic() >= self._retry_at:
             await self._flush_local()
+        self._settled(handed)
         if self._latest and not self.local and self.redis_down_since is None:
             quotes = self._take_quotes(force=True)
             try:

@@ -24,7 +24,7 @@ from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError, DatabaseUnavailable, TradingHelperError
 from trading_helper.ingest import keys
-from trading_helper.ingest.coverage import CoverageRecorder
+from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.status import encode_status
 from trading_helper.ingest.writer import StreamWriter
@@ -157,10 +157,14 @@ class IngestService:
             await asyncio.Event().wait()
 
     async def _extend_coverage(self) -> None:
-        """While the feed is connected, the open coverage ranges reach up to now."""
+        """While the feed is connected, the open coverage ranges reach up to what is safe in Redis
+        (the receiver's ``durable_at``), less the time a tick can still be on its way: a process
+        killed now (or frames held in memory while Redis is away) leaves a hole that is backfilled,
+        never a "captured" range with ticks missing."""
         while True:
-            if self.feed.state == FeedState.CONNECTED:
-                await self.coverage.extend(clock.now())
+            durable = self.receiver.durable_at
+            if self.feed.state == FeedState.CONNECTED and durable is not None:
+                await self.coverage.extend(min(clock.now(), durable) - LATE_TICK_GRACE)
             await asyncio.sleep(COVERAGE_EXTEND_S)
 
     async def _housekeeping(self) -> None:

@@ -1,0 +1,41 @@
+"""Live coverage claims only what is safe in Redis: ``TickReceiver.durable_at`` stops while frames
+wait in memory (Redis away) and moves again once they are in the stream, quiet feed or not."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from tests.faults.proxy import FaultProxy
+from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed
+from tests.storage.helpers import reset_market_data
+from trading_helper.ingest.receiver import TickReceiver
+
+
+async def test_durable_time_stops_while_frames_wait_in_memory(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool, 5)
+    async with redis_stream(redis_url) as (redis, stream):
+        host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
+        async with FaultProxy(host, port) as proxy:
+            via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=redis.connection_pool.connection_kwargs["db"],
+                                 socket_connect_timeout=0.5, socket_timeout=1.0)
+            receiver = TickReceiver(via, stream=stream, max_entries=10_000, local_max_frames=100,
+                                    quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+            frames = numbered_frames(feed, 6, 5)
+            assert receiver.durable_at is None
+            await receiver.on_ticks(frames[0])
+            first = receiver.durable_at
+            assert first is not None  # in the stream: a crash now loses nothing received before it
+            proxy.cut()  # Redis away: the next frames wait in memory
+            for frame in frames[1:4]:
+                await receiver.on_ticks(frame)
+            await receiver.on_ticks([])  # a heartbeat does not make held frames safe
+            await receiver.flush()
+            assert receiver.local and receiver.durable_at == first
+            proxy.heal()
+            receiver._retry_at = 0.0  # retry now rather than after the receiver's 1 s pause
+            await receiver.flush()  # held frames go to the stream: everything handed over is safe
+            assert not receiver.local and receiver.durable_at is not None and receiver.durable_at > first
+            assert await redis.xlen(stream) == 4
+            await via.aclose()
