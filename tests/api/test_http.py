@@ -150,6 +150,23 @@ async def test_candle_requests_are_validated(api: Api) -> None:
     assert missing.status_code == 422 and "instrument_token" in missing.json()["detail"]
 
 
+async def test_an_unknown_query_parameter_is_named(api: Api) -> None:
+    """``?symbol=`` for ``?q=`` would otherwise answer every instrument as if nothing were asked."""
+    resp = await api.client.get("/api/instruments", params={"symbol": "RELIANCE", "limit": 2})
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["code"] == "invalid_request" and body["errors"][0]["field"] == "symbol"
+    assert "expected one of:" in body["detail"] and " q," in body["detail"]
+    none = await api.client.get("/api/status", params={"verbose": "1"})
+    assert none.status_code == 422 and "takes none" in none.json()["detail"]
+    aliased = await api.client.get("/api/candles", params={"instrument": "NSE:RELIANCE", "from": "2024-03-04",
+                                                           "to": "2024-03-05", "interval": "1d"})
+    assert aliased.status_code == 200, aliased.text
+    not_json = await api.client.post("/api/instruments/subscribe", content=b"m\x1f\xff",
+                                     headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400 and not_json.json()["code"] == "invalid_body", not_json.text
+
+
 async def test_latest_quote_from_redis(api: Api) -> None:
     iid = (await api.client.get("/api/instruments", params={"q": "RELIANCE"})).json()["items"][0]["id"]
     await api.redis.hdel(keys.QUOTES, str(iid))

@@ -22,9 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_helper import __version__, clock, redact
 from trading_helper.api.auth import BearerGate, api_token, require_token
+from trading_helper.api.deps import refuse_unknown_query
 from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
+from trading_helper.api.openapi import PROTECTED
 from trading_helper.api.routes import candles, health, instruments, quotes, status
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
@@ -137,9 +139,9 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
 
     app.include_router(health.router)
     app.include_router(status.metrics_router)
-    protected = [Depends(require_token)]
+    protected = [Depends(require_token), Depends(refuse_unknown_query)]
     for router in (instruments.router, candles.router, quotes.router, status.router):
-        app.include_router(router, dependencies=protected)
+        app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
     install_docs(app)
 

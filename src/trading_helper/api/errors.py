@@ -64,7 +64,7 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
 
 
 #: codes of the HTTP errors raised by FastAPI and Starlette themselves (auth, routing)
-_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES = {400: "invalid_body", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

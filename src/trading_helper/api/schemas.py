@@ -7,13 +7,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from trading_helper.instruments.refs import MAX_TOKEN
 from trading_helper.models import Instrument
 
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 #: printable text only: a NUL or control character can never reach SQL as a value
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 RefText = Annotated[str, Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
-InstrumentRef = int | RefText
+#: a JSON number is a broker token: positive, at most unsigned 32 bits (``instruments/refs.py``)
+RefNumber = Annotated[int, Field(ge=1, le=MAX_TOKEN)]
+InstrumentRef = RefNumber | RefText
 
 _INSTRUMENT_EXAMPLE: dict[str, Any] = {
     "id": 1, "exchange": "NSE", "tradingsymbol": "RELIANCE", "name": "RELIANCE INDUSTRIES", "segment": "NSE",
@@ -140,3 +143,13 @@ class CandleRequest(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     code: str
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the field's path (`instruments.0`); empty for the request as a whole")
+    message: str
+
+
+class InvalidRequestOut(ErrorOut):
+    errors: list[FieldProblem] | None = Field(default=None, description="each field that does not fit "
+                                                                      "(absent for an invalid reference)")

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from trading_helper import clock
 from trading_helper.api.deps import ServiceDep
+from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS, Responses
 from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
-from trading_helper.candles.service import CandleJson, as_ist
+from trading_helper.candles.service import EARLIEST, LATEST, MAX_SPAN, CandleJson, as_ist
 from trading_helper.errors import InvalidRange
 from trading_helper.redact import redact
 from trading_helper.timeframes import Timeframe
@@ -32,11 +33,17 @@ _DOC = (
     "the configured broker's history. Each candle says its `source`: `live` (built from ticks over a "
     "fully captured bucket), `broker` (broker history), or `partial` (ticks over a bucket captured "
     "only in part, such as the forming one). Times are ISO 8601; naive inputs are taken as IST "
-    "(Asia/Kolkata), answers are in IST (+05:30). Maximum span per interval: 1m 31 days, 5m 120 days, "
-    "15m 200 days, 1h 731 days, 1d 7305 days."
+    "(Asia/Kolkata), answers are in IST (+05:30). Maximum span per interval: "
+    + ", ".join(f"{tf.value} {span.days} days" for tf, span in MAX_SPAN.items())
+    + f"; from and to between {EARLIEST.date()} and {LATEST.date()} (`x-range-limits`)."
 )
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "invalid range (from >= to, span too long)"},
+#: the range rules JSON Schema cannot state across two fields, machine-readable for clients
+RANGE_LIMITS = {"x-range-limits": {
+    "max_span_days": {tf.value: span.days for tf, span in MAX_SPAN.items()},
+    "earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat(), "from_before_to": True}}
+_ERRORS: Responses = {
+    400: {"model": ErrorOut, "description": "invalid range (`invalid_range`: from >= to, span too long, see "
+                                            "`x-range-limits`), or a body that is not JSON (`invalid_body`)"},
     404: {"model": ErrorOut, "description": "unknown instrument"},
 }
 
@@ -63,7 +70,7 @@ def render(series: CandleJson) -> Response:
 
 
 @router.get("", response_model=CandleResponse, summary="Candles for an instrument (query parameters)",
-            description=_DOC, responses=_ERRORS)
+            description=_DOC, responses={**WITH_PARAMS, **_ERRORS}, openapi_extra=RANGE_LIMITS)
 async def get_candles(
     service: ServiceDep,
     instrument: Annotated[RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token",
@@ -86,6 +93,6 @@ async def get_candles(
 
 
 @router.post("", response_model=CandleResponse, summary="Candles for an instrument (specification body)",
-             description=_DOC, responses=_ERRORS)
+             description=_DOC, responses={**WITH_BODY, **_ERRORS}, openapi_extra=RANGE_LIMITS)
 async def post_candles(body: CandleRequest, service: ServiceDep) -> Response:
     return render(await service.get_candles_json(body.instrument_token, body.interval, body.from_date, body.to_date))

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Query
 
 from trading_helper.api import queries
 from trading_helper.api.deps import RuntimeDep, ServiceDep
+from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.schemas import (
     TEXT_PATTERN,
+    ErrorOut,
     InstrumentList,
     InstrumentPage,
     Subscribed,
@@ -29,6 +31,9 @@ from trading_helper.storage.instruments import list_error, resolve_many, sync_in
 
 router = APIRouter(prefix="/api/instruments", tags=["instruments"])
 
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "an instrument reference names no instrument (each one is named)"}}
+
 Text = Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN)]
 
 
@@ -38,7 +43,7 @@ def instrument_of(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-@router.get("", response_model=InstrumentPage, summary="Search instruments")
+@router.get("", response_model=InstrumentPage, summary="Search instruments", responses=WITH_PARAMS)
 async def list_instruments(
     rt: RuntimeDep,
     q: Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN,
@@ -62,6 +67,7 @@ async def list_instruments(
 
 
 @router.post("/sync", response_model=SyncResult, summary="Load the broker's instrument master",
+             responses={502: {"model": ErrorOut, "description": "the broker failed or answered badly"}},
              description="Fetches the configured broker's instrument master and upserts it; contracts the "
                          "broker no longer lists are marked expired, never deleted.")
 async def sync(rt: RuntimeDep, service: ServiceDep) -> SyncResult:
@@ -85,6 +91,7 @@ async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
 
 
 @router.post("/subscribe", response_model=Subscribed, summary="Follow instruments live",
+             responses={**WITH_BODY, **_UNKNOWN, 409: {"model": ErrorOut, "description": "the broker's subscription limit"}},
              description="Persisted: the ingest service re-subscribes the set on every start.")
 async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     ids = await resolve_ids(rt, body.instruments)
@@ -96,7 +103,8 @@ async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     return Subscribed(subscribed=ids)
 
 
-@router.post("/unsubscribe", response_model=Unsubscribed, summary="Stop following instruments")
+@router.post("/unsubscribe", response_model=Unsubscribed, summary="Stop following instruments",
+             responses={**WITH_BODY, **_UNKNOWN})
 async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
     ids = await resolve_ids(rt, body.instruments)
     async with rt.pool.acquire() as conn:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from trading_helper.api.deps import RuntimeDep, ServiceDep
+from trading_helper.api.openapi import WITH_PARAMS
 from trading_helper.api.schemas import ErrorOut, RefText
 from trading_helper.errors import BufferUnavailable, UnknownInstrument
 from trading_helper.ingest import codec, keys
@@ -23,7 +24,7 @@ _EXAMPLE = {
 
 
 @router.get("/{instrument}", summary="Latest tick of an instrument",
-            responses={200: {"content": {"application/json": {"example": _EXAMPLE}}},
+            responses={**WITH_PARAMS, 200: {"content": {"application/json": {"example": _EXAMPLE}}},
                        404: {"model": ErrorOut, "description": "unknown instrument, or no tick yet"},
                        503: {"model": ErrorOut, "description": "Redis is not configured or down"}})
 async def latest_quote(
