@@ -40,3 +40,11 @@ def test_version_and_help_name_the_settings(tmp_path: Path) -> None:
     assert code == 0 and output.strip() == f"trading-helper {__version__}"
     code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "--help")
     assert code == 0 and all(word in output for word in ("DATABASE_URL", "REDIS_URL", ".env", "serve", "--version"))
+
+
+def test_serve_help_shows_no_made_up_defaults(tmp_path: Path) -> None:
+    code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "serve", "--help")
+    assert code == 0 and "API_PORT" in output and "API_HOST" in output
+    assert "[default: 0]" not in output and "[default: ]" not in output
+    code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "login", "fyers", "--help")
+    assert code == 0 and "--paste" in output and "container" in output

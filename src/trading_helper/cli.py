@@ -148,8 +148,9 @@ def bench_query(
 
 @app.command()
 def serve(
-    host: str = typer.Option("", help="Listen address (default: API_HOST)."),
-    port: int = typer.Option(0, help="Listen port (default: API_PORT)."),
+    host: str | None = typer.Option(None, help="Listen address (default: API_HOST).", show_default=False),
+    port: int | None = typer.Option(None, min=1, max=65535, help="Listen port (default: API_PORT).",
+                                    show_default=False),
     ingest: bool = typer.Option(True, "--ingest/--no-ingest", help="Run the broker feed and tick writer too."),
 ) -> None:
     """Run the HTTP API (uvicorn on API_HOST:API_PORT), with the ingest service unless --no-ingest."""
@@ -225,7 +226,11 @@ def login_kite(
 @login_app.command("fyers")
 def login_fyers(
     auth_code: str | None = typer.Option(
-        None, "--auth-code", help="The auth_code from Fyers' redirect URL (skips the local redirect listener)."
+        None, "--auth-code", help="The auth_code (or the whole redirect URL) from a login done already."
+    ),
+    paste: bool = typer.Option(
+        False, "--paste", help="Print the login URL, then read the redirect URL pasted back (use this in a "
+                               "container: the browser cannot reach a listener on the container's 127.0.0.1)."
     ),
     timeout: float = typer.Option(300.0, help="Seconds to wait for the redirect."),
 ) -> None:
@@ -234,7 +239,7 @@ def login_fyers(
     from trading_helper.config import get_settings
 
     try:
-        asyncio.run(login(get_settings(), auth_code=auth_code, timeout_s=timeout, echo=typer.echo))
+        asyncio.run(login(get_settings(), auth_code=auth_code, paste=paste, timeout_s=timeout, echo=typer.echo))
     except TradingHelperError as exc:
         _fail(exc)
 

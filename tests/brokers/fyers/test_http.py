@@ -99,6 +99,41 @@ async def test_login_with_a_pasted_auth_code(fake: FakeFyersServer, tmp_path: Pa
         await login(settings, auth_code=code, echo=lambda _line: None)
 
 
+async def test_login_by_pasting_the_redirect_url_as_in_a_container(fake: FakeFyersServer, tmp_path: Path) -> None:
+    """``login fyers --paste``: the login URL is printed, the browser's redirect to an address
+    nobody listens on (the container's 127.0.0.1) is pasted back, its state checked."""
+    settings = fake.settings(tmp_path, FYERS_REDIRECT_URI=f"http://127.0.0.1:{free_port()}/fyers/callback")
+    printed: list[str] = []
+
+    async def browser_then_paste(prompt: str) -> str:
+        assert "Paste the redirect URL" in prompt
+        url = next(line for line in printed if "generate-authcode" in line)
+        async with httpx.AsyncClient() as browser:  # the redirect is not followed: nothing listens there
+            redirect = await browser.get(url)
+        return redirect.headers["location"]
+
+    path = await login(settings, paste=True, echo=printed.append, read_line=browser_then_paste)
+    assert load_token(settings, "fyers") == fake.access_token and path == token_path(settings, "fyers")
+    assert printed[0].startswith("Open this URL") and all(fake.access_token not in line for line in printed)
+
+    async def forged(prompt: str) -> str:  # a redirect URL from another login (another state)
+        return f"{settings.FYERS_REDIRECT_URI}?s=ok&code=200&auth_code=abc&state=not-this-one"
+
+    with pytest.raises(LoginRequired, match="state does not match"):
+        await login(settings, paste=True, echo=lambda _line: None, read_line=forged)
+    # a redirect URI this process cannot listen on falls back to pasting (no listener, no error)
+    remote = fake.settings(tmp_path, FYERS_REDIRECT_URI="https://example.invalid/fyers/callback")
+    asked: list[str] = []
+
+    async def nothing(prompt: str) -> str:
+        asked.append(prompt)
+        return "  "
+
+    with pytest.raises(LoginRequired, match="no auth_code given"):
+        await login(remote, echo=lambda _line: None, read_line=nothing)
+    assert asked
+
+
 # --- instruments -----------------------------------------------------------------------------
 async def test_symbol_masters_become_instruments(fake: FakeFyersServer, tmp_path: Path) -> None:
     fake.symbol_masters["NSE_CM"] += "garbage,row\n,,,,,,,,,,,,,,,,,,,,\n"

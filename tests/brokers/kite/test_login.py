@@ -44,7 +44,7 @@ async def test_login_with_a_pasted_request_token(kite: FakeKiteServer, tmp_path:
     assert path == token_path(settings, "kite")
     assert load_token(settings, "kite") == kite.access_token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert f"{kite.login_url}?api_key={kite.api_key}&v=3" in lines[0]
+    assert not any("Open this URL" in line or kite.login_url in line for line in lines)  # already logged in
     assert all(kite.access_token not in line for line in lines)
     assert "…6789" in lines[-1]  # redacted: the last 4 characters only
 
@@ -52,7 +52,8 @@ async def test_login_with_a_pasted_request_token(kite: FakeKiteServer, tmp_path:
 async def test_login_through_the_redirect_listener(kite: FakeKiteServer, tmp_path: Path) -> None:
     settings = kite.settings(tmp_path)
     port = free_port()
-    task = asyncio.create_task(run_login(settings, listen_port=port, wait_s=10, echo=lambda _s: None))
+    lines: list[str] = []
+    task = asyncio.create_task(run_login(settings, listen_port=port, wait_s=10, echo=lines.append))
     async with httpx.AsyncClient() as browser:
         for _ in range(200):  # until the listener is up
             try:
@@ -66,6 +67,7 @@ async def test_login_through_the_redirect_listener(kite: FakeKiteServer, tmp_pat
         assert answer.status_code == 200 and "close this tab" in answer.text
     path = await asyncio.wait_for(task, timeout=10)
     assert path.read_text().strip() == kite.access_token
+    assert f"{kite.login_url}?api_key={kite.api_key}&v=3" in lines[0]  # the URL to log in at
 
 
 async def test_listener_gives_up_after_the_wait(tmp_path: Path) -> None:
@@ -96,5 +98,6 @@ async def test_cli_login_kite(kite: FakeKiteServer, tmp_path: Path) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     text = out.decode() + err.decode()
-    assert "v=3" in text and kite.access_token not in text
+    # the request token says the login happened: no "Open this URL" to follow
+    assert "Open this URL" not in text and "stored in" in text and kite.access_token not in text
     assert (tmp_path / "tokens" / "kite.token").read_text().strip() == kite.access_token

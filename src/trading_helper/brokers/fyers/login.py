@@ -3,7 +3,8 @@
 1. Open ``{FYERS_API_URL}/api/v3/generate-authcode?client_id&redirect_uri&response_type=code&state``
    (fyersModel.SessionModel.generate_authcode) and log in at Fyers.
 2. Fyers redirects to ``FYERS_REDIRECT_URI?s=ok&code=200&auth_code=...&state=...``: a one-shot
-   listener on that (local) address catches it, or the user pastes the auth code.
+   listener on that (local) address catches it, or the user pastes the redirect URL (``--paste``:
+   inside a container, where the browser cannot reach the listener) or the auth code.
 3. ``POST /api/v3/validate-authcode`` with ``appIdHash = sha256(f"{app_id}:{secret}")`` gives the
    access token, stored with mode 0600 where the service re-reads it; only a redacted form is
    ever printed.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -55,12 +56,18 @@ def auth_code_from_redirect(target: str, state: str) -> str:
     return code
 
 
+def is_local_redirect(redirect_uri: str) -> bool:
+    """A redirect this process can catch: http on a loopback host with a port."""
+    parts = urlsplit(redirect_uri)
+    return parts.hostname in _LOCAL_HOSTS and parts.port is not None
+
+
 class RedirectCatcher:
     """A one-shot HTTP listener on the redirect URI's host and port (loopback only)."""
 
     def __init__(self, redirect_uri: str, state: str) -> None:
         parts = urlsplit(redirect_uri)
-        if parts.hostname not in _LOCAL_HOSTS or parts.port is None:
+        if not is_local_redirect(redirect_uri) or parts.hostname is None or parts.port is None:
             raise ConfigError(
                 f"FYERS_REDIRECT_URI={redirect_uri!r} is not a local http://127.0.0.1:PORT/... address: "
                 "pass --auth-code with the code from the redirect instead"
@@ -108,23 +115,57 @@ class RedirectCatcher:
                 writer.close()
 
 
+def pasted_auth_code(text: str, state: str | None) -> str:
+    """An auth code pasted as it is, or the whole redirect URL it came in (its state checked
+    against ``state`` when this login issued one)."""
+    text = text.strip()
+    if "auth_code=" not in text:
+        return text
+    if state is None:
+        return parse_qs(urlsplit(text).query).get("auth_code", [""])[0].strip()
+    return auth_code_from_redirect(text, state)
+
+
+async def _read_line(prompt: str) -> str:
+    return await asyncio.to_thread(input, prompt)
+
+
 async def login(
     settings: Settings,
     *,
     auth_code: str | None = None,
+    paste: bool = False,
     timeout_s: float = 300.0,
     echo: Callable[[str], None] = print,
+    read_line: Callable[[str], Awaitable[str]] = _read_line,
 ) -> Path:
-    """Run the auth-code flow and store the access token; returns where it was stored."""
+    """Run the auth-code flow and store the access token; returns where it was stored.
+
+    ``auth_code``: the code (or the redirect URL) from a login done already. ``paste``: print the
+    login URL and read the redirect URL back (in a container the browser cannot reach the
+    redirect listener on the container's 127.0.0.1; the page fails to load, its address holds
+    the code). Otherwise a listener on FYERS_REDIRECT_URI catches the redirect, when that address
+    is local; when it is not, the flow falls back to pasting."""
     if not settings.FYERS_APP_ID or not settings.FYERS_SECRET_KEY.get_secret_value():
         raise ConfigError("set FYERS_APP_ID and FYERS_SECRET_KEY (from myapi.fyers.in) before logging in")
-    if auth_code is None:
+    if auth_code is not None:
+        auth_code = pasted_auth_code(auth_code, None)
+    elif paste or not is_local_redirect(settings.FYERS_REDIRECT_URI):
+        state = secrets.token_urlsafe(12)
+        echo("Open this URL and log in to Fyers:")
+        echo(authcode_url(settings, state))
+        echo(f"Fyers then redirects to {settings.FYERS_REDIRECT_URI}?...auth_code=...; if that page does not load, "
+             "copy its address from the browser.")
+        auth_code = pasted_auth_code(await read_line("Paste the redirect URL (or the auth_code): "), state)
+    else:
         state = secrets.token_urlsafe(12)
         async with RedirectCatcher(settings.FYERS_REDIRECT_URI, state) as catcher:
             echo("Open this URL, log in to Fyers, and come back here:")
             echo(authcode_url(settings, state))
-            echo(f"Waiting for the redirect to {settings.FYERS_REDIRECT_URI} ...")
+            echo(f"Waiting for the redirect to {settings.FYERS_REDIRECT_URI} ... (in a container, use --paste)")
             auth_code = await catcher.auth_code(timeout_s)
+    if not auth_code:
+        raise LoginRequired("no auth_code given")
     http = FyersHttp(settings, max_attempts=3)
     try:
         token = await http.validate_authcode(auth_code, settings.FYERS_SECRET_KEY.get_secret_value())

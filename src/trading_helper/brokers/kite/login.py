@@ -84,13 +84,14 @@ async def run_login(
     """The whole flow; returns where the token was stored. Prints the token only redacted."""
     if not settings.KITE_API_KEY or not settings.KITE_API_SECRET.get_secret_value():
         raise ConfigError("set KITE_API_KEY and KITE_API_SECRET (from the Kite developer console) first")
-    echo(f"Open this URL, log in, and let Kite redirect you:\n  {login_url(settings)}")
-    if request_token:
+    if request_token:  # the login already happened in a browser: no URL to open
         token = extract_request_token(request_token)
     elif listen_port:
+        echo(f"Open this URL, log in, and let Kite redirect you:\n  {login_url(settings)}")
         echo(f"Waiting for the redirect on http://127.0.0.1:{listen_port}/ (the app's redirect URL) ...")
         token = await wait_for_request_token(listen_port, within_s=wait_s)
     else:
+        echo(f"Open this URL, log in, and let Kite redirect you:\n  {login_url(settings)}")
         pasted = await asyncio.to_thread(input, "Paste the request_token (or the whole redirect URL): ")
         token = extract_request_token(pasted)
     if not token:
