@@ -2,8 +2,9 @@
 // browser: Debian's chromium at CHROMIUM or /usr/bin/chromium). One JSON request per stdin line,
 // one JSON answer per stdout line: {"ok": true, "value": ...} or {"ok": false, "error": "..."}.
 //
-//   {"cmd": "open", "url": "...", "width": 1280, "height": 720, "offline": false}
+//   {"cmd": "open", "url": "...", "width": 1280, "height": 720, "offline": false, "init": ""}
 //                      offline: every request to another origin fails, as without a network
+//                      init: a script that runs in the page before the page's own scripts
 //   {"cmd": "eval", "expr": "document.title"}          the value of a page expression
 //   {"cmd": "wait", "expr": "...", "timeout": 10000}    until the expression is truthy
 //   {"cmd": "type", "selector": "#search", "text": "GRAF"} / {"cmd": "press", "key": "Enter"}
@@ -33,6 +34,7 @@ async function handle(req) {
         const origin = new URL(req.url).origin;
         await context.route('**/*', (route) => (route.request().url().startsWith(origin) ? route.continue() : route.abort()));
       }
+      if (req.init) await context.addInitScript(req.init);
       page = await context.newPage();
       page.on('request', (r) => requests.push(r.url()));
       page.on('console', (msg) => { if (msg.type() === 'error') errors.push(`console: ${msg.text()}`); });

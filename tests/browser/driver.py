@@ -79,9 +79,11 @@ class Browser:
         await self._proc.stdin.drain()
         return await self._answer()
 
-    async def open(self, url: str, *, width: int = 1280, height: int = 720, offline: bool = False) -> str:
-        """``offline``: requests to any other origin fail, as on a machine without a network."""
-        return str(await self.call("open", url=url, width=width, height=height, offline=offline))
+    async def open(self, url: str, *, width: int = 1280, height: int = 720, offline: bool = False,
+                   init: str = "") -> str:
+        """``offline``: requests to any other origin fail, as on a machine without a network.
+        ``init``: a script run in the page before its own scripts (to record what it shows)."""
+        return str(await self.call("open", url=url, width=width, height=height, offline=offline, init=init))
 
     async def eval(self, expr: str) -> Any:
         return await self.call("eval", expr=expr)

@@ -84,6 +84,14 @@ def watched(site: Site) -> bool:
     return any(site.instrument_id in client.instruments for client in site.app.state.hub.clients)
 
 
+async def until_watched(site: Site) -> None:
+    """Until the page's WebSocket has subscribed the instrument (at most 5 s)."""
+    for _ in range(100):
+        if watched(site):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site) -> None:
     async with Browser() as browser:
         await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m")
@@ -97,10 +105,7 @@ async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site)
 
         # a live tick above the last close, through the same channel the ingest service publishes on
         await browser.wait("document.getElementById('status').dataset.ws === 'open'")
-        for _ in range(100):
-            if watched(site):
-                break
-            await asyncio.sleep(0.05)
+        await until_watched(site)
         assert watched(site)
         price = round(site.last_close + 3.5, 2)
         now = datetime.now(UTC)
@@ -133,10 +138,7 @@ async def test_live_ticks_open_new_bars_on_the_shared_ist_marks(site: Site, tf: 
         await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
         await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
                            "document.getElementById('status').dataset.ws === 'open'")
-        for _ in range(100):
-            if watched(site):
-                break
-            await asyncio.sleep(0.05)
+        await until_watched(site)
         last = datetime.fromisoformat((await browser.chart())["lastTime"]).astimezone(IST)
         assert (last.hour, last.minute) == ((0, 15) if tf == "1d" else (last.hour, 15))
         width = timedelta(days=1) if tf == "1d" else timedelta(hours=1)
@@ -169,6 +171,56 @@ async def test_timeframe_and_search_pickers(site: Site) -> None:
         await browser.call("type", selector="#search", text="BSE:CHART")  # no BSE instruments here
         await browser.call("type", selector="#search", text="NSE:CHART")
         await browser.wait("document.querySelectorAll('#results li').length === 2")
+        assert await browser.errors() == []
+
+
+#: records every (connection state, status text, legend text) the page shows, from its first paint
+RECORD = """
+window.__seen = [];
+new MutationObserver(() => {
+  const status = document.getElementById('status'), legend = document.getElementById('legend');
+  if (!status || !legend) return;
+  const entry = [status.dataset.ws, status.textContent, legend.textContent];
+  const last = window.__seen[window.__seen.length - 1];
+  if (!last || last.join('|') !== entry.join('|')) window.__seen.push(entry);
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+FEED_WORDS = {"open": "live", "connecting": "connecting…", "closed": "disconnected"}
+
+
+async def test_the_status_dot_legend_and_search_never_say_what_is_not_so(site: Site) -> None:
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m", init=RECORD)
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
+                           "document.getElementById('status').dataset.ws === 'open'")
+        await until_watched(site)
+        now = datetime.now(UTC)
+        tick = Tick(instrument_id=site.instrument_id, exchange_ts=now, received_ts=now, last_price=2222.5,
+                    last_quantity=5, volume=None)
+        await site.redis.publish(site.channel, codec.encode_ticks([tick]))
+        await browser.wait("document.getElementById('status').textContent.startsWith('live · last tick')")
+        # the server drops the page's live connection: the page says so, then reconnects
+        for client in list(site.app.state.hub.clients):
+            site.app.state.hub.drop(client)
+        await browser.wait("window.__seen.some((e) => e[0] === 'closed')")
+        await browser.wait("document.getElementById('status').dataset.ws === 'open'")
+        seen = await browser.eval("window.__seen")
+        for ws, text, _legend in seen:
+            assert text.split(" · ")[0] == FEED_WORDS[ws], seen  # the words and the dot agree
+        assert any(ws == "closed" and "last tick" in text for ws, text, _ in seen)
+        legends = [legend for _, _, legend in seen]
+        assert "loading…" in legends and any(legend.startswith("NSE:CHART0 · 1m") for legend in legends)
+        assert all(legend in ("", "loading…") or legend.startswith("NSE:CHART0 · 1m") for legend in legends), legends
+
+        # a search that finds nothing says so, and Enter picks nothing
+        await browser.call("type", selector="#search", text="NOSUCHTHING")
+        await browser.wait("document.querySelector('#results li.empty') !== null")
+        assert await browser.eval("document.getElementById('results').textContent") == "no results for NOSUCHTHING"
+        assert not await browser.eval("document.getElementById('results').hidden")
+        await browser.call("press", key="Enter")
+        assert (await browser.chart())["instrument"] == str(site.instrument_id)
+        await browser.call("type", selector="#search", text="")
+        await browser.wait("document.getElementById('results').hidden")
         assert await browser.errors() == []
 
 

@@ -75,7 +75,20 @@
     return body;
   }
 
-  function setStatus(text) { el.status.textContent = text; }
+  // The status line: where the live feed stands, then what the page is doing. Its first word and
+  // the dot (#status[data-ws], drawn by app.css) come from the one WebSocket state, so the text
+  // never says "live" beside a dot that says disconnected.
+  const FEED_WORDS = { open: 'live', connecting: 'connecting…', closed: 'disconnected' };
+  const status = { note: '', lastTickMs: null };
+
+  function renderStatus() {
+    const feed = FEED_WORDS[el.status.dataset.ws] || '';
+    const tick = status.lastTickMs === null ? ''
+      : `last tick ${new Date(status.lastTickMs).toLocaleTimeString('en-IN', { timeZone: 'Asia/Kolkata' })} IST`;
+    el.status.textContent = [feed, status.note || tick].filter(Boolean).join(' · ');
+  }
+
+  function setStatus(text) { status.note = text; renderStatus(); }
 
   // -- chart ----------------------------------------------------------------------------------
   const chart = LWC.createChart(el.chart, {
@@ -117,6 +130,10 @@
 
   function showLegend(c) {
     if (!state.instrument) { el.legend.textContent = ''; return; }
+    if (!state.instrument.exchange) {  // loaded by id: its name arrives with the candles
+      el.legend.innerHTML = '<span class="loading">loading…</span>';
+      return;
+    }
     const name = `${state.instrument.exchange}:${state.instrument.tradingsymbol} · ${state.tf}`;
     if (!c) { el.legend.innerHTML = `<span class="symbol"></span>`; el.legend.firstChild.textContent = name; return; }
     const dir = c.close >= c.open ? 'up' : 'down';
@@ -163,10 +180,12 @@
     return { instrument: body.instrument, candles: (body.candles || []).map(parseCandle) };
   }
 
-  async function load(instrumentId, tf) {
+  async function load(instrumentId, tf, known = null) {
+    // `known`: the instrument as the search listed it, so the legend names it while loading
     const generation = ++state.generation;
-    Object.assign(state, { instrument: { id: instrumentId, exchange: '', tradingsymbol: String(instrumentId) },
-                           tf, candles: [], emptySteps: 0, loadingOlder: false, dayVolume: null, ticks: 0 });
+    const instrument = known && known.id === instrumentId ? known : { id: instrumentId, exchange: '', tradingsymbol: '' };
+    Object.assign(state, { instrument, tf, candles: [], emptySteps: 0, loadingOlder: false, dayVolume: null, ticks: 0 });
+    status.lastTickMs = null;
     el.chart.dataset.ready = 'false';
     markTimeframe();
     redrawAll();
@@ -177,7 +196,9 @@
     try {
       answer = await fetchCandles(from, now + 1000);
     } catch (err) {
-      if (generation === state.generation) setStatus(`candles: ${err.message}`);
+      if (generation !== state.generation) return;
+      setStatus(`candles: ${err.message}`);
+      if (!state.instrument.exchange) el.legend.textContent = '';  // nothing is loading any more
       return;
     }
     if (generation !== state.generation) return;  // the user picked something else meanwhile
@@ -232,10 +253,11 @@
   let wsDelayMs = 1000;
   let watching = null;
 
-  function setWs(value) { el.status.dataset.ws = value; }
+  function setWs(value) { el.status.dataset.ws = value; renderStatus(); }
 
   function connect() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    setWs('connecting');
     ws = new WebSocket(`${scheme}://${location.host}/api/ws/ticks?token=${encodeURIComponent(token)}`);
     ws.onopen = () => { wsDelayMs = 1000; watching = null; setWs('open'); subscribe(); };
     ws.onmessage = (event) => {
@@ -293,7 +315,9 @@
     }
     state.ticks += 1;
     redrawLast();
-    setStatus(`live · last tick ${new Date(ms).toLocaleTimeString('en-IN', { timeZone: 'Asia/Kolkata' })} IST`);
+    status.note = '';
+    status.lastTickMs = ms;
+    renderStatus();
   }
 
   function applyCandle(candle) {
@@ -315,14 +339,24 @@
 
   el.timeframes.addEventListener('click', (event) => {
     const tf = event.target.dataset && event.target.dataset.tf;
-    if (tf && tf !== state.tf && state.instrument) load(state.instrument.id, tf);
+    if (tf && tf !== state.tf && state.instrument) load(state.instrument.id, tf, state.instrument);
   });
 
   let searchTimer = null;
   let results = [];
   let selected = -1;
+  let unmatched = '';  // the text a finished search found nothing for
 
   function renderResults() {
+    if (!results.length && unmatched) {
+      const li = document.createElement('li');
+      li.className = 'empty';
+      li.setAttribute('aria-disabled', 'true');
+      li.textContent = `no results for ${unmatched}`;
+      el.results.replaceChildren(li);
+      el.results.hidden = false;
+      return;
+    }
     el.results.replaceChildren(...results.map((item, index) => {
       const li = document.createElement('li');
       li.setAttribute('role', 'option');
@@ -343,9 +377,10 @@
     const item = results[index];
     if (!item) return;
     results = [];
+    unmatched = '';
     renderResults();
     el.search.blur();
-    load(item.id, state.tf);
+    load(item.id, state.tf, item);
   }
 
   async function search(prefix) {
@@ -359,6 +394,7 @@
       if (el.search.value.trim() !== prefix) return;  // typed on meanwhile
       results = body.items || [];
       selected = results.length ? 0 : -1;
+      unmatched = results.length ? '' : prefix;
       renderResults();
     } catch (err) {
       setStatus(`search: ${err.message}`);
@@ -368,10 +404,11 @@
   el.search.addEventListener('input', () => {
     clearTimeout(searchTimer);
     const prefix = el.search.value.trim();
+    if (!prefix) { results = []; unmatched = ''; renderResults(); return; }
     searchTimer = setTimeout(() => search(prefix), 150);
   });
   el.search.addEventListener('focus', () => el.search.select());
-  el.search.addEventListener('blur', () => { results = []; renderResults(); });
+  el.search.addEventListener('blur', () => { results = []; unmatched = ''; renderResults(); });
   el.search.addEventListener('keydown', (event) => {
     if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
       event.preventDefault();
@@ -383,6 +420,7 @@
       choose(selected);
     } else if (event.key === 'Escape') {
       results = [];
+      unmatched = '';
       renderResults();
     }
   });
