@@ -170,14 +170,21 @@ def serve(
 
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The ingest service's status (from Redis) and the tick stream's backlog."""
+    """The ingest service's status (from Redis) and the tick stream's backlog; for a demo running in
+    this folder with its in-process Redis stand-in, the demo's /api/status."""
     import json
+    from pathlib import Path
 
     from trading_helper.config import get_settings
+    from trading_helper.demo.state import read_demo_status, running_demo
     from trading_helper.ingest.status import read_status
 
     try:
-        result = asyncio.run(read_status(get_settings()))
+        demo = running_demo(Path("var"))
+        if demo is not None and demo.in_process:
+            result = asyncio.run(read_demo_status(demo))
+        else:
+            result = asyncio.run(read_status(get_settings()))
     except TradingHelperError as exc:
         _fail(exc)
         return
@@ -192,12 +199,14 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),
     instruments: int = typer.Option(200, min=1, max=5000, help="Simulated instruments."),
+    in_process_redis: bool = typer.Option(False, "--in-process-redis",
+                                          help="Use the in-process Redis stand-in even when a Redis answers."),
 ) -> None:
     """Run the whole system on this machine with the simulator broker (chart page on --port)."""
     from trading_helper.demo.run import main
 
     try:
-        main(port, instruments)
+        main(port, instruments, in_process_redis=in_process_redis)
     except TradingHelperError as exc:
         _fail(exc)
 

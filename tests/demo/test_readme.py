@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas_market_calendars as mcal
 import pytest
 
-from tests.db import fresh_database
-from tests.services import _free_port
+from tests.demo.process import demo_process
 from trading_helper import clock
 from trading_helper.timeframes import IST
 
@@ -52,30 +46,8 @@ def test_the_readme_asks_for_past_nse_sessions() -> None:
 
 @pytest.fixture
 async def demo(admin_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
-    """The demo on a throwaway database, its Redis traffic in database 12 under its own stream."""
-    parts = urlsplit(redis_url)
-    redis12 = urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))
-    port = _free_port()
-    async with fresh_database(admin_dsn, flavour=None, prefix="th_readme") as dsn:
-        env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
-        env.update(DATABASE_URL=dsn, REDIS_URL=redis12, TICK_STREAM=f"th:ticks:readme:{uuid.uuid4().hex[:8]}")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "demo", "--port", str(port), "--instruments", "20",
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        assert proc.stdout is not None
-        seen: list[str] = []
-        try:
-            async with asyncio.timeout(150):
-                while not (match := re.search(r"#token=(\S+)", seen[-1] if seen else "")):
-                    line = (await proc.stdout.readline()).decode()
-                    assert line, "demo exited early:\n" + "".join(seen)
-                    seen.append(line)
-            yield port, match.group(1)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            out = (await asyncio.wait_for(proc.stdout.read(), timeout=60)).decode()
-            assert await proc.wait() == 0, out
-            assert "Traceback" not in out
+    async with demo_process(admin_dsn, redis_url, tmp_path) as running:
+        yield running
 
 
 async def _bash(script: str) -> tuple[int, str]:

@@ -29,7 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trading_helper import runner
 from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings
+from trading_helper.demo.state import IN_PROCESS, clear_state, write_state
 from trading_helper.ingest.redisconn import redis_client
+from trading_helper.redact import redact
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import migrate
@@ -63,9 +65,10 @@ def demo_token(var: Path) -> str:
     return token
 
 
-async def _open_redis(console: Console, stack: AsyncExitStack) -> tuple[aioredis.Redis, str]:
-    url = os.environ.get("REDIS_URL")
-    if url is None and _local_redis_answers():
+async def _open_redis(console: Console, stack: AsyncExitStack, *, in_process: bool = False
+                      ) -> tuple[aioredis.Redis, str]:
+    url = None if in_process else os.environ.get("REDIS_URL")
+    if url is None and not in_process and _local_redis_answers():
         url = "redis://127.0.0.1:6379/0"
     if url is not None:
         client = redis_client(url)
@@ -73,11 +76,12 @@ async def _open_redis(console: Console, stack: AsyncExitStack) -> tuple[aioredis
         return client, url
     import fakeredis
 
-    console.print("[yellow]No Redis found[/yellow]: using an in-process queue (ticks not yet written are "
-                  "lost if the demo is killed; set REDIS_URL for a durable buffer).")
+    console.print(("Using" if in_process else "[yellow]No Redis found[/yellow]: using")
+                  + " an in-process queue (ticks not yet written are lost if the demo is killed; set REDIS_URL "
+                  "for a durable buffer). `trading-helper status` run in this folder asks the demo's API.")
     fake = fakeredis.FakeAsyncRedis()
     stack.push_async_callback(fake.aclose)
-    return fake, "redis://in-process"
+    return fake, IN_PROCESS
 
 
 async def _load_history(console: Console, settings: Settings, dsn: str, ids: list[int]) -> None:
@@ -98,7 +102,8 @@ async def _load_history(console: Console, settings: Settings, dsn: str, ids: lis
         await pool.close()
 
 
-async def run_demo(*, port: int, instruments: int, var: Path, console: Console) -> None:
+async def run_demo(*, port: int, instruments: int, var: Path, console: Console, in_process_redis: bool = False
+                   ) -> None:
     from trading_helper.api.serve import listen_socket, serve
 
     sock = listen_socket("127.0.0.1", port)  # first: a port in use fails before anything starts
@@ -114,7 +119,7 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console) 
             status.update("creating or upgrading the schema")
             report = await migrate(dsn)
             status.update("connecting to Redis")
-            redis, redis_label = await _open_redis(console, stack)
+            redis, redis_label = await _open_redis(console, stack, in_process=in_process_redis)
             token = demo_token(var)  # var exists: main() made it
             # the Redis client is handed to the server as it is; REDIS_URL is only informative here
             settings = Settings(DATABASE_URL=dsn, REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -132,10 +137,13 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console) 
             finally:
                 await pool.close()
         console.print(f"database ready ({report.flavour}, schema version {report.version}); "
-                      f"Redis: {redis_label}; {len(mapping)} instruments subscribed")
+                      f"Redis: {redact(redis_label)}; {len(mapping)} instruments subscribed")
         await _load_history(console, settings, dsn, sorted(mapping.values()))
 
         def ready() -> None:
+            # for `trading-helper status` in this folder; a Redis URL may hold a password: not written
+            write_state(var, url=f"http://127.0.0.1:{port}", redis=redis_label if redis_label == IN_PROCESS else "url")
+            stack.callback(clear_state, var)
             url = f"http://127.0.0.1:{port}/#token={token}"
             console.rule("[bold green]Trading Helper demo is running")
             console.print(f"chart page: [bold]{url}[/bold]")
@@ -146,10 +154,11 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console) 
         await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready, sock=sock)
 
 
-def main(port: int, instruments: int, var: Path | None = None) -> None:
+def main(port: int, instruments: int, var: Path | None = None, *, in_process_redis: bool = False) -> None:
     """Run the demo until Ctrl-C or SIGTERM; the stop is bounded (:mod:`trading_helper.runner`)."""
     console = Console()
     var = var or Path("var")
     var.mkdir(parents=True, exist_ok=True)
-    runner.run(run_demo(port=port, instruments=instruments, var=var, console=console))
+    runner.run(run_demo(port=port, instruments=instruments, var=var, console=console,
+                        in_process_redis=in_process_redis))
     console.print("demo stopped")
