@@ -92,7 +92,7 @@ class HistoricalCandle:
 
 #: Reasons a tick (or a stream entry) is rejected; each is a label of ``th_ticks_rejected_total``.
 #: The checks themselves live where the data is: the receiver (naive timestamps, full buffers),
-#: the writer (storage.ticks.TickWriter.prepare, on the hot path) and the broker parsers.
+#: the writer (ingest.batch.build_batch, on the hot path) and the broker parsers.
 REJECT_REASONS = (
     "bad_price",
     "bad_quantity",

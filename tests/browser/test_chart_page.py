@@ -18,13 +18,13 @@ from fastapi import FastAPI
 
 from tests.api.server import serve
 from tests.browser.driver import Browser
+from tests.ingest.direct_writer import DirectWriter
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.config import Settings
 from trading_helper.ingest import codec
 from trading_helper.models import Tick
-from trading_helper.storage.ticks import TickWriter
 from trading_helper.timeframes import IST
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -64,7 +64,7 @@ async def site(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.T
     await reset_market_data(db_pool)
     [iid, _] = await make_instruments(db_pool, 2, prefix="CHART")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     recent = ticks(iid, end - SESSION, end, 2500.0, seed=7)
     await writer.write(ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3))
     await writer.write(recent)

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from tests.ingest.direct_writer import DirectWriter
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.models import Tick
 from trading_helper.storage.catchup import catch_up
 from trading_helper.storage.jobs import record_run
 from trading_helper.storage.migrate import current_flavour
-from trading_helper.storage.ticks import TickWriter
 
 TICK_EVERY = timedelta(seconds=10)
 SESSION = timedelta(hours=3)
@@ -58,7 +58,7 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
     ids = await make_instruments(pool, 4, prefix="GRAF")
     now = datetime.now(UTC).replace(microsecond=0)
     end = now - timedelta(minutes=1)
-    writer = await TickWriter.open(pool)
+    writer = await DirectWriter.open(pool)
     total = 0
     for day_offset in (timedelta(days=1), timedelta(0)):
         day_end = end - day_offset

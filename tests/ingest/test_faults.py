@@ -16,6 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from tests.faults.proxy import FaultProxy
+from tests.ingest.direct_writer import DirectWriter
 from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
 from tests.services import _free_port
 from tests.storage.helpers import reset_market_data
@@ -24,7 +25,7 @@ from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.stream import decode_entry
 from trading_helper.ingest.writer import StreamWriter
-from trading_helper.storage.ticks import StreamOffset, TickWriter
+from trading_helper.storage.ticks import StreamOffset
 
 
 async def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
@@ -70,7 +71,7 @@ async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
         await redis.xgroup_create(stream, keys.WRITER_GROUP, id="0")
         reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)
         entries = [decode_entry(i, f) for i, f in reply[0][1]]
-        tick_writer = await TickWriter.open(db_pool)
+        tick_writer = await DirectWriter.open(db_pool)
         await tick_writer.write_records([r for e in entries for r in e.items],  # type: ignore[misc]
                                         offset=StreamOffset(stream, entries[-1].entry_id))
         assert await stored_sequence_numbers(db_pool) == (400, 400)

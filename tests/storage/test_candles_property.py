@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import oracle
+from tests.ingest.direct_writer import DirectWriter
+from tests.storage.candles import refresh_candles
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.models import Tick
-from trading_helper.storage.candles import refresh_candles
-from trading_helper.storage.ticks import TickWriter
 from trading_helper.timeframes import IST
 
 EDGES = [0, 1, 59, 60, 299, 300, 899, 900, 3599, 3600, 86_399]  # seconds from an aligned bucket start
@@ -69,7 +69,7 @@ async def test_every_candle_matches_the_ticks(db_pool: asyncpg.Pool, raw: list[t
     order = data.draw(st.permutations(range(len(raw)))) if shuffled else sorted(
         range(len(raw)), key=lambda i: raw[i][1])
     ticks = build_ticks(ids, raw, list(order))
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     # arrive in several batches with a refresh between some of them (late ticks below the watermark)
     cut = sorted({len(ticks) * k // waves for k in range(1, waves)})
     for chunk in (ticks[a:b] for a, b in zip([0, *cut], [*cut, len(ticks)], strict=True)):

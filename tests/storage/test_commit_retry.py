@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from tests.ingest.direct_writer import DirectWriter, PreparedBatch
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.ingest.codec import tick_record
 from trading_helper.models import Tick
-from trading_helper.storage.ticks import TICK_COLUMNS, PreparedBatch, StreamOffset, TickWriter
+from trading_helper.storage.ticks import TICK_COLUMNS, StreamOffset
 
 
-async def _batch(db_pool: asyncpg.Pool) -> tuple[TickWriter, PreparedBatch]:
+async def _batch(db_pool: asyncpg.Pool) -> tuple[DirectWriter, PreparedBatch]:
     await reset_market_data(db_pool)
     [iid] = await make_instruments(db_pool, 1, prefix="RETRY")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     ticks = [Tick(instrument_id=iid, exchange_ts=start + timedelta(seconds=i), received_ts=start + timedelta(seconds=i),
                   last_price=100.0 + i, last_quantity=5, volume=100 + 5 * i) for i in range(20)]

@@ -4,11 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from tests.ingest.direct_writer import DirectWriter
+from tests.storage.candles import read_live_candles, refresh_candles
 from tests.storage.helpers import make_instruments, reset_market_data
+from trading_helper.ingest.batch import VolumeReset
 from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
-from trading_helper.storage.candles import read_live_candles, refresh_candles
-from trading_helper.storage.ticks import StreamOffset, TickWriter, VolumeReset
+from trading_helper.storage.ticks import StreamOffset
 from trading_helper.timeframes import IST
 
 
@@ -21,7 +23,7 @@ def tick(iid: int, ts: datetime, price: float = 100.0, volume: int | None = None
 async def test_bad_ticks_are_counted_and_never_abort_good_ones(db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     [a, b] = await make_instruments(db_pool, 2, prefix="BAD")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch = [
         tick(a, now, 101.0),
@@ -45,7 +47,7 @@ async def test_bad_ticks_are_counted_and_never_abort_good_ones(db_pool: asyncpg.
 async def test_same_second_ticks_keep_arrival_order_for_open_and_close(db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="TIE")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     second = datetime.now(UTC).replace(second=10, microsecond=0) - timedelta(minutes=3)
     await writer.write([tick(a, second, p) for p in (100.0, 105.0, 95.0, 101.0)])
     times = [r[0] for r in await db_pool.fetch("SELECT time FROM tick_data ORDER BY time")]
@@ -60,10 +62,10 @@ async def test_volume_increments_survive_restart_and_reset_daily(db_pool: asyncp
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="VOL")
     day1 = (datetime.now(IST) - timedelta(days=2)).replace(hour=9, minute=15, second=5, microsecond=0)
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     await writer.write([tick(a, day1, volume=1000, qty=10), tick(a, day1 + timedelta(seconds=5), volume=1300, qty=50)])
     # a new process: the previous cumulative volume comes from the database
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     await writer.write([
         tick(a, day1 + timedelta(seconds=9), volume=1250, qty=5),     # late, smaller: adds nothing
         tick(a, day1 + timedelta(seconds=10), volume=1500, qty=20),
@@ -80,7 +82,7 @@ async def test_volume_increments_survive_restart_and_reset_daily(db_pool: asyncp
     # twelve restarts and reconnects before 09:16 IST credit nothing already counted
     morning = day1.replace(hour=9, minute=0, second=0) + timedelta(days=2)
     for n in range(12):
-        writer = await TickWriter.open(db_pool)
+        writer = await DirectWriter.open(db_pool)
         at = morning + timedelta(seconds=20 * n)
         await writer.write([VolumeReset(frozenset({a}), to_us(at)),
                             tick(a, at + timedelta(seconds=1), volume=100 * (n + 1), qty=100)])
@@ -98,7 +100,7 @@ def kite_tick(iid: int, exchange: datetime, trade: datetime, price: float, volum
 async def test_updates_without_a_new_trade_are_stored_apart_and_move_no_candle(db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="QUO")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     t0 = datetime.now(IST).replace(hour=11, minute=0, second=0, microsecond=0) - timedelta(days=1)
     capture = t0 + timedelta(minutes=2)
     updates = [
@@ -127,7 +129,7 @@ async def test_updates_without_a_new_trade_are_stored_apart_and_move_no_candle(d
         (capture + timedelta(minutes=1), 101.0, 100.5, 45)]
     # a restart: the baseline and the capture start come back from tick_volume_state, and the
     # snapshot of the same last trade after a reconnect is again no new trade
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     again = capture + timedelta(minutes=3)
     result = await writer.write([VolumeReset(frozenset({a}), to_us(again)),
                                  kite_tick(a, again, capture + timedelta(seconds=62), 100.5, 5045, 5)])
@@ -140,9 +142,9 @@ async def test_capture_start_survives_a_restart_before_the_first_tick(db_pool: a
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="CAP")
     capture = datetime.now(IST).replace(hour=11, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     await writer.write([VolumeReset(frozenset({a}), to_us(capture))])
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     await writer.write([kite_tick(a, capture + timedelta(seconds=2), capture - timedelta(minutes=40), 50.0, 700, 7)])
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 0
     assert await db_pool.fetchval("SELECT count(*) FROM quote_updates") == 1
@@ -155,7 +157,7 @@ async def test_capture_start_survives_a_restart_before_the_first_tick(db_pool: a
 async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="LIVE")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     now = datetime.now(UTC)
     await writer.write([tick(a, now - timedelta(seconds=1), 10.0, volume=5, qty=5),
                         tick(a, now, 12.0, volume=8, qty=3)])
@@ -170,8 +172,8 @@ async def test_missing_ids_are_looked_up_and_unknown_ones_asked_again_only_after
         db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     now = [1000.0]
-    writer = await TickWriter.open(db_pool)
-    writer._clock = lambda: now[0]
+    writer = await DirectWriter.open(db_pool)
+    writer.set_clock(lambda: now[0])
     [late] = await make_instruments(db_pool, 1, prefix="AFTER")  # added after the writer loaded its ids
     ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     result = await writer.write([tick(late, ts)])
@@ -188,7 +190,7 @@ async def test_missing_ids_are_looked_up_and_unknown_ones_asked_again_only_after
 async def test_rows_the_database_refuses_are_dead_lettered_with_the_rest_written(db_pool: asyncpg.Pool) -> None:
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="DL")
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     await db_pool.execute("ALTER TABLE tick_data ADD CONSTRAINT test_price_cap CHECK (ltp < 1000)")
     try:

@@ -22,6 +22,8 @@ import asyncpg
 from tests import oracle
 from tests.fakes.fyers_server import datafeed_frame, snapshot_record, update_record
 from tests.fakes.kite_server import Quote, pack_frame, pack_packet
+from tests.ingest.direct_writer import DirectWriter, WriteResult, chunks_of
+from tests.storage.candles import refresh_candles
 from tests.storage.helpers import make_instruments, reset_market_data
 from tests.storage.test_candles_property import database_candles
 from tests.storage.test_timescale_engine import assert_same_candles, wide_window
@@ -30,11 +32,10 @@ from trading_helper.brokers.fyers import constants as FC
 from trading_helper.brokers.fyers.parsing import HsmDecoder, state_to_tick
 from trading_helper.brokers.kite.parsing import kite_frame_to_packets, kite_packet_to_tick
 from trading_helper.candles.read import read_candles
-from trading_helper.ingest.codec import tick_record
-from trading_helper.ingest.volume import from_us, to_us
+from trading_helper.ingest.batch import VolumeReset, build_batch
+from trading_helper.ingest.volume import VolumeTracker, from_us, to_us
 from trading_helper.models import Tick
-from trading_helper.storage.candles import refresh_candles
-from trading_helper.storage.ticks import QUOTE_COLUMNS, TICK_COLUMNS, TickWriter, VolumeReset, WriteResult
+from trading_helper.storage.ticks import QUOTE_COLUMNS, TICK_COLUMNS
 from trading_helper.timeframes import IST, Timeframe
 
 Event = Tick | VolumeReset
@@ -167,11 +168,11 @@ def fyers_sequence(iid: int) -> list[Event]:
 async def write_in_batches(pool: asyncpg.Pool, events: list[Event]) -> WriteResult:
     """Three batches, the writer restarting (a new process) before the last."""
     total = WriteResult()
-    writer = await TickWriter.open(pool)
+    writer = await DirectWriter.open(pool)
     cuts = [0, len(events) // 3, 2 * len(events) // 3, len(events)]
     for n, (a, b) in enumerate(itertools.pairwise(cuts)):
         if n == 2:
-            writer = await TickWriter.open(pool)
+            writer = await DirectWriter.open(pool)
         result = await writer.write(events[a:b])
         total.written += result.written
         total.rejected.update(result.rejected)
@@ -195,11 +196,8 @@ def check_timescale(engine: TimescaleEngine, events: list[Event], ids: list[int]
     """The rows the writer builds (its COPY payload), loaded into the TimescaleDB engine."""
     engine.reset()
     expected_trades = oracle.stored_trades(to_oracle(events))
-    writer = TickWriter(None, "timescale")  # type: ignore[arg-type]  # prepare() needs no pool
-    writer.known_ids = set(ids)
-    quotes: list[tuple[object, ...]] = []
-    rows, _ = writer.prepare([e if isinstance(e, VolumeReset) else tick_record(e) for e in events],
-                             datetime.now(UTC), WriteResult(), quotes)
+    batch = build_batch(chunks_of(events), VolumeTracker(), set(ids), to_us(datetime.now(UTC)))
+    rows, quotes = batch.write.trades.rows.rows(), batch.write.quotes.rows.rows()
 
     def as_json(columns: tuple[str, ...], row: tuple[object, ...]) -> dict[str, Any]:
         return {c: v.isoformat() if isinstance(v, datetime) else v for c, v in zip(columns, row, strict=True)}
@@ -273,7 +271,7 @@ async def test_the_bucket_credited_with_unseen_volume_is_partial(db_pool: asyncp
     events += [VolumeReset(frozenset({iid}), to_us(ist(day, 10, 5, 10))),
                trade(ist(day, 10, 4, 40), ist(day, 10, 5, 10), 5000, 50),  # the snapshot
                trade(ist(day, 10, 6, 1), ist(day, 10, 6, 1), 5010, 10)]
-    writer = await TickWriter.open(db_pool)
+    writer = await DirectWriter.open(db_pool)
     await writer.write(events)
     async with db_pool.acquire() as conn:
         await refresh_candles(conn)

@@ -7,10 +7,10 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 from trading_helper.ingest import codec
+from trading_helper.ingest.batch import VolumeReset
 from trading_helper.ingest.stream import decode_entry, reset_fields
 from trading_helper.ingest.volume import to_us
 from trading_helper.models import DepthLevel, Tick
-from trading_helper.storage.ticks import VolumeReset
 
 NOW = datetime(2026, 11, 30, 4, 0, 1, 250_000, tzinfo=UTC)
 _LEGACY = struct.Struct("<qqidqqdqdqdq")  # the record before schema version 6, written out again

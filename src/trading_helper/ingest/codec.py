@@ -20,11 +20,18 @@ import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from trading_helper.models import DepthLevel, Tick
 
 _TICK = struct.Struct("<qqidqqdqdqdqq")
 _LEGACY_TICK = struct.Struct("<qqidqqdqdqdq")  # before the trade time was carried
 _LEVEL = struct.Struct("<dqi")
+#: the record layout, for readers of whole payloads: ``struct`` for loops, numpy for columns
+RECORD = _TICK
+RECORD_DTYPE = np.dtype([("ex", "<i8"), ("rx", "<i8"), ("iid", "<i4"), ("ltp", "<f8"), ("qty", "<i8"),
+                         ("vol", "<i8"), ("avg", "<f8"), ("oi", "<i8"), ("bp", "<f8"), ("bq", "<i8"),
+                         ("ap", "<f8"), ("aq", "<i8"), ("tr", "<i8")])
 TICK_SIZE = _TICK.size
 LEGACY_TICK_SIZE = _LEGACY_TICK.size
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,6 +87,16 @@ def _tick(rec: Record) -> Tick:
 def tick_record(t: Tick) -> Record:
     """The record of one tick (timestamps must be aware)."""
     return _TICK.unpack(_pack(t))
+
+
+def current_payload(payload: bytes, *, legacy: bool = False) -> bytes:
+    """The payload in today's record layout (``legacy``: one written before the trade time was
+    carried, whose records get -1, no trade time); ValueError when its size is wrong."""
+    if not legacy:
+        if len(payload) % TICK_SIZE:
+            raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
+        return payload
+    return b"".join(_TICK.pack(*rec) for rec in decode_records(payload, legacy=True))
 
 
 def decode_records(payload: bytes, *, legacy: bool = False) -> list[Record]:

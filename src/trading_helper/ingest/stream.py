@@ -3,7 +3,7 @@
 An entry is one received frame: field ``u`` holds its ticks (:mod:`.codec`). An entry with field
 ``r`` instead says the feed (re)connected: ``r`` holds the instrument ids whose capture started
 again, ``a`` the time it started (epoch µs). It reaches the writer in order with the ticks around
-it (see :class:`~trading_helper.storage.ticks.VolumeReset` for what the writer does with it).
+it (see :class:`~trading_helper.ingest.batch.VolumeReset` for what the writer does with it).
 
 Entries written before schema version 6 are still read: field ``t`` holds ticks without their
 last-trade time, and a reset without ``a`` has no start time.
@@ -20,8 +20,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from trading_helper.ingest.codec import Record, decode_records
-from trading_helper.storage.ticks import VolumeReset
+from trading_helper.ingest.batch import Chunk, VolumeReset
+from trading_helper.ingest.codec import RECORD, TICK_SIZE, Record, current_payload
 
 TICKS_FIELD = b"u"
 LEGACY_TICKS_FIELD = b"t"
@@ -67,32 +67,44 @@ def reset_fields(instrument_ids: Iterable[int], at_us: int) -> dict[bytes, bytes
 @dataclass(slots=True)
 class DecodedEntry:
     entry_id: str
-    items: list[Record | VolumeReset]
+    #: the entry's tick records (today's layout), or its capture start; None when malformed
+    chunk: Chunk | None
     malformed: bool = False
     seq: EntrySeq | None = None
-    #: tick records in the entry (0 for a reset)
-    ticks: int = 0
+
+    @property
+    def ticks(self) -> int:
+        """Tick records in the entry (0 for a reset)."""
+        return len(self.chunk) // TICK_SIZE if isinstance(self.chunk, bytes) else 0
+
+    @property
+    def items(self) -> list[Record | VolumeReset]:
+        """The entry's records as tuples (or its reset)."""
+        if self.chunk is None:
+            return []
+        if isinstance(self.chunk, VolumeReset):
+            return [self.chunk]
+        return list(RECORD.iter_unpack(self.chunk))
 
 
 def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> DecodedEntry:
     """A stream entry as tick records (or a reset); a payload that cannot be decoded is marked malformed."""
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     if not fields:
-        return DecodedEntry(eid, [], malformed=True)
+        return DecodedEntry(eid, None, malformed=True)
     seq = decode_seq(fields.get(SEQ_FIELD))
     try:
         if TICKS_FIELD in fields or LEGACY_TICKS_FIELD in fields:
             legacy = TICKS_FIELD not in fields
-            records = decode_records(fields[LEGACY_TICKS_FIELD if legacy else TICKS_FIELD], legacy=legacy)
-            return DecodedEntry(eid, records, seq=seq, ticks=len(records))  # type: ignore[arg-type]
+            payload = current_payload(fields[LEGACY_TICKS_FIELD if legacy else TICKS_FIELD], legacy=legacy)
+            return DecodedEntry(eid, payload, seq=seq)
         if RESET_FIELD in fields:
             raw = fields[RESET_FIELD]
             if len(raw) % 4:
                 raise ValueError("reset ids are not int32s")
             ids = struct.unpack(f"<{len(raw) // 4}i", raw)
             at = fields.get(RESET_AT_FIELD)
-            return DecodedEntry(eid, [VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0])],
-                                seq=seq)
+            return DecodedEntry(eid, VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0]), seq=seq)
     except (ValueError, struct.error):
         pass
-    return DecodedEntry(eid, [], malformed=True, seq=seq)
+    return DecodedEntry(eid, None, malformed=True, seq=seq)

@@ -29,7 +29,7 @@ reconnects and restarts, so it always says exactly what was already counted:
 * updates without a cumulative volume (LTP mode, indices) cannot be told apart: each is a trade
   with no volume.
 
-Capture starts are the receiver's reset entries (:class:`~trading_helper.storage.ticks.VolumeReset`,
+Capture starts are the receiver's reset entries (:class:`~trading_helper.ingest.batch.VolumeReset`,
 one per connect and subscription); they only record the time, never clear the baseline.
 
 Brokers stamp ticks to the second, so several trades of one instrument share a second and

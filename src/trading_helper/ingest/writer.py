@@ -1,7 +1,8 @@
 """The database writer: Redis stream -> COPY into tick_data, exactly once.
 
-Reads entries with a consumer group, writes their ticks and the id of the last entry in one
-transaction (:class:`~trading_helper.storage.ticks.TickWriter`), and only then acknowledges
+Reads entries with a consumer group, turns their ticks into rows (:mod:`.batch`, with the state
+of :class:`~.prepare.BatchPreparer`), writes the rows and the id of the last entry in one
+transaction (:class:`~trading_helper.storage.ticks.TickStore`), and only then acknowledges
 them. After a crash the entries it had read but not acknowledged are delivered again:
 
 * crashed before the commit: nothing of them is in the database, so they are written now;
@@ -16,7 +17,7 @@ Python's work overlaps the database's.
 Database errors, by kind (:mod:`trading_helper.storage.sqlstate`): a lost connection and a
 refusal for resources (disk full, out of memory, too many connections, a cancelled statement, a
 lock conflict) are retried with the same batch and a capped backoff, logged once per episode and
-counted; rows the database refuses are dead-lettered by :meth:`TickWriter.commit` while the rest
+counted; rows the database refuses are dead-lettered by :meth:`TickStore.commit` while the rest
 of the batch commits. Anything else is logged with its error and re-raised (the service's
 supervisor restarts the task; :meth:`StreamWriter.run` can be called again on the same writer).
 
@@ -43,13 +44,14 @@ from redis.exceptions import RedisError, ResponseError
 
 from trading_helper.errors import DatabaseBusy, DatabaseUnavailable
 from trading_helper.ingest import keys, metrics
-from trading_helper.ingest.codec import Record
+from trading_helper.ingest.batch import Chunk, TickBatch
+from trading_helper.ingest.prepare import BatchPreparer
 from trading_helper.ingest.redisconn import RedisDurability, cancellable, check_redis_durability
 from trading_helper.ingest.stream import EntrySeq, decode_entry, parse_id
 from trading_helper.ingest.volume import to_us
 from trading_helper.storage import queries
 from trading_helper.storage.sqlstate import retryable
-from trading_helper.storage.ticks import PreparedBatch, RunPosition, StreamOffset, TickWriter, VolumeReset
+from trading_helper.storage.ticks import RunPosition, StreamOffset, TickStore
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ class StreamWriter:
         self.max_ticks_per_batch = max_ticks_per_batch
         self.record_lags = record_lags
         self.stats = WriterStats()
-        self._tick_writer: TickWriter | None = None
+        self._preparer: BatchPreparer | None = None
+        self._store: TickStore | None = None
         self._committed: tuple[int, int] = (0, 0)
         self._since_trim = 0
         self._inflight: asyncio.Task[None] | None = None
@@ -138,14 +141,15 @@ class StreamWriter:
                 self._db_back()
             return result
 
-    async def _load_db_state(self) -> TickWriter:
-        writer = await TickWriter.open(self.pool)
+    async def _load_db_state(self) -> tuple[BatchPreparer, TickStore]:
+        store = await TickStore.open(self.pool)
+        preparer = await BatchPreparer.open(self.pool)
         async with self.pool.acquire() as conn:
             committed = await conn.fetchval(queries.GET_OFFSET, self.stream)
             runs = await conn.fetch(queries.GET_SEQUENCES, self.stream)
         self._committed = parse_id(committed) if committed else (0, 0)
         self._runs = {r[0]: (r[1], r[2]) for r in runs}
-        return writer
+        return preparer, store
 
     async def run(self, *, stop_when_idle: bool = False) -> None:
         """Write until cancelled (or, with ``stop_when_idle``, until the stream has nothing new).
@@ -168,7 +172,7 @@ class StreamWriter:
 
     async def _run(self, stop_when_idle: bool) -> None:
         self.durability = await check_redis_durability(self.redis)
-        self._tick_writer = await self._with_db_retry(self._load_db_state)
+        self._preparer, self._store = await self._with_db_retry(self._load_db_state)
         self.stats.error = None
         # First our own pending entries (read before a crash or a Redis outage, not acknowledged),
         # walking the pending list by id, then new entries (">"). The pending list is only
@@ -216,11 +220,13 @@ class StreamWriter:
 
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
         """Prepare this read's batch while the previous batch commits, then hand it on."""
-        assert self._tick_writer is not None
-        tick_writer = self._tick_writer
+        assert self._preparer is not None
+        preparer = self._preparer
         ids: list[bytes] = []
-        items: list[Record | VolumeReset] = []
-        sources: list[tuple[int, str]] = []
+        chunks: list[Chunk] = []
+        starts: list[int] = []  # index of each entry's first record, per entry in ``names``
+        names: list[str] = []
+        records = 0
         malformed = 0
         last_new: str | None = None
         runs: dict[str, RunPosition] = {}
@@ -234,15 +240,17 @@ class StreamWriter:
             last_new = decoded.entry_id
             if decoded.seq is not None:
                 self._follow(decoded.seq, decoded.ticks, runs, gaps)
-            if decoded.malformed:
+            if decoded.chunk is None:
                 malformed += 1
             else:
-                sources.append((len(items), decoded.entry_id))
-                items.extend(decoded.items)
+                starts.append(records)
+                names.append(decoded.entry_id)
+                chunks.append(decoded.chunk)
+                records += decoded.ticks
         batch = None
         if last_new is not None:
-            batch = await self._with_db_retry(lambda: tick_writer.prepare_batch(items, sources=sources),
-                                              ends_episode=False)
+            batch = await self._with_db_retry(
+                lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False)
         await self._finish_inflight()
         if malformed:
             self.stats.rejected["malformed_entry"] += malformed
@@ -251,7 +259,7 @@ class StreamWriter:
             await self._ack(ids)
             return
         offset = StreamOffset(self.stream, last_new, tuple(runs.values()))
-        self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, ids, items, gaps))
+        self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, ids, gaps))
 
     def _follow(self, seq: EntrySeq, ticks: int, runs: dict[str, RunPosition], gaps: list[StreamGap]) -> None:
         """Move the run's position to this entry; a jump over entries is a gap of lost ticks."""
@@ -272,44 +280,45 @@ class StreamWriter:
             task, self._inflight = self._inflight, None
             await task
 
-    async def _commit_and_ack(self, batch: PreparedBatch, offset: StreamOffset, ids: list[bytes],
-                              items: list[Record | VolumeReset], gaps: list[StreamGap]) -> None:
-        tick_writer = self._tick_writer
-        assert tick_writer is not None
+    async def _commit_and_ack(self, batch: TickBatch, offset: StreamOffset, ids: list[bytes],
+                              gaps: list[StreamGap]) -> None:
+        store = self._store
+        assert store is not None
         # the same prepared batch until it commits: later batches build on its volume state
-        result = await self._with_db_retry(lambda: tick_writer.commit(batch, offset))
-        if result.already_committed:
+        done = await self._with_db_retry(lambda: store.commit(batch.write, offset))
+        if done.already_committed:
             log.warning("entries up to %s were already committed by an earlier try whose reply was lost; "
                         "not written again", offset.last_id)
+        dead = done.dead_letters
+        written = batch.rows - len(dead)
         now = datetime.now(UTC)
         self._committed = parse_id(offset.last_id)
-        self.stats.written += result.written
+        self.stats.written += written
         self.stats.batches += 1
         self.stats.last_commit_at = now
-        for reason, n in result.rejected.items():
+        for reason, n in batch.rejected.items():
             self.stats.rejected[reason] += n
             metrics.TICKS_REJECTED.labels(reason).inc(n)
-        if result.dead_letters:
-            self.stats.dead_lettered += len(result.dead_letters)
-            metrics.TICKS_DEAD_LETTERED.inc(len(result.dead_letters))
-            first = result.dead_letters[0]
+        if dead:
+            self.stats.dead_lettered += len(dead)
+            metrics.TICKS_DEAD_LETTERED.inc(len(dead))
             log.error("%d tick rows refused by the database went to tick_rejects (first: entry %s, %r); "
-                      "the rest of the batch was written", len(result.dead_letters), first.entry_id, first.reason)
+                      "the rest of the batch was written", len(dead), dead[0].entry_id, dead[0].reason)
         for gap in gaps:
             self.stats.lost += gap.ticks
             metrics.TICKS_LOST.inc(gap.ticks)
             log.error("tick stream %s lost entries %d..%d of receiver run %s (%d ticks) before they were "
                       "written (Redis restarted without persistence?)", self.stream, gap.first, gap.last,
                       gap.run, gap.ticks)
-        metrics.TICKS_WRITTEN.inc(result.written)
-        metrics.BATCH_TICKS.observe(result.written)
-        records = [r for r in items if not isinstance(r, VolumeReset)]
-        if records:
+        metrics.TICKS_WRITTEN.inc(written)
+        metrics.BATCH_TICKS.observe(written)
+        received = batch.received_us
+        if len(received):
             now_us = to_us(now)
-            metrics.COMMIT_LAG.observe((now_us - records[-1][1]) / 1e6)
-            metrics.EXCHANGE_LAG.observe((now_us - records[-1][0]) / 1e6)
+            metrics.COMMIT_LAG.observe((now_us - int(received[-1])) / 1e6)
+            metrics.EXCHANGE_LAG.observe((now_us - batch.last_exchange_us) / 1e6)
             if self.record_lags:
-                self.stats.lags.extend((now_us - r[1]) / 1e6 for r in records)
+                self.stats.lags.extend(((now_us - received) / 1e6).tolist())
         await self._ack(ids)
 
     async def _ack(self, ids: list[bytes]) -> None:

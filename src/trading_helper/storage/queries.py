@@ -1,9 +1,7 @@
-"""Named SQL statements of the storage layer. Values are always bound parameters; the only
-identifiers that vary (candle relations) come from :data:`CANDLES_BY_TIMEFRAME`."""
+"""Named SQL statements of the storage layer. Values are always bound parameters, never
+formatted into the text."""
 
 from __future__ import annotations
-
-from trading_helper.timeframes import Timeframe
 
 INSTRUMENT_IDS = "SELECT id FROM instruments"
 
@@ -58,19 +56,6 @@ ENSURE_PARTITIONS = "SELECT ensure_tick_partitions($1, $2)"
 REFRESH_CANDLES = "CALL refresh_candles()"
 
 APPLY_RETENTION = "SELECT apply_retention()"
-
-_CANDLE_COLUMNS = "bucket, open, high, low, close, volume, open_interest, tick_count"
-
-
-def _candles_sql(relation: str) -> str:
-    return (
-        f"SELECT {_CANDLE_COLUMNS} FROM {relation} "
-        "WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket"
-    )
-
-
-#: timeframe -> the statement reading its candle relation (the whitelist)
-CANDLES_BY_TIMEFRAME: dict[Timeframe, str] = {tf: _candles_sql(tf.relation) for tf in Timeframe}
 
 UPSERT_INSTRUMENTS = """
 INSERT INTO instruments AS i (exchange, tradingsymbol, name, segment, instrument_type, expiry, strike,

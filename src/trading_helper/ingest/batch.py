@@ -1,0 +1,162 @@
+"""The tick-batch step: stream payloads and volume state in, COPY rows and counted rejects out.
+
+Pure (no I/O): given the tick records of a batch of stream entries (their payloads, as the
+receiver wrote them, :mod:`.codec`), the capture starts between them (:class:`VolumeReset`), the
+instruments known to exist and the volume state (:class:`~.volume.VolumeTracker`, updated in
+place), :func:`build_batch` returns
+
+* the trade rows for ``tick_data`` and the updates without a new trade for ``quote_updates``
+  (:mod:`.volume` decides which is which, the candle time and the volume increment), in binary
+  COPY format, built straight from the payload bytes with numpy;
+* the ``tick_volume_state`` rows changed;
+* bad ticks counted by reason (they are left out; they never abort the batch): ``bad_price``,
+  ``timestamp_out_of_range``, ``unknown_instrument`` (the ids are returned too), ``bad_quantity``.
+
+Only the checks and the volume rules run per tick in Python (they are sequential per instrument);
+every column is copied, converted and encoded for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from trading_helper.ingest.codec import RECORD, RECORD_DTYPE
+from trading_helper.ingest.volume import NO_TRADE, VolumeTracker
+from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE
+from trading_helper.storage.pgcopy import encode
+from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, no_rows
+
+_SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
+_AGE_US = int(MAX_TICK_AGE.total_seconds()) * 1_000_000
+_INF = float("inf")
+_INT4 = 2**31 - 1
+
+
+@dataclass(slots=True, frozen=True)
+class VolumeReset:
+    """Marker in the tick flow: the feed (re)connected or subscribed these instruments at
+    ``at_us`` (epoch µs; None in entries from before schema version 6), so their capture started
+    again. The volume baseline is kept (see :mod:`trading_helper.ingest.volume`); the time tells
+    a snapshot of an older trade from a new one."""
+
+    instrument_ids: frozenset[int]
+    at_us: int | None = None
+
+
+#: one piece of a batch: the tick records of a stream entry, or a capture start
+Chunk = bytes | VolumeReset
+
+
+@dataclass(slots=True)
+class TickBatch:
+    """What :func:`build_batch` makes of a batch; ``write`` is what storage commits."""
+
+    write: TickWrite
+    rejected: Counter[str] = field(default_factory=Counter)
+    unknown: set[int] = field(default_factory=set)
+    #: the receive times (epoch µs) of the batch's records, in arrival order
+    received_us: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: exchange time of the last record (epoch µs; -1: none)
+    last_exchange_us: int = -1
+
+    @property
+    def rows(self) -> int:
+        return len(self.write.trades) + len(self.write.quotes)
+
+
+def instrument_ids(chunks: Sequence[Chunk]) -> set[int]:
+    """The instruments the records of ``chunks`` name."""
+    ids: set[int] = set()
+    for chunk in chunks:
+        if not isinstance(chunk, VolumeReset):
+            ids.update(np.frombuffer(chunk, RECORD_DTYPE)["iid"].tolist())
+    return ids
+
+
+def build_batch(chunks: Sequence[Chunk], tracker: VolumeTracker, known_ids: set[int] | frozenset[int],
+                now_us: int, *, entry_starts: Sequence[int] = (), entry_ids: Sequence[str] = ()) -> TickBatch:
+    """The rows of ``chunks`` (see the module docstring). ``entry_starts``: the index of the
+    first record of each stream entry (in ``entry_ids``), so a refused row can name its entry."""
+    newest, oldest = now_us + _SKEW_US, now_us - _AGE_US
+    apply, rejected = tracker.apply, Counter[str]()
+    unknown: set[int] = set()
+    payloads: list[bytes] = []
+    trade_at: list[int] = []  # record index of each trade row, its candle time and volume increment
+    trade_ts: list[int] = []
+    trade_delta: list[int] = []
+    quote_at: list[int] = []
+    add_trade, add_ts, add_delta, add_quote = trade_at.append, trade_ts.append, trade_delta.append, quote_at.append
+    i = 0
+    for chunk in chunks:
+        if isinstance(chunk, VolumeReset):
+            tracker.reset(chunk.instrument_ids, chunk.at_us)
+            continue
+        payloads.append(chunk)
+        for ex, _rx, iid, ltp, qty, vol, _a, _o, _bp, bq, _ap, aq, tr in RECORD.iter_unpack(chunk):
+            if not 0.0 < ltp < _INF:  # NaN fails too
+                rejected["bad_price"] += 1
+            elif not oldest <= ex <= newest:
+                rejected["timestamp_out_of_range"] += 1
+            elif iid not in known_ids:
+                unknown.add(iid)
+                rejected["unknown_instrument"] += 1
+            elif qty > _INT4 or bq > _INT4 or aq > _INT4:
+                rejected["bad_quantity"] += 1
+            else:
+                ts, delta = apply(iid, ex, tr, None if vol < 0 else vol, None if qty < 0 else qty)
+                if ts == NO_TRADE or not oldest <= ts <= newest:
+                    add_quote(i)  # no new trade (or a trade time no candle may take): quotes and OI only
+                else:
+                    add_trade(i)
+                    add_ts(ts)
+                    add_delta(delta)
+            i += 1
+    records = np.frombuffer(b"".join(payloads), RECORD_DTYPE)
+    starts = np.asarray(entry_starts, np.int64)
+    trades = _trade_rows(records, trade_at, trade_ts, trade_delta, starts)
+    quotes = _quote_rows(records, quote_at, starts)
+    write = TickWrite(trades, quotes, tracker.take_changes(), entry_ids)
+    return TickBatch(write, rejected, unknown, records["rx"].astype(np.int64),
+                     int(records["ex"][-1]) if len(records) else -1)
+
+
+def _entry_of(at: npt.NDArray[np.int64], starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
+    if not len(starts):
+        return None
+    return np.searchsorted(starts, at, side="right").astype(np.int64) - 1
+
+
+def _trade_rows(records: npt.NDArray[np.void], at: list[int], ts: list[int], delta: list[int],
+                starts: npt.NDArray[np.int64]) -> TickRows:
+    if not at:
+        return no_rows(TICK_KINDS)
+    index = np.asarray(at, np.int64)
+    r = records[index]
+    times = np.asarray(ts, np.int64)
+    qty, vol, oi, bq, aq = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"]
+    avg, bp, ap = r["avg"], r["bp"], r["ap"]
+    rows = encode(TICK_KINDS, [
+        (times, None), (r["iid"], None), (r["ltp"], None), (qty, qty < 0), (vol, vol < 0),
+        (np.asarray(delta, np.int64), None), (avg, np.isnan(avg)), (oi, oi < 0), (bp, np.isnan(bp)),
+        (bq, bq < 0), (ap, np.isnan(ap)), (aq, aq < 0), (r["rx"], None), (r["ex"], None)])
+    return TickRows(rows, int(times.min()), int(times.max()), _entry_of(index, starts))
+
+
+def _quote_rows(records: npt.NDArray[np.void], at: list[int], starts: npt.NDArray[np.int64]) -> TickRows:
+    if not at:
+        return no_rows(QUOTE_KINDS)
+    index = np.asarray(at, np.int64)
+    r = records[index]
+    times = r["ex"]
+    qty, vol, oi, bq, aq, tr = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"], r["tr"]
+    avg, bp, ap = r["avg"], r["bp"], r["ap"]
+    rows = encode(QUOTE_KINDS, [
+        (times, None), (r["iid"], None), (r["ltp"], None), (qty, qty < 0), (vol, vol < 0),
+        (avg, np.isnan(avg)), (oi, oi < 0), (bp, np.isnan(bp)), (bq, bq < 0), (ap, np.isnan(ap)),
+        (aq, aq < 0), (r["rx"], None), (tr, tr < 0)])
+    return TickRows(rows, int(times.min()), int(times.max()), _entry_of(index, starts))

@@ -1,0 +1,99 @@
+"""The writer's in-memory state around the pure batch step: the volume baseline per instrument
+and the instruments known to exist, loaded from the database and kept in step with it.
+
+:meth:`BatchPreparer.prepare` is everything of a write but the commit: it looks up instrument ids
+missing from its cache (an id that is no instrument is asked about again only after
+:data:`UNKNOWN_ID_TTL_S`), then runs :func:`~.batch.build_batch` (CPU only).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from trading_helper import clock
+from trading_helper.ingest.batch import Chunk, TickBatch, build_batch, instrument_ids
+from trading_helper.ingest.volume import VolumeTracker, to_us
+from trading_helper.storage import ticks
+from trading_helper.storage.sqlstate import retryable
+
+#: an id looked up and not found is not asked about again for this long (a flood of unknown ids
+#: costs one query per second)
+UNKNOWN_ID_TTL_S = 1.0
+
+
+class BatchPreparer:
+    """Prepares tick batches for one writer. Not for concurrent use."""
+
+    def __init__(self, pool: asyncpg.Pool | None, *, monotonic: Callable[[], float] = _time.monotonic) -> None:
+        self.pool = pool
+        self.tracker = VolumeTracker()
+        self.known_ids: set[int] = set()
+        #: id -> clock time until which it counts as unknown without asking again
+        self._unknown_until: dict[int, float] = {}
+        self._clock = monotonic
+        #: queries for ids missing from ``known_ids``
+        self.id_lookups = 0
+        self._needs_reload = False
+
+    @classmethod
+    async def open(cls, pool: asyncpg.Pool) -> BatchPreparer:
+        preparer = cls(pool)
+        await preparer.reload()
+        return preparer
+
+    async def reload(self) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            self.tracker = VolumeTracker()
+            self.tracker.load(await ticks.load_volume_state(conn))
+            self.known_ids = await ticks.instrument_ids(conn)
+        self._needs_reload = False
+
+    def invalidate(self) -> None:
+        """A prepared batch will not be committed: its volume state must come from the database."""
+        self._needs_reload = True
+
+    async def prepare(self, chunks: Sequence[Chunk], *, entry_starts: Sequence[int] = (),
+                      entry_ids: Sequence[str] = ()) -> TickBatch:
+        """The batch's rows (CPU only, unless state must load or ids are missing from the cache).
+
+        Raises DatabaseUnavailable / DatabaseBusy (nothing changed: call again) when the database
+        cannot answer. Batches must be committed in the order they were prepared, each
+        eventually: the volume state of batch k+1 builds on batch k; if one is given up, call
+        :meth:`invalidate`."""
+        try:
+            if self._needs_reload:
+                await self.reload()
+            ids = instrument_ids(chunks)
+            if not ids <= self.known_ids:
+                await self._look_up(ids - self.known_ids)
+        except Exception as exc:
+            wrapped = retryable(exc, "loading the writer's state failed")
+            if wrapped is None or wrapped is exc:
+                raise
+            raise wrapped from exc
+        return build_batch(chunks, self.tracker, self.known_ids, to_us(clock.now()),
+                           entry_starts=entry_starts, entry_ids=entry_ids)
+
+    async def _look_up(self, missing: set[int]) -> None:
+        """Instruments added after the cache was loaded are known at once; an id that is not an
+        instrument is asked about again only after UNKNOWN_ID_TTL_S."""
+        now = self._clock()
+        ask = [i for i in missing if self._unknown_until.get(i, 0.0) <= now]
+        if not ask:
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            found = await ticks.known_instrument_ids(conn, ask)
+        self.id_lookups += 1
+        self.known_ids |= found
+        if len(self._unknown_until) > 10_000:
+            self._unknown_until = {i: t for i, t in self._unknown_until.items() if t > now}
+        for i in ask:
+            if i in found:
+                self._unknown_until.pop(i, None)
+            else:
+                self._unknown_until[i] = now + UNKNOWN_ID_TTL_S
