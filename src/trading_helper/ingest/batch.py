@@ -12,8 +12,9 @@ place), :func:`build_batch` returns
 * bad ticks counted by reason (they are left out; they never abort the batch): ``bad_price``,
   ``timestamp_out_of_range``, ``unknown_instrument`` (the ids are returned too), ``bad_quantity``.
 
-Only the checks and the volume rules run per tick in Python (they are sequential per instrument);
-every column is copied, converted and encoded for the whole batch at once.
+Only the volume rules (sequential per instrument) and the instrument check run per tick in
+Python; the other checks, and copying, converting and encoding every column, run for the whole
+batch at once.
 """
 
 from __future__ import annotations
@@ -83,40 +84,53 @@ def build_batch(chunks: Sequence[Chunk], tracker: VolumeTracker, known_ids: set[
     """The rows of ``chunks`` (see the module docstring). ``entry_starts``: the index of the
     first record of each stream entry (in ``entry_ids``), so a refused row can name its entry."""
     newest, oldest = now_us + _SKEW_US, now_us - _AGE_US
-    apply, rejected = tracker.apply, Counter[str]()
-    unknown: set[int] = set()
-    payloads: list[bytes] = []
+    records = np.frombuffer(b"".join(c for c in chunks if not isinstance(c, VolumeReset)), RECORD_DTYPE)
+    # the checks that need no state, for the whole batch at once (in the order of the reasons)
+    ltp, ex = records["ltp"], records["ex"]
+    bad_price = ~((ltp > 0.0) & (ltp < _INF))  # NaN fails too
+    bad_time = ~bad_price & ((ex < oldest) | (ex > newest))
+    candidates = np.flatnonzero(~(bad_price | bad_time)).tolist()
+    rejected = Counter[str]()
+    for reason, mask in (("bad_price", bad_price), ("timestamp_out_of_range", bad_time)):
+        if n := int(mask.sum()):
+            rejected[reason] = n
+    bad_qty = ((records["qty"] > _INT4) | (records["bq"] > _INT4) | (records["aq"] > _INT4)).tolist()
+    iids, exs, trs = records["iid"].tolist(), ex.tolist(), records["tr"].tolist()
+    vols, qtys = records["vol"].tolist(), records["qty"].tolist()
+    apply, unknown = tracker.apply, set[int]()
+    n_unknown = n_bad_qty = 0
     trade_at: list[int] = []  # record index of each trade row, its candle time and volume increment
     trade_ts: list[int] = []
     trade_delta: list[int] = []
     quote_at: list[int] = []
     add_trade, add_ts, add_delta, add_quote = trade_at.append, trade_ts.append, trade_delta.append, quote_at.append
-    i = 0
+    end = k = 0  # records before the next chunk; position in ``candidates``
     for chunk in chunks:
         if isinstance(chunk, VolumeReset):
             tracker.reset(chunk.instrument_ids, chunk.at_us)
             continue
-        payloads.append(chunk)
-        for ex, _rx, iid, ltp, qty, vol, _a, _o, _bp, bq, _ap, aq, tr in RECORD.iter_unpack(chunk):
-            if not 0.0 < ltp < _INF:  # NaN fails too
-                rejected["bad_price"] += 1
-            elif not oldest <= ex <= newest:
-                rejected["timestamp_out_of_range"] += 1
-            elif iid not in known_ids:
+        end += len(chunk) // RECORD.size
+        while k < len(candidates) and (i := candidates[k]) < end:
+            k += 1
+            iid = iids[i]
+            if iid not in known_ids:
                 unknown.add(iid)
-                rejected["unknown_instrument"] += 1
-            elif qty > _INT4 or bq > _INT4 or aq > _INT4:
-                rejected["bad_quantity"] += 1
+                n_unknown += 1
+            elif bad_qty[i]:
+                n_bad_qty += 1
             else:
-                ts, delta = apply(iid, ex, tr, None if vol < 0 else vol, None if qty < 0 else qty)
+                vol, qty = vols[i], qtys[i]
+                ts, delta = apply(iid, exs[i], trs[i], None if vol < 0 else vol, None if qty < 0 else qty)
                 if ts == NO_TRADE or not oldest <= ts <= newest:
                     add_quote(i)  # no new trade (or a trade time no candle may take): quotes and OI only
                 else:
                     add_trade(i)
                     add_ts(ts)
                     add_delta(delta)
-            i += 1
-    records = np.frombuffer(b"".join(payloads), RECORD_DTYPE)
+    if n_unknown:
+        rejected["unknown_instrument"] = n_unknown
+    if n_bad_qty:
+        rejected["bad_quantity"] = n_bad_qty
     starts = np.asarray(entry_starts, np.int64)
     trades = _trade_rows(records, trade_at, trade_ts, trade_delta, starts)
     quotes = _quote_rows(records, quote_at, starts)

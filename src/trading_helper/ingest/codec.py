@@ -49,8 +49,12 @@ def _us(ts: datetime) -> int:
 
 
 def _pack(t: Tick) -> bytes:
+    return _pack_at(t, _us(t.exchange_ts), _us(t.received_ts))
+
+
+def _pack_at(t: Tick, ex: int, rx: int) -> bytes:
     return _TICK.pack(
-        _us(t.exchange_ts), _us(t.received_ts), t.instrument_id, t.last_price,
+        ex, rx, t.instrument_id, t.last_price,
         -1 if t.last_quantity is None else t.last_quantity, -1 if t.volume is None else t.volume,
         _NAN if t.average_price is None else t.average_price,
         -1 if t.open_interest is None else t.open_interest,
@@ -62,7 +66,18 @@ def _pack(t: Tick) -> bytes:
 
 def encode_ticks(ticks: Sequence[Tick]) -> bytes:
     """All ticks of one frame as one payload. Ticks must carry aware timestamps."""
-    return b"".join(map(_pack, ticks))
+    # the ticks of a frame share their receive time, and often their exchange time, as one
+    # object: each is converted once (the conversion is the costliest part of a record)
+    parts = []
+    rx_dt = ex_dt = None
+    rx = ex = 0
+    for t in ticks:
+        if t.received_ts is not rx_dt:
+            rx_dt, rx = t.received_ts, _us(t.received_ts)
+        if t.exchange_ts is not ex_dt:
+            ex_dt, ex = t.exchange_ts, _us(t.exchange_ts)
+        parts.append(_pack_at(t, ex, rx))
+    return b"".join(parts)
 
 
 def _tick(rec: Record) -> Tick:

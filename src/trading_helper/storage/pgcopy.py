@@ -3,7 +3,7 @@
 asyncpg's ``copy_records_to_table`` encodes every value of every row through a Python-level codec
 call; for tick batches that was as costly as everything else the writer does per tick. Here a
 whole batch is written by numpy: one packed big-endian record per row (field count, then a length
-and a value per column), NULL fields cut out with one byte mask. No library builds this format
+and a value per column), NULL fields' values cut out with one mask. No library builds this format
 from arrays (asyncpg, psycopg and pgcopy all encode row by row in Python or Cython), so it is
 written here; the layout is section 'Binary Format' of PostgreSQL's COPY manual page:
 
@@ -126,11 +126,13 @@ def encode(kinds: Sequence[Kind], columns: Sequence[Column]) -> BinaryRows:
             continue
         packed[f"l{k}"] = np.where(null, -1, width)
         if keep is None or lengths is None:
-            keep = np.ones((n, size), np.bool_)
+            keep = np.ones((n, size // 2), np.bool_)
             lengths = np.full(n, size, np.int64)
         offset = layout.fields[f"v{k}"][1]  # type: ignore[index]
-        keep[null, offset:offset + width] = False
+        keep[null, offset // 2:(offset + width) // 2] = False
         lengths -= null * width
     if keep is None or lengths is None:
         return BinaryRows(tuple(kinds), packed.tobytes(), np.arange(1, n + 1, dtype=np.int64) * size)
-    return BinaryRows(tuple(kinds), packed.view(np.uint8).reshape(n, size)[keep].tobytes(), np.cumsum(lengths))
+    # every field is 2, 4 or 8 bytes long: NULL values are cut out as whole 16-bit words
+    return BinaryRows(tuple(kinds), packed.view(np.uint16).reshape(n, size // 2)[keep].tobytes(),
+                      np.cumsum(lengths))
