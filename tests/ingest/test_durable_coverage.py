@@ -1,7 +1,10 @@
-"""Live coverage claims only what is safe in Redis: ``TickReceiver.durable_at`` stops while frames
-wait in memory (Redis away) and moves again once they are in the stream, quiet feed or not."""
+"""Frames held in memory while Redis is away: live coverage claims only what is safe in Redis
+(``TickReceiver.durable_at`` stops while frames wait and moves once they are in the stream), and
+the held frames reach the stream once each, however many flushes run at a time."""
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -38,4 +41,29 @@ async def test_durable_time_stops_while_frames_wait_in_memory(db_pool: asyncpg.P
             await receiver.flush()  # held frames go to the stream: everything handed over is safe
             assert not receiver.local and receiver.durable_at is not None and receiver.durable_at > first
             assert await redis.xlen(stream) == 4
+            await via.aclose()
+
+
+async def test_concurrent_flushes_send_every_held_frame_once(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    """The housekeeping's flush and a frame's append both drain the held frames; run together they
+    must not pop one chunk twice (which dropped the next chunk unsent)."""
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool, 3)
+    async with redis_stream(redis_url) as (redis, stream):
+        host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
+        async with FaultProxy(host, port) as proxy:
+            via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=redis.connection_pool.connection_kwargs["db"],
+                                 socket_connect_timeout=0.5, socket_timeout=2.0)
+            receiver = TickReceiver(via, stream=stream, max_entries=100_000, local_max_frames=5000,
+                                    quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+            frames = numbered_frames(feed, 1301, 3)
+            proxy.cut()
+            for frame in frames[:1300]:  # more than two chunks of 500 wait in memory
+                await receiver.on_ticks(frame)
+            assert len(receiver.local) == 1300
+            proxy.heal()
+            receiver._retry_at = 0.0
+            await asyncio.gather(receiver.flush(), receiver.on_ticks(frames[1300]), receiver.flush())
+            assert not receiver.local
+            assert await redis.xlen(stream) == 1301
             await via.aclose()

@@ -19,6 +19,7 @@ never made (those are counted here, as ``buffer_full``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -76,6 +77,7 @@ class TickReceiver:
         #: process killed now loses only what came after it, so live coverage never claims more
         self.durable_at: datetime | None = None
         self._appending = 0
+        self._flush_lock = asyncio.Lock()
         #: id of the newest entry this receiver appended to the stream
         self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
@@ -246,7 +248,15 @@ class TickReceiver:
                 self._redis_failed(exc)
 
     async def _flush_local(self) -> None:
-        """Move locally held entries to the stream, oldest first, while Redis takes them."""
+        """Move locally held entries to the stream, oldest first, while Redis takes them.
+
+        One flush at a time: the housekeeping's :meth:`flush` and a frame's append both call this,
+        and two flushes sending the same chunk would each pop it from the queue, dropping the
+        next chunk unsent (seen by the soak as ticks lost after a Redis restart)."""
+        async with self._flush_lock:
+            await self._flush_local_locked()
+
+    async def _flush_local_locked(self) -> None:
         try:
             if self._stream_full:
                 self._check_cap(int(await self.redis.xlen(self.stream)))
