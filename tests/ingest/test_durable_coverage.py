@@ -5,6 +5,8 @@ the held frames reach the stream once each, however many flushes run at a time."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -15,16 +17,26 @@ from tests.storage.helpers import reset_market_data
 from trading_helper.ingest.receiver import TickReceiver
 
 
+@contextlib.asynccontextmanager
+async def proxied_receiver(redis: aioredis.Redis, stream: str, *, local_max_frames: int
+                           ) -> AsyncIterator[tuple[TickReceiver, FaultProxy]]:
+    """A receiver that reaches the test Redis through a fault proxy (cut = Redis away)."""
+    kwargs = redis.connection_pool.connection_kwargs
+    async with FaultProxy(kwargs["host"], kwargs["port"]) as proxy:
+        via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=kwargs["db"],
+                             socket_connect_timeout=0.5, socket_timeout=2.0)
+        try:
+            yield TickReceiver(via, stream=stream, max_entries=100_000, local_max_frames=local_max_frames,
+                               quotes_key=f"{stream}:q", live_channel=f"{stream}:live"), proxy
+        finally:
+            await via.aclose()
+
+
 async def test_durable_time_stops_while_frames_wait_in_memory(db_pool: asyncpg.Pool, redis_url: str) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, 5)
     async with redis_stream(redis_url) as (redis, stream):
-        host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
-        async with FaultProxy(host, port) as proxy:
-            via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=redis.connection_pool.connection_kwargs["db"],
-                                 socket_connect_timeout=0.5, socket_timeout=1.0)
-            receiver = TickReceiver(via, stream=stream, max_entries=10_000, local_max_frames=100,
-                                    quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+        async with proxied_receiver(redis, stream, local_max_frames=100) as (receiver, proxy):
             frames = numbered_frames(feed, 6, 5)
             assert receiver.durable_at is None
             await receiver.on_ticks(frames[0])
@@ -41,7 +53,6 @@ async def test_durable_time_stops_while_frames_wait_in_memory(db_pool: asyncpg.P
             await receiver.flush()  # held frames go to the stream: everything handed over is safe
             assert not receiver.local and receiver.durable_at is not None and receiver.durable_at > first
             assert await redis.xlen(stream) == 4
-            await via.aclose()
 
 
 async def test_concurrent_flushes_send_every_held_frame_once(db_pool: asyncpg.Pool, redis_url: str) -> None:
@@ -50,12 +61,7 @@ async def test_concurrent_flushes_send_every_held_frame_once(db_pool: asyncpg.Po
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, 3)
     async with redis_stream(redis_url) as (redis, stream):
-        host, port = redis.connection_pool.connection_kwargs["host"], redis.connection_pool.connection_kwargs["port"]
-        async with FaultProxy(host, port) as proxy:
-            via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=redis.connection_pool.connection_kwargs["db"],
-                                 socket_connect_timeout=0.5, socket_timeout=2.0)
-            receiver = TickReceiver(via, stream=stream, max_entries=100_000, local_max_frames=5000,
-                                    quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+        async with proxied_receiver(redis, stream, local_max_frames=5000) as (receiver, proxy):
             frames = numbered_frames(feed, 1301, 3)
             proxy.cut()
             for frame in frames[:1300]:  # more than two chunks of 500 wait in memory
@@ -66,4 +72,3 @@ async def test_concurrent_flushes_send_every_held_frame_once(db_pool: asyncpg.Po
             await asyncio.gather(receiver.flush(), receiver.on_ticks(frames[1300]), receiver.flush())
             assert not receiver.local
             assert await redis.xlen(stream) == 1301
-            await via.aclose()
