@@ -32,7 +32,7 @@ async def reset_market_data(pool: asyncpg.Pool) -> None:
             "ingest_sequences, tick_rejects, candles_1m_mat, candles_5m_mat, candles_15m_mat, candles_1h_mat, "
             "candles_1d_mat")
         await pool.execute(
-            "UPDATE candle_watermarks SET watermark = date_bin(width, now(), '2000-01-03 00:15:00+05:30')")
+            "UPDATE candle_watermarks SET watermark = th_bucket(width, now())")
         return
     await pool.execute("TRUNCATE tick_data, quote_updates, tick_volume_state, ingest_offsets, ingest_sequences, "
                        "tick_rejects")

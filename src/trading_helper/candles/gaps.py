@@ -8,25 +8,13 @@ into as few broker requests as is reasonable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 
 from trading_helper.timeframes import Timeframe
 
 _GAPS = "SELECT lower(r) AS lo, upper(r) AS hi FROM candle_gaps($1, $2, $3, $4, $5) AS r"
-
-#: the longest window fetched in one ``fetch_history`` call: gaps closer than this share a call
-#: (the nights and weekends between them cost the broker nothing, and the adapter chunks to its
-#: own per-request limits), so a month of 1m missing is one call, not one per session
-MERGE_SPAN: dict[Timeframe, timedelta] = {
-    Timeframe.M1: timedelta(days=30),
-    Timeframe.M5: timedelta(days=90),
-    Timeframe.M15: timedelta(days=180),
-    Timeframe.H1: timedelta(days=365),
-    Timeframe.D1: timedelta(days=2000),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Gap:
@@ -44,8 +32,8 @@ async def find_gaps(
 
 
 def fetch_windows(gaps: list[Gap], timeframe: Timeframe) -> list[Gap]:
-    """Consecutive gaps merged while the merged window stays within ``MERGE_SPAN``."""
-    span = MERGE_SPAN[timeframe]
+    """Consecutive gaps merged while the merged window stays within the timeframe's ``merge_span``."""
+    span = timeframe.facts.merge_span
     out: list[Gap] = []
     for gap in gaps:
         if out and gap.end - out[-1].start <= span:

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
@@ -27,14 +27,6 @@ from trading_helper.timeframes import IST, Timeframe, parse_timeframe
 
 T = TypeVar("T")
 
-#: the longest range one request may ask for, per timeframe (a bound on work and response size)
-MAX_SPAN: dict[Timeframe, timedelta] = {
-    Timeframe.M1: timedelta(days=31),
-    Timeframe.M5: timedelta(days=120),
-    Timeframe.M15: timedelta(days=200),
-    Timeframe.H1: timedelta(days=731),
-    Timeframe.D1: timedelta(days=7305),
-}
 EARLIEST = datetime(1995, 1, 1, tzinfo=IST)
 LATEST = datetime(2100, 1, 1, tzinfo=IST)
 
@@ -50,7 +42,7 @@ def validate_range(timeframe: Timeframe, start: datetime, end: datetime) -> tupl
         raise InvalidRange(f"from and to must lie between {EARLIEST.date()} and {LATEST.date()}")
     if start >= end:
         raise InvalidRange(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
-    span = MAX_SPAN[timeframe]
+    span = timeframe.facts.max_span
     if end - start > span:
         raise InvalidRange(f"a {timeframe.value} request may span at most {span.days} days; "
                            f"this one spans {(end - start).days} days")

@@ -81,8 +81,8 @@ ORDER BY broker
 # How many instruments were being captured at each moment: a drop to zero is a disconnection.
 CAPTURED_INSTRUMENTS = """
 SELECT s.t AS time, count(DISTINCT c.instrument_id) AS "instruments captured"
-FROM generate_series(date_bin(greatest($__interval_ms, 60000) * interval '1 millisecond',
-                              $__timeFrom()::timestamptz, TIMESTAMPTZ '2000-01-03 00:15:00+05:30'),
+FROM generate_series(th_bucket(greatest($__interval_ms, 60000) * interval '1 millisecond',
+                               $__timeFrom()::timestamptz),
                      $__timeTo()::timestamptz,
                      greatest($__interval_ms, 60000) * interval '1 millisecond') AS s(t)
 LEFT JOIN live_coverage c ON c.period @> s.t

@@ -4,7 +4,7 @@ specification's body). Gaps are backfilled from the broker before the merged ser
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -14,18 +14,12 @@ from trading_helper import clock
 from trading_helper.api.deps import ServiceDep
 from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS, Responses
 from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
-from trading_helper.candles.service import EARLIEST, LATEST, MAX_SPAN, CandleJson, as_ist
+from trading_helper.candles.service import EARLIEST, LATEST, CandleJson, as_ist
 from trading_helper.errors import InvalidRange
 from trading_helper.redact import redact
-from trading_helper.timeframes import Timeframe
+from trading_helper.timeframes import Timeframe, max_span_doc
 
 router = APIRouter(prefix="/api/candles", tags=["candles"])
-
-#: the range a GET without ``from`` covers, ending at ``to`` (default: now)
-DEFAULT_SPAN: dict[Timeframe, timedelta] = {
-    Timeframe.M1: timedelta(days=1), Timeframe.M5: timedelta(days=5), Timeframe.M15: timedelta(days=15),
-    Timeframe.H1: timedelta(days=60), Timeframe.D1: timedelta(days=365),
-}
 
 _DOC = (
     "Returns one candle per bucket starting in [from, to), in time order. Ranges missing from the "
@@ -34,12 +28,11 @@ _DOC = (
     "fully captured bucket), `broker` (broker history), or `partial` (ticks over a bucket captured "
     "only in part, such as the forming one). Times are ISO 8601; naive inputs are taken as IST "
     "(Asia/Kolkata), answers are in IST (+05:30). Maximum span per interval: "
-    + ", ".join(f"{tf.value} {span.days} days" for tf, span in MAX_SPAN.items())
-    + f"; from and to between {EARLIEST.date()} and {LATEST.date()} (`x-range-limits`)."
+    f"{max_span_doc()}; from and to between {EARLIEST.date()} and {LATEST.date()} (`x-range-limits`)."
 )
 #: the range rules JSON Schema cannot state across two fields, machine-readable for clients
 RANGE_LIMITS = {"x-range-limits": {
-    "max_span_days": {tf.value: span.days for tf, span in MAX_SPAN.items()},
+    "max_span_days": {tf.value: tf.facts.max_span.days for tf in Timeframe},
     "earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat(), "from_before_to": True}}
 _ERRORS: Responses = {
     400: {"model": ErrorOut, "description": "invalid range (`invalid_range`: from >= to, span too long, see "
@@ -86,7 +79,7 @@ async def get_candles(
     end = end or clock.now()
     if start is None:
         try:
-            start = as_ist(end) - DEFAULT_SPAN[tf]
+            start = as_ist(end) - tf.facts.default_span
         except OverflowError as exc:
             raise InvalidRange("`to` is out of range") from exc
     return render(await service.get_candles_json(instrument, tf, start, end))

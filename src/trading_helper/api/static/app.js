@@ -1,8 +1,10 @@
 /*
  * Trading Helper chart page: one instrument and timeframe, candles with volume from GET /api/candles,
  * older history loaded (and backfilled by the API) when scrolling back, the forming candle moved by
- * live ticks from WS /api/ws/ticks. No build step: plain JavaScript over the vendored standalone
- * lightweight-charts (window.LightweightCharts).
+ * the server's `candle` messages from WS /api/ws/ticks (built by api/forming.py by the stored
+ * candles' rules: this page never builds a candle or a volume itself). No build step: plain
+ * JavaScript over the vendored standalone lightweight-charts (window.LightweightCharts), and the
+ * timeframe facts from static/timeframes.js (generated from trading_helper/timeframes.py).
  *
  * The API token comes from the address (#token=...) once, then from localStorage; it is sent as
  * "Authorization: Bearer" and as ?token= on the WebSocket (browsers cannot set its headers).
@@ -12,13 +14,10 @@
 
 (() => {
   const LWC = window.LightweightCharts;
-  const WIDTH_MS = { '1m': 60e3, '5m': 300e3, '15m': 900e3, '1h': 3600e3, '1d': 86400e3 };
-  // The database's bucket origin, 2000-01-03 00:15 IST: IST clock marks, 1h from 09:15, 1d from 00:15 IST.
-  const ORIGIN_MS = Date.UTC(2000, 0, 2, 18, 45);
+  // bucket widths, the shared bucket origin and the load steps: trading_helper/timeframes.py
+  const { widthMs: WIDTH_MS, originMs: ORIGIN_MS, stepMs: STEP_MS } = window.TH_TIMEFRAMES;
   // The chart library shows times as UTC: shift them so it shows IST (India has no daylight saving).
   const IST_OFFSET_S = 19800;
-  // First load and each scroll-back step; inside the API's maximum span per interval.
-  const STEP_MS = { '1m': 2 * 864e5, '5m': 10 * 864e5, '15m': 30 * 864e5, '1h': 120 * 864e5, '1d': 1500 * 864e5 };
   const EMPTY_STEPS_BEFORE_GIVING_UP = 3;
   const VISIBLE_BARS = 150;
   const TOKEN_KEY = 'trading-helper.token';
@@ -32,7 +31,7 @@
 
   const state = {
     instrument: null, tf: '5m', candles: [], oldestMs: null, loadingOlder: false, emptySteps: 0,
-    generation: 0, dayVolume: null, liveFromMs: Infinity, ticks: 0,
+    generation: 0, liveFromMs: Infinity, ticks: 0,
   };
 
   const bucketStart = (ms, tf) => ORIGIN_MS + Math.floor((ms - ORIGIN_MS) / WIDTH_MS[tf]) * WIDTH_MS[tf];
@@ -184,7 +183,7 @@
     // `known`: the instrument as the search listed it, so the legend names it while loading
     const generation = ++state.generation;
     const instrument = known && known.id === instrumentId ? known : { id: instrumentId, exchange: '', tradingsymbol: '' };
-    Object.assign(state, { instrument, tf, candles: [], emptySteps: 0, loadingOlder: false, dayVolume: null, ticks: 0 });
+    Object.assign(state, { instrument, tf, candles: [], emptySteps: 0, loadingOlder: false, ticks: 0 });
     status.lastTickMs = null;
     el.chart.dataset.ready = 'false';
     markTimeframe();
@@ -287,46 +286,32 @@
     else if (msg.type === 'error') setStatus(`live: ${msg.detail}`);
   }
 
-  function volumeIncrement(tick) {
-    // the broker's volume is cumulative for the day; a smaller one is a new day (or a reconnect)
-    const previous = state.dayVolume;
-    if (tick.volume !== null && tick.volume !== undefined) state.dayVolume = tick.volume;
-    if (previous !== null && tick.volume !== null && tick.volume !== undefined && tick.volume >= previous) {
-      return tick.volume - previous;
-    }
-    return tick.last_quantity || 0;
-  }
-
   function applyTick(tick) {
+    // a tick only says the feed is alive; the candles it moves arrive as `candle` messages
     const ms = Date.parse(tick.exchange_ts);
-    const price = tick.last_price;
-    if (!Number.isFinite(ms) || !(price > 0)) return;
-    const start = bucketStart(ms, state.tf);
-    const last = state.candles[state.candles.length - 1];
-    const traded = volumeIncrement(tick);
-    if (last && start < last.ms) return;  // a late tick for a closed bar: the next load has it
-    if (last && start === last.ms) {
-      last.high = Math.max(last.high, price);
-      last.low = Math.min(last.low, price);
-      last.close = price;
-      last.volume += traded;
-    } else {
-      state.candles.push({ ms: start, open: price, high: price, low: price, close: price, volume: traded });
-    }
+    if (!Number.isFinite(ms)) return;
     state.ticks += 1;
-    redrawLast();
+    el.chart.dataset.ticks = String(state.ticks);
     status.note = '';
     status.lastTickMs = ms;
     renderStatus();
   }
 
   function applyCandle(candle) {
-    // The server's forming candle is complete only for bars that began after we subscribed.
-    if (!Number.isFinite(candle.ms) || candle.ms < state.liveFromMs) return;
+    if (!Number.isFinite(candle.ms)) return;
     const last = state.candles[state.candles.length - 1];
-    if (last && candle.ms < last.ms) return;
-    if (last && candle.ms === last.ms) state.candles[state.candles.length - 1] = candle;
-    else state.candles.push(candle);
+    if (last && candle.ms < last.ms) return;  // a closed bar: the next load has it
+    if (last && candle.ms === last.ms && candle.ms < state.liveFromMs && !last.live) {
+      // The bar the REST read already held: the server's candle covers only what its hub relayed
+      // since it began following the instrument, so it moves the bar's prices, and the bar keeps
+      // the read's open and volume until the next read (adding the two volumes would count twice).
+      Object.assign(last, { high: Math.max(last.high, candle.high), low: Math.min(last.low, candle.low),
+                            close: candle.close });
+    } else if (last && candle.ms === last.ms) {
+      state.candles[state.candles.length - 1] = Object.assign(candle, { live: true });
+    } else {
+      state.candles.push(Object.assign(candle, { live: true }));
+    }
     redrawLast();
   }
 

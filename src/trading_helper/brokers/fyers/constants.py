@@ -46,13 +46,9 @@ AUTH_ERROR_CODES: Final = frozenset({-8, -15, -16, -17})
 REQUESTS_PER_SECOND: Final = 10
 REQUESTS_PER_MINUTE: Final = 200
 
-TIMEFRAME_TO_RESOLUTION: Final[Mapping[Timeframe, str]] = MappingProxyType({
-    Timeframe.M1: "1",
-    Timeframe.M5: "5",
-    Timeframe.M15: "15",
-    Timeframe.H1: "60",
-    Timeframe.D1: "D",
-})
+#: our timeframe -> Fyers' ``resolution`` (the one table is ``trading_helper.timeframes.FACTS``)
+TIMEFRAME_TO_RESOLUTION: Final[Mapping[Timeframe, str]] = MappingProxyType(
+    {tf: tf.facts.fyers_resolution for tf in Timeframe})
 
 #: The longest range one history request may cover: 100 days for minute resolutions,
 #: 366 for daily candles (Fyers history docs).

@@ -39,13 +39,8 @@ INTERVAL_MAX_SPAN: Final[Mapping[str, timedelta]] = MappingProxyType({
     "day": timedelta(days=2000),
 })
 
-TIMEFRAME_TO_INTERVAL: Final[Mapping[Timeframe, str]] = MappingProxyType({
-    Timeframe.M1: "minute",
-    Timeframe.M5: "5minute",
-    Timeframe.M15: "15minute",
-    Timeframe.H1: "60minute",
-    Timeframe.D1: "day",
-})
+#: our timeframe -> Kite's ``interval`` (the one table is ``trading_helper.timeframes.FACTS``)
+TIMEFRAME_TO_INTERVAL: Final[Mapping[Timeframe, str]] = MappingProxyType({tf: tf.facts.kite_interval for tf in Timeframe})
 
 #: Columns of the instruments master CSV (``GET /instruments``), in Kite's order.
 INSTRUMENT_COLUMNS: Final = (
