@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Literal
 
-from trading_helper.timeframes import Timeframe
+from trading_helper.timeframes import IST, Timeframe
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,10 +63,22 @@ class Instrument:
     broker_ids: dict[str, str] = field(default_factory=dict)
     #: e.g. {"fyers": "10100000002885"} (Fyers fytoken); optional second id per broker
     broker_aux_ids: dict[str, str] = field(default_factory=dict)
+    #: no broker lists it any more (an expired contract); kept, its ticks and candles addressable
+    expired: bool = False
+
+
+#: where a candle comes from (the ``source`` of ``read_candles``, ``api.schemas.CandleOut``):
+#: ``live`` built from ticks over a fully captured bucket, ``broker`` a broker's history, ``partial``
+#: built from ticks over a bucket captured only in part (or still forming)
+CandleSource = Literal["live", "broker", "partial"]
 
 
 @dataclass(slots=True, frozen=True)
 class Candle:
+    """The one candle model: read from the database (``candles.read``), fetched from a broker's
+    history (``source="broker"``; its timeframe is the request's), or forming on the WebSocket hub
+    (``api.forming``, ``source="partial"``). It goes on the wire as ``api.schemas.CandleOut``."""
+
     bucket: datetime
     open: float
     high: float
@@ -73,21 +86,20 @@ class Candle:
     close: float
     volume: int
     open_interest: int | None = None
-    source: str = "live"
+    source: CandleSource = "live"
+    #: the series it belongs to (on the wire it is the answer's ``interval``, not a candle field)
+    timeframe: Timeframe = field(kw_only=True)
+
+    def wire(self) -> dict[str, object]:
+        """The candle on the wire: the keys of :data:`CANDLE_WIRE_FIELDS`, times in IST (+05:30)."""
+        return {"time": self.bucket.astimezone(IST).isoformat(), "open": self.open, "high": self.high,
+                "low": self.low, "close": self.close, "volume": self.volume,
+                "open_interest": self.open_interest, "source": self.source}
 
 
-@dataclass(slots=True, frozen=True)
-class HistoricalCandle:
-    """A candle as fetched from a broker's historical API, before it is stored."""
-
-    timeframe: Timeframe
-    bucket: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    open_interest: int | None = None
+#: a candle's fields on the wire, in order: ``api.schemas.CandleOut`` documents them, the database
+#: builds them for the REST answers (``candles.read.READ_JSON``), :meth:`Candle.wire` for the rest
+CANDLE_WIRE_FIELDS = ("time", "open", "high", "low", "close", "volume", "open_interest", "source")
 
 
 #: Reasons a tick (or a stream entry) is rejected; each is a label of ``th_ticks_rejected_total``.

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from trading_helper.api.app import cors_origins
-from trading_helper.api.forming import FormingCandles
+from trading_helper.api.forming import FormingCandles, forming_json
 from trading_helper.api.routes.status import IngestRates
 from trading_helper.models import Tick
 from trading_helper.redact import RedactingFilter
@@ -51,7 +51,7 @@ def test_forming_candles_follow_ticks() -> None:
     assert (m1.open, m1.high, m1.low, m1.close, m1.volume) == (99, 99, 99, 99, 15)
     assert (m5.open, m5.high, m5.low, m5.close, m5.volume) == (100, 103, 99, 99, 1025)
     assert forming.update(tick(-60, 1, 1030, traded=-60), [Timeframe.M1]) == []  # a late trade, closed minute
-    assert m5.to_json(1)["time"] == "2025-01-06T09:15:00+05:30"
+    assert forming_json(m5, 1)["time"] == "2025-01-06T09:15:00+05:30"
     forming.forget(1)  # followed again after 09:16: a first sight brings only its own trade's quantity
     again = tick(200, 50, 1100, traded=200)
     again.last_quantity = 7

@@ -3,11 +3,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 import trading_helper
 from trading_helper.api.routes import candles as candle_routes
+from trading_helper.api.schemas import Interval
 from trading_helper.brokers.fyers import constants as fyers_constants
 from trading_helper.brokers.kite import constants as kite_constants
 from trading_helper.errors import InvalidTimeframe
@@ -118,3 +120,7 @@ def test_every_origin_literal_left_in_sql_is_the_one_origin() -> None:
     # Python code writes no literal of its own
     py = [p for p in SRC.rglob("*.py") if "2000-01-03" in p.read_text() and p.name != "timeframes.py"]
     assert py == []
+
+
+def test_the_api_names_the_same_timeframes() -> None:
+    assert get_args(Interval) == tuple(tf.value for tf in Timeframe)

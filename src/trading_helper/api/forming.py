@@ -1,6 +1,7 @@
 """Forming candles built from the ticks the WebSocket hub relays (the ``candle`` messages).
 
-They move the chart's last candle between two REST reads, by the same rules as the stored
+They are :class:`~trading_helper.models.Candle` (``source="partial"``), the one candle model, and
+move the chart's last candle between two REST reads, by the same rules as the stored
 candles, taken from the one place they live (:class:`~trading_helper.ingest.volume.VolumeTracker`):
 a tick belongs to the time of its trade (``trade_ts``, else the exchange time), an update that
 carries no new trade opens or moves nothing, and volume is the increment of the cumulative day
@@ -11,36 +12,28 @@ candle's when it started following mid-bucket; the REST read is the record.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import replace
 
 from trading_helper.ingest.volume import NO_TRADE, VolumeTracker, from_us, to_us
-from trading_helper.models import Tick
-from trading_helper.timeframes import IST, Timeframe
+from trading_helper.models import Candle, Tick
+from trading_helper.timeframes import Timeframe
 
 
-@dataclass(slots=True)
-class Forming:
-    bucket: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    open_interest: int | None
-
-    def to_json(self, instrument_id: int) -> dict[str, object]:
-        return {"instrument_id": instrument_id, "time": self.bucket.astimezone(IST).isoformat(),
-                "open": self.open, "high": self.high, "low": self.low, "close": self.close,
-                "volume": self.volume, "open_interest": self.open_interest}
+def forming_json(candle: Candle, instrument_id: int) -> dict[str, object]:
+    """The ``data`` of a ``candle`` message: the candle's wire fields (``Candle.wire``) with its
+    instrument, and without ``source``: a WebSocket candle is always the forming one (``partial``),
+    and the message keeps the shape it was published with."""
+    wire = candle.wire()
+    del wire["source"]
+    return {"instrument_id": instrument_id, **wire}
 
 
 class FormingCandles:
     def __init__(self) -> None:
-        self._candles: dict[tuple[int, Timeframe], Forming] = {}
+        self._candles: dict[tuple[int, Timeframe], Candle] = {}
         self._volume = VolumeTracker()
 
-    def update(self, tick: Tick, timeframes: Iterable[Timeframe]) -> list[tuple[Timeframe, Forming]]:
+    def update(self, tick: Tick, timeframes: Iterable[Timeframe]) -> list[tuple[Timeframe, Candle]]:
         """Fold ``tick`` into its buckets; the candles it changed (a late tick for a closed bucket,
         or an update with no new trade, changes nothing)."""
         trade_us = to_us(tick.trade_ts) if tick.trade_ts is not None else -1
@@ -50,23 +43,21 @@ class FormingCandles:
             return []
         at = from_us(at_us)
         price = tick.last_price
-        changed: list[tuple[Timeframe, Forming]] = []
+        changed: list[tuple[Timeframe, Candle]] = []
         for tf in timeframes:
             bucket = tf.bucket_start(at)
             key = (tick.instrument_id, tf)
             candle = self._candles.get(key)
             if candle is None or bucket > candle.bucket:
-                candle = Forming(bucket, price, price, price, price, traded, tick.open_interest)
-                self._candles[key] = candle
+                candle = Candle(bucket, price, price, price, price, traded, tick.open_interest, "partial", timeframe=tf)
             elif bucket == candle.bucket:
-                candle.high = max(candle.high, price)
-                candle.low = min(candle.low, price)
-                candle.close = price
-                candle.volume += traded
-                if tick.open_interest is not None:
-                    candle.open_interest = tick.open_interest
+                candle = replace(candle, high=max(candle.high, price), low=min(candle.low, price), close=price,
+                                 volume=candle.volume + traded,
+                                 open_interest=candle.open_interest if tick.open_interest is None
+                                 else tick.open_interest)
             else:
                 continue
+            self._candles[key] = candle
             changed.append((tf, candle))
         return changed
 

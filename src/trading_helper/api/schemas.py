@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from trading_helper.instruments.refs import MAX_TOKEN
-from trading_helper.models import Instrument
+from trading_helper.models import CandleSource, Instrument
 
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 #: printable text only: a NUL or control character can never reach SQL as a value
@@ -43,12 +43,12 @@ class InstrumentOut(BaseModel):
     broker_ids: dict[str, str] = Field(default_factory=dict, description="broker -> its token or symbol")
 
     @classmethod
-    def of(cls, inst: Instrument, expired: bool = False) -> InstrumentOut:
+    def of(cls, inst: Instrument) -> InstrumentOut:
         assert inst.id is not None
         return cls(id=inst.id, exchange=inst.exchange, tradingsymbol=inst.tradingsymbol, name=inst.name,
                    segment=inst.segment, instrument_type=inst.instrument_type, expiry=inst.expiry,
                    strike=inst.strike, option_type=inst.option_type, lot_size=inst.lot_size,
-                   tick_size=inst.tick_size, expired=expired, broker_ids=dict(inst.broker_ids))
+                   tick_size=inst.tick_size, expired=inst.expired, broker_ids=dict(inst.broker_ids))
 
 
 class InstrumentPage(BaseModel):
@@ -93,6 +93,9 @@ class SubscriptionList(BaseModel):
 
 
 class CandleOut(BaseModel):
+    """A candle on the wire: :class:`~trading_helper.models.Candle` by ``Candle.wire()``, or built by
+    the database in the same shape (``candles.read.READ_JSON``); fields in ``CANDLE_WIRE_FIELDS`` order."""
+
     time: datetime = Field(description="bucket start, ISO 8601 in IST (+05:30)")
     open: float
     high: float
@@ -100,7 +103,7 @@ class CandleOut(BaseModel):
     close: float
     volume: int
     open_interest: int | None
-    source: Literal["live", "broker", "partial"] = Field(
+    source: CandleSource = Field(
         description="live: built from ticks over a fully captured bucket; broker: broker history; "
                     "partial: built from ticks over a bucket only partly captured (or still forming)")
 

@@ -38,7 +38,7 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from trading_helper.api.auth import token_matches
-from trading_helper.api.forming import FormingCandles
+from trading_helper.api.forming import FormingCandles, forming_json
 from trading_helper.api.runtime import Runtime
 from trading_helper.errors import TradingHelperError, ValidationError
 from trading_helper.ingest import codec, keys
@@ -150,7 +150,7 @@ class TickHub:
             text = json.dumps({"type": "tick", "data": codec.tick_to_json(tick)})
             wanted = set().union(*(c.intervals for c in watchers))
             candles = {tf: json.dumps({"type": "candle", "interval": tf.value,
-                                       "data": candle.to_json(tick.instrument_id)})
+                                       "data": forming_json(candle, tick.instrument_id)})
                        for tf, candle in self._forming.update(tick, sorted(wanted))} if wanted else {}
             for client in watchers:
                 batch = batches.setdefault(client, [])

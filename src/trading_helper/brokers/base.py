@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol
 
-from trading_helper.models import HistoricalCandle, Instrument, Tick
+from trading_helper.models import Candle, Instrument, Tick
 from trading_helper.timeframes import Timeframe
 
 
@@ -90,7 +90,7 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def fetch_history(
         self, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         """Candles with bucket in [start, end), chunked and rate-limited by the adapter."""
 
     @abc.abstractmethod

@@ -20,7 +20,7 @@ from typing import ClassVar
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.config import Settings
-from trading_helper.models import HistoricalCandle, Instrument, Tick
+from trading_helper.models import Candle, Instrument, Tick
 from trading_helper.timeframes import IST, Timeframe
 
 _UNDERLYINGS = ["RELIANCE", "TCS", "HDFCBANK", "INFY", "ICICIBANK", "SBIN", "ITC", "LT", "AXISBANK", "KOTAKBANK",
@@ -223,11 +223,11 @@ class SimBroker(Broker):
 
     async def fetch_history(
         self, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         """Candles for every bucket of [start, end) inside NSE sessions (weekdays): one seeded random
         walk of 1m candles per instrument and day, aggregated to the timeframe (so timeframes agree)."""
         self.history_calls += 1
-        out: list[HistoricalCandle] = []
+        out: list[Candle] = []
         day = start.astimezone(IST).date()
         while day <= end.astimezone(IST).date():
             if day.weekday() < 5:
@@ -236,9 +236,9 @@ class SimBroker(Broker):
                     groups.setdefault(timeframe.bucket_start(minute.time), []).append(minute)
                 for bucket, ms in groups.items():
                     if start <= bucket < end:
-                        out.append(HistoricalCandle(
-                            timeframe, bucket, ms[0].open, max(m.high for m in ms), min(m.low for m in ms),
-                            ms[-1].close, sum(m.volume for m in ms), ms[-1].oi))
+                        out.append(Candle(
+                            bucket, ms[0].open, max(m.high for m in ms), min(m.low for m in ms),
+                            ms[-1].close, sum(m.volume for m in ms), ms[-1].oi, "broker", timeframe=timeframe))
             day += timedelta(days=1)
         return out
 

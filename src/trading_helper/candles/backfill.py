@@ -23,7 +23,7 @@ from trading_helper.brokers.base import Broker
 from trading_helper.candles.gaps import Gap, fetch_windows, find_gaps
 from trading_helper.candles.metrics import BACKFILL_CALLS, BACKFILL_CANDLES, BACKFILL_ERRORS
 from trading_helper.errors import BrokerError
-from trading_helper.models import HistoricalCandle
+from trading_helper.models import Candle
 from trading_helper.timeframes import BUCKET_ORIGIN, IST, Timeframe
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Backfiller:
         report.broker_calls += 1
         BACKFILL_CALLS.inc()
         fetched = await self.broker.fetch_history(broker_token, timeframe, ask_from, ask_to)
-        candles: dict[datetime, HistoricalCandle] = {}
+        candles: dict[datetime, Candle] = {}
         for c in fetched:
             bucket = our_bucket(timeframe, c.bucket)
             if window.start <= bucket < window.end:
@@ -142,7 +142,7 @@ class Backfiller:
                                  clock.now())
 
     async def _store(
-        self, instrument_id: int, timeframe: Timeframe, window: Gap, candles: dict[datetime, HistoricalCandle],
+        self, instrument_id: int, timeframe: Timeframe, window: Gap, candles: dict[datetime, Candle],
     ) -> None:
         source = self.broker.name
         buckets = sorted(candles)

@@ -1,7 +1,9 @@
 """The candle service: validate a request, resolve the instrument, backfill its gaps, read.
 
-Both candle routes of the API (GET with query parameters, POST with the specification's body)
-call :meth:`CandleService.get_candles`; so can anything else that wants a continuous series.
+One method, :meth:`CandleService.get_candles`, for everything that wants a continuous series: by
+default the candles as :class:`~trading_helper.models.Candle`; both candle routes of the API (GET
+with query parameters, POST with the specification's body) pass ``read=read_candles_json`` and
+get the same series as the wire JSON the database built.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import asyncpg
 
@@ -19,7 +21,7 @@ from trading_helper import clock
 from trading_helper.brokers.base import Broker
 from trading_helper.candles.backfill import Backfiller, BackfillReport
 from trading_helper.candles.calendar import SessionLoader, years_between
-from trading_helper.candles.read import read_candles, read_candles_json
+from trading_helper.candles.read import Reader, read_candles
 from trading_helper.errors import InvalidRange
 from trading_helper.models import Candle, Instrument
 from trading_helper.storage.instruments import resolve_instrument
@@ -50,18 +52,13 @@ def validate_range(timeframe: Timeframe, start: datetime, end: datetime) -> tupl
 
 
 @dataclass(slots=True)
-class CandleJson:
+class CandleSeries(Generic[T]):
+    """One instrument's series: ``candles`` as the reader gave them (a list of
+    :class:`~trading_helper.models.Candle`, or the wire JSON text)."""
+
     instrument: Instrument
     timeframe: Timeframe
-    candles_json: str
-    backfill: BackfillReport = field(default_factory=BackfillReport)
-
-
-@dataclass(slots=True)
-class CandleSeries:
-    instrument: Instrument
-    timeframe: Timeframe
-    candles: list[Candle]
+    candles: T
     backfill: BackfillReport = field(default_factory=BackfillReport)
 
 
@@ -141,20 +138,23 @@ class CandleService:
         report = await self.backfiller.fill(iid, token, tf, start, end)
         return await run_read(), report
 
+    @overload
     async def get_candles(
-        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime
-    ) -> CandleSeries:
-        """The merged series, gaps fetched from the broker first."""
-        instrument, tf, start, end = await self._prepare(ref, timeframe, start, end)
-        candles, report = await self._filled_read(
-            instrument, tf, start, end, lambda conn: read_candles(conn, instrument.id or 0, tf, start, end))
-        return CandleSeries(instrument, tf, candles, report)
+        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime,
+    ) -> CandleSeries[list[Candle]]: ...
 
-    async def get_candles_json(
-        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime
-    ) -> CandleJson:
-        """As :meth:`get_candles`, with the candles as a JSON array text built by the database."""
+    @overload
+    async def get_candles(
+        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime, *, read: Reader[T],
+    ) -> CandleSeries[T]: ...
+
+    async def get_candles(
+        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime, *,
+        read: Reader[Any] = read_candles,
+    ) -> CandleSeries[Any]:
+        """The merged series, gaps fetched from the broker first, read by ``read``."""
         instrument, tf, start, end = await self._prepare(ref, timeframe, start, end)
-        text, report = await self._filled_read(
-            instrument, tf, start, end, lambda conn: read_candles_json(conn, instrument.id or 0, tf, start, end))
-        return CandleJson(instrument, tf, text, report)
+        iid = instrument.id or 0
+        candles, report = await self._filled_read(
+            instrument, tf, start, end, lambda conn: read(conn, iid, tf, start, end))
+        return CandleSeries(instrument, tf, candles, report)

@@ -54,7 +54,7 @@ def _to_instrument(row: asyncpg.Record, broker_rows: Iterable[asyncpg.Record]) -
         id=row["id"], exchange=row["exchange"], tradingsymbol=row["tradingsymbol"], name=row["name"],
         segment=row["segment"], instrument_type=row["instrument_type"], expiry=row["expiry"],
         strike=row["strike"], option_type=row["option_type"], lot_size=row["lot_size"],
-        tick_size=row["tick_size"],
+        tick_size=row["tick_size"], expired=row["expired"],
     )
     for b in broker_rows:
         inst.broker_ids[b["broker"]] = b["broker_token"]

@@ -13,8 +13,16 @@ from fastapi.responses import Response
 from trading_helper import clock
 from trading_helper.api.deps import ServiceDep
 from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS, Responses
-from trading_helper.api.schemas import CandleRequest, CandleResponse, ErrorOut, Interval, RefText
-from trading_helper.candles.service import EARLIEST, LATEST, CandleJson, as_ist
+from trading_helper.api.schemas import (
+    CandleRequest,
+    CandleResponse,
+    ErrorOut,
+    InstrumentOut,
+    Interval,
+    RefText,
+)
+from trading_helper.candles.read import read_candles_json
+from trading_helper.candles.service import EARLIEST, LATEST, CandleSeries, as_ist
 from trading_helper.errors import InvalidRange
 from trading_helper.redact import redact
 from trading_helper.timeframes import Timeframe, max_span_doc
@@ -41,25 +49,18 @@ _ERRORS: Responses = {
 }
 
 
-def render(series: CandleJson) -> Response:
+def render(series: CandleSeries[str]) -> Response:
     """The answer as JSON bytes around the database's candle array: a day of 1m is ~375 candles,
     and building and validating them here again would cost more than reading them. The response
     model still documents the shape in OpenAPI; tests check answers against it."""
-    inst = series.instrument
     report = series.backfill
     head = json.dumps({
-        "instrument": {
-            "id": inst.id, "exchange": inst.exchange, "tradingsymbol": inst.tradingsymbol, "name": inst.name,
-            "segment": inst.segment, "instrument_type": inst.instrument_type,
-            "expiry": inst.expiry.isoformat() if inst.expiry else None, "strike": inst.strike,
-            "option_type": inst.option_type, "lot_size": inst.lot_size, "tick_size": inst.tick_size,
-            "expired": False, "broker_ids": inst.broker_ids,
-        },
+        "instrument": InstrumentOut.of(series.instrument).model_dump(mode="json"),
         "interval": series.timeframe.value,
         "backfill": {"fetched_ranges": report.fetched_ranges, "broker_calls": report.broker_calls,
                      "error": redact(str(report.error)) if report.error is not None else None},
     }, separators=(",", ":"))
-    return Response(f'{head[:-1]},"candles":{series.candles_json}}}', media_type="application/json")
+    return Response(f'{head[:-1]},"candles":{series.candles}}}', media_type="application/json")
 
 
 @router.get("", response_model=CandleResponse, summary="Candles for an instrument (query parameters)",
@@ -82,10 +83,11 @@ async def get_candles(
             start = as_ist(end) - tf.facts.default_span
         except OverflowError as exc:
             raise InvalidRange("`to` is out of range") from exc
-    return render(await service.get_candles_json(instrument, tf, start, end))
+    return render(await service.get_candles(instrument, tf, start, end, read=read_candles_json))
 
 
 @router.post("", response_model=CandleResponse, summary="Candles for an instrument (specification body)",
              description=_DOC, responses={**WITH_BODY, **_ERRORS}, openapi_extra=RANGE_LIMITS)
 async def post_candles(body: CandleRequest, service: ServiceDep) -> Response:
-    return render(await service.get_candles_json(body.instrument_token, body.interval, body.from_date, body.to_date))
+    return render(await service.get_candles(body.instrument_token, body.interval, body.from_date, body.to_date,
+                                           read=read_candles_json))

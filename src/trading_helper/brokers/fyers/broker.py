@@ -9,7 +9,7 @@ from trading_helper.brokers.fyers.constants import BROKER_NAME
 from trading_helper.brokers.fyers.http import FyersHttp
 from trading_helper.brokers.fyers.websocket import FyersLiveFeed
 from trading_helper.config import Settings
-from trading_helper.models import HistoricalCandle, Instrument
+from trading_helper.models import Candle, Instrument
 from trading_helper.timeframes import Timeframe, parse_timeframe
 
 
@@ -31,7 +31,7 @@ class FyersBroker(Broker):
 
     async def fetch_history(
         self, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         """``broker_token`` is the Fyers symbol (``NSE:SBIN-EQ``), as in ``broker_ids["fyers"]``."""
         return await self._http.history(broker_token, parse_timeframe(timeframe), start, end)
 

@@ -32,7 +32,7 @@ from trading_helper.errors import (
     RateLimited,
     UnknownInstrument,
 )
-from trading_helper.models import HistoricalCandle, Instrument
+from trading_helper.models import Candle, Instrument
 from trading_helper.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,10 @@ class FyersHttp:
     # --- history -----------------------------------------------------------------------------
     async def history(
         self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         """Candles with bucket in [start, end): one request per allowed span, in order."""
         resolution = C.TIMEFRAME_TO_RESOLUTION[timeframe]
-        candles: dict[datetime, HistoricalCandle] = {}
+        candles: dict[datetime, Candle] = {}
         for chunk_start, chunk_end in history_chunks(start, end, C.RESOLUTION_MAX_SPAN[resolution]):
             for candle in await self._history_chunk(symbol, timeframe, resolution, chunk_start, chunk_end):
                 if start <= candle.bucket < end:
@@ -185,7 +185,7 @@ class FyersHttp:
 
     async def _history_chunk(
         self, symbol: str, timeframe: Timeframe, resolution: str, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         token = self._token()
         first = int(start.timestamp())
         # range_to is inclusive at Fyers: stop one second before the chunk's end so a span is
@@ -228,18 +228,19 @@ class FyersHttp:
         return valid, invalid
 
 
-def _candle(row: object, timeframe: Timeframe) -> HistoricalCandle:
+def _candle(row: object, timeframe: Timeframe) -> Candle:
     """``[epoch_start, open, high, low, close, volume]`` plus ``oi`` with oi_flag=1."""
     if not isinstance(row, list) or len(row) < 6:
         raise BrokerProtocolError("Fyers history: a candle is not [t, o, h, l, c, v(, oi)]")
     try:
         oi = row[6] if len(row) > 6 else None
-        return HistoricalCandle(
-            timeframe=timeframe,
+        return Candle(
             bucket=epoch_to_ist(int(row[0])),
             open=float(row[1]), high=float(row[2]), low=float(row[3]), close=float(row[4]),
             volume=int(row[5]),
             open_interest=int(oi) if oi is not None else None,
+            source="broker",
+            timeframe=timeframe,
         )
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise BrokerProtocolError("Fyers history: a candle has a value that is not a number") from exc

@@ -10,7 +10,7 @@ from trading_helper.brokers.kite.constants import BROKER_NAME
 from trading_helper.brokers.kite.http import KiteHttpClient
 from trading_helper.brokers.kite.websocket import KiteLiveFeed
 from trading_helper.config import Settings
-from trading_helper.models import HistoricalCandle, Instrument
+from trading_helper.models import Candle, Instrument
 from trading_helper.timeframes import Timeframe, parse_timeframe
 
 
@@ -29,7 +29,7 @@ class KiteBroker(Broker):
 
     async def fetch_history(
         self, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         return await self._http.historical(broker_token, parse_timeframe(timeframe), start, end)
 
     def live_feed(self) -> KiteLiveFeed:

@@ -33,7 +33,7 @@ from trading_helper.errors import (
     LoginRequired,
     RateLimited,
 )
-from trading_helper.models import HistoricalCandle, Instrument
+from trading_helper.models import Candle, Instrument
 from trading_helper.timeframes import IST, Timeframe
 
 log = logging.getLogger(__name__)
@@ -127,11 +127,11 @@ class KiteHttpClient:
 
     async def historical(
         self, instrument_token: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> list[HistoricalCandle]:
+    ) -> list[Candle]:
         """Candles with bucket in [start, end), in as many requests as the interval's span needs."""
         interval = c.TIMEFRAME_TO_INTERVAL[timeframe]
         path = c.PATH_HISTORICAL.format(instrument_token=instrument_token, interval=interval)
-        out: dict[datetime, HistoricalCandle] = {}
+        out: dict[datetime, Candle] = {}
         for chunk_start, chunk_end in history_chunks(start, end, c.INTERVAL_MAX_SPAN[interval]):
             # Kite's ``to`` is inclusive and whole seconds: ask up to one second before the chunk end
             params = {"from": _kite_time(chunk_start), "to": _kite_time(chunk_end - timedelta(seconds=1)), "oi": "1"}
@@ -222,7 +222,7 @@ def parse_kite_timestamp(value: str) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=IST)  # Kite's clock is IST
 
 
-def kite_candles(data: Any, timeframe: Timeframe) -> list[HistoricalCandle]:
+def kite_candles(data: Any, timeframe: Timeframe) -> list[Candle]:
     """``{"candles": [[ts, open, high, low, close, volume, oi?], ...]}`` -> candles."""
     rows = data.get("candles") if isinstance(data, dict) else None
     if not isinstance(rows, list):
@@ -231,9 +231,10 @@ def kite_candles(data: Any, timeframe: Timeframe) -> list[HistoricalCandle]:
     try:
         for row in rows:
             oi = int(row[6]) if len(row) > 6 and row[6] is not None else None
-            out.append(HistoricalCandle(
-                timeframe=timeframe, bucket=parse_kite_timestamp(row[0]), open=float(row[1]),
+            out.append(Candle(
+                bucket=parse_kite_timestamp(row[0]), open=float(row[1]),
                 high=float(row[2]), low=float(row[3]), close=float(row[4]), volume=int(row[5]), open_interest=oi,
+                source="broker", timeframe=timeframe,
             ))
     except (TypeError, ValueError, IndexError) as exc:
         raise BrokerProtocolError("Kite history: a candle row could not be read") from exc
