@@ -1,5 +1,6 @@
 """The chart page in headless Chromium against the real API: candles render, scrolling back loads
-older history, and a live tick published on the live channel moves the last candle."""
+older history, and a live tick published on the live channel moves the last candle (through the
+server's candle messages: the page builds no candle and no volume itself)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,14 @@ async def until_watched(site: Site) -> None:
         await asyncio.sleep(0.05)
 
 
+async def open_live(browser: Browser, site: Site, tf: str) -> None:
+    """The page on ``tf``, its candles read and its live feed following the instrument."""
+    await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
+    await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
+                       "document.getElementById('status').dataset.ws === 'open'")
+    await until_watched(site)
+
+
 async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site) -> None:
     async with Browser() as browser:
         await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m")
@@ -135,10 +144,7 @@ async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site)
 async def test_live_ticks_open_new_bars_on_the_shared_ist_marks(site: Site, tf: str) -> None:
     # 1h bars start at 09:15, 10:15 ... IST and 1d bars at 00:15 IST, as in the database
     async with Browser() as browser:
-        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
-        await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
-                           "document.getElementById('status').dataset.ws === 'open'")
-        await until_watched(site)
+        await open_live(browser, site, tf)
         last = datetime.fromisoformat((await browser.chart())["lastTime"]).astimezone(IST)
         assert (last.hour, last.minute) == ((0, 15) if tf == "1d" else (last.hour, 15))
         width = timedelta(days=1) if tf == "1d" else timedelta(hours=1)
@@ -148,6 +154,37 @@ async def test_live_ticks_open_new_bars_on_the_shared_ist_marks(site: Site, tf: 
         await site.redis.publish(site.channel, codec.encode_ticks([tick]))
         await browser.wait("document.getElementById('chart').dataset.lastClose === '1234.5'")
         assert datetime.fromisoformat((await browser.chart())["lastTime"]) == last + width
+
+
+async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site: Site) -> None:
+    # 5m: the last bar the REST read gives is the one still forming (the data ends a minute ago)
+    async with Browser() as browser:
+        await open_live(browser, site, "5m")
+        held = await browser.chart()
+        bar = datetime.fromisoformat(held["lastTime"])
+        price = round(float(held["lastHigh"]) + 2.5, 2)
+        # a trade inside the bar the read already held: the server's candle moves its prices, and
+        # the bar keeps the read's volume (the hub's volume covers only what it relayed)
+        inside = bar + timedelta(minutes=4, seconds=30)
+        await site.redis.publish(site.channel, codec.encode_ticks([Tick(
+            instrument_id=site.instrument_id, exchange_ts=inside, received_ts=inside, last_price=price,
+            last_quantity=75, volume=None)]))
+        await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price}'")
+        moved = await browser.chart()
+        assert (moved["lastTime"], moved["lastHigh"], moved["lastVolume"]) == (held["lastTime"], str(price),
+                                                                             held["lastVolume"])
+        # the next bar is the server's candle as it is: an LTP-only update brings no known volume,
+        # so its volume is 0 (the page's own rule used to count the last quantity, 12)
+        after = bar + timedelta(minutes=5, seconds=30)
+        await site.redis.publish(site.channel, codec.encode_ticks([Tick(
+            instrument_id=site.instrument_id, exchange_ts=after, received_ts=after, last_price=1111.5,
+            last_quantity=12, volume=None)]))
+        await browser.wait("document.getElementById('chart').dataset.lastClose === '1111.5'")
+        new = await browser.chart()
+        assert datetime.fromisoformat(new["lastTime"]) == bar + timedelta(minutes=5)
+        assert (new["lastHigh"], new["lastLow"], new["lastVolume"]) == ("1111.5", "1111.5", "0")
+        assert int(new["ticks"]) == 2 and int(new["candles"]) == int(held["candles"]) + 1
+        assert await browser.errors() == []
 
 
 async def test_timeframe_and_search_pickers(site: Site) -> None:
