@@ -163,8 +163,8 @@ async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site:
         held = await browser.chart()
         bar = datetime.fromisoformat(held["lastTime"])
         price = round(float(held["lastHigh"]) + 2.5, 2)
-        # a trade inside the bar the read already held: the server's candle moves its prices, and
-        # the bar keeps the read's volume (the hub's volume covers only what it relayed)
+        # a trade inside the bar the read already held: the server's candle moves its prices and
+        # adds its volume to the read's (0 here: an LTP-only update brings no known volume)
         inside = bar + timedelta(minutes=4, seconds=30)
         await site.redis.publish(site.channel, codec.encode_ticks([Tick(
             instrument_id=site.instrument_id, exchange_ts=inside, received_ts=inside, last_price=price,
@@ -173,8 +173,20 @@ async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site:
         moved = await browser.chart()
         assert (moved["lastTime"], moved["lastHigh"], moved["lastVolume"]) == (held["lastTime"], str(price),
                                                                              held["lastVolume"])
-        # the next bar is the server's candle as it is: an LTP-only update brings no known volume,
-        # so its volume is 0 (the page's own rule used to count the last quantity, 12)
+        # two trades with the day's cumulative volume: the second adds its increment (12) as the
+        # server counted it (the first sight's share is the server's first-sight rule, not the page's)
+        for n, (volume, qty) in enumerate([(5000, 5), (5012, 12)], start=1):
+            at = inside + timedelta(seconds=n)
+            await site.redis.publish(site.channel, codec.encode_ticks([Tick(
+                instrument_id=site.instrument_id, exchange_ts=at, received_ts=at, last_price=price + n,
+                last_quantity=qty, volume=volume)]))
+            await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price + n}'")
+            if n == 1:
+                first = int((await browser.chart())["lastVolume"])
+                assert first >= int(held["lastVolume"])
+        assert int((await browser.chart())["lastVolume"]) == first + 12
+        # the next bar is the server's candle as it is: volume 0 again (the page's own rule used
+        # to count the last quantity, 12)
         after = bar + timedelta(minutes=5, seconds=30)
         await site.redis.publish(site.channel, codec.encode_ticks([Tick(
             instrument_id=site.instrument_id, exchange_ts=after, received_ts=after, last_price=1111.5,
@@ -183,7 +195,7 @@ async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site:
         new = await browser.chart()
         assert datetime.fromisoformat(new["lastTime"]) == bar + timedelta(minutes=5)
         assert (new["lastHigh"], new["lastLow"], new["lastVolume"]) == ("1111.5", "1111.5", "0")
-        assert int(new["ticks"]) == 2 and int(new["candles"]) == int(held["candles"]) + 1
+        assert int(new["ticks"]) == 4 and int(new["candles"]) == int(held["candles"]) + 1
         assert await browser.errors() == []
 
 

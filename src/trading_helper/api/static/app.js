@@ -302,11 +302,15 @@
     const last = state.candles[state.candles.length - 1];
     if (last && candle.ms < last.ms) return;  // a closed bar: the next load has it
     if (last && candle.ms === last.ms && candle.ms < state.liveFromMs && !last.live) {
-      // The bar the REST read already held: the server's candle covers only what its hub relayed
-      // since it began following the instrument, so it moves the bar's prices, and the bar keeps
-      // the read's open and volume until the next read (adding the two volumes would count twice).
+      // The bar the REST read already held: the server's candle covers what its hub relayed since
+      // it began following the instrument (this page's subscription, after the read), so the bar
+      // is the read's plus the server's: the read's open, both extremes, the server's close, and
+      // the read's volume plus the server's (both counted by the server's one volume rule). When
+      // another page already had the hub following, the sum counts that overlap twice until the
+      // next read replaces the bar.
+      if (last.readVolume === undefined) last.readVolume = last.volume;
       Object.assign(last, { high: Math.max(last.high, candle.high), low: Math.min(last.low, candle.low),
-                            close: candle.close });
+                            close: candle.close, volume: last.readVolume + candle.volume });
     } else if (last && candle.ms === last.ms) {
       state.candles[state.candles.length - 1] = Object.assign(candle, { live: true });
     } else {
