@@ -72,7 +72,7 @@ def test_spans_nest_and_the_docs_say_them() -> None:
         assert f.width < f.default_span <= f.chart_step <= f.max_span
         assert f.merge_span <= f.max_span
     assert max_span_doc() == "1m 31 days, 5m 120 days, 15m 200 days, 1h 731 days, 1d 7305 days"
-    assert f"Maximum span per interval: {max_span_doc()}." in candle_routes._DOC
+    assert f"Maximum span per interval: {max_span_doc()};" in candle_routes._DOC
 
 
 def test_the_chart_reads_the_generated_facts() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, overload
 
 import asyncpg
@@ -29,6 +30,8 @@ from trading_helper.timeframes import IST, Timeframe, parse_timeframe
 
 T = TypeVar("T")
 
+#: the longest range one request may ask for, per timeframe (``Timeframe.facts.max_span``)
+MAX_SPAN: Mapping[Timeframe, timedelta] = MappingProxyType({tf: tf.facts.max_span for tf in Timeframe})
 EARLIEST = datetime(1995, 1, 1, tzinfo=IST)
 LATEST = datetime(2100, 1, 1, tzinfo=IST)
 
