@@ -7,18 +7,20 @@
 -- What keeps the literal, and why: the TimescaleDB continuous aggregates (timescale/0001) call
 -- time_bucket(..., origin => TIMESTAMPTZ '...') in their definitions: TimescaleDB accepts only a
 -- constant origin there, and redefining an aggregate would delete every candle it materialised.
--- The migrations already applied are history and stay as they were. tests/unit/test_timeframes.py
+-- The plain-PostgreSQL candle views keep theirs for read speed (postgres/0010 says why). The
+-- migrations already applied are history and stay as they were. tests/unit/test_timeframes.py
 -- checks that every literal left equals the Python source, and tests/candles/test_timeframe_sql.py
 -- that th_bucket() buckets as Timeframe.bucket_start does, on both flavours.
 --
 -- Both are SQL functions marked IMMUTABLE, so the planner inlines them into the calling query
--- (th_bucket(w, ts) plans as date_bin(w, ts, <constant>)): no call overhead in the views.
+-- (th_bucket(w, ts) plans as date_bin(w, ts, <constant>)): no per-row call overhead.
 
 CREATE FUNCTION th_bucket_origin() RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT TIMESTAMPTZ '2000-01-03 00:15:00+05:30' $$;
 
+-- the origin written out rather than th_bucket_origin(): one function body for the planner to inline
 CREATE FUNCTION th_bucket(p_width interval, p_ts timestamptz) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT date_bin(p_width, p_ts, th_bucket_origin()) $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT date_bin(p_width, p_ts, TIMESTAMPTZ '2000-01-03 00:15:00+05:30') $$;
 
 COMMENT ON FUNCTION th_bucket_origin() IS 'The one bucket origin of every candle level: 2000-01-03 00:15 IST.';
 COMMENT ON FUNCTION th_bucket(interval, timestamptz) IS

@@ -1,8 +1,11 @@
--- Version 10, plain PostgreSQL: the rollup, its trigger and the candle views bucket through
--- th_bucket() (common/0010) instead of their own copies of the bucket origin; candle_widen() is
--- bucket_cover() (common/0002), the one rule for "whole buckets covering these ranges". Bodies
--- otherwise as in version 1; the views keep their columns, so CREATE OR REPLACE keeps their
--- dependants and grants.
+-- Version 10, plain PostgreSQL: the rollup and its trigger bucket through th_bucket() (common/0010)
+-- instead of their own copies of the bucket origin; candle_widen() is bucket_cover() (common/0002),
+-- the one rule for "whole buckets covering these ranges". Bodies otherwise as in version 1.
+--
+-- The candles_* views keep date_bin(..., literal origin) of version 1: the read path plans them on
+-- every read_candles() call, and the planner inlines an SQL function by parsing its body again at
+-- each planning; over the stacked views (candles_1d reads 1h, 15m, 5m, 1m) that cost ~0.1-0.3 ms a
+-- read (trading-helper bench query, p50). tests/unit/test_timeframes.py checks those literals.
 
 CREATE OR REPLACE FUNCTION candle_widen(p_ranges tstzmultirange, p_width interval) RETURNS tstzmultirange
 LANGUAGE sql IMMUTABLE AS $$ SELECT bucket_cover(p_ranges, p_width) $$;
@@ -71,53 +74,3 @@ BEGIN
         UPDATE candle_watermarks SET watermark = new_wm WHERE level = lvl.level;
     END LOOP;
 END $$;
-
-CREATE OR REPLACE VIEW candles_1m AS
-SELECT bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count
-FROM candles_1m_mat WHERE bucket < candle_watermark('1m')
-UNION ALL
-SELECT th_bucket('1 minute', time) AS bucket, instrument_id,
-       (array_agg(ltp ORDER BY time))[1], max(ltp), min(ltp), (array_agg(ltp ORDER BY time DESC))[1],
-       sum(volume_delta)::bigint, (array_agg(open_interest ORDER BY time DESC))[1], count(*)
-FROM tick_data WHERE time >= candle_watermark('1m')
-GROUP BY 1, 2;
-
-CREATE OR REPLACE VIEW candles_5m AS
-SELECT bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count
-FROM candles_5m_mat WHERE bucket < candle_watermark('5m')
-UNION ALL
-SELECT th_bucket('5 minutes', bucket), instrument_id,
-       (array_agg(open ORDER BY bucket))[1], max(high), min(low), (array_agg(close ORDER BY bucket DESC))[1],
-       sum(volume)::bigint, (array_agg(open_interest ORDER BY bucket DESC))[1], sum(tick_count)::bigint
-FROM candles_1m WHERE bucket >= candle_watermark('5m')
-GROUP BY 1, 2;
-
-CREATE OR REPLACE VIEW candles_15m AS
-SELECT bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count
-FROM candles_15m_mat WHERE bucket < candle_watermark('15m')
-UNION ALL
-SELECT th_bucket('15 minutes', bucket), instrument_id,
-       (array_agg(open ORDER BY bucket))[1], max(high), min(low), (array_agg(close ORDER BY bucket DESC))[1],
-       sum(volume)::bigint, (array_agg(open_interest ORDER BY bucket DESC))[1], sum(tick_count)::bigint
-FROM candles_5m WHERE bucket >= candle_watermark('15m')
-GROUP BY 1, 2;
-
-CREATE OR REPLACE VIEW candles_1h AS
-SELECT bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count
-FROM candles_1h_mat WHERE bucket < candle_watermark('1h')
-UNION ALL
-SELECT th_bucket('1 hour', bucket), instrument_id,
-       (array_agg(open ORDER BY bucket))[1], max(high), min(low), (array_agg(close ORDER BY bucket DESC))[1],
-       sum(volume)::bigint, (array_agg(open_interest ORDER BY bucket DESC))[1], sum(tick_count)::bigint
-FROM candles_15m WHERE bucket >= candle_watermark('1h')
-GROUP BY 1, 2;
-
-CREATE OR REPLACE VIEW candles_1d AS
-SELECT bucket, instrument_id, open, high, low, close, volume, open_interest, tick_count
-FROM candles_1d_mat WHERE bucket < candle_watermark('1d')
-UNION ALL
-SELECT th_bucket('1 day', bucket), instrument_id,
-       (array_agg(open ORDER BY bucket))[1], max(high), min(low), (array_agg(close ORDER BY bucket DESC))[1],
-       sum(volume)::bigint, (array_agg(open_interest ORDER BY bucket DESC))[1], sum(tick_count)::bigint
-FROM candles_1h WHERE bucket >= candle_watermark('1d')
-GROUP BY 1, 2;
