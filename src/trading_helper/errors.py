@@ -2,7 +2,9 @@
 
 Every error the package raises on purpose derives from :class:`TradingHelperError`;
 low-level errors (asyncpg, redis, httpx, websockets) are wrapped with ``raise ... from exc``.
-A ``code`` attribute is machine-readable where callers decide on it (retry, "login needed")::
+A ``code`` attribute is machine-readable where callers decide on it ("login needed"), and
+``retryable`` (read through :func:`should_retry`, the one retry decision) marks the errors worth
+another try after a backoff (marked ``retry`` below)::
 
     TradingHelperError
     ├── ConfigError                  a missing or invalid setting
@@ -12,13 +14,14 @@ A ``code`` attribute is machine-readable where callers decide on it (retry, "log
     │   ├── InvalidReference         not an instrument reference (instruments/refs.py)
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
-    │   ├── DatabaseUnavailable      cannot connect / connection lost
+    │   ├── DatabaseUnavailable      cannot connect / connection lost: retry
     │   ├── DatabaseBusy             refused for now (disk/memory/connections, cancel, lock), or no
     │   │                            pooled connection free within the acquire timeout: retry
     │   │   └── QueryTimeout         a statement (or its lock wait) ran past statement_timeout
+    │   ├── QueryFailed              a statement refused for good (bad row, missing table ...)
     │   └── MigrationError           a migration failed (names the file)
     ├── IngestError                  the tick pipeline
-    │   └── BufferUnavailable        Redis stream cannot be reached
+    │   └── BufferUnavailable        Redis cannot be reached (code redis_unavailable): retry
     └── BrokerError                  anything from a broker
         ├── LoginRequired            expired/invalid token (HTTP 403): do not retry
         ├── RateLimited              HTTP 429: retry after backoff
@@ -34,6 +37,8 @@ class TradingHelperError(Exception):
     """Root of every error raised on purpose by Trading Helper."""
 
     code: str = "error"
+    #: the operation that raised it may succeed when tried again after a backoff
+    retryable: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -83,6 +88,7 @@ class StorageError(TradingHelperError):
 
 class DatabaseUnavailable(StorageError):
     code = "database_unavailable"
+    retryable = True
 
 
 class DatabaseBusy(StorageError):
@@ -91,6 +97,18 @@ class DatabaseBusy(StorageError):
     55P03). Retry after a backoff; ``sqlstate`` says which."""
 
     code = "database_busy"
+    retryable = True
+
+    def __init__(self, message: str, *, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class QueryFailed(StorageError):
+    """The database refused a statement and trying again will not help: a refused row (SQLSTATE
+    classes 22 and 23), a missing relation or permission, a bug. ``sqlstate`` says which."""
+
+    code = "database_error"
 
     def __init__(self, message: str, *, sqlstate: str = "") -> None:
         super().__init__(message)
@@ -113,12 +131,12 @@ class IngestError(TradingHelperError):
 
 
 class BufferUnavailable(IngestError):
-    code = "buffer_unavailable"
+    code = "redis_unavailable"
+    retryable = True
 
 
 class BrokerError(TradingHelperError):
     code = "broker"
-    retryable: bool = False
 
 
 class LoginRequired(BrokerError):
@@ -144,5 +162,7 @@ class SubscriptionLimitExceeded(BrokerError):
 
 
 def should_retry(error: BaseException) -> bool:
-    """True when the operation that raised ``error`` may be retried after a backoff."""
-    return isinstance(error, BrokerError) and error.retryable
+    """True when the operation that raised ``error`` may be retried after a backoff: an error of
+    the tree marked ``retryable`` (low-level errors are first mapped to the tree:
+    ``storage.db.db_errors``, ``ingest.redisconn.redis_errors``, the brokers' HTTP clients)."""
+    return isinstance(error, TradingHelperError) and error.retryable

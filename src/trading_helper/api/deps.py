@@ -1,7 +1,13 @@
-"""Per-request access to the process's objects (kept on ``app.state`` by ``create_app``)."""
+"""Per-request access to the process's objects (kept on ``app.state`` by ``create_app``).
+
+Both dependencies hold the route inside :func:`mapped_errors`, so a database or Redis failure
+anywhere below a route reaches the error handlers as the tree's error (``api/errors.py`` maps only
+``TradingHelperError``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,20 +16,34 @@ from fastapi.exceptions import RequestValidationError
 
 from trading_helper.api.runtime import Runtime
 from trading_helper.candles.service import CandleService
+from trading_helper.ingest.redisconn import redis_errors
+from trading_helper.storage.db import db_errors
 
 
-def runtime(request: Request) -> Runtime:
+@contextmanager
+def mapped_errors(request: Request) -> Iterator[None]:
+    """The route's low-level database and Redis errors as ``StorageError`` / ``BufferUnavailable``."""
+    what = f"{request.method} {request.url.path}"
+    with redis_errors(f"{what}: Redis call failed"), db_errors(f"{what}: database call failed"):
+        yield
+
+
+def runtime(request: Request) -> Iterator[Runtime]:
     rt: Runtime = request.app.state.runtime
-    return rt
+    with mapped_errors(request):
+        yield rt
 
 
-def candle_service(request: Request) -> CandleService:
+def candle_service(request: Request) -> Iterator[CandleService]:
     service: CandleService = request.app.state.candles
-    return service
+    with mapped_errors(request):
+        yield service
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
-ServiceDep = Annotated[CandleService, Depends(candle_service)]
+# scope="function": the mapping ends when the route function returns, before the answer is sent
+# (the default, "request", would hold the dependency open until after the response)
+RuntimeDep = Annotated[Runtime, Depends(runtime, scope="function")]
+ServiceDep = Annotated[CandleService, Depends(candle_service, scope="function")]
 
 
 def _query_names(dependant: Dependant) -> set[str]:

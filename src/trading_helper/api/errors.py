@@ -1,20 +1,18 @@
 """Errors to HTTP answers: a status, a machine-readable ``code`` and a clear ``detail``.
 
 Bad input is a 4xx that says what to change; a broker that needs a login, or a database or Redis
-that cannot be reached, is a 503 that says so. Nothing reaches the client as a stack trace: an
-unexpected error is logged here and answered with a bare 500.
+that cannot be reached, is a 503 that says so. Only the tree's errors are mapped: low-level
+database and Redis errors were wrapped below the routes (``api/deps.py``). Nothing reaches the
+client as a stack trace: an unexpected error is logged here and answered with a bare 500.
 """
 
 from __future__ import annotations
 
 import logging
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from trading_helper import errors as e
@@ -33,6 +31,7 @@ _STATUS: list[tuple[type[e.TradingHelperError], int]] = [
     (e.BrokerUnavailable, 502),
     (e.BrokerProtocolError, 502),
     (e.BrokerError, 502),
+    (e.QueryFailed, 500),
     (e.StorageError, 503),
     (e.IngestError, 503),
     (e.ConfigError, 503),
@@ -51,16 +50,37 @@ def error_body(code: str, detail: str, **extra: object) -> dict[str, object]:
     return {"detail": redact(detail), "code": code, **extra}
 
 
+#: the answer's detail for a wrapped database or Redis failure, whose own text names hosts and
+#: statements (it is logged instead)
+_WRAPPED_DETAIL: list[tuple[type[e.TradingHelperError], str]] = [
+    (e.DatabaseUnavailable, "the database cannot be reached right now; try again shortly"),
+    (e.QueryTimeout,
+     "the database did not answer within the API's statement timeout (a long query or a lock); try again shortly"),
+    (e.DatabaseBusy, "the database is busy right now; try again shortly"),
+    (e.BufferUnavailable, "Redis cannot be reached right now; try again shortly"),
+    (e.QueryFailed, "internal error (logged on the server)"),
+]
+
+
+def _detail(exc: e.TradingHelperError) -> str:
+    if isinstance(exc, e.LoginRequired):
+        return f"broker login needed: {exc.message}"
+    if exc.__cause__ is not None:
+        for cls, text in _WRAPPED_DETAIL:
+            if isinstance(exc, cls):
+                return text
+    return exc.message
+
+
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.TradingHelperError)
     status = status_of(exc)
-    detail = exc.message
-    if isinstance(exc, e.LoginRequired):
-        detail = f"broker login needed: {exc.message}"
-    if status >= 500:
+    if status == 500:
+        log.error("%s %s -> 500 %s: %s", request.method, request.url.path, exc.code, exc.message, exc_info=exc)
+    elif status > 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
-    headers = {"Retry-After": "5"} if isinstance(exc, e.RateLimited | e.StorageError) else None
-    return JSONResponse(error_body(exc.code, detail), status_code=status, headers=headers)
+    headers = {"Retry-After": "5"} if status == 503 and e.should_retry(exc) else None
+    return JSONResponse(error_body(exc.code, _detail(exc)), status_code=status, headers=headers)
 
 
 #: codes of the HTTP errors raised by FastAPI and Starlette themselves (auth, routing)
@@ -83,34 +103,6 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", detail, errors=problems), status_code=422)
 
 
-#: low-level errors that reach a route, by what they mean (the first class that matches decides)
-_LOW_LEVEL: list[tuple[tuple[type[Exception], ...], type[e.TradingHelperError], str, str]] = [
-    ((asyncpg.QueryCanceledError,), e.QueryTimeout, "query_timeout",
-     "the database did not answer within the API's statement timeout (a long query or a lock); try again shortly"),
-    ((RedisConnectionError, RedisTimeoutError), e.BufferUnavailable, "redis_unavailable",
-     "Redis cannot be reached right now; try again shortly"),
-    ((OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-      asyncpg.CannotConnectNowError), e.DatabaseUnavailable, "database_unavailable",
-     "the database cannot be reached right now; try again shortly"),
-]
-
-
-def low_level_error(exc: BaseException) -> e.TradingHelperError | None:
-    """The domain error a low-level database or Redis error stands for (None: not one of them)."""
-    for classes, domain, code, detail in _LOW_LEVEL:
-        if isinstance(exc, classes):
-            error = domain(detail)
-            error.code = code
-            return error
-    return None
-
-
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    domain = low_level_error(exc) or e.DatabaseUnavailable("the database cannot be reached right now")
-    log.warning("%s %s -> 503 %s: %s: %s", request.method, request.url.path, domain.code, type(exc).__name__, exc)
-    return JSONResponse(error_body(domain.code, domain.message), status_code=503, headers={"Retry-After": "5"})
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal", "internal error (logged on the server)"), status_code=500)
@@ -120,7 +112,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.TradingHelperError, _domain)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http)
-    for classes, *_ in _LOW_LEVEL:
-        for cls in classes:
-            app.add_exception_handler(cls, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

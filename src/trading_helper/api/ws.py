@@ -31,19 +31,19 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from prometheus_client import Counter, Gauge
-from redis.exceptions import RedisError
 
 from trading_helper.api.auth import token_matches
 from trading_helper.api.forming import FormingCandles, forming_json
 from trading_helper.api.runtime import Runtime
 from trading_helper.errors import TradingHelperError, ValidationError
 from trading_helper.ingest import codec, keys
+from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.models import Tick
 from trading_helper.redact import redact
+from trading_helper.storage.db import db_errors
 from trading_helper.storage.instruments import list_error, resolve_many
 from trading_helper.timeframes import Timeframe
 
@@ -188,7 +188,7 @@ class TickHub:
                     if message.get("type") == "message":
                         self.dispatch(message["data"])
                         await asyncio.sleep(0)  # let the senders drain between frames
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 self.listening.clear()
                 log.warning("live channel lost (%s); resubscribing in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -199,7 +199,7 @@ class TickHub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_FAILURES):
                     await pubsub.aclose()
 
 
@@ -255,8 +255,9 @@ async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resol
     if intervals is None:
         return {"type": "error", "detail": "intervals must be a list of 1m, 5m, 15m, 1h, 1d"}
     try:
-        ids, problems = await resolve(given)
-    except (TradingHelperError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        with db_errors("resolving instruments"):
+            ids, problems = await resolve(given)
+    except TradingHelperError as exc:
         log.warning("WebSocket: cannot resolve instruments: %s", exc)
         return {"type": "error", "detail": "the database cannot be reached right now; try again shortly"}
     if problems:

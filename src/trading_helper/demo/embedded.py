@@ -36,6 +36,7 @@ import asyncpg
 
 from trading_helper import runner
 from trading_helper.errors import ConfigError, DatabaseUnavailable, StorageError
+from trading_helper.storage.sqlstate import DB_FAILURES
 
 RUN_AS = "trading-helper-pg"
 SOCKET_PORT = 5432  # names the socket file; with TCP off nothing listens on a port
@@ -150,7 +151,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, dsn: str, log: Path) -> 
             raise DatabaseUnavailable(f"the embedded PostgreSQL exited ({proc.returncode}): {_tail(log)}")
         try:
             conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except DB_FAILURES:
             if asyncio.get_running_loop().time() > deadline:
                 raise DatabaseUnavailable(f"the embedded PostgreSQL did not accept connections within "
                                           f"{START_TIMEOUT_S:.0f} s; see {log}") from None

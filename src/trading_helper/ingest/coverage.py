@@ -17,6 +17,9 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from trading_helper.brokers.base import FeedEvent, FeedState
+from trading_helper.errors import StorageError, should_retry
+from trading_helper.storage import sql_coverage
+from trading_helper.storage.db import db_errors
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +27,6 @@ log = logging.getLogger(__name__)
 #: extension claims capture only up to that long before what is safe in Redis, so a tick still on
 #: its way when the process dies falls in a hole (backfilled), not in a range called captured
 LATE_TICK_GRACE = timedelta(seconds=3)
-
-# The feed's time wins over an extension: during a silent stall the feed still reads connected,
-# so the housekeeping extends past the last frame; the event then says when capture really ended.
-_CLOSE = """
-UPDATE live_coverage
-SET period = tstzrange(lower(period), greatest($3::timestamptz, lower(period) + interval '1 millisecond')),
-    open = false
-WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
-"""
-_OPEN = """
-INSERT INTO live_coverage (instrument_id, broker, period, open)
-SELECT i, $1, tstzrange($3::timestamptz, $3::timestamptz + interval '1 millisecond'), true
-FROM unnest($2::integer[]) AS i
-WHERE EXISTS (SELECT 1 FROM instruments WHERE id = i)
-"""
-_EXTEND = """
-UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $2::timestamptz))
-WHERE open AND broker = $1
-"""
-_CLOSE_STALE = "UPDATE live_coverage SET open = false WHERE open AND broker = $1"
 
 
 class CoverageRecorder:
@@ -55,20 +38,20 @@ class CoverageRecorder:
 
     async def start(self) -> None:
         """Close ranges a previous process left open: they end at its last extension."""
-        await self._run(_CLOSE_STALE, (self.broker,))
+        await self._run(sql_coverage.CLOSE_STALE, (self.broker,))
 
     async def on_event(self, event: FeedEvent) -> None:
         ids = sorted(event.instrument_ids)
         if not ids:
             return
         if event.state == FeedState.CONNECTED:
-            await self._run(_CLOSE, (self.broker, ids, event.at))
-            await self._run(_OPEN, (self.broker, ids, event.at))
+            await self._run(sql_coverage.CLOSE, (self.broker, ids, event.at))
+            await self._run(sql_coverage.OPEN, (self.broker, ids, event.at))
         elif event.state in (FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED, FeedState.STOPPED):
-            await self._run(_CLOSE, (self.broker, ids, event.at))
+            await self._run(sql_coverage.CLOSE, (self.broker, ids, event.at))
 
     async def extend(self, now: datetime) -> None:
-        await self._run(_EXTEND, (self.broker, now))
+        await self._run(sql_coverage.EXTEND, (self.broker, now))
 
     async def _run(self, sql: str, args: tuple[object, ...]) -> None:
         async with self._lock:
@@ -77,16 +60,17 @@ class CoverageRecorder:
     async def _drain(self, sql: str, args: tuple[object, ...]) -> None:
         self._pending.append((sql, args))
         try:
-            async with self.pool.acquire() as conn:
-                while self._pending:
-                    q, a = self._pending[0]
-                    await conn.execute(q, *a)
-                    self._pending.popleft()
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.CannotConnectNowError) as exc:
-            # the database is away: kept in order and retried with the next event or extension
-            log.warning("live coverage update deferred (%d pending): %s", len(self._pending), exc)
-        except asyncpg.PostgresError as exc:
-            # not a connection problem: retrying would block every later update behind it
-            log.error("live coverage update dropped: %s", exc)
-            self._pending.popleft()
+            with db_errors("live coverage update"):
+                async with self.pool.acquire() as conn:
+                    while self._pending:
+                        q, a = self._pending[0]
+                        await conn.execute(q, *a)
+                        self._pending.popleft()
+        except StorageError as exc:
+            if should_retry(exc):
+                # the database is away or busy: kept in order and retried with the next event or extension
+                log.warning("live coverage update deferred (%d pending): %s", len(self._pending), exc)
+            else:
+                # refused for good: retrying would block every later update behind it
+                log.error("live coverage update dropped: %s", exc)
+                self._pending.popleft()

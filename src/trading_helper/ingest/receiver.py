@@ -28,13 +28,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.codec import encode_quote, encode_ticks
 from trading_helper.ingest.coverage import CoverageRecorder
+from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, reset_fields
 from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
@@ -169,7 +170,7 @@ class TickReceiver:
         try:
             results = await pipe.execute(raise_on_error=False)
             entry_id = await self._settle(results[0], entry_id, fields)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._redis_failed(exc)
             self._keep_locally(entry_id, fields, payload, n_ticks, stamped=True)
             return
@@ -203,7 +204,7 @@ class TickReceiver:
                 self._id = (int(ms), int(seq))
             except ResponseError:  # no such stream yet
                 self._id = (0, 0)
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 return self._next_id_offline()
         return self._next_id_offline()
 
@@ -244,7 +245,7 @@ class TickReceiver:
             quotes = self._take_quotes(force=True)
             try:
                 await self.redis.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 self._redis_failed(exc)
 
     async def _flush_local(self) -> None:
@@ -279,7 +280,7 @@ class TickReceiver:
                     self.last_id = settled
                 metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
             self._redis_back()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._redis_failed(exc)
 
     def _redis_failed(self, exc: BaseException) -> None:

@@ -1,5 +1,6 @@
-"""The one way to build the ingest's Redis client, Redis calls that honour cancellation, and the
-check of what the Redis server keeps on disk.
+"""The one way to build the ingest's Redis client, the one mapping of Redis failures to the error
+tree (:func:`redis_errors`), Redis calls that honour cancellation, and the check of what the
+Redis server keeps on disk.
 
 Why by hand: redis-py (8.1 with hiredis) was seen to swallow a task's cancellation inside a read
 after a Redis restart (the task stayed ``cancelling`` in ``read_from_socket`` for ever, NOTES.md).
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from trading_helper.errors import BufferUnavailable
+from trading_helper.redact import redact_dsn
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,22 @@ def redis_client(url: str, **kwargs: Any) -> aioredis.Redis:
     options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
     options.update(kwargs)
     return aioredis.Redis.from_url(url, **options)
+
+
+#: what a Redis call may raise (redis-py's errors, and socket errors it lets through)
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Raise a failed Redis call of the block as :class:`BufferUnavailable` (retryable) ``from``
+    the original; ``what`` starts the message. A reply Redis refuses (``ResponseError``, e.g.
+    NOGROUP) is a RedisError too: callers that decide on one catch it inside the block."""
+    try:
+        yield
+    except REDIS_FAILURES as exc:
+        reason = redact_dsn(str(exc).strip()) or type(exc).__name__
+        raise BufferUnavailable(f"{what}: {reason}") from exc
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -17,36 +17,36 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedState
 from trading_helper.config import Settings
-from trading_helper.errors import ConfigError, DatabaseUnavailable, TradingHelperError
+from trading_helper.errors import (
+    BufferUnavailable,
+    ConfigError,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    TradingHelperError,
+)
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.redisconn import redis_errors
 from trading_helper.ingest.status import encode_status
 from trading_helper.ingest.writer import StreamWriter
+from trading_helper.storage import sql_instruments
+from trading_helper.storage.db import db_errors
 from trading_helper.storage.maintenance import Maintenance
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.supervisor import Supervisor, describe
 
 log = logging.getLogger(__name__)
 
-_SUBSCRIBED_TOKENS = """
-SELECT b.broker_token, s.instrument_id FROM subscriptions s
-JOIN instrument_broker_ids b ON b.instrument_id = s.instrument_id AND b.broker = $1
-"""
-_TOKENS_OF = """
-SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = $1 AND instrument_id = ANY($2::integer[])
-"""
 COVERAGE_EXTEND_S = 5.0
 
 
-#: errors that mean "the database cannot be reached now": the start work is retried on them
-_DB_DOWN = (DatabaseUnavailable, OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError)
+#: the start work's database errors (mapped by db_errors) that it is retried on: away or busy for now
+_DB_DOWN = (DatabaseUnavailable, DatabaseBusy)
 START_RETRY_MAX_S = 5.0
 
 
@@ -110,13 +110,14 @@ class IngestService:
 
     async def _start_work(self) -> None:
         """Read the flavour and the subscriptions, close stale coverage, then start the feed."""
-        async with self.pool.acquire() as conn:
-            try:
-                self.flavour = await current_flavour(conn)
-            except asyncpg.UndefinedTableError as exc:
-                raise ConfigError("the database has no Trading Helper schema: run `trading-helper db migrate` "
-                                  "first") from exc
-            rows = await conn.fetch(_SUBSCRIBED_TOKENS, self.broker.name)
+        with db_errors("ingest start"):
+            async with self.pool.acquire() as conn:
+                try:
+                    self.flavour = await current_flavour(conn)
+                except asyncpg.UndefinedTableError as exc:
+                    raise ConfigError("the database has no Trading Helper schema: run `trading-helper db migrate` "
+                                      "first") from exc
+                rows = await conn.fetch(sql_instruments.SUBSCRIBED_TOKENS, self.broker.name)
         self._start_db_error = None
         self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
         await self.coverage.start()
@@ -171,9 +172,10 @@ class IngestService:
         """Frames held while Redis was away and pending quotes are sent; the status is published."""
         while True:
             try:
-                await self.receiver.flush()
-                await self._publish_status()
-            except (*_DB_DOWN, asyncpg.PostgresError, TradingHelperError) as exc:
+                with db_errors("housekeeping"):
+                    await self.receiver.flush()
+                    await self._publish_status()
+            except TradingHelperError as exc:
                 log.warning("housekeeping deferred: %s", describe(exc))
             await asyncio.sleep(1.0)
 
@@ -181,12 +183,13 @@ class IngestService:
         """The status hash for API processes without an ingest service; it expires, so the last
         words of a service that died are never shown as current."""
         try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(keys.STATUS)
-            pipe.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
-            pipe.expire(keys.STATUS, keys.STATUS_TTL_S)
-            await pipe.execute()
-        except (RedisError, OSError):
+            with redis_errors("publishing the ingest status"):
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.delete(keys.STATUS)
+                pipe.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
+                pipe.expire(keys.STATUS, keys.STATUS_TTL_S)
+                await pipe.execute()
+        except BufferUnavailable:
             pass  # the receiver already reports Redis being away
 
     # -- IngestControl ----------------------------------------------------------------------
@@ -195,7 +198,7 @@ class IngestService:
         (a CONNECTED event once they are subscribed on a live connection), which opens their
         coverage and resets their volume baseline."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_TOKENS_OF, self.broker.name, list(instrument_ids))
+            rows = await conn.fetch(sql_instruments.TOKENS_OF, self.broker.name, list(instrument_ids))
         tokens = {r["broker_token"]: r["instrument_id"] for r in rows}
         new = {t: i for t, i in tokens.items() if t not in self.feed.subscriptions}
         if new:

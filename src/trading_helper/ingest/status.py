@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from trading_helper.config import Settings
 from trading_helper.errors import BufferUnavailable
 from trading_helper.ingest import keys
+from trading_helper.ingest.redisconn import REDIS_FAILURES
 
 
 def _text(value: bytes | str) -> str:
@@ -45,7 +46,7 @@ async def read_status(settings: Settings) -> dict[str, Any]:
             groups = await client.xinfo_groups(settings.TICK_STREAM)
         except ResponseError:  # no stream yet
             groups = []
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise BufferUnavailable(f"cannot read status from Redis (REDIS_URL): {exc}; for a demo without Redis, "
                                 "run status in the folder the demo runs in") from exc
     finally:

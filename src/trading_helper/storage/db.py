@@ -1,15 +1,18 @@
-"""Connections to PostgreSQL, with failures turned into one clear :class:`DatabaseUnavailable`.
+"""Connections to PostgreSQL, and the one mapping of database failures to the error tree
+(:func:`db_errors`): every caller outside the tick write path meets only ``StorageError``s.
 
 A process keeps two pools (``serve``): one for ingest (writer, coverage, housekeeping) and one for
 the API, so the writer never waits behind API reads. The API's pool bounds both waits a request
 can meet: its connections carry a ``statement_timeout`` (a query, or a lock wait, past it fails
-with ``QueryCanceledError``) and acquiring a connection has a timeout (:class:`DatabaseBusy`).
-Pools may start with the database down (``init_size`` 0): they connect on first use.
+with ``QueryCanceledError``, mapped to :class:`QueryTimeout`) and acquiring a connection has a
+timeout (:class:`DatabaseBusy`). Pools may start with the database down (``init_size`` 0): they
+connect on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +21,18 @@ import asyncpg.pool
 
 from trading_helper.errors import ConfigError, DatabaseBusy, DatabaseUnavailable
 from trading_helper.redact import redact_dsn
+from trading_helper.storage.sqlstate import DB_FAILURES, storage_error
+
+
+@contextmanager
+def db_errors(what: str) -> Iterator[None]:
+    """Raise what the block's database calls raise as the tree's error ``from`` the original
+    (:func:`~trading_helper.storage.sqlstate.storage_error`: unavailable, busy, timed out or failed);
+    ``what`` starts the message ("cannot list instruments"). The tree's own errors pass."""
+    try:
+        yield
+    except DB_FAILURES as exc:
+        raise storage_error(exc, what) from exc
 
 
 def _invalid(dsn: str, exc: BaseException) -> ConfigError:
@@ -36,7 +51,7 @@ async def connect(dsn: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
         return await asyncpg.connect(dsn, timeout=timeout_s)
     except (ValueError, TypeError) as exc:
         raise _invalid(dsn, exc) from exc
-    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError) as exc:
+    except DB_FAILURES as exc:
         raise _unavailable(dsn, exc) from exc
 
 
@@ -102,7 +117,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
                                      record_class=asyncpg.Record, acquire_timeout_s=acquire_timeout_s, **kwargs)
     except (ValueError, TypeError) as exc:
         raise _invalid(dsn, exc) from exc
-    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError) as exc:
+    except DB_FAILURES as exc:
         raise _unavailable(dsn, exc) from exc
     assert pool is not None
     return pool

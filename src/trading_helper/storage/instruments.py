@@ -9,7 +9,7 @@ import asyncpg
 from trading_helper.errors import InvalidReference, UnknownInstrument, ValidationError
 from trading_helper.instruments import refs
 from trading_helper.models import Instrument
-from trading_helper.storage import queries
+from trading_helper.storage import sql_instruments
 
 _LOAD_TABLE = """
 CREATE TEMP TABLE instrument_load (
@@ -36,16 +36,16 @@ async def sync_instruments(
     async with conn.transaction():
         await conn.execute(_LOAD_TABLE)
         await conn.copy_records_to_table("instrument_load", records=records, columns=_LOAD_COLUMNS)
-        await conn.execute(queries.UPSERT_INSTRUMENTS)
-        await conn.execute(queries.UPSERT_BROKER_IDS, broker)
+        await conn.execute(sql_instruments.UPSERT_INSTRUMENTS)
+        await conn.execute(sql_instruments.UPSERT_BROKER_IDS, broker)
         if mark_expired:
-            await conn.execute(queries.MARK_EXPIRED, broker)
+            await conn.execute(sql_instruments.MARK_EXPIRED, broker)
     return len(records)
 
 
 async def lookup_tokens(conn: asyncpg.Connection, broker: str, tokens: Iterable[str]) -> dict[str, int]:
     """Broker token/symbol -> our instrument id, for the tokens that are known."""
-    rows = await conn.fetch(queries.LOOKUP_BROKER_TOKENS, broker, list(tokens))
+    rows = await conn.fetch(sql_instruments.LOOKUP_BROKER_TOKENS, broker, list(tokens))
     return {r["broker_token"]: r["instrument_id"] for r in rows}
 
 
@@ -64,23 +64,23 @@ def _to_instrument(row: asyncpg.Record, broker_rows: Iterable[asyncpg.Record]) -
 
 
 async def get_instrument(conn: asyncpg.Connection, instrument_id: int) -> Instrument:
-    row = await conn.fetchrow(queries.GET_INSTRUMENT, instrument_id)
+    row = await conn.fetchrow(sql_instruments.GET_INSTRUMENT, instrument_id)
     if row is None:
         raise UnknownInstrument(f"no instrument with id {instrument_id}")
-    return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, instrument_id))
+    return _to_instrument(row, await conn.fetch(sql_instruments.BROKER_IDS_OF, instrument_id))
 
 
 async def _find(conn: asyncpg.Connection, ref: refs.Ref) -> asyncpg.Record | None:
     match ref:
         case refs.OurId(id=n):
-            return await conn.fetchrow(queries.GET_INSTRUMENT, n)
+            return await conn.fetchrow(sql_instruments.GET_INSTRUMENT, n)
         case refs.BrokerToken(broker=broker, token=token):
             found = await lookup_tokens(conn, broker, [token])
-            return await conn.fetchrow(queries.GET_INSTRUMENT, found[token]) if token in found else None
+            return await conn.fetchrow(sql_instruments.GET_INSTRUMENT, found[token]) if token in found else None
         case refs.ExchangeSymbol(exchange=exchange, symbol=symbol):
-            return await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOL, exchange, symbol)
+            return await conn.fetchrow(sql_instruments.GET_INSTRUMENT_BY_SYMBOL, exchange, symbol)
         case refs.SymbolText(symbols=symbols):
-            return await conn.fetchrow(queries.GET_INSTRUMENT_BY_SYMBOLS, list(symbols))
+            return await conn.fetchrow(sql_instruments.GET_INSTRUMENT_BY_SYMBOLS, list(symbols))
     return None
 
 
@@ -99,7 +99,7 @@ async def resolve_instrument(conn: asyncpg.Connection, ref: str | int, broker: s
     for candidate in (parsed, *refs.fallbacks(parsed, broker)):
         row = await _find(conn, candidate)
         if row is not None:
-            return _to_instrument(row, await conn.fetch(queries.BROKER_IDS_OF, row["id"]))
+            return _to_instrument(row, await conn.fetch(sql_instruments.BROKER_IDS_OF, row["id"]))
     raise _unknown(ref, parsed)
 
 

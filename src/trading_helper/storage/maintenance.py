@@ -30,11 +30,13 @@ from trading_helper.errors import TradingHelperError
 from trading_helper.storage import queries
 from trading_helper.storage.catchup import CatchUpReport, catch_up
 from trading_helper.storage.jobs import JobHealth, clean_error, record_run
+from trading_helper.storage.sqlstate import DB_FAILURES
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 3600.0
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TradingHelperError, TimeoutError)
+#: a failed step is logged and recorded with the original error's own name and text
+_DB_ERRORS: tuple[type[BaseException], ...] = (*DB_FAILURES, TradingHelperError)
 
 
 class Maintenance:

@@ -24,6 +24,7 @@ from typing import Literal
 import asyncpg
 
 from trading_helper.errors import MigrationError, StorageError
+from trading_helper.storage import sql_schema
 from trading_helper.storage.db import connect
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,13 @@ class TimescaleProbe:
 
 async def probe_timescale(conn: asyncpg.Connection) -> TimescaleProbe:
     """Try ``CREATE EXTENSION timescaledb`` in a transaction that is always rolled back."""
-    if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+    if await conn.fetchval(sql_schema.TIMESCALE_INSTALLED):
         return TimescaleProbe(True, None)
-    if not await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"):
+    if not await conn.fetchval(sql_schema.TIMESCALE_AVAILABLE):
         return TimescaleProbe(False, "the TimescaleDB extension is not installed on this server")
     try:
         async with conn.transaction():
-            await conn.execute("CREATE EXTENSION timescaledb")
+            await conn.execute(sql_schema.CREATE_TIMESCALE)
             raise _Probe
     except _Probe:
         return TimescaleProbe(True, None)
@@ -104,7 +105,7 @@ def choose_flavour(probe: TimescaleProbe, *, require_timescale: bool) -> tuple[F
 
 async def _detect_flavour(conn: asyncpg.Connection, dsn: str, *,
                           require_timescale: bool) -> tuple[Flavour, str | None]:
-    recorded = await conn.fetchval("SELECT flavour FROM schema_migrations ORDER BY version DESC LIMIT 1")
+    recorded = await conn.fetchval(sql_schema.RECORDED_FLAVOUR)
     if recorded in FLAVOURS:
         return recorded, None
     # a session of its own: the migration's session then loads TimescaleDB afresh, as its first act
@@ -125,15 +126,9 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
     """
     conn = await connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version    integer PRIMARY KEY,
-                   flavour    text NOT NULL,
-                   files      text[] NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        await conn.execute(sql_schema.LOCK_MIGRATIONS, _LOCK_KEY)
+        await conn.execute(sql_schema.CREATE_SCHEMA_MIGRATIONS)
+        current = await conn.fetchval(sql_schema.CURRENT_VERSION)
         warning: str | None = None
         detected: Flavour | None = None
         if flavour is None or current:
@@ -148,7 +143,7 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
             report.warnings.append(warning)
         if chosen == "timescale":
             try:
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                await conn.execute(sql_schema.ENSURE_TIMESCALE)
             except asyncpg.PostgresError as exc:
                 raise MigrationError(f"cannot create the timescaledb extension ({exc}): {PRELOAD_FIX}") from exc
         for migration in load_migrations(chosen):
@@ -161,8 +156,7 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
                     except asyncpg.PostgresError as exc:
                         raise MigrationError(f"migration {label} failed: {exc}") from exc
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, flavour, files) VALUES ($1, $2, $3)",
-                    migration.version, chosen, [label for label, _ in migration.files],
+                    sql_schema.RECORD_MIGRATION, migration.version, chosen, [label for label, _ in migration.files],
                 )
             report.applied.extend(label for label, _ in migration.files)
             report.version = migration.version
@@ -178,7 +172,7 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
 
 
 async def current_flavour(conn: asyncpg.Connection) -> Flavour:
-    value = await conn.fetchval("SELECT flavour FROM schema_migrations ORDER BY version DESC LIMIT 1")
+    value = await conn.fetchval(sql_schema.RECORDED_FLAVOUR)
     if value not in FLAVOURS:
         raise StorageError("the database has no Trading Helper schema: run `trading-helper db migrate`")
     return value

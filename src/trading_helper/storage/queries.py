@@ -1,5 +1,7 @@
-"""Named SQL statements of the storage layer. Values are always bound parameters, never
-formatted into the text."""
+"""Named SQL statements of the storage layer: ticks and their ingest bookkeeping, candle rollup,
+retention and job health. Values are always bound parameters, never formatted into the text.
+Other topics have their own modules: ``sql_instruments`` (instruments, search, subscriptions),
+``sql_coverage`` (live coverage), ``sql_schema`` (migration bookkeeping)."""
 
 from __future__ import annotations
 
@@ -56,67 +58,6 @@ ENSURE_PARTITIONS = "SELECT ensure_tick_partitions($1, $2)"
 REFRESH_CANDLES = "CALL refresh_candles()"
 
 APPLY_RETENTION = "SELECT apply_retention()"
-
-UPSERT_INSTRUMENTS = """
-INSERT INTO instruments AS i (exchange, tradingsymbol, name, segment, instrument_type, expiry, strike,
-                              option_type, lot_size, tick_size, expired, updated_at)
-SELECT exchange, tradingsymbol, name, segment, instrument_type, expiry, strike, option_type,
-       lot_size, tick_size, false, now()
-FROM instrument_load
-ON CONFLICT ON CONSTRAINT instruments_identity DO UPDATE
-SET name = excluded.name, segment = excluded.segment, instrument_type = excluded.instrument_type,
-    strike = excluded.strike, option_type = excluded.option_type, lot_size = excluded.lot_size,
-    tick_size = excluded.tick_size, expired = false, updated_at = now()
-"""
-
-UPSERT_BROKER_IDS = """
-INSERT INTO instrument_broker_ids AS b (broker, broker_token, instrument_id, broker_aux_id, updated_at)
-SELECT $1, l.broker_token, i.id, l.broker_aux_id, now()
-FROM instrument_load l
-JOIN instruments i ON i.exchange = l.exchange AND i.tradingsymbol = l.tradingsymbol
-                  AND i.expiry IS NOT DISTINCT FROM l.expiry
-WHERE l.broker_token IS NOT NULL
-ON CONFLICT (broker, broker_token) DO UPDATE
-SET instrument_id = excluded.instrument_id, broker_aux_id = excluded.broker_aux_id, updated_at = now()
-"""
-
-# instruments this broker listed before but not now: expired contracts, kept and flagged
-MARK_EXPIRED = """
-UPDATE instruments i SET expired = true, updated_at = now()
-FROM instrument_broker_ids b
-WHERE b.instrument_id = i.id AND b.broker = $1 AND NOT i.expired
-  AND NOT EXISTS (SELECT 1 FROM instrument_load l
-                  WHERE l.exchange = i.exchange AND l.tradingsymbol = i.tradingsymbol
-                    AND l.expiry IS NOT DISTINCT FROM i.expiry)
-"""
-
-LOOKUP_BROKER_TOKENS = """
-SELECT broker_token, instrument_id FROM instrument_broker_ids
-WHERE broker = $1 AND broker_token = ANY($2::text[])
-"""
-
-INSTRUMENT_COLUMNS = """i.id, i.exchange, i.tradingsymbol, i.name, i.segment, i.instrument_type, i.expiry,
-i.strike, i.option_type, i.lot_size, i.tick_size, i.expired"""
-
-GET_INSTRUMENT = f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.id = $1"
-
-GET_INSTRUMENT_BY_SYMBOL = (
-    f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.exchange = $1 AND i.tradingsymbol = $2 "
-    "ORDER BY i.expired, i.expiry DESC NULLS FIRST LIMIT 1"
-)
-
-#: how search and plain-text references order equally good matches: indices, then futures by
-#: expiry (the near month first), then the rest; NSE before other exchanges
-INSTRUMENT_KIND_ORDER = """CASE WHEN i.segment = 'INDICES' OR i.instrument_type = 'INDEX' THEN 0
-     WHEN i.instrument_type = 'FUT' THEN 1 ELSE 2 END, i.expiry NULLS FIRST, (i.exchange <> 'NSE')"""
-
-# $1 the symbols a plain-text reference may mean (the text itself and an alias's targets)
-GET_INSTRUMENT_BY_SYMBOLS = f"""
-SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.tradingsymbol = ANY($1::text[])
-ORDER BY i.expired, {INSTRUMENT_KIND_ORDER}, i.id LIMIT 1
-"""
-
-BROKER_IDS_OF = "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"
 
 # -- job health (storage/jobs.py) and candle catch-up (storage/catchup.py) -------------------
 # Times travel as epoch seconds: the same statements run over asyncpg and, in the tests, over

@@ -20,7 +20,15 @@ import enum
 import asyncpg
 from asyncpg.exceptions import _base as asyncpg_base
 
-from trading_helper.errors import DatabaseBusy, DatabaseUnavailable
+from trading_helper.errors import (
+    DatabaseBusy,
+    DatabaseUnavailable,
+    QueryFailed,
+    QueryTimeout,
+    StorageError,
+    should_retry,
+)
+from trading_helper.redact import redact_dsn
 
 
 class Failure(enum.Enum):
@@ -31,7 +39,8 @@ class Failure(enum.Enum):
 
 
 _CONNECTION_STATES = frozenset({"57P01", "57P02", "57P03"})
-_RESOURCE_STATES = frozenset({"57014", "40001", "40P01", "55P03"})
+_CANCELLED = "57014"
+_RESOURCE_STATES = frozenset({_CANCELLED, "40001", "40P01", "55P03"})
 
 
 def sqlstate_of(exc: BaseException) -> str:
@@ -57,14 +66,32 @@ def classify(exc: BaseException) -> Failure:
     return Failure.OTHER
 
 
+#: what a database call may raise besides the tree's own errors (TimeoutError is an OSError)
+DB_FAILURES: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def storage_error(exc: BaseException, what: str) -> StorageError:
+    """``exc`` (a database failure) as the tree's error, by :func:`classify`: CONNECTION is
+    :class:`DatabaseUnavailable`, RESOURCE :class:`DatabaseBusy` (both retryable; a cancelled
+    statement, 57014, is its :class:`QueryTimeout`: ``statement_timeout`` or ``pg_cancel_backend``),
+    ROW and OTHER :class:`QueryFailed`. The message starts with ``what`` and never quotes a DSN's password."""
+    if isinstance(exc, StorageError):
+        return exc
+    kind = classify(exc)
+    reason = redact_dsn(str(exc).strip()) or type(exc).__name__
+    state = sqlstate_of(exc)
+    if kind is Failure.CONNECTION:
+        return DatabaseUnavailable(f"{what}: {reason}")
+    if kind is Failure.RESOURCE:
+        busy = QueryTimeout if state == _CANCELLED else DatabaseBusy
+        return busy(f"{what} ({state}): {reason}", sqlstate=state)
+    return QueryFailed(f"{what} ({state}): {reason}" if state else f"{what}: {reason}", sqlstate=state)
+
+
 def retryable(exc: BaseException, what: str) -> DatabaseUnavailable | DatabaseBusy | None:
     """``exc`` as the error of the tree a caller retries on, or None when it is not to be retried."""
-    kind = classify(exc)
-    if kind is Failure.CONNECTION:
-        return exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable(f"{what}, will retry: {exc}")
-    if kind is Failure.RESOURCE:
-        if isinstance(exc, DatabaseBusy):
-            return exc
-        state = sqlstate_of(exc)
-        return DatabaseBusy(f"{what}, will retry ({state}): {exc}", sqlstate=state)
+    error = storage_error(exc, f"{what}, will retry")
+    if should_retry(error):
+        assert isinstance(error, DatabaseUnavailable | DatabaseBusy)
+        return error
     return None

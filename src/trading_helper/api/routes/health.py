@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 
 from trading_helper.api.deps import RuntimeDep
 from trading_helper.api.runtime import Runtime
-from trading_helper.errors import DatabaseBusy
+from trading_helper.errors import BufferUnavailable, DatabaseBusy, StorageError
+from trading_helper.ingest.redisconn import redis_errors
+from trading_helper.storage.db import db_errors
 
 router = APIRouter(tags=["health"])
 
@@ -44,14 +44,15 @@ _WHOLE = {"description": "something is down", "content": {"application/json": {"
 
 async def _database_problem(rt: Runtime) -> dict[str, str] | None:
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with rt.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+        with db_errors("health check"):
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                async with rt.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
     except DatabaseBusy:
         return {"code": "database_busy", "component": "database", "detail": "DatabaseBusy"}
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        # no addresses on a public route: the class only
-        return {"code": "database_unavailable", "component": "database", "detail": type(exc).__name__}
+    except StorageError as exc:
+        # no addresses on a public route: the class only (of the original error)
+        return {"code": "database_unavailable", "component": "database", "detail": type(exc.__cause__ or exc).__name__}
     return None
 
 
@@ -59,10 +60,11 @@ async def _redis_problem(rt: Runtime) -> dict[str, str] | None:
     if rt.redis is None:
         return {"code": "redis_unavailable", "component": "redis", "detail": "not configured"}
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            await rt.redis.ping()
-    except (OSError, TimeoutError, RedisError) as exc:
-        return {"code": "redis_unavailable", "component": "redis", "detail": type(exc).__name__}
+        with redis_errors("health check"):
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await rt.redis.ping()
+    except BufferUnavailable as exc:
+        return {"code": exc.code, "component": "redis", "detail": type(exc.__cause__ or exc).__name__}
     return None
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query
 
-from trading_helper.api import queries
 from trading_helper.api.deps import RuntimeDep, ServiceDep
 from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS
 from trading_helper.api.runtime import Runtime
@@ -27,6 +26,7 @@ from trading_helper.api.schemas import (
 )
 from trading_helper.errors import ConfigError
 from trading_helper.instruments import refs
+from trading_helper.storage import sql_instruments
 from trading_helper.storage.instruments import list_error, resolve_many, sync_instruments
 
 router = APIRouter(prefix="/api/instruments", tags=["instruments"])
@@ -58,11 +58,11 @@ async def list_instruments(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
     text = refs.search_text(q) if q else None
-    args = (queries.like_text(text) if text else None, exchange.upper() if exchange else None,
+    args = (sql_instruments.like_text(text) if text else None, exchange.upper() if exchange else None,
             segment.upper() if segment else None, expiry, expired, list(refs.symbols_of(text)) if text else [])
     async with rt.pool.acquire() as conn:
-        rows = await conn.fetch(queries.LIST_INSTRUMENTS, *args, limit, offset)
-        total = await conn.fetchval(queries.COUNT_INSTRUMENTS, *args)
+        rows = await conn.fetch(sql_instruments.LIST_INSTRUMENTS, *args, limit, offset)
+        total = await conn.fetchval(sql_instruments.COUNT_INSTRUMENTS, *args)
     return {"items": [instrument_of(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
@@ -96,7 +96,7 @@ async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
 async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     ids = await resolve_ids(rt, body.instruments)
     async with rt.pool.acquire() as conn, conn.transaction():
-        await conn.execute(queries.SUBSCRIBE, ids)
+        await conn.execute(sql_instruments.SUBSCRIBE, ids)
         if rt.ingest is not None:
             # inside the transaction: a refusal (subscription limit) leaves nothing persisted
             await rt.ingest.subscribe(ids)
@@ -108,7 +108,7 @@ async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
 async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
     ids = await resolve_ids(rt, body.instruments)
     async with rt.pool.acquire() as conn:
-        await conn.execute(queries.UNSUBSCRIBE, ids)
+        await conn.execute(sql_instruments.UNSUBSCRIBE, ids)
     if rt.ingest is not None:
         await rt.ingest.unsubscribe(ids)
     return Unsubscribed(unsubscribed=ids)
@@ -116,7 +116,7 @@ async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
 
 @router.get("/subscriptions", response_model=SubscriptionList, summary="The persisted subscription set")
 async def subscriptions(rt: RuntimeDep) -> dict[str, Any]:
-    rows = await rt.pool.fetch(queries.LIST_SUBSCRIPTIONS)
+    rows = await rt.pool.fetch(sql_instruments.LIST_SUBSCRIPTIONS)
     items = [Subscription(**instrument_of(r)) for r in rows]
     return {"items": items, "total": len(items)}
 

@@ -9,15 +9,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import ResponseError
 
-from trading_helper.api import queries
 from trading_helper.api.deps import RuntimeDep, ServiceDep
-from trading_helper.api.errors import low_level_error
 from trading_helper.api.runtime import Runtime
-from trading_helper.errors import StorageError
+from trading_helper.errors import BufferUnavailable, QueryFailed, StorageError
 from trading_helper.ingest import keys
+from trading_helper.ingest.redisconn import redis_errors
 from trading_helper.ingest.status import decode_status
+from trading_helper.storage import sql_instruments
+from trading_helper.storage.db import db_errors
 
 router = APIRouter(tags=["status"])
 metrics_router = APIRouter(tags=["status"])
@@ -45,13 +46,14 @@ async def _redis_status(rt: Runtime) -> tuple[dict[str, Any] | None, dict[str, A
         return None, None
     stream = rt.settings.TICK_STREAM
     try:
-        async with asyncio.timeout(_TIMEOUT_S):
-            raw = await rt.redis.hgetall(keys.STATUS)
-            try:
-                groups = await rt.redis.xinfo_groups(stream)
-            except RedisError:  # no stream yet
-                groups = []
-    except (OSError, TimeoutError, RedisError):
+        with redis_errors("status read"):
+            async with asyncio.timeout(_TIMEOUT_S):
+                raw = await rt.redis.hgetall(keys.STATUS)
+                try:
+                    groups = await rt.redis.xinfo_groups(stream)
+                except ResponseError:  # no stream yet
+                    groups = []
+    except BufferUnavailable:
         return None, {"name": stream, "error": "redis unreachable"}
     published = decode_status(raw) if raw else None
     lag: dict[str, Any] = {"name": stream, "pending": None, "lag": None}
@@ -99,13 +101,13 @@ async def status(
     state = ingest.get("feed_state") if ingest else None
     database: dict[str, Any] = {"up": True, "error": None}
     try:
-        subscriptions = await rt.pool.fetchval(queries.COUNT_SUBSCRIPTIONS)
-    except Exception as exc:
-        # the status is what one reads while something is down: answer with what is known
-        domain = exc if isinstance(exc, StorageError) else low_level_error(exc)
-        if domain is None:
+        with db_errors("counting subscriptions"):
+            subscriptions = await rt.pool.fetchval(sql_instruments.COUNT_SUBSCRIPTIONS)
+    except StorageError as exc:
+        if isinstance(exc, QueryFailed):  # not a database that is down: a bug, answered 500
             raise
-        database = {"up": False, "error": domain.code}
+        # the status is what one reads while something is down: answer with what is known
+        database = {"up": False, "error": exc.code}
         subscriptions = ingest.get("subscriptions") if ingest else None
     rates: IngestRates = request.app.state.ingest_rates
     return {
