@@ -1,23 +1,40 @@
 """One typed, frozen settings object, read from the environment (and ``.env``).
 
 Variable names follow the specification (``DATABASE_URL``, ``REDIS_URL``, ``BROKER``,
-``KITE_API_KEY`` ...). A bad value fails loudly at start with the variable's name.
+``KITE_API_KEY`` ...); names of our own carry their unit (``_S``, ``_MS``, ``_BYTES``, ``_FRAMES``).
+A bad value fails loudly at start with the variable's name; the chosen broker's keys are checked
+where the broker is built (:meth:`Settings.require_broker_keys`), so ``db migrate`` runs without
+them; an unknown variable of our families (``TH_*``, ``KITE_*``, ``FYERS_*``) or one a letter off
+a setting's name (``KITE_API_KYE``), in the environment or ``.env``, is named in a warning.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from dotenv import dotenv_values  # the .env parser pydantic-settings itself uses (its dependency)
 from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trading_helper import redact
+from trading_helper import clock, redact
 from trading_helper.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_FILE = ".env"
+#: prefixes whose every variable must be a setting: ours, and the specification's brokers
+_FAMILIES = ("TH_", "KITE_", "FYERS_")
+#: the settings each broker cannot work without (access tokens may come from `trading-helper login`)
+BROKER_KEYS: dict[str, tuple[str, ...]] = {"kite": ("KITE_API_KEY",), "fyers": ("FYERS_APP_ID",), "sim": ()}
 
 
 def check_url(value: str, schemes: tuple[str, ...]) -> str:
@@ -35,7 +52,9 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # extra="ignore": .env also holds docker compose's own variables (POSTGRES_PASSWORD ...);
+    # unknown names that look like ours are reported by unknown_variables()
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", frozen=True)
 
     DATABASE_URL: str = "postgresql://postgres@127.0.0.1:5432/trading_data"
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
@@ -82,8 +101,10 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: largest batch the writer COPYs in one transaction (ticks)
     TICK_BUFFER_SIZE: int = Field(default=10_000, ge=1)
-    #: longest a received tick waits before the writer flushes (seconds)
-    FLUSH_INTERVAL_SECONDS: float = Field(default=0.05, gt=0)
+    #: the writer's longest wait for new ticks in one read of the stream (seconds; the
+    #: specification's name): a read returns as soon as a tick arrives, so this bounds how long an
+    #: idle writer blocks in Redis, not a tick's delay. At most 5 s, below the Redis socket timeout.
+    FLUSH_INTERVAL_SECONDS: float = Field(default=0.05, gt=0, le=5.0)
     #: Redis stream holding received frames, and its memory cap (entries)
     TICK_STREAM: str = "th:ticks"
     STREAM_MAX_ENTRIES: int = Field(default=2_000_000, ge=1000)
@@ -105,6 +126,9 @@ class Settings(BaseSettings):
     #: `db migrate` on a server whose TimescaleDB files are installed but cannot be loaded (not in
     #: shared_preload_libraries): false = use plain PostgreSQL with a warning, true = stop with the fix
     TIMESCALEDB_REQUIRED: bool = False
+    #: a simulated data clock (``clock.py``). Listed here to be documented and validated; the clock
+    #: itself reads it from the process environment on the hot path (a value in .env is not used)
+    TH_CLOCK: str = ""
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -115,6 +139,28 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("TH_CLOCK")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith("@"):
+            try:
+                clock.parse_clock(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def flush_interval_ms(self) -> int:
+        """``FLUSH_INTERVAL_SECONDS`` as the writer's XREADGROUP block (whole milliseconds, at least 1)."""
+        return max(1, round(self.FLUSH_INTERVAL_SECONDS * 1000))
+
+    def require_broker_keys(self) -> None:
+        """ConfigError naming every setting the chosen broker needs and lacks."""
+        missing = [name for name in BROKER_KEYS[self.BROKER] if not _given(getattr(self, name))]
+        if missing:
+            raise ConfigError(f"BROKER={self.BROKER} needs {' and '.join(missing)} (see .env.example)")
 
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds (for ``redact.register``)."""
@@ -127,6 +173,39 @@ class Settings(BaseSettings):
         return values
 
 
+def _given(value: object) -> bool:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return bool(text.strip())
+
+
+def unknown_variables(names: Iterable[str]) -> dict[str, str | None]:
+    """The names that look like settings but are none: any ``TH_``/``KITE_``/``FYERS_`` name that is
+    not a setting, and any other name one typo away from one. name -> the setting it is closest to."""
+    known = set(Settings.model_fields)
+    found: dict[str, str | None] = {}
+    for name in names:
+        upper = name.upper()
+        if upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.9)
+        if close or upper.startswith(_FAMILIES):
+            found[name] = close[0] if close else None
+    return found
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None, env_file: str | Path = ENV_FILE) -> list[str]:
+    """Log one warning naming every unknown variable (see :func:`unknown_variables`) of the
+    environment and of ``env_file``; returns the names."""
+    names = dict.fromkeys(os.environ if environ is None else environ)
+    if Path(env_file).is_file():
+        names.update(dict.fromkeys(dotenv_values(env_file)))
+    unknown = unknown_variables(names)
+    if unknown:
+        described = ", ".join(f"{n} (did you mean {m}?)" if m else n for n, m in sorted(unknown.items()))
+        log.warning("unknown settings ignored: %s", redact.safe(described))
+    return sorted(unknown)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     try:
@@ -137,4 +216,5 @@ def get_settings() -> Settings:
         )
         raise ConfigError(f"invalid configuration: {redact.redact(problems)}") from None
     redact.register(*settings.secrets())
+    warn_unknown_variables()
     return settings

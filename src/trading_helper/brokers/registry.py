@@ -8,6 +8,9 @@ from trading_helper.errors import ConfigError
 
 
 def build_broker(settings: Settings) -> Broker:
+    """The configured broker; ConfigError at once when it lacks its keys (``BROKER=kite`` without
+    ``KITE_API_KEY``)."""
+    settings.require_broker_keys()
     name = settings.BROKER
     if name == "kite":
         from trading_helper.brokers.kite.broker import KiteBroker

@@ -1,6 +1,7 @@
 """``trading-helper demo``: the whole system on a machine with only Python.
 
-* Database: ``DATABASE_URL`` when set in the environment, else a PostgreSQL installed by pip
+* Settings: read once, like every command (the environment and ``.env``).
+* Database: ``DATABASE_URL`` when set, else a PostgreSQL installed by pip
   (:mod:`.embedded`) with its data in ``./var/pgdata``, kept across runs.
 * Redis: ``REDIS_URL`` when set, else one answering on 127.0.0.1:6379, else an in-process stand-in
   (fakeredis: the same stream, consumer-group and pub/sub calls, in memory, without durability;
@@ -28,19 +29,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from trading_helper import runner
 from trading_helper.brokers.sim import SimBroker
-from trading_helper.config import Settings
+from trading_helper.config import Settings, get_settings
 from trading_helper.demo.state import IN_PROCESS, clear_state, write_state
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.redact import redact
+from trading_helper.storage import sql_instruments
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import migrate
 
 HISTORY_DAYS = 4
-
-_SUBSCRIBE_ALL = """
-INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[]) ON CONFLICT DO NOTHING
-"""
 
 
 def _local_redis_answers() -> bool:
@@ -49,10 +47,15 @@ def _local_redis_answers() -> bool:
         return sock.connect_ex(("127.0.0.1", 6379)) == 0
 
 
-def demo_token(var: Path) -> str:
-    """``API_TOKEN`` from the environment, else one kept in ``var/api_token`` (0600) so a browser
-    that stored it keeps working across restarts."""
-    configured = os.environ.get("API_TOKEN", "").strip()
+def _given(settings: Settings, name: str) -> str | None:
+    """The setting's value when the environment or .env sets it, else None (the demo's own default)."""
+    return str(getattr(settings, name)) if name in settings.model_fields_set else None
+
+
+def demo_token(var: Path, settings: Settings) -> str:
+    """``API_TOKEN`` when set, else one kept in ``var/api_token`` (0600) so a browser that stored it
+    keeps working across restarts."""
+    configured = settings.API_TOKEN.get_secret_value().strip()
     if configured:
         return configured
     path = var / "api_token"
@@ -65,9 +68,10 @@ def demo_token(var: Path) -> str:
     return token
 
 
-async def _open_redis(console: Console, stack: AsyncExitStack, *, in_process: bool = False
+async def _open_redis(console: Console, stack: AsyncExitStack, url: str | None, *, in_process: bool = False
                       ) -> tuple[aioredis.Redis, str]:
-    url = None if in_process else os.environ.get("REDIS_URL")
+    """``url`` (REDIS_URL when set), else one answering on 127.0.0.1:6379, else the in-process stand-in."""
+    url = None if in_process else url
     if url is None and not in_process and _local_redis_answers():
         url = "redis://127.0.0.1:6379/0"
     if url is not None:
@@ -106,11 +110,14 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
                    ) -> None:
     from trading_helper.api.serve import listen_socket, serve
 
+    configured = get_settings()
+    given_dsn = _given(configured, "DATABASE_URL")
+    given_redis = _given(configured, "REDIS_URL")
     sock = listen_socket("127.0.0.1", port)  # first: a port in use fails before anything starts
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)
         with console.status("preparing the database") as status:
-            dsn = os.environ.get("DATABASE_URL")
+            dsn = given_dsn
             if dsn is None:
                 from trading_helper.demo.embedded import embedded_postgres
 
@@ -119,12 +126,12 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
             status.update("creating or upgrading the schema")
             report = await migrate(dsn)
             status.update("connecting to Redis")
-            redis, redis_label = await _open_redis(console, stack, in_process=in_process_redis)
-            token = demo_token(var)  # var exists: main() made it
+            redis, redis_label = await _open_redis(console, stack, given_redis, in_process=in_process_redis)
+            token = demo_token(var, configured)  # var exists: main() made it
             # the Redis client is handed to the server as it is; REDIS_URL is only informative here
-            settings = Settings(DATABASE_URL=dsn, REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                BROKER="sim", SIM_INSTRUMENTS=instruments, API_TOKEN=SecretStr(token), API_PORT=port,
-                                REFRESH_INTERVAL_S=2.0)
+            settings = configured.model_copy(update={
+                "DATABASE_URL": dsn, "BROKER": "sim", "SIM_INSTRUMENTS": instruments, "API_TOKEN": SecretStr(token),
+                "API_PORT": port, "REFRESH_INTERVAL_S": 2.0})
             status.update(f"loading {instruments} simulated instruments")
             broker = SimBroker(settings)
             items = await broker.fetch_instruments()
@@ -133,7 +140,7 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
                 async with pool.acquire() as conn:
                     await sync_instruments(conn, "sim", items)
                     mapping = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
-                    await conn.execute(_SUBSCRIBE_ALL, list(mapping.values()))
+                    await conn.execute(sql_instruments.SUBSCRIBE, list(mapping.values()))
             finally:
                 await pool.close()
         console.print(f"database ready ({report.flavour}, schema version {report.version}); "
@@ -148,7 +155,7 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
             console.rule("[bold green]Trading Helper demo is running")
             console.print(f"chart page: [bold]{url}[/bold]")
             console.print(f"API token:  {token}   (API docs: http://127.0.0.1:{port}/docs)")
-            kept = "" if "DATABASE_URL" in os.environ else f"; the next start keeps the data in {var / 'pgdata'}"
+            kept = "" if given_dsn is not None else f"; the next start keeps the data in {var / 'pgdata'}"
             console.print(f"Ctrl-C stops everything{kept}")
 
         await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready, sock=sock)

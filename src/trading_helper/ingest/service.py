@@ -67,7 +67,8 @@ class IngestService:
         self.receiver = TickReceiver(redis, stream=settings.TICK_STREAM, max_entries=settings.STREAM_MAX_ENTRIES,
                                      local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES, coverage=self.coverage)
         self.writer = StreamWriter(redis, pool, stream=settings.TICK_STREAM, consumer=consumer,
-                                   max_ticks_per_batch=settings.TICK_BUFFER_SIZE)
+                                   max_ticks_per_batch=settings.TICK_BUFFER_SIZE,
+                                   block_ms=settings.flush_interval_ms)
         self.tasks = supervisor if supervisor is not None else Supervisor()
         self._names: list[str] = []
         self.flavour: str | None = None
