@@ -68,3 +68,14 @@ async def test_service_captures_rolls_up_and_records_coverage(db_pool: asyncpg.P
     rows, candle_ticks = await db_pool.fetchrow(
         "SELECT (SELECT count(*) FROM tick_data), (SELECT sum(tick_count) FROM candles_1m)")
     assert rows == candle_ticks == service.writer.stats.written
+
+
+async def test_flush_interval_is_the_writers_longest_wait(db_pool: asyncpg.Pool, redis_url: str) -> None:
+    settings = Settings(REDIS_URL=redis_url, BROKER="sim", TICK_STREAM=f"th:svc:{uuid.uuid4().hex[:8]}",
+                        FLUSH_INTERVAL_SECONDS=0.2)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        service = IngestService(settings, db_pool, redis, SimBroker(settings))
+        assert service.writer.block_ms == 200  # XREADGROUP BLOCK, in the writer's unit
+    finally:
+        await redis.aclose()
