@@ -144,8 +144,14 @@ class LoginRequired(BrokerError):
 
 
 class RateLimited(BrokerError):
+    """``retry_after_s``: the broker's Retry-After, when it sent one."""
+
     code = "rate_limited"
     retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BrokerUnavailable(BrokerError):

@@ -8,7 +8,6 @@ running service) and never appears in a message or a log line.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from trading_helper.brokers.fyers import constants as C
 from trading_helper.brokers.fyers.instruments import parse_symbol_master
 from trading_helper.brokers.fyers.parsing import epoch_to_ist
 from trading_helper.brokers.history import history_chunks
-from trading_helper.brokers.retry import RateLimiter, backoff_delay
+from trading_helper.brokers.retry import RateLimiter, send_with_retries
 from trading_helper.brokers.tokens import load_token, redact
 from trading_helper.config import Settings
 from trading_helper.errors import (
@@ -85,37 +84,24 @@ class FyersHttp:
         headers = {"version": "3"}
         if auth is not None:
             headers["Authorization"] = auth
-        last: BrokerError | None = None
-        hint: float | None = None  # a 429's Retry-After, in seconds
-        for attempt in range(self._max_attempts):
-            if attempt:
-                await asyncio.sleep(self._retry_delay(attempt - 1, hint))
+
+        async def send() -> httpx.Response:
             if limited:
                 await self._limiter.acquire()
-            try:
-                response = await self._client.request(method, url, headers=headers, **kwargs)
-            except httpx.TransportError as exc:
-                last, hint = BrokerUnavailable(f"Fyers {_path(url)}: {type(exc).__name__}"), None
-                last.__cause__ = exc
-                continue
+            return await self._client.request(method, url, headers=headers, **kwargs)
+
+        def judge(response: httpx.Response) -> BrokerError | None:
             status = response.status_code
             if status in (401, 403):
-                raise LoginRequired(f"Fyers refused the access token (HTTP {status}): log in again")
+                return LoginRequired(f"Fyers refused the access token (HTTP {status}): log in again")
             if status == 429:
-                last = RateLimited(f"Fyers {_path(url)}: rate limited (HTTP 429)")
-                hint = _retry_after(response)
-                continue
+                return RateLimited(f"Fyers {_path(url)}: rate limited (HTTP 429)", retry_after_s=_retry_after(response))
             if status >= 500:
-                last, hint = BrokerUnavailable(f"Fyers {_path(url)}: HTTP {status}"), None
-                continue
-            return response
-        assert last is not None
-        log.warning("giving up on %s after %d attempts: %s", _path(url), self._max_attempts, last)
-        raise last
+                return BrokerUnavailable(f"Fyers {_path(url)}: HTTP {status}")
+            return None
 
-    def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
-        delay = backoff_delay(attempt + 1, *self._backoff)
-        return max(delay, min(retry_after_s, self._backoff[1])) if retry_after_s else delay
+        return await send_with_retries(send, judge, what=f"Fyers {_path(url)}", attempts=self._max_attempts,
+                                       base_s=self._backoff[0], cap_s=self._backoff[1])
 
     def _json(self, response: httpx.Response, what: str, token: str = "") -> dict[str, Any]:
         try:

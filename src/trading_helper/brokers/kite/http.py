@@ -9,7 +9,6 @@ retried; 429, 5xx and network errors are retried with capped exponential backoff
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import logging
@@ -23,7 +22,7 @@ import httpx
 from trading_helper.brokers.history import history_chunks
 from trading_helper.brokers.kite import constants as c
 from trading_helper.brokers.kite.instruments import kite_csv_to_instruments
-from trading_helper.brokers.retry import RateLimiter, backoff_delay
+from trading_helper.brokers.retry import RateLimiter, send_with_retries
 from trading_helper.brokers.tokens import load_token
 from trading_helper.config import Settings
 from trading_helper.errors import (
@@ -154,39 +153,30 @@ class KiteHttpClient:
         data: Mapping[str, str] | None = None, auth: bool = True, limiter: RateLimiter | None = None,
         attempts: int | None = None,
     ) -> httpx.Response:
-        tries = attempts or self._max_attempts
-        failure: BrokerError | None = None
-        cause: BaseException | None = None
-        for attempt in range(1, tries + 1):
+        async def send() -> httpx.Response:
             headers = self._headers() if auth else {}  # re-read: a new login may have landed
             if limiter is not None:
                 await limiter.acquire()
-            try:
-                resp = await self._client.request(method, path, params=params, data=data, headers=headers)
-            except httpx.TransportError as exc:  # connect/read errors, timeouts, dropped sockets
-                failure, cause = BrokerUnavailable(f"Kite {what}: network error ({type(exc).__name__})"), exc
-            else:
-                status = resp.status_code
-                error_type, message = _error_of(resp)
-                if (status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION) and not auth:
-                    raise LoginRequired(f"Kite {what}: request token rejected ({message or status}); "
-                                        "log in again for a fresh one")
-                if status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION:
-                    raise LoginRequired(f"Kite {what}: session expired or invalid ({message or status}): {LOGIN_HINT}")
-                if status == 429:
-                    failure, cause = RateLimited(f"Kite {what}: HTTP 429 too many requests"), None
-                elif status >= 500:
-                    failure, cause = BrokerUnavailable(f"Kite {what}: HTTP {status} {message}".rstrip()), None
-                elif status >= 400:
-                    raise BrokerProtocolError(f"Kite {what}: HTTP {status} {error_type or ''} {message}".rstrip())
-                else:
-                    return resp
-            if attempt < tries:
-                delay = backoff_delay(attempt, self._backoff_base_s, self._backoff_cap_s)
-                log.warning("%s (attempt %d/%d), retrying in %.2fs", failure, attempt, tries, delay)
-                await asyncio.sleep(delay)
-        assert failure is not None
-        raise failure from cause
+            return await self._client.request(method, path, params=params, data=data, headers=headers)
+
+        def judge(resp: httpx.Response) -> BrokerError | None:
+            status = resp.status_code
+            error_type, message = _error_of(resp)
+            if (status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION) and not auth:
+                return LoginRequired(f"Kite {what}: request token rejected ({message or status}); "
+                                     "log in again for a fresh one")
+            if status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION:
+                return LoginRequired(f"Kite {what}: session expired or invalid ({message or status}): {LOGIN_HINT}")
+            if status == 429:
+                return RateLimited(f"Kite {what}: HTTP 429 too many requests")
+            if status >= 500:
+                return BrokerUnavailable(f"Kite {what}: HTTP {status} {message}".rstrip())
+            if status >= 400:
+                return BrokerProtocolError(f"Kite {what}: HTTP {status} {error_type or ''} {message}".rstrip())
+            return None
+
+        return await send_with_retries(send, judge, what=f"Kite {what}", attempts=attempts or self._max_attempts,
+                                       base_s=self._backoff_base_s, cap_s=self._backoff_cap_s)
 
 
 def _kite_time(ts: datetime) -> str:
