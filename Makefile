@@ -30,6 +30,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/trading-helper demo $(DEMO_ARGS)
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 

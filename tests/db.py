@@ -37,8 +37,9 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def fresh_database(admin_dsn: str, *, flavour: Flavour | str | None = SERVER,
-                         prefix: str = "th_test") -> AsyncIterator[str]:
+async def fresh_database(
+    admin_dsn: str, *, flavour: Flavour | str | None = SERVER, prefix: str = "th_test"
+) -> AsyncIterator[str]:
     """A new empty database, dropped afterwards: migrated to ``flavour`` (default: the test
     flavour, see the module docstring), or left empty when ``flavour`` is None."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"

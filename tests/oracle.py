@@ -19,7 +19,18 @@ from datetime import date, datetime, time, timedelta
 from trading_helper.bench.soak.oracle import IST, ORIGIN, WIDTHS, Key, Ohlc, RawTick, bucket_of, candles
 from trading_helper.models import Tick
 
-__all__ = ["IST", "ORIGIN", "WIDTHS", "CaptureStart", "Key", "Ohlc", "RawTick", "bucket_of", "candles", "stored_trades"]
+__all__ = [
+    "IST",
+    "ORIGIN",
+    "WIDTHS",
+    "CaptureStart",
+    "Key",
+    "Ohlc",
+    "RawTick",
+    "bucket_of",
+    "candles",
+    "stored_trades",
+]
 
 
 @dataclass(frozen=True)

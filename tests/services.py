@@ -59,16 +59,31 @@ def _throwaway_postgres() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     data = os.path.join(tmp, "data")
-    subprocess.run([*as_user, initdb, "-D", data, "-U", "postgres", "-A", "trust"], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([*as_user, pg_ctl, "-D", data, "-l", os.path.join(tmp, "log"), "-w", "-o",
-                    f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_user, initdb, "-D", data, "-U", "postgres", "-A", "trust"], check=True, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            data,
+            "-l",
+            os.path.join(tmp, "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], check=False,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], check=False, stdout=subprocess.DEVNULL
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -82,8 +97,22 @@ def _throwaway_redis() -> Iterator[str]:
         )
     tmp = tempfile.mkdtemp(prefix="th-redis-")
     port = _free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            tmp,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if _listening("127.0.0.1", port):
             break

@@ -13,19 +13,37 @@ import pytest
 
 def run_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
     full = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
-    done = subprocess.run([sys.executable, "-m", "trading_helper.cli", *args], env=full, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "trading_helper.cli", *args],
+        env=full,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("env", "args", "names"), [
-    ({"DATABASE_URL": "postgresql://me:Hunter2Secret@db:port/trading"}, ("db", "migrate"), "DATABASE_URL"),
-    ({"DATABASE_URL": "mysql://me:Hunter2Secret@db/trading"}, ("db", "migrate"), "DATABASE_URL"),
-    ({"REDIS_URL": "redis://:Hunter2Secret@cache:6379x/0"}, ("status",), "REDIS_URL"),
-    ({"DATABASE_URL": "postgresql://me:p@ss:Hunter2Secret@db/trading"}, ("db", "migrate"), "DATABASE_URL"),
-])
-def test_a_malformed_url_is_one_line_naming_the_variable(tmp_path: Path, env: dict[str, str],
-                                                         args: tuple[str, ...], names: str) -> None:
+@pytest.mark.parametrize(
+    ("env", "args", "names"),
+    [
+        (
+            {"DATABASE_URL": "postgresql://me:Hunter2Secret@db:port/trading"},
+            ("db", "migrate"),
+            "DATABASE_URL",
+        ),
+        ({"DATABASE_URL": "mysql://me:Hunter2Secret@db/trading"}, ("db", "migrate"), "DATABASE_URL"),
+        ({"REDIS_URL": "redis://:Hunter2Secret@cache:6379x/0"}, ("status",), "REDIS_URL"),
+        (
+            {"DATABASE_URL": "postgresql://me:p@ss:Hunter2Secret@db/trading"},
+            ("db", "migrate"),
+            "DATABASE_URL",
+        ),
+    ],
+)
+def test_a_malformed_url_is_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], args: tuple[str, ...], names: str
+) -> None:
     code, output = run_cli(tmp_path, env, *args)
     assert code == 1, output
     lines = output.strip().splitlines()
@@ -39,7 +57,9 @@ def test_version_and_help_name_the_settings(tmp_path: Path) -> None:
     code, output = run_cli(tmp_path, {}, "--version")
     assert code == 0 and output.strip() == f"trading-helper {__version__}"
     code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "--help")
-    assert code == 0 and all(word in output for word in ("DATABASE_URL", "REDIS_URL", ".env", "serve", "--version"))
+    assert code == 0 and all(
+        word in output for word in ("DATABASE_URL", "REDIS_URL", ".env", "serve", "--version")
+    )
 
 
 def test_serve_help_shows_no_made_up_defaults(tmp_path: Path) -> None:

@@ -9,10 +9,15 @@ from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=(
-    "Trading Helper: ticks, candles, charts.\n\nSettings come from the environment and from a .env file in the "
-    "current folder (see .env.example): DATABASE_URL (PostgreSQL), REDIS_URL, BROKER (kite, fyers or sim), "
-    "API_TOKEN ..."))
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=(
+        "Trading Helper: ticks, candles, charts.\n\nSettings come from the environment and from a .env file in the "
+        "current folder (see .env.example): DATABASE_URL (PostgreSQL), REDIS_URL, BROKER (kite, fyers or sim), "
+        "API_TOKEN ..."
+    ),
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 login_app = typer.Typer(no_args_is_help=True, help="Log in to a broker and store its access token.")
@@ -32,8 +37,11 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def main(
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """The options of ``trading-helper`` itself (the help text is the Typer's)."""
 
 
@@ -54,9 +62,13 @@ def db_migrate() -> None:
 
     try:
         settings = get_settings()
-        report = asyncio.run(migrate(settings.DATABASE_URL,
-                                     reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None,
-                                     require_timescale=settings.TIMESCALEDB_REQUIRED))
+        report = asyncio.run(
+            migrate(
+                settings.DATABASE_URL,
+                reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None,
+                require_timescale=settings.TIMESCALEDB_REQUIRED,
+            )
+        )
     except TradingHelperError as exc:
         _fail(exc)
         return
@@ -82,9 +94,16 @@ def bench_ingest(
     from trading_helper.config import get_settings
 
     try:
-        result = asyncio.run(run_ingest_bench(get_settings(), instruments=instruments, ticks=ticks,
-                                              per_frame=per_frame, paced_rate=paced_rate,
-                                              paced_seconds=paced_seconds))
+        result = asyncio.run(
+            run_ingest_bench(
+                get_settings(),
+                instruments=instruments,
+                ticks=ticks,
+                per_frame=per_frame,
+                paced_rate=paced_rate,
+                paced_seconds=paced_seconds,
+            )
+        )
     except TradingHelperError as exc:
         _fail(exc)
         return
@@ -96,10 +115,15 @@ def bench_soak(
     days: int = typer.Option(5, min=1, max=5, help="Simulated trading days (the last ones before today)."),
     instruments: int = typer.Option(10, min=1, max=500, help="Instruments on the Kite stand-in."),
     speed: float = typer.Option(200.0, min=1.0, help="Simulated seconds per real second in sessions."),
-    faults: str = typer.Option("all", help="Comma-separated fault kinds to inject (token_expiry, "
-                               "reconnect_preopen, reconnect_session, redis_restart, postgres_down, "
-                               "serve_sigkill, api_restart, poison_row), or all."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result (progress stays on stderr)."),
+    faults: str = typer.Option(
+        "all",
+        help="Comma-separated fault kinds to inject (token_expiry, "
+        "reconnect_preopen, reconnect_session, redis_restart, postgres_down, "
+        "serve_sigkill, api_restart, poison_row), or all.",
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print only the JSON result (progress stays on stderr)."
+    ),
 ) -> None:
     """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
     import json
@@ -117,8 +141,16 @@ def bench_soak(
 
         try:
             kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
-            result = asyncio.run(run_soak(get_settings(), days=days, instruments=instruments, speed=speed,
-                                          faults=kinds, progress=progress))
+            result = asyncio.run(
+                run_soak(
+                    get_settings(),
+                    days=days,
+                    instruments=instruments,
+                    speed=speed,
+                    faults=kinds,
+                    progress=progress,
+                )
+            )
         except TradingHelperError as exc:
             _fail(exc)
             return
@@ -139,7 +171,9 @@ def bench_query(
     from trading_helper.config import get_settings
 
     try:
-        result = asyncio.run(run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples))
+        result = asyncio.run(
+            run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples)
+        )
     except TradingHelperError as exc:
         _fail(exc)
         return
@@ -149,9 +183,12 @@ def bench_query(
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Listen address (default: API_HOST).", show_default=False),
-    port: int | None = typer.Option(None, min=1, max=65535, help="Listen port (default: API_PORT).",
-                                    show_default=False),
-    ingest: bool = typer.Option(True, "--ingest/--no-ingest", help="Run the broker feed and tick writer too."),
+    port: int | None = typer.Option(
+        None, min=1, max=65535, help="Listen port (default: API_PORT).", show_default=False
+    ),
+    ingest: bool = typer.Option(
+        True, "--ingest/--no-ingest", help="Run the broker feed and tick writer too."
+    ),
 ) -> None:
     """Run the HTTP API (uvicorn on API_HOST:API_PORT), with the ingest service unless --no-ingest."""
     import logging
@@ -162,7 +199,9 @@ def serve(
 
     try:
         settings = get_settings()
-        logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         runner.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest))
     except TradingHelperError as exc:
         _fail(exc)
@@ -199,8 +238,9 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 def demo(
     port: int = typer.Option(8000, help="HTTP port of the API and chart page."),
     instruments: int = typer.Option(200, min=1, max=5000, help="Simulated instruments."),
-    in_process_redis: bool = typer.Option(False, "--in-process-redis",
-                                          help="Use the in-process Redis stand-in even when a Redis answers."),
+    in_process_redis: bool = typer.Option(
+        False, "--in-process-redis", help="Use the in-process Redis stand-in even when a Redis answers."
+    ),
 ) -> None:
     """Run the whole system on this machine with the simulator broker (chart page on --port)."""
     from trading_helper.demo.run import main
@@ -226,8 +266,15 @@ def login_kite(
     from trading_helper.config import get_settings
 
     try:
-        asyncio.run(run_login(get_settings(), request_token=request_token or None,
-                              listen_port=listen_port or None, wait_s=wait, echo=typer.echo))
+        asyncio.run(
+            run_login(
+                get_settings(),
+                request_token=request_token or None,
+                listen_port=listen_port or None,
+                wait_s=wait,
+                echo=typer.echo,
+            )
+        )
     except TradingHelperError as exc:
         _fail(exc)
 
@@ -238,8 +285,10 @@ def login_fyers(
         None, "--auth-code", help="The auth_code (or the whole redirect URL) from a login done already."
     ),
     paste: bool = typer.Option(
-        False, "--paste", help="Print the login URL, then read the redirect URL pasted back (use this in a "
-                               "container: the browser cannot reach a listener on the container's 127.0.0.1)."
+        False,
+        "--paste",
+        help="Print the login URL, then read the redirect URL pasted back (use this in a "
+        "container: the browser cannot reach a listener on the container's 127.0.0.1).",
     ),
     timeout: float = typer.Option(300.0, help="Seconds to wait for the redirect."),
 ) -> None:
@@ -248,7 +297,9 @@ def login_fyers(
     from trading_helper.config import get_settings
 
     try:
-        asyncio.run(login(get_settings(), auth_code=auth_code, paste=paste, timeout_s=timeout, echo=typer.echo))
+        asyncio.run(
+            login(get_settings(), auth_code=auth_code, paste=paste, timeout_s=timeout, echo=typer.echo)
+        )
     except TradingHelperError as exc:
         _fail(exc)
 
@@ -259,9 +310,14 @@ app.add_typer(grafana_app, name="grafana")
 
 @grafana_app.command("build")
 def grafana_build(
-    timescaledb: bool = typer.Option(True, "--timescaledb/--no-timescaledb",
-                                     help="The datasource's TimescaleDB flag ($__timeGroup uses time_bucket)."),
-    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when a committed file is stale."),
+    timescaledb: bool = typer.Option(
+        True,
+        "--timescaledb/--no-timescaledb",
+        help="The datasource's TimescaleDB flag ($__timeGroup uses time_bucket).",
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 when a committed file is stale."
+    ),
 ) -> None:
     """Generate the dashboards JSON and provisioning YAML from src/trading_helper/grafana/."""
     from trading_helper.grafana.build import stale, write

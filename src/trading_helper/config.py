@@ -193,7 +193,9 @@ def unknown_variables(names: Iterable[str]) -> dict[str, str | None]:
     return found
 
 
-def warn_unknown_variables(environ: Mapping[str, str] | None = None, env_file: str | Path = ENV_FILE) -> list[str]:
+def warn_unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: str | Path = ENV_FILE
+) -> list[str]:
     """Log one warning naming every unknown variable (see :func:`unknown_variables`) of the
     environment and of ``env_file``; returns the names."""
     names = dict.fromkeys(os.environ if environ is None else environ)
@@ -212,7 +214,8 @@ def get_settings() -> Settings:
         settings = Settings()
     except PydanticValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {redact.redact(problems)}") from None
     redact.register(*settings.secrets())

@@ -92,9 +92,16 @@ class Candle:
 
     def wire(self) -> dict[str, object]:
         """The candle on the wire: the keys of :data:`CANDLE_WIRE_FIELDS`, times in IST (+05:30)."""
-        return {"time": self.bucket.astimezone(IST).isoformat(), "open": self.open, "high": self.high,
-                "low": self.low, "close": self.close, "volume": self.volume,
-                "open_interest": self.open_interest, "source": self.source}
+        return {
+            "time": self.bucket.astimezone(IST).isoformat(),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "open_interest": self.open_interest,
+            "source": self.source,
+        }
 
 
 #: a candle's fields on the wire, in order: ``api.schemas.CandleOut`` documents them, the database

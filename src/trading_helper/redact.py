@@ -25,12 +25,16 @@ MASK = "***"
 MIN_SECRET_LENGTH = 6
 
 #: names of secret fields; ``instrument_token`` and ``exchange_token`` are instrument numbers, not secrets
-_SECRET_NAME = (r"(?!instrument_token\b|exchange_token\b)[\w.-]*(?:password|passwd|pwd|secret|token|api_?key|"
-                r"signature|checksum|auth_code|apphash|appidhash)")
+_SECRET_NAME = (
+    r"(?!instrument_token\b|exchange_token\b)[\w.-]*(?:password|passwd|pwd|secret|token|api_?key|"
+    r"signature|checksum|auth_code|apphash|appidhash)"
+)
 #: ``name=value`` in a query string, a form or a keyword/value DSN (value quoted, or up to a
 #: separator; a colon ends it only before a space, as in ``...password=x: connection refused``)
-_PAIR = re.compile(rf"(?i)\b({_SECRET_NAME})(\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|"
-                   r"(?:[^\s&;,'\":]|:(?!\s|$))+)")
+_PAIR = re.compile(
+    rf"(?i)\b({_SECRET_NAME})(\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|"
+    r"(?:[^\s&;,'\":]|:(?!\s|$))+)"
+)
 #: ``"name": "value"`` in JSON
 _JSON_FIELD = re.compile(rf"(?i)(\"{_SECRET_NAME}\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"")
 #: an Authorization header or field, whatever its scheme (``Bearer x``, ``token key:secret``)
@@ -76,7 +80,7 @@ def _redact_url_userinfo(text: str) -> str:
         colon = text.find(":", start, at)
         if colon == -1:
             continue  # a user name only
-        out.append(text[pos:colon + 1] + MASK)
+        out.append(text[pos : colon + 1] + MASK)
         pos = at
     out.append(text[pos:])
     return "".join(out)

@@ -55,8 +55,9 @@ class _Stopper:
     def arm(self) -> None:
         """From now on, the process ends within ``stop_timeout_s`` whatever happens."""
         if self._timer is None:
-            self._timer = threading.Timer(self.stop_timeout_s, _exit_now,
-                                          args=(f"the stop took longer than {self.stop_timeout_s:g} s",))
+            self._timer = threading.Timer(
+                self.stop_timeout_s, _exit_now, args=(f"the stop took longer than {self.stop_timeout_s:g} s",)
+            )
             self._timer.daemon = True
             self._timer.start()
 

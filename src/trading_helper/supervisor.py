@@ -28,8 +28,9 @@ from prometheus_client import Counter, Gauge
 log = logging.getLogger(__name__)
 
 TASK_UP = Gauge("th_task_up", "1 while a supervised task runs (or a one-shot task is done)", ["task"])
-TASK_RESTARTS = Counter("th_task_restarts_total", "Supervised tasks started again after ending or dying",
-                        ["task"])
+TASK_RESTARTS = Counter(
+    "th_task_restarts_total", "Supervised tasks started again after ending or dying", ["task"]
+)
 
 Job = Callable[[], Awaitable[None]]
 
@@ -60,8 +61,12 @@ class TaskInfo:
         return self.state == TaskState.RESTARTING
 
     def as_json(self) -> dict[str, object]:
-        return {"state": str(self.state), "restarts": self.restarts, "last_error": self.last_error,
-                "since": self.since.isoformat()}
+        return {
+            "state": str(self.state),
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "since": self.since.isoformat(),
+        }
 
     def enter(self, state: TaskState) -> None:
         self.state = state
@@ -77,16 +82,24 @@ def describe(exc: BaseException) -> str:
 
 
 class Supervisor:
-    def __init__(self, *, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 healthy_after_s: float = 30.0) -> None:
+    def __init__(
+        self, *, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, healthy_after_s: float = 30.0
+    ) -> None:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.healthy_after_s = healthy_after_s
         self.tasks: dict[str, TaskInfo] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, name: str, job: Job, *, oneshot: bool = False, backoff_max_s: float | None = None,
-              expected: tuple[type[Exception], ...] = ()) -> None:
+    def start(
+        self,
+        name: str,
+        job: Job,
+        *,
+        oneshot: bool = False,
+        backoff_max_s: float | None = None,
+        expected: tuple[type[Exception], ...] = (),
+    ) -> None:
         """Run ``job()`` as task ``name`` until :meth:`stop` (or, ``oneshot``, until it returns).
         ``backoff_max_s``: this task's cap on the wait between runs (default: the supervisor's);
         ``expected``: errors logged without a traceback (still counted and shown)."""
@@ -157,8 +170,11 @@ class Supervisor:
             _, pending = await asyncio.wait(loops, timeout=timeout_s)
             stuck = sorted(t.get_name() for t in pending)
             if stuck:
-                log.error("tasks %s did not stop within %.1f s of their cancellation: abandoned",
-                          ", ".join(stuck), timeout_s)
+                log.error(
+                    "tasks %s did not stop within %.1f s of their cancellation: abandoned",
+                    ", ".join(stuck),
+                    timeout_s,
+                )
         for name in chosen:
             self.tasks[name].enter(TaskState.STOPPED)
         return stuck

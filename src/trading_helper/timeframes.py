@@ -94,22 +94,31 @@ class Timeframe(enum.StrEnum):
 _DAY = timedelta(days=1)
 
 FACTS: dict[Timeframe, TimeframeFacts] = {
-    Timeframe.M1: TimeframeFacts(timedelta(minutes=1), 31 * _DAY, 30 * _DAY, 1 * _DAY, 2 * _DAY,
-                                 "minute", "1", "30 days"),
-    Timeframe.M5: TimeframeFacts(timedelta(minutes=5), 120 * _DAY, 90 * _DAY, 5 * _DAY, 10 * _DAY,
-                                 "5minute", "5", "90 days"),
-    Timeframe.M15: TimeframeFacts(timedelta(minutes=15), 200 * _DAY, 180 * _DAY, 15 * _DAY, 30 * _DAY,
-                                  "15minute", "15", "6 months"),
-    Timeframe.H1: TimeframeFacts(timedelta(hours=1), 731 * _DAY, 365 * _DAY, 60 * _DAY, 120 * _DAY,
-                                 "60minute", "60", "1 year"),
-    Timeframe.D1: TimeframeFacts(timedelta(days=1), 7305 * _DAY, 2000 * _DAY, 365 * _DAY, 1500 * _DAY,
-                                 "day", "D", None),
+    Timeframe.M1: TimeframeFacts(
+        timedelta(minutes=1), 31 * _DAY, 30 * _DAY, 1 * _DAY, 2 * _DAY, "minute", "1", "30 days"
+    ),
+    Timeframe.M5: TimeframeFacts(
+        timedelta(minutes=5), 120 * _DAY, 90 * _DAY, 5 * _DAY, 10 * _DAY, "5minute", "5", "90 days"
+    ),
+    Timeframe.M15: TimeframeFacts(
+        timedelta(minutes=15), 200 * _DAY, 180 * _DAY, 15 * _DAY, 30 * _DAY, "15minute", "15", "6 months"
+    ),
+    Timeframe.H1: TimeframeFacts(
+        timedelta(hours=1), 731 * _DAY, 365 * _DAY, 60 * _DAY, 120 * _DAY, "60minute", "60", "1 year"
+    ),
+    Timeframe.D1: TimeframeFacts(
+        timedelta(days=1), 7305 * _DAY, 2000 * _DAY, 365 * _DAY, 1500 * _DAY, "day", "D", None
+    ),
 }
 
 #: other spellings accepted by :func:`parse_timeframe`; the brokers' own codes are added below
 _ALIASES: dict[str, Timeframe] = {
-    "1min": Timeframe.M1, "5min": Timeframe.M5, "15min": Timeframe.M15,
-    "60m": Timeframe.H1, "1hour": Timeframe.H1, "1day": Timeframe.D1,
+    "1min": Timeframe.M1,
+    "5min": Timeframe.M5,
+    "15min": Timeframe.M15,
+    "60m": Timeframe.H1,
+    "1hour": Timeframe.H1,
+    "1day": Timeframe.D1,
 }
 for _tf, _facts in FACTS.items():
     _ALIASES[_facts.kite_interval] = _tf
@@ -153,9 +162,11 @@ def chart_facts() -> dict[str, object]:
 def chart_module() -> str:
     """The text of ``api/static/timeframes.js``, generated from :data:`FACTS` (a test checks the
     checked-in file equals it; regenerate with ``python -m trading_helper.timeframes``)."""
-    return ("// Generated from trading_helper/timeframes.py by `python -m trading_helper.timeframes`:"
-            " do not edit.\n"
-            f"window.TH_TIMEFRAMES = Object.freeze({json.dumps(chart_facts())});\n")
+    return (
+        "// Generated from trading_helper/timeframes.py by `python -m trading_helper.timeframes`:"
+        " do not edit.\n"
+        f"window.TH_TIMEFRAMES = Object.freeze({json.dumps(chart_facts())});\n"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - the generator of the chart's copy

@@ -50,8 +50,12 @@ def ingest_redis_url(redis_url: str) -> str:
 @asynccontextmanager
 async def authorised(app: FastAPI, *, timeout_s: float = 30) -> AsyncIterator[httpx.AsyncClient]:
     """``app`` served on a real socket, and a client for it that carries the API token."""
-    async with serve(app) as url, httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=timeout_s) as client:
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=timeout_s
+        ) as client,
+    ):
         yield client
 
 
@@ -67,11 +71,13 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-async def api(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> AsyncIterator[Api]:
+async def api(
+    db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Api]:
     async with FakeKiteServer() as kite:
-        settings: Settings = kite.settings(tmp_path_factory.mktemp("api-kite"), API_TOKEN=API_TOKEN,
-                                           CORS_ORIGINS=f"{ORIGIN},*")
+        settings: Settings = kite.settings(
+            tmp_path_factory.mktemp("api-kite"), API_TOKEN=API_TOKEN, CORS_ORIGINS=f"{ORIGIN},*"
+        )
         save_token(settings, "kite", kite.access_token)
         broker = KiteBroker(settings)
         redis = aioredis.from_url(api_redis_url(redis_url))
@@ -79,8 +85,12 @@ async def api(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.Te
         channel = f"th:live:test:{uuid.uuid4().hex[:8]}"
         app = create_app(runtime, live_channel=channel)
         try:
-            async with serve(app) as url, httpx.AsyncClient(
-                    base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30) as client:
+            async with (
+                serve(app) as url,
+                httpx.AsyncClient(
+                    base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+                ) as client,
+            ):
                 await client.post("/api/instruments/sync")
                 yield Api(url, client, runtime, kite, redis, channel, app)
         finally:

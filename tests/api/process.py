@@ -48,12 +48,26 @@ async def serve_process(env: dict[str, str], workdir: Path, *args: str) -> Async
     ``workdir`` (so no stray ``.env`` is read) until ``/health`` answers; stopped with SIGINT."""
     port = free_port()
     output = workdir / "serve.log"
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir), "API_HOST": "127.0.0.1",
-            "API_PORT": str(port), **env}
+    full = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(workdir),
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        **env,
+    }
     with output.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "serve", "--no-ingest", *args,
-            env=full, cwd=workdir, stdout=sink, stderr=sink)
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "serve",
+            "--no-ingest",
+            *args,
+            env=full,
+            cwd=workdir,
+            stdout=sink,
+            stderr=sink,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(START_TIMEOUT_S):

@@ -26,8 +26,9 @@ def _bound_socket(send_buffer: int | None = None) -> socket.socket:
 
 
 def _server(app: Any) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws="websockets-sansio", timeout_graceful_shutdown=2
+    )
     return uvicorn.Server(config)
 
 
@@ -52,7 +53,9 @@ async def serve(app: Any, *, send_buffer: int | None = None) -> AsyncIterator[st
 
 
 @contextmanager
-def serve_in_thread(build: Callable[[], Awaitable[tuple[Any, Callable[[], Awaitable[None]]]]]) -> Iterator[str]:
+def serve_in_thread(
+    build: Callable[[], Awaitable[tuple[Any, Callable[[], Awaitable[None]]]]],
+) -> Iterator[str]:
     """Serve the app ``build()`` makes in a thread with its own event loop (for synchronous
     clients such as schemathesis); ``build`` returns the app and an async cleanup."""
     sock = _bound_socket()

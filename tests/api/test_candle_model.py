@@ -24,8 +24,12 @@ def test_the_wire_fields_are_the_schema() -> None:
 
 async def test_database_json_is_the_models_wire_form(api: Api, db_pool: asyncpg.Pool) -> None:
     # broker history for the session (via the API's backfill), and live ticks over part of it
-    params = {"instrument": "NSE:RELIANCE", "interval": "1m", "from": (DAY + timedelta(hours=9, minutes=15)).isoformat(),
-              "to": (DAY + timedelta(hours=10)).isoformat()}
+    params = {
+        "instrument": "NSE:RELIANCE",
+        "interval": "1m",
+        "from": (DAY + timedelta(hours=9, minutes=15)).isoformat(),
+        "to": (DAY + timedelta(hours=10)).isoformat(),
+    }
     first = await api.client.get("/api/candles", params=params)
     assert first.status_code == 200, first.text
     iid = first.json()["instrument"]["id"]
@@ -36,12 +40,17 @@ async def test_database_json_is_the_models_wire_form(api: Api, db_pool: asyncpg.
     await db_pool.execute(
         "INSERT INTO tick_data (time, instrument_id, ltp, last_qty, volume_delta, received_at) "
         "SELECT $2::timestamptz + n * interval '13 seconds', $1, 1400 + n / 4.0, n + 1, n + 1, now() "
-        "FROM generate_series(0, 49) AS n", iid, start)
+        "FROM generate_series(0, 49) AS n",
+        iid,
+        start,
+    )
     for lo, hi in ((9, 30, 0), (9, 40, 0)), ((9, 40, 30), (9, 41, 0)):
         await db_pool.execute(
             "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'kite', tstzrange($2, $3), false)",
-            iid, DAY + timedelta(hours=lo[0], minutes=lo[1], seconds=lo[2]),
-            DAY + timedelta(hours=hi[0], minutes=hi[1], seconds=hi[2]))
+            iid,
+            DAY + timedelta(hours=lo[0], minutes=lo[1], seconds=lo[2]),
+            DAY + timedelta(hours=hi[0], minutes=hi[1], seconds=hi[2]),
+        )
     await db_pool.execute("CALL refresh_candles()")
 
     body = (await api.client.get("/api/candles", params=params)).json()
@@ -65,5 +74,7 @@ async def test_the_answer_carries_the_instruments_expired_flag(api: Api, db_pool
     live = await api.client.get("/api/candles", params={**window, "instrument": "NSE:RELIANCE"})
     assert live.json()["instrument"]["expired"] is False
     # the same flag as the instrument list gives
-    listed = (await api.client.get("/api/instruments", params={"q": "NIFTY24JAN21500CE", "expired": "true"})).json()
+    listed = (
+        await api.client.get("/api/instruments", params={"q": "NIFTY24JAN21500CE", "expired": "true"})
+    ).json()
     assert listed["items"][0]["expired"] is True

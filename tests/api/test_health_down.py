@@ -37,19 +37,35 @@ async def test_health_reports_503_when_dependencies_are_down(down: httpx.AsyncCl
     whole = await down.get("/health")
     assert whole.status_code == 503 and whole.json()["code"] == "database_unavailable", whole.json()
     assert {(p["component"], p["code"]) for p in whole.json()["problems"]} == {
-        ("database", "database_unavailable"), ("redis", "redis_unavailable")}
+        ("database", "database_unavailable"),
+        ("redis", "redis_unavailable"),
+    }
     assert "127.0.0.1" not in whole.text  # no addresses on a public route
     db = await down.get("/health/db")
-    assert db.status_code == 503 and db.json()["status"] == "unhealthy" and db.json()["component"] == "database"
+    assert (
+        db.status_code == 503 and db.json()["status"] == "unhealthy" and db.json()["component"] == "database"
+    )
     rd = await down.get("/health/redis")
     assert rd.status_code == 503 and rd.json()["component"] == "redis"
 
 
 async def test_api_routes_answer_503_not_500(down: httpx.AsyncClient) -> None:
     for method, path, body in [
-        ("GET", "/api/candles?instrument=id:1&interval=1m&from=2024-03-04T09:15:00&to=2024-03-04T15:30:00", None),
-        ("POST", "/api/candles", {"instrument_token": 1, "from_date": "2024-03-04T09:15:00",
-                                  "to_date": "2024-03-04T15:30:00", "interval": "1m"}),
+        (
+            "GET",
+            "/api/candles?instrument=id:1&interval=1m&from=2024-03-04T09:15:00&to=2024-03-04T15:30:00",
+            None,
+        ),
+        (
+            "POST",
+            "/api/candles",
+            {
+                "instrument_token": 1,
+                "from_date": "2024-03-04T09:15:00",
+                "to_date": "2024-03-04T15:30:00",
+                "interval": "1m",
+            },
+        ),
         ("GET", "/api/instruments", None),
         ("POST", "/api/instruments/subscribe", {"instruments": ["id:1"]}),
         ("GET", "/api/quotes/id:1", None),  # the instrument is looked up first

@@ -15,9 +15,15 @@ from trading_helper.models import DepthLevel, Tick
 
 async def test_every_api_route_needs_the_bearer_token(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url) as anonymous:
-        for method, path in [("GET", "/api/instruments"), ("POST", "/api/instruments/sync"),
-                             ("GET", "/api/instruments/subscriptions"), ("GET", "/api/candles?instrument=1"),
-                             ("POST", "/api/candles"), ("GET", "/api/quotes/1"), ("GET", "/api/status")]:
+        for method, path in [
+            ("GET", "/api/instruments"),
+            ("POST", "/api/instruments/sync"),
+            ("GET", "/api/instruments/subscriptions"),
+            ("GET", "/api/candles?instrument=1"),
+            ("POST", "/api/candles"),
+            ("GET", "/api/quotes/1"),
+            ("GET", "/api/status"),
+        ]:
             resp = await anonymous.request(method, path)
             assert resp.status_code == 401, (method, path)
             assert resp.headers["www-authenticate"] == "Bearer"
@@ -42,8 +48,21 @@ async def test_instruments_search_filter_and_page(api: Api) -> None:
     assert rel["total"] == 1
     item = rel["items"][0]
     assert item["tradingsymbol"] == "RELIANCE" and item["broker_ids"] == {"kite": "738561"}
-    assert set(item) == {"id", "exchange", "tradingsymbol", "name", "segment", "instrument_type", "expiry",
-                         "strike", "option_type", "lot_size", "tick_size", "expired", "broker_ids"}
+    assert set(item) == {
+        "id",
+        "exchange",
+        "tradingsymbol",
+        "name",
+        "segment",
+        "instrument_type",
+        "expiry",
+        "strike",
+        "option_type",
+        "lot_size",
+        "tick_size",
+        "expired",
+        "broker_ids",
+    }
     nfo = (await api.client.get("/api/instruments", params={"exchange": "nfo", "expired": "true"})).json()
     assert [i["tradingsymbol"] for i in nfo["items"]] == ["NIFTY24JAN21500CE"]
     assert nfo["items"][0]["expiry"] == "2024-01-25" and nfo["items"][0]["option_type"] == "CE"
@@ -54,14 +73,17 @@ async def test_instruments_search_filter_and_page(api: Api) -> None:
     wildcard = (await api.client.get("/api/instruments", params={"q": "%"})).json()
     assert wildcard["total"] == 0  # LIKE wildcards are literal
     bad = await api.client.get("/api/instruments", params={"limit": 0})
-    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request" and "limit" in bad.json()["detail"]
+    assert (
+        bad.status_code == 422 and bad.json()["code"] == "invalid_request" and "limit" in bad.json()["detail"]
+    )
 
 
 async def test_subscriptions_accept_ids_symbols_and_tokens(api: Api) -> None:
     reliance = (await api.client.get("/api/instruments", params={"q": "RELIANCE"})).json()["items"][0]["id"]
     nifty = (await api.client.get("/api/instruments", params={"q": "NIFTY 50"})).json()["items"][0]["id"]
-    resp = await api.client.post("/api/instruments/subscribe", json={"instruments": ["NSE:RELIANCE", "256265",
-                                                                                      f"id:{reliance}"]})
+    resp = await api.client.post(
+        "/api/instruments/subscribe", json={"instruments": ["NSE:RELIANCE", "256265", f"id:{reliance}"]}
+    )
     assert resp.status_code == 200 and resp.json() == {"subscribed": [reliance, nifty]}
     spec_body = await api.client.post("/api/instruments/subscribe", json={"tokens": [256265]})
     assert spec_body.json() == {"subscribed": [nifty]}
@@ -72,21 +94,31 @@ async def test_subscriptions_accept_ids_symbols_and_tokens(api: Api) -> None:
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_instrument"
     assert "'NSE:NOPE'" in unknown.json()["detail"] and "'999999' (kite:999999)" in unknown.json()["detail"]
     # a bare number is the broker's token, never our id: our ids are small, Kite's tokens are not
-    assert (await api.client.post("/api/instruments/subscribe", json={"instruments": [reliance]})).status_code == 404
-    bad = await api.client.post("/api/instruments/subscribe", json={"instruments": ["²", "NSE:RELIANCE", "٣", "x"]})
+    assert (
+        await api.client.post("/api/instruments/subscribe", json={"instruments": [reliance]})
+    ).status_code == 404
+    bad = await api.client.post(
+        "/api/instruments/subscribe", json={"instruments": ["²", "NSE:RELIANCE", "٣", "x"]}
+    )
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_reference"
     assert "'²'" in bad.json()["detail"] and "'٣'" in bad.json()["detail"] and "'x'" in bad.json()["detail"]
     assert (await api.client.get("/api/instruments/subscriptions")).json()["total"] == 2
     gone = await api.client.post("/api/instruments/unsubscribe", json={"instruments": [f"id:{nifty}"]})
     assert gone.json() == {"unsubscribed": [nifty]}
-    assert [i["id"] for i in (await api.client.get("/api/instruments/subscriptions")).json()["items"]] == [reliance]
+    assert [i["id"] for i in (await api.client.get("/api/instruments/subscriptions")).json()["items"]] == [
+        reliance
+    ]
     empty = await api.client.post("/api/instruments/subscribe", json={"instruments": []})
     assert empty.status_code == 422
 
 
 async def test_candles_get_and_post_share_one_service(api: Api) -> None:
-    params = {"instrument": "NSE:RELIANCE", "interval": "5m", "from": "2024-03-04T09:15:00+05:30",
-              "to": "2024-03-04T15:30:00+05:30"}
+    params = {
+        "instrument": "NSE:RELIANCE",
+        "interval": "5m",
+        "from": "2024-03-04T09:15:00+05:30",
+        "to": "2024-03-04T15:30:00+05:30",
+    }
     first = await api.client.get("/api/candles", params=params)
     assert first.status_code == 200, first.text
     body = first.json()
@@ -98,27 +130,52 @@ async def test_candles_get_and_post_share_one_service(api: Api) -> None:
     assert set(candle) == {"time", "open", "high", "low", "close", "volume", "open_interest", "source"}
     CandleResponse.model_validate(body)  # the documented shape
     # the database-built JSON says exactly what the Python read path reads
-    series = await api.app.state.candles.get_candles("NSE:RELIANCE", "5m", datetime.fromisoformat(params["from"]),
-                                                     datetime.fromisoformat(params["to"]))
-    assert [(datetime.fromisoformat(c["time"]), c["open"], c["high"], c["low"], c["close"], c["volume"],
-             c["open_interest"], c["source"]) for c in body["candles"]] == [
-        (c.bucket, c.open, c.high, c.low, c.close, c.volume, c.open_interest, c.source) for c in series.candles]
+    series = await api.app.state.candles.get_candles(
+        "NSE:RELIANCE", "5m", datetime.fromisoformat(params["from"]), datetime.fromisoformat(params["to"])
+    )
+    assert [
+        (
+            datetime.fromisoformat(c["time"]),
+            c["open"],
+            c["high"],
+            c["low"],
+            c["close"],
+            c["volume"],
+            c["open_interest"],
+            c["source"],
+        )
+        for c in body["candles"]
+    ] == [
+        (c.bucket, c.open, c.high, c.low, c.close, c.volume, c.open_interest, c.source)
+        for c in series.candles
+    ]
 
-    spec = await api.client.post("/api/candles", json={
-        "instrument_token": 738561, "from_date": "2024-03-04T03:45:00Z", "to_date": "2024-03-04T10:00:00Z",
-        "interval": "5m"})
+    spec = await api.client.post(
+        "/api/candles",
+        json={
+            "instrument_token": 738561,
+            "from_date": "2024-03-04T03:45:00Z",
+            "to_date": "2024-03-04T10:00:00Z",
+            "interval": "5m",
+        },
+    )
     assert spec.status_code == 200, spec.text
     assert spec.json()["candles"] == body["candles"]
     assert spec.json()["backfill"] == {"fetched_ranges": 0, "broker_calls": 0, "error": None}
-    naive = await api.client.get("/api/candles", params={**params, "from": "2024-03-04T09:15:00",
-                                                          "to": "2024-03-04T15:30:00"})
+    naive = await api.client.get(
+        "/api/candles", params={**params, "from": "2024-03-04T09:15:00", "to": "2024-03-04T15:30:00"}
+    )
     assert naive.json()["candles"] == body["candles"]
     assert api.kite.history_calls[("738561", "5minute")] == 1
 
 
 async def test_candle_requests_are_validated(api: Api) -> None:
-    base = {"instrument": "NSE:RELIANCE", "interval": "5m", "from": "2024-03-04T09:15:00+05:30",
-            "to": "2024-03-04T15:30:00+05:30"}
+    base = {
+        "instrument": "NSE:RELIANCE",
+        "interval": "5m",
+        "from": "2024-03-04T09:15:00+05:30",
+        "to": "2024-03-04T15:30:00+05:30",
+    }
     cases = [
         ({**base, "interval": "7m"}, 422, "interval"),
         ({**base, "from": "2024-03-05T00:00:00+05:30"}, 400, "must be before"),
@@ -140,11 +197,20 @@ async def test_candle_requests_are_validated(api: Api) -> None:
         assert resp.status_code == status, (params, resp.text)
         assert words in resp.json()["detail"], (params, resp.json())
         assert "Traceback" not in resp.text
-    post = await api.client.post("/api/candles", json={"instrument_token": 738561, "from_date": "2024-03-05",
-                                                       "to_date": "2024-03-04", "interval": "5m"})
+    post = await api.client.post(
+        "/api/candles",
+        json={
+            "instrument_token": 738561,
+            "from_date": "2024-03-05",
+            "to_date": "2024-03-04",
+            "interval": "5m",
+        },
+    )
     assert post.status_code == 400 and post.json()["code"] == "invalid_range"
-    wrong_number = await api.client.post("/api/candles", json={"instrument_token": 42, "from_date": "2024-03-04",
-                                                               "to_date": "2024-03-05", "interval": "5m"})
+    wrong_number = await api.client.post(
+        "/api/candles",
+        json={"instrument_token": 42, "from_date": "2024-03-04", "to_date": "2024-03-05", "interval": "5m"},
+    )
     assert wrong_number.status_code == 404 and "'42' (kite:42)" in wrong_number.json()["detail"]
     missing = await api.client.post("/api/candles", json={"from_date": "2024-03-04"})
     assert missing.status_code == 422 and "instrument_token" in missing.json()["detail"]
@@ -159,11 +225,14 @@ async def test_an_unknown_query_parameter_is_named(api: Api) -> None:
     assert "expected one of:" in body["detail"] and " q," in body["detail"]
     none = await api.client.get("/api/status", params={"verbose": "1"})
     assert none.status_code == 422 and "takes none" in none.json()["detail"]
-    aliased = await api.client.get("/api/candles", params={"instrument": "NSE:RELIANCE", "from": "2024-03-04",
-                                                           "to": "2024-03-05", "interval": "1d"})
+    aliased = await api.client.get(
+        "/api/candles",
+        params={"instrument": "NSE:RELIANCE", "from": "2024-03-04", "to": "2024-03-05", "interval": "1d"},
+    )
     assert aliased.status_code == 200, aliased.text
-    not_json = await api.client.post("/api/instruments/subscribe", content=b"m\x1f\xff",
-                                     headers={"Content-Type": "application/json"})
+    not_json = await api.client.post(
+        "/api/instruments/subscribe", content=b"m\x1f\xff", headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 400 and not_json.json()["code"] == "invalid_body", not_json.text
 
 
@@ -173,13 +242,21 @@ async def test_latest_quote_from_redis(api: Api) -> None:
     missing = await api.client.get(f"/api/quotes/id:{iid}")
     assert missing.status_code == 404 and missing.json()["code"] == "no_quote"
     now = datetime.now(UTC)
-    tick = Tick(instrument_id=iid, exchange_ts=now, received_ts=now, last_price=2500.5, volume=1200,
-                bids=(DepthLevel(2500.4, 10, 2),), asks=(DepthLevel(2500.6, 5, 1),))
+    tick = Tick(
+        instrument_id=iid,
+        exchange_ts=now,
+        received_ts=now,
+        last_price=2500.5,
+        volume=1200,
+        bids=(DepthLevel(2500.4, 10, 2),),
+        asks=(DepthLevel(2500.6, 5, 1),),
+    )
     await api.redis.hset(keys.QUOTES, str(iid), codec.encode_quote(tick))
     for ref in (f"id:{iid}", "NSE:RELIANCE", "738561", "kite:738561", "reliance"):
         resp = await api.client.get(f"/api/quotes/{ref}")
-        assert resp.status_code == 200 and resp.json() == codec.tick_to_json(codec.decode_quote(
-            codec.encode_quote(tick)))
+        assert resp.status_code == 200 and resp.json() == codec.tick_to_json(
+            codec.decode_quote(codec.encode_quote(tick))
+        )
     assert resp.json()["depth"]["bids"] == [{"price": 2500.4, "quantity": 10, "orders": 2}]
     assert (await api.client.get("/api/quotes/NSE:NOPE")).status_code == 404
     assert (await api.client.get(f"/api/quotes/{iid}")).status_code == 404  # the Kite token {iid}: none
@@ -210,9 +287,20 @@ async def test_cors_allows_only_configured_origins(api: Api) -> None:
 async def test_openapi_documents_auth_and_examples(api: Api) -> None:
     schema = (await api.client.get("/openapi.json")).json()
     paths = schema["paths"]
-    for path in ("/api/candles", "/api/instruments", "/api/instruments/sync", "/api/instruments/subscribe",
-                 "/api/instruments/unsubscribe", "/api/instruments/subscriptions", "/api/quotes/{instrument}",
-                 "/api/status", "/health", "/health/db", "/health/redis", "/metrics"):
+    for path in (
+        "/api/candles",
+        "/api/instruments",
+        "/api/instruments/sync",
+        "/api/instruments/subscribe",
+        "/api/instruments/unsubscribe",
+        "/api/instruments/subscriptions",
+        "/api/quotes/{instrument}",
+        "/api/status",
+        "/health",
+        "/health/db",
+        "/health/redis",
+        "/metrics",
+    ):
         assert path in paths, path
     assert set(paths["/api/candles"]) == {"get", "post"}
     assert paths["/api/candles"]["get"]["security"] == [{"HTTPBearer": []}]
@@ -230,16 +318,28 @@ async def test_an_expired_broker_login_is_a_clear_503_or_a_backfill_note(api: Ap
         sync = await api.client.post("/api/instruments/sync")
         assert sync.status_code == 503 and sync.json()["code"] == "login_required"
         assert sync.json()["detail"].startswith("broker login needed")
-        candles = await api.client.get("/api/candles", params={
-            "instrument": "NSE:RELIANCE", "interval": "15m", "from": "2024-03-05T09:15:00+05:30",
-            "to": "2024-03-05T15:30:00+05:30"})
+        candles = await api.client.get(
+            "/api/candles",
+            params={
+                "instrument": "NSE:RELIANCE",
+                "interval": "15m",
+                "from": "2024-03-05T09:15:00+05:30",
+                "to": "2024-03-05T15:30:00+05:30",
+            },
+        )
         assert candles.status_code == 200  # what is stored is still served
         assert candles.json()["candles"] == [] and "log" in candles.json()["backfill"]["error"]
     finally:
         api.kite.access_token = good
-    again = await api.client.get("/api/candles", params={
-        "instrument": "NSE:RELIANCE", "interval": "15m", "from": "2024-03-05T09:15:00+05:30",
-        "to": "2024-03-05T15:30:00+05:30"})
+    again = await api.client.get(
+        "/api/candles",
+        params={
+            "instrument": "NSE:RELIANCE",
+            "interval": "15m",
+            "from": "2024-03-05T09:15:00+05:30",
+            "to": "2024-03-05T15:30:00+05:30",
+        },
+    )
     assert again.json()["backfill"]["broker_calls"] == 1 and len(again.json()["candles"]) == 25
 
 

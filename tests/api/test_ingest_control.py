@@ -40,15 +40,23 @@ async def test_subscribe_reaches_ingest_and_a_refusal_persists_nothing(db_pool: 
     ids = await make_instruments(db_pool, 3, prefix="CTL")
     limited = LimitedIngest(limit=2)
     ingest: IngestControl = limited
-    app = create_app(Runtime(Settings(API_TOKEN=API_TOKEN, BROKER="sim"), db_pool, ingest=ingest),
-                     live_channel="th:live:ctl")
-    async with serve(app) as url, httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
-        ok = await client.post("/api/instruments/subscribe", json={"instruments": [f"id:{i}" for i in ids[:2]]})
+    app = create_app(
+        Runtime(Settings(API_TOKEN=API_TOKEN, BROKER="sim"), db_pool, ingest=ingest),
+        live_channel="th:live:ctl",
+    )
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client,
+    ):
+        ok = await client.post(
+            "/api/instruments/subscribe", json={"instruments": [f"id:{i}" for i in ids[:2]]}
+        )
         assert ok.json() == {"subscribed": ids[:2]} and limited.following == ids[:2]
         refused = await client.post("/api/instruments/subscribe", json={"instruments": [f"id:{ids[2]}"]})
         assert refused.status_code == 409 and refused.json()["code"] == "subscription_limit"
-        persisted = await db_pool.fetch("SELECT instrument_id FROM subscriptions WHERE instrument_id = ANY($1)", ids)
+        persisted = await db_pool.fetch(
+            "SELECT instrument_id FROM subscriptions WHERE instrument_id = ANY($1)", ids
+        )
         assert sorted(r[0] for r in persisted) == ids[:2]
         status = (await client.get("/api/status")).json()
         assert status["broker"]["state"] == "connected" and status["ingest"]["subscriptions"] == 2

@@ -33,13 +33,22 @@ CANDLES = {"interval": "1m", "from": "2024-03-04T09:15:00", "to": "2024-03-04T15
 
 
 @asynccontextmanager
-async def api_over_own_pool(dsn: str, runtime_extra: dict[str, object] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def api_over_own_pool(
+    dsn: str, runtime_extra: dict[str, object] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     # connected up front: on a loaded machine, connecting could itself outlast the acquire timeout
-    pool = await create_pool(dsn, min_size=API_POOL, max_size=API_POOL, acquire_timeout_s=ACQUIRE_TIMEOUT_S,
-                             statement_timeout_s=STATEMENT_TIMEOUT_S)
+    pool = await create_pool(
+        dsn,
+        min_size=API_POOL,
+        max_size=API_POOL,
+        acquire_timeout_s=ACQUIRE_TIMEOUT_S,
+        statement_timeout_s=STATEMENT_TIMEOUT_S,
+    )
     settings = Settings(API_TOKEN=API_TOKEN, BROKER="sim")
-    app = create_app(Runtime(settings, pool, **(runtime_extra or {})),  # type: ignore[arg-type]
-                     live_channel=f"th:live:pools:{uuid.uuid4().hex[:8]}")
+    app = create_app(
+        Runtime(settings, pool, **(runtime_extra or {})),  # type: ignore[arg-type]
+        live_channel=f"th:live:pools:{uuid.uuid4().hex[:8]}",
+    )
     try:
         async with authorised(app) as client:
             yield client
@@ -63,17 +72,24 @@ async def sim_instrument_ids(pool: asyncpg.Pool, broker: SimBroker, subscribe: i
     async with pool.acquire() as conn:
         await sync_instruments(conn, "sim", await broker.fetch_instruments())
         await conn.execute("TRUNCATE subscriptions, live_coverage")
-        rows = await conn.fetch("SELECT instrument_id FROM instrument_broker_ids WHERE broker = 'sim' "
-                                "ORDER BY instrument_id LIMIT $1", subscribe)
+        rows = await conn.fetch(
+            "SELECT instrument_id FROM instrument_broker_ids WHERE broker = 'sim' "
+            "ORDER BY instrument_id LIMIT $1",
+            subscribe,
+        )
         ids = [r[0] for r in rows]
         await conn.execute("INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", ids)
     return ids
 
 
-async def test_a_lock_on_tick_data_answers_503_within_the_statement_timeout(db_dsn: str, db_pool: asyncpg.Pool) -> None:
+async def test_a_lock_on_tick_data_answers_503_within_the_statement_timeout(
+    db_dsn: str, db_pool: asyncpg.Pool
+) -> None:
     ids = await sim_instrument_ids(db_pool, SimBroker(Settings(SIM_INSTRUMENTS=3)), 3)
     async with api_over_own_pool(db_dsn) as client:
-        assert (await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})).status_code == 200
+        assert (
+            await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})
+        ).status_code == 200
         async with locked(db_dsn, "tick_data"):
             began = time.monotonic()
             resp = await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})
@@ -81,16 +97,25 @@ async def test_a_lock_on_tick_data_answers_503_within_the_statement_timeout(db_d
         assert resp.status_code == 503 and resp.json()["code"] == "query_timeout", resp.text
         assert resp.headers["retry-after"] == "5"
         assert STATEMENT_TIMEOUT_S * 0.9 <= took < STATEMENT_TIMEOUT_S + 3.0, took
-        assert (await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})).status_code == 200
+        assert (
+            await client.get("/api/candles", params={"instrument": f"id:{ids[0]}", **CANDLES})
+        ).status_code == 200
 
 
-async def test_twenty_stuck_api_reads_never_hold_back_the_writer(db_dsn: str, db_pool: asyncpg.Pool,
-                                                                 redis_url: str) -> None:
+async def test_twenty_stuck_api_reads_never_hold_back_the_writer(
+    db_dsn: str, db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     stream = f"th:pools:{uuid.uuid4().hex[:8]}"
     url = ingest_redis_url(redis_url)
-    settings = Settings(REDIS_URL=url, BROKER="sim", SIM_INSTRUMENTS=20, SIM_TICKS_PER_SECOND=300,
-                        TICK_STREAM=stream, REFRESH_INTERVAL_S=60)
+    settings = Settings(
+        REDIS_URL=url,
+        BROKER="sim",
+        SIM_INSTRUMENTS=20,
+        SIM_TICKS_PER_SECOND=300,
+        TICK_STREAM=stream,
+        REFRESH_INTERVAL_S=60,
+    )
     broker = SimBroker(settings)
     ids = await sim_instrument_ids(db_pool, broker, 20)
     ingest_pool = await create_pool(db_dsn, min_size=0, max_size=settings.INGEST_DB_POOL_SIZE)

@@ -49,7 +49,9 @@ def api_url(db_dsn: str, redis_url: str) -> Iterator[str]:
         async with pool.acquire() as conn:
             await sync_instruments(conn, "sim", await broker.fetch_instruments())
         redis = aioredis.from_url(api_redis_url(redis_url))
-        app = create_app(Runtime(app_settings, pool, redis, broker), live_channel=f"th:live:fuzz:{uuid.uuid4().hex}")
+        app = create_app(
+            Runtime(app_settings, pool, redis, broker), live_channel=f"th:live:fuzz:{uuid.uuid4().hex}"
+        )
 
         async def cleanup() -> None:
             await broker.aclose()
@@ -67,18 +69,33 @@ def semantic_acceptance(ctx: CheckContext, response: schemathesis.Response, case
     answered 2xx, or 401/403/404/409/429 (what the default check allows), or one of those."""
     if response.status_code < 400 or response.status_code in (401, 403, 404, 409, 429):
         return True
-    code = response.json().get("code") if response.headers.get("content-type", [""])[0].startswith(
-        "application/json") else None
+    code = (
+        response.json().get("code")
+        if response.headers.get("content-type", [""])[0].startswith("application/json")
+        else None
+    )
     assert (response.status_code, code) in SEMANTIC_REFUSALS, (
-        f"schema-valid request refused: {response.status_code} {response.text[:300]}")
+        f"schema-valid request refused: {response.status_code} {response.text[:300]}"
+    )
     return True
 
 
-def _explore(operation: Any, mode: GenerationMode, checks: list[Any], api_url: str, auth: dict[str, str],
-             statuses: list[int]) -> None:
+def _explore(
+    operation: Any,
+    mode: GenerationMode,
+    checks: list[Any],
+    api_url: str,
+    auth: dict[str, str],
+    statuses: list[int],
+) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case: schemathesis.Case) -> None:
         response = case.call_and_validate(base_url=api_url, headers=auth, checks=checks)
         statuses.append(response.status_code)
@@ -123,7 +140,8 @@ def test_the_schema_documents_the_edges(api_url: str) -> None:
             assert "413" in codes, (method, path)
         if "422" in codes:
             assert op["responses"]["422"]["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/InvalidRequestOut"}, (method, path)
+                "$ref": "#/components/schemas/InvalidRequestOut"
+            }, (method, path)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     for method in ("get", "post"):
         limits = spec["paths"]["/api/candles"][method]["x-range-limits"]

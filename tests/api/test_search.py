@@ -22,10 +22,18 @@ from trading_helper.storage.instruments import sync_instruments
 NEAR, FAR = date(2099, 1, 29), date(2099, 2, 26)
 
 
-def inst(symbol: str, name: str, segment: str, kind: str, exchange: str = "NSE", expiry: date | None = None
-         ) -> Instrument:
-    return Instrument(exchange=exchange, tradingsymbol=symbol, name=name, segment=segment, instrument_type=kind,
-                      expiry=expiry, tick_size=0.05)
+def inst(
+    symbol: str, name: str, segment: str, kind: str, exchange: str = "NSE", expiry: date | None = None
+) -> Instrument:
+    return Instrument(
+        exchange=exchange,
+        tradingsymbol=symbol,
+        name=name,
+        segment=segment,
+        instrument_type=kind,
+        expiry=expiry,
+        tick_size=0.05,
+    )
 
 
 MASTER = [
@@ -54,8 +62,10 @@ async def client(db_pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
     broker = build_broker(settings)
     app = create_app(Runtime(settings, db_pool, broker=broker), live_channel="th:live:search")
     try:
-        async with serve(app) as url, httpx.AsyncClient(
-                base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as c:
+        async with (
+            serve(app) as url,
+            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as c,
+        ):
             yield c
     finally:
         await broker.aclose()
@@ -69,11 +79,15 @@ async def symbols(client: httpx.AsyncClient, q: str) -> list[str]:
 
 async def test_exact_then_prefix_then_substring_then_name(client: httpx.AsyncClient) -> None:
     assert await symbols(client, "nifty") == [
-        "NSE:NIFTY 50",                                   # the alias, exactly
-        "NSE:NIFTY BANK", "NSE:NIFTY FIN SERVICE",        # prefix: indices first
-        "NFO:NIFTY99JANFUT", "NFO:NIFTY99FEBFUT",         # then futures, near month first
-        "NSE:NIFTYBEES", "NFO:NIFTY99FEB25000CE",         # then the rest
-        "NFO:BANKNIFTY99JANFUT"]                          # substring
+        "NSE:NIFTY 50",  # the alias, exactly
+        "NSE:NIFTY BANK",
+        "NSE:NIFTY FIN SERVICE",  # prefix: indices first
+        "NFO:NIFTY99JANFUT",
+        "NFO:NIFTY99FEBFUT",  # then futures, near month first
+        "NSE:NIFTYBEES",
+        "NFO:NIFTY99FEB25000CE",  # then the rest
+        "NFO:BANKNIFTY99JANFUT",
+    ]  # substring
     assert (await symbols(client, "BANKNIFTY"))[:2] == ["NSE:NIFTY BANK", "NFO:BANKNIFTY99JANFUT"]
     assert await symbols(client, "bank") == ["NFO:BANKNIFTY99JANFUT", "NSE:NIFTY BANK", "NSE:HDFCBANK"]
     assert await symbols(client, "industries") == ["NSE:RELIANCE", "BSE:RELIANCE"]  # by name, NSE first
@@ -85,8 +99,10 @@ async def test_exact_then_prefix_then_substring_then_name(client: httpx.AsyncCli
 
 async def test_plain_text_references_name_the_best_exact_match(client: httpx.AsyncClient) -> None:
     async def quote_target(ref: str) -> str:
-        resp = await client.get("/api/candles", params={"instrument": ref, "interval": "1d",
-                                                        "from": "2024-01-01", "to": "2024-01-02"})
+        resp = await client.get(
+            "/api/candles",
+            params={"instrument": ref, "interval": "1d", "from": "2024-01-01", "to": "2024-01-02"},
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()["instrument"]
         return f"{body['exchange']}:{body['tradingsymbol']}"

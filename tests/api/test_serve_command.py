@@ -59,7 +59,9 @@ class Serve:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-            pytest.fail(f"serve did not stop within {STOP_WITHIN_S:g} s of {sig.name}:\n{self.output()[-3000:]}")
+            pytest.fail(
+                f"serve did not stop within {STOP_WITHIN_S:g} s of {sig.name}:\n{self.output()[-3000:]}"
+            )
         took = time.monotonic() - began
         assert code == 0, f"exit {code} after {sig.name}:\n{self.output()[-3000:]}"
         return took
@@ -67,9 +69,17 @@ class Serve:
 
 def serve_env(database_url: str, redis_url: str, stream: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
-    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, BROKER="sim", SIM_INSTRUMENTS=str(SIM_INSTRUMENTS),
-               SIM_TICKS_PER_SECOND="100", TICK_STREAM=stream, API_TOKEN=API_TOKEN, REFRESH_INTERVAL_S="1",
-               LOG_LEVEL="INFO")
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        BROKER="sim",
+        SIM_INSTRUMENTS=str(SIM_INSTRUMENTS),
+        SIM_TICKS_PER_SECOND="100",
+        TICK_STREAM=stream,
+        API_TOKEN=API_TOKEN,
+        REFRESH_INTERVAL_S="1",
+        LOG_LEVEL="INFO",
+    )
     env.update(extra)
     return env
 
@@ -80,10 +90,25 @@ async def serving(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[Serve]:
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "serve", "--port", str(port), cwd=tmp_path, env=env,
-            stdout=out, stderr=asyncio.subprocess.STDOUT)
-    run = Serve(proc, port, log, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                                                   headers={"Authorization": f"Bearer {API_TOKEN}"}))
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "serve",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    run = Serve(
+        proc,
+        port,
+        log,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        ),
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -110,18 +135,26 @@ async def prepare(db_pool: asyncpg.Pool) -> None:
     """The simulator's instruments, all subscribed, as the API would have stored them."""
     await reset_market_data(db_pool)
     async with db_pool.acquire() as conn:
-        await sync_instruments(conn, "sim", await SimBroker(Settings(SIM_INSTRUMENTS=SIM_INSTRUMENTS)).fetch_instruments())
+        await sync_instruments(
+            conn, "sim", await SimBroker(Settings(SIM_INSTRUMENTS=SIM_INSTRUMENTS)).fetch_instruments()
+        )
         await conn.execute("TRUNCATE subscriptions, live_coverage")
-        await conn.execute("INSERT INTO subscriptions (instrument_id) SELECT instrument_id FROM instrument_broker_ids "
-                           "WHERE broker = 'sim'")
+        await conn.execute(
+            "INSERT INTO subscriptions (instrument_id) SELECT instrument_id FROM instrument_broker_ids "
+            "WHERE broker = 'sim'"
+        )
 
 
 def through(proxy: FaultProxy, dsn: str) -> str:
     parts = urlsplit(dsn)
-    return with_database(f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{proxy.port}/x", parts.path[1:])
+    return with_database(
+        f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{proxy.port}/x", parts.path[1:]
+    )
 
 
-async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path, db_dsn: str, redis_url: str) -> None:
+async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, db_dsn: str, redis_url: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -129,19 +162,31 @@ async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path, db_
         env = serve_env(db_dsn, ingest_redis_url(redis_url), f"th:serve:{uuid.uuid4().hex[:8]}")
         began = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "serve", "--port", str(port), cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "serve",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 5.0)
         took = time.monotonic() - began
     assert proc.returncode == 1 and took < 5.0, (proc.returncode, took)
     lines = err.decode().strip().splitlines()
-    assert lines == [f"error: port {port} on 127.0.0.1 is in use (another server, or another trading-helper, "
-                     f"listens there): stop it, or choose another port (--port or API_PORT)"], err.decode()
+    assert lines == [
+        f"error: port {port} on 127.0.0.1 is in use (another server, or another trading-helper, "
+        f"listens there): stop it, or choose another port (--port or API_PORT)"
+    ], err.decode()
     assert out == b""
 
 
-async def test_serve_starts_with_postgres_down_and_catches_up(tmp_path: Path, db_dsn: str, db_pool: asyncpg.Pool,
-                                                             redis_url: str) -> None:
+async def test_serve_starts_with_postgres_down_and_catches_up(
+    tmp_path: Path, db_dsn: str, db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await prepare(db_pool)
     stream = f"th:serve:{uuid.uuid4().hex[:8]}"
     async with FaultProxy("127.0.0.1", 5432) as proxy:
@@ -153,7 +198,9 @@ async def test_serve_starts_with_postgres_down_and_catches_up(tmp_path: Path, db
             assert health.status_code == 503 and health.json()["code"] == "database_unavailable", health.text
             assert health.json()["component"] == "database"
             candles = await client.get("/api/candles", params={"instrument": "id:1", "interval": "1m"})
-            assert candles.status_code == 503 and candles.json()["code"] == "database_unavailable", candles.text
+            assert candles.status_code == 503 and candles.json()["code"] == "database_unavailable", (
+                candles.text
+            )
             status = (await client.get("/api/status")).json()
             assert status["database"] == {"up": False, "error": "database_unavailable"}
             start = status["tasks"]["start"]  # retried: between two tries, or in one (a few ms)
@@ -176,7 +223,9 @@ async def test_serve_starts_with_postgres_down_and_catches_up(tmp_path: Path, db
 
             await eventually(lambda: written_at_least(50), "ticks written after the start", within_s=20)
             status = (await client.get("/api/status")).json()
-            assert status["tasks"]["start"]["state"] == "done" and status["tasks"]["feed"]["state"] == "running"
+            assert (
+                status["tasks"]["start"]["state"] == "done" and status["tasks"]["feed"]["state"] == "running"
+            )
             assert status["subscriptions"] == SIM_INSTRUMENTS
 
             proxy.cut()  # down while running: ticks wait in the Redis stream
@@ -201,12 +250,14 @@ async def ingest_flag(client: httpx.AsyncClient, name: str) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_serve_stops_within_10_s_with_postgres_and_redis_down(tmp_path: Path, db_dsn: str,
-                                                                    sig: signal.Signals) -> None:
+async def test_serve_stops_within_10_s_with_postgres_and_redis_down(
+    tmp_path: Path, db_dsn: str, sig: signal.Signals
+) -> None:
     async with FaultProxy("127.0.0.1", 5432) as proxy:
         proxy.cut()
-        env = serve_env(through(proxy, db_dsn), f"redis://127.0.0.1:{closed_port()}/0",
-                        f"th:serve:{uuid.uuid4().hex[:8]}")
+        env = serve_env(
+            through(proxy, db_dsn), f"redis://127.0.0.1:{closed_port()}/0", f"th:serve:{uuid.uuid4().hex[:8]}"
+        )
         async with serving(tmp_path, env) as run:
             health = (await run.client.get("/health")).json()
             assert {p["component"] for p in health["problems"]} >= {"database", "redis"}, health
@@ -215,14 +266,28 @@ async def test_serve_stops_within_10_s_with_postgres_and_redis_down(tmp_path: Pa
         assert took < STOP_WITHIN_S and "Traceback" not in run.output(), run.output()[-3000:]
 
 
-async def test_a_database_without_the_schema_is_one_clear_error(tmp_path: Path, admin_dsn: str, redis_url: str) -> None:
+async def test_a_database_without_the_schema_is_one_clear_error(
+    tmp_path: Path, admin_dsn: str, redis_url: str
+) -> None:
     async with fresh_database(admin_dsn, flavour=None) as empty:
-        env = serve_env(empty, ingest_redis_url(redis_url), f"th:serve:{uuid.uuid4().hex[:8]}", LOG_LEVEL="ERROR")
+        env = serve_env(
+            empty, ingest_redis_url(redis_url), f"th:serve:{uuid.uuid4().hex[:8]}", LOG_LEVEL="ERROR"
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "serve", "--port", str(_free_port()), cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "serve",
+            "--port",
+            str(_free_port()),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 15.0)
     assert proc.returncode == 1
     assert err.decode().strip().splitlines()[-1] == (
-        "error: the database has no Trading Helper schema: run `trading-helper db migrate` first"), err.decode()
+        "error: the database has no Trading Helper schema: run `trading-helper db migrate` first"
+    ), err.decode()
     assert "Traceback" not in err.decode()

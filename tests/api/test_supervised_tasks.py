@@ -40,20 +40,31 @@ async def running_with_api(pool: asyncpg.Pool, redis_url: str) -> AsyncIterator[
     await reset_market_data(pool)
     url = ingest_redis_url(redis_url)
     stream = f"th:sup:{uuid.uuid4().hex[:8]}"
-    settings = Settings(REDIS_URL=url, BROKER="sim", SIM_INSTRUMENTS=10, SIM_TICKS_PER_SECOND=200,
-                        TICK_STREAM=stream, API_TOKEN=API_TOKEN, REFRESH_INTERVAL_S=1.0)
+    settings = Settings(
+        REDIS_URL=url,
+        BROKER="sim",
+        SIM_INSTRUMENTS=10,
+        SIM_TICKS_PER_SECOND=200,
+        TICK_STREAM=stream,
+        API_TOKEN=API_TOKEN,
+        REFRESH_INTERVAL_S=1.0,
+    )
     broker = SimBroker(settings)
     async with pool.acquire() as conn:
         await sync_instruments(conn, "sim", await broker.fetch_instruments())
         await conn.execute("TRUNCATE subscriptions, live_coverage")
-        await conn.execute("INSERT INTO subscriptions (instrument_id) SELECT instrument_id FROM instrument_broker_ids "
-                           "WHERE broker = 'sim' ORDER BY instrument_id LIMIT 10")
+        await conn.execute(
+            "INSERT INTO subscriptions (instrument_id) SELECT instrument_id FROM instrument_broker_ids "
+            "WHERE broker = 'sim' ORDER BY instrument_id LIMIT 10"
+        )
     redis = aioredis.Redis.from_url(url)
     supervisor = Supervisor(backoff_initial_s=0.3, backoff_max_s=2.0)
     service = IngestService(settings, pool, redis, broker, supervisor=supervisor)
     service.receiver.quotes_key = f"{stream}:quotes"
     service.receiver.live_channel = f"{stream}:live"
-    app = create_app(Runtime(settings, pool, redis, broker, service, supervisor), live_channel=f"{stream}:live")
+    app = create_app(
+        Runtime(settings, pool, redis, broker, service, supervisor), live_channel=f"{stream}:live"
+    )
     await service.start()
     try:
         async with authorised(app, timeout_s=10) as client:
@@ -96,7 +107,12 @@ async def test_a_writer_that_dies_is_shown_down_then_restarted(db_pool: asyncpg.
 
         await eventually(writer_down, "/health 503 while the writer is down", service=service)
         down = answers[-1].json()
-        writer_problem = {"code": "ingest_stopped", "component": "ingest", "task": "writer", "detail": "ResponseError"}
+        writer_problem = {
+            "code": "ingest_stopped",
+            "component": "ingest",
+            "task": "writer",
+            "detail": "ResponseError",
+        }
         assert writer_problem in down["problems"], down
         assert down["code"] == "ingest_stopped" and down["task"] == "writer", down
         writer = (await client.get("/api/status")).json()["tasks"]["writer"]
@@ -110,12 +126,15 @@ async def test_a_writer_that_dies_is_shown_down_then_restarted(db_pool: asyncpg.
         await eventually(writer_reported_down, "th_task_up{task=writer} 0", service=service)
 
         await run.redis.delete(run.stream)  # the cause is gone: the next restart runs for good
-        await eventually(lambda: health_is(200), "/health 200 after the restart", within_s=15, service=service)
+        await eventually(
+            lambda: health_is(200), "/health 200 after the restart", within_s=15, service=service
+        )
         writer = (await client.get("/api/status")).json()["tasks"]["writer"]
         assert writer["state"] == "running" and writer["restarts"] >= 1, writer
         metrics = (await client.get("/metrics")).text
         assert sample(metrics, "th_task_up", "writer") == 1.0
         assert sample(metrics, "th_task_restarts_total", "writer") >= restarts_before + 1
         written = service.writer.stats.written
-        await eventually(lambda: service.writer.stats.written > written, "ticks written after the restart",
-                         service=service)
+        await eventually(
+            lambda: service.writer.stats.written > written, "ticks written after the restart", service=service
+        )

@@ -14,8 +14,15 @@ from trading_helper.timeframes import IST, Timeframe
 
 
 def test_websocket_tokens_never_reach_the_logs() -> None:
-    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
-                               ("127.0.0.1:5000", "/api/ws/ticks?token=s3cr3t-Value_x&x=1"), None)
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/api/ws/ticks?token=s3cr3t-Value_x&x=1"),
+        None,
+    )
     assert RedactingFilter().filter(record)
     assert "s3cr3t" not in record.getMessage() and "token=***&x=1" in record.getMessage()
 
@@ -38,8 +45,15 @@ def test_forming_candles_follow_ticks() -> None:
     def tick(dt: float, price: float, volume: int, traded: float | None = None) -> Tick:
         ts = (t0 + timedelta(seconds=dt)).astimezone(UTC)
         trade = None if traded is None else (t0 + timedelta(seconds=traded)).astimezone(UTC)
-        return Tick(instrument_id=1, exchange_ts=ts, received_ts=ts, last_price=price, volume=volume,
-                    open_interest=9, trade_ts=trade)
+        return Tick(
+            instrument_id=1,
+            exchange_ts=ts,
+            received_ts=ts,
+            last_price=price,
+            volume=volume,
+            open_interest=9,
+            trade_ts=trade,
+        )
 
     tfs = [Timeframe.M1, Timeframe.M5]
     forming.update(tick(0, 100, 1000, traded=0), tfs)

@@ -27,8 +27,9 @@ def ws_url(api: Api, token: str = API_TOKEN) -> str:
 
 def tick(iid: int, price: float, volume: int, at: datetime | None = None) -> Tick:
     now = at or datetime.now(UTC)
-    return Tick(instrument_id=iid, exchange_ts=now, received_ts=now, last_price=price, volume=volume,
-                open_interest=7)
+    return Tick(
+        instrument_id=iid, exchange_ts=now, received_ts=now, last_price=price, volume=volume, open_interest=7
+    )
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:
@@ -53,23 +54,48 @@ async def test_two_clients_get_the_ticks_they_subscribed(api: Api) -> None:
     await ready(api)
     i11, i12, i13, _ = await instrument_ids(api)
     async with connect(ws_url(api)) as a, connect(ws_url(api)) as b:
-        await a.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i11}", f"id:{i12}"], "intervals": ["1m"]}))
+        await a.send(
+            json.dumps(
+                {"action": "subscribe", "instruments": [f"id:{i11}", f"id:{i12}"], "intervals": ["1m"]}
+            )
+        )
         assert await recv(a) == {"type": "subscribed", "instruments": [i11, i12], "intervals": ["1m"]}
         await b.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i11}"]}))
         assert (await recv(b))["instruments"] == [i11]
 
         at = datetime(2025, 1, 6, 4, 0, 30, tzinfo=UTC)  # 09:30:30 IST
-        await api.redis.publish(api.channel, codec.encode_ticks(
-            [tick(i11, 100.0, 1000, at), tick(i12, 50.0, 10, at), tick(i13, 1.0, 1, at)]))
-        await api.redis.publish(api.channel, codec.encode_ticks([tick(i11, 101.5, 1040, at + timedelta(seconds=5))]))
+        await api.redis.publish(
+            api.channel,
+            codec.encode_ticks([tick(i11, 100.0, 1000, at), tick(i12, 50.0, 10, at), tick(i13, 1.0, 1, at)]),
+        )
+        await api.redis.publish(
+            api.channel, codec.encode_ticks([tick(i11, 101.5, 1040, at + timedelta(seconds=5))])
+        )
 
         got_a = [await recv(a) for _ in range(6)]
         assert [(m["type"], m["data"]["instrument_id"]) for m in got_a] == [
-            ("tick", i11), ("candle", i11), ("tick", i12), ("candle", i12), ("tick", i11), ("candle", i11)]
+            ("tick", i11),
+            ("candle", i11),
+            ("tick", i12),
+            ("candle", i12),
+            ("tick", i11),
+            ("candle", i11),
+        ]
         assert got_a[0]["data"] == codec.tick_to_json(tick(i11, 100.0, 1000, at))
-        assert got_a[5] == {"type": "candle", "interval": "1m", "data": {
-            "instrument_id": i11, "time": "2025-01-06T09:30:00+05:30", "open": 100.0, "high": 101.5, "low": 100.0,
-            "close": 101.5, "volume": 40, "open_interest": 7}}
+        assert got_a[5] == {
+            "type": "candle",
+            "interval": "1m",
+            "data": {
+                "instrument_id": i11,
+                "time": "2025-01-06T09:30:00+05:30",
+                "open": 100.0,
+                "high": 101.5,
+                "low": 100.0,
+                "close": 101.5,
+                "volume": 40,
+                "open_interest": 7,
+            },
+        }
         got_b = [await recv(b) for _ in range(2)]
         assert [(m["type"], m["data"]["last_price"]) for m in got_b] == [("tick", 100.0), ("tick", 101.5)]
 
@@ -90,18 +116,35 @@ async def test_references_follow_the_one_grammar_and_each_bad_one_is_named(api: 
     await ready(api)
     ids = await instrument_ids(api)
     async with connect(ws_url(api)) as ws:
-        await ws.send(json.dumps({"action": "subscribe", "instruments": ["NSE:RELIANCE", 256265, "kite:256265"]}))
+        await ws.send(
+            json.dumps({"action": "subscribe", "instruments": ["NSE:RELIANCE", 256265, "kite:256265"]})
+        )
         reliance_and_nifty = (await recv(ws))["instruments"]
         assert len(reliance_and_nifty) == 2 and set(reliance_and_nifty) <= set(ids)
-        await ws.send(json.dumps({"action": "subscribe", "instruments": ["NSE:NOPE", "id:999999", "²", 42,
-                                                                         f"id:{ids[3]}"]}))
+        await ws.send(
+            json.dumps(
+                {"action": "subscribe", "instruments": ["NSE:NOPE", "id:999999", "²", 42, f"id:{ids[3]}"]}
+            )
+        )
         error = await recv(ws)
         assert error["type"] == "error" and error["errors"] == [
-            {"instrument": "NSE:NOPE", "code": "unknown_instrument", "detail": "unknown instrument 'NSE:NOPE'"},
-            {"instrument": "id:999999", "code": "unknown_instrument", "detail": "unknown instrument 'id:999999'"},
-            {"instrument": "²", "code": "invalid_reference",
-             "detail": "invalid instrument reference '²': digits must be ASCII (0-9)"},
-            {"instrument": "42", "code": "unknown_instrument", "detail": "unknown instrument '42' (kite:42)"}]
+            {
+                "instrument": "NSE:NOPE",
+                "code": "unknown_instrument",
+                "detail": "unknown instrument 'NSE:NOPE'",
+            },
+            {
+                "instrument": "id:999999",
+                "code": "unknown_instrument",
+                "detail": "unknown instrument 'id:999999'",
+            },
+            {
+                "instrument": "²",
+                "code": "invalid_reference",
+                "detail": "invalid instrument reference '²': digits must be ASCII (0-9)",
+            },
+            {"instrument": "42", "code": "unknown_instrument", "detail": "unknown instrument '42' (kite:42)"},
+        ]
         assert "'NSE:NOPE'" in error["detail"] and "'²'" in error["detail"]
         await ws.send(json.dumps({"action": "unsubscribe", "instruments": ["NSE:RELIANCE"]}))
         assert len((await recv(ws))["instruments"]) == 1  # the bad message changed nothing

@@ -17,10 +17,31 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-KEYS = {"days", "ticks_sent", "ticks_received", "ticks_stored", "lost", "duplicated", "dead_lettered",
-        "candles_checked", "candle_mismatches", "faults", "rss_mb_start", "rss_mb_end", "seconds"}
-KINDS = {"token_expiry", "reconnect_preopen", "reconnect_session", "redis_restart", "postgres_down",
-         "serve_sigkill", "api_restart", "poison_row"}
+KEYS = {
+    "days",
+    "ticks_sent",
+    "ticks_received",
+    "ticks_stored",
+    "lost",
+    "duplicated",
+    "dead_lettered",
+    "candles_checked",
+    "candle_mismatches",
+    "faults",
+    "rss_mb_start",
+    "rss_mb_end",
+    "seconds",
+}
+KINDS = {
+    "token_expiry",
+    "reconnect_preopen",
+    "reconnect_session",
+    "redis_restart",
+    "postgres_down",
+    "serve_sigkill",
+    "api_restart",
+    "poison_row",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +49,26 @@ def soak(admin_dsn: str) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": admin_dsn}
     env.pop("TH_CLOCK", None)
     done = subprocess.run(
-        [sys.executable, "-m", "trading_helper.cli", "bench", "soak", "--days", "1", "--instruments", "3",
-         "--speed", "600", "--json"],
-        env=env, capture_output=True, text=True, timeout=840, check=False)
+        [
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "bench",
+            "soak",
+            "--days",
+            "1",
+            "--instruments",
+            "3",
+            "--speed",
+            "600",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"stdout must hold only the JSON object: {done.stdout[:2000]}"
@@ -57,10 +95,14 @@ def test_the_soak_drives_the_real_path_and_accounts_for_every_tick(soak: dict[st
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open in issue 10's note: in about 1 run of 4 on a loaded machine a few session buckets "
-    "whose ticks were lost at a fault (received but never stored, or in flight at a kill) are covered by "
-    "no history request"))
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "known defect, open in issue 10's note: in about 1 run of 4 on a loaded machine a few session buckets "
+        "whose ticks were lost at a fault (received but never stored, or in flight at a kill) are covered by "
+        "no history request"
+    ),
+)
 def test_every_hole_is_fetched_from_the_broker(soak: dict[str, Any]) -> None:
     assert soak["holes_unfetched"] == 0
 

@@ -41,13 +41,20 @@ class Browser:
         if missing:
             raise BrowserError(missing)
         self._proc = await asyncio.create_subprocess_exec(
-            "node", str(SCRIPT), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, "CHROMIUM": CHROMIUM})
+            "node",
+            str(SCRIPT),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CHROMIUM": CHROMIUM},
+        )
         self.version = str(await self._answer())
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         proc = self._proc
         if proc is None:
             return
@@ -79,8 +86,9 @@ class Browser:
         await self._proc.stdin.drain()
         return await self._answer()
 
-    async def open(self, url: str, *, width: int = 1280, height: int = 720, offline: bool = False,
-                   init: str = "") -> str:
+    async def open(
+        self, url: str, *, width: int = 1280, height: int = 720, offline: bool = False, init: str = ""
+    ) -> str:
         """``offline``: requests to any other origin fail, as on a machine without a network.
         ``init``: a script run in the page before its own scripts (to record what it shows)."""
         return str(await self.call("open", url=url, width=width, height=height, offline=offline, init=init))

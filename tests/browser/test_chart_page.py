@@ -52,16 +52,26 @@ def ticks(iid: int, start: datetime, end: datetime, base: float, seed: int) -> l
         price = max(1.0, round((price + rng.gauss(0, 0.9)) * 20) / 20)
         qty = int(rng.expovariate(1 / 40)) + 1
         volume += qty
-        out.append(Tick(instrument_id=iid, exchange_ts=t, received_ts=t + timedelta(milliseconds=400),
-                        last_price=price, last_quantity=qty, volume=volume, bid_price=price - 0.05,
-                        ask_price=price + 0.05))
+        out.append(
+            Tick(
+                instrument_id=iid,
+                exchange_ts=t,
+                received_ts=t + timedelta(milliseconds=400),
+                last_price=price,
+                last_quantity=qty,
+                volume=volume,
+                bid_price=price - 0.05,
+                ask_price=price + 0.05,
+            )
+        )
         t += timedelta(seconds=15)
     return out
 
 
 @pytest.fixture(scope="module")
-async def site(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-               ) -> AsyncIterator[Site]:
+async def site(
+    db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Site]:
     await reset_market_data(db_pool)
     [iid, _] = await make_instruments(db_pool, 2, prefix="CHART")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
@@ -70,7 +80,9 @@ async def site(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.T
     await writer.write(ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3))
     await writer.write(recent)
     await db_pool.execute("CALL refresh_candles()")
-    settings = Settings(API_TOKEN=API_TOKEN, BROKER="sim", TOKEN_DIR=tmp_path_factory.mktemp("browser-tokens"))
+    settings = Settings(
+        API_TOKEN=API_TOKEN, BROKER="sim", TOKEN_DIR=tmp_path_factory.mktemp("browser-tokens")
+    )
     redis = aioredis.from_url(redis_url)
     channel = f"th:live:browser:{uuid.uuid4().hex[:8]}"
     app = create_app(Runtime(settings=settings, pool=db_pool, redis=redis), live_channel=channel)
@@ -96,8 +108,10 @@ async def until_watched(site: Site) -> None:
 async def open_live(browser: Browser, site: Site, tf: str) -> None:
     """The page on ``tf``, its candles read and its live feed following the instrument."""
     await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
-    await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
-                       "document.getElementById('status').dataset.ws === 'open'")
+    await browser.wait(
+        "document.getElementById('chart').dataset.ready === 'true' && "
+        "document.getElementById('status').dataset.ws === 'open'"
+    )
     await until_watched(site)
 
 
@@ -118,8 +132,14 @@ async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site)
         assert watched(site)
         price = round(site.last_close + 3.5, 2)
         now = datetime.now(UTC)
-        tick = Tick(instrument_id=site.instrument_id, exchange_ts=now, received_ts=now, last_price=price,
-                    last_quantity=75, volume=None)
+        tick = Tick(
+            instrument_id=site.instrument_id,
+            exchange_ts=now,
+            received_ts=now,
+            last_price=price,
+            last_quantity=75,
+            volume=None,
+        )
         await site.redis.publish(site.channel, codec.encode_ticks([tick]))
         await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price}'")
         moved = await browser.chart()
@@ -132,9 +152,13 @@ async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site)
         # pan back in time: the page asks the API for the range before its first window
         for _ in range(6):
             await browser.drag(400, 300, 500)
-            if datetime.fromisoformat((await browser.chart())["oldest"]) < datetime.now(UTC) - timedelta(days=3):
+            if datetime.fromisoformat((await browser.chart())["oldest"]) < datetime.now(UTC) - timedelta(
+                days=3
+            ):
                 break
-        await browser.wait("Date.parse(document.getElementById('chart').dataset.oldest) < Date.now() - 3 * 864e5")
+        await browser.wait(
+            "Date.parse(document.getElementById('chart').dataset.oldest) < Date.now() - 3 * 864e5"
+        )
         older = await browser.chart()
         assert int(older["candles"]) > int(moved["candles"])
         assert await browser.errors() == []
@@ -149,8 +173,14 @@ async def test_live_ticks_open_new_bars_on_the_shared_ist_marks(site: Site, tf: 
         assert (last.hour, last.minute) == ((0, 15) if tf == "1d" else (last.hour, 15))
         width = timedelta(days=1) if tf == "1d" else timedelta(hours=1)
         later = last + width + timedelta(minutes=20)  # inside the bar after the last one
-        tick = Tick(instrument_id=site.instrument_id, exchange_ts=later, received_ts=later, last_price=1234.5,
-                    last_quantity=10, volume=None)
+        tick = Tick(
+            instrument_id=site.instrument_id,
+            exchange_ts=later,
+            received_ts=later,
+            last_price=1234.5,
+            last_quantity=10,
+            volume=None,
+        )
         await site.redis.publish(site.channel, codec.encode_ticks([tick]))
         await browser.wait("document.getElementById('chart').dataset.lastClose === '1234.5'")
         assert datetime.fromisoformat((await browser.chart())["lastTime"]) == last + width
@@ -166,20 +196,47 @@ async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site:
         # a trade inside the bar the read already held: the server's candle moves its prices and
         # adds its volume to the read's (0 here: an LTP-only update brings no known volume)
         inside = bar + timedelta(minutes=4, seconds=30)
-        await site.redis.publish(site.channel, codec.encode_ticks([Tick(
-            instrument_id=site.instrument_id, exchange_ts=inside, received_ts=inside, last_price=price,
-            last_quantity=75, volume=None)]))
+        await site.redis.publish(
+            site.channel,
+            codec.encode_ticks(
+                [
+                    Tick(
+                        instrument_id=site.instrument_id,
+                        exchange_ts=inside,
+                        received_ts=inside,
+                        last_price=price,
+                        last_quantity=75,
+                        volume=None,
+                    )
+                ]
+            ),
+        )
         await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price}'")
         moved = await browser.chart()
-        assert (moved["lastTime"], moved["lastHigh"], moved["lastVolume"]) == (held["lastTime"], str(price),
-                                                                             held["lastVolume"])
+        assert (moved["lastTime"], moved["lastHigh"], moved["lastVolume"]) == (
+            held["lastTime"],
+            str(price),
+            held["lastVolume"],
+        )
         # two trades with the day's cumulative volume: the second adds its increment (12) as the
         # server counted it (the first sight's share is the server's first-sight rule, not the page's)
         for n, (volume, qty) in enumerate([(5000, 5), (5012, 12)], start=1):
             at = inside + timedelta(seconds=n)
-            await site.redis.publish(site.channel, codec.encode_ticks([Tick(
-                instrument_id=site.instrument_id, exchange_ts=at, received_ts=at, last_price=price + n,
-                last_quantity=qty, volume=volume)]))
+            await site.redis.publish(
+                site.channel,
+                codec.encode_ticks(
+                    [
+                        Tick(
+                            instrument_id=site.instrument_id,
+                            exchange_ts=at,
+                            received_ts=at,
+                            last_price=price + n,
+                            last_quantity=qty,
+                            volume=volume,
+                        )
+                    ]
+                ),
+            )
             await browser.wait(f"document.getElementById('chart').dataset.lastClose === '{price + n}'")
             if n == 1:
                 first = int((await browser.chart())["lastVolume"])
@@ -188,9 +245,21 @@ async def test_the_page_applies_the_servers_candles_and_builds_none_itself(site:
         # the next bar is the server's candle as it is: volume 0 again (the page's own rule used
         # to count the last quantity, 12)
         after = bar + timedelta(minutes=5, seconds=30)
-        await site.redis.publish(site.channel, codec.encode_ticks([Tick(
-            instrument_id=site.instrument_id, exchange_ts=after, received_ts=after, last_price=1111.5,
-            last_quantity=12, volume=None)]))
+        await site.redis.publish(
+            site.channel,
+            codec.encode_ticks(
+                [
+                    Tick(
+                        instrument_id=site.instrument_id,
+                        exchange_ts=after,
+                        received_ts=after,
+                        last_price=1111.5,
+                        last_quantity=12,
+                        volume=None,
+                    )
+                ]
+            ),
+        )
         await browser.wait("document.getElementById('chart').dataset.lastClose === '1111.5'")
         new = await browser.chart()
         assert datetime.fromisoformat(new["lastTime"]) == bar + timedelta(minutes=5)
@@ -204,17 +273,23 @@ async def test_timeframe_and_search_pickers(site: Site) -> None:
         await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m")
         await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
         await browser.call("click", selector="button[data-tf='15m']")
-        await browser.wait("document.getElementById('chart').dataset.timeframe === '15m' && "
-                           "document.getElementById('chart').dataset.ready === 'true'")
+        await browser.wait(
+            "document.getElementById('chart').dataset.timeframe === '15m' && "
+            "document.getElementById('chart').dataset.ready === 'true'"
+        )
         fifteen = await browser.chart()
-        assert 0 < int(fifteen["candles"]) <= 2 * 4 * 4  # two sessions of 3 h, at most 4 bars an hour (+edges)
+        assert (
+            0 < int(fifteen["candles"]) <= 2 * 4 * 4
+        )  # two sessions of 3 h, at most 4 bars an hour (+edges)
         assert datetime.fromisoformat(fifteen["lastTime"]).minute % 15 == 0
 
         await browser.call("type", selector="#search", text="chart1")
         await browser.wait("document.querySelectorAll('#results li').length === 1")
         await browser.call("press", key="Enter")
-        await browser.wait("document.getElementById('search').value === 'NSE:CHART1' && "
-                           "document.getElementById('chart').dataset.ready === 'true'")
+        await browser.wait(
+            "document.getElementById('search').value === 'NSE:CHART1' && "
+            "document.getElementById('chart').dataset.ready === 'true'"
+        )
         other = await browser.chart()
         assert other["instrument"] != str(site.instrument_id) and other["candles"] == "0"
         await browser.call("type", selector="#search", text="BSE:CHART")  # no BSE instruments here
@@ -239,13 +314,23 @@ FEED_WORDS = {"open": "live", "connecting": "connecting…", "closed": "disconne
 
 async def test_the_status_dot_legend_and_search_never_say_what_is_not_so(site: Site) -> None:
     async with Browser() as browser:
-        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m", init=RECORD)
-        await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
-                           "document.getElementById('status').dataset.ws === 'open'")
+        await browser.open(
+            f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=1m", init=RECORD
+        )
+        await browser.wait(
+            "document.getElementById('chart').dataset.ready === 'true' && "
+            "document.getElementById('status').dataset.ws === 'open'"
+        )
         await until_watched(site)
         now = datetime.now(UTC)
-        tick = Tick(instrument_id=site.instrument_id, exchange_ts=now, received_ts=now, last_price=2222.5,
-                    last_quantity=5, volume=None)
+        tick = Tick(
+            instrument_id=site.instrument_id,
+            exchange_ts=now,
+            received_ts=now,
+            last_price=2222.5,
+            last_quantity=5,
+            volume=None,
+        )
         await site.redis.publish(site.channel, codec.encode_ticks([tick]))
         await browser.wait("document.getElementById('status').textContent.startsWith('live · last tick')")
         # the server drops the page's live connection: the page says so, then reconnects
@@ -259,12 +344,17 @@ async def test_the_status_dot_legend_and_search_never_say_what_is_not_so(site: S
         assert any(ws == "closed" and "last tick" in text for ws, text, _ in seen)
         legends = [legend for _, _, legend in seen]
         assert "loading…" in legends and any(legend.startswith("NSE:CHART0 · 1m") for legend in legends)
-        assert all(legend in ("", "loading…") or legend.startswith("NSE:CHART0 · 1m") for legend in legends), legends
+        assert all(
+            legend in ("", "loading…") or legend.startswith("NSE:CHART0 · 1m") for legend in legends
+        ), legends
 
         # a search that finds nothing says so, and Enter picks nothing
         await browser.call("type", selector="#search", text="NOSUCHTHING")
         await browser.wait("document.querySelector('#results li.empty') !== null")
-        assert await browser.eval("document.getElementById('results').textContent") == "no results for NOSUCHTHING"
+        assert (
+            await browser.eval("document.getElementById('results').textContent")
+            == "no results for NOSUCHTHING"
+        )
         assert not await browser.eval("document.getElementById('results').hidden")
         await browser.call("press", key="Enter")
         assert (await browser.chart())["instrument"] == str(site.instrument_id)

@@ -19,8 +19,10 @@ BRANDING = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 @pytest.fixture(scope="module")
 async def site(db_pool: asyncpg.Pool) -> AsyncIterator[str]:
-    app = create_app(Runtime(settings=Settings(API_TOKEN=API_TOKEN, BROKER="sim"), pool=db_pool),
-                     live_channel="th:live:docs")
+    app = create_app(
+        Runtime(settings=Settings(API_TOKEN=API_TOKEN, BROKER="sim"), pool=db_pool),
+        live_channel="th:live:docs",
+    )
     async with serve(app) as url:
         yield url
 
@@ -31,7 +33,9 @@ async def test_swagger_ui_and_redoc_render_offline(site: str) -> None:
         await browser.wait("document.querySelectorAll('.swagger-ui .opblock').length > 5")
         assert "/api/candles" in await browser.eval("document.body.innerText")
         await browser.open(f"{site}/redoc", offline=True)
-        await browser.wait("document.querySelector('redoc') && document.body.innerText.includes('/api/candles')")
+        await browser.wait(
+            "document.querySelector('redoc') && document.body.innerText.includes('/api/candles')"
+        )
         requested = await browser.requests()
         # ReDoc's footer shows Redocly's logo from their CDN (no option hides it); it fails here
         # and the page still renders: nothing else leaves the machine

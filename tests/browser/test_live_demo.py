@@ -36,25 +36,36 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-async def running(db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-                  ) -> AsyncIterator[Running]:
+async def running(
+    db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Running]:
     await reset_market_data(db_pool)
     [iid, *_] = await make_instruments(db_pool, 3, prefix="LIVE")
     tag = uuid.uuid4().hex[:8]
-    settings = Settings(API_TOKEN=API_TOKEN, BROKER="sim", SIM_INSTRUMENTS=3, SIM_TICKS_PER_SECOND=30,
-                        TICK_STREAM=f"th:ticks:browser:{tag}", REFRESH_INTERVAL_S=1,
-                        TOKEN_DIR=tmp_path_factory.mktemp("live-tokens"))
+    settings = Settings(
+        API_TOKEN=API_TOKEN,
+        BROKER="sim",
+        SIM_INSTRUMENTS=3,
+        SIM_TICKS_PER_SECOND=30,
+        TICK_STREAM=f"th:ticks:browser:{tag}",
+        REFRESH_INTERVAL_S=1,
+        TOKEN_DIR=tmp_path_factory.mktemp("live-tokens"),
+    )
     broker = SimBroker(settings)
     redis = aioredis.from_url(redis_url)
     service = IngestService(settings, db_pool, redis, broker, consumer=f"browser-{tag}")
     channel = f"th:live:browser:{tag}"
     service.receiver.live_channel = channel  # this test's own channel on the shared Redis
-    app = create_app(Runtime(settings=settings, pool=db_pool, redis=redis, broker=broker, ingest=service),
-                     live_channel=channel)
+    app = create_app(
+        Runtime(settings=settings, pool=db_pool, redis=redis, broker=broker, ingest=service),
+        live_channel=channel,
+    )
     await service.start()
     try:
         async with serve(app) as url:
-            async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as client:
                 answer = await client.post("/api/instruments/subscribe", json={"instruments": [f"id:{iid}"]})
                 assert answer.status_code == 200, answer.text
             yield Running(url, iid, service)
@@ -83,8 +94,10 @@ async def test_simulated_ticks_reach_the_chart_live_and_through_the_database(run
             await asyncio.sleep(0.25)
         assert running.service.writer.stats.written > 0
         await browser.open(page)
-        await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
-                           "Number(document.getElementById('chart').dataset.candles) > 0")
+        await browser.wait(
+            "document.getElementById('chart').dataset.ready === 'true' && "
+            "Number(document.getElementById('chart').dataset.candles) > 0"
+        )
         stored = await browser.chart()
         assert datetime.fromisoformat(stored["lastTime"]) >= minute - timedelta(minutes=1)
         await browser.screenshot(ARTIFACTS / "chart-live.png")

@@ -13,7 +13,8 @@ def test_vendored_files_equal_node_modules() -> None:
     for source, name in FILES.items():
         assert source.is_file(), f"{source} missing: run `npm ci`"
         assert (VENDOR / name).read_bytes() == source.read_bytes(), (
-            f"{name} differs from node_modules: run `python -m tests.browser.vendor_chart`")
+            f"{name} differs from node_modules: run `python -m tests.browser.vendor_chart`"
+        )
 
 
 def test_vendored_version_is_the_pinned_one() -> None:

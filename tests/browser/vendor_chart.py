@@ -16,7 +16,9 @@ VENDOR = ROOT / "src" / "trading_helper" / "api" / "static" / "vendor"
 
 #: node_modules file -> vendored file name
 FILES = {
-    PACKAGE / "dist" / "lightweight-charts.standalone.production.js": "lightweight-charts.standalone.production.js",
+    PACKAGE
+    / "dist"
+    / "lightweight-charts.standalone.production.js": "lightweight-charts.standalone.production.js",
     PACKAGE / "LICENSE": "lightweight-charts.LICENSE",
 }
 

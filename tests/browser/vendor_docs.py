@@ -22,16 +22,24 @@ SUMS = VENDOR / "SHA256SUMS"
 
 #: npm package -> (exact version, {file in the package: vendored name}, text the main file holds)
 PACKAGES: dict[str, tuple[str, dict[str, str], str]] = {
-    "swagger-ui-dist": ("5.35.0", {
-        "package/swagger-ui-bundle.js": "swagger-ui-bundle.js",
-        "package/swagger-ui.css": "swagger-ui.css",
-        "package/favicon-32x32.png": "favicon-32x32.png",
-        "package/LICENSE": "swagger-ui.LICENSE",
-    }, 'PACKAGE_VERSION:"5.35.0"'),
-    "redoc": ("2.5.4", {
-        "package/bundles/redoc.standalone.js": "redoc.standalone.js",
-        "package/LICENSE": "redoc.LICENSE",
-    }, '"2.5.4"'),
+    "swagger-ui-dist": (
+        "5.35.0",
+        {
+            "package/swagger-ui-bundle.js": "swagger-ui-bundle.js",
+            "package/swagger-ui.css": "swagger-ui.css",
+            "package/favicon-32x32.png": "favicon-32x32.png",
+            "package/LICENSE": "swagger-ui.LICENSE",
+        },
+        'PACKAGE_VERSION:"5.35.0"',
+    ),
+    "redoc": (
+        "2.5.4",
+        {
+            "package/bundles/redoc.standalone.js": "redoc.standalone.js",
+            "package/LICENSE": "redoc.LICENSE",
+        },
+        '"2.5.4"',
+    ),
 }
 
 
@@ -44,8 +52,16 @@ def vendor() -> list[Path]:
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (version, files, _) in PACKAGES.items():
-            out = subprocess.run(["npm", "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
-                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    ["npm", "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             with tarfile.open(Path(tmp) / out) as tar:
                 for member, target in files.items():
                     source = tar.extractfile(member)

@@ -27,9 +27,19 @@ class KiteSetup:
 @pytest.fixture(scope="module")
 async def kite(db_pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KiteSetup]:
     async with FakeKiteServer() as server:
-        server.instruments = [*DEFAULT_INSTRUMENTS, *[
-            {**DEFAULT_INSTRUMENTS[0], "instrument_token": tok, "exchange_token": tok[-4:],
-             "tradingsymbol": f"STOCK{tok}", "name": f"STOCK {tok}"} for tok in EXTRA_TOKENS]]
+        server.instruments = [
+            *DEFAULT_INSTRUMENTS,
+            *[
+                {
+                    **DEFAULT_INSTRUMENTS[0],
+                    "instrument_token": tok,
+                    "exchange_token": tok[-4:],
+                    "tradingsymbol": f"STOCK{tok}",
+                    "name": f"STOCK {tok}",
+                }
+                for tok in EXTRA_TOKENS
+            ],
+        ]
         settings = server.settings(tmp_path_factory.mktemp("kite-token"))
         save_token(settings, "kite", server.access_token)
         broker = KiteBroker(settings)

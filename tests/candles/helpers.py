@@ -15,7 +15,9 @@ def ist(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetim
     return datetime(y, mo, d, h, mi, s, tzinfo=IST)
 
 
-async def add_ticks(pool: asyncpg.Pool, instrument_id: int, stamps: Iterable[datetime], price: float = 100.0) -> None:
+async def add_ticks(
+    pool: asyncpg.Pool, instrument_id: int, stamps: Iterable[datetime], price: float = 100.0
+) -> None:
     """One tick per stamp (price rising by 0.05 each, 10 traded each), then the candle rollup."""
     stamps = sorted(stamps)
     if not stamps:
@@ -24,14 +26,18 @@ async def add_ticks(pool: asyncpg.Pool, instrument_id: int, stamps: Iterable[dat
     rows = [(ts, instrument_id, price + 0.05 * n, 10, ts) for n, ts in enumerate(stamps)]
     await pool.executemany(
         "INSERT INTO tick_data (time, instrument_id, ltp, volume_delta, received_at) VALUES ($1, $2, $3, $4, $5)",
-        rows)
+        rows,
+    )
     await refresh_all(pool)
 
 
 async def add_coverage(pool: asyncpg.Pool, instrument_id: int, start: datetime, end: datetime) -> None:
     await pool.execute(
         "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'kite', tstzrange($2, $3), false)",
-        instrument_id, start, end)
+        instrument_id,
+        start,
+        end,
+    )
 
 
 def minutes(start: datetime, end: datetime, step: int = 1) -> list[datetime]:

@@ -39,7 +39,9 @@ async def test_gap_inside_a_session_is_fetched_once(db_pool: asyncpg.Pool, kite:
     # captured all day except 10:00-10:30; an illiquid instrument: a trade every 7th minute only
     await add_coverage(db_pool, iid, ist(2024, 1, 30, 9, 0), ist(2024, 1, 30, 10, 0))
     await add_coverage(db_pool, iid, ist(2024, 1, 30, 10, 30), ist(2024, 1, 30, 16, 0))
-    traded = [t for t in minutes(day_open, day_close, 7) if not ist(2024, 1, 30, 10) <= t < ist(2024, 1, 30, 10, 30)]
+    traded = [
+        t for t in minutes(day_open, day_close, 7) if not ist(2024, 1, 30, 10) <= t < ist(2024, 1, 30, 10, 30)
+    ]
     await add_ticks(db_pool, iid, [t + timedelta(seconds=5) for t in traded])
 
     service = CandleService(db_pool, kite.broker)
@@ -55,13 +57,19 @@ async def test_gap_inside_a_session_is_fetched_once(db_pool: asyncpg.Pool, kite:
     for c in series.candles:
         by_source[c.source] = by_source.get(c.source, 0) + 1
     assert by_source == {"live": len(traded), "broker": 30}
-    assert all(c.source == "broker" for c in series.candles if ist(2024, 1, 30, 10) <= c.bucket < ist(2024, 1, 30, 10, 30))
+    assert all(
+        c.source == "broker"
+        for c in series.candles
+        if ist(2024, 1, 30, 10) <= c.bucket < ist(2024, 1, 30, 10, 30)
+    )
 
     again = await service.get_candles(token, "1m", ist(2024, 1, 30), ist(2024, 1, 31))
     assert again.backfill.broker_calls == 0 and calls(kite, token) == 1
     assert again.candles == series.candles
     # a new service (a restart) knows it from the database, not from memory
-    fresh = await CandleService(db_pool, kite.broker).get_candles(token, "1m", ist(2024, 1, 30), ist(2024, 1, 31))
+    fresh = await CandleService(db_pool, kite.broker).get_candles(
+        token, "1m", ist(2024, 1, 30), ist(2024, 1, 31)
+    )
     assert fresh.backfill.broker_calls == 0 and calls(kite, token) == 1
 
 
@@ -73,11 +81,14 @@ async def test_partially_captured_minute_is_replaced_by_the_broker_candle(
     # the connection came up at 11:00:30: the 11:00 minute is only half captured
     await add_coverage(db_pool, iid, ist(2024, 2, 1, 11, 0, 30), ist(2024, 2, 1, 11, 10))
     await add_ticks(db_pool, iid, [ist(2024, 2, 1, 11, m, 40) for m in range(10)])
-    no_broker = await CandleService(db_pool, None).get_candles(f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
+    no_broker = await CandleService(db_pool, None).get_candles(
+        f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10)
+    )
     assert [c.source for c in no_broker.candles] == ["partial"] + ["live"] * 9
 
     series = await CandleService(db_pool, kite.broker).get_candles(
-        f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10))
+        f"id:{iid}", "1m", ist(2024, 2, 1, 11), ist(2024, 2, 1, 11, 10)
+    )
     assert [c.source for c in series.candles] == ["broker"] + ["live"] * 9
     assert series.backfill.broker_calls == 1
     request = kite.server.history_requests[-1]
@@ -89,8 +100,9 @@ async def test_twenty_concurrent_identical_requests_make_one_broker_call(
 ) -> None:
     token = EXTRA_TOKENS[3]
     service = CandleService(db_pool, kite.broker)
-    results = await asyncio.gather(*[
-        service.get_candles(token, "5m", ist(2024, 2, 5, 9), ist(2024, 2, 5, 16)) for _ in range(20)])
+    results = await asyncio.gather(
+        *[service.get_candles(token, "5m", ist(2024, 2, 5, 9), ist(2024, 2, 5, 16)) for _ in range(20)]
+    )
     assert calls(kite, token, "5minute") == 1
     assert sum(r.backfill.broker_calls for r in results) == 1
     assert all(len(r.candles) == 75 and r.candles == results[0].candles for r in results)  # 09:15-15:30
@@ -110,7 +122,9 @@ async def test_daily_candles_land_on_our_day_buckets(db_pool: asyncpg.Pool, kite
     assert all(c.source == "broker" for c in series.candles)
 
 
-async def test_a_broker_error_keeps_what_is_stored_and_retries_later(db_pool: asyncpg.Pool, kite: KiteSetup) -> None:
+async def test_a_broker_error_keeps_what_is_stored_and_retries_later(
+    db_pool: asyncpg.Pool, kite: KiteSetup
+) -> None:
     token = EXTRA_TOKENS[5]
     service = CandleService(db_pool, kite.broker)
     kite.server.history_failures.append(403)  # the session expired
@@ -125,8 +139,9 @@ async def test_a_broker_error_keeps_what_is_stored_and_retries_later(db_pool: as
 async def test_naive_times_are_ist(db_pool: asyncpg.Pool, kite: KiteSetup) -> None:
     token = EXTRA_TOKENS[6]
     service = CandleService(db_pool, kite.broker)
-    naive = await service.get_candles(token, "1h", ist(2024, 2, 7).replace(tzinfo=None),
-                                      ist(2024, 2, 8).replace(tzinfo=None))
+    naive = await service.get_candles(
+        token, "1h", ist(2024, 2, 7).replace(tzinfo=None), ist(2024, 2, 8).replace(tzinfo=None)
+    )
     aware = await service.get_candles(token, "1h", ist(2024, 2, 7), ist(2024, 2, 8))
     assert naive.candles == aware.candles and len(aware.candles) == 7  # 09:15 .. 15:15
     assert aware.candles[0].bucket == ist(2024, 2, 7, 9, 15)

@@ -26,7 +26,10 @@ def test_nse_calendar_knows_holidays_and_muhurat() -> None:
 def test_nearby_gaps_share_one_fetch() -> None:
     gaps = [Gap(ist(2024, 1, d, 9, 15), ist(2024, 1, d, 15, 30)) for d in (1, 2, 3)]
     assert fetch_windows(gaps, Timeframe.M1) == [Gap(gaps[0].start, gaps[2].end)]
-    far = [Gap(ist(2024, 1, 1, 9, 15), ist(2024, 1, 1, 15, 30)), Gap(ist(2024, 3, 1, 9, 15), ist(2024, 3, 1, 15, 30))]
+    far = [
+        Gap(ist(2024, 1, 1, 9, 15), ist(2024, 1, 1, 15, 30)),
+        Gap(ist(2024, 3, 1, 9, 15), ist(2024, 3, 1, 15, 30)),
+    ]
     assert fetch_windows(far, Timeframe.M1) == far
 
 
@@ -36,8 +39,9 @@ async def loaded(db_pool: asyncpg.Pool) -> list[int]:
     return await make_instruments(db_pool, 4, prefix="GAP")
 
 
-async def gaps(pool: asyncpg.Pool, iid: int, tf: str, start: datetime, end: datetime,
-               until: datetime | None = None) -> list[tuple[datetime, datetime]]:
+async def gaps(
+    pool: asyncpg.Pool, iid: int, tf: str, start: datetime, end: datetime, until: datetime | None = None
+) -> list[tuple[datetime, datetime]]:
     async with pool.acquire() as conn:
         found = await find_gaps(conn, iid, Timeframe(tf), start, end, until or ist(2030, 1, 1))
     return [(g.start.astimezone(IST), g.end.astimezone(IST)) for g in found]
@@ -45,48 +49,67 @@ async def gaps(pool: asyncpg.Pool, iid: int, tf: str, start: datetime, end: date
 
 async def test_sessions_only_and_nothing_past_until(db_pool: asyncpg.Pool, loaded: list[int]) -> None:
     iid = loaded[0]
-    assert await gaps(db_pool, iid, "1m", ist(2024, 2, 12, 9), ist(2024, 2, 12, 12), ist(2024, 2, 12, 11, 0, 30)) == [
-        (ist(2024, 2, 12, 9, 15), ist(2024, 2, 12, 11))]
+    assert await gaps(
+        db_pool, iid, "1m", ist(2024, 2, 12, 9), ist(2024, 2, 12, 12), ist(2024, 2, 12, 11, 0, 30)
+    ) == [(ist(2024, 2, 12, 9, 15), ist(2024, 2, 12, 11))]
     # a request starting inside a bucket asks from the next whole bucket
     assert await gaps(db_pool, iid, "15m", ist(2024, 2, 12, 9, 20), ist(2024, 2, 12, 10, 1)) == [
-        (ist(2024, 2, 12, 9, 30), ist(2024, 2, 12, 10, 15))]
+        (ist(2024, 2, 12, 9, 30), ist(2024, 2, 12, 10, 15))
+    ]
     assert await gaps(db_pool, iid, "1m", ist(2024, 2, 10), ist(2024, 2, 12)) == []  # weekend
     assert await gaps(db_pool, iid, "1d", ist(2024, 10, 31), ist(2024, 11, 3)) == [
-        (ist(2024, 10, 31, 0, 15), ist(2024, 11, 2, 0, 15))]
+        (ist(2024, 10, 31, 0, 15), ist(2024, 11, 2, 0, 15))
+    ]
     assert await gaps(db_pool, iid, "1m", ist(2024, 11, 1), ist(2024, 11, 2)) == [
-        (ist(2024, 11, 1, 18), ist(2024, 11, 1, 19))]
+        (ist(2024, 11, 1, 18), ist(2024, 11, 1, 19))
+    ]
 
 
 async def test_captured_and_fetched_ranges_are_not_gaps(db_pool: asyncpg.Pool, loaded: list[int]) -> None:
     iid = loaded[1]
     await add_coverage(db_pool, iid, ist(2024, 2, 13, 9, 10), ist(2024, 2, 13, 12, 0, 20))
     assert await gaps(db_pool, iid, "1m", ist(2024, 2, 13), ist(2024, 2, 14)) == [
-        (ist(2024, 2, 13, 12), ist(2024, 2, 13, 15, 30))]
+        (ist(2024, 2, 13, 12), ist(2024, 2, 13, 15, 30))
+    ]
     assert await gaps(db_pool, iid, "1h", ist(2024, 2, 13), ist(2024, 2, 14)) == [
-        (ist(2024, 2, 13, 11, 15), ist(2024, 2, 13, 16, 15))]
+        (ist(2024, 2, 13, 11, 15), ist(2024, 2, 13, 16, 15))
+    ]
     await db_pool.execute(
         "INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source) "
-        "VALUES ($1, '1m', tstzrange($2, $3), 0, 'kite')", iid, ist(2024, 2, 13, 12), ist(2024, 2, 13, 15))
+        "VALUES ($1, '1m', tstzrange($2, $3), 0, 'kite')",
+        iid,
+        ist(2024, 2, 13, 12),
+        ist(2024, 2, 13, 15),
+    )
     assert await gaps(db_pool, iid, "1m", ist(2024, 2, 13), ist(2024, 2, 14)) == [
-        (ist(2024, 2, 13, 15), ist(2024, 2, 13, 15, 30))]
+        (ist(2024, 2, 13, 15), ist(2024, 2, 13, 15, 30))
+    ]
     # another timeframe's fetches do not count
     assert await gaps(db_pool, iid, "5m", ist(2024, 2, 13), ist(2024, 2, 14)) == [
-        (ist(2024, 2, 13, 12), ist(2024, 2, 13, 15, 30))]
+        (ist(2024, 2, 13, 12), ist(2024, 2, 13, 15, 30))
+    ]
 
 
 async def test_sql_refuses_unknown_timeframes(db_pool: asyncpg.Pool, loaded: list[int]) -> None:
-    for sql in ("SELECT * FROM candle_gaps($1, '2m', now() - interval '1 day', now(), now())",
-                "SELECT * FROM read_candles($1, '1m; DROP TABLE x', now() - interval '1 day', now())"):
+    for sql in (
+        "SELECT * FROM candle_gaps($1, '2m', now() - interval '1 day', now(), now())",
+        "SELECT * FROM read_candles($1, '1m; DROP TABLE x', now() - interval '1 day', now())",
+    ):
         with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown timeframe"):
             await db_pool.fetch(sql, loaded[2])
 
 
 async def test_a_newer_calendar_package_reloads_the_year(db_pool: asyncpg.Pool, loaded: list[int]) -> None:
-    await db_pool.execute("UPDATE market_calendar_loads SET source = 'older' WHERE calendar = 'NSE' AND year = 2024")
+    await db_pool.execute(
+        "UPDATE market_calendar_loads SET source = 'older' WHERE calendar = 'NSE' AND year = 2024"
+    )
     await db_pool.execute("DELETE FROM market_sessions WHERE calendar = 'NSE' AND day = '2024-02-14'")
     await SessionLoader().ensure(db_pool, "NSE", [2024])
     count = await db_pool.fetchval(
-        "SELECT count(*) FROM market_sessions WHERE calendar = 'NSE' AND day >= '2024-01-01' AND day < '2025-01-01'")
+        "SELECT count(*) FROM market_sessions WHERE calendar = 'NSE' AND day >= '2024-01-01' AND day < '2025-01-01'"
+    )
     assert count == len(year_sessions("NSE", 2024))
-    source = await db_pool.fetchval("SELECT source FROM market_calendar_loads WHERE calendar = 'NSE' AND year = 2024")
+    source = await db_pool.fetchval(
+        "SELECT source FROM market_calendar_loads WHERE calendar = 'NSE' AND year = 2024"
+    )
     assert source.startswith("pandas_market_calendars ")

@@ -18,8 +18,9 @@ from tests.services import _free_port
 
 
 @asynccontextmanager
-async def demo_process(admin_dsn: str, redis_url: str, cwd: Path, *args: str,
-                       env: dict[str, str] | None = None) -> AsyncIterator[tuple[int, str]]:
+async def demo_process(
+    admin_dsn: str, redis_url: str, cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[int, str]]:
     """The demo in ``cwd`` with 20 instruments on a new database; yields its port and API token.
     Its Redis traffic (when it uses Redis) goes to database 12 under a stream of its own."""
     parts = urlsplit(redis_url)
@@ -30,8 +31,20 @@ async def demo_process(admin_dsn: str, redis_url: str, cwd: Path, *args: str,
         full.update(DATABASE_URL=dsn, REDIS_URL=redis12, TICK_STREAM=f"th:ticks:demo:{uuid.uuid4().hex[:8]}")
         full.update(env or {})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trading_helper.cli", "demo", "--port", str(port), "--instruments", "20", *args,
-            cwd=cwd, env=full, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "trading_helper.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--instruments",
+            "20",
+            *args,
+            cwd=cwd,
+            env=full,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         assert proc.stdout is not None
         seen: list[str] = []
         try:

@@ -23,8 +23,19 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 async def _spawn(cwd: Path, port: int) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "API_TOKEN")}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trading_helper.cli", "demo", "--port", str(port), "--instruments", "20",
-        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "trading_helper.cli",
+        "demo",
+        "--port",
+        str(port),
+        "--instruments",
+        "20",
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
 
 
 async def _read_until(proc: asyncio.subprocess.Process, pattern: str) -> re.Match[str]:
@@ -57,7 +68,9 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
     proc, token = await _start(tmp_path, port)
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+        ) as client:
             for _ in range(100):
                 try:
                     page = await client.get("/")
@@ -65,7 +78,9 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
                 except httpx.ConnectError:
                     await asyncio.sleep(0.1)
             assert page.status_code == 200 and "Trading Helper" in page.text
-            candles = (await client.get("/api/candles", params={"instrument": "id:1", "interval": "1m"})).json()
+            candles = (
+                await client.get("/api/candles", params={"instrument": "id:1", "interval": "1m"})
+            ).json()
             assert candles["candles"], "no history was loaded"
             assert {c["source"] for c in candles["candles"]} >= {"broker"}
             for _ in range(100):
@@ -78,11 +93,15 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
         # the chart page of the running demo in headless Chromium: candles render, live ticks move them
         async with Browser() as browser:
             await browser.open(f"http://127.0.0.1:{port}/#token={token}&instrument=1&tf=1m")
-            await browser.wait("document.getElementById('chart').dataset.ready === 'true' && "
-                               "Number(document.getElementById('chart').dataset.candles) > 100")
+            await browser.wait(
+                "document.getElementById('chart').dataset.ready === 'true' && "
+                "Number(document.getElementById('chart').dataset.candles) > 100"
+            )
             before = await browser.chart()
             seen = int(before.get("ticks") or 0)
-            await browser.wait(f"Number(document.getElementById('chart').dataset.ticks) >= {seen + 2}", timeout_s=30)
+            await browser.wait(
+                f"Number(document.getElementById('chart').dataset.ticks) >= {seen + 2}", timeout_s=30
+            )
             after = await browser.chart()
             # every live tick adds its quantity to the last candle, or opens a new one
             assert (after["lastTime"], after["lastVolume"]) != (before["lastTime"], before["lastVolume"])
@@ -96,7 +115,9 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
     proc, token_again = await _start(tmp_path, port)
     try:
         assert token_again == token  # kept in var/api_token: the browser's stored token still works
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+        ) as client:
             for _ in range(100):
                 try:
                     subs = (await client.get("/api/instruments/subscriptions")).json()
@@ -120,7 +141,8 @@ async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> 
     assert proc.returncode == 1 and time.monotonic() - began < 5.0
     assert out.decode().strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is in use (another server, or another trading-helper, listens there): "
-        f"stop it, or choose another port (--port or API_PORT)"], out.decode()
+        f"stop it, or choose another port (--port or API_PORT)"
+    ], out.decode()
     assert not (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()  # nothing was started
 
 

@@ -18,14 +18,26 @@ async def _status(cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     full = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
     full.update(env)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trading_helper.cli", "status", "--json", cwd=cwd, env=full,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "trading_helper.cli",
+        "status",
+        "--json",
+        cwd=cwd,
+        env=full,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     return proc.returncode or 0, out.decode()
 
 
-async def test_status_sees_a_demo_with_the_in_process_redis(admin_dsn: str, redis_url: str, tmp_path: Path) -> None:
-    nowhere = {"REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # status must not need a Redis for this demo
+async def test_status_sees_a_demo_with_the_in_process_redis(
+    admin_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    nowhere = {
+        "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"
+    }  # status must not need a Redis for this demo
     async with demo_process(admin_dsn, redis_url, tmp_path, "--in-process-redis") as (port, _token):
         assert (tmp_path / "var" / "demo.json").is_file()
         for _ in range(100):

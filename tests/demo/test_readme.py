@@ -26,7 +26,7 @@ CURL = 'curl() { command curl --silent --show-error --fail-with-body --max-time 
 def api_examples() -> tuple[str, list[str]]:
     """The README's API block: its first line (``T=...; H=...``) and each command (continuations joined)."""
     text = README.read_text()
-    block = text[text.index("## API"):].split("```\n", 2)[1]
+    block = text[text.index("## API") :].split("```\n", 2)[1]
     lines = block.replace("\\\n", " ").splitlines()
     assert lines[0].startswith("T=...;"), lines[0]
     commands = [line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#")]
@@ -51,8 +51,9 @@ async def demo(admin_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[
 
 
 async def _bash(script: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec("bash", "-c", script, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     return proc.returncode or 0, out.decode()
 
@@ -71,9 +72,20 @@ async def test_the_readme_api_examples_run_against_the_demo(demo: tuple[int, str
             await asyncio.sleep(0.5)
         assert code == 0, f"{command}\n{out}"
         answers[command] = out
-    by = {key: next(out for cmd, out in answers.items() if key in cmd) for key in
-          ("instruments?q=NIFTY", "/sync", "/subscribe", "candles?instrument", "instrument_token", "/api/quotes/",
-           "/api/status", "/health", "/metrics")}
+    by = {
+        key: next(out for cmd, out in answers.items() if key in cmd)
+        for key in (
+            "instruments?q=NIFTY",
+            "/sync",
+            "/subscribe",
+            "candles?instrument",
+            "instrument_token",
+            "/api/quotes/",
+            "/api/status",
+            "/health",
+            "/metrics",
+        )
+    }
     search = json.loads(by["instruments?q=NIFTY"])
     assert search["items"][0]["tradingsymbol"] == "NIFTY 50"
     assert json.loads(by["/sync"]) == {"broker": "sim", "count": 20}

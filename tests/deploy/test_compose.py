@@ -107,10 +107,16 @@ def test_secrets_have_no_default(compose: dict[str, Any]) -> None:
     for name, operator, default in references(COMPOSE.read_text()):
         if _SECRET.search(name):
             assert operator in ("", ":?", "?", ":-") and not (operator == ":-" and default), (
-                f"{name} has a default ({default!r}): a shared default password is a public one")
+                f"{name} has a default ({default!r}): a shared default password is a public one"
+            )
     required = {name for name, operator, _ in references(COMPOSE.read_text()) if operator == ":?"}
-    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_DB_PASSWORD",
-            "API_TOKEN"} <= required
+    assert {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "GRAFANA_DB_PASSWORD",
+        "API_TOKEN",
+    } <= required
     example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
     assert all(example[name] == "" for name in required), "the example must not ship usable secrets"
 
@@ -140,16 +146,27 @@ def test_grafana_gets_what_its_provisioning_reads(compose: dict[str, Any]) -> No
     assert (provisioning / "datasources").is_dir() and (provisioning / "dashboards").is_dir()
     assert (ROOT / mounts["/etc/grafana/dashboards"] / "market_overview.json").is_file()
     # Grafana expands variables in the parsed values (comments are not read)
-    needed = {name for f in provisioning.rglob("*.yml") for value in strings(yaml.safe_load(f.read_text()))
-              for name, _, _ in references(value)}
-    assert needed <= set(grafana["environment"]), f"Grafana lacks {sorted(needed - set(grafana['environment']))}"
+    needed = {
+        name
+        for f in provisioning.rglob("*.yml")
+        for value in strings(yaml.safe_load(f.read_text()))
+        for name, _, _ in references(value)
+    }
+    assert needed <= set(grafana["environment"]), (
+        f"Grafana lacks {sorted(needed - set(grafana['environment']))}"
+    )
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert home.startswith("/etc/grafana/dashboards/") and (ROOT / mounts["/etc/grafana/dashboards"] / Path(home).name).is_file()
+    assert (
+        home.startswith("/etc/grafana/dashboards/")
+        and (ROOT / mounts["/etc/grafana/dashboards"] / Path(home).name).is_file()
+    )
 
 
 def test_the_api_container_gets_every_setting(compose: dict[str, Any]) -> None:
     given = set(compose["services"]["api"]["environment"])
-    assert set(Settings.model_fields) <= given, f"not passed to the API: {sorted(set(Settings.model_fields) - given)}"
+    assert set(Settings.model_fields) <= given, (
+        f"not passed to the API: {sorted(set(Settings.model_fields) - given)}"
+    )
 
 
 def test_every_setting_is_documented_and_the_example_is_valid() -> None:
@@ -165,9 +182,11 @@ def test_dockerfile_is_small_and_runs_as_a_non_root_user() -> None:
     assert len(stages) >= 2, "multi-stage: build tools stay out of the runtime image"
     for image, _ in stages:
         assert ":" in image and not image.endswith(":latest") and "slim" in image, image
-    final = text[text.rindex("\nFROM"):]
+    final = text[text.rindex("\nFROM") :]
     users = re.findall(r"^USER\s+(\S+)", final, flags=re.MULTILINE)
-    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage must switch to a non-root user"
+    assert users and users[-1].split(":")[0] not in ("root", "0"), (
+        "the runtime stage must switch to a non-root user"
+    )
     assert not re.search(r"^ADD\s+https?://", text, flags=re.MULTILINE)
     assert re.search(r"^EXPOSE\s+8000", text, flags=re.MULTILINE)
     assert "trading-helper db migrate" in final

@@ -49,11 +49,15 @@ async def sync_master(pool: asyncpg.Pool, broker: Broker) -> dict[str, int]:
 
 async def persist_subscriptions(pool: asyncpg.Pool, instrument_ids: list[int]) -> None:
     """What the API stores on a subscribe; the service subscribes these on start."""
-    await pool.execute("INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", instrument_ids)
+    await pool.execute(
+        "INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", instrument_ids
+    )
 
 
 @asynccontextmanager
-async def running_service(settings: Settings, pool: asyncpg.Pool, broker: Broker) -> AsyncIterator[IngestService]:
+async def running_service(
+    settings: Settings, pool: asyncpg.Pool, broker: Broker
+) -> AsyncIterator[IngestService]:
     """The ingest service started (feed, writer, housekeeping), stopped and cleaned up after."""
     redis = aioredis.Redis.from_url(settings.REDIS_URL)
     service = IngestService(settings, pool, redis, broker)
@@ -85,8 +89,13 @@ async def _delete_status_if_ours(redis: aioredis.Redis, started_at: str) -> None
             pass  # written by another service meanwhile: it is theirs now
 
 
-async def eventually(check: Callable[[], bool] | Callable[[], Awaitable[bool]], what: str,
-                     within_s: float = 10.0, *, service: IngestService | None = None) -> None:
+async def eventually(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    what: str,
+    within_s: float = 10.0,
+    *,
+    service: IngestService | None = None,
+) -> None:
     """Poll ``check`` (sync or async) until true; fail naming ``what`` (and the service's state)."""
     deadline = time.monotonic() + within_s
     while True:
@@ -96,7 +105,9 @@ async def eventually(check: Callable[[], bool] | Callable[[], Awaitable[bool]], 
         if result:
             return
         if time.monotonic() > deadline:
-            state = f"; service status {service.status()}, task errors {service.task_errors()}" if service else ""
+            state = (
+                f"; service status {service.status()}, task errors {service.task_errors()}" if service else ""
+            )
             raise AssertionError(f"not within {within_s:g}s: {what}{state}")
         await asyncio.sleep(0.02)
 
@@ -115,5 +126,7 @@ class Coverage:
 async def coverage_of(pool: asyncpg.Pool, instrument_id: int) -> list[Coverage]:
     rows = await pool.fetch(
         "SELECT lower(period) AS lo, upper(period) AS hi, open FROM live_coverage "
-        "WHERE instrument_id = $1 ORDER BY lower(period)", instrument_id)
+        "WHERE instrument_id = $1 ORDER BY lower(period)",
+        instrument_id,
+    )
     return [Coverage(r["lo"], r["hi"], r["open"]) for r in rows]

@@ -61,8 +61,10 @@ def first_delta(ts: datetime, last_quantity: int, volume: int) -> int:
 
 
 async def ticks_per_instrument(pool: asyncpg.Pool, after: datetime | None = None) -> dict[int, int]:
-    rows = await pool.fetch("SELECT instrument_id, count(*) FROM tick_data WHERE received_at > $1 GROUP BY 1",
-                            after or datetime(2000, 1, 1, tzinfo=UTC))
+    rows = await pool.fetch(
+        "SELECT instrument_id, count(*) FROM tick_data WHERE received_at > $1 GROUP BY 1",
+        after or datetime(2000, 1, 1, tzinfo=UTC),
+    )
     return {r[0]: r[1] for r in rows}
 
 
@@ -75,13 +77,15 @@ class Fyers:
 
 
 @pytest.fixture
-async def fyers(db_pool: asyncpg.Pool, redis_url: str, tmp_path: Path,
-                request: pytest.FixtureRequest) -> AsyncIterator[Fyers]:
+async def fyers(
+    db_pool: asyncpg.Pool, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Fyers]:
     """A fake Fyers (its symbol masters synced), a FyersBroker on it, SBIN and the future subscribed."""
     await reset_database(db_pool)
     async with FakeFyersServer() as fake:
-        settings = fake.settings(tmp_path, REDIS_URL=redis_url, TICK_STREAM=new_stream(),
-                                 **getattr(request, "param", {}))
+        settings = fake.settings(
+            tmp_path, REDIS_URL=redis_url, TICK_STREAM=new_stream(), **getattr(request, "param", {})
+        )
         save_token(settings, "fyers", fake.access_token)
         broker = FyersBroker(settings)
         try:
@@ -109,12 +113,16 @@ async def test_ticks_with_oi_land_and_a_drop_is_resubscribed_as_a_coverage_hole(
         assert len(fake.subscribe_messages) == 1
         dropped_at = datetime.now(UTC)
         fake.drop_connections()  # a network drop: no closing handshake
-        await eventually(lambda: len(fake.subscribe_messages) == 2 and service.feed.state == FeedState.CONNECTED,
-                         "reconnected and resubscribed", service=service)
+        await eventually(
+            lambda: len(fake.subscribe_messages) == 2 and service.feed.state == FeedState.CONNECTED,
+            "reconnected and resubscribed",
+            service=service,
+        )
         (first_conn, first_topics), (second_conn, second_topics) = fake.subscribe_messages
         assert second_conn != first_conn and sorted(second_topics) == sorted(first_topics)
-        await eventually(lambda: flowing(db_pool, iids, dropped_at), "ticks after the reconnect written",
-                         service=service)
+        await eventually(
+            lambda: flowing(db_pool, iids, dropped_at), "ticks after the reconnect written", service=service
+        )
         assert service.status()["rejected"] == {}
 
     for iid, symbol in iids.items():
@@ -125,7 +133,9 @@ async def test_ticks_with_oi_land_and_a_drop_is_resubscribed_as_a_coverage_hole(
         assert before.upper < after.lower, "a hole from the drop to the resubscription"
         rows = await db_pool.fetch(
             "SELECT time, ltp, last_qty, volume, volume_delta, open_interest, received_at FROM tick_data "
-            "WHERE instrument_id = $1 ORDER BY time", iid)
+            "WHERE instrument_id = $1 ORDER BY time",
+            iid,
+        )
         assert not [r for r in rows if before.upper < r["received_at"] < after.lower], "nothing in the hole"
         first_after = next(n for n, r in enumerate(rows) if r["received_at"] >= after.lower)
         assert market.steps(rows[0]["volume"]) == 0, "the first tick is the subscription's snapshot"
@@ -152,16 +162,22 @@ STALL_S = 1.0
 
 
 @pytest.mark.parametrize("fyers", [{"STALL_TIMEOUT_S": STALL_S}], indirect=True, ids=["stall-1s"])
-async def test_a_silent_stall_ends_coverage_at_the_last_sign_of_life(db_pool: asyncpg.Pool, fyers: Fyers) -> None:
+async def test_a_silent_stall_ends_coverage_at_the_last_sign_of_life(
+    db_pool: asyncpg.Pool, fyers: Fyers
+) -> None:
     fake, iids = fyers.fake, fyers.iids
     async with running_service(fyers.settings, db_pool, fyers.broker) as service:
         await eventually(lambda: flowing(db_pool, iids), "ticks of both instruments written", service=service)
         stalled_at = datetime.now(UTC)
         fake.stall()  # the socket stays open: no data, and pings go unanswered
-        await eventually(lambda: len(fake.subscribe_messages) == 2 and service.feed.state == FeedState.CONNECTED,
-                         "the stall detected, reconnected and resubscribed", service=service)
-        await eventually(lambda: flowing(db_pool, iids, stalled_at), "ticks after the reconnect written",
-                         service=service)
+        await eventually(
+            lambda: len(fake.subscribe_messages) == 2 and service.feed.state == FeedState.CONNECTED,
+            "the stall detected, reconnected and resubscribed",
+            service=service,
+        )
+        await eventually(
+            lambda: flowing(db_pool, iids, stalled_at), "ticks after the reconnect written", service=service
+        )
         for iid in iids:
             ranges = await coverage_of(db_pool, iid)
             assert [r.open for r in ranges] == [False, True], ranges

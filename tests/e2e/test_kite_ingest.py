@@ -47,8 +47,9 @@ class Kite:
 
 
 @pytest.fixture
-async def kite(db_pool: asyncpg.Pool, redis_url: str, tmp_path: Path,
-               request: pytest.FixtureRequest) -> AsyncIterator[Kite]:
+async def kite(
+    db_pool: asyncpg.Pool, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Kite]:
     """A fake Kite (its master synced into the database) and a KiteBroker pointed at it."""
     await reset_database(db_pool)
     instruments: list[dict[str, str]] = getattr(request, "param", DEFAULT_INSTRUMENTS)
@@ -69,8 +70,11 @@ def subscribed_in_full_mode(server: FakeKiteServer, tokens: set[str]) -> bool:
 
 
 async def connected(kite: Kite, service: IngestService, tokens: set[str]) -> None:
-    await eventually(lambda: subscribed_in_full_mode(kite.server, tokens) and service.feed.state == FeedState.CONNECTED,
-                     "the service's feed connected and subscribed every token in full mode", service=service)
+    await eventually(
+        lambda: subscribed_in_full_mode(kite.server, tokens) and service.feed.state == FeedState.CONNECTED,
+        "the service's feed connected and subscribed every token in full mode",
+        service=service,
+    )
 
 
 def first_delta(ts: datetime, last_quantity: int, volume: int) -> int:
@@ -79,8 +83,10 @@ def first_delta(ts: datetime, last_quantity: int, volume: int) -> int:
     return volume if (local.hour, local.minute) < (9, 16) else min(last_quantity, volume)
 
 
-TICK_COLUMNS = "time, instrument_id, ltp, last_qty, volume, volume_delta, avg_price, open_interest, " \
-               "bid_price, bid_qty, ask_price, ask_qty, received_at, exchange_time"
+TICK_COLUMNS = (
+    "time, instrument_id, ltp, last_qty, volume, volume_delta, avg_price, open_interest, "
+    "bid_price, bid_qty, ask_price, ask_qty, received_at, exchange_time"
+)
 
 
 async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: Kite) -> None:
@@ -92,8 +98,11 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
         first_second = int(time.time())
         for _ in range(frames):
             assert await kite.server.push_ticks() == len(tokens)  # one frame: a packet per token
-        await eventually(lambda: written_at_least(db_pool, frames * len(tokens)),
-                         f"{frames * len(tokens)} ticks in tick_data", service=service)
+        await eventually(
+            lambda: written_at_least(db_pool, frames * len(tokens)),
+            f"{frames * len(tokens)} ticks in tick_data",
+            service=service,
+        )
         last_second = int(time.time())
         assert service.status()["rejected"] == {}
 
@@ -116,7 +125,12 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
             assert row["received_at"] >= row["time"].replace(microsecond=0)
             assert row["ltp"] == pytest.approx(q.last_price, abs=1e-9)  # paise -> rupees
             if token == NIFTY_INDEX:  # index packets carry prices only
-                assert (row["volume"], row["volume_delta"], row["open_interest"], row["last_qty"]) == (None, 0, None, None)
+                assert (row["volume"], row["volume_delta"], row["open_interest"], row["last_qty"]) == (
+                    None,
+                    0,
+                    None,
+                    None,
+                )
                 continue
             assert row["last_qty"] == q.last_quantity
             assert row["volume"] == q.volume == 1000 + 10 * seq  # cumulative for the day, as sent
@@ -131,9 +145,10 @@ async def test_ticks_land_in_tick_data_and_candles(db_pool: asyncpg.Pool, kite: 
     for tf in (Timeframe.M1, Timeframe.M5, Timeframe.D1):
         got = await db_pool.fetch(
             f"SELECT instrument_id, bucket, open, high, low, close, volume, open_interest, tick_count "
-            f"FROM {tf.relation} WHERE instrument_id = ANY($1::integer[]) ORDER BY 1, 2", list(by_id))
+            f"FROM {tf.relation} WHERE instrument_id = ANY($1::integer[]) ORDER BY 1, 2",
+            list(by_id),
+        )
         assert [tuple(r) for r in got] == expected_candles(by_id, tf), tf
-
 
 
 def expected_candles(by_id: dict[int, list[asyncpg.Record]], tf: Timeframe) -> list[tuple[Any, ...]]:
@@ -147,17 +162,31 @@ def expected_candles(by_id: dict[int, list[asyncpg.Record]], tf: Timeframe) -> l
         for bucket in sorted(buckets):
             ticks = buckets[bucket]
             prices = [t["ltp"] for t in ticks]
-            out.append((iid, bucket, prices[0], max(prices), min(prices), prices[-1],
-                        sum(t["volume_delta"] for t in ticks), ticks[-1]["open_interest"], len(ticks)))
+            out.append(
+                (
+                    iid,
+                    bucket,
+                    prices[0],
+                    max(prices),
+                    min(prices),
+                    prices[-1],
+                    sum(t["volume_delta"] for t in ticks),
+                    ticks[-1]["open_interest"],
+                    len(ticks),
+                )
+            )
     return out
 
 
-async def test_an_expired_token_at_start_is_reported_and_not_retried(db_pool: asyncpg.Pool, kite: Kite) -> None:
+async def test_an_expired_token_at_start_is_reported_and_not_retried(
+    db_pool: asyncpg.Pool, kite: Kite
+) -> None:
     await persist_subscriptions(db_pool, [kite.ids[RELIANCE], kite.ids[NIFTY_OPTION]])
     kite.server.expire_token(disconnect=False)  # the stored token is yesterday's: the upgrade gets 403
     async with running_service(kite.settings, db_pool, kite.broker) as service:
-        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
-                         service=service)
+        await eventually(
+            lambda: service.status()["feed_state"] == "login_required", "login_required", service=service
+        )
         # a reconnect loop would try again within the ticker's first backoff (at most 1 s)
         await asyncio.sleep(1.2)
         assert kite.server.rejected_upgrades == 1 and len(kite.server.upgrade_tokens) == 1
@@ -187,8 +216,9 @@ async def test_a_token_expiring_while_running_ends_coverage_until_a_fresh_login_
         await eventually(lambda: written_at_least(db_pool, 2), "2 ticks written", service=service)
         expired_at = datetime.now(UTC)
         kite.server.expire_token("morning_token")  # 06:00 IST: the token dies and the sockets drop
-        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required",
-                         service=service)
+        await eventually(
+            lambda: service.status()["feed_state"] == "login_required", "login_required", service=service
+        )
         # one reconnect (the drop looks like any network failure), refused with 403, then no more:
         # a loop would retry within its second backoff step (at most 2 s)
         await asyncio.sleep(2.2)
@@ -201,11 +231,14 @@ async def test_a_token_expiring_while_running_ends_coverage_until_a_fresh_login_
 
         save_token(kite.settings, "kite", "morning_token")  # `trading-helper login kite`, no restart
         logged_in_at = datetime.now(UTC)
-        await eventually(lambda: service.status()["feed_state"] == "connected", "connected again", 5,
-                         service=service)
+        await eventually(
+            lambda: service.status()["feed_state"] == "connected", "connected again", 5, service=service
+        )
         await connected(kite, service, tokens)
         await kite.server.push_ticks()
-        await eventually(lambda: written_at_least(db_pool, 4), "ticks written after the login", service=service)
+        await eventually(
+            lambda: written_at_least(db_pool, 4), "ticks written after the login", service=service
+        )
         assert service.task_errors() == {} and kite.server.upgrade_tokens[-1] == "morning_token"
         for iid in ids:  # capture resumes after the login: a second range, open
             before, after = await coverage_of(db_pool, iid)
@@ -218,21 +251,32 @@ async def test_no_token_at_start_is_login_required_until_a_login(db_pool: asyncp
     token_file = kite.settings.TOKEN_DIR / "kite.token"
     token_file.unlink()  # never logged in
     async with running_service(kite.settings, db_pool, kite.broker) as service:
-        await eventually(lambda: service.status()["feed_state"] == "login_required", "login_required", 2,
-                         service=service)
+        await eventually(
+            lambda: service.status()["feed_state"] == "login_required", "login_required", 2, service=service
+        )
         await asyncio.sleep(0.5)
         assert service.status()["feed_state"] == "login_required" and kite.server.upgrade_tokens == []
         save_token(kite.settings, "kite", kite.server.access_token)
         await connected(kite, service, tokens)
         await kite.server.push_ticks()
-        await eventually(lambda: written_at_least(db_pool, 1), "a tick written after the login", service=service)
+        await eventually(
+            lambda: written_at_least(db_pool, 1), "a tick written after the login", service=service
+        )
 
 
 def many_instruments(n: int) -> list[dict[str, str]]:
     """``n`` NSE equities (segment 1 in the token's low byte)."""
     template = DEFAULT_INSTRUMENTS[0]
-    return [{**template, "instrument_token": str(((100_001 + i) << 8) | 1), "exchange_token": str(100_001 + i),
-             "tradingsymbol": f"E2E{i:05d}", "name": f"E2E STOCK {i}"} for i in range(n)]
+    return [
+        {
+            **template,
+            "instrument_token": str(((100_001 + i) << 8) | 1),
+            "exchange_token": str(100_001 + i),
+            "tradingsymbol": f"E2E{i:05d}",
+            "name": f"E2E STOCK {i}",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("kite", [many_instruments(5000)], indirect=True, ids=["5000-instruments"])
@@ -248,8 +292,9 @@ async def test_5000_instruments_are_sharded_over_two_connections(db_pool: asyncp
         # the other two): the second connection's instruments are not captured until it is up
         kite.server.max_connections = 1
         await service.subscribe([kite.ids[t] for t in all_tokens[3000:]])
-        await eventually(lambda: len(kite.server.upgrade_tokens) >= 2, "a refused second connection",
-                         service=service)
+        await eventually(
+            lambda: len(kite.server.upgrade_tokens) >= 2, "a refused second connection", service=service
+        )
         first = {str(t) for t in kite.server.connections[0].modes}
         waiting = {kite.ids[t] for t in all_tokens if t not in first}
         assert len(first) == 3000 and len(waiting) == 2000
@@ -261,8 +306,11 @@ async def test_5000_instruments_are_sharded_over_two_connections(db_pool: asyncp
         await connected(kite, service, set(all_tokens))
         per_connection = [{str(t) for t in conn.modes} for conn in kite.server.connections]
         assert sorted(len(tokens) for tokens in per_connection) == [2000, 3000]
-        starts = await db_pool.fetch("SELECT instrument_id, min(lower(period)) AS lo FROM live_coverage "
-                                     "WHERE instrument_id = ANY($1::integer[]) GROUP BY 1", list(waiting))
+        starts = await db_pool.fetch(
+            "SELECT instrument_id, min(lower(period)) AS lo FROM live_coverage "
+            "WHERE instrument_id = ANY($1::integer[]) GROUP BY 1",
+            list(waiting),
+        )
         assert len(starts) == 2000 and all(r["lo"] >= released_at for r in starts)
 
         assert await kite.server.push_ticks() == 5000  # one frame per connection
@@ -273,5 +321,7 @@ async def test_5000_instruments_are_sharded_over_two_connections(db_pool: asyncp
         assert stored == set(kite.ids.values())
         status = service.status()
         assert status["subscriptions"] == 5000 and status["rejected"] == {} and status["written"] == 5000
-        open_ranges = await db_pool.fetchval("SELECT count(DISTINCT instrument_id) FROM live_coverage WHERE open")
+        open_ranges = await db_pool.fetchval(
+            "SELECT count(DISTINCT instrument_id) FROM live_coverage WHERE open"
+        )
         assert open_ranges == 5000

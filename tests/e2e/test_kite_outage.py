@@ -48,16 +48,23 @@ MINUTE = timedelta(minutes=1)
 def full_mode(server: FakeKiteServer, tokens: set[str]) -> bool:
     """One healthy connection with every token subscribed in full mode."""
     live = [c for c in server.connections if not c.stalled]
-    return (len(server.connections) == 1 and len(live) == 1
-            and {str(t) for t in live[0].modes} == tokens and set(live[0].modes.values()) == {"full"})
+    return (
+        len(server.connections) == 1
+        and len(live) == 1
+        and {str(t) for t in live[0].modes} == tokens
+        and set(live[0].modes.values()) == {"full"}
+    )
 
 
 async def recent_trading_day(pool: asyncpg.Pool) -> datetime:
     """``HOLE_AT`` on the latest weekday before today whose NSE session holds half an hour either side."""
     today = datetime.now(IST).date()
     await SessionLoader().ensure(pool, "NSE", [today.year - 1, today.year])
-    rows = await pool.fetch("SELECT day, lower(session) AS lo, upper(session) AS hi FROM market_sessions "
-                            "WHERE calendar = 'NSE' AND day < $1 AND day > $1 - 30 ORDER BY day DESC", today)
+    rows = await pool.fetch(
+        "SELECT day, lower(session) AS lo, upper(session) AS hi FROM market_sessions "
+        "WHERE calendar = 'NSE' AND day < $1 AND day > $1 - 30 ORDER BY day DESC",
+        today,
+    )
     for row in rows:
         at = datetime.combine(row["day"], HOLE_AT, IST)
         if row["day"].weekday() < 5 and row["lo"] <= at - AROUND and at + AROUND <= row["hi"]:
@@ -71,7 +78,9 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
     await reset_database(db_pool)
     tokens = {RELIANCE, NIFTY_OPTION}
     async with FakeKiteServer(heartbeat_interval_s=0.1) as server:
-        settings = server.settings(tmp_path, REDIS_URL=redis_url, TICK_STREAM=new_stream(), STALL_TIMEOUT_S=STALL_S)
+        settings = server.settings(
+            tmp_path, REDIS_URL=redis_url, TICK_STREAM=new_stream(), STALL_TIMEOUT_S=STALL_S
+        )
         save_token(settings, "kite", server.access_token)
         broker = KiteBroker(settings)
         try:
@@ -79,8 +88,11 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
             iids = sorted(ids[t] for t in tokens)
             await persist_subscriptions(db_pool, iids)
             async with running_service(settings, db_pool, broker) as service:
-                await eventually(lambda: full_mode(server, tokens) and service.feed.state == FeedState.CONNECTED,
-                                 "connected in full mode", service=service)
+                await eventually(
+                    lambda: full_mode(server, tokens) and service.feed.state == FeedState.CONNECTED,
+                    "connected in full mode",
+                    service=service,
+                )
                 await server.push_ticks()
                 await eventually(lambda: written_at_least(db_pool, 2), "first ticks written", service=service)
 
@@ -92,14 +104,18 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                 assert service.feed.state == FeedState.CONNECTED, "the stall is not detected yet"
                 await service.coverage.extend(datetime.now(UTC))
 
-                await eventually(lambda: full_mode(server, tokens) and service.feed.state == FeedState.CONNECTED,
-                                 "reconnected and resubscribed", service=service)
+                await eventually(
+                    lambda: full_mode(server, tokens) and service.feed.state == FeedState.CONNECTED,
+                    "reconnected and resubscribed",
+                    service=service,
+                )
                 number = server.connections[0].number
                 resent = [m for n, m in server.ws_messages if n == number]
                 assert {"a": "subscribe", "v": sorted(int(t) for t in tokens)} in resent
                 await server.push_ticks()
-                await eventually(lambda: written_at_least(db_pool, 4), "ticks after the reconnect written",
-                                 service=service)
+                await eventually(
+                    lambda: written_at_least(db_pool, 4), "ticks after the reconnect written", service=service
+                )
 
                 holes = set()
                 for iid in iids:
@@ -111,7 +127,9 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                     assert before.upper < stalled_at + timedelta(seconds=0.4), (before, stalled_at)
                     # a new range once the stall was detected (STALL_S of silence) and the feed reconnected
                     assert after.lower - before.upper >= timedelta(seconds=STALL_S)
-                    ticks = await db_pool.fetch("SELECT received_at FROM tick_data WHERE instrument_id = $1", iid)
+                    ticks = await db_pool.fetch(
+                        "SELECT received_at FROM tick_data WHERE instrument_id = $1", iid
+                    )
                     assert len(ticks) == 2
                     assert not [t for t in ticks if before.upper < t["received_at"] < after.lower]
                     holes.add((before.upper, after.lower))
@@ -125,10 +143,16 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
             await db_pool.execute(
                 "UPDATE live_coverage SET period = CASE WHEN upper(period) <= $2 THEN tstzrange($4, upper(period) + $3)"
                 " ELSE tstzrange(lower(period) + $3, $5) END WHERE instrument_id = ANY($1::integer[])",
-                iids, hole_lo, shift, *window)
+                iids,
+                hole_lo,
+                shift,
+                *window,
+            )
             moved = [await coverage_of(db_pool, iid) for iid in iids]
-            assert all(m == [Coverage(window[0], at, False), Coverage(hole_hi + shift, window[1], False)]
-                       for m in moved), moved
+            assert all(
+                m == [Coverage(window[0], at, False), Coverage(hole_hi + shift, window[1], False)]
+                for m in moved
+            ), moved
             gap_lo = Timeframe.M1.bucket_start(at)
             gap_hi = Timeframe.M1.bucket_start(hole_hi + shift - timedelta(microseconds=1)) + MINUTE
             assert (gap_lo, gap_hi) == (at.replace(second=0), at.replace(second=0) + 2 * MINUTE)
@@ -137,22 +161,35 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
             async with db_pool.acquire() as conn:
                 for iid in iids:
                     assert await find_gaps(conn, iid, Timeframe.M1, *window, datetime.now(UTC)) == [
-                        Gap(gap_lo, gap_hi)]
+                        Gap(gap_lo, gap_hi)
+                    ]
 
             candles = CandleService(db_pool, broker)
             assert sum(server.history_calls.values()) == 0
             first = {}
             for token in sorted(tokens):
                 series = await candles.get_candles(token, "1m", *window)
-                assert (series.backfill.broker_calls, series.backfill.candles, series.backfill.error) == (1, 2, None)
+                assert (series.backfill.broker_calls, series.backfill.candles, series.backfill.error) == (
+                    1,
+                    2,
+                    None,
+                )
                 assert server.history_calls[(token, "minute")] == 1
                 request = server.history_requests[-1]
-                assert (request.token, request.start, request.end) == (token, gap_lo, gap_hi - timedelta(seconds=1))
+                assert (request.token, request.start, request.end) == (
+                    token,
+                    gap_lo,
+                    gap_hi - timedelta(seconds=1),
+                )
                 fake = history_candles(token, "minute", gap_lo, gap_hi - timedelta(seconds=1))
-                assert [(c.bucket, c.source, c.open, c.high, c.low, c.close, c.volume, c.open_interest)
-                        for c in series.candles] == [(b, "broker", *row[1:]) for b, row in zip(buckets, fake, strict=True)]
+                assert [
+                    (c.bucket, c.source, c.open, c.high, c.low, c.close, c.volume, c.open_interest)
+                    for c in series.candles
+                ] == [(b, "broker", *row[1:]) for b, row in zip(buckets, fake, strict=True)]
                 first[token] = series.candles
-            stored = await db_pool.fetch("SELECT instrument_id, timeframe, bucket FROM broker_candles ORDER BY 1, 3")
+            stored = await db_pool.fetch(
+                "SELECT instrument_id, timeframe, bucket FROM broker_candles ORDER BY 1, 3"
+            )
             assert [tuple(r) for r in stored] == [(iid, "1m", b) for iid in iids for b in buckets]
 
             for token in sorted(tokens):  # asked again: the hole is fetched, nothing goes to the broker
@@ -161,4 +198,3 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
             assert sum(server.history_calls.values()) == len(tokens)
         finally:
             await broker.aclose()
-

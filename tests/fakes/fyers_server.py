@@ -80,7 +80,13 @@ def make_token(hsm_key: str, exp: float) -> str:
     def b64(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    payload = {"iss": "fake.fyers", "sub": "access_token", "hsm_key": hsm_key, "exp": int(exp), "iat": int(time.time())}
+    payload = {
+        "iss": "fake.fyers",
+        "sub": "access_token",
+        "hsm_key": hsm_key,
+        "exp": int(exp),
+        "iat": int(time.time()),
+    }
     return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(payload)}.{secrets.token_urlsafe(16)}"
 
 
@@ -100,11 +106,28 @@ def datafeed_frame(message_number: int, records: list[bytes]) -> bytes:
     return _frame(struct.pack("!BIH", 6, message_number, len(records)) + b"".join(records))
 
 
-def snapshot_record(topic_id: int, topic: str, values: list[int], multiplier: int, precision: int,
-                    exchange: str, token: str, symbol: str) -> bytes:
+def snapshot_record(
+    topic_id: int,
+    topic: str,
+    values: list[int],
+    multiplier: int,
+    precision: int,
+    exchange: str,
+    token: str,
+    symbol: str,
+) -> bytes:
     name = topic.encode()
-    head = struct.pack(f"!cHB{len(name)}sB{len(values)}i2xHB", b"S", topic_id, len(name), name,
-                       len(values), *values, multiplier, precision)
+    head = struct.pack(
+        f"!cHB{len(name)}sB{len(values)}i2xHB",
+        b"S",
+        topic_id,
+        len(name),
+        name,
+        len(values),
+        *values,
+        multiplier,
+        precision,
+    )
     tail = b"".join(struct.pack("!B", len(s.encode())) + s.encode() for s in (exchange, token, symbol))
     return head + tail
 
@@ -117,7 +140,7 @@ def _read_request(data: bytes) -> tuple[int, dict[int, bytes]]:
     (_size, kind, count), pos, fields = struct.unpack_from("!HBB", data), 4, {}
     for _ in range(count):
         fid, size = struct.unpack_from("!BH", data, pos)
-        fields[fid] = data[pos + 3:pos + 3 + size]
+        fields[fid] = data[pos + 3 : pos + 3 + size]
         pos += 3 + size
     return kind, fields
 
@@ -126,7 +149,7 @@ def _read_topics(blob: bytes) -> list[str]:
     count, pos, topics = struct.unpack_from("!H", blob)[0], 2, []
     for _ in range(count):
         size = blob[pos]
-        topics.append(blob[pos + 1:pos + 1 + size].decode())
+        topics.append(blob[pos + 1 : pos + 1 + size].decode())
         pos += 1 + size
     return topics
 
@@ -153,8 +176,13 @@ class Quote:
 
     def _depth(self) -> list[int]:
         levels = range(1, 6)
-        return ([self.ltp - 5 * i for i in levels] + [self.ltp + 5 * i for i in levels]
-                + [100 * i for i in levels] + [90 * i for i in levels] + [i for i in levels] * 2)
+        return (
+            [self.ltp - 5 * i for i in levels]
+            + [self.ltp + 5 * i for i in levels]
+            + [100 * i for i in levels]
+            + [90 * i for i in levels]
+            + [i for i in levels] * 2
+        )
 
     def full(self, now: int) -> list[int]:
         if self.is_depth:
@@ -162,8 +190,29 @@ class Quote:
         if self.is_index:
             return [self.ltp, self.ltp - 500, now, self.ltp + 900, self.ltp - 900, self.ltp - 100]
         p = self.ltp
-        return [p, self.volume, now, now, 150, 175, p - 5, p + 5, 10, 9000, 8000, p - 2, self.oi,
-                p - 1000, p + 1000, p + 5000, p - 5000, p - 10000, p + 10000, p - 300, p - 400]
+        return [
+            p,
+            self.volume,
+            now,
+            now,
+            150,
+            175,
+            p - 5,
+            p + 5,
+            10,
+            9000,
+            8000,
+            p - 2,
+            self.oi,
+            p - 1000,
+            p + 1000,
+            p + 5000,
+            p - 5000,
+            p - 10000,
+            p + 10000,
+            p - 300,
+            p - 400,
+        ]
 
     def advance(self, now: int) -> list[int]:
         """Move the market one step; NO_VALUE for every field this step did not change."""
@@ -233,22 +282,34 @@ class FakeFyersServer:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self._http_port = sock.getsockname()[1]
-        app = Starlette(routes=[
-            Route("/api/v3/generate-authcode", self._generate_authcode),
-            Route("/api/v3/validate-authcode", self._validate_authcode, methods=["POST"]),
-            Route("/data/history", self._history),
-            Route("/data/symbol-token", self._symbol_token, methods=["POST"]),
-            Route("/sym_details/{name}.csv", self._symbol_master),
-        ])
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", http="h11", access_log=False)
+        app = Starlette(
+            routes=[
+                Route("/api/v3/generate-authcode", self._generate_authcode),
+                Route("/api/v3/validate-authcode", self._validate_authcode, methods=["POST"]),
+                Route("/data/history", self._history),
+                Route("/data/symbol-token", self._symbol_token, methods=["POST"]),
+                Route("/sym_details/{name}.csv", self._symbol_master),
+            ]
+        )
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", ws="none", http="h11", access_log=False
+        )
         self._http_server = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http_server.serve(sockets=[sock]))
         server = self._http_server
         await wait_until(lambda: server.started or self._http_task is None or self._http_task.done())
         if self._http_task.done():
             await self._http_task  # startup failed: raise its error
-        self._ws = await serve(self._ws_handler, "127.0.0.1", 0, process_request=self._check_upgrade,
-                               compression=None, ping_interval=None, close_timeout=0.5, max_size=2**22)
+        self._ws = await serve(
+            self._ws_handler,
+            "127.0.0.1",
+            0,
+            process_request=self._check_upgrade,
+            compression=None,
+            ping_interval=None,
+            close_timeout=0.5,
+            max_size=2**22,
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -271,9 +332,14 @@ class FakeFyersServer:
 
     def settings(self, token_dir: Path, **overrides: Any) -> Settings:
         values: dict[str, Any] = dict(
-            BROKER="fyers", FYERS_API_URL=self.api_url, FYERS_WS_URL=self.ws_url,
-            FYERS_SYMBOL_MASTER_URL=f"{self.api_url}/sym_details", FYERS_APP_ID=self.app_id,
-            FYERS_SECRET_KEY=self.secret, FYERS_ACCESS_TOKEN="", TOKEN_DIR=token_dir,
+            BROKER="fyers",
+            FYERS_API_URL=self.api_url,
+            FYERS_WS_URL=self.ws_url,
+            FYERS_SYMBOL_MASTER_URL=f"{self.api_url}/sym_details",
+            FYERS_APP_ID=self.app_id,
+            FYERS_SECRET_KEY=self.secret,
+            FYERS_ACCESS_TOKEN="",
+            TOKEN_DIR=token_dir,
         )
         values.update(overrides)
         return Settings(**values)
@@ -318,7 +384,9 @@ class FakeFyersServer:
             return JSONResponse({"s": "error", "code": -100, "message": "invalid app id"}, 400)
         code = make_token(secrets.token_hex(8), time.time() + 300)
         self.issued_auth_codes.add(code)
-        return RedirectResponse(f"{q['redirect_uri']}?s=ok&code=200&auth_code={code}&state={q.get('state', '')}", 302)
+        return RedirectResponse(
+            f"{q['redirect_uri']}?s=ok&code=200&auth_code={code}&state={q.get('state', '')}", 302
+        )
 
     async def _validate_authcode(self, request: HttpRequest) -> Response:
         body = await request.json()
@@ -330,8 +398,15 @@ class FakeFyersServer:
             return JSONResponse({"s": "error", "code": -413, "message": "invalid auth code"}, 400)
         self.issued_auth_codes.discard(body["code"])
         self.access_token = self.issue_token()
-        return JSONResponse({"s": "ok", "code": 200, "message": "", "access_token": self.access_token,
-                             "refresh_token": secrets.token_urlsafe(16)})
+        return JSONResponse(
+            {
+                "s": "ok",
+                "code": 200,
+                "message": "",
+                "access_token": self.access_token,
+                "refresh_token": secrets.token_urlsafe(16),
+            }
+        )
 
     async def _symbol_master(self, request: HttpRequest) -> Response:
         text = self.symbol_masters.get(request.path_params["name"])
@@ -364,8 +439,14 @@ class FakeFyersServer:
             return failure
         symbols = (await request.json()).get("symbols", [])
         valid = {s: self.fytoken(s) for s in symbols if s not in self.invalid_symbols and self.fytoken(s)}
-        return JSONResponse({"s": "ok", "validSymbol": valid,
-                             "invalidSymbol": [s for s in symbols if s not in valid], "message": ""})
+        return JSONResponse(
+            {
+                "s": "ok",
+                "validSymbol": valid,
+                "invalidSymbol": [s for s in symbols if s not in valid],
+                "message": "",
+            }
+        )
 
     def fytoken(self, symbol: str) -> str:
         """A stable fytoken for any ``NSE:/BSE:/MCX:`` symbol (the first seen gets 1000, ...)."""
@@ -393,8 +474,13 @@ class FakeFyersServer:
                 return None
             segment = topic.split("|")[1]
             seed = zlib.crc32(symbol.encode()) % 50_000
-            self._quotes[topic] = Quote(topic, symbol, ltp=100_000 + seed, volume=1_000 + seed,
-                                        oi=(20_000 + seed) if segment.endswith("_fo") else 0)
+            self._quotes[topic] = Quote(
+                topic,
+                symbol,
+                ltp=100_000 + seed,
+                volume=1_000 + seed,
+                oi=(20_000 + seed) if segment.endswith("_fo") else 0,
+            )
         return self._quotes[topic]
 
     # --- data socket ---------------------------------------------------------------------------
@@ -426,8 +512,11 @@ class FakeFyersServer:
             conn.hsm_key = fields.get(1, b"").decode()
             conn.authed = self._hsm_key_ok(conn.hsm_key)
             status = b"K" if conn.authed else b"F"
-            await conn.ws.send(control_frame(1, status, (2, struct.pack("!H", self.ack_interval)),
-                                             (3, b'{"fake": "master data"}')))
+            await conn.ws.send(
+                control_frame(
+                    1, status, (2, struct.pack("!H", self.ack_interval)), (3, b'{"fake": "master data"}')
+                )
+            )
             if conn.authed:
                 conn.pusher = asyncio.create_task(self._push(conn))
         elif not conn.authed:
@@ -438,7 +527,9 @@ class FakeFyersServer:
             self.acks.append(struct.unpack("!I", fields[1])[0])
         elif kind in (4, 5):
             topics = _read_topics(fields[1])
-            (self.subscribe_messages if kind == 4 else self.unsubscribe_messages).append((conn.number, topics))
+            (self.subscribe_messages if kind == 4 else self.unsubscribe_messages).append(
+                (conn.number, topics)
+            )
             await conn.ws.send(control_frame(kind))
             if kind == 5:
                 for topic in topics:
@@ -453,11 +544,21 @@ class FakeFyersServer:
         now = int(time.time())
         for i in range(0, len(topics), 250):
             records = []
-            for topic in topics[i:i + 250]:
+            for topic in topics[i : i + 250]:
                 quote = self._quotes[topic]
                 exchange, token = quote.symbol.split(":")[0], self._fytokens[quote.symbol][10:]
-                records.append(snapshot_record(conn.topics[topic], topic, quote.full(now), 1, 2,
-                                               exchange, token, quote.symbol.split(":")[1]))
+                records.append(
+                    snapshot_record(
+                        conn.topics[topic],
+                        topic,
+                        quote.full(now),
+                        1,
+                        2,
+                        exchange,
+                        token,
+                        quote.symbol.split(":")[1],
+                    )
+                )
             await self._send_feed(conn, records)
 
     async def _send_feed(self, conn: Connection, records: list[bytes]) -> None:
@@ -473,10 +574,14 @@ class FakeFyersServer:
                 if conn.stalled or not conn.topics:
                     continue
                 topics = list(conn.topics)
-                batch = [topics[(cursor + k) % len(topics)] for k in range(min(self.updates_per_push, len(topics)))]
+                batch = [
+                    topics[(cursor + k) % len(topics)] for k in range(min(self.updates_per_push, len(topics)))
+                ]
                 cursor += len(batch)
                 now = int(time.time())
-                await self._send_feed(conn, [update_record(conn.topics[t], self._quotes[t].advance(now)) for t in batch])
+                await self._send_feed(
+                    conn, [update_record(conn.topics[t], self._quotes[t].advance(now)) for t in batch]
+                )
 
     # --- faults --------------------------------------------------------------------------------
     def live(self) -> list[Connection]:

@@ -90,8 +90,13 @@ def pack_packet(q: Quote, mode: str) -> bytes:
         return bytes(buf)
     if is_index:
         # index order differs: high, low, open, close, change
-        for offset, value in ((8, q.high), (12, q.low), (16, q.open), (20, q.close),
-                              (24, q.last_price - q.close)):
+        for offset, value in (
+            (8, q.high),
+            (12, q.low),
+            (16, q.open),
+            (20, q.close),
+            (24, q.last_price - q.close),
+        ):
             struct.pack_into(">i", buf, offset, paise(value))
         if size == 32:
             struct.pack_into(">I", buf, 28, q.exchange_timestamp)
@@ -105,8 +110,13 @@ def pack_packet(q: Quote, mode: str) -> bytes:
         struct.pack_into(">i", buf, offset, paise(value))
     if size == 44:
         return bytes(buf)
-    for offset, ivalue in ((44, q.last_trade_time), (48, q.oi), (52, q.oi_day_high), (56, q.oi_day_low),
-                           (60, q.exchange_timestamp)):
+    for offset, ivalue in (
+        (44, q.last_trade_time),
+        (48, q.oi),
+        (52, q.oi_day_high),
+        (56, q.oi_day_low),
+        (60, q.exchange_timestamp),
+    ):
         struct.pack_into(">I", buf, offset, ivalue)
     levels = (q.bids + [(0, 0.0, 0)] * 5)[:5] + (q.asks + [(0, 0.0, 0)] * 5)[:5]
     for i, (qty, price, orders) in enumerate(levels):
@@ -130,10 +140,22 @@ def sample_quote(token: int, seq: int, now: int | None = None) -> Quote:
     base = 100 + token % 997
     price = base + (seq % 40) * 0.05
     return Quote(
-        token=token, last_price=price, last_quantity=1 + seq % 7, average_price=base + 0.5,
-        volume=1000 + 10 * seq, buy_quantity=500, sell_quantity=600, open=base, high=base + 2,
-        low=base - 1, close=base - 0.5, last_trade_time=ts - 1, oi=20_000 + seq, oi_day_high=21_000,
-        oi_day_low=19_000, exchange_timestamp=ts,
+        token=token,
+        last_price=price,
+        last_quantity=1 + seq % 7,
+        average_price=base + 0.5,
+        volume=1000 + 10 * seq,
+        buy_quantity=500,
+        sell_quantity=600,
+        open=base,
+        high=base + 2,
+        low=base - 1,
+        close=base - 0.5,
+        last_trade_time=ts - 1,
+        oi=20_000 + seq,
+        oi_day_high=21_000,
+        oi_day_low=19_000,
+        exchange_timestamp=ts,
         bids=[(10 * (i + 1), price - 0.05 * (i + 1), i + 1) for i in range(5)],
         asks=[(20 * (i + 1), price + 0.05 * (i + 1), i + 2) for i in range(5)],
     )
@@ -145,7 +167,9 @@ INTERVALS = {"minute": 1, "5minute": 5, "15minute": 15, "60minute": 60, "day": 0
 MAX_SPAN_DAYS = {"minute": 60, "5minute": 100, "15minute": 200, "60minute": 400, "day": 2000}
 
 
-def history_candles(token: str, interval: str, start: datetime, end: datetime, oi: bool = True) -> list[list[Any]]:
+def history_candles(
+    token: str, interval: str, start: datetime, end: datetime, oi: bool = True
+) -> list[list[Any]]:
     """Candles on weekdays, 09:15-15:30 IST, with buckets in [start, end] (Kite's ``to`` is inclusive)."""
     out: list[list[Any]] = []
     seed = int(token) % 997 if token.isdigit() else 1
@@ -166,8 +190,14 @@ def history_candles(token: str, interval: str, start: datetime, end: datetime, o
                 if start <= ts <= end:
                     k = int(ts.timestamp()) // 60
                     o = 100 + seed + (k % 50) * 0.05
-                    row: list[Any] = [ts.strftime("%Y-%m-%dT%H:%M:%S+0530"), round(o, 2), round(o + 1, 2),
-                                      round(o - 1, 2), round(o + 0.5, 2), 100 + k % 13]
+                    row: list[Any] = [
+                        ts.strftime("%Y-%m-%dT%H:%M:%S+0530"),
+                        round(o, 2),
+                        round(o + 1, 2),
+                        round(o - 1, 2),
+                        round(o + 0.5, 2),
+                        100 + k % 13,
+                    ]
                     out.append([*row, 5000 + k % 17] if oi else row)
         day += timedelta(days=1)
     return out
@@ -181,21 +211,77 @@ def _parse_kite_time(value: str) -> datetime:
 
 
 DEFAULT_INSTRUMENTS: list[dict[str, str]] = [
-    {"instrument_token": "738561", "exchange_token": "2885", "tradingsymbol": "RELIANCE", "name": "RELIANCE INDUSTRIES",
-     "last_price": "0", "expiry": "", "strike": "0", "tick_size": "0.05", "lot_size": "1", "instrument_type": "EQ",
-     "segment": "NSE", "exchange": "NSE"},
-    {"instrument_token": "256265", "exchange_token": "1001", "tradingsymbol": "NIFTY 50", "name": "NIFTY 50",
-     "last_price": "0", "expiry": "", "strike": "0", "tick_size": "0", "lot_size": "0", "instrument_type": "EQ",
-     "segment": "INDICES", "exchange": "NSE"},
-    {"instrument_token": "12345602", "exchange_token": "48225", "tradingsymbol": "NIFTY24JAN21500CE", "name": "NIFTY",
-     "last_price": "0", "expiry": "2024-01-25", "strike": "21500", "tick_size": "0.05", "lot_size": "50",
-     "instrument_type": "CE", "segment": "NFO-OPT", "exchange": "NFO"},
-    {"instrument_token": "412675", "exchange_token": "1612", "tradingsymbol": "USDINR24JANFUT", "name": "USDINR",
-     "last_price": "0", "expiry": "2024-01-29", "strike": "0", "tick_size": "0.0025", "lot_size": "1",
-     "instrument_type": "FUT", "segment": "CDS-FUT", "exchange": "CDS"},
+    {
+        "instrument_token": "738561",
+        "exchange_token": "2885",
+        "tradingsymbol": "RELIANCE",
+        "name": "RELIANCE INDUSTRIES",
+        "last_price": "0",
+        "expiry": "",
+        "strike": "0",
+        "tick_size": "0.05",
+        "lot_size": "1",
+        "instrument_type": "EQ",
+        "segment": "NSE",
+        "exchange": "NSE",
+    },
+    {
+        "instrument_token": "256265",
+        "exchange_token": "1001",
+        "tradingsymbol": "NIFTY 50",
+        "name": "NIFTY 50",
+        "last_price": "0",
+        "expiry": "",
+        "strike": "0",
+        "tick_size": "0",
+        "lot_size": "0",
+        "instrument_type": "EQ",
+        "segment": "INDICES",
+        "exchange": "NSE",
+    },
+    {
+        "instrument_token": "12345602",
+        "exchange_token": "48225",
+        "tradingsymbol": "NIFTY24JAN21500CE",
+        "name": "NIFTY",
+        "last_price": "0",
+        "expiry": "2024-01-25",
+        "strike": "21500",
+        "tick_size": "0.05",
+        "lot_size": "50",
+        "instrument_type": "CE",
+        "segment": "NFO-OPT",
+        "exchange": "NFO",
+    },
+    {
+        "instrument_token": "412675",
+        "exchange_token": "1612",
+        "tradingsymbol": "USDINR24JANFUT",
+        "name": "USDINR",
+        "last_price": "0",
+        "expiry": "2024-01-29",
+        "strike": "0",
+        "tick_size": "0.0025",
+        "lot_size": "1",
+        "instrument_type": "FUT",
+        "segment": "CDS-FUT",
+        "exchange": "CDS",
+    },
 ]
-CSV_COLUMNS = ["instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry", "strike",
-               "tick_size", "lot_size", "instrument_type", "segment", "exchange"]
+CSV_COLUMNS = [
+    "instrument_token",
+    "exchange_token",
+    "tradingsymbol",
+    "name",
+    "last_price",
+    "expiry",
+    "strike",
+    "tick_size",
+    "lot_size",
+    "instrument_type",
+    "segment",
+    "exchange",
+]
 
 
 @dataclass
@@ -262,8 +348,14 @@ class FakeKiteServer:
     # --- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> FakeKiteServer:
         self._http = await asyncio.start_server(self._http_client, "127.0.0.1", 0)
-        self._ws = await serve(self._ws_handler, "127.0.0.1", 0, process_request=self._check_upgrade,
-                               compression=None, max_size=2**22)
+        self._ws = await serve(
+            self._ws_handler,
+            "127.0.0.1",
+            0,
+            process_request=self._check_upgrade,
+            compression=None,
+            max_size=2**22,
+        )
         self._tasks.append(asyncio.create_task(self._heartbeats()))
         return self
 
@@ -297,8 +389,14 @@ class FakeKiteServer:
 
     def settings(self, token_dir: Path, **overrides: Any) -> Settings:
         values: dict[str, Any] = dict(
-            BROKER="kite", KITE_API_URL=self.api_url, KITE_WS_URL=self.ws_url, KITE_LOGIN_URL=self.login_url,
-            KITE_API_KEY=self.api_key, KITE_API_SECRET=self.api_secret, KITE_ACCESS_TOKEN="", TOKEN_DIR=token_dir,
+            BROKER="kite",
+            KITE_API_URL=self.api_url,
+            KITE_WS_URL=self.ws_url,
+            KITE_LOGIN_URL=self.login_url,
+            KITE_API_KEY=self.api_key,
+            KITE_API_SECRET=self.api_secret,
+            KITE_ACCESS_TOKEN="",
+            TOKEN_DIR=token_dir,
         )
         values.update(overrides)
         return Settings(**values)
@@ -360,7 +458,8 @@ class FakeKiteServer:
         token = query.get("access_token", [""])[0]
         self.upgrade_tokens.append(token)
         ok = query.get("api_key", [""])[0] == self.api_key and (
-            self.access_token is None or token == self.access_token)
+            self.access_token is None or token == self.access_token
+        )
         if ok and len(self.connections) >= self.max_connections:
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
         if not ok:
@@ -389,7 +488,9 @@ class FakeKiteServer:
         if action == "subscribe":
             for token in value:
                 if token not in conn.modes and len(conn.modes) >= self.max_tokens_per_connection:
-                    await self._send(conn, json.dumps({"type": "error", "data": "subscription limit reached"}))
+                    await self._send(
+                        conn, json.dumps({"type": "error", "data": "subscription limit reached"})
+                    )
                     break
                 conn.modes.setdefault(int(token), "quote")  # Kite's default mode is quote
         elif action == "unsubscribe":
@@ -412,16 +513,21 @@ class FakeKiteServer:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, v in
-                           (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 reply = self._route(method, target, headers, body)
                 if reply is None:  # drop the socket without an answer
                     writer.transport.abort()
                     return
                 status, extra, payload = reply
-                head_lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-                              f"Content-Length: {len(payload)}", *[f"{k}: {v}" for k, v in extra.items()]]
+                head_lines = [
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+                    f"Content-Length: {len(payload)}",
+                    *[f"{k}: {v}" for k, v in extra.items()],
+                ]
                 writer.write(("\r\n".join(head_lines) + "\r\n\r\n").encode() + payload)
                 await writer.drain()
         finally:
@@ -433,10 +539,13 @@ class FakeKiteServer:
         return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
 
     def _error(self, status: int, error_type: str, message: str) -> tuple[int, dict[str, str], bytes]:
-        return self._json(status, {"status": "error", "message": message, "data": None, "error_type": error_type})
+        return self._json(
+            status, {"status": "error", "message": message, "data": None, "error_type": error_type}
+        )
 
-    def _route(self, method: str, target: str, headers: dict[str, str],
-               body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    def _route(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
         parts = urlsplit(target)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.rest_headers.append(headers)
@@ -471,9 +580,18 @@ class FakeKiteServer:
             return self._error(403, "TokenException", "Token is invalid or has expired.")
         if form.get("checksum") != want:
             return self._error(400, "InputException", "Invalid `checksum`.")
-        return self._json(200, {"status": "success", "data": {
-            "user_id": "AB1234", "access_token": self.access_token, "public_token": "pub",
-            "login_time": "2024-01-01 09:00:00"}})
+        return self._json(
+            200,
+            {
+                "status": "success",
+                "data": {
+                    "user_id": "AB1234",
+                    "access_token": self.access_token,
+                    "public_token": "pub",
+                    "login_time": "2024-01-01 09:00:00",
+                },
+            },
+        )
 
     def _instruments(self) -> tuple[int, dict[str, str], bytes]:
         text = io.StringIO()
@@ -485,8 +603,9 @@ class FakeKiteServer:
             return 200, {"Content-Type": "application/gzip"}, payload
         return 200, {"Content-Type": "text/csv", "Content-Encoding": "gzip"}, payload
 
-    def _history(self, path: str, query: dict[str, str], headers: dict[str, str]
-                 ) -> tuple[int, dict[str, str], bytes] | None:
+    def _history(
+        self, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes] | None:
         _, _, _, token, interval = path.split("/")
         self.history_calls[(token, interval)] += 1
         self.history_times.append(time.monotonic())
@@ -500,8 +619,13 @@ class FakeKiteServer:
             return self._error(400, "InputException", "invalid from/to")
         self.history_requests.append(HistoryRequest(token, interval, start, end, query.get("oi")))
         if end - start > timedelta(days=MAX_SPAN_DAYS[interval]):
-            return self._error(400, "InputException", f"interval exceeds max limit: {MAX_SPAN_DAYS[interval]} days")
-        return self._json(200, {"status": "success", "data": {"candles": history_candles(
-            token, interval, start, end, oi=query.get("oi") == "1")}})
-
-
+            return self._error(
+                400, "InputException", f"interval exceeds max limit: {MAX_SPAN_DAYS[interval]} days"
+            )
+        return self._json(
+            200,
+            {
+                "status": "success",
+                "data": {"candles": history_candles(token, interval, start, end, oi=query.get("oi") == "1")},
+            },
+        )

@@ -46,8 +46,13 @@ def rfc3339_nano(ts: datetime) -> str:
 def format_interval(interval: timedelta) -> str:
     """gtime.FormatInterval: the largest unit that fits, integer count."""
     ms = int(interval.total_seconds() * 1000)
-    for unit, size_ms in (("y", 31_536_000_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000),
-                          ("s", 1000)):
+    for unit, size_ms in (
+        ("y", 31_536_000_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ):
         if ms >= size_ms:
             return f"{ms // size_ms}{unit}"
     return f"{ms}ms"
@@ -100,8 +105,9 @@ def _macro(name: str, args: list[str], ctx: QueryContext) -> str:
     if name == "__timeTo":
         return f"'{end}'"
     if name == "__unixEpochFilter":
-        return (f"{args[0]} >= {int(ctx.time_from.timestamp())} AND "
-                f"{args[0]} <= {int(ctx.time_to.timestamp())}")
+        return (
+            f"{args[0]} >= {int(ctx.time_from.timestamp())} AND {args[0]} <= {int(ctx.time_to.timestamp())}"
+        )
     if name in ("__timeGroup", "__timeGroupAlias"):
         if len(args) < 2:
             raise MacroError(f"macro {name} needs time column and interval and optional fill value")

@@ -30,12 +30,20 @@ class Market:
     instrument_ids: list[int]
     spiking_id: int
     start: datetime  # the first tick (one day before the newest session)
-    end: datetime    # the newest tick
+    end: datetime  # the newest tick
     ticks: int
 
 
-def _ticks_for(iid: int, n: int, start: datetime, end: datetime, *, base: float, spike_from: datetime | None,
-               now: datetime) -> list[Tick]:
+def _ticks_for(
+    iid: int,
+    n: int,
+    start: datetime,
+    end: datetime,
+    *,
+    base: float,
+    spike_from: datetime | None,
+    now: datetime,
+) -> list[Tick]:
     ticks, volume, t, step = [], 0, start, 0
     while t <= end:
         qty = 10 + (step * 7 + n * 3) % 40
@@ -43,10 +51,21 @@ def _ticks_for(iid: int, n: int, start: datetime, end: datetime, *, base: float,
             qty *= 50
         volume += qty
         price = round(base * (1 + 0.01 * math.sin(step / 25 + n)) + 0.05 * (step % 3), 2)
-        ticks.append(Tick(instrument_id=iid, exchange_ts=t, received_ts=t + timedelta(milliseconds=300 + 97 * (step % 40)),
-                          last_price=price, last_quantity=qty, volume=volume, open_interest=100_000 + 10 * step,
-                          bid_price=price - 0.05, bid_quantity=100 + step % 17,
-                          ask_price=price + 0.05, ask_quantity=120 + step % 13))
+        ticks.append(
+            Tick(
+                instrument_id=iid,
+                exchange_ts=t,
+                received_ts=t + timedelta(milliseconds=300 + 97 * (step % 40)),
+                last_price=price,
+                last_quantity=qty,
+                volume=volume,
+                open_interest=100_000 + 10 * step,
+                bid_price=price - 0.05,
+                bid_quantity=100 + step % 17,
+                ask_price=price + 0.05,
+                ask_quantity=120 + step % 13,
+            )
+        )
         t += TICK_EVERY
         step += 1
     assert ticks[-1].exchange_ts <= now
@@ -63,9 +82,20 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
     for day_offset in (timedelta(days=1), timedelta(0)):
         day_end = end - day_offset
         for n, iid in enumerate(ids):
-            spike = day_end - timedelta(minutes=SPIKE_MINUTES) if (day_offset == timedelta(0) and n == 0) else None
-            ticks = _ticks_for(iid, n, day_end - SESSION, day_end, base=100.0 * (n + 1) * (1.03 if day_offset else 1.0),
-                               spike_from=spike, now=now)
+            spike = (
+                day_end - timedelta(minutes=SPIKE_MINUTES)
+                if (day_offset == timedelta(0) and n == 0)
+                else None
+            )
+            ticks = _ticks_for(
+                iid,
+                n,
+                day_end - SESSION,
+                day_end,
+                base=100.0 * (n + 1) * (1.03 if day_offset else 1.0),
+                spike_from=spike,
+                now=now,
+            )
             result = await writer.write(ticks)
             assert result.written == len(ticks), result.rejected
             total += result.written
@@ -75,9 +105,15 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
         await record_run(conn, "refresh_candles", "refresh", "candles", 5.0, now, None)
         await conn.executemany(
             "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'sim', tstzrange($2, $3), $4)",
-            [row for iid in ids for row in (
-                (iid, end - timedelta(days=1) - SESSION, end - timedelta(days=1), False),
-                (iid, end - SESSION, now, True),
-            )])
-    return Market(instrument_ids=ids, spiking_id=ids[0], start=end - timedelta(days=1) - SESSION, end=end,
-                  ticks=total)
+            [
+                row
+                for iid in ids
+                for row in (
+                    (iid, end - timedelta(days=1) - SESSION, end - timedelta(days=1), False),
+                    (iid, end - SESSION, now, True),
+                )
+            ],
+        )
+    return Market(
+        instrument_ids=ids, spiking_id=ids[0], start=end - timedelta(days=1) - SESSION, end=end, ticks=total
+    )

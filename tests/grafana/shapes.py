@@ -32,7 +32,8 @@ def check_shape(panel: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> Non
         for column in columns:
             if column != "time":
                 assert all(r[column] is None or isinstance(r[column], NUMBER) for r in rows), (
-                    f"{panel['title']}: column {column} is not numeric (it would become a label)")
+                    f"{panel['title']}: column {column} is not numeric (it would become a label)"
+                )
     if panel["type"] == "candlestick":
         names = [c.lower() for c in rows[0].keys()]
         assert all(f in names for f in CANDLE_FIELDS), f"candlestick needs {CANDLE_FIELDS}, got {names}"

@@ -38,12 +38,18 @@ async def reader(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 
 def context(market: Market, timeframe: str, *, interval: timedelta = timedelta(minutes=1)) -> QueryContext:
-    return QueryContext(time_from=market.start - timedelta(minutes=5), time_to=market.end + timedelta(minutes=1),
-                        interval=interval, variables={"instrument": str(market.spiking_id), "timeframe": timeframe})
+    return QueryContext(
+        time_from=market.start - timedelta(minutes=5),
+        time_to=market.end + timedelta(minutes=1),
+        interval=interval,
+        variables={"instrument": str(market.spiking_id), "timeframe": timeframe},
+    )
 
 
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
-async def test_every_panel_query_fits_its_panel(market: Market, reader: asyncpg.Connection, timeframe: str) -> None:
+async def test_every_panel_query_fits_its_panel(
+    market: Market, reader: asyncpg.Connection, timeframe: str
+) -> None:
     for dashboard, panel in panels():
         sql = interpolate(panel["targets"][0]["rawSql"], context(market, timeframe))
         assert "$" not in sql.replace("$$", ""), f"{dashboard}/{panel['title']}: uninterpolated: {sql}"
@@ -56,16 +62,24 @@ async def test_every_panel_query_fits_its_panel(market: Market, reader: asyncpg.
 
 
 @pytest.mark.parametrize("interval", [timedelta(seconds=1), timedelta(minutes=5), timedelta(hours=1)])
-async def test_time_grouped_panels_follow_the_display_interval(market: Market, reader: asyncpg.Connection,
-                                                               interval: timedelta) -> None:
+async def test_time_grouped_panels_follow_the_display_interval(
+    market: Market, reader: asyncpg.Connection, interval: timedelta
+) -> None:
     for _, panel in panels():
         if "$__interval" in panel["targets"][0]["rawSql"]:
-            rows = await reader.fetch(interpolate(panel["targets"][0]["rawSql"], context(market, "5m", interval=interval)))
+            rows = await reader.fetch(
+                interpolate(panel["targets"][0]["rawSql"], context(market, "5m", interval=interval))
+            )
             check_shape(panel, rows)
-            stamps = [r["time"].timestamp() if isinstance(r["time"], datetime) else float(r["time"]) for r in rows]
+            stamps = [
+                r["time"].timestamp() if isinstance(r["time"], datetime) else float(r["time"]) for r in rows
+            ]
             # Grafana's $__timeGroup aligns to the epoch; our own series align to the IST origin
             width = interval.total_seconds()
-            aligned = [all((s - origin) % width == 0 for s in stamps[1:]) for origin in (0, BUCKET_ORIGIN.timestamp())]
+            aligned = [
+                all((s - origin) % width == 0 for s in stamps[1:])
+                for origin in (0, BUCKET_ORIGIN.timestamp())
+            ]
             assert any(aligned), panel["title"]
 
 
@@ -76,13 +90,20 @@ async def test_candles_are_the_merged_read_path(market: Market, reader: asyncpg.
         rows = await reader.fetch(interpolate(candles["targets"][0]["rawSql"], context(market, timeframe)))
         expected = await reader.fetch(
             "SELECT bucket, open, high, low, close, volume FROM read_candles($1, $2, $3, $4)",
-            market.spiking_id, timeframe, ctx.time_from, ctx.time_to)
+            market.spiking_id,
+            timeframe,
+            ctx.time_from,
+            ctx.time_to,
+        )
         assert [tuple(r) for r in rows] == [tuple(r) for r in expected] and rows, timeframe
     # and the live part of it is what the candle relation holds
     live = await reader.fetch(
         "SELECT bucket, open, high, low, close, volume FROM candles_5m "
         "WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket",
-        market.spiking_id, ctx.time_from, ctx.time_to)
+        market.spiking_id,
+        ctx.time_from,
+        ctx.time_to,
+    )
     rows = await reader.fetch(interpolate(candles["targets"][0]["rawSql"], ctx))
     assert [tuple(r) for r in rows] == [tuple(r) for r in live]
 
@@ -108,18 +129,24 @@ async def test_broker_connection_shows_the_open_capture(market: Market, reader: 
     [conn_panel] = [p for _, p in panels() if p["title"] == "Broker connection"]
     rows = await reader.fetch(interpolate(conn_panel["targets"][0]["rawSql"], context(market, "1m")))
     assert [(r["broker"], r["state"], r["instruments live"]) for r in rows] == [
-        ("sim", "connected", len(market.instrument_ids))]
+        ("sim", "connected", len(market.instrument_ids))
+    ]
 
 
-async def test_instrument_variable_lists_captured_instruments_first(market: Market,
-                                                                   reader: asyncpg.Connection) -> None:
-    [variable] = [v for v in DASHBOARDS["market_overview"]()["templating"]["list"] if v["name"] == "instrument"]
+async def test_instrument_variable_lists_captured_instruments_first(
+    market: Market, reader: asyncpg.Connection
+) -> None:
+    [variable] = [
+        v for v in DASHBOARDS["market_overview"]()["templating"]["list"] if v["name"] == "instrument"
+    ]
     rows = await reader.fetch(variable["query"])
     assert list(rows[0].keys()) == ["__text", "__value"]
     assert {r["__value"] for r in rows[: len(market.instrument_ids)]} == set(market.instrument_ids)
 
 
-async def test_the_reader_role_cannot_write_or_read_other_tables(market: Market, reader: asyncpg.Connection) -> None:
+async def test_the_reader_role_cannot_write_or_read_other_tables(
+    market: Market, reader: asyncpg.Connection
+) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await reader.execute("DELETE FROM tick_data")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -129,8 +156,9 @@ async def test_the_reader_role_cannot_write_or_read_other_tables(market: Market,
     assert await reader.fetchval("SELECT count(*) FROM tick_data") == market.ticks
 
 
-async def test_latest_quote_includes_updates_with_no_new_trade(market: Market, db_pool: asyncpg.Pool,
-                                                               reader: asyncpg.Connection) -> None:
+async def test_latest_quote_includes_updates_with_no_new_trade(
+    market: Market, db_pool: asyncpg.Pool, reader: asyncpg.Connection
+) -> None:
     """A quote change after the last trade (stored in quote_updates, not tick_data) is what the
     latest-quote panel shows, and the late-ticks panel counts it (received "before" its exchange
     time here, which no simulated trade is)."""
@@ -141,15 +169,28 @@ async def test_latest_quote_includes_updates_with_no_new_trade(market: Market, d
         await conn.execute(
             "INSERT INTO quote_updates (time, instrument_id, ltp, volume, bid_price, bid_qty, ask_price, ask_qty,"
             " received_at, trade_time) VALUES ($1, $2, $3, $4, 1.5, 7, 2.5, 9, $1::timestamptz - interval '1 second', $5)",
-            later, market.spiking_id, before["last price"], before["day volume"], before["exchange time"])
+            later,
+            market.spiking_id,
+            before["last price"],
+            before["day volume"],
+            before["exchange time"],
+        )
     try:
         row = (await reader.fetch(interpolate(panel["targets"][0]["rawSql"], context(market, "1m"))))[0]
         assert (row["exchange time"], row["bid"], row["ask"], row["last price"]) == (
-            later, 1.5, 2.5, before["last price"])
+            later,
+            1.5,
+            2.5,
+            before["last price"],
+        )
         [lag] = [p for _, p in panels() if p["title"] == "Late ticks"]
         ctx = context(market, "1m")
-        ctx = QueryContext(time_from=ctx.time_from, time_to=later + timedelta(minutes=1), interval=ctx.interval,
-                           variables=ctx.variables)
+        ctx = QueryContext(
+            time_from=ctx.time_from,
+            time_to=later + timedelta(minutes=1),
+            interval=ctx.interval,
+            variables=ctx.variables,
+        )
         rows = await reader.fetch(interpolate(lag["targets"][0]["rawSql"], ctx))
         assert sum(r["ticks from the future"] for r in rows) == 1
     finally:

@@ -28,14 +28,28 @@ class Loaded:
     end: datetime
 
 
-def _rows(iid: int, n: int, start: datetime, end: datetime, spike_from: datetime | None) -> list[dict[str, Any]]:
+def _rows(
+    iid: int, n: int, start: datetime, end: datetime, spike_from: datetime | None
+) -> list[dict[str, Any]]:
     rows, t, step = [], start, 0
     while t <= end:
         qty = (10 + (step * 7 + n) % 30) * (50 if spike_from is not None and t >= spike_from else 1)
         price = round(100.0 * (n + 1) + (step % 11) * 0.35 - (step % 7) * 0.2, 2)
-        rows.append(tick_row(t, iid, price, qty, 50_000 + step, received_at=t + timedelta(milliseconds=500),
-                             bid_price=price - 0.05, ask_price=price + 0.05, bid_qty=10, ask_qty=12,
-                             last_qty=qty))
+        rows.append(
+            tick_row(
+                t,
+                iid,
+                price,
+                qty,
+                50_000 + step,
+                received_at=t + timedelta(milliseconds=500),
+                bid_price=price - 0.05,
+                ask_price=price + 0.05,
+                bid_qty=10,
+                ask_qty=12,
+                last_qty=qty,
+            )
+        )
         t += EVERY
         step += 1
     return rows
@@ -44,9 +58,13 @@ def _rows(iid: int, n: int, start: datetime, end: datetime, spike_from: datetime
 @pytest.fixture(scope="module")
 def loaded(timescale_engine: TimescaleEngine) -> Iterator[Loaded]:
     engine = timescale_engine
-    ids = [row[0] for row in engine.query(
-        "INSERT INTO instruments (exchange, tradingsymbol) SELECT 'NSE', 'TSG' || n "
-        "FROM generate_series(1, 3) AS n RETURNING id")]
+    ids = [
+        row[0]
+        for row in engine.query(
+            "INSERT INTO instruments (exchange, tradingsymbol) SELECT 'NSE', 'TSG' || n "
+            "FROM generate_series(1, 3) AS n RETURNING id"
+        )
+    ]
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     rows = []
     for days in (1, 0):
@@ -58,8 +76,12 @@ def loaded(timescale_engine: TimescaleEngine) -> Iterator[Loaded]:
     first = (end - timedelta(days=1) - SESSION).replace(hour=0, minute=0, second=0) - timedelta(days=1)
     engine.refresh(first, end.replace(hour=0, minute=0, second=0) + timedelta(days=2))
     for iid in ids:
-        engine.query("INSERT INTO live_coverage (instrument_id, broker, period) "
-                     "VALUES ($1, 'sim', tstzrange($2::timestamptz, now()))", iid, (end - SESSION).isoformat())
+        engine.query(
+            "INSERT INTO live_coverage (instrument_id, broker, period) "
+            "VALUES ($1, 'sim', tstzrange($2::timestamptz, now()))",
+            iid,
+            (end - SESSION).isoformat(),
+        )
     engine.query("SET ROLE grafana_reader")
     yield Loaded(engine, ids, end - timedelta(days=1) - SESSION, end)
 
@@ -80,9 +102,13 @@ def test_the_engine_runs_queries_as_the_reader(loaded: Loaded) -> None:
 
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
 def test_every_panel_query_fits_its_panel_on_timescaledb(loaded: Loaded, timeframe: str) -> None:
-    ctx = QueryContext(time_from=loaded.start - timedelta(minutes=5), time_to=loaded.end + timedelta(minutes=1),
-                       interval=timedelta(minutes=1), timescaledb=True,
-                       variables={"instrument": str(loaded.instrument_ids[0]), "timeframe": timeframe})
+    ctx = QueryContext(
+        time_from=loaded.start - timedelta(minutes=5),
+        time_to=loaded.end + timedelta(minutes=1),
+        interval=timedelta(minutes=1),
+        timescaledb=True,
+        variables={"instrument": str(loaded.instrument_ids[0]), "timeframe": timeframe},
+    )
     for dashboard, panel in panels():
         sql = interpolate(panel["targets"][0]["rawSql"], ctx)
         rows = run(loaded, sql)
@@ -94,11 +120,18 @@ def test_every_panel_query_fits_its_panel_on_timescaledb(loaded: Loaded, timefra
 
 def test_candles_on_timescaledb_are_their_aggregate(loaded: Loaded) -> None:
     [candles] = [p for _, p in panels() if p["type"] == "candlestick"]
-    ctx = QueryContext(time_from=loaded.start, time_to=loaded.end + timedelta(minutes=1), timescaledb=True,
-                       variables={"instrument": str(loaded.instrument_ids[1]), "timeframe": "15m"})
+    ctx = QueryContext(
+        time_from=loaded.start,
+        time_to=loaded.end + timedelta(minutes=1),
+        timescaledb=True,
+        variables={"instrument": str(loaded.instrument_ids[1]), "timeframe": "15m"},
+    )
     rows = run(loaded, interpolate(candles["targets"][0]["rawSql"], ctx))
     direct = loaded.engine.query(
         "SELECT count(*) FROM candles_15m WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3",
-        loaded.instrument_ids[1], ctx.time_from.isoformat(), ctx.time_to.isoformat())
+        loaded.instrument_ids[1],
+        ctx.time_from.isoformat(),
+        ctx.time_to.isoformat(),
+    )
     assert len(rows) == direct[0][0] > 0
     assert all(r["time"].astimezone(UTC).minute % 15 == 0 for r in rows)

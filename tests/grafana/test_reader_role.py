@@ -29,15 +29,18 @@ def test_verifier_answers_the_rfc7677_exchange() -> None:
     head, keys = verifier.split("$", 1)[1].split("$")
     assert head == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
     stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
-    auth_message = (b"n=user,r=rOprNGfwEbeRWgbNEkqO,"
-                    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
-                    b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+    auth_message = (
+        b"n=user,r=rOprNGfwEbeRWgbNEkqO,"
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,"
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    )
     proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
     signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
     client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
     assert hashlib.sha256(client_key).digest() == stored_key
     assert base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha256).digest()) == (
-        b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+        b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    )
 
 
 def test_verifier_refuses_passwords_postgres_would_normalise() -> None:
@@ -50,26 +53,53 @@ def test_verifier_refuses_passwords_postgres_would_normalise() -> None:
 async def test_password_is_stored_as_a_verifier_and_enables_login(db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as conn:
         assert await set_reader_password(conn, "grafana-secret-1")
-        row = await conn.fetchrow("SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = 'grafana_reader'")
+        row = await conn.fetchrow(
+            "SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = 'grafana_reader'"
+        )
     assert row["rolcanlogin"] is True
-    assert row["rolpassword"].startswith("SCRAM-SHA-256$4096:") and "grafana-secret-1" not in row["rolpassword"]
+    assert (
+        row["rolpassword"].startswith("SCRAM-SHA-256$4096:") and "grafana-secret-1" not in row["rolpassword"]
+    )
 
 
 async def test_grants_cover_what_the_dashboards_read(db_pool: asyncpg.Pool, db_flavour: str) -> None:
-    relations = ["tick_data", "candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d",
-                 "broker_candles", "instruments", "live_coverage", "market_calendars", "market_sessions",
-                 "job_status", "quote_updates"]
+    relations = [
+        "tick_data",
+        "candles_1m",
+        "candles_5m",
+        "candles_15m",
+        "candles_1h",
+        "candles_1d",
+        "broker_candles",
+        "instruments",
+        "live_coverage",
+        "market_calendars",
+        "market_sessions",
+        "job_status",
+        "quote_updates",
+    ]
     if db_flavour == "postgres":  # read by that flavour's candle views (they run as the caller)
         relations.append("candle_watermarks")
     granted = await db_pool.fetch(
         "SELECT r, has_table_privilege('grafana_reader', r, 'SELECT') AS can_select, "
         "has_table_privilege('grafana_reader', r, 'INSERT, UPDATE, DELETE, TRUNCATE') AS can_write "
-        "FROM unnest($1::text[]) AS r", relations)
+        "FROM unnest($1::text[]) AS r",
+        relations,
+    )
     assert all(g["can_select"] and not g["can_write"] for g in granted), granted
-    hidden = ["ingest_offsets", "tick_volume_state", "subscriptions", "instrument_broker_ids", "fetch_coverage",
-              "market_calendar_loads", "schema_migrations"]
+    hidden = [
+        "ingest_offsets",
+        "tick_volume_state",
+        "subscriptions",
+        "instrument_broker_ids",
+        "fetch_coverage",
+        "market_calendar_loads",
+        "schema_migrations",
+    ]
     visible = await db_pool.fetch(
-        "SELECT r FROM unnest($1::text[]) AS r WHERE has_table_privilege('grafana_reader', r, 'SELECT')", hidden)
+        "SELECT r FROM unnest($1::text[]) AS r WHERE has_table_privilege('grafana_reader', r, 'SELECT')",
+        hidden,
+    )
     assert visible == []
 
 
@@ -84,6 +114,7 @@ async def test_concurrent_migrations_create_the_role_once(admin_dsn: str) -> Non
             dsns = [await stack.enter_async_context(fresh_database(admin_dsn)) for _ in range(3)]
             conns = [await asyncpg.connect(d) for d in dsns]
             try:
+
                 async def run(conn: asyncpg.Connection) -> None:
                     async with conn.transaction():
                         await conn.execute(sql)
@@ -92,8 +123,9 @@ async def test_concurrent_migrations_create_the_role_once(admin_dsn: str) -> Non
                 await asyncio.gather(*(run(c) for c in conns))
                 for conn in conns:
                     assert await conn.fetchval("SELECT has_table_privilege($1, 'candles_5m', 'SELECT')", role)
-                    assert await conn.fetchval("SELECT has_database_privilege($1, current_database(), 'CONNECT')",
-                                               role)
+                    assert await conn.fetchval(
+                        "SELECT has_database_privilege($1, current_database(), 'CONNECT')", role
+                    )
             finally:
                 for conn in conns:
                     await conn.close()

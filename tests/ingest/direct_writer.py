@@ -45,8 +45,11 @@ class PreparedBatch:
 
 
 def _naive(t: Tick) -> bool:
-    return (t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None
-            or (t.trade_ts is not None and t.trade_ts.tzinfo is None))
+    return (
+        t.exchange_ts.tzinfo is None
+        or t.received_ts.tzinfo is None
+        or (t.trade_ts is not None and t.trade_ts.tzinfo is None)
+    )
 
 
 def chunks_of(entries: Sequence[Tick | Record | VolumeReset]) -> list[Chunk]:
@@ -84,8 +87,9 @@ class DirectWriter:
     def set_clock(self, monotonic: object) -> None:
         self.preparer._clock = monotonic  # type: ignore[assignment]
 
-    async def write(self, entries: Sequence[Tick | VolumeReset], *,
-                    offset: StreamOffset | None = None) -> WriteResult:
+    async def write(
+        self, entries: Sequence[Tick | VolumeReset], *, offset: StreamOffset | None = None
+    ) -> WriteResult:
         """Validate and store ticks (and ``offset``) in one transaction (naive timestamps are
         refused here, as the receiver refuses them)."""
         good = [e for e in entries if isinstance(e, VolumeReset) or not _naive(e)]
@@ -94,8 +98,9 @@ class DirectWriter:
             result.rejected["naive_timestamp"] += len(entries) - len(good)
         return result
 
-    async def write_records(self, entries: Sequence[Tick | Record | VolumeReset], *,
-                            offset: StreamOffset | None = None) -> WriteResult:
+    async def write_records(
+        self, entries: Sequence[Tick | Record | VolumeReset], *, offset: StreamOffset | None = None
+    ) -> WriteResult:
         batch = await self.prepare_batch(entries)
         try:
             return await self.commit(batch, offset)
@@ -110,5 +115,9 @@ class DirectWriter:
     async def commit(self, prepared: PreparedBatch, offset: StreamOffset | None = None) -> WriteResult:
         batch = prepared.batch
         done = await self.store.commit(batch.write, offset)
-        return WriteResult(batch.rows - len(done.dead_letters), Counter(batch.rejected), done.dead_letters,
-                           done.already_committed)
+        return WriteResult(
+            batch.rows - len(done.dead_letters),
+            Counter(batch.rejected),
+            done.dead_letters,
+            done.already_committed,
+        )

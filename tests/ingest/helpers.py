@@ -59,8 +59,9 @@ async def redis_stream(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, st
 
 
 @asynccontextmanager
-async def running_writer(redis: aioredis.Redis, pool: asyncpg.Pool,
-                         stream: str) -> AsyncIterator[tuple[TickReceiver, StreamWriter, asyncio.Task[None]]]:
+async def running_writer(
+    redis: aioredis.Redis, pool: asyncpg.Pool, stream: str
+) -> AsyncIterator[tuple[TickReceiver, StreamWriter, asyncio.Task[None]]]:
     """A receiver and a running stream writer on ``stream``; the writer is stopped on exit."""
     receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
     writer = StreamWriter(redis, pool, stream=stream, block_ms=20)

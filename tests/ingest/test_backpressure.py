@@ -28,12 +28,20 @@ async def test_redis_unreachable_holds_a_bounded_queue_and_counts_drops(db_pool:
     await dead.aclose()
 
 
-async def test_stream_at_its_cap_keeps_frames_in_memory_until_it_drains(db_pool: asyncpg.Pool, redis_url: str) -> None:
+async def test_stream_at_its_cap_keeps_frames_in_memory_until_it_drains(
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, 10)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=1000, local_max_frames=100,
-                                quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+        receiver = TickReceiver(
+            redis,
+            stream=stream,
+            max_entries=1000,
+            local_max_frames=100,
+            quotes_key=f"{stream}:q",
+            live_channel=f"{stream}:live",
+        )
         await redis.xadd(stream, {b"t": b""})
         for _ in range(999):  # the writer is behind: the stream is at its cap
             await redis.xadd(stream, {b"t": b""})
@@ -50,14 +58,22 @@ async def test_stream_at_its_cap_keeps_frames_in_memory_until_it_drains(db_pool:
         await redis.delete(f"{stream}:q")
 
 
-async def test_a_resent_frame_whose_first_append_landed_is_not_doubled(db_pool: asyncpg.Pool, redis_url: str) -> None:
+async def test_a_resent_frame_whose_first_append_landed_is_not_doubled(
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     """The reply to an XADD can be lost after Redis appended the entry (a connection breaking at
     the wrong moment): the frame is held and re-sent with the same id, which Redis refuses."""
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, 5)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=1000, local_max_frames=10,
-                                quotes_key=f"{stream}:q", live_channel=f"{stream}:live")
+        receiver = TickReceiver(
+            redis,
+            stream=stream,
+            max_entries=1000,
+            local_max_frames=10,
+            quotes_key=f"{stream}:q",
+            live_channel=f"{stream}:live",
+        )
         [first, second] = numbered_frames(feed, 2, 10)
         await receiver.on_ticks(first)
         [(entry_id, fields)] = await redis.xrange(stream)

@@ -18,16 +18,27 @@ from trading_helper.ingest.receiver import TickReceiver
 
 
 @contextlib.asynccontextmanager
-async def proxied_receiver(redis: aioredis.Redis, stream: str, *, local_max_frames: int
-                           ) -> AsyncIterator[tuple[TickReceiver, FaultProxy]]:
+async def proxied_receiver(
+    redis: aioredis.Redis, stream: str, *, local_max_frames: int
+) -> AsyncIterator[tuple[TickReceiver, FaultProxy]]:
     """A receiver that reaches the test Redis through a fault proxy (cut = Redis away)."""
     kwargs = redis.connection_pool.connection_kwargs
     async with FaultProxy(kwargs["host"], kwargs["port"]) as proxy:
-        via = aioredis.Redis(host="127.0.0.1", port=proxy.port, db=kwargs["db"],
-                             socket_connect_timeout=0.5, socket_timeout=2.0)
+        via = aioredis.Redis(
+            host="127.0.0.1", port=proxy.port, db=kwargs["db"], socket_connect_timeout=0.5, socket_timeout=2.0
+        )
         try:
-            yield TickReceiver(via, stream=stream, max_entries=100_000, local_max_frames=local_max_frames,
-                               quotes_key=f"{stream}:q", live_channel=f"{stream}:live"), proxy
+            yield (
+                TickReceiver(
+                    via,
+                    stream=stream,
+                    max_entries=100_000,
+                    local_max_frames=local_max_frames,
+                    quotes_key=f"{stream}:q",
+                    live_channel=f"{stream}:live",
+                ),
+                proxy,
+            )
         finally:
             await via.aclose()
 

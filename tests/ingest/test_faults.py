@@ -36,16 +36,20 @@ async def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_writer_killed_mid_run_then_restarted(db_pool: asyncpg.Pool, db_dsn: str, redis_url: str) -> None:
+async def test_writer_killed_mid_run_then_restarted(
+    db_pool: asyncpg.Pool, db_dsn: str, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
         receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
         for frame in numbered_frames(feed, 300, 100):
             await receiver.on_ticks(frame)
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.writer_proc", db_dsn,
-                                                    redis_url, stream)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.ingest.writer_proc", db_dsn, redis_url, stream
+        )
         try:
+
             async def some_written() -> bool:
                 return (await stored_sequence_numbers(db_pool))[0] >= 3000
 
@@ -60,7 +64,8 @@ async def test_writer_killed_mid_run_then_restarted(db_pool: asyncpg.Pool, db_ds
 
 
 async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
-        db_pool: asyncpg.Pool, redis_url: str) -> None:
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
@@ -72,8 +77,10 @@ async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
         reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)
         entries = [decode_entry(i, f) for i, f in reply[0][1]]
         tick_writer = await DirectWriter.open(db_pool)
-        await tick_writer.write_records([r for e in entries for r in e.items],  # type: ignore[misc]
-                                        offset=StreamOffset(stream, entries[-1].entry_id))
+        await tick_writer.write_records(
+            [r for e in entries for r in e.items],  # type: ignore[misc]
+            offset=StreamOffset(stream, entries[-1].entry_id),
+        )
         assert await stored_sequence_numbers(db_pool) == (400, 400)
         writer = StreamWriter(redis, db_pool, stream=stream)
         await writer.run(stop_when_idle=True)
@@ -87,8 +94,9 @@ async def test_postgres_unreachable_for_seconds(db_dsn: str, redis_url: str) -> 
     parts = urlsplit(db_dsn)
     async with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-        pool = await asyncpg.create_pool(urlunsplit((parts.scheme, netloc, parts.path, "", "")),
-                                         min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(
+            urlunsplit((parts.scheme, netloc, parts.path, "", "")), min_size=1, max_size=2
+        )
         assert pool is not None
         try:
             await reset_market_data(pool)
@@ -102,6 +110,7 @@ async def test_postgres_unreachable_for_seconds(db_dsn: str, redis_url: str) -> 
                     if n == 30:
                         proxy.cut()
                     if n == 70:
+
                         async def noticed() -> bool:
                             return writer.stats.db_down_since is not None
 
@@ -128,8 +137,21 @@ async def aof_redis(*, appendonly: bool = True) -> AsyncIterator[tuple[str, obje
     assert server, "redis-server is needed for this test (apt-get install redis-server)"
     workdir = tempfile.mkdtemp(prefix="th-aof-")
     port = _free_port()
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly",
-            "yes" if appendonly else "no", "--appendfsync", "always", "--save", ""]
+    args = [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        workdir,
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]
     procs = [await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL)]
     url = f"redis://127.0.0.1:{port}/0"
 
@@ -201,7 +223,9 @@ async def test_redis_restarted_with_aof_during_a_run(db_pool: asyncpg.Pool) -> N
     assert not receiver.rejected
 
 
-async def test_redis_restarted_without_persistence_counts_exactly_the_ticks_lost(db_pool: asyncpg.Pool) -> None:
+async def test_redis_restarted_without_persistence_counts_exactly_the_ticks_lost(
+    db_pool: asyncpg.Pool,
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     lost_before = metrics.TICKS_LOST._value.get()
@@ -217,7 +241,11 @@ async def test_redis_restarted_without_persistence_counts_exactly_the_ticks_lost
 
         async def caught_up() -> bool:
             await receiver.flush()
-            return not receiver.local and receiver.last_id is not None and writer.committed_through(receiver.last_id)
+            return (
+                not receiver.local
+                and receiver.last_id is not None
+                and writer.committed_through(receiver.last_id)
+            )
 
         await _wait_for(caught_up)
         async with db_pool.acquire() as locker, locker.transaction():
@@ -241,4 +269,7 @@ async def test_redis_restarted_without_persistence_counts_exactly_the_ticks_lost
     assert writer.status()["lost"] == writer.stats.lost
     assert metrics.TICKS_LOST._value.get() - lost_before == writer.stats.lost
     assert writer.status()["redis_persistence"] == "none"
-    assert await db_pool.fetchval("SELECT sum(lost) FROM ingest_sequences WHERE stream = 'th:ticks'") == writer.stats.lost
+    assert (
+        await db_pool.fetchval("SELECT sum(lost) FROM ingest_sequences WHERE stream = 'th:ticks'")
+        == writer.stats.lost
+    )

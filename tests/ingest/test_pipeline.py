@@ -18,16 +18,28 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
     async with redis_stream(redis_url) as (redis, stream):
         pubsub = redis.pubsub()
         await pubsub.subscribe(f"{stream}:live")
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100,
-                                quotes_key=f"{stream}:quotes", live_channel=f"{stream}:live")
+        receiver = TickReceiver(
+            redis,
+            stream=stream,
+            max_entries=100_000,
+            local_max_frames=100,
+            quotes_key=f"{stream}:quotes",
+            live_channel=f"{stream}:live",
+        )
         frames = numbered_frames(feed, 40, 25)
         now = datetime.now(UTC)
-        stranger = Tick(instrument_id=987_654, exchange_ts=now, received_ts=now, last_price=10.0, bid_quantity=-7)
-        naive = Tick(instrument_id=frames[0][0].instrument_id, exchange_ts=now.replace(tzinfo=None),
-                     received_ts=now, last_price=10.0)
+        stranger = Tick(
+            instrument_id=987_654, exchange_ts=now, received_ts=now, last_price=10.0, bid_quantity=-7
+        )
+        naive = Tick(
+            instrument_id=frames[0][0].instrument_id,
+            exchange_ts=now.replace(tzinfo=None),
+            received_ts=now,
+            last_price=10.0,
+        )
         for n, frame in enumerate(frames):
             if n == 10:
-                await redis.xadd(stream, {b"t": b"not a tick payload"})   # truncated/garbage entry
+                await redis.xadd(stream, {b"t": b"not a tick payload"})  # truncated/garbage entry
                 await redis.xadd(stream, {b"q": b"unknown field"})
                 frame = [*frame, stranger, naive]
             await receiver.on_ticks(frame)
@@ -65,7 +77,11 @@ async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, re
     for t in (t for f in frames for t in f):
         first.setdefault(t.instrument_id, t)
         last[t.instrument_id] = t
-    expected = {i: (last[i].volume or 0) - (first[i].volume or 0) + (first[i].last_quantity or 0) for i in first}
-    stored = {r[0]: r[1] for r in await db_pool.fetch(
-        "SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")}
+    expected = {
+        i: (last[i].volume or 0) - (first[i].volume or 0) + (first[i].last_quantity or 0) for i in first
+    }
+    stored = {
+        r[0]: r[1]
+        for r in await db_pool.fetch("SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")
+    }
     assert stored == expected

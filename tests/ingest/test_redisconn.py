@@ -28,8 +28,17 @@ async def own_redis(*options: str) -> AsyncIterator[str]:
     assert server, "redis-server is needed for this test (apt-get install redis-server)"
     workdir = tempfile.mkdtemp(prefix="th-redis-")
     port = _free_port()
-    proc = await asyncio.create_subprocess_exec(server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-                                                *options, stdout=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        workdir,
+        *options,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         client = aioredis.Redis.from_url(url)
@@ -85,13 +94,17 @@ async def test_the_client_bounds_every_read(redis_url: str) -> None:
         await client.aclose()
 
 
-@pytest.mark.parametrize(("options", "persistence"), [
-    (("--appendonly", "no", "--save", ""), "none"),
-    (("--appendonly", "no", "--save", "3600 1"), "snapshots"),
-    (("--appendonly", "yes", "--save", ""), "aof"),
-])
-async def test_durability_is_read_from_the_server(options: tuple[str, ...], persistence: str,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("options", "persistence"),
+    [
+        (("--appendonly", "no", "--save", ""), "none"),
+        (("--appendonly", "no", "--save", "3600 1"), "snapshots"),
+        (("--appendonly", "yes", "--save", ""), "aof"),
+    ],
+)
+async def test_durability_is_read_from_the_server(
+    options: tuple[str, ...], persistence: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with own_redis(*options) as url:
         client = redis_client(url)
         try:

@@ -64,12 +64,16 @@ async def _send(receiver: TickReceiver, frames: list, pause_s: float = 0.01) -> 
 
 
 async def test_disk_full_for_a_while_is_retried_logged_once_and_loses_nothing(
-        db_pool: asyncpg.Pool, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    db_pool: asyncpg.Pool, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     before = metrics.DB_RESOURCE_ERRORS.labels("53100")._value.get()
-    async with fault_switch(db_pool), redis_stream(redis_url) as (redis, stream), \
-            running_writer(redis, db_pool, stream) as (receiver, writer, task):
+    async with (
+        fault_switch(db_pool),
+        redis_stream(redis_url) as (redis, stream),
+        running_writer(redis, db_pool, stream) as (receiver, writer, task),
+    ):
         frames = numbered_frames(feed, 60, 50)
         await _send(receiver, frames[:10])
         await wait_until(lambda: writer.stats.written == 500, within_s=30)
@@ -90,7 +94,8 @@ async def test_disk_full_for_a_while_is_retried_logged_once_and_loses_nothing(
 
 
 async def test_rows_refused_by_a_check_are_dead_lettered_and_the_rest_commits(
-        db_pool: asyncpg.Pool, redis_url: str) -> None:
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     # a rule the database enforces and some rows break: every tick whose sequence number is 7 mod 250
@@ -117,23 +122,29 @@ async def test_rows_refused_by_a_check_are_dead_lettered_and_the_rest_commits(
     assert writer.stats.dead_lettered + again.stats.dead_lettered == len(bad) == 12
     assert writer.stats.written + again.stats.written == 3000 - len(bad)
     assert metrics.TICKS_DEAD_LETTERED._value.get() - dead_before == len(bad)
-    rows = await db_pool.fetch("SELECT stream, entry_id, (row->>'bid_qty')::int AS seq, sqlstate, reason "
-                               "FROM tick_rejects")
+    rows = await db_pool.fetch(
+        "SELECT stream, entry_id, (row->>'bid_qty')::int AS seq, sqlstate, reason FROM tick_rejects"
+    )
     assert sorted(r["seq"] for r in rows) == sorted(bad)
-    assert all(r["stream"] == stream and r["seq"] in seqs_of[r["entry_id"]] for r in rows), "each names its entry"
+    assert all(r["stream"] == stream and r["seq"] in seqs_of[r["entry_id"]] for r in rows), (
+        "each names its entry"
+    )
     assert all(r["sqlstate"] == "23514" and "test_poison" in r["reason"] for r in rows)
     stored = {r[0] for r in await db_pool.fetch("SELECT bid_qty FROM tick_data")}
     assert stored == set(range(3000)) - bad
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 3000 - len(bad)
     assert await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = $1", stream) == max(
-        entry_ids, key=lambda i: tuple(map(int, i.split("-"))))
+        entry_ids, key=lambda i: tuple(map(int, i.split("-")))
+    )
 
 
 async def test_a_cancelled_copy_is_retried_and_written_once(db_pool: asyncpg.Pool, redis_url: str) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
-    async with redis_stream(redis_url) as (redis, stream), \
-            running_writer(redis, db_pool, stream) as (receiver, writer, task):
+    async with (
+        redis_stream(redis_url) as (redis, stream),
+        running_writer(redis, db_pool, stream) as (receiver, writer, task),
+    ):
         frames = numbered_frames(feed, 40, 50)
         await _send(receiver, frames[:5])
         await wait_until(lambda: writer.stats.written == 250, within_s=30)
@@ -145,9 +156,12 @@ async def test_a_cancelled_copy_is_retried_and_written_once(db_pool: asyncpg.Poo
             for _ in range(3000):
                 pids = await locker.fetch(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
                 if pids:
-                    cancelled = all([await locker.fetchval("SELECT pg_cancel_backend($1)", p[0]) for p in pids])
+                    cancelled = all(
+                        [await locker.fetchval("SELECT pg_cancel_backend($1)", p[0]) for p in pids]
+                    )
                     break
                 await asyncio.sleep(0.01)
             assert cancelled, "the writer's write never waited on the lock"
@@ -160,7 +174,8 @@ async def test_a_cancelled_copy_is_retried_and_written_once(db_pool: asyncpg.Poo
 
 
 async def test_an_unexpected_error_is_logged_and_raised_and_a_new_run_resumes(
-        db_pool: asyncpg.Pool, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    db_pool: asyncpg.Pool, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     async with fault_switch(db_pool), redis_stream(redis_url) as (redis, stream):
@@ -181,11 +196,14 @@ async def test_an_unexpected_error_is_logged_and_raised_and_a_new_run_resumes(
 
 
 async def test_instruments_added_after_the_writer_started_are_written_at_once(
-        db_pool: asyncpg.Pool, redis_url: str) -> None:
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool, count=5)
-    async with redis_stream(redis_url) as (redis, stream), \
-            running_writer(redis, db_pool, stream) as (receiver, writer, _):
+    async with (
+        redis_stream(redis_url) as (redis, stream),
+        running_writer(redis, db_pool, stream) as (receiver, writer, _),
+    ):
         await _send(receiver, numbered_frames(feed, 5, 20))
         await wait_until(lambda: writer.stats.written == 100, within_s=30)
         # a sync or subscription while running: ticks of the new instruments come at once
@@ -199,12 +217,18 @@ async def test_instruments_added_after_the_writer_started_are_written_at_once(
         await wait_until(lambda: writer.stats.written == 500, within_s=30)
     assert writer.stats.rejected.get("unknown_instrument", 0) == 0
     assert await stored_sequence_numbers(db_pool) == (500, 500)
-    assert await db_pool.fetchval("SELECT count(DISTINCT instrument_id) FROM tick_data WHERE instrument_id = "
-                                  "ANY($1::integer[])", new_ids) == 20
+    assert (
+        await db_pool.fetchval(
+            "SELECT count(DISTINCT instrument_id) FROM tick_data WHERE instrument_id = ANY($1::integer[])",
+            new_ids,
+        )
+        == 20
+    )
 
 
 async def test_writer_killed_while_isolating_refused_rows_then_restarted_keeps_exactly_once(
-        db_pool: asyncpg.Pool, db_dsn: str, redis_url: str) -> None:
+    db_pool: asyncpg.Pool, db_dsn: str, redis_url: str
+) -> None:
     await reset_market_data(db_pool)
     feed = await sim_feed(db_pool)
     await db_pool.execute("ALTER TABLE tick_data ADD CONSTRAINT test_poison CHECK (bid_qty % 97 <> 0)")
@@ -212,8 +236,9 @@ async def test_writer_killed_while_isolating_refused_rows_then_restarted_keeps_e
         async with redis_stream(redis_url) as (redis, stream):
             receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
             await _send(receiver, numbered_frames(feed, 100, 100), 0)
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.writer_proc", db_dsn,
-                                                        redis_url, stream)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.ingest.writer_proc", db_dsn, redis_url, stream
+            )
             try:
                 for _ in range(3000):
                     if await db_pool.fetchval("SELECT count(*) FROM tick_rejects") >= 5:
@@ -222,7 +247,9 @@ async def test_writer_killed_while_isolating_refused_rows_then_restarted_keeps_e
             finally:
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()
-            assert await db_pool.fetchval("SELECT count(*) FROM tick_rejects") < 104, "finished before the kill"
+            assert await db_pool.fetchval("SELECT count(*) FROM tick_rejects") < 104, (
+                "finished before the kill"
+            )
             writer = StreamWriter(redis, db_pool, stream=stream, entries_per_read=10)
             await writer.run(stop_when_idle=True)
     finally:

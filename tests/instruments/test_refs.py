@@ -43,13 +43,17 @@ def test_any_text_is_a_reference_or_a_clear_refusal(text: str, broker: str | Non
 
 
 @given(st.text(max_size=20), NON_ASCII_DIGITS, st.text(max_size=20), BROKERS)
-def test_a_non_ascii_digit_anywhere_is_refused(before: str, digit: str, after: str, broker: str | None) -> None:
+def test_a_non_ascii_digit_anywhere_is_refused(
+    before: str, digit: str, after: str, broker: str | None
+) -> None:
     with pytest.raises(InvalidReference):
         parse_ref(before + digit + after, broker)
 
 
 @given(st.integers(min_value=1, max_value=MAX_TOKEN), st.sampled_from(["kite", "sim"]), st.booleans())
-def test_a_bare_number_is_the_configured_brokers_token_never_our_id(n: int, broker: str, as_text: bool) -> None:
+def test_a_bare_number_is_the_configured_brokers_token_never_our_id(
+    n: int, broker: str, as_text: bool
+) -> None:
     ref = parse_ref(str(n) if as_text else n, broker)
     assert ref == BrokerToken(broker, str(n))
     assert parse_ref(f"  {n:012d} ", broker) == BrokerToken(broker, str(n))  # leading zeros: the same token
@@ -84,10 +88,20 @@ def test_exchange_symbol_round_trips(exchange: str, symbol: str, broker: str | N
     assert fallbacks(ref, broker) == ((BrokerToken("fyers", describe(ref)),) if broker == "fyers" else ())
 
 
-@pytest.mark.parametrize(("typed", "symbol"), [
-    ("BANKNIFTY", "NIFTY BANK"), ("banknifty", "NIFTY BANK"), ("Bank Nifty", "NIFTY BANK"), ("NIFTY", "NIFTY 50"),
-    ("FINNIFTY", "NIFTY FIN SERVICE"), ("MIDCPNIFTY", "NIFTY MID SELECT"), ("sensex", "SENSEX"),
-    ("nifty  50", "NIFTY 50"), ("reliance", "RELIANCE")])
+@pytest.mark.parametrize(
+    ("typed", "symbol"),
+    [
+        ("BANKNIFTY", "NIFTY BANK"),
+        ("banknifty", "NIFTY BANK"),
+        ("Bank Nifty", "NIFTY BANK"),
+        ("NIFTY", "NIFTY 50"),
+        ("FINNIFTY", "NIFTY FIN SERVICE"),
+        ("MIDCPNIFTY", "NIFTY MID SELECT"),
+        ("sensex", "SENSEX"),
+        ("nifty  50", "NIFTY 50"),
+        ("reliance", "RELIANCE"),
+    ],
+)
 def test_plain_text_means_its_symbol_or_an_aliased_one(typed: str, symbol: str) -> None:
     ref = parse_ref(typed, "kite")
     assert isinstance(ref, SymbolText) and symbol in ref.symbols
@@ -97,6 +111,16 @@ def test_broker_prefixes() -> None:
     assert parse_ref("kite:738561", "fyers") == BrokerToken("kite", "738561")
     assert parse_ref("fyers:nse:sbin-eq", "kite") == BrokerToken("fyers", "NSE:SBIN-EQ")
     assert parse_ref("sim:100001", None) == BrokerToken("sim", "100001")
-    for bad in ("kite:", "kite:-1", "kite:12a", f"kite:{MAX_TOKEN + 1}", "fyers:", "id:1.0", ":X", "N$E:X", True):
+    for bad in (
+        "kite:",
+        "kite:-1",
+        "kite:12a",
+        f"kite:{MAX_TOKEN + 1}",
+        "fyers:",
+        "id:1.0",
+        ":X",
+        "N$E:X",
+        True,
+    ):
         with pytest.raises(InvalidReference):
             parse_ref(bad, "kite")  # type: ignore[arg-type]

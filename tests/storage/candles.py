@@ -37,8 +37,17 @@ async def read_live_candles(
         raise InvalidRange(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
     rows = await conn.fetch(CANDLES_BY_TIMEFRAME[tf], instrument_id, start, end)
     return [
-        Candle(bucket=r["bucket"], open=r["open"], high=r["high"], low=r["low"], close=r["close"],
-               volume=r["volume"], open_interest=r["open_interest"], source="live", timeframe=tf)
+        Candle(
+            bucket=r["bucket"],
+            open=r["open"],
+            high=r["high"],
+            low=r["low"],
+            close=r["close"],
+            volume=r["volume"],
+            open_interest=r["open_interest"],
+            source="live",
+            timeframe=tf,
+        )
         for r in rows
     ]
 

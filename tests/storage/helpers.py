@@ -13,8 +13,17 @@ from trading_helper.timeframes import Timeframe
 
 async def make_instruments(pool: asyncpg.Pool, count: int, *, prefix: str = "TEST") -> list[int]:
     """``count`` NSE instruments mapped for the ``sim`` broker; returns their ids in order."""
-    items = [Instrument(exchange="NSE", tradingsymbol=f"{prefix}{n}", segment="NSE", instrument_type="EQ",
-                        tick_size=0.05, broker_ids={"sim": f"{prefix}{n}"}) for n in range(count)]
+    items = [
+        Instrument(
+            exchange="NSE",
+            tradingsymbol=f"{prefix}{n}",
+            segment="NSE",
+            instrument_type="EQ",
+            tick_size=0.05,
+            broker_ids={"sim": f"{prefix}{n}"},
+        )
+        for n in range(count)
+    ]
     async with pool.acquire() as conn:
         await sync_instruments(conn, "sim", items, mark_expired=False)
         found = await lookup_tokens(conn, "sim", [f"{prefix}{n}" for n in range(count)])
@@ -30,12 +39,13 @@ async def reset_market_data(pool: asyncpg.Pool) -> None:
         await pool.execute(
             "TRUNCATE tick_data, quote_updates, candle_invalidations, tick_volume_state, ingest_offsets, "
             "ingest_sequences, tick_rejects, candles_1m_mat, candles_5m_mat, candles_15m_mat, candles_1h_mat, "
-            "candles_1d_mat")
-        await pool.execute(
-            "UPDATE candle_watermarks SET watermark = th_bucket(width, now())")
+            "candles_1d_mat"
+        )
+        await pool.execute("UPDATE candle_watermarks SET watermark = th_bucket(width, now())")
         return
-    await pool.execute("TRUNCATE tick_data, quote_updates, tick_volume_state, ingest_offsets, ingest_sequences, "
-                       "tick_rejects")
+    await pool.execute(
+        "TRUNCATE tick_data, quote_updates, tick_volume_state, ingest_offsets, ingest_sequences, tick_rejects"
+    )
     for tf in Timeframe:
         await pool.execute(f"TRUNCATE {tf.relation}")  # names from the whitelist
 

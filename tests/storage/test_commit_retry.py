@@ -21,8 +21,17 @@ async def _batch(db_pool: asyncpg.Pool) -> tuple[DirectWriter, PreparedBatch]:
     [iid] = await make_instruments(db_pool, 1, prefix="RETRY")
     writer = await DirectWriter.open(db_pool)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    ticks = [Tick(instrument_id=iid, exchange_ts=start + timedelta(seconds=i), received_ts=start + timedelta(seconds=i),
-                  last_price=100.0 + i, last_quantity=5, volume=100 + 5 * i) for i in range(20)]
+    ticks = [
+        Tick(
+            instrument_id=iid,
+            exchange_ts=start + timedelta(seconds=i),
+            received_ts=start + timedelta(seconds=i),
+            last_price=100.0 + i,
+            last_quantity=5,
+            volume=100 + 5 * i,
+        )
+        for i in range(20)
+    ]
     batch = await writer.prepare_batch([tick_record(t) for t in ticks])
     assert len(batch.rows) == 20
     return writer, batch
@@ -51,7 +60,9 @@ async def test_a_retry_waits_for_the_earlier_try_still_committing(db_pool: async
             tx = earlier.transaction()
             await tx.start()
             await earlier.copy_records_to_table("tick_data", records=batch.rows, columns=TICK_COLUMNS)
-            await earlier.execute("INSERT INTO ingest_offsets (stream, last_id) VALUES ($1, $2)", stream, offset.last_id)
+            await earlier.execute(
+                "INSERT INTO ingest_offsets (stream, last_id) VALUES ($1, $2)", stream, offset.last_id
+            )
             batch.retried = True
             retry = asyncio.create_task(writer.commit(batch, offset))
             await asyncio.sleep(0.5)
@@ -62,4 +73,7 @@ async def test_a_retry_waits_for_the_earlier_try_still_committing(db_pool: async
             await db_pool.release(earlier)
         assert result.already_committed is (outcome == "commit")
         assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 20
-        assert await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = $1", stream) == offset.last_id
+        assert (
+            await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = $1", stream)
+            == offset.last_id
+        )

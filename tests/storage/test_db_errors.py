@@ -109,6 +109,13 @@ async def test_a_redis_that_is_not_there_is_buffer_unavailable_and_retried() -> 
 
 
 def test_should_retry_is_the_one_decision() -> None:
-    assert [should_retry(e) for e in (BrokerUnavailable("5xx"), RateLimited("429"), LoginRequired("403"),
-                                     StorageError("no schema"), ValueError("not ours"))] == [
-        True, True, False, False, False]
+    assert [
+        should_retry(e)
+        for e in (
+            BrokerUnavailable("5xx"),
+            RateLimited("429"),
+            LoginRequired("403"),
+            StorageError("no schema"),
+            ValueError("not ours"),
+        )
+    ] == [True, True, False, False, False]

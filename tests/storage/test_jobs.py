@@ -17,23 +17,36 @@ from trading_helper.config import Settings
 from trading_helper.storage.jobs import JobHealth, JobState, clean_error, evaluate
 from trading_helper.storage.maintenance import Maintenance
 
-pytestmark = pytest.mark.flavour("postgres", "the service's own rollup and retention run only on plain PostgreSQL")
+pytestmark = pytest.mark.flavour(
+    "postgres", "the service's own rollup and retention run only on plain PostgreSQL"
+)
 
 BOOM = "rollup refused: disk\nfull \x1b[31m"
 
 
 def state(**kw: Any) -> JobState:
-    base: dict[str, Any] = dict(job="refresh candles_1m", job_id=1002, kind="refresh", relation="candles_1m",
-                                schedule_s=60.0, scheduled=True, last_start=None, last_success=None,
-                                last_run_failed=False, last_error=None, last_error_at=None, total_runs=0,
-                                total_failures=0)
+    base: dict[str, Any] = dict(
+        job="refresh candles_1m",
+        job_id=1002,
+        kind="refresh",
+        relation="candles_1m",
+        schedule_s=60.0,
+        scheduled=True,
+        last_start=None,
+        last_success=None,
+        last_run_failed=False,
+        last_error=None,
+        last_error_at=None,
+        total_runs=0,
+        total_failures=0,
+    )
     base.update(kw)
     return JobState(**base)
 
 
 def test_the_rule() -> None:
     now = 10_000.0
-    ok = state(last_success=now - 100)           # within 2 x 60 s
+    ok = state(last_success=now - 100)  # within 2 x 60 s
     late = state(job="b", last_success=now - 121)
     failed = state(job="c", last_run_failed=True, last_error="boom", total_failures=4, last_success=now - 1)
     never = state(job="d")
@@ -73,16 +86,18 @@ async def test_a_failing_rollup_is_recorded_and_shown_in_health_and_status(db_po
     assert maintenance.status()["ok"] is True and maintenance.last_refresh_at is not None
     runs = {r["job"]: r for r in await db_pool.fetch("SELECT * FROM job_status")}
     assert set(runs) == {"refresh_candles", "apply_retention"}
-    assert runs["refresh_candles"]["last_success"] is not None and not runs["refresh_candles"]["last_run_failed"]
+    assert (
+        runs["refresh_candles"]["last_success"] is not None and not runs["refresh_candles"]["last_run_failed"]
+    )
 
     # the rollup starts failing (a simulated database error inside refresh_candles)
     original = await db_pool.fetchval("SELECT pg_get_functiondef('refresh_candles'::regproc)")
     await db_pool.execute(f"""CREATE OR REPLACE PROCEDURE refresh_candles() LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION USING ERRCODE = '53100', MESSAGE = {_literal(BOOM)}; END $$""")
     try:
-        await maintenance.step(now=1_006.0)   # the rollup runs and fails; no check is due yet
+        await maintenance.step(now=1_006.0)  # the rollup runs and fails; no check is due yet
         assert maintenance.status()["ok"] is True
-        await maintenance.step(now=1_031.0)   # the next check (one interval later) sees it
+        await maintenance.step(now=1_031.0)  # the next check (one interval later) sees it
         status = maintenance.status()
         assert status["ok"] is False
         [problem] = status["problems"]
@@ -102,13 +117,18 @@ async def test_a_failing_rollup_is_recorded_and_shown_in_health_and_status(db_po
         await db_pool.execute(original)
     await maintenance.step(now=1_062.0)  # rollup works again; the check clears the problem
     assert maintenance.status()["ok"] is True
-    assert (await db_pool.fetchrow("SELECT last_run_failed, last_error FROM maintenance_runs "
-                                   "WHERE job = 'refresh_candles'"))["last_error"].startswith("DiskFullError")
+    assert (
+        await db_pool.fetchrow(
+            "SELECT last_run_failed, last_error FROM maintenance_runs WHERE job = 'refresh_candles'"
+        )
+    )["last_error"].startswith("DiskFullError")
 
 
 async def test_a_stalled_rollup_is_overdue(db_pool: asyncpg.Pool) -> None:
-    await db_pool.execute("UPDATE maintenance_runs SET last_success = now() - interval '11 seconds', "
-                          "last_run_failed = false WHERE job = 'refresh_candles'")
+    await db_pool.execute(
+        "UPDATE maintenance_runs SET last_success = now() - interval '11 seconds', "
+        "last_run_failed = false WHERE job = 'refresh_candles'"
+    )
     health = JobHealth("postgres")
     async with db_pool.acquire() as conn:
         problems = await health.check(conn)

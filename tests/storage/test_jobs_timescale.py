@@ -38,14 +38,25 @@ def engine_now(engine: TimescaleEngine) -> datetime:
 
 def recent_ticks(now: datetime, instruments: tuple[int, ...] = (1, 2)) -> list[RawTick]:
     """Ticks every ~7 minutes over the last 2.5 days (inside the policies' 6-day window)."""
-    return [RawTick(now - timedelta(minutes=7 * i, seconds=inst, microseconds=i), inst,
-                    100.0 + (i * 7 + inst) % 23, i % 5, None if i % 3 else 1000 + i)
-            for inst in instruments for i in range(520)]
+    return [
+        RawTick(
+            now - timedelta(minutes=7 * i, seconds=inst, microseconds=i),
+            inst,
+            100.0 + (i * 7 + inst) % 23,
+            i % 5,
+            None if i % 3 else 1000 + i,
+        )
+        for inst in instruments
+        for i in range(520)
+    ]
 
 
 def policy_job(engine: TimescaleEngine, relation: str) -> int:
-    [[job_id]] = engine.query("SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = $1 "
-                              "AND proc_name = 'policy_refresh_continuous_aggregate'", relation)
+    [[job_id]] = engine.query(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = $1 "
+        "AND proc_name = 'policy_refresh_continuous_aggregate'",
+        relation,
+    )
     return int(job_id)
 
 
@@ -58,23 +69,38 @@ def record_failed_background_run(engine: TimescaleEngine, job_id: int, error: st
         "VALUES ($1, now() - interval '2 minutes', now() - interval '119 seconds', now() + interval '5 minutes', "
         "'-infinity', false, 3, interval '3 seconds', interval '3 seconds', 0, 3, 0, 3, 0, 0) "
         "ON CONFLICT (job_id) DO UPDATE SET last_run_success = false, total_failures = 3, total_runs = 3, "
-        "last_finish = excluded.last_finish, last_start = excluded.last_start", job_id)
+        "last_finish = excluded.last_finish, last_start = excluded.last_start",
+        job_id,
+    )
     engine.query(
         "INSERT INTO _timescaledb_internal.bgw_job_stat_history (job_id, pid, execution_start, execution_finish, "
         "succeeded, data) VALUES ($1, 4242, now() - interval '2 minutes', now() - interval '119 seconds', false, "
-        "$2::jsonb)", job_id, json.dumps({"job": {"proc_schema": "_timescaledb_functions",
-                                                  "proc_name": "policy_refresh_continuous_aggregate"},
-                                          "error_data": {"message": error, "sqlerrcode": "55000"}}))
+        "$2::jsonb)",
+        job_id,
+        json.dumps(
+            {
+                "job": {
+                    "proc_schema": "_timescaledb_functions",
+                    "proc_name": "policy_refresh_continuous_aggregate",
+                },
+                "error_data": {"message": error, "sqlerrcode": "55000"},
+            }
+        ),
+    )
 
 
 def clear_job_records(engine: TimescaleEngine) -> None:
     engine.query("DELETE FROM _timescaledb_internal.bgw_job_stat_history")
-    engine.query("DELETE FROM _timescaledb_internal.bgw_job_stat WHERE job_id IN "
-                 "(SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = "
-                 "'policy_refresh_continuous_aggregate')")
+    engine.query(
+        "DELETE FROM _timescaledb_internal.bgw_job_stat WHERE job_id IN "
+        "(SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = "
+        "'policy_refresh_continuous_aggregate')"
+    )
 
 
-async def test_job_status_lists_every_policy_and_a_stopped_scheduler_is_a_problem(engine: TimescaleEngine) -> None:
+async def test_job_status_lists_every_policy_and_a_stopped_scheduler_is_a_problem(
+    engine: TimescaleEngine,
+) -> None:
     clear_job_records(engine)
     health = JobHealth("timescale")
     problems = await health.check(engine.connection())
@@ -102,7 +128,8 @@ async def test_a_failed_background_run_is_reported_with_its_error(engine: Timesc
 
 
 async def test_with_the_scheduler_stopped_the_fallback_keeps_every_level_equal_to_the_ticks(
-        engine: TimescaleEngine) -> None:
+    engine: TimescaleEngine,
+) -> None:
     engine.reset()
     now = engine_now(engine)
     ticks = recent_ticks(now)
@@ -110,13 +137,19 @@ async def test_with_the_scheduler_stopped_the_fallback_keeps_every_level_equal_t
     health = JobHealth("timescale")
     await health.check(engine.connection())
     report = await catch_up(engine.connection(), "timescale", fallback=health.failing_relations())
-    assert {rel for rel, *_ in report.refreshed} == {f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
+    assert {rel for rel, *_ in report.refreshed} == {
+        f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")
+    }
     assert [rel for rel, *_ in report.refreshed] == sorted(
-        (rel for rel, *_ in report.refreshed), key=["candles_1m", "candles_5m", "candles_15m", "candles_1h",
-                                                      "candles_1d"].index)  # lowest level first
-    marks = dict(engine.query(
-        "SELECT user_view_name, _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0 "
-        "FROM _timescaledb_catalog.continuous_agg"))
+        (rel for rel, *_ in report.refreshed),
+        key=["candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d"].index,
+    )  # lowest level first
+    marks = dict(
+        engine.query(
+            "SELECT user_view_name, _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0 "
+            "FROM _timescaledb_catalog.continuous_agg"
+        )
+    )
     assert all(marks.values()), marks  # every level was materialised, not just served live
     assert_same_candles(engine.candles(), candles(ticks))
 
@@ -128,15 +161,19 @@ async def test_late_ticks_below_every_watermark_are_refreshed_level_by_level(eng
     engine.load(rows_of(ticks))
     await catch_up(engine.connection(), "timescale", fallback=None)  # everything materialised
     # a drained backlog: ticks for buckets far below every level's watermark, and a new instrument
-    late = [RawTick(now - timedelta(days=2, minutes=3, microseconds=7), 3, 5.5, 40, 77),
-            RawTick(now - timedelta(days=1, hours=5, seconds=1), 3, 999.0, 12, None),
-            RawTick(now - timedelta(hours=3, seconds=2), 4, 321.0, 3, 9)]
+    late = [
+        RawTick(now - timedelta(days=2, minutes=3, microseconds=7), 3, 5.5, 40, 77),
+        RawTick(now - timedelta(days=1, hours=5, seconds=1), 3, 999.0, 12, None),
+        RawTick(now - timedelta(hours=3, seconds=2), 4, 321.0, 3, 9),
+    ]
     engine.load(rows_of(late))
     before = engine.candles()
     assert before != candles(ticks + late)  # not visible at some level without a refresh
     report = await catch_up(engine.connection(), "timescale", fallback=())
     assert report.refreshed and {why for *_, why in report.refreshed} == {"late data"}
-    assert {rel for rel, *_ in report.refreshed} == {f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")}
+    assert {rel for rel, *_ in report.refreshed} == {
+        f"candles_{tf}" for tf in ("1m", "5m", "15m", "1h", "1d")
+    }
     assert_same_candles(engine.candles(), candles(ticks + late))
 
 
@@ -154,16 +191,19 @@ async def test_the_service_maintenance_falls_back_only_when_allowed(engine: Time
     assert status["ok"] is False and status["fallback_refresh"] is False
     assert [p["problem"] for p in status["problems"]] == ["scheduler_down"]
     assert "last_catch_up" not in status  # nothing invalidated below a watermark, no fallback
-    marks = engine.query("SELECT count(*) FILTER (WHERE _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0) "
-                         "FROM _timescaledb_catalog.continuous_agg")
+    marks = engine.query(
+        "SELECT count(*) FILTER (WHERE _timescaledb_functions.cagg_watermark(mat_hypertable_id) > 0) "
+        "FROM _timescaledb_catalog.continuous_agg"
+    )
     assert marks == [[0]]  # left to the (stopped) policies, as the setting says
 
     on = Maintenance(Settings(), pool, "timescale")
     await on.step(now=0.0)
     assert "candles_1d" in on.status()["last_catch_up"] and on.last_refresh_at is not None
     assert_same_candles(engine.candles(), candles(ticks))
-    [[runs, failed]] = engine.query("SELECT total_runs, last_run_failed FROM maintenance_runs "
-                                    "WHERE job = 'candle catch-up'")
+    [[runs, failed]] = engine.query(
+        "SELECT total_runs, last_run_failed FROM maintenance_runs WHERE job = 'candle catch-up'"
+    )
     assert runs == 2 and failed is False  # recorded on every turn, shown in job_status
     await on.step(now=100.0)  # the next check reads the service's own runs beside the policies
     catch = [s for s in on.health.states if s.job == "candle catch-up"]

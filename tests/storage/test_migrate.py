@@ -18,28 +18,51 @@ from trading_helper.storage.migrate import (
     probe_timescale,
 )
 
-RELATIONS = ["instruments", "instrument_broker_ids", "subscriptions", "broker_candles", "live_coverage",
-             "fetch_coverage", "ingest_offsets", "tick_volume_state", "tick_data", "quote_updates", "candles_1m",
-             "candles_5m", "candles_15m", "candles_1h", "candles_1d"]
+RELATIONS = [
+    "instruments",
+    "instrument_broker_ids",
+    "subscriptions",
+    "broker_candles",
+    "live_coverage",
+    "fetch_coverage",
+    "ingest_offsets",
+    "tick_volume_state",
+    "tick_data",
+    "quote_updates",
+    "candles_1m",
+    "candles_5m",
+    "candles_15m",
+    "candles_1h",
+    "candles_1d",
+]
 
 
 async def test_migrate_twice_changes_nothing(admin_dsn: str) -> None:
     async with fresh_database(admin_dsn, flavour=None) as dsn:
         first = await migrate(dsn)
         assert first.flavour == await server_flavour(admin_dsn)
-        assert first.applied[:2] == ["common/0001_core.sql", f"{first.flavour}/0001_{FIRST[first.flavour]}.sql"]
+        assert first.applied[:2] == [
+            "common/0001_core.sql",
+            f"{first.flavour}/0001_{FIRST[first.flavour]}.sql",
+        ]
         conn = await asyncpg.connect(dsn)
         try:
             schema_before = await conn.fetch(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'public' ORDER BY 1, 2")
+                "WHERE table_schema = 'public' ORDER BY 1, 2"
+            )
             second = await migrate(dsn)
             schema_after = await conn.fetch(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'public' ORDER BY 1, 2")
+                "WHERE table_schema = 'public' ORDER BY 1, 2"
+            )
             versions = await conn.fetchval("SELECT count(*) FROM schema_migrations")
-            present = {r[0] for r in await conn.fetch(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+            present = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            }
         finally:
             await conn.close()
     assert second.applied == [] and second.version == first.version >= 1
@@ -78,8 +101,10 @@ async def test_detection_tries_the_extension_and_explains_a_missing_preload(admi
     with pytest.raises(MigrationError, match=r"shared_preload_libraries = 'timescaledb'.*restart PostgreSQL"):
         choose_flavour(preload, require_timescale=True)
     with pytest.raises(MigrationError, match="not installed"):
-        choose_flavour(TimescaleProbe(False, "the TimescaleDB extension is not installed on this server"),
-                       require_timescale=True)
+        choose_flavour(
+            TimescaleProbe(False, "the TimescaleDB extension is not installed on this server"),
+            require_timescale=True,
+        )
     assert choose_flavour(TimescaleProbe(True, None), require_timescale=True) == ("timescale", None)
 
 
@@ -101,7 +126,8 @@ async def _schema(dsn: str) -> list[tuple[str, str, str]]:
     try:
         rows = await conn.fetch(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' ORDER BY 1, 2")
+            "WHERE table_schema = 'public' ORDER BY 1, 2"
+        )
     finally:
         await conn.close()
     return [tuple(r) for r in rows]
@@ -113,15 +139,22 @@ async def test_an_older_database_is_upgraded_in_place(admin_dsn: str) -> None:
         assert first.version == 1
         conn = await asyncpg.connect(old)
         try:
-            [iid] = [r[0] for r in await conn.fetch(
-                "INSERT INTO instruments (exchange, tradingsymbol) VALUES ('NSE', 'KEPT') RETURNING id")]
+            [iid] = [
+                r[0]
+                for r in await conn.fetch(
+                    "INSERT INTO instruments (exchange, tradingsymbol) VALUES ('NSE', 'KEPT') RETURNING id"
+                )
+            ]
         finally:
             await conn.close()
         upgraded = await migrate(old)
         latest = await migrate(new)
         assert upgraded.version == latest.version
-        assert upgraded.applied == [label for label in latest.applied
-                                    if not label.startswith(("common/0001", f"{latest.flavour}/0001"))]
+        assert upgraded.applied == [
+            label
+            for label in latest.applied
+            if not label.startswith(("common/0001", f"{latest.flavour}/0001"))
+        ]
         assert await _schema(old) == await _schema(new)
         conn = await asyncpg.connect(old)
         try:
@@ -131,26 +164,42 @@ async def test_an_older_database_is_upgraded_in_place(admin_dsn: str) -> None:
 
 
 async def test_candle_relations_have_the_contract_columns(db_pool: asyncpg.Pool) -> None:
-    expected = [("bucket", "timestamp with time zone"), ("instrument_id", "integer"),
-                ("open", "double precision"), ("high", "double precision"), ("low", "double precision"),
-                ("close", "double precision"), ("volume", "bigint"), ("open_interest", "bigint"),
-                ("tick_count", "bigint")]
+    expected = [
+        ("bucket", "timestamp with time zone"),
+        ("instrument_id", "integer"),
+        ("open", "double precision"),
+        ("high", "double precision"),
+        ("low", "double precision"),
+        ("close", "double precision"),
+        ("volume", "bigint"),
+        ("open_interest", "bigint"),
+        ("tick_count", "bigint"),
+    ]
     for tf in ("1m", "5m", "15m", "1h", "1d"):
         rows = await db_pool.fetch(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = $1 ORDER BY ordinal_position", f"candles_{tf}")
+            "WHERE table_name = $1 ORDER BY ordinal_position",
+            f"candles_{tf}",
+        )
         assert [(r[0], r[1]) for r in rows] == expected, tf
 
 
 async def test_migrate_against_a_dead_server_raises_one_clear_error() -> None:
-    with pytest.raises(DatabaseUnavailable, match=r"cannot connect to PostgreSQL at postgresql://u:\*\*\*@127\.0\.0\.1:1/x"):
+    with pytest.raises(
+        DatabaseUnavailable, match=r"cannot connect to PostgreSQL at postgresql://u:\*\*\*@127\.0\.0\.1:1/x"
+    ):
         await migrate("postgresql://u:secret@127.0.0.1:1/x")
 
 
 def test_cli_migrate_with_database_down_prints_one_line_without_traceback() -> None:
     env = dict(os.environ, DATABASE_URL="postgresql://u:hunter2@127.0.0.1:1/trading")
-    proc = subprocess.run([sys.executable, "-m", "trading_helper.cli", "db", "migrate"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trading_helper.cli", "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "cannot connect to PostgreSQL" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -159,7 +208,12 @@ def test_cli_migrate_with_database_down_prints_one_line_without_traceback() -> N
 
 async def test_tick_relations_have_the_columns_of_the_timescale_flavour(db_pool: asyncpg.Pool) -> None:
     for relation, expected in (("tick_data", TICK_DATA_COLUMNS), ("quote_updates", QUOTE_UPDATES_COLUMNS)):
-        got = [tuple(r) for r in await db_pool.fetch(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position", relation)]
+        got = [
+            tuple(r)
+            for r in await db_pool.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                relation,
+            )
+        ]
         assert got == expected, relation

@@ -14,10 +14,23 @@ from trading_helper.storage.ticks import StreamOffset
 from trading_helper.timeframes import IST
 
 
-def tick(iid: int, ts: datetime, price: float = 100.0, volume: int | None = None, qty: int | None = None,
-         oi: int | None = None) -> Tick:
-    return Tick(instrument_id=iid, exchange_ts=ts, received_ts=datetime.now(UTC), last_price=price,
-                last_quantity=qty, volume=volume, open_interest=oi)
+def tick(
+    iid: int,
+    ts: datetime,
+    price: float = 100.0,
+    volume: int | None = None,
+    qty: int | None = None,
+    oi: int | None = None,
+) -> Tick:
+    return Tick(
+        instrument_id=iid,
+        exchange_ts=ts,
+        received_ts=datetime.now(UTC),
+        last_price=price,
+        last_quantity=qty,
+        volume=volume,
+        open_interest=oi,
+    )
 
 
 async def test_bad_ticks_are_counted_and_never_abort_good_ones(db_pool: asyncpg.Pool) -> None:
@@ -27,18 +40,22 @@ async def test_bad_ticks_are_counted_and_never_abort_good_ones(db_pool: asyncpg.
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch = [
         tick(a, now, 101.0),
-        tick(a, now, -1.0),                                    # non-positive price
-        tick(b, now, float("nan")),                            # not a price
-        tick(b, now.replace(tzinfo=None), 99.0),               # naive timestamp
-        tick(b, now - timedelta(days=60), 99.0),               # absurdly old
-        tick(b, now + timedelta(days=400), 99.0),              # absurdly far in the future
-        tick(999_999, now, 99.0),                              # unknown instrument
+        tick(a, now, -1.0),  # non-positive price
+        tick(b, now, float("nan")),  # not a price
+        tick(b, now.replace(tzinfo=None), 99.0),  # naive timestamp
+        tick(b, now - timedelta(days=60), 99.0),  # absurdly old
+        tick(b, now + timedelta(days=400), 99.0),  # absurdly far in the future
+        tick(999_999, now, 99.0),  # unknown instrument
         tick(b, now + timedelta(seconds=1), 102.5),
     ]
     result = await writer.write(batch, offset=StreamOffset("s", "5-0"))
     assert result.written == 2
-    assert dict(result.rejected) == {"bad_price": 2, "naive_timestamp": 1, "timestamp_out_of_range": 2,
-                                     "unknown_instrument": 1}
+    assert dict(result.rejected) == {
+        "bad_price": 2,
+        "naive_timestamp": 1,
+        "timestamp_out_of_range": 2,
+        "unknown_instrument": 1,
+    }
     rows = await db_pool.fetch("SELECT instrument_id, ltp FROM tick_data ORDER BY time")
     assert [(r[0], r[1]) for r in rows] == [(a, 101.0), (b, 102.5)]
     assert await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = 's'") == "5-0"
@@ -54,7 +71,9 @@ async def test_same_second_ticks_keep_arrival_order_for_open_and_close(db_pool: 
     assert len(set(times)) == 4 and all(t.replace(microsecond=0) == second for t in times)
     async with db_pool.acquire() as conn:
         await refresh_candles(conn)
-        [candle] = await read_live_candles(conn, a, "1m", second - timedelta(minutes=1), second + timedelta(minutes=1))
+        [candle] = await read_live_candles(
+            conn, a, "1m", second - timedelta(minutes=1), second + timedelta(minutes=1)
+        )
     assert (candle.open, candle.high, candle.low, candle.close) == (100.0, 105.0, 95.0, 101.0)
 
 
@@ -63,20 +82,27 @@ async def test_volume_increments_survive_restart_and_reset_daily(db_pool: asyncp
     [a] = await make_instruments(db_pool, 1, prefix="VOL")
     day1 = (datetime.now(IST) - timedelta(days=2)).replace(hour=9, minute=15, second=5, microsecond=0)
     writer = await DirectWriter.open(db_pool)
-    await writer.write([tick(a, day1, volume=1000, qty=10), tick(a, day1 + timedelta(seconds=5), volume=1300, qty=50)])
+    await writer.write(
+        [tick(a, day1, volume=1000, qty=10), tick(a, day1 + timedelta(seconds=5), volume=1300, qty=50)]
+    )
     # a new process: the previous cumulative volume comes from the database
     writer = await DirectWriter.open(db_pool)
-    await writer.write([
-        tick(a, day1 + timedelta(seconds=9), volume=1250, qty=5),     # late, smaller: adds nothing
-        tick(a, day1 + timedelta(seconds=10), volume=1500, qty=20),
-        tick(a, day1 + timedelta(days=1, seconds=-1), volume=400, qty=40),  # next IST day: reset
-    ])
-    deltas = [r[0] for r in await db_pool.fetch("SELECT volume_delta FROM tick_data ORDER BY received_at, time")]
+    await writer.write(
+        [
+            tick(a, day1 + timedelta(seconds=9), volume=1250, qty=5),  # late, smaller: adds nothing
+            tick(a, day1 + timedelta(seconds=10), volume=1500, qty=20),
+            tick(a, day1 + timedelta(days=1, seconds=-1), volume=400, qty=40),  # next IST day: reset
+        ]
+    )
+    deltas = [
+        r[0] for r in await db_pool.fetch("SELECT volume_delta FROM tick_data ORDER BY received_at, time")
+    ]
     assert deltas == [1000, 300, 0, 200, 400]
     # a reconnect keeps the baseline: the first trade after it gets what was traded meanwhile
     day2 = day1 + timedelta(days=1, hours=3)
-    await writer.write([VolumeReset(frozenset({a}), to_us(day2 - timedelta(seconds=30))),
-                        tick(a, day2, volume=9000, qty=25)])
+    await writer.write(
+        [VolumeReset(frozenset({a}), to_us(day2 - timedelta(seconds=30))), tick(a, day2, volume=9000, qty=25)]
+    )
     last = await db_pool.fetchval("SELECT volume_delta FROM tick_data ORDER BY time DESC LIMIT 1")
     assert last == 9000 - 400
     # twelve restarts and reconnects before 09:16 IST credit nothing already counted
@@ -84,17 +110,31 @@ async def test_volume_increments_survive_restart_and_reset_daily(db_pool: asyncp
     for n in range(12):
         writer = await DirectWriter.open(db_pool)
         at = morning + timedelta(seconds=20 * n)
-        await writer.write([VolumeReset(frozenset({a}), to_us(at)),
-                            tick(a, at + timedelta(seconds=1), volume=100 * (n + 1), qty=100)])
+        await writer.write(
+            [
+                VolumeReset(frozenset({a}), to_us(at)),
+                tick(a, at + timedelta(seconds=1), volume=100 * (n + 1), qty=100),
+            ]
+        )
     day3 = await db_pool.fetchval(
-        "SELECT sum(volume_delta) FROM tick_data WHERE time >= $1 AND time < $1 + interval '1 hour'", morning)
+        "SELECT sum(volume_delta) FROM tick_data WHERE time >= $1 AND time < $1 + interval '1 hour'", morning
+    )
     assert day3 == 1200
 
 
-def kite_tick(iid: int, exchange: datetime, trade: datetime, price: float, volume: int, qty: int,
-              bid: float = 99.0) -> Tick:
-    return Tick(instrument_id=iid, exchange_ts=exchange, received_ts=datetime.now(UTC), last_price=price,
-                last_quantity=qty, volume=volume, bid_price=bid, trade_ts=trade)
+def kite_tick(
+    iid: int, exchange: datetime, trade: datetime, price: float, volume: int, qty: int, bid: float = 99.0
+) -> Tick:
+    return Tick(
+        instrument_id=iid,
+        exchange_ts=exchange,
+        received_ts=datetime.now(UTC),
+        last_price=price,
+        last_quantity=qty,
+        volume=volume,
+        bid_price=bid,
+        trade_ts=trade,
+    )
 
 
 async def test_updates_without_a_new_trade_are_stored_apart_and_move_no_candle(db_pool: asyncpg.Pool) -> None:
@@ -108,31 +148,52 @@ async def test_updates_without_a_new_trade_are_stored_apart_and_move_no_candle(d
         kite_tick(a, capture, t0 + timedelta(seconds=5), 100.0, 5000, 10),
         kite_tick(a, capture + timedelta(seconds=1), t0 + timedelta(seconds=5), 100.0, 5000, 10, bid=99.5),
         kite_tick(a, capture + timedelta(seconds=61), capture + timedelta(seconds=60), 101.0, 5040, 40),
-        kite_tick(a, capture + timedelta(seconds=62), capture + timedelta(seconds=60), 101.0, 5040, 40, bid=100.5),
+        kite_tick(
+            a, capture + timedelta(seconds=62), capture + timedelta(seconds=60), 101.0, 5040, 40, bid=100.5
+        ),
         kite_tick(a, capture + timedelta(seconds=63), capture + timedelta(seconds=62), 100.5, 5045, 5),
     ]
     result = await writer.write([VolumeReset(frozenset({a}), to_us(capture)), *updates])
     assert result.written == 5 and not result.rejected
-    trades = [tuple(r) for r in await db_pool.fetch(
-        "SELECT time, exchange_time, ltp, volume_delta FROM tick_data ORDER BY time")]
-    assert trades == [(capture + timedelta(seconds=60), capture + timedelta(seconds=61), 101.0, 40),
-                      (capture + timedelta(seconds=62), capture + timedelta(seconds=63), 100.5, 5)]
-    quotes = [tuple(r) for r in await db_pool.fetch(
-        "SELECT time, trade_time, bid_price, volume FROM quote_updates ORDER BY time")]
-    assert quotes == [(capture, t0 + timedelta(seconds=5), 99.0, 5000),
-                      (capture + timedelta(seconds=1), t0 + timedelta(seconds=5), 99.5, 5000),
-                      (capture + timedelta(seconds=62), capture + timedelta(seconds=60), 100.5, 5040)]
+    trades = [
+        tuple(r)
+        for r in await db_pool.fetch(
+            "SELECT time, exchange_time, ltp, volume_delta FROM tick_data ORDER BY time"
+        )
+    ]
+    assert trades == [
+        (capture + timedelta(seconds=60), capture + timedelta(seconds=61), 101.0, 40),
+        (capture + timedelta(seconds=62), capture + timedelta(seconds=63), 100.5, 5),
+    ]
+    quotes = [
+        tuple(r)
+        for r in await db_pool.fetch(
+            "SELECT time, trade_time, bid_price, volume FROM quote_updates ORDER BY time"
+        )
+    ]
+    assert quotes == [
+        (capture, t0 + timedelta(seconds=5), 99.0, 5000),
+        (capture + timedelta(seconds=1), t0 + timedelta(seconds=5), 99.5, 5000),
+        (capture + timedelta(seconds=62), capture + timedelta(seconds=60), 100.5, 5040),
+    ]
     async with db_pool.acquire() as conn:
         await refresh_candles(conn)
-        candles = await read_live_candles(conn, a, "1m", t0 - timedelta(minutes=5), t0 + timedelta(minutes=15))
+        candles = await read_live_candles(
+            conn, a, "1m", t0 - timedelta(minutes=5), t0 + timedelta(minutes=15)
+        )
     assert [(c.bucket, c.open, c.close, c.volume) for c in candles] == [
-        (capture + timedelta(minutes=1), 101.0, 100.5, 45)]
+        (capture + timedelta(minutes=1), 101.0, 100.5, 45)
+    ]
     # a restart: the baseline and the capture start come back from tick_volume_state, and the
     # snapshot of the same last trade after a reconnect is again no new trade
     writer = await DirectWriter.open(db_pool)
     again = capture + timedelta(minutes=3)
-    result = await writer.write([VolumeReset(frozenset({a}), to_us(again)),
-                                 kite_tick(a, again, capture + timedelta(seconds=62), 100.5, 5045, 5)])
+    result = await writer.write(
+        [
+            VolumeReset(frozenset({a}), to_us(again)),
+            kite_tick(a, again, capture + timedelta(seconds=62), 100.5, 5045, 5),
+        ]
+    )
     assert result.written == 1
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 2
     assert await db_pool.fetchval("SELECT count(*) FROM quote_updates") == 4
@@ -145,13 +206,18 @@ async def test_capture_start_survives_a_restart_before_the_first_tick(db_pool: a
     writer = await DirectWriter.open(db_pool)
     await writer.write([VolumeReset(frozenset({a}), to_us(capture))])
     writer = await DirectWriter.open(db_pool)
-    await writer.write([kite_tick(a, capture + timedelta(seconds=2), capture - timedelta(minutes=40), 50.0, 700, 7)])
+    await writer.write(
+        [kite_tick(a, capture + timedelta(seconds=2), capture - timedelta(minutes=40), 50.0, 700, 7)]
+    )
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data") == 0
     assert await db_pool.fetchval("SELECT count(*) FROM quote_updates") == 1
     # the next trade is credited exactly what was traded since that snapshot
-    await writer.write([kite_tick(a, capture + timedelta(seconds=9), capture + timedelta(seconds=8), 50.5, 730, 10)])
+    await writer.write(
+        [kite_tick(a, capture + timedelta(seconds=9), capture + timedelta(seconds=8), 50.5, 730, 10)]
+    )
     assert [tuple(r) for r in await db_pool.fetch("SELECT time, volume_delta FROM tick_data")] == [
-        (capture + timedelta(seconds=8), 30)]
+        (capture + timedelta(seconds=8), 30)
+    ]
 
 
 async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Pool) -> None:
@@ -159,8 +225,9 @@ async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Poo
     [a] = await make_instruments(db_pool, 1, prefix="LIVE")
     writer = await DirectWriter.open(db_pool)
     now = datetime.now(UTC)
-    await writer.write([tick(a, now - timedelta(seconds=1), 10.0, volume=5, qty=5),
-                        tick(a, now, 12.0, volume=8, qty=3)])
+    await writer.write(
+        [tick(a, now - timedelta(seconds=1), 10.0, volume=5, qty=5), tick(a, now, 12.0, volume=8, qty=3)]
+    )
     async with db_pool.acquire() as conn:
         for tf in ("1m", "5m", "15m", "1h", "1d"):
             candles = await read_live_candles(conn, a, tf, now - timedelta(days=2), now + timedelta(days=1))
@@ -169,7 +236,8 @@ async def test_forming_candle_is_visible_before_any_refresh(db_pool: asyncpg.Poo
 
 
 async def test_missing_ids_are_looked_up_and_unknown_ones_asked_again_only_after_a_second(
-        db_pool: asyncpg.Pool) -> None:
+    db_pool: asyncpg.Pool,
+) -> None:
     await reset_market_data(db_pool)
     now = [1000.0]
     writer = await DirectWriter.open(db_pool)
@@ -187,15 +255,19 @@ async def test_missing_ids_are_looked_up_and_unknown_ones_asked_again_only_after
     assert writer.id_lookups == 3
 
 
-async def test_rows_the_database_refuses_are_dead_lettered_with_the_rest_written(db_pool: asyncpg.Pool) -> None:
+async def test_rows_the_database_refuses_are_dead_lettered_with_the_rest_written(
+    db_pool: asyncpg.Pool,
+) -> None:
     await reset_market_data(db_pool)
     [a] = await make_instruments(db_pool, 1, prefix="DL")
     writer = await DirectWriter.open(db_pool)
     ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     await db_pool.execute("ALTER TABLE tick_data ADD CONSTRAINT test_price_cap CHECK (ltp < 1000)")
     try:
-        batch = [tick(a, ts + timedelta(seconds=n), 2000.0 if n in (3, 4, 17) else 100.0 + n, volume=10 * n, qty=1)
-                 for n in range(1, 41)]
+        batch = [
+            tick(a, ts + timedelta(seconds=n), 2000.0 if n in (3, 4, 17) else 100.0 + n, volume=10 * n, qty=1)
+            for n in range(1, 41)
+        ]
         result = await writer.write(batch, offset=StreamOffset("dl", "9-0"))
     finally:
         await db_pool.execute("ALTER TABLE tick_data DROP CONSTRAINT test_price_cap")

@@ -30,13 +30,36 @@ US = timedelta(microseconds=1)
 _TS, _DP, _I4, _I8 = "timestamp with time zone", "double precision", "integer", "bigint"
 #: the same on both flavours (tests/storage/test_migrate.py checks plain PostgreSQL)
 TICK_DATA_COLUMNS = [
-    ("time", _TS), ("instrument_id", _I4), ("ltp", _DP), ("last_qty", _I4), ("volume", _I8),
-    ("volume_delta", _I8), ("avg_price", _DP), ("open_interest", _I8), ("bid_price", _DP),
-    ("bid_qty", _I4), ("ask_price", _DP), ("ask_qty", _I4), ("received_at", _TS), ("exchange_time", _TS)]
+    ("time", _TS),
+    ("instrument_id", _I4),
+    ("ltp", _DP),
+    ("last_qty", _I4),
+    ("volume", _I8),
+    ("volume_delta", _I8),
+    ("avg_price", _DP),
+    ("open_interest", _I8),
+    ("bid_price", _DP),
+    ("bid_qty", _I4),
+    ("ask_price", _DP),
+    ("ask_qty", _I4),
+    ("received_at", _TS),
+    ("exchange_time", _TS),
+]
 QUOTE_UPDATES_COLUMNS = [
-    ("time", _TS), ("instrument_id", _I4), ("ltp", _DP), ("last_qty", _I4), ("volume", _I8),
-    ("avg_price", _DP), ("open_interest", _I8), ("bid_price", _DP), ("bid_qty", _I4), ("ask_price", _DP),
-    ("ask_qty", _I4), ("received_at", _TS), ("trade_time", _TS)]
+    ("time", _TS),
+    ("instrument_id", _I4),
+    ("ltp", _DP),
+    ("last_qty", _I4),
+    ("volume", _I8),
+    ("avg_price", _DP),
+    ("open_interest", _I8),
+    ("bid_price", _DP),
+    ("bid_qty", _I4),
+    ("ask_price", _DP),
+    ("ask_qty", _I4),
+    ("received_at", _TS),
+    ("trade_time", _TS),
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +68,7 @@ def engine(timescale_engine: TimescaleEngine) -> TimescaleEngine:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
 
 def rows_of(ticks: list[RawTick]) -> list[dict[str, Any]]:
     return [tick_row(t.time, t.instrument_id, t.ltp, t.volume_delta, t.open_interest) for t in ticks]
@@ -75,22 +99,27 @@ def assert_same_candles(got: dict[Any, Any], expected: dict[Any, Any]) -> None:
         extra = sorted(k for k in g if k not in e)
         wrong = sorted(k for k in e if k in g and g[k] != e[k])
         if missing or extra or wrong:
-            lines.append(f"{tf}: {len(e)} expected, {len(g)} got; missing {len(missing)}, "
-                         f"extra {len(extra)}, different {len(wrong)}")
+            lines.append(
+                f"{tf}: {len(e)} expected, {len(g)} got; missing {len(missing)}, "
+                f"extra {len(extra)}, different {len(wrong)}"
+            )
             lines += [f"  missing {k}: {e[k]}" for k in missing[:3]]
             lines += [f"  extra   {k}: {g[k]}" for k in extra[:3]]
             lines += [f"  differs {k}: got {g[k]} expected {e[k]}" for k in wrong[:3]]
-    pytest.fail("candles differ from the oracle (open, high, low, close, volume, oi, ticks):\n"
-                + "\n".join(lines), pytrace=False)
+    pytest.fail(
+        "candles differ from the oracle (open, high, low, close, volume, oi, ticks):\n" + "\n".join(lines),
+        pytrace=False,
+    )
 
 
-def load_in_batches(engine: TimescaleEngine, ticks: list[RawTick], batches: int,
-                    window: tuple[datetime, datetime]) -> None:
+def load_in_batches(
+    engine: TimescaleEngine, ticks: list[RawTick], batches: int, window: tuple[datetime, datetime]
+) -> None:
     """Load `ticks` in their given order, `batches` slices, refreshing every level after each:
     later slices hold late ticks for buckets that are already materialised."""
     size = -(-len(ticks) // batches)
     for i in range(0, len(ticks), size):
-        engine.load(rows_of(ticks[i:i + size]))
+        engine.load(rows_of(ticks[i : i + size]))
         engine.refresh(*window)
 
 
@@ -99,24 +128,30 @@ def watermarks(engine: TimescaleEngine) -> dict[str, datetime | None]:
     rows = engine.query(
         "SELECT user_view_name, CASE WHEN w > 0 THEN w::float8 / 1e6 END FROM ("
         "SELECT user_view_name, _timescaledb_functions.cagg_watermark(mat_hypertable_id) AS w "
-        "FROM _timescaledb_catalog.continuous_agg) AS marks")  # nothing materialised: 4714 BC
+        "FROM _timescaledb_catalog.continuous_agg) AS marks"
+    )  # nothing materialised: 4714 BC
     return {name: None if ts is None else datetime.fromtimestamp(ts, UTC) for name, ts in rows}
 
 
 # -- 1. the migrations run, statement by statement ------------------------------------------------
 
+
 def test_every_migration_statement_succeeds(engine: TimescaleEngine) -> None:
     statements = engine.migrations()
-    on_disk = {f"{folder}/{p.name}" for folder in ("common", "timescale")
-               for p in (SQL_ROOT / folder).glob("*.sql")}
+    on_disk = {
+        f"{folder}/{p.name}" for folder in ("common", "timescale") for p in (SQL_ROOT / folder).glob("*.sql")
+    }
     applied = {s.file for s in statements if s.file is not None}
     assert applied == on_disk, f"migration files not applied: {sorted(on_disk - applied)}"
     assert any(f.startswith("timescale/") for f in applied)
     failed = [s for s in statements if not s.ok]
-    print(f"{len(statements)} statements from {sorted(applied)} on TimescaleDB "
-          f"{engine.info['timescaledb']}; {len(failed)} failed")
+    print(
+        f"{len(statements)} statements from {sorted(applied)} on TimescaleDB "
+        f"{engine.info['timescaledb']}; {len(failed)} failed"
+    )
     assert not failed, f"{len(failed)} statement(s) failed on TimescaleDB:\n\n" + "\n\n".join(
-        s.describe() for s in failed)
+        s.describe() for s in failed
+    )
 
 
 def test_the_harness_splits_statements_like_postgresql(engine: TimescaleEngine) -> None:
@@ -143,57 +178,88 @@ def test_the_harness_splits_statements_like_postgresql(engine: TimescaleEngine) 
 
 def test_schema_contract(engine: TimescaleEngine) -> None:
     def columns(relation: str) -> list[tuple[str, str]]:
-        return [tuple(r) for r in engine.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position", relation)]
+        return [
+            tuple(r)
+            for r in engine.query(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                relation,
+            )
+        ]
 
     dp, ts, i4, i8 = _DP, _TS, _I4, _I8
     assert columns("tick_data") == TICK_DATA_COLUMNS
     assert columns("quote_updates") == QUOTE_UPDATES_COLUMNS
-    candle_columns = [("bucket", ts), ("instrument_id", i4), ("open", dp), ("high", dp), ("low", dp),
-                      ("close", dp), ("volume", i8), ("open_interest", i8), ("tick_count", i8)]
+    candle_columns = [
+        ("bucket", ts),
+        ("instrument_id", i4),
+        ("open", dp),
+        ("high", dp),
+        ("low", dp),
+        ("close", dp),
+        ("volume", i8),
+        ("open_interest", i8),
+        ("tick_count", i8),
+    ]
     for level in LEVELS:
         assert columns(level) == candle_columns, level
 
     assert engine.query(
         "SELECT column_name, time_interval::text FROM timescaledb_information.dimensions "
-        "WHERE hypertable_name = 'tick_data'") == [["time", "1 day"]]
+        "WHERE hypertable_name = 'tick_data'"
+    ) == [["time", "1 day"]]
     # quote_updates: a hypertable like tick_data, kept as long as ticks (its row of retention_policy)
     assert engine.query(
         "SELECT column_name, time_interval::text FROM timescaledb_information.dimensions "
-        "WHERE hypertable_name = 'quote_updates'") == [["time", "1 day"]]
+        "WHERE hypertable_name = 'quote_updates'"
+    ) == [["time", "1 day"]]
     assert engine.query(
         "SELECT hypertable_name, config->>'drop_after' FROM timescaledb_information.jobs "
         "WHERE proc_name = 'policy_retention' AND hypertable_name IN ('tick_data', 'quote_updates') "
-        "ORDER BY 1") == [["quote_updates", "7 days"], ["tick_data", "7 days"]]
+        "ORDER BY 1"
+    ) == [["quote_updates", "7 days"], ["tick_data", "7 days"]]
     assert engine.query(
         "SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc "
         "FROM timescaledb_information.compression_settings WHERE hypertable_name = 'tick_data' "
-        "ORDER BY attname") == [["instrument_id", 1, None, None], ["time", None, 1, True]]
+        "ORDER BY attname"
+    ) == [["instrument_id", 1, None, None], ["time", None, 1, True]]
     assert engine.query(
         "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates "
-        "ORDER BY view_name") == sorted([[level, False] for level in LEVELS])
+        "ORDER BY view_name"
+    ) == sorted([[level, False] for level in LEVELS])
     # Each level stacks on the one below.
     assert engine.query(
         "SELECT c.user_view_name, p.user_view_name FROM _timescaledb_catalog.continuous_agg c "
         "LEFT JOIN _timescaledb_catalog.continuous_agg p ON p.mat_hypertable_id = c.parent_mat_hypertable_id "
-        "ORDER BY c.mat_hypertable_id") == [
-        ["candles_1m", None], ["candles_5m", "candles_1m"], ["candles_15m", "candles_5m"],
-        ["candles_1h", "candles_15m"], ["candles_1d", "candles_1h"]]
+        "ORDER BY c.mat_hypertable_id"
+    ) == [
+        ["candles_1m", None],
+        ["candles_5m", "candles_1m"],
+        ["candles_15m", "candles_5m"],
+        ["candles_1h", "candles_15m"],
+        ["candles_1d", "candles_1h"],
+    ]
     # The (instrument_id, bucket DESC) index on each materialisation, and no other.
     for level in LEVELS:
-        defs = [r[0] for r in engine.query(
-            "SELECT i.indexdef FROM _timescaledb_catalog.continuous_agg c "
-            "JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id "
-            "JOIN pg_indexes i ON i.schemaname = h.schema_name AND i.tablename = h.table_name "
-            "WHERE c.user_view_name = $1", level)]
+        defs = [
+            r[0]
+            for r in engine.query(
+                "SELECT i.indexdef FROM _timescaledb_catalog.continuous_agg c "
+                "JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id "
+                "JOIN pg_indexes i ON i.schemaname = h.schema_name AND i.tablename = h.table_name "
+                "WHERE c.user_view_name = $1",
+                level,
+            )
+        ]
         assert [d for d in defs if "(instrument_id, bucket DESC)" in d], (level, defs)
     assert engine.query(
         "SELECT indexdef LIKE '%(instrument_id, \"time\" DESC)%' FROM pg_indexes "
-        "WHERE tablename = 'tick_data' AND indexname = 'tick_data_instrument_time_idx'") == [[True]]
+        "WHERE tablename = 'tick_data' AND indexname = 'tick_data_instrument_time_idx'"
+    ) == [[True]]
     for relation in ("tick_data", "quote_updates", *LEVELS):
-        assert engine.query("SELECT obj_description($1::regclass, 'pg_class') IS NOT NULL",
-                            relation) == [[True]], relation
+        assert engine.query("SELECT obj_description($1::regclass, 'pg_class') IS NOT NULL", relation) == [
+            [True]
+        ], relation
     # The service's hooks exist with the plain-PostgreSQL signatures and run.
     assert engine.query("CALL refresh_candles()") == []
     assert engine.query("SELECT ensure_tick_partitions(now(), now() + interval '2 days')") == [[0]]
@@ -201,6 +267,7 @@ def test_schema_contract(engine: TimescaleEngine) -> None:
 
 
 # -- 2. a deterministic trading day ---------------------------------------------------------------
+
 
 def trading_day_dataset() -> list[RawTick]:
     """Three instruments over an IST trading day, an MCX-like evening across 00:15 IST, and ticks
@@ -212,13 +279,20 @@ def trading_day_dataset() -> list[RawTick]:
     def add(instrument: int, when: datetime, oi: bool) -> None:
         price = round(rnd.uniform(95, 105), 2) if rnd.random() < 0.9 else rnd.uniform(1, 5000)
         open_interest = (rnd.randint(0, 5_000_000) if rnd.random() < 0.9 else None) if oi else None
-        ticks[(instrument, when)] = RawTick(when, instrument, price, rnd.choice(
-            [0, 1, rnd.randint(1, 500), rnd.randint(10**6, 10**10)]), open_interest)
+        ticks[(instrument, when)] = RawTick(
+            when,
+            instrument,
+            price,
+            rnd.choice([0, 1, rnd.randint(1, 500), rnd.randint(10**6, 10**10)]),
+            open_interest,
+        )
 
     # NSE cash (no OI) and a future (OI): pre-open 09:00-09:08, session 09:15-15:30.
     for instrument, oi in ((101, False), (102, True)):
-        for start, end in ((day.replace(hour=9), day.replace(hour=9, minute=8)),
-                           (day.replace(hour=9, minute=15), day.replace(hour=15, minute=30))):
+        for start, end in (
+            (day.replace(hour=9), day.replace(hour=9, minute=8)),
+            (day.replace(hour=9, minute=15), day.replace(hour=15, minute=30)),
+        ):
             t = start
             while t < end:
                 add(instrument, t + timedelta(microseconds=rnd.randint(0, 999_999)), oi)
@@ -230,11 +304,18 @@ def trading_day_dataset() -> list[RawTick]:
         t += timedelta(seconds=rnd.randint(20, 120))
     # Bucket edges: exactly on, and 1 us before/after, edges of every width.
     for instrument in (101, 102, 103):
-        for edge in (day.replace(hour=9, minute=15), day.replace(hour=10, minute=15),
-                     day.replace(hour=9, minute=30), day.replace(hour=9, minute=45),
-                     day.replace(hour=11, minute=0), day.replace(hour=12, minute=20),
-                     day.replace(hour=14, minute=1), day.replace(hour=15, minute=15),
-                     day.replace(minute=15), day + timedelta(days=1, minutes=15)):
+        for edge in (
+            day.replace(hour=9, minute=15),
+            day.replace(hour=10, minute=15),
+            day.replace(hour=9, minute=30),
+            day.replace(hour=9, minute=45),
+            day.replace(hour=11, minute=0),
+            day.replace(hour=12, minute=20),
+            day.replace(hour=14, minute=1),
+            day.replace(hour=15, minute=15),
+            day.replace(minute=15),
+            day + timedelta(days=1, minutes=15),
+        ):
             for delta in (-US, timedelta(0), US):
                 add(instrument, edge + delta, instrument != 101)
     # Around 00:15 IST (the 1d edge) for the MCX-like instrument.
@@ -290,13 +371,17 @@ raw_ticks = st.builds(
 )
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(ticks=st.lists(raw_ticks, min_size=1, max_size=250,
-                      unique_by=lambda t: (t.instrument_id, t.time)),
-       order_seed=st.integers(0, 2**32 - 1), batches=st.integers(1, 3))
-def test_random_streams_equal_the_oracle(engine: TimescaleEngine, ticks: list[RawTick],
-                                         order_seed: int, batches: int) -> None:
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(
+    ticks=st.lists(raw_ticks, min_size=1, max_size=250, unique_by=lambda t: (t.instrument_id, t.time)),
+    order_seed=st.integers(0, 2**32 - 1),
+    batches=st.integers(1, 3),
+)
+def test_random_streams_equal_the_oracle(
+    engine: TimescaleEngine, ticks: list[RawTick], order_seed: int, batches: int
+) -> None:
     engine.reset()
     arrival = ticks[:]
     random.Random(order_seed).shuffle(arrival)
@@ -306,37 +391,52 @@ def test_random_streams_equal_the_oracle(engine: TimescaleEngine, ticks: list[Ra
 
 # -- 4. real-time aggregation -----------------------------------------------------------------------
 
+
 def test_ticks_after_the_last_refresh_are_visible(engine: TimescaleEngine) -> None:
     engine.reset()
     day = datetime(2025, 6, 2, tzinfo=IST)
     cut = day.replace(hour=11, minute=15)
-    before = [RawTick(day.replace(hour=9, minute=15) + timedelta(seconds=37 * i + 1), inst,
-                      100.0 + (i % 17) + inst, i % 9, 1000 + i) for inst in (1, 2) for i in range(190)]
+    before = [
+        RawTick(
+            day.replace(hour=9, minute=15) + timedelta(seconds=37 * i + 1),
+            inst,
+            100.0 + (i % 17) + inst,
+            i % 9,
+            1000 + i,
+        )
+        for inst in (1, 2)
+        for i in range(190)
+    ]
     assert max(t.time for t in before) < cut
     engine.load(rows_of(before))
     # Materialise up to 11:15 IST. The 1d level only up to the last complete IST day, as its
     # policy (end_offset 1 day) does: on 2.23 a window ending inside a day would materialise the
     # whole, still-forming, day (origin ignored in the window arithmetic, timescaledb #9308).
     engine.refresh(day - timedelta(days=3), cut, levels=LEVELS[:4])
-    engine.refresh(day + timedelta(minutes=15) - timedelta(days=3), day + timedelta(minutes=15),
-                   levels=("candles_1d",))
+    engine.refresh(
+        day + timedelta(minutes=15) - timedelta(days=3), day + timedelta(minutes=15), levels=("candles_1d",)
+    )
     marks = watermarks(engine)
     last_before = max(t.time for t in before)
     assert all((m := marks[level]) is not None and last_before < m <= cut for level in LEVELS[:4]), marks
     assert marks["candles_1d"] is None or marks["candles_1d"] <= day, marks
 
-    after = [RawTick(cut, 1, 555.5, 7, 42),                       # exactly on the edge
-             RawTick(cut + timedelta(seconds=30), 1, 90.25, 3, None),
-             RawTick(cut + timedelta(minutes=1, microseconds=1), 1, 91.0, 11, 43),
-             RawTick(cut + timedelta(minutes=6, seconds=2), 2, 700.0, 5, 44),
-             RawTick(cut + timedelta(minutes=31), 3, 12.5, 1, None)]  # a new instrument
+    after = [
+        RawTick(cut, 1, 555.5, 7, 42),  # exactly on the edge
+        RawTick(cut + timedelta(seconds=30), 1, 90.25, 3, None),
+        RawTick(cut + timedelta(minutes=1, microseconds=1), 1, 91.0, 11, 43),
+        RawTick(cut + timedelta(minutes=6, seconds=2), 2, 700.0, 5, 44),
+        RawTick(cut + timedelta(minutes=31), 3, 12.5, 1, None),
+    ]  # a new instrument
     engine.load(rows_of(after))  # no refresh
     got = engine.candles()
-    forming = {("1m", 1, cut): (555.5, 555.5, 90.25, 90.25, 10, None, 2),
-               ("1m", 1, cut + timedelta(minutes=1)): (91.0, 91.0, 91.0, 91.0, 11, 43, 1),
-               ("5m", 1, cut): (555.5, 555.5, 90.25, 91.0, 21, 43, 3),
-               ("5m", 2, cut + timedelta(minutes=5)): (700.0, 700.0, 700.0, 700.0, 5, 44, 1),
-               ("5m", 3, cut + timedelta(minutes=30)): (12.5, 12.5, 12.5, 12.5, 1, None, 1)}
+    forming = {
+        ("1m", 1, cut): (555.5, 555.5, 90.25, 90.25, 10, None, 2),
+        ("1m", 1, cut + timedelta(minutes=1)): (91.0, 91.0, 91.0, 91.0, 11, 43, 1),
+        ("5m", 1, cut): (555.5, 555.5, 90.25, 91.0, 21, 43, 3),
+        ("5m", 2, cut + timedelta(minutes=5)): (700.0, 700.0, 700.0, 700.0, 5, 44, 1),
+        ("5m", 3, cut + timedelta(minutes=30)): (12.5, 12.5, 12.5, 12.5, 1, None, 1),
+    }
     for key, value in forming.items():
         assert got.get(key) == value, key
     assert_same_candles(got, candles(before + after))
@@ -345,6 +445,7 @@ def test_ticks_after_the_last_refresh_are_visible(engine: TimescaleEngine) -> No
 
 # -- 5. policies ------------------------------------------------------------------------------------
 
+
 def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
     engine.reset()
     jobs = engine.query(
@@ -352,7 +453,8 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         "(config->>'start_offset')::interval::text, (config->>'end_offset')::interval::text, "
         "(config->>'compress_after')::interval::text, (config->>'drop_after')::interval::text, "
         "(config->>'buckets_per_batch')::int "
-        "FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY job_id")
+        "FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY job_id"
+    )
     found = {(j[1], j[2]): tuple(j[3:]) for j in jobs}
     refresh = "policy_refresh_continuous_aggregate"
     assert found == {
@@ -373,23 +475,36 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
     }, found
     # The retention table the service reads agrees with the policies (1d: kept forever).
     table = dict(map(tuple, engine.query("SELECT relation, keep::text FROM retention_policy")))
-    assert table == {"tick_data": "7 days", "candles_1m": "30 days", "candles_5m": "90 days",
-                     "candles_15m": "6 mons", "candles_1h": "1 year", "candles_1d": None}
+    assert table == {
+        "tick_data": "7 days",
+        "candles_1m": "30 days",
+        "candles_5m": "90 days",
+        "candles_15m": "6 mons",
+        "candles_1h": "1 year",
+        "candles_1d": None,
+    }
 
     # Run every job once on ticks relative to now: 10 days old (past retention and the 6-day
     # refresh window), 3 days old (compressed, materialised) and the last hour (real-time).
     now = datetime.fromisoformat(engine.query("SELECT now()")[0][0])
     old = [RawTick(now - timedelta(days=10, seconds=s), 7, 50.0 + s, 1, None) for s in range(5)]
     mid = [RawTick(now - timedelta(days=3, seconds=13 * s), 7, 60.0 + s, 2, s) for s in range(20)]
-    recent = [RawTick(now - timedelta(minutes=45, seconds=11 * s), inst, 70.0 + s, 3, s)
-              for s in range(30) for inst in (7, 8)]
+    recent = [
+        RawTick(now - timedelta(minutes=45, seconds=11 * s), inst, 70.0 + s, 3, s)
+        for s in range(30)
+        for inst in (7, 8)
+    ]
     engine.load(rows_of(old + mid + recent))
-    instrument = engine.query("INSERT INTO instruments (exchange, tradingsymbol) "
-                              "VALUES ('NSE', 'POLICYTEST') RETURNING id")[0][0]
-    engine.query("INSERT INTO broker_candles (instrument_id, timeframe, bucket, open, high, low, close, "
-                 "volume, source) VALUES ($1, '1m', now() - interval '40 days', 1, 1, 1, 1, 1, 'sim'), "
-                 "($1, '1m', now() - interval '10 days', 1, 1, 1, 1, 1, 'sim'), "
-                 "($1, '1d', now() - interval '5 years', 1, 1, 1, 1, 1, 'sim')", instrument)
+    instrument = engine.query(
+        "INSERT INTO instruments (exchange, tradingsymbol) VALUES ('NSE', 'POLICYTEST') RETURNING id"
+    )[0][0]
+    engine.query(
+        "INSERT INTO broker_candles (instrument_id, timeframe, bucket, open, high, low, close, "
+        "volume, source) VALUES ($1, '1m', now() - interval '40 days', 1, 1, 1, 1, 1, 'sim'), "
+        "($1, '1m', now() - interval '10 days', 1, 1, 1, 1, 1, 'sim'), "
+        "($1, '1d', now() - interval '5 years', 1, 1, 1, 1, 1, 'sim')",
+        instrument,
+    )
 
     def run_jobs_until(expected: dict[Any, Any]) -> None:
         # On 2.23 a batched refresh run can leave one invalidated batch to the next run when the
@@ -404,16 +519,20 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         assert_same_candles(engine.candles(), expected)
 
     run_jobs_until(candles(mid + recent))
-    assert engine.query("SELECT count(*), count(*) FILTER (WHERE time < now() - interval '7 days') "
-                        "FROM tick_data") == [[len(mid) + len(recent), 0]]
-    chunks = engine.query("SELECT range_end < now() - interval '1 day', is_compressed "
-                          "FROM timescaledb_information.chunks WHERE hypertable_name = 'tick_data'")
+    assert engine.query(
+        "SELECT count(*), count(*) FILTER (WHERE time < now() - interval '7 days') FROM tick_data"
+    ) == [[len(mid) + len(recent), 0]]
+    chunks = engine.query(
+        "SELECT range_end < now() - interval '1 day', is_compressed "
+        "FROM timescaledb_information.chunks WHERE hypertable_name = 'tick_data'"
+    )
     assert chunks and all(old_enough == compressed for old_enough, compressed in chunks), chunks
     assert [True, True] in chunks  # the 3-day-old ticks sit in a compressed chunk
     marks = watermarks(engine)
     assert all((marks[level] or ORIGIN) > max(t.time for t in mid) for level in LEVELS), marks
-    assert engine.query("SELECT timeframe, bucket < now() - interval '30 days' FROM broker_candles "
-                        "ORDER BY timeframe") == [["1d", True], ["1m", False]]
+    assert engine.query(
+        "SELECT timeframe, bucket < now() - interval '30 days' FROM broker_candles ORDER BY timeframe"
+    ) == [["1d", True], ["1m", False]]
 
     # A late tick into the compressed chunk is folded in by the next policy runs.
     late = RawTick(now - timedelta(days=3, microseconds=1), 7, 1.5, 1000, 99)

@@ -51,11 +51,16 @@ def ist(day: date, hh: int, mm: int, ss: int = 0) -> datetime:
 
 
 def to_oracle(events: list[Event]) -> list[Tick | oracle.CaptureStart]:
-    return [oracle.CaptureStart(e.instrument_ids, from_us(e.at_us)) if isinstance(e, VolumeReset) and e.at_us
-            else e for e in events]
+    return [
+        oracle.CaptureStart(e.instrument_ids, from_us(e.at_us))
+        if isinstance(e, VolumeReset) and e.at_us
+        else e
+        for e in events
+    ]
 
 
 # -- Kite ---------------------------------------------------------------------------------------
+
 
 def kite_sequence(ids: dict[int, int]) -> list[Event]:
     """Full-mode packets for two instruments, parsed by our parser, with the capture markers the
@@ -74,15 +79,28 @@ def kite_sequence(ids: dict[int, int]) -> list[Event]:
             trades.append((t, price, rng.choice((1, 5, 25, 100))))
             t += rng.choice((0, 1, 2, 3, 7))  # 0: two trades stamped in the same second
         tape[token] = trades
-    yesterday_close = {NSE_TOKEN: (int(ist(day - timedelta(days=1), 15, 29, 59).timestamp()), 249.0, 90_000),
-                       MCX_TOKEN: (int(ist(day - timedelta(days=1), 23, 29, 59).timestamp()), 249.5, 60_000)}
+    yesterday_close = {
+        NSE_TOKEN: (int(ist(day - timedelta(days=1), 15, 29, 59).timestamp()), 249.0, 90_000),
+        MCX_TOKEN: (int(ist(day - timedelta(days=1), 23, 29, 59).timestamp()), 249.5, 60_000),
+    }
     connected = [(ist(day, 9, 5), ist(day, 9, 31, 10)), (ist(day, 9, 34, 40), ist(day, 9, 50))]
     events: list[Event] = []
 
-    def packet(token: int, exchange_s: int, trade: tuple[int, float, int], volume: int, bid_shift: float) -> Event:
-        q = Quote(token=token, last_price=trade[1], last_quantity=trade[2], average_price=trade[1], volume=volume,
-                  last_trade_time=trade[0], exchange_timestamp=exchange_s, oi=0,
-                  bids=[(10, trade[1] - 0.05 - bid_shift, 1)], asks=[(12, trade[1] + 0.05, 1)])
+    def packet(
+        token: int, exchange_s: int, trade: tuple[int, float, int], volume: int, bid_shift: float
+    ) -> Event:
+        q = Quote(
+            token=token,
+            last_price=trade[1],
+            last_quantity=trade[2],
+            average_price=trade[1],
+            volume=volume,
+            last_trade_time=trade[0],
+            exchange_timestamp=exchange_s,
+            oi=0,
+            bids=[(10, trade[1] - 0.05 - bid_shift, 1)],
+            asks=[(12, trade[1] + 0.05, 1)],
+        )
         [p] = kite_frame_to_packets(pack_frame([pack_packet(q, "full")])).packets
         return kite_packet_to_tick(p, ids[token], received)
 
@@ -97,7 +115,9 @@ def kite_sequence(ids: dict[int, int]) -> list[Event]:
                 cumulative += trades[pos][2]
                 last, last_volume = trades[pos], cumulative
                 pos += 1
-            updates.append((int(start.timestamp()), 1, packet(token, int(start.timestamp()), last, last_volume, 0)))
+            updates.append(
+                (int(start.timestamp()), 1, packet(token, int(start.timestamp()), last, last_volume, 0))
+            )
             while pos < len(moments) and moments[pos][0] < end.timestamp():
                 cumulative += trades[pos][2]
                 last, last_volume = trades[pos], cumulative
@@ -113,14 +133,25 @@ def kite_sequence(ids: dict[int, int]) -> list[Event]:
 
 # -- Fyers --------------------------------------------------------------------------------------
 
+
 def fyers_sequence(iid: int) -> list[Event]:
     day = trading_day()
     received = datetime.now(UTC)
     names = FC.SCRIP_FIELDS
     topic = "sf|nse_cm|2885"
-    state = {"ltp": 151_00, "vol_traded_today": 80_000, "last_traded_time": int(ist(day, 9, 20, 11).timestamp()),
-             "exch_feed_time": 0, "bid_size": 40, "ask_size": 30, "bid_price": 150_95, "ask_price": 151_05,
-             "last_traded_qty": 15, "avg_trade_price": 150_80, "OI": 0}
+    state = {
+        "ltp": 151_00,
+        "vol_traded_today": 80_000,
+        "last_traded_time": int(ist(day, 9, 20, 11).timestamp()),
+        "exch_feed_time": 0,
+        "bid_size": 40,
+        "ask_size": 30,
+        "bid_price": 150_95,
+        "ask_price": 151_05,
+        "last_traded_qty": 15,
+        "avg_trade_price": 150_80,
+        "OI": 0,
+    }
     events: list[Event] = []
 
     def snapshot(decoder: HsmDecoder, now: datetime) -> None:
@@ -146,24 +177,49 @@ def fyers_sequence(iid: int) -> list[Event]:
     snapshot(decoder, first)
     s = int(first.timestamp())
     change(decoder, bid_price=150_90, exch_feed_time=s + 3)  # quote only
-    change(decoder, ltp=151_10, vol_traded_today=80_025, last_traded_time=s + 4, exch_feed_time=s + 4,
-           last_traded_qty=25)
+    change(
+        decoder,
+        ltp=151_10,
+        vol_traded_today=80_025,
+        last_traded_time=s + 4,
+        exch_feed_time=s + 4,
+        last_traded_qty=25,
+    )
     change(decoder, ask_size=55, exch_feed_time=s + 5)  # quote only
-    change(decoder, ltp=151_05, vol_traded_today=80_125, last_traded_time=s + 61, exch_feed_time=s + 62,
-           last_traded_qty=100)
-    change(decoder, ltp=151_20, vol_traded_today=80_135, last_traded_time=s + 61, exch_feed_time=s + 62,
-           last_traded_qty=10)  # a second trade stamped in the same second
+    change(
+        decoder,
+        ltp=151_05,
+        vol_traded_today=80_125,
+        last_traded_time=s + 61,
+        exch_feed_time=s + 62,
+        last_traded_qty=100,
+    )
+    change(
+        decoder,
+        ltp=151_20,
+        vol_traded_today=80_135,
+        last_traded_time=s + 61,
+        exch_feed_time=s + 62,
+        last_traded_qty=10,
+    )  # a second trade stamped in the same second
     # a reconnect: a new decoder, a new snapshot of the same last trade (no new trade)
     again = first + timedelta(minutes=3)
     events.append(VolumeReset(frozenset({iid}), to_us(again)))
     decoder = HsmDecoder()
     snapshot(decoder, again)
-    change(decoder, ltp=151_00, vol_traded_today=80_335, last_traded_time=s + 200, exch_feed_time=s + 200,
-           last_traded_qty=200)
+    change(
+        decoder,
+        ltp=151_00,
+        vol_traded_today=80_335,
+        last_traded_time=s + 200,
+        exch_feed_time=s + 200,
+        last_traded_qty=200,
+    )
     return events
 
 
 # -- the two flavours ---------------------------------------------------------------------------
+
 
 async def write_in_batches(pool: asyncpg.Pool, events: list[Event]) -> WriteResult:
     """Three batches, the writer restarting (a new process) before the last."""
@@ -203,15 +259,18 @@ def check_timescale(engine: TimescaleEngine, events: list[Event], ids: list[int]
         return {c: v.isoformat() if isinstance(v, datetime) else v for c, v in zip(columns, row, strict=True)}
 
     assert engine.load([as_json(TICK_COLUMNS, r) for r in rows]) == len(expected_trades)
-    engine.query("INSERT INTO quote_updates SELECT * FROM json_populate_recordset(NULL::quote_updates, $1::json)",
-                 [as_json(QUOTE_COLUMNS, r) for r in quotes])
+    engine.query(
+        "INSERT INTO quote_updates SELECT * FROM json_populate_recordset(NULL::quote_updates, $1::json)",
+        [as_json(QUOTE_COLUMNS, r) for r in quotes],
+    )
     assert engine.query("SELECT count(*) FROM quote_updates") == [[len(quotes)]]
     engine.refresh(*wide_window(expected_trades))
     assert_same_candles(engine.candles(), oracle.candles(expected_trades))
 
 
-async def test_kite_full_mode_sequence_gives_the_oracle_candles(db_pool: asyncpg.Pool,
-                                                                 timescale_engine: TimescaleEngine) -> None:
+async def test_kite_full_mode_sequence_gives_the_oracle_candles(
+    db_pool: asyncpg.Pool, timescale_engine: TimescaleEngine
+) -> None:
     await reset_market_data(db_pool)
     nse, mcx = await make_instruments(db_pool, 2, prefix="KSEQ")
     events = kite_sequence({NSE_TOKEN: nse, MCX_TOKEN: mcx})
@@ -223,14 +282,17 @@ async def test_kite_full_mode_sequence_gives_the_oracle_candles(db_pool: asyncpg
     day = trading_day()
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data WHERE time < $1", ist(day, 0, 15)) == 0
     # the NSE pre-open match is credited in full; the day's volume is exact for both
-    total = {r[0]: r[1] for r in await db_pool.fetch(
-        "SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")}
+    total = {
+        r[0]: r[1]
+        for r in await db_pool.fetch("SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")
+    }
     last = {t.instrument_id: t.volume for t in ticks}
     assert total == last
 
 
-async def test_fyers_snapshot_then_updates_gives_the_oracle_candles(db_pool: asyncpg.Pool,
-                                                                    timescale_engine: TimescaleEngine) -> None:
+async def test_fyers_snapshot_then_updates_gives_the_oracle_candles(
+    db_pool: asyncpg.Pool, timescale_engine: TimescaleEngine
+) -> None:
     await reset_market_data(db_pool)
     [iid] = await make_instruments(db_pool, 1, prefix="FSEQ")
     events = fyers_sequence(iid)
@@ -238,14 +300,19 @@ async def test_fyers_snapshot_then_updates_gives_the_oracle_candles(db_pool: asy
     check_timescale(timescale_engine, events, [iid])
     day = trading_day()
     # the snapshot 40 minutes after the last trade opened no candle; the volume since it is exact
-    rows = [tuple(r) for r in await db_pool.fetch(
-        "SELECT time, exchange_time, ltp, volume_delta FROM tick_data ORDER BY time")]
+    rows = [
+        tuple(r)
+        for r in await db_pool.fetch(
+            "SELECT time, exchange_time, ltp, volume_delta FROM tick_data ORDER BY time"
+        )
+    ]
     s = ist(day, 10, 0)
     assert rows == [
         (s + timedelta(seconds=4), s + timedelta(seconds=4), 151.1, 25),
         (s + timedelta(seconds=61), s + timedelta(seconds=62), 151.05, 100),
         (s + timedelta(seconds=61, microseconds=1), s + timedelta(seconds=62), 151.2, 10),
-        (s + timedelta(seconds=200), s + timedelta(seconds=200), 151.0, 200)]
+        (s + timedelta(seconds=200), s + timedelta(seconds=200), 151.0, 200),
+    ]
 
 
 async def test_the_bucket_credited_with_unseen_volume_is_partial(db_pool: asyncpg.Pool) -> None:
@@ -256,21 +323,39 @@ async def test_the_bucket_credited_with_unseen_volume_is_partial(db_pool: asyncp
     day = trading_day()
     await db_pool.execute(
         "INSERT INTO market_sessions (calendar, day, session) VALUES ('NSE', $1, tstzrange($2, $3)) "
-        "ON CONFLICT DO NOTHING", day, ist(day, 9, 15), ist(day, 15, 30))
+        "ON CONFLICT DO NOTHING",
+        day,
+        ist(day, 9, 15),
+        ist(day, 15, 30),
+    )
     await db_pool.execute(
         "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES "
         "($1, 'sim', tstzrange($2, $3), false), ($1, 'sim', tstzrange($4, $5), false)",
-        iid, ist(day, 9, 55), ist(day, 10, 0, 30), ist(day, 10, 5, 10), ist(day, 10, 20))
+        iid,
+        ist(day, 9, 55),
+        ist(day, 10, 0, 30),
+        ist(day, 10, 5, 10),
+        ist(day, 10, 20),
+    )
 
     def trade(at: datetime, exchange: datetime, volume: int, qty: int) -> Tick:
-        return Tick(instrument_id=iid, exchange_ts=exchange, received_ts=datetime.now(UTC), last_price=100.0,
-                    last_quantity=qty, volume=volume, trade_ts=at)
+        return Tick(
+            instrument_id=iid,
+            exchange_ts=exchange,
+            received_ts=datetime.now(UTC),
+            last_price=100.0,
+            last_quantity=qty,
+            volume=volume,
+            trade_ts=at,
+        )
 
     events: list[Event] = [VolumeReset(frozenset({iid}), to_us(ist(day, 9, 55)))]
     events += [trade(ist(day, 9, 56 + n), ist(day, 9, 56 + n), 1000 + 10 * n, 10) for n in range(4)]
-    events += [VolumeReset(frozenset({iid}), to_us(ist(day, 10, 5, 10))),
-               trade(ist(day, 10, 4, 40), ist(day, 10, 5, 10), 5000, 50),  # the snapshot
-               trade(ist(day, 10, 6, 1), ist(day, 10, 6, 1), 5010, 10)]
+    events += [
+        VolumeReset(frozenset({iid}), to_us(ist(day, 10, 5, 10))),
+        trade(ist(day, 10, 4, 40), ist(day, 10, 5, 10), 5000, 50),  # the snapshot
+        trade(ist(day, 10, 6, 1), ist(day, 10, 6, 1), 5010, 10),
+    ]
     writer = await DirectWriter.open(db_pool)
     await writer.write(events)
     async with db_pool.acquire() as conn:
@@ -278,5 +363,10 @@ async def test_the_bucket_credited_with_unseen_volume_is_partial(db_pool: asyncp
         candles = await read_candles(conn, iid, Timeframe.M1, ist(day, 9, 50), ist(day, 10, 10))
     by_bucket = {c.bucket: (c.volume, c.source) for c in candles}
     assert by_bucket == {
-        ist(day, 9, 56): (10, "live"), ist(day, 9, 57): (10, "live"), ist(day, 9, 58): (10, "live"),
-        ist(day, 9, 59): (10, "live"), ist(day, 10, 4): (5000 - 1030, "partial"), ist(day, 10, 6): (10, "live")}
+        ist(day, 9, 56): (10, "live"),
+        ist(day, 9, 57): (10, "live"),
+        ist(day, 9, 58): (10, "live"),
+        ist(day, 9, 59): (10, "live"),
+        ist(day, 10, 4): (5000 - 1030, "partial"),
+        ist(day, 10, 6): (10, "live"),
+    }

@@ -73,8 +73,14 @@ def _check_prerequisites() -> str:
     return node
 
 
-def tick_row(time_: datetime, instrument_id: int, ltp: float, volume_delta: int,
-             open_interest: int | None, **extra: Any) -> dict[str, Any]:
+def tick_row(
+    time_: datetime,
+    instrument_id: int,
+    ltp: float,
+    volume_delta: int,
+    open_interest: int | None,
+    **extra: Any,
+) -> dict[str, Any]:
     """One tick_data row as the engine's `load` takes it (timestamps as ISO strings)."""
     row: dict[str, Any] = {
         "time": time_.isoformat(),
@@ -158,10 +164,13 @@ class TimescaleEngine:
     def load(self, rows: list[dict[str, Any]]) -> int:
         return int(self.request("load", rows=rows)["inserted"])
 
-    def refresh(self, start: datetime | None, end: datetime | None,
-                levels: tuple[str, ...] = LEVELS) -> None:
-        self.request("refresh", start=start.isoformat() if start else None,
-                     end=end.isoformat() if end else None, levels=list(levels))
+    def refresh(self, start: datetime | None, end: datetime | None, levels: tuple[str, ...] = LEVELS) -> None:
+        self.request(
+            "refresh",
+            start=start.isoformat() if start else None,
+            end=end.isoformat() if end else None,
+            levels=list(levels),
+        )
 
     def query(self, sql: str, *params: Any) -> list[list[Any]]:
         rows: list[list[Any]] = self.request("query", sql=sql, params=list(params))
@@ -240,4 +249,5 @@ class EnginePool:
         @contextlib.asynccontextmanager
         async def lease() -> AsyncIterator[EngineConnection]:
             yield self.conn
+
         return lease()

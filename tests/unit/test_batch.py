@@ -17,10 +17,25 @@ from trading_helper.storage.ticks import QUOTE_COLUMNS, TICK_COLUMNS
 NOW = datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)  # 10:30 IST
 
 
-def tick(iid: int, at: datetime, price: float = 100.0, volume: int | None = None, qty: int | None = None,
-         trade: datetime | None = None, **more: object) -> Tick:
-    return Tick(instrument_id=iid, exchange_ts=at, received_ts=at + timedelta(milliseconds=300), last_price=price,
-                last_quantity=qty, volume=volume, trade_ts=trade, **more)  # type: ignore[arg-type]
+def tick(
+    iid: int,
+    at: datetime,
+    price: float = 100.0,
+    volume: int | None = None,
+    qty: int | None = None,
+    trade: datetime | None = None,
+    **more: object,
+) -> Tick:
+    return Tick(
+        instrument_id=iid,
+        exchange_ts=at,
+        received_ts=at + timedelta(milliseconds=300),
+        last_price=price,
+        last_quantity=qty,
+        volume=volume,
+        trade_ts=trade,
+        **more,
+    )  # type: ignore[arg-type]
 
 
 def test_binary_rows_hold_nulls_and_slice_by_row() -> None:
@@ -29,35 +44,57 @@ def test_binary_rows_hold_nulls_and_slice_by_row() -> None:
     ints = np.array([1, -1, 3], np.int64)
     floats = np.array([1.5, 2.5, float("nan")])
     rows = encode(kinds, [(t, None), (ints, None), (ints, ints < 0), (floats, np.isnan(floats))])
-    assert rows.rows() == [(NOW, 1, 1, 1.5), (NOW + timedelta(microseconds=1), -1, None, 2.5),
-                           (NOW + timedelta(microseconds=2), 3, 3, None)]
+    assert rows.rows() == [
+        (NOW, 1, 1, 1.5),
+        (NOW + timedelta(microseconds=1), -1, None, 2.5),
+        (NOW + timedelta(microseconds=2), 3, 3, None),
+    ]
     # row 1: field count, then length + value per field; the NULL bigint is a length of -1 alone
     start = int(rows.ends[0])
-    assert rows.data[start:int(rows.ends[1])] == (
-        struct.pack(">h", 4) + struct.pack(">iq", 8, to_us(NOW) + 1 - 946_684_800_000_000) + struct.pack(">ii", 4, -1)
-        + struct.pack(">i", -1) + struct.pack(">id", 8, 2.5))
-    assert rows.payload(1, 2) == HEADER + rows.data[start:int(rows.ends[1])] + TRAILER
+    assert rows.data[start : int(rows.ends[1])] == (
+        struct.pack(">h", 4)
+        + struct.pack(">iq", 8, to_us(NOW) + 1 - 946_684_800_000_000)
+        + struct.pack(">ii", 4, -1)
+        + struct.pack(">i", -1)
+        + struct.pack(">id", 8, 2.5)
+    )
+    assert rows.payload(1, 2) == HEADER + rows.data[start : int(rows.ends[1])] + TRAILER
     assert rows.payload() == HEADER + rows.data + TRAILER
 
 
 def test_a_batch_splits_trades_from_quotes_counts_rejects_and_names_entries() -> None:
     known = {1, 2}
     capture = NOW - timedelta(minutes=1)
-    first = [tick(1, NOW, 100.0, volume=500, qty=5, trade=NOW, open_interest=75, bid_price=99.5, bid_quantity=3),
-             tick(1, NOW + timedelta(seconds=1), 100.0, volume=500, qty=5, trade=NOW),  # the same trade again
-             tick(2, NOW, -1.0)]                                                      # bad price
-    second = [tick(9, NOW, 50.0),                                                     # unknown instrument
-              tick(2, NOW - timedelta(days=60), 50.0),                                # far too old
-              tick(2, NOW, 50.0, volume=10, qty=2**31)]                                # quantity beyond int4
+    first = [
+        tick(1, NOW, 100.0, volume=500, qty=5, trade=NOW, open_interest=75, bid_price=99.5, bid_quantity=3),
+        tick(1, NOW + timedelta(seconds=1), 100.0, volume=500, qty=5, trade=NOW),  # the same trade again
+        tick(2, NOW, -1.0),
+    ]  # bad price
+    second = [
+        tick(9, NOW, 50.0),  # unknown instrument
+        tick(2, NOW - timedelta(days=60), 50.0),  # far too old
+        tick(2, NOW, 50.0, volume=10, qty=2**31),
+    ]  # quantity beyond int4
     chunks = [VolumeReset(frozenset({1}), to_us(capture)), *chunks_of(first), *chunks_of(second)]
     tracker = VolumeTracker()
     batch = build_batch(chunks, tracker, known, to_us(NOW), entry_starts=[0, 3], entry_ids=["1-0", "2-0"])
-    assert dict(batch.rejected) == {"bad_price": 1, "unknown_instrument": 1, "timestamp_out_of_range": 1,
-                                    "bad_quantity": 1}
+    assert dict(batch.rejected) == {
+        "bad_price": 1,
+        "unknown_instrument": 1,
+        "timestamp_out_of_range": 1,
+        "bad_quantity": 1,
+    }
     assert batch.unknown == {9}
     [trade] = [dict(zip(TICK_COLUMNS, r, strict=True)) for r in batch.write.trades.rows.rows()]
-    assert (trade["time"], trade["instrument_id"], trade["volume_delta"], trade["open_interest"],
-            trade["bid_qty"], trade["ask_price"], trade["exchange_time"]) == (NOW, 1, 5, 75, 3, None, NOW)
+    assert (
+        trade["time"],
+        trade["instrument_id"],
+        trade["volume_delta"],
+        trade["open_interest"],
+        trade["bid_qty"],
+        trade["ask_price"],
+        trade["exchange_time"],
+    ) == (NOW, 1, 5, 75, 3, None, NOW)
     [quote] = [dict(zip(QUOTE_COLUMNS, r, strict=True)) for r in batch.write.quotes.rows.rows()]
     assert (quote["time"], quote["trade_time"], quote["volume"]) == (NOW + timedelta(seconds=1), NOW, 500)
     assert batch.write.trades.entry_of is not None and batch.write.trades.entry_of.tolist() == [0]

@@ -55,8 +55,16 @@ def test_a_clock_file_is_re_read_when_it_changes(monkeypatch: pytest.MonkeyPatch
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("spec", ["2026-11-25T09:00:00@60", "2026-11-25T09:00:00+05:30", "yesterday@2",
-                                  "2026-11-25T09:00:00+05:30@-1", "2026-11-25T09:00:00+05:30@1@2@3"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "2026-11-25T09:00:00@60",
+        "2026-11-25T09:00:00+05:30",
+        "yesterday@2",
+        "2026-11-25T09:00:00+05:30@-1",
+        "2026-11-25T09:00:00+05:30@1@2@3",
+    ],
+)
 def test_bad_specs_are_refused_by_name(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
     monkeypatch.setenv(clock.ENV_VAR, spec)
     clock.reload()

@@ -17,14 +17,38 @@ _LEGACY = struct.Struct("<qqidqqdqdqdq")  # the record before schema version 6, 
 
 
 def tick(trade: datetime | None) -> Tick:
-    return Tick(instrument_id=7, exchange_ts=NOW, received_ts=NOW + timedelta(milliseconds=300), last_price=101.5,
-                last_quantity=25, volume=10_000, average_price=101.2, open_interest=None, bid_price=101.45,
-                bid_quantity=10, ask_price=None, ask_quantity=None, trade_ts=trade)
+    return Tick(
+        instrument_id=7,
+        exchange_ts=NOW,
+        received_ts=NOW + timedelta(milliseconds=300),
+        last_price=101.5,
+        last_quantity=25,
+        volume=10_000,
+        average_price=101.2,
+        open_interest=None,
+        bid_price=101.45,
+        bid_quantity=10,
+        ask_price=None,
+        ask_quantity=None,
+        trade_ts=trade,
+    )
 
 
 def legacy_record(t: Tick) -> bytes:
-    return _LEGACY.pack(to_us(t.exchange_ts), to_us(t.received_ts), t.instrument_id, t.last_price, t.last_quantity,
-                        t.volume, t.average_price, -1, t.bid_price, t.bid_quantity, float("nan"), -1)
+    return _LEGACY.pack(
+        to_us(t.exchange_ts),
+        to_us(t.received_ts),
+        t.instrument_id,
+        t.last_price,
+        t.last_quantity,
+        t.volume,
+        t.average_price,
+        -1,
+        t.bid_price,
+        t.bid_quantity,
+        float("nan"),
+        -1,
+    )
 
 
 def test_ticks_round_trip_with_and_without_a_trade_time() -> None:
@@ -41,7 +65,9 @@ def test_entries_written_before_the_trade_time_are_read() -> None:
     assert decode_entry("3-0", {b"t": legacy_record(old)[:-1]}).malformed
     # a reset without its time (before version 6), and one with it
     assert decode_entry("4-0", {b"r": struct.pack("<2i", 3, 9)}).items == [VolumeReset(frozenset({3, 9}))]
-    assert decode_entry("5-0", reset_fields({9, 3}, to_us(NOW))).items == [VolumeReset(frozenset({3, 9}), to_us(NOW))]
+    assert decode_entry("5-0", reset_fields({9, 3}, to_us(NOW))).items == [
+        VolumeReset(frozenset({3, 9}), to_us(NOW))
+    ]
     assert decode_entry("6-0", {b"r": b"\x01\x02\x03"}).malformed
 
 
@@ -55,8 +81,11 @@ def test_quotes_of_both_layouts_are_read() -> None:
     legacy = legacy_record(t)
     old = codec.decode_quote(legacy)
     assert (old.instrument_id, old.last_price, old.trade_ts, old.bids) == (7, 101.5, None, ())
-    with_depth = legacy + bytes((1, 2)) + b"".join(
-        struct.pack("<dqi", lv.price, lv.quantity, lv.orders) for lv in (*t.bids, *t.asks))
+    with_depth = (
+        legacy
+        + bytes((1, 2))
+        + b"".join(struct.pack("<dqi", lv.price, lv.quantity, lv.orders) for lv in (*t.bids, *t.asks))
+    )
     old = codec.decode_quote(with_depth)
     assert (old.bids, old.asks, old.trade_ts) == (t.bids, t.asks, None)
     assert codec.tick_to_json(t)["trade_ts"] == (NOW - timedelta(seconds=2)).isoformat()

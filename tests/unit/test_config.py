@@ -34,14 +34,31 @@ def test_the_example_file_is_valid_without_keys_and_names_nothing_unknown() -> N
 
 
 def test_typos_and_unknown_family_names_are_reported() -> None:
-    found = unknown_variables(["KITE_API_KYE", "DATABSE_URL", "FYERS_APPID", "TH_CLOK", "TH_SPEED",
-                               "KITE_API_KEY", "PATH", "POSTGRES_PASSWORD", "REDIS_HOST_PORT"])
-    assert found == {"KITE_API_KYE": "KITE_API_KEY", "DATABSE_URL": "DATABASE_URL", "FYERS_APPID": "FYERS_APP_ID",
-                     "TH_CLOK": "TH_CLOCK", "TH_SPEED": None}
+    found = unknown_variables(
+        [
+            "KITE_API_KYE",
+            "DATABSE_URL",
+            "FYERS_APPID",
+            "TH_CLOK",
+            "TH_SPEED",
+            "KITE_API_KEY",
+            "PATH",
+            "POSTGRES_PASSWORD",
+            "REDIS_HOST_PORT",
+        ]
+    )
+    assert found == {
+        "KITE_API_KYE": "KITE_API_KEY",
+        "DATABSE_URL": "DATABASE_URL",
+        "FYERS_APPID": "FYERS_APP_ID",
+        "TH_CLOK": "TH_CLOCK",
+        "TH_SPEED": None,
+    }
 
 
 def test_one_warning_names_the_unknown_variables_of_the_environment_and_dotenv(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("KITE_API_KYE=abc\nBROKER=kite\nPOSTGRES_PASSWORD=x\n")
     with caplog.at_level(logging.WARNING, logger="trading_helper.config"):

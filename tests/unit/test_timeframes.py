@@ -25,8 +25,10 @@ from trading_helper.timeframes import (
 )
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1m", Timeframe.M1), ("5minute", Timeframe.M5),
-                                               ("60", Timeframe.H1), ("DAY", Timeframe.D1)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1m", Timeframe.M1), ("5minute", Timeframe.M5), ("60", Timeframe.H1), ("DAY", Timeframe.D1)],
+)
 def test_parse_timeframe_accepts_aliases(raw: str, expected: Timeframe) -> None:
     assert parse_timeframe(raw) is expected
 
@@ -54,10 +56,19 @@ SQL = SRC / "storage" / "sql"
 
 def test_broker_interval_codes_come_from_the_timeframes() -> None:
     assert dict(kite_constants.TIMEFRAME_TO_INTERVAL) == {
-        Timeframe.M1: "minute", Timeframe.M5: "5minute", Timeframe.M15: "15minute",
-        Timeframe.H1: "60minute", Timeframe.D1: "day"}
+        Timeframe.M1: "minute",
+        Timeframe.M5: "5minute",
+        Timeframe.M15: "15minute",
+        Timeframe.H1: "60minute",
+        Timeframe.D1: "day",
+    }
     assert dict(fyers_constants.TIMEFRAME_TO_RESOLUTION) == {
-        Timeframe.M1: "1", Timeframe.M5: "5", Timeframe.M15: "15", Timeframe.H1: "60", Timeframe.D1: "D"}
+        Timeframe.M1: "1",
+        Timeframe.M5: "5",
+        Timeframe.M15: "15",
+        Timeframe.H1: "60",
+        Timeframe.D1: "D",
+    }
     # every broker code is also accepted as a timeframe, and every per-request limit has its code
     for tf in Timeframe:
         assert parse_timeframe(tf.facts.kite_interval) is tf
@@ -81,7 +92,13 @@ def test_the_chart_reads_the_generated_facts() -> None:
     assert (static / "timeframes.js").read_text() == chart_module()
     facts = chart_facts()
     assert facts["originMs"] == int(datetime(2000, 1, 2, 18, 45, tzinfo=UTC).timestamp() * 1000)
-    assert facts["widthMs"] == {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "1d": 86_400_000}
+    assert facts["widthMs"] == {
+        "1m": 60_000,
+        "5m": 300_000,
+        "15m": 900_000,
+        "1h": 3_600_000,
+        "1d": 86_400_000,
+    }
     html = (static / "index.html").read_text()
     assert html.index('src="static/timeframes.js"') < html.index('src="static/app.js"')
     assert re.findall(r'data-tf="([^"]+)"', html) == [tf.value for tf in Timeframe]
@@ -115,9 +132,10 @@ def test_every_origin_literal_left_in_sql_is_the_one_origin() -> None:
     assert (SQL / "common" / "0010_bucket_function.sql").read_text().count(ORIGIN_SQL) == 2
     # each continuous aggregate keeps time_bucket(width, ..., origin => <the origin>) literally
     aggregates = (SQL / "timescale" / "0001_market_data.sql").read_text()
-    widths = re.findall(r"time_bucket\(INTERVAL '([^']+)', \w+,\s+origin => TIMESTAMPTZ '([^']+)'\)", aggregates)
-    assert [(sql_interval(w), o) for w, o in widths] == [
-        (tf.width, ORIGIN_SQL) for tf in Timeframe]
+    widths = re.findall(
+        r"time_bucket\(INTERVAL '([^']+)', \w+,\s+origin => TIMESTAMPTZ '([^']+)'\)", aggregates
+    )
+    assert [(sql_interval(w), o) for w, o in widths] == [(tf.width, ORIGIN_SQL) for tf in Timeframe]
     # Python code writes no origin of its own, but the soak's oracle: it recomputes candles
     # independently of the code it checks, on purpose (tests/oracle.py likewise)
     own = re.compile(r"2000-01-03|datetime\(2000, 1, 3\b")

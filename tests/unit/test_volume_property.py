@@ -40,14 +40,17 @@ def at(day: int, t: time, seconds: int = 0) -> datetime:
     return datetime.combine((DAY0 + timedelta(days=day)).date(), t, IST) + timedelta(seconds=seconds)
 
 
-day_plan = st.fixed_dictionaries({
-    "pre_open": st.one_of(st.none(), st.integers(1, 5000)),
-    "trades": st.lists(st.tuples(st.integers(0, 2400), st.integers(1, 500)), max_size=40,
-                       unique_by=lambda x: x[0]),
-    # connect/disconnect times, seconds after 08:50; the state carries over from the day before
-    "toggles": st.lists(st.integers(0, 4200), max_size=8, unique=True),
-    "repeats": st.lists(st.booleans(), min_size=40, max_size=40),
-})
+day_plan = st.fixed_dictionaries(
+    {
+        "pre_open": st.one_of(st.none(), st.integers(1, 5000)),
+        "trades": st.lists(
+            st.tuples(st.integers(0, 2400), st.integers(1, 500)), max_size=40, unique_by=lambda x: x[0]
+        ),
+        # connect/disconnect times, seconds after 08:50; the state carries over from the day before
+        "toggles": st.lists(st.integers(0, 4200), max_size=8, unique=True),
+        "repeats": st.lists(st.booleans(), min_size=40, max_size=40),
+    }
+)
 
 
 def tape(exchange: str, plan: dict[str, object], day: int) -> list[Trade]:
@@ -63,8 +66,9 @@ def tape(exchange: str, plan: dict[str, object], day: int) -> list[Trade]:
     return out
 
 
-def feed_events(iid: int, exchange: str, plans: list[dict[str, object]]
-                ) -> tuple[list[Tick | CaptureStart], list[Trade]]:
+def feed_events(
+    iid: int, exchange: str, plans: list[dict[str, object]]
+) -> tuple[list[Tick | CaptureStart], list[Trade]]:
     """What the writer receives: a capture start and a snapshot on every connect, every trade while
     connected (sometimes followed by a quote-only repeat of it), nothing while disconnected."""
     events: list[Tick | CaptureStart] = []
@@ -94,8 +98,16 @@ def feed_events(iid: int, exchange: str, plans: list[dict[str, object]]
 
 
 def update(iid: int, exchange_ts: datetime, tr: Trade, bid: float = 0.5) -> Tick:
-    return Tick(instrument_id=iid, exchange_ts=exchange_ts, received_ts=exchange_ts, last_price=tr.price,
-                last_quantity=tr.qty, volume=tr.cumulative, bid_price=bid, trade_ts=tr.at)
+    return Tick(
+        instrument_id=iid,
+        exchange_ts=exchange_ts,
+        received_ts=exchange_ts,
+        last_price=tr.price,
+        last_quantity=tr.qty,
+        volume=tr.cumulative,
+        bid_price=bid,
+        trade_ts=tr.at,
+    )
 
 
 def run_writer(events: list[Tick | CaptureStart], actions: dict[int, str]) -> list[tuple[int, datetime, int]]:
@@ -111,8 +123,13 @@ def run_writer(events: list[Tick | CaptureStart], actions: dict[int, str]) -> li
             tracker.reset(ev.instrument_ids, to_us(ev.at))
             uncommitted.append((ev, None))
             return
-        t, delta = tracker.apply(ev.instrument_id, to_us(ev.exchange_ts),
-                                 -1 if ev.trade_ts is None else to_us(ev.trade_ts), ev.volume, ev.last_quantity)
+        t, delta = tracker.apply(
+            ev.instrument_id,
+            to_us(ev.exchange_ts),
+            -1 if ev.trade_ts is None else to_us(ev.trade_ts),
+            ev.volume,
+            ev.last_quantity,
+        )
         uncommitted.append((ev, None if t == NO_TRADE else (ev.instrument_id, from_us(t), delta)))
 
     def flush() -> None:
@@ -148,11 +165,14 @@ def minute(ts: datetime) -> datetime:
 
 
 @settings(max_examples=300, deadline=None)
-@given(exchanges=st.lists(st.sampled_from(["NSE", "MCX"]), min_size=1, max_size=2),
-       plans=st.lists(st.lists(day_plan, min_size=1, max_size=2), min_size=2, max_size=2),
-       actions=st.dictionaries(st.integers(0, 200), st.sampled_from(["flush", "restart", "crash"]), max_size=12))
+@given(
+    exchanges=st.lists(st.sampled_from(["NSE", "MCX"]), min_size=1, max_size=2),
+    plans=st.lists(st.lists(day_plan, min_size=1, max_size=2), min_size=2, max_size=2),
+    actions=st.dictionaries(st.integers(0, 200), st.sampled_from(["flush", "restart", "crash"]), max_size=12),
+)
 def test_volume_is_exact_where_it_can_be_and_never_inflated(
-        exchanges: list[str], plans: list[list[dict[str, object]]], actions: dict[int, str]) -> None:
+    exchanges: list[str], plans: list[list[dict[str, object]]], actions: dict[int, str]
+) -> None:
     events: list[Tick | CaptureStart] = []
     tapes: dict[int, list[Trade]] = {}
     for iid, exchange in enumerate(exchanges, start=1):
@@ -170,10 +190,14 @@ def test_volume_is_exact_where_it_can_be_and_never_inflated(
         credited[(iid, minute(when))] += delta
     for iid, trades in tapes.items():
         observed = [e for e in events if isinstance(e, Tick) and e.instrument_id == iid]
-        captures = [(i, e.at) for i, e in enumerate(events) if isinstance(e, CaptureStart) and iid in e.instrument_ids]
+        captures = [
+            (i, e.at) for i, e in enumerate(events) if isinstance(e, CaptureStart) and iid in e.instrument_ids
+        ]
         # 1. per IST day: credited == last cumulative seen - volume before capture started
         for day in {tr.at.astimezone(IST).date() for tr in trades}:
-            seen = [e for e in observed if e.trade_ts is not None and e.trade_ts.astimezone(IST).date() == day]
+            seen = [
+                e for e in observed if e.trade_ts is not None and e.trade_ts.astimezone(IST).date() == day
+            ]
             total = sum(d for i, w, d in got if i == iid and w.astimezone(IST).date() == day)
             if not seen:
                 assert total == 0
@@ -198,9 +222,13 @@ def test_volume_is_exact_where_it_can_be_and_never_inflated(
             since = earlier[-1] if earlier else None
             same_day = bucket.astimezone(IST).date()
             true_in = sum(tr.qty for tr in trades if minute(tr.at) == bucket)
-            unseen_before = sum(tr.qty for tr in trades
-                                if tr.at < bucket and tr.at.astimezone(IST).date() == same_day
-                                and (since is None or tr.at > since))
+            unseen_before = sum(
+                tr.qty
+                for tr in trades
+                if tr.at < bucket
+                and tr.at.astimezone(IST).date() == same_day
+                and (since is None or tr.at > since)
+            )
             assert volume <= true_in + unseen_before, (bucket, volume, true_in, unseen_before)
 
 
@@ -210,8 +238,11 @@ def test_twelve_reconnects_before_the_open_count_the_day_once() -> None:
     events: list[Tick | CaptureStart] = []
     for n, tr in enumerate(trades):
         if n % 3 == 0:  # reconnect every third trade
-            events += [CaptureStart(frozenset({1}), tr.at - timedelta(seconds=1)), update(1, tr.at, trades[n - 1])] \
-                if n else [CaptureStart(frozenset({1}), tr.at - timedelta(seconds=1))]
+            events += (
+                [CaptureStart(frozenset({1}), tr.at - timedelta(seconds=1)), update(1, tr.at, trades[n - 1])]
+                if n
+                else [CaptureStart(frozenset({1}), tr.at - timedelta(seconds=1))]
+            )
         events.append(update(1, tr.at, tr))
     got = run_writer(events, {i: "restart" for i in range(0, len(events), 5)})
     assert sum(d for _, _, d in got) == 4000

@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 
 HTTP_REQUESTS = Counter("th_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
-HTTP_SECONDS = Histogram("th_http_request_seconds", "HTTP request latency", ["route"],
-                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+HTTP_SECONDS = Histogram(
+    "th_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
 
 DESCRIPTION = """
 Ticks, OHLCV+OI candles and live quotes for Indian markets (Kite, Fyers, simulator).
@@ -119,8 +123,14 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
             await asyncio.gather(warm, return_exceptions=True)
             await hub.stop()
 
-    app = FastAPI(title="Trading Helper API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # served from the package's files: install_docs below
+    app = FastAPI(
+        title="Trading Helper API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # served from the package's files: install_docs below
     app.state.runtime = runtime
     app.state.api_token = token
     app.state.token_generated = generated
@@ -132,9 +142,13 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     # inside CORS (a 401 or 413 still carries its headers), outside everything that reads a body
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.API_MAX_BODY_BYTES)
     app.add_middleware(BearerGate, token=token)
-    app.add_middleware(CORSMiddleware, allow_origins=cors_origins(runtime.settings.CORS_ORIGINS),
-                       allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-                       max_age=600)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=cors_origins(runtime.settings.CORS_ORIGINS),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     app.add_middleware(RequestMetrics)
 
     app.include_router(health.router)
@@ -150,9 +164,11 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="chart")
     else:
+
         @app.get("/", include_in_schema=False)
         async def root() -> dict[str, str]:
             return {"message": "Trading Helper API", "docs": "/docs"}
+
     return app
 
 

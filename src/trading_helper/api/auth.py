@@ -60,8 +60,11 @@ class BearerGate:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and (path == "/api" or path.startswith("/api/")):
             if not token_matches(self.token, bearer_of(Headers(scope=scope).get("authorization"))):
-                answer = JSONResponse({"detail": UNAUTHORIZED, "code": "unauthorized"}, status_code=401,
-                                      headers={"WWW-Authenticate": "Bearer"})
+                answer = JSONResponse(
+                    {"detail": UNAUTHORIZED, "code": "unauthorized"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -70,7 +73,11 @@ class BearerGate:
 async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else None
+    given = (
+        credentials.credentials
+        if credentials is not None and credentials.scheme.lower() == "bearer"
+        else None
+    )
     if not token_matches(request.app.state.api_token, given):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,

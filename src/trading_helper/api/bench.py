@@ -86,9 +86,16 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
             ids = sorted(found.values())
             data = await load_dataset(pool, ids, days, datetime.now(IST).date())
             loaded = time.perf_counter() - began
-            result: dict[str, Any] = {"database": urlsplit(dsn).path.lstrip("/") + " (dropped)",
-                                      "flavour": flavour, "instruments": len(ids), "days": days, "trading_days": len(data.days),
-                                      "rows": data.rows, "load_seconds": round(loaded, 1), "samples": samples}
+            result: dict[str, Any] = {
+                "database": urlsplit(dsn).path.lstrip("/") + " (dropped)",
+                "flavour": flavour,
+                "instruments": len(ids),
+                "days": days,
+                "trading_days": len(data.days),
+                "rows": data.rows,
+                "load_seconds": round(loaded, 1),
+                "samples": samples,
+            }
             rng = random.Random(42)
             picks = [(rng.choice(ids), rng.choice(data.days)) for _ in range(samples + WARMUP)]
             month_from, _ = _day(data.days[0])
@@ -96,6 +103,7 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
             year_from, _ = _day(data.year_days[0])
 
             async with pool.acquire() as conn:
+
                 async def day_1m(n: int) -> int:
                     iid, d = picks[n]
                     return len(await conn.fetch(READ, iid, "1m", *_day(d)))
@@ -106,8 +114,11 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
                 async def year_1d(n: int) -> int:
                     return len(await conn.fetch(READ, picks[n][0], "1d", year_from, month_to))
 
-                for name, call in (("read_1m_day", day_1m), ("read_15m_month", month_15m),
-                                   ("read_1d_year", year_1d)):
+                for name, call in (
+                    ("read_1m_day", day_1m),
+                    ("read_15m_month", month_15m),
+                    ("read_1d_year", year_1d),
+                ):
                     times, rows = await _timed(samples, call)
                     result[f"{name}_p50_ms"] = round(percentile(times, 0.5), 3)
                     result[f"{name}_p99_ms"] = round(percentile(times, 0.99), 3)
@@ -139,8 +150,11 @@ class _KeepAliveClient:
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
-        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                      if k.strip().lower() == "content-length")
+        length = next(
+            int(v)
+            for k, _, v in (line.partition(":") for line in lines[1:])
+            if k.strip().lower() == "content-length"
+        )
         return status, await self.reader.readexactly(length)
 
     async def close(self) -> None:
@@ -148,8 +162,9 @@ class _KeepAliveClient:
         await self.writer.wait_closed()
 
 
-async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[int, date]],
-                     samples: int) -> dict[str, Any]:
+async def _api_bench(
+    settings: Settings, pool: asyncpg.Pool, picks: list[tuple[int, date]], samples: int
+) -> dict[str, Any]:
     token = "bench-" + str(random.Random().getrandbits(64))
     app_settings = settings.model_copy(update={"API_TOKEN": SecretStr(token), "BROKER": "sim"})
     broker = SimBroker(app_settings)
@@ -158,11 +173,18 @@ async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[i
     try:
         client = await _KeepAliveClient.open(url, {"Authorization": f"Bearer {token}"})
         try:
+
             async def day_api(n: int) -> int:
                 iid, d = picks[n]
                 start, end = _day(d)
-                query = urlencode({"instrument": f"id:{iid}", "interval": "1m", "from": start.isoformat(),
-                                   "to": end.isoformat()})
+                query = urlencode(
+                    {
+                        "instrument": f"id:{iid}",
+                        "interval": "1m",
+                        "from": start.isoformat(),
+                        "to": end.isoformat(),
+                    }
+                )
                 status, body = await client.get(f"/api/candles?{query}")
                 if status != 200:
                     raise RuntimeError(f"GET /api/candles answered {status}: {body[:200]!r}")
@@ -175,6 +197,10 @@ async def _api_bench(settings: Settings, pool: asyncpg.Pool, picks: list[tuple[i
         server.should_exit = True
         await task
         await broker.aclose()
-    return {"api_1m_day_p50_ms": round(percentile(times, 0.5), 3), "api_1m_day_p99_ms": round(percentile(times, 0.99), 3),
-            "api_1m_day_candles_avg": round(rows / samples, 1), "api_broker_calls": broker.history_calls,
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    return {
+        "api_1m_day_p50_ms": round(percentile(times, 0.5), 3),
+        "api_1m_day_p99_ms": round(percentile(times, 0.99), 3),
+        "api_1m_day_candles_avg": round(rows / samples, 1),
+        "api_broker_calls": broker.history_calls,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

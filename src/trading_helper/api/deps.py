@@ -63,5 +63,13 @@ async def refuse_unknown_query(request: Request) -> None:
     expected = f"expected one of: {', '.join(sorted(known))}" if known else "this operation takes none"
     unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
     if unknown:
-        raise RequestValidationError([{"loc": ("query", name), "type": "extra_forbidden",
-                                       "msg": f"unknown query parameter ({expected})"} for name in unknown])
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "type": "extra_forbidden",
+                    "msg": f"unknown query parameter ({expected})",
+                }
+                for name in unknown
+            ]
+        )

@@ -54,8 +54,10 @@ def error_body(code: str, detail: str, **extra: object) -> dict[str, object]:
 #: statements (it is logged instead)
 _WRAPPED_DETAIL: list[tuple[type[e.TradingHelperError], str]] = [
     (e.DatabaseUnavailable, "the database cannot be reached right now; try again shortly"),
-    (e.QueryTimeout,
-     "the database did not answer within the API's statement timeout (a long query or a lock); try again shortly"),
+    (
+        e.QueryTimeout,
+        "the database did not answer within the API's statement timeout (a long query or a lock); try again shortly",
+    ),
     (e.DatabaseBusy, "the database is busy right now; try again shortly"),
     (e.BufferUnavailable, "Redis cannot be reached right now; try again shortly"),
     (e.QueryFailed, "internal error (logged on the server)"),
@@ -76,7 +78,9 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.TradingHelperError)
     status = status_of(exc)
     if status == 500:
-        log.error("%s %s -> 500 %s: %s", request.method, request.url.path, exc.code, exc.message, exc_info=exc)
+        log.error(
+            "%s %s -> 500 %s: %s", request.method, request.url.path, exc.code, exc.message, exc_info=exc
+        )
     elif status > 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     headers = {"Retry-After": "5"} if status == 503 and e.should_retry(exc) else None
@@ -89,8 +93,11 @@ _HTTP_CODES = {400: "invalid_body", 401: "unauthorized", 404: "not_found", 405: 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(error_body(_HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)),
-                        status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        error_body(_HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

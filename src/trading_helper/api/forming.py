@@ -37,8 +37,9 @@ class FormingCandles:
         """Fold ``tick`` into its buckets; the candles it changed (a late tick for a closed bucket,
         or an update with no new trade, changes nothing)."""
         trade_us = to_us(tick.trade_ts) if tick.trade_ts is not None else -1
-        at_us, traded = self._volume.apply(tick.instrument_id, to_us(tick.exchange_ts), trade_us,
-                                           tick.volume, tick.last_quantity)
+        at_us, traded = self._volume.apply(
+            tick.instrument_id, to_us(tick.exchange_ts), trade_us, tick.volume, tick.last_quantity
+        )
         if at_us == NO_TRADE:
             return []
         at = from_us(at_us)
@@ -49,12 +50,18 @@ class FormingCandles:
             key = (tick.instrument_id, tf)
             candle = self._candles.get(key)
             if candle is None or bucket > candle.bucket:
-                candle = Candle(bucket, price, price, price, price, traded, tick.open_interest, "partial", timeframe=tf)
+                candle = Candle(
+                    bucket, price, price, price, price, traded, tick.open_interest, "partial", timeframe=tf
+                )
             elif bucket == candle.bucket:
-                candle = replace(candle, high=max(candle.high, price), low=min(candle.low, price), close=price,
-                                 volume=candle.volume + traded,
-                                 open_interest=candle.open_interest if tick.open_interest is None
-                                 else tick.open_interest)
+                candle = replace(
+                    candle,
+                    high=max(candle.high, price),
+                    low=min(candle.low, price),
+                    close=price,
+                    volume=candle.volume + traded,
+                    open_interest=candle.open_interest if tick.open_interest is None else tick.open_interest,
+                )
             else:
                 continue
             self._candles[key] = candle

@@ -20,8 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def too_large(max_bytes: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body too large: at most {max_bytes} bytes",
-                         "code": "body_too_large"}, status_code=413)
+    return JSONResponse(
+        {"detail": f"request body too large: at most {max_bytes} bytes", "code": "body_too_large"},
+        status_code=413,
+    )
 
 
 class BodyLimit:

@@ -18,13 +18,20 @@ from trading_helper.api.schemas import ErrorOut, InvalidRequestOut
 Responses = dict[int | str, dict[str, Any]]
 
 UNAUTHORIZED: Final = {"model": ErrorOut, "description": "missing or wrong bearer token (`unauthorized`)"}
-UNAVAILABLE: Final = {"model": ErrorOut, "description": "the database or Redis cannot be reached, or a broker "
-                                                         "login is needed"}
+UNAVAILABLE: Final = {
+    "model": ErrorOut,
+    "description": "the database or Redis cannot be reached, or a broker login is needed",
+}
 NOT_JSON: Final = {"model": ErrorOut, "description": "the body cannot be read as JSON text (`invalid_body`)"}
-TOO_LARGE: Final = {"model": ErrorOut, "description": "body larger than API_MAX_BODY_BYTES (`body_too_large`)"}
-INVALID: Final = {"model": InvalidRequestOut,
-                  "description": "the request does not fit the schema (`invalid_request`, each field in `errors`), "
-                                 "or an instrument reference outside the grammar (`invalid_reference`)"}
+TOO_LARGE: Final = {
+    "model": ErrorOut,
+    "description": "body larger than API_MAX_BODY_BYTES (`body_too_large`)",
+}
+INVALID: Final = {
+    "model": InvalidRequestOut,
+    "description": "the request does not fit the schema (`invalid_request`, each field in `errors`), "
+    "or an instrument reference outside the grammar (`invalid_reference`)",
+}
 
 PROTECTED: Final[Responses] = {401: UNAUTHORIZED, 503: UNAVAILABLE}
 WITH_PARAMS: Final[Responses] = {422: INVALID}

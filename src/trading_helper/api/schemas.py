@@ -19,9 +19,19 @@ RefNumber = Annotated[int, Field(ge=1, le=MAX_TOKEN)]
 InstrumentRef = RefNumber | RefText
 
 _INSTRUMENT_EXAMPLE: dict[str, Any] = {
-    "id": 1, "exchange": "NSE", "tradingsymbol": "RELIANCE", "name": "RELIANCE INDUSTRIES", "segment": "NSE",
-    "instrument_type": "EQ", "expiry": None, "strike": None, "option_type": None, "lot_size": 1,
-    "tick_size": 0.05, "expired": False, "broker_ids": {"kite": "738561"},
+    "id": 1,
+    "exchange": "NSE",
+    "tradingsymbol": "RELIANCE",
+    "name": "RELIANCE INDUSTRIES",
+    "segment": "NSE",
+    "instrument_type": "EQ",
+    "expiry": None,
+    "strike": None,
+    "option_type": None,
+    "lot_size": 1,
+    "tick_size": 0.05,
+    "expired": False,
+    "broker_ids": {"kite": "738561"},
 }
 
 
@@ -45,10 +55,21 @@ class InstrumentOut(BaseModel):
     @classmethod
     def of(cls, inst: Instrument) -> InstrumentOut:
         assert inst.id is not None
-        return cls(id=inst.id, exchange=inst.exchange, tradingsymbol=inst.tradingsymbol, name=inst.name,
-                   segment=inst.segment, instrument_type=inst.instrument_type, expiry=inst.expiry,
-                   strike=inst.strike, option_type=inst.option_type, lot_size=inst.lot_size,
-                   tick_size=inst.tick_size, expired=inst.expired, broker_ids=dict(inst.broker_ids))
+        return cls(
+            id=inst.id,
+            exchange=inst.exchange,
+            tradingsymbol=inst.tradingsymbol,
+            name=inst.name,
+            segment=inst.segment,
+            instrument_type=inst.instrument_type,
+            expiry=inst.expiry,
+            strike=inst.strike,
+            option_type=inst.option_type,
+            lot_size=inst.lot_size,
+            tick_size=inst.tick_size,
+            expired=inst.expired,
+            broker_ids=dict(inst.broker_ids),
+        )
 
 
 class InstrumentPage(BaseModel):
@@ -66,12 +87,16 @@ class SyncResult(BaseModel):
 
 
 class InstrumentList(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"instruments": [1, "NSE:RELIANCE", "738561"]}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"instruments": [1, "NSE:RELIANCE", "738561"]}]}
+    )
 
     instruments: list[InstrumentRef] = Field(
-        min_length=1, max_length=5000, validation_alias=AliasChoices("instruments", "tokens"),
-        description="our ids, EXCHANGE:SYMBOL, or the configured broker's tokens (`tokens` also accepted)")
+        min_length=1,
+        max_length=5000,
+        validation_alias=AliasChoices("instruments", "tokens"),
+        description="our ids, EXCHANGE:SYMBOL, or the configured broker's tokens (`tokens` also accepted)",
+    )
 
 
 class Subscribed(BaseModel):
@@ -105,22 +130,44 @@ class CandleOut(BaseModel):
     open_interest: int | None
     source: CandleSource = Field(
         description="live: built from ticks over a fully captured bucket; broker: broker history; "
-                    "partial: built from ticks over a bucket only partly captured (or still forming)")
+        "partial: built from ticks over a bucket only partly captured (or still forming)"
+    )
 
 
 class BackfillOut(BaseModel):
     fetched_ranges: int = Field(description="ranges fetched from the broker for this request")
     broker_calls: int = Field(description="historical fetches sent to the broker for this request")
-    error: str | None = Field(default=None, description="why the backfill stopped (the stored candles are "
-                                                         "still returned), e.g. a broker login is needed")
+    error: str | None = Field(
+        default=None,
+        description="why the backfill stopped (the stored candles are "
+        "still returned), e.g. a broker login is needed",
+    )
 
 
 class CandleResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "instrument": _INSTRUMENT_EXAMPLE, "interval": "5m",
-        "candles": [{"time": "2025-10-17T09:15:00+05:30", "open": 1375.0, "high": 1379.9, "low": 1372.1,
-                     "close": 1378.4, "volume": 412304, "open_interest": None, "source": "broker"}],
-        "backfill": {"fetched_ranges": 1, "broker_calls": 1, "error": None}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "instrument": _INSTRUMENT_EXAMPLE,
+                    "interval": "5m",
+                    "candles": [
+                        {
+                            "time": "2025-10-17T09:15:00+05:30",
+                            "open": 1375.0,
+                            "high": 1379.9,
+                            "low": 1372.1,
+                            "close": 1378.4,
+                            "volume": 412304,
+                            "open_interest": None,
+                            "source": "broker",
+                        }
+                    ],
+                    "backfill": {"fetched_ranges": 1, "broker_calls": 1, "error": None},
+                }
+            ]
+        }
+    )
 
     instrument: InstrumentOut
     interval: Interval
@@ -131,13 +178,23 @@ class CandleResponse(BaseModel):
 class CandleRequest(BaseModel):
     """The specification's body. Naive times are taken as IST."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "instrument_token": 256265, "from_date": "2025-10-17T09:15:00+05:30",
-        "to_date": "2025-10-17T15:30:00+05:30", "interval": "5m"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "instrument_token": 256265,
+                    "from_date": "2025-10-17T09:15:00+05:30",
+                    "to_date": "2025-10-17T15:30:00+05:30",
+                    "interval": "5m",
+                }
+            ]
+        }
+    )
 
     instrument_token: InstrumentRef = Field(
         description="the configured broker's token (Kite instrument_token, Fyers symbol); our id and "
-                    "EXCHANGE:SYMBOL are accepted too")
+        "EXCHANGE:SYMBOL are accepted too"
+    )
     from_date: datetime = Field(description="start (inclusive), ISO 8601; naive = IST")
     to_date: datetime = Field(description="end (exclusive), ISO 8601; naive = IST")
     interval: Interval = "1m"
@@ -154,5 +211,6 @@ class FieldProblem(BaseModel):
 
 
 class InvalidRequestOut(ErrorOut):
-    errors: list[FieldProblem] | None = Field(default=None, description="each field that does not fit "
-                                                                      "(absent for an invalid reference)")
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="each field that does not fit (absent for an invalid reference)"
+    )

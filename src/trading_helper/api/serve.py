@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
 SERVER_GRACE_S = 2.0
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the process's (:mod:`trading_helper.runner`) stop
     everything in order, the server included, and in bounded time."""
@@ -54,14 +56,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        reason = "is in use (another server, or another trading-helper, listens there)" \
-            if exc.errno == errno.EADDRINUSE else f"cannot be listened on: {exc.strerror or exc}"
-        raise ConfigError(f"port {port} on {host} {reason}: stop it, or choose another port "
-                          f"(--port or API_PORT)") from exc
+        reason = (
+            "is in use (another server, or another trading-helper, listens there)"
+            if exc.errno == errno.EADDRINUSE
+            else f"cannot be listened on: {exc.strerror or exc}"
+        )
+        raise ConfigError(
+            f"port {port} on {host} {reason}: stop it, or choose another port (--port or API_PORT)"
+        ) from exc
     return sock
 
 
-async def _bounded(what: str, close: Callable[[], Awaitable[object]], timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+async def _bounded(
+    what: str, close: Callable[[], Awaitable[object]], timeout_s: float = CLOSE_TIMEOUT_S
+) -> None:
     try:
         await asyncio.wait_for(close(), timeout_s)
     except TimeoutError:
@@ -77,9 +85,16 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()  # connections still busy (a stuck query): closed without waiting
 
 
-async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-                ingest: bool = True, redis: aioredis.Redis | None = None,
-                on_ready: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ingest: bool = True,
+    redis: aioredis.Redis | None = None,
+    on_ready: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve until cancelled. ``redis``: a client to use instead of ``REDIS_URL`` (the demo's
     in-process stand-in); ``on_ready``: called once the ingest service runs, before serving;
     ``sock``: a listening socket bound already (the demo binds first).
@@ -90,9 +105,13 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     sock = sock if sock is not None else listen_socket(host or settings.API_HOST, port or settings.API_PORT)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
-        api_pool = await create_pool(settings.DATABASE_URL, min_size=0, max_size=settings.API_DB_POOL_SIZE,
-                                     acquire_timeout_s=settings.API_ACQUIRE_TIMEOUT_S,
-                                     statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S)
+        api_pool = await create_pool(
+            settings.DATABASE_URL,
+            min_size=0,
+            max_size=settings.API_DB_POOL_SIZE,
+            acquire_timeout_s=settings.API_ACQUIRE_TIMEOUT_S,
+            statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S,
+        )
         stack.push_async_callback(_close_pool, api_pool)
         if redis is None:
             redis = redis_client(settings.REDIS_URL)  # reads and connects bounded in time
@@ -102,16 +121,23 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         supervisor = Supervisor()
         service: IngestService | None = None
         if ingest:
-            ingest_pool = await create_pool(settings.DATABASE_URL, min_size=0, max_size=settings.INGEST_DB_POOL_SIZE)
+            ingest_pool = await create_pool(
+                settings.DATABASE_URL, min_size=0, max_size=settings.INGEST_DB_POOL_SIZE
+            )
             stack.push_async_callback(_close_pool, ingest_pool)
             service = IngestService(settings, ingest_pool, redis, broker, supervisor=supervisor)
             stack.push_async_callback(service.stop)
         app = create_app(Runtime(settings, api_pool, redis, broker, service, supervisor))
         if service is not None:
             await service.start()
-        config = uvicorn.Config(app, host=host or settings.API_HOST, port=port or settings.API_PORT,
-                                log_level=settings.LOG_LEVEL.lower(), lifespan="on",
-                                timeout_graceful_shutdown=int(SERVER_GRACE_S))
+        config = uvicorn.Config(
+            app,
+            host=host or settings.API_HOST,
+            port=port or settings.API_PORT,
+            log_level=settings.LOG_LEVEL.lower(),
+            lifespan="on",
+            timeout_graceful_shutdown=int(SERVER_GRACE_S),
+        )
         # after Config, which sets uvicorn's logging up: secrets (the WebSocket's ?token= too) and
         # text from outside never reach a log line as they are
         redact.install()

@@ -84,8 +84,13 @@ class Client:
 
 
 class TickHub:
-    def __init__(self, redis: aioredis.Redis | None, *, channel: str = keys.LIVE_CHANNEL,
-                 queue_frames: int = QUEUE_FRAMES) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis | None,
+        *,
+        channel: str = keys.LIVE_CHANNEL,
+        queue_frames: int = QUEUE_FRAMES,
+    ) -> None:
         self.redis = redis
         self.channel = channel
         self.queue_frames = queue_frames
@@ -149,9 +154,20 @@ class TickHub:
                 continue
             text = json.dumps({"type": "tick", "data": codec.tick_to_json(tick)})
             wanted = set().union(*(c.intervals for c in watchers))
-            candles = {tf: json.dumps({"type": "candle", "interval": tf.value,
-                                       "data": forming_json(candle, tick.instrument_id)})
-                       for tf, candle in self._forming.update(tick, sorted(wanted))} if wanted else {}
+            candles = (
+                {
+                    tf: json.dumps(
+                        {
+                            "type": "candle",
+                            "interval": tf.value,
+                            "data": forming_json(candle, tick.instrument_id),
+                        }
+                    )
+                    for tf, candle in self._forming.update(tick, sorted(wanted))
+                }
+                if wanted
+                else {}
+            )
             for client in watchers:
                 batch = batches.setdefault(client, [])
                 batch.append(text)
@@ -233,7 +249,9 @@ def _refs(value: Any) -> list[int | str] | None:
 def _intervals(value: Any) -> set[Timeframe] | None:
     if value is None:
         return set()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v in Timeframe._value2member_map_ for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v in Timeframe._value2member_map_ for v in value
+    ):
         return None
     return {Timeframe(v) for v in value}
 
@@ -249,8 +267,11 @@ async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resol
         return {"type": "error", "detail": "action must be 'subscribe' or 'unsubscribe'"}
     given = _refs(msg.get("instruments"))
     if given is None:
-        return {"type": "error", "detail": f"instruments must be a list of 1 to {MAX_INSTRUMENTS_PER_CLIENT} "
-                                           "instrument references (id:N, EXCHANGE:SYMBOL, a broker token)"}
+        return {
+            "type": "error",
+            "detail": f"instruments must be a list of 1 to {MAX_INSTRUMENTS_PER_CLIENT} "
+            "instrument references (id:N, EXCHANGE:SYMBOL, a broker token)",
+        }
     intervals = _intervals(msg.get("intervals"))
     if intervals is None:
         return {"type": "error", "detail": "intervals must be a list of 1m, 5m, 15m, 1h, 1d"}
@@ -261,9 +282,14 @@ async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resol
         log.warning("WebSocket: cannot resolve instruments: %s", exc)
         return {"type": "error", "detail": "the database cannot be reached right now; try again shortly"}
     if problems:
-        return {"type": "error", "detail": redact(list_error(problems).message),
-                "errors": [{"instrument": redact(p.reference), "code": p.code, "detail": redact(p.message)}
-                           for p in problems]}
+        return {
+            "type": "error",
+            "detail": redact(list_error(problems).message),
+            "errors": [
+                {"instrument": redact(p.reference), "code": p.code, "detail": redact(p.message)}
+                for p in problems
+            ],
+        }
     if msg["action"] == "unsubscribe":
         hub.watch(client, remove=ids)
     else:
@@ -271,8 +297,11 @@ async def handle_message(hub: TickHub, client: Client, text: str, resolve: Resol
             return {"type": "error", "detail": f"at most {MAX_INSTRUMENTS_PER_CLIENT} instruments per client"}
         client.intervals |= intervals
         hub.watch(client, add=ids)
-    return {"type": "subscribed", "instruments": sorted(client.instruments),
-            "intervals": sorted(tf.value for tf in client.intervals)}
+    return {
+        "type": "subscribed",
+        "instruments": sorted(client.instruments),
+        "intervals": sorted(tf.value for tf in client.intervals),
+    }
 
 
 async def _read(ws: WebSocket, hub: TickHub, client: Client, resolve: Resolve) -> None:
@@ -293,8 +322,11 @@ async def ticks(websocket: WebSocket, token: str = "") -> None:
     hub: TickHub = websocket.app.state.hub
     client = hub.add(websocket)
     resolve = resolver(websocket.app.state.runtime)
-    tasks = [asyncio.create_task(client.pump()), asyncio.create_task(_read(websocket, hub, client, resolve)),
-             asyncio.create_task(client.dropped.wait())]
+    tasks = [
+        asyncio.create_task(client.pump()),
+        asyncio.create_task(_read(websocket, hub, client, resolve)),
+        asyncio.create_task(client.dropped.wait()),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

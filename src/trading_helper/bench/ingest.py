@@ -68,22 +68,42 @@ async def _drain(writer: StreamWriter, target: int, timeout_s: float) -> None:
 
 
 async def _raw_copy(pool: asyncpg.Pool, frames: list[list[Tick]]) -> float:
-    rows = [(t.exchange_ts, t.instrument_id, t.last_price, t.last_quantity, t.volume, 0, t.average_price,
-             t.open_interest, t.bid_price, t.bid_quantity, t.ask_price, t.ask_quantity, t.received_ts,
-             t.exchange_ts) for f in frames for t in f]
+    rows = [
+        (
+            t.exchange_ts,
+            t.instrument_id,
+            t.last_price,
+            t.last_quantity,
+            t.volume,
+            0,
+            t.average_price,
+            t.open_interest,
+            t.bid_price,
+            t.bid_quantity,
+            t.ask_price,
+            t.ask_quantity,
+            t.received_ts,
+            t.exchange_ts,
+        )
+        for f in frames
+        for t in f
+    ]
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE raw_copy_reference (LIKE tick_data INCLUDING DEFAULTS)")
         await conn.execute("CREATE INDEX ON raw_copy_reference (instrument_id, time DESC)")
         started = time.perf_counter()
         for i in range(0, len(rows), 10_000):
-            await conn.copy_records_to_table("raw_copy_reference", records=rows[i:i + 10_000], columns=TICK_COLUMNS)
+            await conn.copy_records_to_table(
+                "raw_copy_reference", records=rows[i : i + 10_000], columns=TICK_COLUMNS
+            )
         elapsed = time.perf_counter() - started
         await conn.execute("DROP TABLE raw_copy_reference")
     return len(rows) / elapsed
 
 
-async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, per_frame: int,
-                           paced_rate: int, paced_seconds: float) -> dict[str, Any]:
+async def run_ingest_bench(
+    settings: Settings, *, instruments: int, ticks: int, per_frame: int, paced_rate: int, paced_seconds: float
+) -> dict[str, Any]:
     stream = f"th:bench:{uuid.uuid4().hex[:8]}"
     redis = aioredis.Redis.from_url(settings.REDIS_URL)
     async with scratch_database(settings.DATABASE_URL) as dsn:
@@ -93,8 +113,14 @@ async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, 
             feed = await _feed(settings, pool, instruments)
             frames = _frames(feed, ticks, per_frame, 0)
             # keys of its own: a running service's quotes and live channel are not touched
-            receiver = TickReceiver(redis, stream=stream, max_entries=10_000_000, local_max_frames=100_000,
-                                    quotes_key=f"{stream}:quotes", live_channel=f"{stream}:live")
+            receiver = TickReceiver(
+                redis,
+                stream=stream,
+                max_entries=10_000_000,
+                local_max_frames=100_000,
+                quotes_key=f"{stream}:quotes",
+                live_channel=f"{stream}:live",
+            )
             writer = StreamWriter(redis, pool, stream=stream, entries_per_read=200)
             writer_task = asyncio.create_task(writer.run())
             started = time.perf_counter()
@@ -126,7 +152,8 @@ async def run_ingest_bench(settings: Settings, *, instruments: int, ticks: int, 
 
             row = await pool.fetchrow(
                 "SELECT count(*) AS n, count(DISTINCT bid_qty) AS d FROM "
-                "(SELECT bid_qty FROM tick_data UNION ALL SELECT bid_qty FROM quote_updates) AS stored")
+                "(SELECT bid_qty FROM tick_data UNION ALL SELECT bid_qty FROM quote_updates) AS stored"
+            )
             assert row is not None
             sent = seq
             lost = sent - row["d"]

@@ -145,8 +145,13 @@ class LoginGate:
             return  # another connection already reported this token
         self._refused, self.detail = signature, detail
         self._on_change()
-        log.error("%s login needed: %s; the live feed waits for `trading-helper login %s` and then "
-                  "resumes by itself", self._broker, detail, self._broker)
+        log.error(
+            "%s login needed: %s; the live feed waits for `trading-helper login %s` and then "
+            "resumes by itself",
+            self._broker,
+            detail,
+            self._broker,
+        )
         await self._on_required(detail)
 
     async def check(self) -> None:
@@ -260,12 +265,19 @@ class ConnectionLifecycle:
     async def _connect_and_serve(self, url: str, headers: dict[str, str]) -> tuple[str, bool]:
         """One connection: (why it ended, whether it delivered data). LoginRequired escapes."""
         self.attempts += 1
-        options: dict[str, Any] = {"open_timeout": self._open_timeout_s, "close_timeout": 1.0,
-                                   "logger": _protocol_log}
+        options: dict[str, Any] = {
+            "open_timeout": self._open_timeout_s,
+            "close_timeout": 1.0,
+            "logger": _protocol_log,
+        }
         try:
-            ws = await connect(url, additional_headers=headers or None, **(options | self.conn.connect_options()))
+            ws = await connect(
+                url, additional_headers=headers or None, **(options | self.conn.connect_options())
+            )
         except InvalidURI:
-            raise ConfigError(f"{self.conn.label}: not a valid WebSocket URL") from None  # it may hold the token
+            raise ConfigError(
+                f"{self.conn.label}: not a valid WebSocket URL"
+            ) from None  # it may hold the token
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -288,13 +300,17 @@ class ConnectionLifecycle:
             self.conn.changed.clear()
             await self.conn.sync(ws)
             self.live = self.conn.live_ids()
-            await self._emit(FeedEvent(FeedState.CONNECTED, watchdog.touch(), self.live, detail=self.conn.label))
+            await self._emit(
+                FeedEvent(FeedState.CONNECTED, watchdog.touch(), self.live, detail=self.conn.label)
+            )
             # CONNECTED in ``state`` only once the event is handled: a caller that sees the state
             # may rely on the coverage it opened
             self.connected = True
             self._on_change()
-            helpers = [asyncio.create_task(self._sync_loop(ws), name=f"{self.conn.label} sync"),
-                       asyncio.create_task(self._keepalive(ws, watchdog), name=f"{self.conn.label} keepalive")]
+            helpers = [
+                asyncio.create_task(self._sync_loop(ws), name=f"{self.conn.label} sync"),
+                asyncio.create_task(self._keepalive(ws, watchdog), name=f"{self.conn.label} keepalive"),
+            ]
             while True:
                 remaining = watchdog.remaining()
                 if remaining <= 0:
@@ -390,10 +406,19 @@ class ManagedFeed(LiveFeed):
         token_poll_s: float,
     ) -> None:
         self._settings = settings
-        self._options = {"stall_s": settings.STALL_TIMEOUT_S, "backoff_base_s": backoff_base_s,
-                         "backoff_cap_s": backoff_cap_s, "open_timeout_s": open_timeout_s}
-        self._gate = LoginGate(settings, self.broker_name, poll_s=token_poll_s,
-                               on_required=self._on_login_required, on_change=self._update_state)
+        self._options = {
+            "stall_s": settings.STALL_TIMEOUT_S,
+            "backoff_base_s": backoff_base_s,
+            "backoff_cap_s": backoff_cap_s,
+            "open_timeout_s": open_timeout_s,
+        }
+        self._gate = LoginGate(
+            settings,
+            self.broker_name,
+            poll_s=token_poll_s,
+            on_required=self._on_login_required,
+            on_change=self._update_state,
+        )
         self._lifecycles: list[ConnectionLifecycle] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._sink: FeedSink | None = None
@@ -402,8 +427,7 @@ class ManagedFeed(LiveFeed):
         self.state = FeedState.STOPPED
 
     def _add_connection(self, conn: BrokerConnection) -> ConnectionLifecycle:
-        lifecycle = ConnectionLifecycle(conn, self._gate, self._emit, self._update_state,
-                                        **self._options)
+        lifecycle = ConnectionLifecycle(conn, self._gate, self._emit, self._update_state, **self._options)
         self._lifecycles.append(lifecycle)
         return lifecycle
 
@@ -485,8 +509,14 @@ class ManagedFeed(LiveFeed):
             await self._sink.on_event(event)
 
     async def _on_login_required(self, detail: str) -> None:
-        await self._emit(FeedEvent(FeedState.LOGIN_REQUIRED, _now(), frozenset(self.subscriptions.values()),
-                                   detail=f"{detail}: run `trading-helper login {self.broker_name}`"))
+        await self._emit(
+            FeedEvent(
+                FeedState.LOGIN_REQUIRED,
+                _now(),
+                frozenset(self.subscriptions.values()),
+                detail=f"{detail}: run `trading-helper login {self.broker_name}`",
+            )
+        )
 
     def _update_state(self) -> None:
         if self._wake is None:

@@ -23,9 +23,28 @@ from trading_helper.config import Settings
 from trading_helper.models import Candle, Instrument, Tick
 from trading_helper.timeframes import IST, Timeframe
 
-_UNDERLYINGS = ["RELIANCE", "TCS", "HDFCBANK", "INFY", "ICICIBANK", "SBIN", "ITC", "LT", "AXISBANK", "KOTAKBANK",
-                "BHARTIARTL", "HINDUNILVR", "BAJFINANCE", "MARUTI", "TATAMOTORS", "SUNPHARMA", "WIPRO", "ONGC",
-                "NTPC", "POWERGRID"]
+_UNDERLYINGS = [
+    "RELIANCE",
+    "TCS",
+    "HDFCBANK",
+    "INFY",
+    "ICICIBANK",
+    "SBIN",
+    "ITC",
+    "LT",
+    "AXISBANK",
+    "KOTAKBANK",
+    "BHARTIARTL",
+    "HINDUNILVR",
+    "BAJFINANCE",
+    "MARUTI",
+    "TATAMOTORS",
+    "SUNPHARMA",
+    "WIPRO",
+    "ONGC",
+    "NTPC",
+    "POWERGRID",
+]
 SESSION_OPEN, SESSION_CLOSE = time(9, 15), time(15, 30)
 
 
@@ -34,21 +53,54 @@ def sim_instruments(count: int, today: date | None = None) -> list[Instrument]:
     today = today or clock.now().astimezone(IST).date()
     expiry = today + timedelta(days=(3 - today.weekday()) % 7 or 7)  # next Thursday
     out: list[Instrument] = [
-        Instrument(exchange="NSE", tradingsymbol="NIFTY 50", name="NIFTY", segment="INDICES",
-                   instrument_type="INDEX", tick_size=0.05),
-        Instrument(exchange="NSE", tradingsymbol="NIFTY BANK", name="BANKNIFTY", segment="INDICES",
-                   instrument_type="INDEX", tick_size=0.05),
+        Instrument(
+            exchange="NSE",
+            tradingsymbol="NIFTY 50",
+            name="NIFTY",
+            segment="INDICES",
+            instrument_type="INDEX",
+            tick_size=0.05,
+        ),
+        Instrument(
+            exchange="NSE",
+            tradingsymbol="NIFTY BANK",
+            name="BANKNIFTY",
+            segment="INDICES",
+            instrument_type="INDEX",
+            tick_size=0.05,
+        ),
     ]
     for name in _UNDERLYINGS:
-        out.append(Instrument(exchange="NSE", tradingsymbol=name, name=name, segment="NSE", instrument_type="EQ"))
-        out.append(Instrument(exchange="NFO", tradingsymbol=f"{name}{expiry:%y%b}FUT".upper(), name=name,
-                              segment="NFO-FUT", instrument_type="FUT", expiry=expiry, lot_size=250))
+        out.append(
+            Instrument(exchange="NSE", tradingsymbol=name, name=name, segment="NSE", instrument_type="EQ")
+        )
+        out.append(
+            Instrument(
+                exchange="NFO",
+                tradingsymbol=f"{name}{expiry:%y%b}FUT".upper(),
+                name=name,
+                segment="NFO-FUT",
+                instrument_type="FUT",
+                expiry=expiry,
+                lot_size=250,
+            )
+        )
     strike = 24_000
     while len(out) < count:
         for opt in ("CE", "PE"):
-            out.append(Instrument(exchange="NFO", tradingsymbol=f"NIFTY{expiry:%y%b}{strike}{opt}".upper(),
-                                  name="NIFTY", segment="NFO-OPT", instrument_type=opt, expiry=expiry,
-                                  strike=float(strike), option_type=opt, lot_size=75))
+            out.append(
+                Instrument(
+                    exchange="NFO",
+                    tradingsymbol=f"NIFTY{expiry:%y%b}{strike}{opt}".upper(),
+                    name="NIFTY",
+                    segment="NFO-OPT",
+                    instrument_type=opt,
+                    expiry=expiry,
+                    strike=float(strike),
+                    option_type=opt,
+                    lot_size=75,
+                )
+            )
         strike += 50
     out = out[:count]
     for n, inst in enumerate(out):
@@ -98,8 +150,11 @@ def session_minutes(token: str, day: date) -> tuple[_Minute, ...]:
             path.append(max(tick, round((path[-1] + step * tick) / tick) * tick))
         price = round(path[-1], 2)
         oi = max(0, oi + rng.choice((-150, -75, 0, 0, 75, 150)))
-        out.append(_Minute(t, round(o, 2), round(max(path), 2), round(min(path), 2), price,
-                           rng.randint(50, 5000), oi))
+        out.append(
+            _Minute(
+                t, round(o, 2), round(max(path), 2), round(min(path), 2), price, rng.randint(50, 5000), oi
+            )
+        )
         t += timedelta(minutes=1)
     return tuple(out)
 
@@ -157,8 +212,14 @@ class SimFeed(LiveFeed):
         day = now.astimezone(IST).date()
         if st is None:
             derivative = _seed("deriv", token) % 3 != 0
-            st = self._states[token] = _State(self._subs[token], price_at(token, now), 0.05, 0,
-                                              1000 * (1 + _seed("oi", token) % 500) if derivative else None, day)
+            st = self._states[token] = _State(
+                self._subs[token],
+                price_at(token, now),
+                0.05,
+                0,
+                1000 * (1 + _seed("oi", token) % 500) if derivative else None,
+                day,
+            )
         if st.day != day:
             st.volume, st.day = 0, day
         return st
@@ -172,18 +233,32 @@ class SimFeed(LiveFeed):
         frame = []
         for token in rng.choices(tokens, k=n_ticks):
             st = self._state(token, now)
-            st.price = max(st.tick_size, round((st.price + st.tick_size * rng.choice((-2, -1, 0, 1, 2)))
-                                               / st.tick_size) * st.tick_size)
+            st.price = max(
+                st.tick_size,
+                round((st.price + st.tick_size * rng.choice((-2, -1, 0, 1, 2))) / st.tick_size)
+                * st.tick_size,
+            )
             qty = rng.choice((1, 5, 10, 25, 50, 75, 100, 250, 500))
             st.volume += qty
             if st.oi is not None:
                 st.oi = max(0, st.oi + rng.choice((-75, 0, 0, 75, 150)))
             spread = st.tick_size * rng.choice((1, 1, 2, 3))
-            frame.append(Tick(instrument_id=st.instrument_id, exchange_ts=now.replace(microsecond=0),
-                              received_ts=now, last_price=round(st.price, 2), last_quantity=qty,
-                              volume=st.volume, average_price=round(st.price, 2), open_interest=st.oi,
-                              bid_price=round(st.price - spread, 2), bid_quantity=rng.randint(1, 5000),
-                              ask_price=round(st.price + spread, 2), ask_quantity=rng.randint(1, 5000)))
+            frame.append(
+                Tick(
+                    instrument_id=st.instrument_id,
+                    exchange_ts=now.replace(microsecond=0),
+                    received_ts=now,
+                    last_price=round(st.price, 2),
+                    last_quantity=qty,
+                    volume=st.volume,
+                    average_price=round(st.price, 2),
+                    open_interest=st.oi,
+                    bid_price=round(st.price - spread, 2),
+                    bid_quantity=rng.randint(1, 5000),
+                    ask_price=round(st.price + spread, 2),
+                    ask_quantity=rng.randint(1, 5000),
+                )
+            )
         return frame
 
     async def run(self, sink: FeedSink) -> None:
@@ -236,9 +311,19 @@ class SimBroker(Broker):
                     groups.setdefault(timeframe.bucket_start(minute.time), []).append(minute)
                 for bucket, ms in groups.items():
                     if start <= bucket < end:
-                        out.append(Candle(
-                            bucket, ms[0].open, max(m.high for m in ms), min(m.low for m in ms),
-                            ms[-1].close, sum(m.volume for m in ms), ms[-1].oi, "broker", timeframe=timeframe))
+                        out.append(
+                            Candle(
+                                bucket,
+                                ms[0].open,
+                                max(m.high for m in ms),
+                                min(m.low for m in ms),
+                                ms[-1].close,
+                                sum(m.volume for m in ms),
+                                ms[-1].oi,
+                                "broker",
+                                timeframe=timeframe,
+                            )
+                        )
             day += timedelta(days=1)
         return out
 

@@ -92,13 +92,21 @@ class Backfiller:
     last: LastBackfill | None = None
     _locks: dict[tuple[int, Timeframe], asyncio.Lock] = field(default_factory=dict)
 
-    async def has_gaps(self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime) -> bool:
+    async def has_gaps(
+        self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> bool:
         async with self.pool.acquire() as conn:
-            return bool(await find_gaps(conn, instrument_id, timeframe, start, end,
-                                        clock.now() - self.final_after))
+            return bool(
+                await find_gaps(conn, instrument_id, timeframe, start, end, clock.now() - self.final_after)
+            )
 
     async def fill(
-        self, instrument_id: int, broker_token: str, timeframe: Timeframe, start: datetime, end: datetime,
+        self,
+        instrument_id: int,
+        broker_token: str,
+        timeframe: Timeframe,
+        start: datetime,
+        end: datetime,
     ) -> BackfillReport:
         report = BackfillReport()
         until = clock.now() - self.final_after
@@ -118,12 +126,18 @@ class Backfiller:
             report.error = exc
             BACKFILL_ERRORS.labels(exc.code).inc()
             log.warning("backfill of instrument %d %s stopped: %s", instrument_id, timeframe.value, exc)
-            self.last = LastBackfill(instrument_id, timeframe.value, start, end, report.candles,
-                                     clock.now(), error=str(exc))
+            self.last = LastBackfill(
+                instrument_id, timeframe.value, start, end, report.candles, clock.now(), error=str(exc)
+            )
         return report
 
     async def _fetch(
-        self, instrument_id: int, broker_token: str, timeframe: Timeframe, window: Gap, report: BackfillReport,
+        self,
+        instrument_id: int,
+        broker_token: str,
+        timeframe: Timeframe,
+        window: Gap,
+        report: BackfillReport,
     ) -> None:
         ask_from, ask_to = broker_window(timeframe, window)
         report.broker_calls += 1
@@ -138,11 +152,16 @@ class Backfiller:
         report.fetched_ranges += 1
         report.candles += len(candles)
         BACKFILL_CANDLES.inc(len(candles))
-        self.last = LastBackfill(instrument_id, timeframe.value, window.start, window.end, len(candles),
-                                 clock.now())
+        self.last = LastBackfill(
+            instrument_id, timeframe.value, window.start, window.end, len(candles), clock.now()
+        )
 
     async def _store(
-        self, instrument_id: int, timeframe: Timeframe, window: Gap, candles: dict[datetime, Candle],
+        self,
+        instrument_id: int,
+        timeframe: Timeframe,
+        window: Gap,
+        candles: dict[datetime, Candle],
     ) -> None:
         source = self.broker.name
         buckets = sorted(candles)
@@ -150,17 +169,32 @@ class Backfiller:
         async with self.pool.acquire() as conn, conn.transaction():
             if rows:
                 await conn.execute(
-                    _STORE_CANDLES, instrument_id, timeframe.value, buckets,
-                    [c.open for c in rows], [c.high for c in rows], [c.low for c in rows],
-                    [c.close for c in rows], [c.volume for c in rows], source,
-                    [c.open_interest for c in rows])
-            await conn.execute(_RECORD_FETCH, instrument_id, timeframe.value, window.start, window.end,
-                               len(rows), source)
+                    _STORE_CANDLES,
+                    instrument_id,
+                    timeframe.value,
+                    buckets,
+                    [c.open for c in rows],
+                    [c.high for c in rows],
+                    [c.low for c in rows],
+                    [c.close for c in rows],
+                    [c.volume for c in rows],
+                    source,
+                    [c.open_interest for c in rows],
+                )
+            await conn.execute(
+                _RECORD_FETCH, instrument_id, timeframe.value, window.start, window.end, len(rows), source
+            )
 
     def status(self) -> dict[str, object] | None:
         if self.last is None:
             return None
         last = self.last
-        return {"instrument_id": last.instrument_id, "timeframe": last.timeframe,
-                "from": last.start.astimezone(IST).isoformat(), "to": last.end.astimezone(IST).isoformat(),
-                "candles": last.candles, "at": last.at.astimezone(IST).isoformat(), "error": last.error}
+        return {
+            "instrument_id": last.instrument_id,
+            "timeframe": last.timeframe,
+            "from": last.start.astimezone(IST).isoformat(),
+            "to": last.end.astimezone(IST).isoformat(),
+            "candles": last.candles,
+            "at": last.at.astimezone(IST).isoformat(),
+            "error": last.error,
+        }

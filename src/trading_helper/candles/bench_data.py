@@ -36,9 +36,29 @@ from trading_helper.timeframes import IST, Timeframe
 
 BATCH_INSTRUMENTS = 50
 HOLE = (11 * 60, 11 * 60 + 10)  # minutes of the IST day without live capture
-BROKER_COLUMNS = ("instrument_id", "timeframe", "bucket", "open", "high", "low", "close", "volume",
-                  "open_interest", "source")
-MAT_COLUMNS = ("bucket", "instrument_id", "open", "high", "low", "close", "volume", "open_interest", "tick_count")
+BROKER_COLUMNS = (
+    "instrument_id",
+    "timeframe",
+    "bucket",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "open_interest",
+    "source",
+)
+MAT_COLUMNS = (
+    "bucket",
+    "instrument_id",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "open_interest",
+    "tick_count",
+)
 TICK_COLUMNS = ("time", "instrument_id", "ltp", "volume_delta", "received_at")
 #: where in its minute each of a live bar's four ticks (open, high, low, close) falls
 _TICK_AT = (timedelta(seconds=1), timedelta(seconds=15), timedelta(seconds=30), timedelta(seconds=45))
@@ -58,8 +78,9 @@ class Dataset:
 
 
 def _session(day: date) -> tuple[datetime, datetime]:
-    return datetime(day.year, day.month, day.day, 9, 15, tzinfo=IST), datetime(day.year, day.month, day.day, 15, 30,
-                                                                              tzinfo=IST)
+    return datetime(day.year, day.month, day.day, 9, 15, tzinfo=IST), datetime(
+        day.year, day.month, day.day, 15, 30, tzinfo=IST
+    )
 
 
 def trading_days(first: date, last: date) -> list[date]:
@@ -75,7 +96,9 @@ def _price(iid: int, k: int) -> float:
     return round(base + 5 * math.sin(k / 97 + iid) + (k % 17) * 0.05, 2)
 
 
-def _bars(iid: int, starts: list[datetime], step: int) -> Iterator[tuple[datetime, float, float, float, float, int]]:
+def _bars(
+    iid: int, starts: list[datetime], step: int
+) -> Iterator[tuple[datetime, float, float, float, float, int]]:
     for ts in starts:
         k = int(ts.timestamp()) // 60
         o = _price(iid, k)
@@ -139,20 +162,30 @@ async def _coverage(conn: asyncpg.Connection, ids: list[int], data: Dataset) -> 
             first, _ = _session(data.broker_days[0])
             _, last = _session(data.broker_days[-1])
             fetch += [(iid, "1m", first, last), (iid, "15m", first, last)]
-        first_d = datetime(data.year_days[0].year, data.year_days[0].month, data.year_days[0].day, 0, 15, tzinfo=IST)
-        fetch.append((iid, "1d", first_d, first_d + timedelta(days=(data.year_days[-1] - data.year_days[0]).days + 1)))
+        first_d = datetime(
+            data.year_days[0].year, data.year_days[0].month, data.year_days[0].day, 0, 15, tzinfo=IST
+        )
+        fetch.append(
+            (iid, "1d", first_d, first_d + timedelta(days=(data.year_days[-1] - data.year_days[0]).days + 1))
+        )
         for day in data.live_days:
             start, end = _session(day)
             hole_from = datetime(day.year, day.month, day.day, HOLE[0] // 60, HOLE[0] % 60, tzinfo=IST)
             hole_to = hole_from + timedelta(minutes=HOLE[1] - HOLE[0])
-            live += [(iid, start - timedelta(minutes=5), hole_from), (iid, hole_to, end + timedelta(minutes=5))]
+            live += [
+                (iid, start - timedelta(minutes=5), hole_from),
+                (iid, hole_to, end + timedelta(minutes=5)),
+            ]
             fetch.append((iid, "1m", hole_from, hole_to))
     await conn.executemany(
         "INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source) "
-        "VALUES ($1, $2, tstzrange($3, $4), 1, 'sim')", fetch)
+        "VALUES ($1, $2, tstzrange($3, $4), 1, 'sim')",
+        fetch,
+    )
     await conn.executemany(
         "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'sim', tstzrange($2, $3), false)",
-        live)
+        live,
+    )
 
 
 async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int, today: date) -> Dataset:
@@ -160,7 +193,9 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
     last = today - timedelta(days=1)
     window = trading_days(last - timedelta(days=days - 1), last)
     split = max(1, len(window) * 2 // 3) if len(window) > 1 else len(window)
-    data = Dataset(instrument_ids, window[:split], window[split:], trading_days(last - timedelta(days=364), last))
+    data = Dataset(
+        instrument_ids, window[:split], window[split:], trading_days(last - timedelta(days=364), last)
+    )
     sessions = SessionLoader()
     await sessions.ensure(pool, "NSE", range(last.year - 1, today.year + 1))
     async with pool.acquire() as conn:
@@ -172,7 +207,7 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
             await conn.execute("DROP INDEX candles_1m_mat_bucket_idx")
         broker = live = 0
         for n in range(0, len(instrument_ids), BATCH_INSTRUMENTS):
-            ids = instrument_ids[n:n + BATCH_INSTRUMENTS]
+            ids = instrument_ids[n : n + BATCH_INSTRUMENTS]
             rows = [r for iid in ids for r in _broker_rows(iid, data)]
             await conn.copy_records_to_table("broker_candles", records=rows, columns=BROKER_COLUMNS)
             broker += len(rows)
@@ -184,22 +219,34 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
                 await conn.copy_records_to_table("tick_data", records=ticks, columns=TICK_COLUMNS)
             live += len(mats)
             await _coverage(conn, ids, data)
-        await conn.execute("ALTER TABLE broker_candles ADD CONSTRAINT broker_candles_pkey "
-                           "PRIMARY KEY (instrument_id, timeframe, bucket)")
+        await conn.execute(
+            "ALTER TABLE broker_candles ADD CONSTRAINT broker_candles_pkey "
+            "PRIMARY KEY (instrument_id, timeframe, bucket)"
+        )
         if plain:
-            await conn.execute("ALTER TABLE candles_1m_mat ADD CONSTRAINT candles_1m_mat_pkey "
-                               "PRIMARY KEY (instrument_id, bucket)")
+            await conn.execute(
+                "ALTER TABLE candles_1m_mat ADD CONSTRAINT candles_1m_mat_pkey "
+                "PRIMARY KEY (instrument_id, bucket)"
+            )
             await conn.execute("CREATE INDEX candles_1m_mat_bucket_idx ON candles_1m_mat (bucket)")
         if data.live_days:
             start, _ = _session(data.live_days[0])
             _, end = _session(data.live_days[-1])
             for tf in Timeframe:
                 if plain and tf is not Timeframe.M1:
-                    await conn.execute("SELECT candle_rebuild($1, tstzmultirange(tstzrange($2, $3)))",
-                                       tf.value, start - timedelta(days=1), end + timedelta(days=1))
+                    await conn.execute(
+                        "SELECT candle_rebuild($1, tstzmultirange(tstzrange($2, $3)))",
+                        tf.value,
+                        start - timedelta(days=1),
+                        end + timedelta(days=1),
+                    )
                 elif not plain:  # whole UTC days with margin: every level's buckets (timescaledb #9308)
-                    await conn.execute(queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation,
-                                       (start - timedelta(days=2)).timestamp(), (end + timedelta(days=2)).timestamp())
+                    await conn.execute(
+                        queries.REFRESH_CONTINUOUS_AGGREGATE,
+                        tf.relation,
+                        (start - timedelta(days=2)).timestamp(),
+                        (end + timedelta(days=2)).timestamp(),
+                    )
         await conn.execute("ANALYZE")
     data.rows = {"broker_candles": broker, "live_1m_candles": live}
     return data

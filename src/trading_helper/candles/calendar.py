@@ -77,8 +77,13 @@ def year_sessions(key: str, year: int) -> list[Session]:
         if spec.hours is not None:
             out.append((day, _at(day, spec.hours[0]), _at(day, spec.hours[1])))
         else:
-            out.append((day, row["market_open"].to_pydatetime().astimezone(IST),
-                        row["market_close"].to_pydatetime().astimezone(IST)))
+            out.append(
+                (
+                    day,
+                    row["market_open"].to_pydatetime().astimezone(IST),
+                    row["market_close"].to_pydatetime().astimezone(IST),
+                )
+            )
     return out
 
 

@@ -16,6 +16,7 @@ from trading_helper.timeframes import Timeframe
 
 _GAPS = "SELECT lower(r) AS lo, upper(r) AS hi FROM candle_gaps($1, $2, $3, $4, $5) AS r"
 
+
 @dataclass(frozen=True, slots=True)
 class Gap:
     start: datetime
@@ -23,7 +24,11 @@ class Gap:
 
 
 async def find_gaps(
-    conn: asyncpg.Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime,
+    conn: asyncpg.Connection,
+    instrument_id: int,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
     until: datetime,
 ) -> list[Gap]:
     """Gaps of buckets starting in [start, end) and ending by ``until``, in time order."""

@@ -17,8 +17,7 @@ from trading_helper.timeframes import Timeframe
 T = TypeVar("T")
 
 READ = (
-    "SELECT bucket, open, high, low, close, volume, open_interest, source "
-    "FROM read_candles($1, $2, $3, $4)"
+    "SELECT bucket, open, high, low, close, volume, open_interest, source FROM read_candles($1, $2, $3, $4)"
 )
 
 #: each wire field (``models.CANDLE_WIRE_FIELDS``) as SQL over a ``read_candles`` row: the row's

@@ -49,8 +49,10 @@ def validate_range(timeframe: Timeframe, start: datetime, end: datetime) -> tupl
         raise InvalidRange(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
     span = timeframe.facts.max_span
     if end - start > span:
-        raise InvalidRange(f"a {timeframe.value} request may span at most {span.days} days; "
-                           f"this one spans {(end - start).days} days")
+        raise InvalidRange(
+            f"a {timeframe.value} request may span at most {span.days} days; "
+            f"this one spans {(end - start).days} days"
+        )
     return start, end
 
 
@@ -114,12 +116,17 @@ class CandleService:
         start, end = validate_range(tf, start, end)
         instrument = await self.resolve(ref)
         assert instrument.id is not None
-        await self.sessions.ensure(self.pool, await self._calendar_of(instrument.id),
-                                   years_between(start, min(end, clock.now())))
+        await self.sessions.ensure(
+            self.pool, await self._calendar_of(instrument.id), years_between(start, min(end, clock.now()))
+        )
         return instrument, tf, start, end
 
     async def _filled_read(
-        self, instrument: Instrument, tf: Timeframe, start: datetime, end: datetime,
+        self,
+        instrument: Instrument,
+        tf: Timeframe,
+        start: datetime,
+        end: datetime,
         read: Callable[[asyncpg.Connection], Awaitable[T]],
     ) -> tuple[T, BackfillReport]:
         """``read`` after the gaps of the range were fetched from the broker."""
@@ -143,21 +150,37 @@ class CandleService:
 
     @overload
     async def get_candles(
-        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime,
+        self,
+        ref: str | int,
+        timeframe: str | Timeframe,
+        start: datetime,
+        end: datetime,
     ) -> CandleSeries[list[Candle]]: ...
 
     @overload
     async def get_candles(
-        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime, *, read: Reader[T],
+        self,
+        ref: str | int,
+        timeframe: str | Timeframe,
+        start: datetime,
+        end: datetime,
+        *,
+        read: Reader[T],
     ) -> CandleSeries[T]: ...
 
     async def get_candles(
-        self, ref: str | int, timeframe: str | Timeframe, start: datetime, end: datetime, *,
+        self,
+        ref: str | int,
+        timeframe: str | Timeframe,
+        start: datetime,
+        end: datetime,
+        *,
         read: Reader[Any] = read_candles,
     ) -> CandleSeries[Any]:
         """The merged series, gaps fetched from the broker first, read by ``read``."""
         instrument, tf, start, end = await self._prepare(ref, timeframe, start, end)
         iid = instrument.id or 0
         candles, report = await self._filled_read(
-            instrument, tf, start, end, lambda conn: read(conn, iid, tf, start, end))
+            instrument, tf, start, end, lambda conn: read(conn, iid, tf, start, end)
+        )
         return CandleSeries(instrument, tf, candles, report)

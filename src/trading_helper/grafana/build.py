@@ -53,5 +53,8 @@ def write(out_dir: Path = HERE, *, timescaledb: bool = True) -> list[Path]:
 
 def stale(out_dir: Path = HERE) -> list[str]:
     """The generated files under ``out_dir`` that differ from what the code generates."""
-    return [relative for relative, text in render().items()
-            if not (out_dir / relative).is_file() or (out_dir / relative).read_text(encoding="utf-8") != text]
+    return [
+        relative
+        for relative, text in render().items()
+        if not (out_dir / relative).is_file() or (out_dir / relative).read_text(encoding="utf-8") != text
+    ]

@@ -121,28 +121,74 @@ LIMIT 50
 
 def build() -> Json:
     panels = [
-        Panel("Candles ($timeframe)", "candlestick", CANDLES, width=24, height=12,
-              description="OHLC with volume from read_candles(): live candles where the bucket was captured, "
-                          "else broker history, else the partial live candle.",
-              options={"mode": "candles+volume", "candleStyle": "candles", "colorStrategy": "open-close",
-                       "colors": {"up": "green", "down": "red"}, "includeAllFields": False,
-                       "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"}}),
-        Panel("Open interest ($timeframe)", "timeseries", OPEN_INTEREST, width=12,
-              description="Open interest at the close of each bucket (F&O and MCX contracts).",
-              unit="short"),
-        Panel("Bid / ask / last", "timeseries", BID_ASK, width=12,
-              description="Top of book from the ticks, averaged per display interval."),
-        Panel("Latest quote and top of book", "table", LATEST_QUOTE, width=24, height=5,
-              description="The newest tick of the instrument, whatever the time range."),
-        Panel("Top movers of the day", "table", TOP_MOVERS, width=12, height=10,
-              description="Latest daily candle against the previous day's close (or the day's open)."),
-        Panel("Volume spikes ($timeframe)", "table", VOLUME_SPIKES, width=12, height=10,
-              description="Recent buckets whose volume is at least 3x the average of the 20 before."),
+        Panel(
+            "Candles ($timeframe)",
+            "candlestick",
+            CANDLES,
+            width=24,
+            height=12,
+            description="OHLC with volume from read_candles(): live candles where the bucket was captured, "
+            "else broker history, else the partial live candle.",
+            options={
+                "mode": "candles+volume",
+                "candleStyle": "candles",
+                "colorStrategy": "open-close",
+                "colors": {"up": "green", "down": "red"},
+                "includeAllFields": False,
+                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            },
+        ),
+        Panel(
+            "Open interest ($timeframe)",
+            "timeseries",
+            OPEN_INTEREST,
+            width=12,
+            description="Open interest at the close of each bucket (F&O and MCX contracts).",
+            unit="short",
+        ),
+        Panel(
+            "Bid / ask / last",
+            "timeseries",
+            BID_ASK,
+            width=12,
+            description="Top of book from the ticks, averaged per display interval.",
+        ),
+        Panel(
+            "Latest quote and top of book",
+            "table",
+            LATEST_QUOTE,
+            width=24,
+            height=5,
+            description="The newest tick of the instrument, whatever the time range.",
+        ),
+        Panel(
+            "Top movers of the day",
+            "table",
+            TOP_MOVERS,
+            width=12,
+            height=10,
+            description="Latest daily candle against the previous day's close (or the day's open).",
+        ),
+        Panel(
+            "Volume spikes ($timeframe)",
+            "table",
+            VOLUME_SPIKES,
+            width=12,
+            height=10,
+            description="Recent buckets whose volume is at least 3x the average of the 20 before.",
+        ),
     ]
     variables = [
         query_variable("instrument", "Instrument", INSTRUMENT_CHOICES),
         custom_variable("timeframe", "Timeframe", TIMEFRAMES, "5m"),
     ]
-    return dashboard(UID, "Trading Helper: market overview", panels, variables=variables,
-                     time_from="now-6h", refresh="10s", tags=["trading-helper", "market"],
-                     description="Candles, open interest, quotes, top movers and volume spikes.")
+    return dashboard(
+        UID,
+        "Trading Helper: market overview",
+        panels,
+        variables=variables,
+        time_from="now-6h",
+        refresh="10s",
+        tags=["trading-helper", "market"],
+        description="Candles, open interest, quotes, top movers and volume spikes.",
+    )

@@ -120,9 +120,17 @@ def custom_variable(name: str, label: str, values: list[str], default: str) -> J
     }
 
 
-def dashboard(uid: str, title: str, panels: list[Panel], *, variables: list[Json] | None = None,
-              time_from: str = "now-6h", refresh: str = "10s", tags: list[str] | None = None,
-              description: str = "") -> Json:
+def dashboard(
+    uid: str,
+    title: str,
+    panels: list[Panel],
+    *,
+    variables: list[Json] | None = None,
+    time_from: str = "now-6h",
+    refresh: str = "10s",
+    tags: list[str] | None = None,
+    description: str = "",
+) -> Json:
     """A whole dashboard; times shown in IST, the market's clock."""
     return {
         "uid": uid,

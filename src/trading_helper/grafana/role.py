@@ -22,8 +22,9 @@ READER_ROLE = "grafana_reader"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
 
 
-def scram_sha256_verifier(password: str, *, salt: bytes | None = None,
-                          iterations: int = SCRAM_ITERATIONS) -> str:
+def scram_sha256_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
     """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` for ``password``.
 
     Printable ASCII only: PostgreSQL runs other passwords through SASLprep before hashing, and a

@@ -128,27 +128,74 @@ FROM ({_JOB_STATES}) AS jobs
 
 def build() -> Json:
     panels = [
-        Panel("Ingest rate", "timeseries", INGEST_RATE, width=16, unit="short",
-              description="Ticks stored per second, by arrival time."),
-        Panel("Last minute", "stat", TICKS_LAST_MINUTE, width=8,
-              description="Ticks stored with an exchange time in the last minute."),
-        Panel("Stream lag", "timeseries", STREAM_LAG, width=12, unit="s",
-              description="received_at - exchange time: how late ticks reach us."),
-        Panel("Late ticks", "timeseries", LATE_TICKS, width=12,
-              description=f"Ticks received more than {LATE_AFTER_S} s after their exchange time. Rejected "
-                          "ticks are not stored: see ticks_rejected_total on the API's /metrics."),
-        Panel("Broker connection", "table", BROKER_CONNECTION, width=12,
-              description="From live_coverage: connected while an open capture period is being extended."),
-        Panel("Instruments captured", "timeseries", CAPTURED_INSTRUMENTS, width=12,
-              description="Instruments inside a live capture period at each moment."),
-        Panel("Maintenance jobs", "table", JOB_HEALTH, width=18,
-              description="Candle refresh, compression and retention jobs: a failed or overdue one leaves "
-                          "candles stale (the service then refreshes them itself). Also th_job_problem "
-                          "on the API's /metrics."),
-        Panel("Jobs with a problem", "stat", JOB_PROBLEMS, width=6,
-              description="Maintenance jobs failed, overdue or paused, and a stopped TimescaleDB scheduler."),
+        Panel(
+            "Ingest rate",
+            "timeseries",
+            INGEST_RATE,
+            width=16,
+            unit="short",
+            description="Ticks stored per second, by arrival time.",
+        ),
+        Panel(
+            "Last minute",
+            "stat",
+            TICKS_LAST_MINUTE,
+            width=8,
+            description="Ticks stored with an exchange time in the last minute.",
+        ),
+        Panel(
+            "Stream lag",
+            "timeseries",
+            STREAM_LAG,
+            width=12,
+            unit="s",
+            description="received_at - exchange time: how late ticks reach us.",
+        ),
+        Panel(
+            "Late ticks",
+            "timeseries",
+            LATE_TICKS,
+            width=12,
+            description=f"Ticks received more than {LATE_AFTER_S} s after their exchange time. Rejected "
+            "ticks are not stored: see ticks_rejected_total on the API's /metrics.",
+        ),
+        Panel(
+            "Broker connection",
+            "table",
+            BROKER_CONNECTION,
+            width=12,
+            description="From live_coverage: connected while an open capture period is being extended.",
+        ),
+        Panel(
+            "Instruments captured",
+            "timeseries",
+            CAPTURED_INSTRUMENTS,
+            width=12,
+            description="Instruments inside a live capture period at each moment.",
+        ),
+        Panel(
+            "Maintenance jobs",
+            "table",
+            JOB_HEALTH,
+            width=18,
+            description="Candle refresh, compression and retention jobs: a failed or overdue one leaves "
+            "candles stale (the service then refreshes them itself). Also th_job_problem "
+            "on the API's /metrics.",
+        ),
+        Panel(
+            "Jobs with a problem",
+            "stat",
+            JOB_PROBLEMS,
+            width=6,
+            description="Maintenance jobs failed, overdue or paused, and a stopped TimescaleDB scheduler.",
+        ),
     ]
-    return dashboard(UID, "Trading Helper: system health", panels, time_from="now-3h", refresh="10s",
-                     tags=["trading-helper", "health"],
-                     description="Ingest rate, stream lag, late ticks, the broker connection and the "
-                                 "maintenance jobs.")
+    return dashboard(
+        UID,
+        "Trading Helper: system health",
+        panels,
+        time_from="now-3h",
+        refresh="10s",
+        tags=["trading-helper", "health"],
+        description="Ingest rate, stream lag, late ticks, the broker connection and the maintenance jobs.",
+    )

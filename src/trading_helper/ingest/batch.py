@@ -79,8 +79,15 @@ def instrument_ids(chunks: Sequence[Chunk]) -> set[int]:
     return ids
 
 
-def build_batch(chunks: Sequence[Chunk], tracker: VolumeTracker, known_ids: set[int] | frozenset[int],
-                now_us: int, *, entry_starts: Sequence[int] = (), entry_ids: Sequence[str] = ()) -> TickBatch:
+def build_batch(
+    chunks: Sequence[Chunk],
+    tracker: VolumeTracker,
+    known_ids: set[int] | frozenset[int],
+    now_us: int,
+    *,
+    entry_starts: Sequence[int] = (),
+    entry_ids: Sequence[str] = (),
+) -> TickBatch:
     """The rows of ``chunks`` (see the module docstring). ``entry_starts``: the index of the
     first record of each stream entry (in ``entry_ids``), so a refused row can name its entry."""
     newest, oldest = now_us + _SKEW_US, now_us - _AGE_US
@@ -103,7 +110,12 @@ def build_batch(chunks: Sequence[Chunk], tracker: VolumeTracker, known_ids: set[
     trade_ts: list[int] = []
     trade_delta: list[int] = []
     quote_at: list[int] = []
-    add_trade, add_ts, add_delta, add_quote = trade_at.append, trade_ts.append, trade_delta.append, quote_at.append
+    add_trade, add_ts, add_delta, add_quote = (
+        trade_at.append,
+        trade_ts.append,
+        trade_delta.append,
+        quote_at.append,
+    )
     end = k = 0  # records before the next chunk; position in ``candidates``
     for chunk in chunks:
         if isinstance(chunk, VolumeReset):
@@ -135,8 +147,13 @@ def build_batch(chunks: Sequence[Chunk], tracker: VolumeTracker, known_ids: set[
     trades = _trade_rows(records, trade_at, trade_ts, trade_delta, starts)
     quotes = _quote_rows(records, quote_at, starts)
     write = TickWrite(trades, quotes, tracker.take_changes(), entry_ids)
-    return TickBatch(write, rejected, unknown, records["rx"].astype(np.int64),
-                     int(records["ex"][-1]) if len(records) else -1)
+    return TickBatch(
+        write,
+        rejected,
+        unknown,
+        records["rx"].astype(np.int64),
+        int(records["ex"][-1]) if len(records) else -1,
+    )
 
 
 def _entry_of(at: npt.NDArray[np.int64], starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
@@ -145,8 +162,13 @@ def _entry_of(at: npt.NDArray[np.int64], starts: npt.NDArray[np.int64]) -> npt.N
     return np.searchsorted(starts, at, side="right").astype(np.int64) - 1
 
 
-def _trade_rows(records: npt.NDArray[np.void], at: list[int], ts: list[int], delta: list[int],
-                starts: npt.NDArray[np.int64]) -> TickRows:
+def _trade_rows(
+    records: npt.NDArray[np.void],
+    at: list[int],
+    ts: list[int],
+    delta: list[int],
+    starts: npt.NDArray[np.int64],
+) -> TickRows:
     if not at:
         return no_rows(TICK_KINDS)
     index = np.asarray(at, np.int64)
@@ -154,10 +176,25 @@ def _trade_rows(records: npt.NDArray[np.void], at: list[int], ts: list[int], del
     times = np.asarray(ts, np.int64)
     qty, vol, oi, bq, aq = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"]
     avg, bp, ap = r["avg"], r["bp"], r["ap"]
-    rows = encode(TICK_KINDS, [
-        (times, None), (r["iid"], None), (r["ltp"], None), (qty, qty < 0), (vol, vol < 0),
-        (np.asarray(delta, np.int64), None), (avg, np.isnan(avg)), (oi, oi < 0), (bp, np.isnan(bp)),
-        (bq, bq < 0), (ap, np.isnan(ap)), (aq, aq < 0), (r["rx"], None), (r["ex"], None)])
+    rows = encode(
+        TICK_KINDS,
+        [
+            (times, None),
+            (r["iid"], None),
+            (r["ltp"], None),
+            (qty, qty < 0),
+            (vol, vol < 0),
+            (np.asarray(delta, np.int64), None),
+            (avg, np.isnan(avg)),
+            (oi, oi < 0),
+            (bp, np.isnan(bp)),
+            (bq, bq < 0),
+            (ap, np.isnan(ap)),
+            (aq, aq < 0),
+            (r["rx"], None),
+            (r["ex"], None),
+        ],
+    )
     return TickRows(rows, int(times.min()), int(times.max()), _entry_of(index, starts))
 
 
@@ -169,8 +206,22 @@ def _quote_rows(records: npt.NDArray[np.void], at: list[int], starts: npt.NDArra
     times = r["ex"]
     qty, vol, oi, bq, aq, tr = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"], r["tr"]
     avg, bp, ap = r["avg"], r["bp"], r["ap"]
-    rows = encode(QUOTE_KINDS, [
-        (times, None), (r["iid"], None), (r["ltp"], None), (qty, qty < 0), (vol, vol < 0),
-        (avg, np.isnan(avg)), (oi, oi < 0), (bp, np.isnan(bp)), (bq, bq < 0), (ap, np.isnan(ap)),
-        (aq, aq < 0), (r["rx"], None), (tr, tr < 0)])
+    rows = encode(
+        QUOTE_KINDS,
+        [
+            (times, None),
+            (r["iid"], None),
+            (r["ltp"], None),
+            (qty, qty < 0),
+            (vol, vol < 0),
+            (avg, np.isnan(avg)),
+            (oi, oi < 0),
+            (bp, np.isnan(bp)),
+            (bq, bq < 0),
+            (ap, np.isnan(ap)),
+            (aq, aq < 0),
+            (r["rx"], None),
+            (tr, tr < 0),
+        ],
+    )
     return TickRows(rows, int(times.min()), int(times.max()), _entry_of(index, starts))

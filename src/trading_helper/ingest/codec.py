@@ -29,9 +29,23 @@ _LEGACY_TICK = struct.Struct("<qqidqqdqdqdq")  # before the trade time was carri
 _LEVEL = struct.Struct("<dqi")
 #: the record layout, for readers of whole payloads: ``struct`` for loops, numpy for columns
 RECORD = _TICK
-RECORD_DTYPE = np.dtype([("ex", "<i8"), ("rx", "<i8"), ("iid", "<i4"), ("ltp", "<f8"), ("qty", "<i8"),
-                         ("vol", "<i8"), ("avg", "<f8"), ("oi", "<i8"), ("bp", "<f8"), ("bq", "<i8"),
-                         ("ap", "<f8"), ("aq", "<i8"), ("tr", "<i8")])
+RECORD_DTYPE = np.dtype(
+    [
+        ("ex", "<i8"),
+        ("rx", "<i8"),
+        ("iid", "<i4"),
+        ("ltp", "<f8"),
+        ("qty", "<i8"),
+        ("vol", "<i8"),
+        ("avg", "<f8"),
+        ("oi", "<i8"),
+        ("bp", "<f8"),
+        ("bq", "<i8"),
+        ("ap", "<f8"),
+        ("aq", "<i8"),
+        ("tr", "<i8"),
+    ]
+)
 TICK_SIZE = _TICK.size
 LEGACY_TICK_SIZE = _LEGACY_TICK.size
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,12 +68,18 @@ def _pack(t: Tick) -> bytes:
 
 def _pack_at(t: Tick, ex: int, rx: int) -> bytes:
     return _TICK.pack(
-        ex, rx, t.instrument_id, t.last_price,
-        -1 if t.last_quantity is None else t.last_quantity, -1 if t.volume is None else t.volume,
+        ex,
+        rx,
+        t.instrument_id,
+        t.last_price,
+        -1 if t.last_quantity is None else t.last_quantity,
+        -1 if t.volume is None else t.volume,
         _NAN if t.average_price is None else t.average_price,
         -1 if t.open_interest is None else t.open_interest,
-        _NAN if t.bid_price is None else t.bid_price, -1 if t.bid_quantity is None else t.bid_quantity,
-        _NAN if t.ask_price is None else t.ask_price, -1 if t.ask_quantity is None else t.ask_quantity,
+        _NAN if t.bid_price is None else t.bid_price,
+        -1 if t.bid_quantity is None else t.bid_quantity,
+        _NAN if t.ask_price is None else t.ask_price,
+        -1 if t.ask_quantity is None else t.ask_quantity,
         -1 if t.trade_ts is None else _us(t.trade_ts),
     )
 
@@ -150,8 +170,8 @@ def decode_quote(value: bytes) -> Tick:
     tick = _tick(rec)
     if len(value) >= size + 2:
         n_bids, n_asks = value[size], value[size + 1]
-        levels = [DepthLevel(p, q, o) for p, q, o in _LEVEL.iter_unpack(value[size + 2:])]
-        tick.bids, tick.asks = tuple(levels[:n_bids]), tuple(levels[n_bids:n_bids + n_asks])
+        levels = [DepthLevel(p, q, o) for p, q, o in _LEVEL.iter_unpack(value[size + 2 :])]
+        tick.bids, tick.asks = tuple(levels[:n_bids]), tuple(levels[n_bids : n_bids + n_asks])
     return tick
 
 
@@ -174,5 +194,7 @@ def tick_to_json(t: Tick) -> dict[str, object]:
         "depth": {
             "bids": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.bids],
             "asks": [{"price": d.price, "quantity": d.quantity, "orders": d.orders} for d in t.asks],
-        } if (t.bids or t.asks) else None,
+        }
+        if (t.bids or t.asks)
+        else None,
     }

@@ -27,7 +27,9 @@ UNKNOWN_ID_TTL_S = 1.0
 class BatchPreparer:
     """Prepares tick batches for one writer. Not for concurrent use."""
 
-    def __init__(self, pool: asyncpg.Pool | None, *, monotonic: Callable[[], float] = _time.monotonic) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool | None, *, monotonic: Callable[[], float] = _time.monotonic
+    ) -> None:
         self.pool = pool
         self.tracker = VolumeTracker()
         self.known_ids: set[int] = set()
@@ -56,8 +58,9 @@ class BatchPreparer:
         """A prepared batch will not be committed: its volume state must come from the database."""
         self._needs_reload = True
 
-    async def prepare(self, chunks: Sequence[Chunk], *, entry_starts: Sequence[int] = (),
-                      entry_ids: Sequence[str] = ()) -> TickBatch:
+    async def prepare(
+        self, chunks: Sequence[Chunk], *, entry_starts: Sequence[int] = (), entry_ids: Sequence[str] = ()
+    ) -> TickBatch:
         """The batch's rows (CPU only, unless state must load or ids are missing from the cache).
 
         Raises DatabaseUnavailable / DatabaseBusy (nothing changed: call again) when the database
@@ -75,8 +78,14 @@ class BatchPreparer:
             if wrapped is None or wrapped is exc:
                 raise
             raise wrapped from exc
-        return build_batch(chunks, self.tracker, self.known_ids, to_us(clock.now()),
-                           entry_starts=entry_starts, entry_ids=entry_ids)
+        return build_batch(
+            chunks,
+            self.tracker,
+            self.known_ids,
+            to_us(clock.now()),
+            entry_starts=entry_starts,
+            entry_ids=entry_ids,
+        )
 
     async def _look_up(self, missing: set[int]) -> None:
         """Instruments added after the cache was loaded are known at once; an id that is not an

@@ -48,16 +48,27 @@ QUOTES_EVERY_S = 0.1
 
 
 def _naive(t: Tick) -> bool:
-    return (t.exchange_ts.tzinfo is None or t.received_ts.tzinfo is None
-            or (t.trade_ts is not None and t.trade_ts.tzinfo is None))
+    return (
+        t.exchange_ts.tzinfo is None
+        or t.received_ts.tzinfo is None
+        or (t.trade_ts is not None and t.trade_ts.tzinfo is None)
+    )
 
 
 class TickReceiver:
     """Implements :class:`trading_helper.brokers.base.FeedSink`."""
 
-    def __init__(self, redis: aioredis.Redis, *, stream: str, max_entries: int, local_max_frames: int,
-                 coverage: CoverageRecorder | None = None, quotes_key: str = keys.QUOTES,
-                 live_channel: str = keys.LIVE_CHANNEL) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        stream: str,
+        max_entries: int,
+        local_max_frames: int,
+        coverage: CoverageRecorder | None = None,
+        quotes_key: str = keys.QUOTES,
+        live_channel: str = keys.LIVE_CHANNEL,
+    ) -> None:
         self.redis = redis
         self.stream = stream
         self.quotes_key = quotes_key
@@ -147,8 +158,9 @@ class TickReceiver:
             await self.coverage.on_event(event)
 
     # -- Redis ----------------------------------------------------------------------------
-    async def _append(self, fields: dict[bytes, bytes], payload: bytes | None,
-                      quotes: dict[str, bytes] | None, n_ticks: int) -> None:
+    async def _append(
+        self, fields: dict[bytes, bytes], payload: bytes | None, quotes: dict[str, bytes] | None, n_ticks: int
+    ) -> None:
         now = time.monotonic()
         if (self.local or self._stream_full) and now >= self._retry_at:
             await self._flush_local()
@@ -182,7 +194,9 @@ class TickReceiver:
 
     async def _settle(self, reply: object, entry_id: str, fields: dict[bytes, bytes]) -> str:
         """The id under which the entry is in the stream, given the reply to its XADD."""
-        if isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(reply):
+        if isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(
+            reply
+        ):
             found = await self.redis.xrange(self.stream, min=entry_id, max=entry_id, count=1)
             if found and found[0][1] == fields:
                 return entry_id  # an earlier try landed; its reply was lost
@@ -220,8 +234,15 @@ class TickReceiver:
         self._stamped_ticks += n_ticks
         fields[SEQ_FIELD] = EntrySeq(self.run_id, self._entries, self._stamped_ticks).encode()
 
-    def _keep_locally(self, entry_id: str, fields: dict[bytes, bytes], payload: bytes | None,
-                      n_ticks: int, *, stamped: bool = False) -> None:
+    def _keep_locally(
+        self,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        payload: bytes | None,
+        n_ticks: int,
+        *,
+        stamped: bool = False,
+    ) -> None:
         if len(self.local) >= self.local_max_frames:
             self.on_reject("buffer_full", max(n_ticks, 1))
             if stamped:  # the last entry stamped: its place is given to the next one, so no gap shows
@@ -287,7 +308,9 @@ class TickReceiver:
         self._retry_at = time.monotonic() + _RETRY_AFTER_S
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
-            log.error("Redis unreachable (%s): holding frames in memory (at most %d)", exc, self.local_max_frames)
+            log.error(
+                "Redis unreachable (%s): holding frames in memory (at most %d)", exc, self.local_max_frames
+            )
 
     def _redis_back(self) -> None:
         if self.redis_down_since is not None:
@@ -301,8 +324,12 @@ class TickReceiver:
         self._stream_full = length >= self.max_entries
         if ratio >= _CAP_WARN_RATIO and time.monotonic() - self._last_warning > 10:
             self._last_warning = time.monotonic()
-            log.warning("tick stream %s holds %d entries (%.0f%% of its cap): is the database writer keeping up?",
-                        self.stream, length, ratio * 100)
+            log.warning(
+                "tick stream %s holds %d entries (%.0f%% of its cap): is the database writer keeping up?",
+                self.stream,
+                length,
+                ratio * 100,
+            )
 
     def status(self) -> dict[str, object]:
         return {
@@ -314,4 +341,3 @@ class TickReceiver:
             "feed_state": str(self.feed_state),
             "at": datetime.now(UTC).isoformat(),
         }
-

@@ -35,7 +35,10 @@ CONNECT_TIMEOUT_S = 5.0
 
 def redis_client(url: str, **kwargs: Any) -> aioredis.Redis:
     """A client whose reads and connects are bounded in time (for ``serve``, ``demo`` and the writer)."""
-    options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    }
     options.update(kwargs)
     return aioredis.Redis.from_url(url, **options)
 
@@ -125,15 +128,23 @@ async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
             if aof_enabled == "1":
                 result = RedisDurability("aof", "info", "aof_enabled 1")
             elif aof_enabled == "0":
-                result = RedisDurability("unknown", "info", "aof_enabled 0; snapshot schedule unknown (CONFIG refused)")
+                result = RedisDurability(
+                    "unknown", "info", "aof_enabled 0; snapshot schedule unknown (CONFIG refused)"
+                )
             else:
                 result = RedisDurability("unknown", "info", "INFO persistence has no aof_enabled")
     if result.persistence == "none":
-        log.warning("Redis keeps nothing on disk (%s): a Redis restart loses every received tick not yet "
-                    "written to the database. Turn on 'appendonly yes'.", result.detail)
+        log.warning(
+            "Redis keeps nothing on disk (%s): a Redis restart loses every received tick not yet "
+            "written to the database. Turn on 'appendonly yes'.",
+            result.detail,
+        )
     elif result.persistence == "snapshots":
-        log.warning("Redis keeps only snapshots (%s): a restart loses the ticks received since the last one "
-                    "and not yet written; 'appendonly yes' keeps them all", result.detail)
+        log.warning(
+            "Redis keeps only snapshots (%s): a restart loses the ticks received since the last one "
+            "and not yet written; 'appendonly yes' keeps them all",
+            result.detail,
+        )
     elif result.persistence == "unknown":
         log.warning("cannot tell whether Redis keeps received ticks on disk (%s)", result.detail)
     return result

@@ -56,19 +56,37 @@ class IngestService:
     subscriptions, ``feed``, ``coverage`` and ``housekeeping``. With the database down at start,
     the start work (task ``start``) is retried in the background while the API serves."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, broker: Broker,
-                 *, consumer: str = "writer", supervisor: Supervisor | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        broker: Broker,
+        *,
+        consumer: str = "writer",
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
         self.broker = broker
         self.feed = broker.live_feed()
         self.coverage = CoverageRecorder(pool, broker.name)
-        self.receiver = TickReceiver(redis, stream=settings.TICK_STREAM, max_entries=settings.STREAM_MAX_ENTRIES,
-                                     local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES, coverage=self.coverage)
-        self.writer = StreamWriter(redis, pool, stream=settings.TICK_STREAM, consumer=consumer,
-                                   max_ticks_per_batch=settings.TICK_BUFFER_SIZE,
-                                   block_ms=settings.flush_interval_ms)
+        self.receiver = TickReceiver(
+            redis,
+            stream=settings.TICK_STREAM,
+            max_entries=settings.STREAM_MAX_ENTRIES,
+            local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES,
+            coverage=self.coverage,
+        )
+        self.writer = StreamWriter(
+            redis,
+            pool,
+            stream=settings.TICK_STREAM,
+            consumer=consumer,
+            max_ticks_per_batch=settings.TICK_BUFFER_SIZE,
+            block_ms=settings.flush_interval_ms,
+        )
         self.tasks = supervisor if supervisor is not None else Supervisor()
         self._names: list[str] = []
         self.flavour: str | None = None
@@ -94,10 +112,18 @@ class IngestService:
             await self._start_work()
         except _DB_DOWN as exc:
             self._start_db_error = describe(exc)
-            log.error("database unavailable at start (%s): ticks wait in Redis; the start work is retried "
-                      "in the background", self._start_db_error)
-            self._supervise("start", self._retry_start_work, oneshot=True, backoff_max_s=START_RETRY_MAX_S,
-                            expected=_DB_DOWN)
+            log.error(
+                "database unavailable at start (%s): ticks wait in Redis; the start work is retried "
+                "in the background",
+                self._start_db_error,
+            )
+            self._supervise(
+                "start",
+                self._retry_start_work,
+                oneshot=True,
+                backoff_max_s=START_RETRY_MAX_S,
+                expected=_DB_DOWN,
+            )
         # after the first try, so a database without the schema is one clear error, not also a
         # writer dying on it; with the database down, the writer waits for it (ticks stay in Redis)
         self._supervise("writer", self.writer.run)
@@ -116,8 +142,9 @@ class IngestService:
                 try:
                     self.flavour = await current_flavour(conn)
                 except asyncpg.UndefinedTableError as exc:
-                    raise ConfigError("the database has no Trading Helper schema: run `trading-helper db migrate` "
-                                      "first") from exc
+                    raise ConfigError(
+                        "the database has no Trading Helper schema: run `trading-helper db migrate` first"
+                    ) from exc
                 rows = await conn.fetch(sql_instruments.SUBSCRIBED_TOKENS, self.broker.name)
         self._start_db_error = None
         self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
@@ -128,7 +155,12 @@ class IngestService:
         self._supervise("coverage", self._extend_coverage)
         self._supervise("housekeeping", self._housekeeping)
         self._supervise("maintenance", self.maintenance.run)
-        log.info("ingest started: broker=%s, %d subscriptions, %s flavour", self.broker.name, len(rows), self.flavour)
+        log.info(
+            "ingest started: broker=%s, %d subscriptions, %s flavour",
+            self.broker.name,
+            len(rows),
+            self.flavour,
+        )
 
     async def stop(self, timeout_s: float = 6.0) -> None:
         """Stop the feed (its last events close the live coverage), let the writer commit what was
@@ -143,7 +175,9 @@ class IngestService:
         last = self.receiver.last_id
         drain_until = deadline - timeout_s * 0.25
         while last is not None and not self.writer.committed_through(last) and time.monotonic() < drain_until:
-            if self.writer.stats.db_down_since is not None or any(t.name == "writer" for t in self.tasks.down()):
+            if self.writer.stats.db_down_since is not None or any(
+                t.name == "writer" for t in self.tasks.down()
+            ):
                 break  # the database is away, or the writer keeps dying: the rest waits in Redis
             await asyncio.sleep(0.02)
         await self.tasks.stop(self._names, timeout_s=max(0.5, deadline - time.monotonic()))
@@ -155,7 +189,9 @@ class IngestService:
         connection lifecycle is what waits for a new login."""
         await self.feed.run(self.receiver)
         if self.feed.state == FeedState.LOGIN_REQUIRED:
-            log.error("broker %s needs a login: run `trading-helper login %s`", self.broker.name, self.broker.name)
+            log.error(
+                "broker %s needs a login: run `trading-helper login %s`", self.broker.name, self.broker.name
+            )
             await asyncio.Event().wait()
 
     async def _extend_coverage(self) -> None:
@@ -215,8 +251,11 @@ class IngestService:
     def task_errors(self) -> dict[str, str]:
         """The last error of each of this service's tasks that ended or died (they should run
         until stopped)."""
-        return {name: info.last_error or "" for name, info in self.tasks.tasks.items()
-                if name in self._names and info.last_error is not None}
+        return {
+            name: info.last_error or ""
+            for name, info in self.tasks.tasks.items()
+            if name in self._names and info.last_error is not None
+        }
 
     def status(self) -> dict[str, Any]:
         return {
@@ -234,9 +273,10 @@ class IngestService:
             "lost": self.writer.stats.lost,
             "redis_persistence": self.writer.durability.persistence if self.writer.durability else None,
             "tasks_down": sorted(t.name for t in self.tasks.down() if t.name in self._names),
-            "last_commit_at": self.writer.stats.last_commit_at.isoformat() if self.writer.stats.last_commit_at else None,
+            "last_commit_at": self.writer.stats.last_commit_at.isoformat()
+            if self.writer.stats.last_commit_at
+            else None,
             "last_candle_refresh_at": self.last_refresh_at.isoformat() if self.last_refresh_at else None,
             "jobs": self.maintenance.status() if self.maintenance else None,
             "started_at": self.started_at.isoformat() if self.started_at else None,
         }
-

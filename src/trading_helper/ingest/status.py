@@ -47,13 +47,23 @@ async def read_status(settings: Settings) -> dict[str, Any]:
         except ResponseError:  # no stream yet
             groups = []
     except REDIS_FAILURES as exc:
-        raise BufferUnavailable(f"cannot read status from Redis (REDIS_URL): {exc}; for a demo without Redis, "
-                                "run status in the folder the demo runs in") from exc
+        raise BufferUnavailable(
+            f"cannot read status from Redis (REDIS_URL): {exc}; for a demo without Redis, "
+            "run status in the folder the demo runs in"
+        ) from exc
     finally:
         await client.aclose()
-    writer = next((g for g in groups if g.get("name") in (keys.WRITER_GROUP, keys.WRITER_GROUP.encode())), None)
-    note = {} if published else {"note": "no ingest service has published its status to this Redis (REDIS_URL); "
-                                         "for a demo without Redis, run status in the folder the demo runs in"}
+    writer = next(
+        (g for g in groups if g.get("name") in (keys.WRITER_GROUP, keys.WRITER_GROUP.encode())), None
+    )
+    note = (
+        {}
+        if published
+        else {
+            "note": "no ingest service has published its status to this Redis (REDIS_URL); "
+            "for a demo without Redis, run status in the folder the demo runs in"
+        }
+    )
     return {
         **published,
         **note,

@@ -104,7 +104,9 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> De
                 raise ValueError("reset ids are not int32s")
             ids = struct.unpack(f"<{len(raw) // 4}i", raw)
             at = fields.get(RESET_AT_FIELD)
-            return DecodedEntry(eid, VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0]), seq=seq)
+            return DecodedEntry(
+                eid, VolumeReset(frozenset(ids), None if at is None else _AT.unpack(at)[0]), seq=seq
+            )
     except (ValueError, struct.error):
         pass
     return DecodedEntry(eid, None, malformed=True, seq=seq)

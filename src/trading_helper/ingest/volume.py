@@ -110,8 +110,12 @@ class VolumeTracker:
     def load(self, rows: list[StateRow]) -> None:
         for instrument_id, day, volume, last_time, trade_time, capture_from in rows:
             st = InstrumentVolume(
-                -1 if day is None or volume is None else date_to_day(day), -1 if volume is None else volume,
-                _opt_us(trade_time), _opt_us(last_time), _opt_us(capture_from))
+                -1 if day is None or volume is None else date_to_day(day),
+                -1 if volume is None else volume,
+                _opt_us(trade_time),
+                _opt_us(last_time),
+                _opt_us(capture_from),
+            )
             self.state[instrument_id] = st
             if st.last_us >= 0:
                 self.seconds[instrument_id] = {st.last_us // US: st.last_us}
@@ -129,8 +133,9 @@ class VolumeTracker:
             st.capture_us = at_us
             self.touched.add(instrument_id)
 
-    def apply(self, instrument_id: int, ts_us: int, trade_us: int, volume: int | None,
-              last_quantity: int | None) -> tuple[int, int]:
+    def apply(
+        self, instrument_id: int, ts_us: int, trade_us: int, volume: int | None, last_quantity: int | None
+    ) -> tuple[int, int]:
         """The update's candle time (tie-broken, epoch µs) and traded quantity; the time is
         :data:`NO_TRADE` for an update that carries no new trade. ``trade_us`` is -1 when the
         update has no last-trade time."""
@@ -195,7 +200,15 @@ class VolumeTracker:
         for i in self.touched:
             st = self.state[i]
             has = st.volume >= 0
-            rows.append((i, day_to_date(st.day) if has else None, st.volume if has else None,
-                         _opt_dt(st.last_us), _opt_dt(st.trade_us), _opt_dt(st.capture_us)))
+            rows.append(
+                (
+                    i,
+                    day_to_date(st.day) if has else None,
+                    st.volume if has else None,
+                    _opt_dt(st.last_us),
+                    _opt_dt(st.trade_us),
+                    _opt_dt(st.capture_us),
+                )
+            )
         self.touched.clear()
         return rows

@@ -94,9 +94,18 @@ class WriterStats:
 
 
 class StreamWriter:
-    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, *, stream: str,
-                 consumer: str = "writer", entries_per_read: int = 500, block_ms: int = 50,
-                 max_ticks_per_batch: int = 20_000, record_lags: bool = False) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        pool: asyncpg.Pool,
+        *,
+        stream: str,
+        consumer: str = "writer",
+        entries_per_read: int = 500,
+        block_ms: int = 50,
+        max_ticks_per_batch: int = 20_000,
+        record_lags: bool = False,
+    ) -> None:
         self.redis = redis
         self.pool = pool
         self.stream = stream
@@ -161,8 +170,13 @@ class StreamWriter:
             await self._run(stop_when_idle)
         except Exception as exc:
             self.stats.error = f"{type(exc).__name__}: {exc}"
-            log.error("tick writer for stream %s stopped by an unexpected error (its ticks wait in the "
-                      "stream; a restart resumes from the committed offset): %s", self.stream, exc, exc_info=exc)
+            log.error(
+                "tick writer for stream %s stopped by an unexpected error (its ticks wait in the "
+                "stream; a restart resumes from the committed offset): %s",
+                self.stream,
+                exc,
+                exc_info=exc,
+            )
             raise
         finally:
             if self._inflight is not None:
@@ -186,14 +200,23 @@ class StreamWriter:
                     await self._finish_inflight()
                     if read_from == "0":
                         await self._ensure_group()
-                reply: Any = await cancellable(self.redis.xreadgroup(
-                    keys.WRITER_GROUP, self.consumer, {self.stream: read_from},
-                    count=self.entries_per_read, block=None if pending_phase else self.block_ms))
+                reply: Any = await cancellable(
+                    self.redis.xreadgroup(
+                        keys.WRITER_GROUP,
+                        self.consumer,
+                        {self.stream: read_from},
+                        count=self.entries_per_read,
+                        block=None if pending_phase else self.block_ms,
+                    )
+                )
                 redis_delay = 0.2
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the stream (restarted without persistence)
-                    log.error("tick stream %s or its group disappeared; recreating it (entries lost with "
-                              "it are counted from the receiver's sequence)", self.stream)
+                    log.error(
+                        "tick stream %s or its group disappeared; recreating it (entries lost with "
+                        "it are counted from the receiver's sequence)",
+                        self.stream,
+                    )
                     read_from = "0"
                     self.durability = await check_redis_durability(self.redis)
                     continue
@@ -250,7 +273,8 @@ class StreamWriter:
         batch = None
         if last_new is not None:
             batch = await self._with_db_retry(
-                lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False)
+                lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False
+            )
         await self._finish_inflight()
         if malformed:
             self.stats.rejected["malformed_entry"] += malformed
@@ -280,15 +304,19 @@ class StreamWriter:
             task, self._inflight = self._inflight, None
             await task
 
-    async def _commit_and_ack(self, batch: TickBatch, offset: StreamOffset, ids: list[bytes],
-                              gaps: list[StreamGap]) -> None:
+    async def _commit_and_ack(
+        self, batch: TickBatch, offset: StreamOffset, ids: list[bytes], gaps: list[StreamGap]
+    ) -> None:
         store = self._store
         assert store is not None
         # the same prepared batch until it commits: later batches build on its volume state
         done = await self._with_db_retry(lambda: store.commit(batch.write, offset))
         if done.already_committed:
-            log.warning("entries up to %s were already committed by an earlier try whose reply was lost; "
-                        "not written again", offset.last_id)
+            log.warning(
+                "entries up to %s were already committed by an earlier try whose reply was lost; "
+                "not written again",
+                offset.last_id,
+            )
         dead = done.dead_letters
         written = batch.rows - len(dead)
         now = datetime.now(UTC)
@@ -302,14 +330,25 @@ class StreamWriter:
         if dead:
             self.stats.dead_lettered += len(dead)
             metrics.TICKS_DEAD_LETTERED.inc(len(dead))
-            log.error("%d tick rows refused by the database went to tick_rejects (first: entry %s, %r); "
-                      "the rest of the batch was written", len(dead), dead[0].entry_id, dead[0].reason)
+            log.error(
+                "%d tick rows refused by the database went to tick_rejects (first: entry %s, %r); "
+                "the rest of the batch was written",
+                len(dead),
+                dead[0].entry_id,
+                dead[0].reason,
+            )
         for gap in gaps:
             self.stats.lost += gap.ticks
             metrics.TICKS_LOST.inc(gap.ticks)
-            log.error("tick stream %s lost entries %d..%d of receiver run %s (%d ticks) before they were "
-                      "written (Redis restarted without persistence?)", self.stream, gap.first, gap.last,
-                      gap.run, gap.ticks)
+            log.error(
+                "tick stream %s lost entries %d..%d of receiver run %s (%d ticks) before they were "
+                "written (Redis restarted without persistence?)",
+                self.stream,
+                gap.first,
+                gap.last,
+                gap.run,
+                gap.ticks,
+            )
         metrics.TICKS_WRITTEN.inc(written)
         metrics.BATCH_TICKS.observe(written)
         received = batch.received_us
@@ -331,7 +370,9 @@ class StreamWriter:
                 ms, seq = self._committed
                 await cancellable(self.redis.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=True))
         except (RedisError, OSError) as exc:
-            log.warning("acknowledging %d entries failed (%s); they will be skipped as committed", len(ids), exc)
+            log.warning(
+                "acknowledging %d entries failed (%s); they will be skipped as committed", len(ids), exc
+            )
 
     def committed_through(self, entry_id: bytes | str) -> bool:
         """True once everything up to ``entry_id`` is committed."""
@@ -347,8 +388,11 @@ class StreamWriter:
             if stats.db_busy_since is None:
                 stats.db_busy_since = time.monotonic()
                 metrics.WRITER_DB_BUSY.set(1)
-                log.error("database refuses tick writes (%s): retrying with backoff; ticks wait in the Redis "
-                          "stream", exc)
+                log.error(
+                    "database refuses tick writes (%s): retrying with backoff; ticks wait in the Redis "
+                    "stream",
+                    exc,
+                )
             return
         metrics.WRITE_FAILURES.labels(type(exc.__cause__ or exc).__name__).inc()
         if stats.db_down_since is None:
@@ -358,12 +402,16 @@ class StreamWriter:
     def _db_back(self) -> None:
         stats = self.stats
         if stats.db_down_since is not None:
-            log.warning("database reachable again after %.1f s; draining the stream",
-                        time.monotonic() - stats.db_down_since)
+            log.warning(
+                "database reachable again after %.1f s; draining the stream",
+                time.monotonic() - stats.db_down_since,
+            )
             stats.db_down_since = None
         if stats.db_busy_since is not None:
-            log.warning("database accepts tick writes again after %.1f s; draining the stream",
-                        time.monotonic() - stats.db_busy_since)
+            log.warning(
+                "database accepts tick writes again after %.1f s; draining the stream",
+                time.monotonic() - stats.db_busy_since,
+            )
             stats.db_busy_since = None
             metrics.WRITER_DB_BUSY.set(0)
 

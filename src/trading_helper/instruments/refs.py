@@ -136,11 +136,14 @@ def _broker_token(broker: str, token: str, shown: str) -> BrokerToken:
 
 def _bare_token(text: str, shown: str, broker: str | None) -> BrokerToken:
     if broker is None:
-        raise _refuse(shown, "a bare number is the configured broker's token and no broker is configured; "
-                             "use id:N for our id")
+        raise _refuse(
+            shown,
+            "a bare number is the configured broker's token and no broker is configured; use id:N for our id",
+        )
     if not BROKER_TOKENS_NUMERIC.get(broker, True):
-        raise _refuse(shown, f"a bare number is a {broker} token, and {broker} tokens are symbols; "
-                             "use id:N for our id")
+        raise _refuse(
+            shown, f"a bare number is a {broker} token, and {broker} tokens are symbols; use id:N for our id"
+        )
     return _broker_token(broker, text, shown)
 
 

@@ -28,8 +28,11 @@ from trading_helper.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
 
-REFRESHES = Counter("th_candle_catchup_refreshes_total",
-                    "Candle windows the service refreshed itself, by level and reason", ["relation", "reason"])
+REFRESHES = Counter(
+    "th_candle_catchup_refreshes_total",
+    "Candle windows the service refreshed itself, by level and reason",
+    ["relation", "reason"],
+)
 
 
 class Connection(Protocol):
@@ -44,7 +47,9 @@ class CatchUpReport:
     refreshed: list[tuple[str, datetime, datetime, str]] = field(default_factory=list)
 
     def describe(self) -> str:
-        return "; ".join(f"{rel} {a.isoformat()} .. {b.isoformat()} ({why})" for rel, a, b, why in self.refreshed)
+        return "; ".join(
+            f"{rel} {a.isoformat()} .. {b.isoformat()} ({why})" for rel, a, b, why in self.refreshed
+        )
 
 
 async def catch_up(conn: Connection, flavour: str, *, fallback: Iterable[str] | None = ()) -> CatchUpReport:
@@ -57,13 +62,15 @@ async def catch_up(conn: Connection, flavour: str, *, fallback: Iterable[str] | 
     wanted = None if fallback is None else set(fallback)
     for tf in Timeframe:  # 1m first: each level reads the one below
         unmaterialised = wanted is None or tf.relation in wanted
-        rows = await conn.fetch(queries.CANDLE_REFRESH_WINDOWS, tf.relation, tf.width.total_seconds(),
-                                unmaterialised)
+        rows = await conn.fetch(
+            queries.CANDLE_REFRESH_WINDOWS, tf.relation, tf.width.total_seconds(), unmaterialised
+        )
         reason = "fallback" if unmaterialised else "late data"
         for row in rows:
             start, end = float(row["window_start"]), float(row["window_end"])
             await conn.execute(queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation, start, end)
             REFRESHES.labels(tf.relation, reason).inc()
-            report.refreshed.append((tf.relation, datetime.fromtimestamp(start, UTC),
-                                     datetime.fromtimestamp(end, UTC), reason))
+            report.refreshed.append(
+                (tf.relation, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), reason)
+            )
     return report

@@ -37,8 +37,10 @@ def db_errors(what: str) -> Iterator[None]:
 
 def _invalid(dsn: str, exc: BaseException) -> ConfigError:
     """asyncpg refuses a malformed DSN with a bare ValueError (a non-numeric port ...)."""
-    return ConfigError(f"DATABASE_URL is not a valid PostgreSQL DSN ({redact_dsn(dsn)}): {redact_dsn(str(exc))} "
-                       "(percent-encode '@', ':' and '/' in a password)")
+    return ConfigError(
+        f"DATABASE_URL is not a valid PostgreSQL DSN ({redact_dsn(dsn)}): {redact_dsn(str(exc))} "
+        "(percent-encode '@', ':' and '/' in a password)"
+    )
 
 
 def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
@@ -66,8 +68,10 @@ class _BoundedAcquire:
         self._pool_size = pool_size
 
     def _busy(self, exc: BaseException) -> DatabaseBusy:
-        return DatabaseBusy(f"no database connection within {self._timeout_s:g} s (all {self._pool_size} "
-                            f"of the API's connections busy, or the database slow to answer)")
+        return DatabaseBusy(
+            f"no database connection within {self._timeout_s:g} s (all {self._pool_size} "
+            f"of the API's connections busy, or the database slow to answer)"
+        )
 
     async def __aenter__(self) -> asyncpg.Connection:
         try:
@@ -76,8 +80,9 @@ class _BoundedAcquire:
             raise self._busy(exc) from exc
         return conn
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._context.__aexit__(kind, exc, tb)
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:  # ``conn = await pool.acquire()``
@@ -98,8 +103,15 @@ class BoundedPool(asyncpg.pool.Pool):
         return _BoundedAcquire(super().acquire(timeout=limit), limit, self.get_max_size())
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout_s: float | None = None,
-                      statement_timeout_s: float | None = None, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    acquire_timeout_s: float | None = None,
+    statement_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> asyncpg.Pool:
     """A pool on ``dsn``. ``min_size`` 0: nothing connects before the first use (the database may
     be down at start). ``acquire_timeout_s``: the longest wait for a free connection;
     ``statement_timeout_s``: PostgreSQL's ``statement_timeout`` on every connection."""
@@ -109,12 +121,27 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
         kwargs["server_settings"] = settings
     try:
         if acquire_timeout_s is None:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10.0, **kwargs)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=10.0, **kwargs
+            )
         else:
-            pool = await BoundedPool(dsn, min_size=min_size, init_size=min_size, max_size=max_size, timeout=10.0,
-                                     max_queries=50_000, max_inactive_connection_lifetime=300.0, setup=None,
-                                     init=None, reset=None, loop=None, connection_class=asyncpg.Connection,
-                                     record_class=asyncpg.Record, acquire_timeout_s=acquire_timeout_s, **kwargs)
+            pool = await BoundedPool(
+                dsn,
+                min_size=min_size,
+                init_size=min_size,
+                max_size=max_size,
+                timeout=10.0,
+                max_queries=50_000,
+                max_inactive_connection_lifetime=300.0,
+                setup=None,
+                init=None,
+                reset=None,
+                loop=None,
+                connection_class=asyncpg.Connection,
+                record_class=asyncpg.Record,
+                acquire_timeout_s=acquire_timeout_s,
+                **kwargs,
+            )
     except (ValueError, TypeError) as exc:
         raise _invalid(dsn, exc) from exc
     except DB_FAILURES as exc:

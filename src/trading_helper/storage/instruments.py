@@ -18,8 +18,20 @@ CREATE TEMP TABLE instrument_load (
     broker_token text, broker_aux_id text
 ) ON COMMIT DROP
 """
-_LOAD_COLUMNS = ("exchange", "tradingsymbol", "name", "segment", "instrument_type", "expiry", "strike",
-                 "option_type", "lot_size", "tick_size", "broker_token", "broker_aux_id")
+_LOAD_COLUMNS = (
+    "exchange",
+    "tradingsymbol",
+    "name",
+    "segment",
+    "instrument_type",
+    "expiry",
+    "strike",
+    "option_type",
+    "lot_size",
+    "tick_size",
+    "broker_token",
+    "broker_aux_id",
+)
 
 
 async def sync_instruments(
@@ -28,9 +40,20 @@ async def sync_instruments(
     """Upsert ``instruments`` with their ``broker`` ids; ones the broker no longer lists are
     flagged expired (never deleted: their ticks and candles stay addressable)."""
     records = [
-        (i.exchange, i.tradingsymbol, i.name, i.segment, i.instrument_type, i.expiry, i.strike,
-         i.option_type or None, max(1, i.lot_size), i.tick_size if i.tick_size > 0 else 0.05,
-         i.broker_ids.get(broker), i.broker_aux_ids.get(broker))
+        (
+            i.exchange,
+            i.tradingsymbol,
+            i.name,
+            i.segment,
+            i.instrument_type,
+            i.expiry,
+            i.strike,
+            i.option_type or None,
+            max(1, i.lot_size),
+            i.tick_size if i.tick_size > 0 else 0.05,
+            i.broker_ids.get(broker),
+            i.broker_aux_ids.get(broker),
+        )
         for i in instruments
     ]
     async with conn.transaction():
@@ -51,10 +74,18 @@ async def lookup_tokens(conn: asyncpg.Connection, broker: str, tokens: Iterable[
 
 def _to_instrument(row: asyncpg.Record, broker_rows: Iterable[asyncpg.Record]) -> Instrument:
     inst = Instrument(
-        id=row["id"], exchange=row["exchange"], tradingsymbol=row["tradingsymbol"], name=row["name"],
-        segment=row["segment"], instrument_type=row["instrument_type"], expiry=row["expiry"],
-        strike=row["strike"], option_type=row["option_type"], lot_size=row["lot_size"],
-        tick_size=row["tick_size"], expired=row["expired"],
+        id=row["id"],
+        exchange=row["exchange"],
+        tradingsymbol=row["tradingsymbol"],
+        name=row["name"],
+        segment=row["segment"],
+        instrument_type=row["instrument_type"],
+        expiry=row["expiry"],
+        strike=row["strike"],
+        option_type=row["option_type"],
+        lot_size=row["lot_size"],
+        tick_size=row["tick_size"],
+        expired=row["expired"],
     )
     for b in broker_rows:
         inst.broker_ids[b["broker"]] = b["broker_token"]
@@ -76,7 +107,9 @@ async def _find(conn: asyncpg.Connection, ref: refs.Ref) -> asyncpg.Record | Non
             return await conn.fetchrow(sql_instruments.GET_INSTRUMENT, n)
         case refs.BrokerToken(broker=broker, token=token):
             found = await lookup_tokens(conn, broker, [token])
-            return await conn.fetchrow(sql_instruments.GET_INSTRUMENT, found[token]) if token in found else None
+            return (
+                await conn.fetchrow(sql_instruments.GET_INSTRUMENT, found[token]) if token in found else None
+            )
         case refs.ExchangeSymbol(exchange=exchange, symbol=symbol):
             return await conn.fetchrow(sql_instruments.GET_INSTRUMENT_BY_SYMBOL, exchange, symbol)
         case refs.SymbolText(symbols=symbols):
@@ -91,7 +124,9 @@ def _unknown(given: str | int, ref: refs.Ref) -> UnknownInstrument:
     return UnknownInstrument(f"unknown instrument {shown}", reference=str(given))
 
 
-async def resolve_instrument(conn: asyncpg.Connection, ref: str | int, broker: str | None = None) -> Instrument:
+async def resolve_instrument(
+    conn: asyncpg.Connection, ref: str | int, broker: str | None = None
+) -> Instrument:
     """The instrument a reference names (grammar: ``instruments/refs.py``); ``broker`` is the
     configured one, whose tokens bare numbers are. :class:`InvalidReference` outside the grammar,
     :class:`UnknownInstrument` (naming the reference) when nothing matches."""
@@ -103,8 +138,9 @@ async def resolve_instrument(conn: asyncpg.Connection, ref: str | int, broker: s
     raise _unknown(ref, parsed)
 
 
-async def resolve_many(conn: asyncpg.Connection, given: Sequence[str | int], broker: str | None
-                       ) -> tuple[list[Instrument], list[ValidationError]]:
+async def resolve_many(
+    conn: asyncpg.Connection, given: Sequence[str | int], broker: str | None
+) -> tuple[list[Instrument], list[ValidationError]]:
     """Each reference of a list: the instruments found (in order, once each) and one error per bad
     entry (invalid or unknown), so a caller can name every one."""
     found: dict[int, Instrument] = {}
@@ -128,8 +164,12 @@ def list_error(problems: Sequence[ValidationError], *, shown: int = 20) -> Valid
     parts = []
     for title, group in (("invalid", invalid), ("unknown", unknown)):
         if group:
-            listed = "; ".join(p.message.removeprefix("invalid instrument reference ")
-                               .removeprefix("unknown instrument ") for p in group[:shown])
-            parts.append(f"{title}: {listed}" + (f" (and {len(group) - shown} more)" if len(group) > shown else ""))
+            listed = "; ".join(
+                p.message.removeprefix("invalid instrument reference ").removeprefix("unknown instrument ")
+                for p in group[:shown]
+            )
+            parts.append(
+                f"{title}: {listed}" + (f" (and {len(group) - shown} more)" if len(group) > shown else "")
+            )
     cls = InvalidReference if invalid else UnknownInstrument
     return cls("instrument references not accepted: " + " | ".join(parts))

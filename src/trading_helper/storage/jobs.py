@@ -67,12 +67,21 @@ class JobState:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobState:
-        return cls(job=row["job"], job_id=row["job_id"], kind=row["kind"], relation=row["relation"],
-                   schedule_s=float(row["schedule_s"]), scheduled=bool(row["scheduled"]),
-                   last_start=row["last_start"], last_success=row["last_success"],
-                   last_run_failed=bool(row["last_run_failed"]), last_error=row["last_error"],
-                   last_error_at=row["last_error_at"], total_runs=int(row["total_runs"]),
-                   total_failures=int(row["total_failures"]))
+        return cls(
+            job=row["job"],
+            job_id=row["job_id"],
+            kind=row["kind"],
+            relation=row["relation"],
+            schedule_s=float(row["schedule_s"]),
+            scheduled=bool(row["scheduled"]),
+            last_start=row["last_start"],
+            last_success=row["last_success"],
+            last_run_failed=bool(row["last_run_failed"]),
+            last_error=row["last_error"],
+            last_error_at=row["last_error_at"],
+            total_runs=int(row["total_runs"]),
+            total_failures=int(row["total_failures"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +93,13 @@ class JobProblem:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "problem": self.problem, "relation": self.relation,
-                "detail": self.detail, "error": self.error}
+        return {
+            "job": self.job,
+            "problem": self.problem,
+            "relation": self.relation,
+            "detail": self.detail,
+            "error": self.error,
+        }
 
 
 def clean_error(text: str | None) -> str | None:
@@ -100,40 +114,76 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def evaluate(states: Sequence[JobState], now: float, first_seen: Mapping[str, float],
-             scheduler_alive: bool | None = None) -> list[JobProblem]:
+def evaluate(
+    states: Sequence[JobState],
+    now: float,
+    first_seen: Mapping[str, float],
+    scheduler_alive: bool | None = None,
+) -> list[JobProblem]:
     """The problems of ``states`` at ``now`` (epoch seconds). ``first_seen``: when each job was
     first observed (the reference for a job that never succeeded); ``scheduler_alive``: None when
     there is no scheduler to ask about (plain PostgreSQL)."""
     problems: list[JobProblem] = []
     if scheduler_alive is False:
-        problems.append(JobProblem("scheduler", "scheduler_down", None,
-                                   "no TimescaleDB job scheduler runs for this database: no policy runs"))
+        problems.append(
+            JobProblem(
+                "scheduler",
+                "scheduler_down",
+                None,
+                "no TimescaleDB job scheduler runs for this database: no policy runs",
+            )
+        )
     for s in states:
         error = clean_error(s.last_error)
         if not s.scheduled:
             problems.append(JobProblem(s.job, "paused", s.relation, "the job is not scheduled"))
             continue
         if s.last_run_failed:
-            problems.append(JobProblem(s.job, "failed", s.relation,
-                                       f"its last run failed ({s.total_failures} failed runs in all)", error))
+            problems.append(
+                JobProblem(
+                    s.job,
+                    "failed",
+                    s.relation,
+                    f"its last run failed ({s.total_failures} failed runs in all)",
+                    error,
+                )
+            )
             continue
         since = s.last_success if s.last_success is not None else first_seen.get(s.job, now)
         if now - since > 2 * s.schedule_s:
             what = "last succeeded" if s.last_success is not None else "no success seen in"
-            problems.append(JobProblem(
-                s.job, "overdue", s.relation,
-                f"{what} {_ago(now - since)} ago; it runs every {_ago(s.schedule_s)}",
-                error if s.last_error_at is not None and s.last_error_at >= since else None))
+            problems.append(
+                JobProblem(
+                    s.job,
+                    "overdue",
+                    s.relation,
+                    f"{what} {_ago(now - since)} ago; it runs every {_ago(s.schedule_s)}",
+                    error if s.last_error_at is not None and s.last_error_at >= since else None,
+                )
+            )
     return problems
 
 
-async def record_run(conn: Any, job: str, kind: str, relation: str | None, schedule_s: float,
-                     started: datetime, error: str | None) -> None:
+async def record_run(
+    conn: Any,
+    job: str,
+    kind: str,
+    relation: str | None,
+    schedule_s: float,
+    started: datetime,
+    error: str | None,
+) -> None:
     """Record one run the service performed itself (``error`` None: it succeeded)."""
     # stored as raw as the scheduler stores its errors; escaped where it is shown (evaluate)
-    await conn.execute(queries.RECORD_RUN, job, kind, relation, schedule_s, started.timestamp(),
-                       None if error is None else error[:ERROR_MAX_CHARS])
+    await conn.execute(
+        queries.RECORD_RUN,
+        job,
+        kind,
+        relation,
+        schedule_s,
+        started.timestamp(),
+        None if error is None else error[:ERROR_MAX_CHARS],
+    )
 
 
 class JobHealth:
@@ -178,8 +228,13 @@ class JobHealth:
         new = {(p.job, p.problem) for p in problems}
         for p in problems:
             if (p.job, p.problem) not in old:
-                log.error("maintenance job %s: %s: %s%s", p.job, p.problem, p.detail,
-                          f"; error: {p.error}" if p.error else "")
+                log.error(
+                    "maintenance job %s: %s: %s%s",
+                    p.job,
+                    p.problem,
+                    p.detail,
+                    f"; error: {p.error}" if p.error else "",
+                )
         for job, problem in old - new:
             log.warning("maintenance job %s: %s resolved", job, problem)
             JOB_PROBLEMS.labels(job, problem).set(0)

@@ -60,13 +60,19 @@ class Maintenance:
         if self.flavour == "postgres":
             if now - self._last["refresh"] >= self.settings.REFRESH_INTERVAL_S:
                 self._last["refresh"] = now
-                if await self._recorded("refresh_candles", "refresh", "candles", self.settings.REFRESH_INTERVAL_S,
-                                        queries.REFRESH_CANDLES):
+                if await self._recorded(
+                    "refresh_candles",
+                    "refresh",
+                    "candles",
+                    self.settings.REFRESH_INTERVAL_S,
+                    queries.REFRESH_CANDLES,
+                ):
                     self.last_refresh_at = clock.now()
             if now - self._last["retention"] >= RETENTION_EVERY_S:
                 self._last["retention"] = now
-                await self._recorded("apply_retention", "retention", "tick_data", RETENTION_EVERY_S,
-                                     queries.APPLY_RETENTION)
+                await self._recorded(
+                    "apply_retention", "retention", "tick_data", RETENTION_EVERY_S, queries.APPLY_RETENTION
+                )
         if now - self._last["check"] >= self.settings.JOB_CHECK_INTERVAL_S:
             self._last["check"] = now
             await self.check()
@@ -99,8 +105,11 @@ class Maintenance:
         await self._record_quietly("candle catch-up", None, started)
         if report.refreshed:
             self.last_refresh_at = clock.now()
-            why = ("their refresh policies are not running" if fallback is None or fallback
-                   else "late data below the watermarks")
+            why = (
+                "their refresh policies are not running"
+                if fallback is None or fallback
+                else "late data below the watermarks"
+            )
             log.warning("refreshed candle levels here because %s: %s", why, report.describe())
 
     async def _recorded(self, job: str, kind: str, relation: str, schedule_s: float, sql: str) -> bool:
@@ -115,12 +124,27 @@ class Maintenance:
         await self._record_quietly(job, error, started, kind=kind, relation=relation, schedule_s=schedule_s)
         return error is None
 
-    async def _record_quietly(self, job: str, error: str | None, started: datetime, *, kind: str = "refresh",
-                              relation: str | None = "candles", schedule_s: float | None = None) -> None:
+    async def _record_quietly(
+        self,
+        job: str,
+        error: str | None,
+        started: datetime,
+        *,
+        kind: str = "refresh",
+        relation: str | None = "candles",
+        schedule_s: float | None = None,
+    ) -> None:
         try:
             async with self.pool.acquire() as conn:
-                await record_run(conn, job, kind, relation, schedule_s or self.settings.JOB_CHECK_INTERVAL_S,
-                                 started, error)
+                await record_run(
+                    conn,
+                    job,
+                    kind,
+                    relation,
+                    schedule_s or self.settings.JOB_CHECK_INTERVAL_S,
+                    started,
+                    error,
+                )
         except _DB_ERRORS as exc:  # the database is away: the next check reports it
             log.debug("could not record the run of %s: %s", job, exc)
 

@@ -33,8 +33,10 @@ Flavour = Literal["postgres", "timescale"]
 FLAVOURS: tuple[Flavour, ...] = ("postgres", "timescale")
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 7_316_001  # pg_advisory_lock key: one migrator at a time
-PRELOAD_FIX = ("add shared_preload_libraries = 'timescaledb' to postgresql.conf (keep any libraries "
-               "already listed there) and restart PostgreSQL")
+PRELOAD_FIX = (
+    "add shared_preload_libraries = 'timescaledb' to postgresql.conf (keep any libraries "
+    "already listed there) and restart PostgreSQL"
+)
 
 
 @dataclass(slots=True)
@@ -69,8 +71,8 @@ class _Probe(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TimescaleProbe:
-    available: bool        # the server lists the extension (its files are installed)
-    problem: str | None    # why CREATE EXTENSION fails here; None: it works
+    available: bool  # the server lists the extension (its files are installed)
+    problem: str | None  # why CREATE EXTENSION fails here; None: it works
 
 
 async def probe_timescale(conn: asyncpg.Connection) -> TimescaleProbe:
@@ -96,15 +98,18 @@ def choose_flavour(probe: TimescaleProbe, *, require_timescale: bool) -> tuple[F
     if probe.available:
         message = f"TimescaleDB is installed but cannot be created ({probe.problem}): {PRELOAD_FIX}"
     else:
-        message = (f"{probe.problem}: install TimescaleDB (the timescale/timescaledb image, or the "
-                   "timescaledb package of your distribution) and preload it")
+        message = (
+            f"{probe.problem}: install TimescaleDB (the timescale/timescaledb image, or the "
+            "timescaledb package of your distribution) and preload it"
+        )
     if require_timescale:
         raise MigrationError(message)
     return "postgres", message + "; using plain PostgreSQL instead"
 
 
-async def _detect_flavour(conn: asyncpg.Connection, dsn: str, *,
-                          require_timescale: bool) -> tuple[Flavour, str | None]:
+async def _detect_flavour(
+    conn: asyncpg.Connection, dsn: str, *, require_timescale: bool
+) -> tuple[Flavour, str | None]:
     recorded = await conn.fetchval(sql_schema.RECORDED_FLAVOUR)
     if recorded in FLAVOURS:
         return recorded, None
@@ -117,8 +122,14 @@ async def _detect_flavour(conn: asyncpg.Connection, dsn: str, *,
     return choose_flavour(probe, require_timescale=require_timescale)
 
 
-async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | None = None,
-                  reader_password: str | None = None, require_timescale: bool = False) -> MigrationReport:
+async def migrate(
+    dsn: str,
+    *,
+    flavour: Flavour | None = None,
+    target: int | None = None,
+    reader_password: str | None = None,
+    require_timescale: bool = False,
+) -> MigrationReport:
     """Bring the database at ``dsn`` to the newest schema version (or ``target``); running it twice
     changes nothing, and a database at an older version gets only the versions it lacks.
 
@@ -134,7 +145,9 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
         if flavour is None or current:
             detected, warning = await _detect_flavour(conn, dsn, require_timescale=require_timescale)
             if flavour is not None and detected != flavour:
-                raise MigrationError(f"database already has the {detected} schema; cannot switch to {flavour}")
+                raise MigrationError(
+                    f"database already has the {detected} schema; cannot switch to {flavour}"
+                )
         chosen = flavour or detected
         assert chosen is not None
         report = MigrationReport(flavour=chosen, version=current)
@@ -145,7 +158,9 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
             try:
                 await conn.execute(sql_schema.ENSURE_TIMESCALE)
             except asyncpg.PostgresError as exc:
-                raise MigrationError(f"cannot create the timescaledb extension ({exc}): {PRELOAD_FIX}") from exc
+                raise MigrationError(
+                    f"cannot create the timescaledb extension ({exc}): {PRELOAD_FIX}"
+                ) from exc
         for migration in load_migrations(chosen):
             if migration.version <= current or (target is not None and migration.version > target):
                 continue
@@ -156,7 +171,10 @@ async def migrate(dsn: str, *, flavour: Flavour | None = None, target: int | Non
                     except asyncpg.PostgresError as exc:
                         raise MigrationError(f"migration {label} failed: {exc}") from exc
                 await conn.execute(
-                    sql_schema.RECORD_MIGRATION, migration.version, chosen, [label for label, _ in migration.files],
+                    sql_schema.RECORD_MIGRATION,
+                    migration.version,
+                    chosen,
+                    [label for label, _ in migration.files],
                 )
             report.applied.extend(label for label, _ in migration.files)
             report.version = migration.version

@@ -76,12 +76,12 @@ class BinaryRows:
         data, pos = self.data, start + 2
         out: list[object] = []
         for kind in self.kinds:
-            size = int.from_bytes(data[pos:pos + 4], "big", signed=True)
+            size = int.from_bytes(data[pos : pos + 4], "big", signed=True)
             pos += 4
             if size < 0:
                 out.append(None)
                 continue
-            raw = data[pos:pos + size]
+            raw = data[pos : pos + size]
             pos += size
             value = np.frombuffer(raw, dtype=kind.wire)[0].item()
             out.append(_datetime(value + PG_EPOCH_US) if kind is Kind.TIMESTAMPTZ else value)
@@ -129,10 +129,11 @@ def encode(kinds: Sequence[Kind], columns: Sequence[Column]) -> BinaryRows:
             keep = np.ones((n, size // 2), np.bool_)
             lengths = np.full(n, size, np.int64)
         offset = layout.fields[f"v{k}"][1]  # type: ignore[index]
-        keep[null, offset // 2:(offset + width) // 2] = False
+        keep[null, offset // 2 : (offset + width) // 2] = False
         lengths -= null * width
     if keep is None or lengths is None:
         return BinaryRows(tuple(kinds), packed.tobytes(), np.arange(1, n + 1, dtype=np.int64) * size)
     # every field is 2, 4 or 8 bytes long: NULL values are cut out as whole 16-bit words
-    return BinaryRows(tuple(kinds), packed.view(np.uint16).reshape(n, size // 2)[keep].tobytes(),
-                      np.cumsum(lengths))
+    return BinaryRows(
+        tuple(kinds), packed.view(np.uint16).reshape(n, size // 2)[keep].tobytes(), np.cumsum(lengths)
+    )

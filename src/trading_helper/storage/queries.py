@@ -101,4 +101,5 @@ FROM candle_refresh_windows($1::regclass, make_interval(secs => $2), $3)
 """
 
 REFRESH_CONTINUOUS_AGGREGATE = (
-    "CALL refresh_continuous_aggregate($1::regclass, to_timestamp($2::float8), to_timestamp($3::float8))")
+    "CALL refresh_continuous_aggregate($1::regclass, to_timestamp($2::float8), to_timestamp($3::float8))"
+)

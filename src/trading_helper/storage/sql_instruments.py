@@ -62,7 +62,9 @@ SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.tradingsymbol = ANY($1::t
 ORDER BY i.expired, {INSTRUMENT_KIND_ORDER}, i.id LIMIT 1
 """
 
-BROKER_IDS_OF = "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"
+BROKER_IDS_OF = (
+    "SELECT broker, broker_token, broker_aux_id FROM instrument_broker_ids WHERE instrument_id = $1"
+)
 
 
 # -- the API's search and instrument answers (api/routes/instruments.py) ------------------------

@@ -51,7 +51,9 @@ def classify(exc: BaseException) -> Failure:
     # asyncpg's client-side DataError (a value it cannot encode) is an InterfaceError: test it first
     if isinstance(exc, asyncpg_base.DataError):
         return Failure.ROW
-    if isinstance(exc, DatabaseUnavailable | OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+    if isinstance(
+        exc, DatabaseUnavailable | OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+    ):
         return Failure.CONNECTION
     if isinstance(exc, DatabaseBusy):
         return Failure.RESOURCE

@@ -34,14 +34,37 @@ from trading_helper.storage.sqlstate import Failure, classify, retryable, sqlsta
 _T, _I4, _I8, _F8 = Kind.TIMESTAMPTZ, Kind.INT4, Kind.INT8, Kind.FLOAT8
 #: tick_data: trades only; ``time`` is the trade's time (the candle time, unique per instrument)
 TICK_COLUMNS = (
-    "time", "instrument_id", "ltp", "last_qty", "volume", "volume_delta", "avg_price",
-    "open_interest", "bid_price", "bid_qty", "ask_price", "ask_qty", "received_at", "exchange_time",
+    "time",
+    "instrument_id",
+    "ltp",
+    "last_qty",
+    "volume",
+    "volume_delta",
+    "avg_price",
+    "open_interest",
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "received_at",
+    "exchange_time",
 )
 TICK_KINDS = (_T, _I4, _F8, _I4, _I8, _I8, _F8, _I8, _F8, _I4, _F8, _I4, _T, _T)
 #: quote_updates: updates that carry no new trade; ``time`` is the exchange (feed) time
 QUOTE_COLUMNS = (
-    "time", "instrument_id", "ltp", "last_qty", "volume", "avg_price", "open_interest",
-    "bid_price", "bid_qty", "ask_price", "ask_qty", "received_at", "trade_time",
+    "time",
+    "instrument_id",
+    "ltp",
+    "last_qty",
+    "volume",
+    "avg_price",
+    "open_interest",
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "received_at",
+    "trade_time",
 )
 QUOTE_KINDS = (_T, _I4, _F8, _I4, _I8, _F8, _I8, _F8, _I4, _F8, _I4, _T, _T)
 _DAY_US = 86_400 * 1_000_000
@@ -205,8 +228,9 @@ class TickStore:
                 raise
             raise wrapped from exc
 
-    async def _commit_once(self, conn: asyncpg.Connection, batch: TickWrite,
-                           offset: StreamOffset | None) -> list[DeadLetter]:
+    async def _commit_once(
+        self, conn: asyncpg.Connection, batch: TickWrite, offset: StreamOffset | None
+    ) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
         async with conn.transaction():
             if batch.retried and offset is not None:
@@ -221,20 +245,34 @@ class TickStore:
                     await _copy_isolating(conn, relation, columns, rows.rows, 0, len(rows), bad)
                     dead.extend(_dead_letter(batch, relation, rows, i, exc) for i, exc in bad)
             if dead:
-                await conn.execute(queries.INSERT_TICK_REJECTS, offset.stream if offset else None,
-                                   [d.relation for d in dead], [d.entry_id for d in dead],
-                                   [row_json(TICK_COLUMNS if d.relation == "tick_data" else QUOTE_COLUMNS, d.row)
-                                    for d in dead],
-                                   [d.sqlstate for d in dead], [d.reason for d in dead])
+                await conn.execute(
+                    queries.INSERT_TICK_REJECTS,
+                    offset.stream if offset else None,
+                    [d.relation for d in dead],
+                    [d.entry_id for d in dead],
+                    [
+                        row_json(TICK_COLUMNS if d.relation == "tick_data" else QUOTE_COLUMNS, d.row)
+                        for d in dead
+                    ],
+                    [d.sqlstate for d in dead],
+                    [d.reason for d in dead],
+                )
             if batch.volume_rows:
-                await conn.execute(queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows, strict=True)))
+                await conn.execute(
+                    queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows, strict=True))
+                )
             if offset is not None:
                 await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
                 if offset.runs:
                     runs = offset.runs
-                    await conn.execute(queries.UPSERT_SEQUENCES, offset.stream, [r.run for r in runs],
-                                       [r.entry_no for r in runs], [r.ticks for r in runs],
-                                       [r.lost for r in runs])
+                    await conn.execute(
+                        queries.UPSERT_SEQUENCES,
+                        offset.stream,
+                        [r.run for r in runs],
+                        [r.entry_no for r in runs],
+                        [r.ticks for r in runs],
+                        [r.lost for r in runs],
+                    )
         return dead
 
     async def _ensure_partitions(self, conn: asyncpg.Connection, *row_sets: TickRows) -> None:
@@ -244,19 +282,30 @@ class TickStore:
         first, last = min(s[0] for s in spans) // _DAY_US, max(s[1] for s in spans) // _DAY_US
         if first in self._partition_days and last in self._partition_days:
             return
-        await conn.execute(queries.ENSURE_PARTITIONS, _EPOCH + timedelta(days=first), _EPOCH + timedelta(days=last))
+        await conn.execute(
+            queries.ENSURE_PARTITIONS, _EPOCH + timedelta(days=first), _EPOCH + timedelta(days=last)
+        )
         self._partition_days.update(range(first, last + 1))
 
 
-async def _copy(conn: asyncpg.Connection, relation: str, columns: Sequence[str], rows: BinaryRows,
-                lo: int, hi: int) -> None:
+async def _copy(
+    conn: asyncpg.Connection, relation: str, columns: Sequence[str], rows: BinaryRows, lo: int, hi: int
+) -> None:
     # a memoryview: asyncpg would take bytes for a file name
-    await conn.copy_to_table(relation, source=memoryview(rows.payload(lo, hi)), columns=list(columns),
-                             format="binary")
+    await conn.copy_to_table(
+        relation, source=memoryview(rows.payload(lo, hi)), columns=list(columns), format="binary"
+    )
 
 
-async def _copy_isolating(conn: asyncpg.Connection, relation: str, columns: Sequence[str], rows: BinaryRows,
-                          start: int, end: int, bad: list[tuple[int, BaseException]]) -> None:
+async def _copy_isolating(
+    conn: asyncpg.Connection,
+    relation: str,
+    columns: Sequence[str],
+    rows: BinaryRows,
+    start: int,
+    end: int,
+    bad: list[tuple[int, BaseException]],
+) -> None:
     """COPY rows[start:end] in halves, each in a savepoint; a half that is refused for its data is
     split again, down to single rows, which are recorded in ``bad``. Rows already written stay
     written, so rows refused only together (a unique key) are found too."""

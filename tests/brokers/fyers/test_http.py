@@ -55,8 +55,15 @@ def test_app_id_hash_is_sha256_of_app_id_colon_secret() -> None:
 async def test_validate_authcode_sends_app_id_hash(fake: FakeFyersServer, tmp_path: Path) -> None:
     settings = fake.settings(tmp_path)
     async with httpx.AsyncClient() as client:
-        redirect = await client.get(f"{fake.api_url}/api/v3/generate-authcode", params={
-            "client_id": fake.app_id, "redirect_uri": "http://127.0.0.1:1/cb", "response_type": "code", "state": "x"})
+        redirect = await client.get(
+            f"{fake.api_url}/api/v3/generate-authcode",
+            params={
+                "client_id": fake.app_id,
+                "redirect_uri": "http://127.0.0.1:1/cb",
+                "response_type": "code",
+                "state": "x",
+            },
+        )
     code = parse_qs(urlsplit(redirect.headers["location"]).query)["auth_code"][0]
     http = fast_http(settings)
     try:
@@ -67,11 +74,18 @@ async def test_validate_authcode_sends_app_id_hash(fake: FakeFyersServer, tmp_pa
         await http.aclose()
     assert token == fake.access_token
     assert fake.validate_requests[-1] == {
-        "grant_type": "authorization_code", "appIdHash": app_id_hash(fake.app_id, fake.secret), "code": code}
+        "grant_type": "authorization_code",
+        "appIdHash": app_id_hash(fake.app_id, fake.secret),
+        "code": code,
+    }
 
 
-async def test_login_catches_the_redirect_and_stores_the_token_privately(fake: FakeFyersServer, tmp_path: Path) -> None:
-    settings = fake.settings(tmp_path / "tokens", FYERS_REDIRECT_URI=f"http://127.0.0.1:{free_port()}/fyers/callback")
+async def test_login_catches_the_redirect_and_stores_the_token_privately(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
+    settings = fake.settings(
+        tmp_path / "tokens", FYERS_REDIRECT_URI=f"http://127.0.0.1:{free_port()}/fyers/callback"
+    )
     printed: list[str] = []
     task = asyncio.create_task(login(settings, timeout_s=10, echo=printed.append))
     await wait_until(lambda: any("generate-authcode" in line for line in printed))
@@ -90,8 +104,14 @@ async def test_login_catches_the_redirect_and_stores_the_token_privately(fake: F
 async def test_login_with_a_pasted_auth_code(fake: FakeFyersServer, tmp_path: Path) -> None:
     settings = fake.settings(tmp_path)
     async with httpx.AsyncClient() as client:
-        redirect = await client.get(f"{fake.api_url}/api/v3/generate-authcode", params={
-            "client_id": fake.app_id, "redirect_uri": settings.FYERS_REDIRECT_URI, "response_type": "code"})
+        redirect = await client.get(
+            f"{fake.api_url}/api/v3/generate-authcode",
+            params={
+                "client_id": fake.app_id,
+                "redirect_uri": settings.FYERS_REDIRECT_URI,
+                "response_type": "code",
+            },
+        )
     code = parse_qs(urlsplit(redirect.headers["location"]).query)["auth_code"][0]
     await login(settings, auth_code=code, echo=lambda _line: None)
     assert load_token(settings, "fyers") == fake.access_token
@@ -99,7 +119,9 @@ async def test_login_with_a_pasted_auth_code(fake: FakeFyersServer, tmp_path: Pa
         await login(settings, auth_code=code, echo=lambda _line: None)
 
 
-async def test_login_by_pasting_the_redirect_url_as_in_a_container(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_login_by_pasting_the_redirect_url_as_in_a_container(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     """``login fyers --paste``: the login URL is printed, the browser's redirect to an address
     nobody listens on (the container's 127.0.0.1) is pasted back, its state checked."""
     settings = fake.settings(tmp_path, FYERS_REDIRECT_URI=f"http://127.0.0.1:{free_port()}/fyers/callback")
@@ -144,19 +166,43 @@ async def test_symbol_masters_become_instruments(fake: FakeFyersServer, tmp_path
     finally:
         await broker.aclose()
     by_symbol = {i.broker_ids["fyers"]: i for i in instruments}
-    assert set(by_symbol) == {"NSE:SBIN-EQ", "NSE:NIFTY50-INDEX", "NSE:NIFTY24DECFUT", "NSE:NIFTY24DEC24000CE",
-                              "BSE:SBIN-A", "MCX:CRUDEOIL25FEBFUT"}
+    assert set(by_symbol) == {
+        "NSE:SBIN-EQ",
+        "NSE:NIFTY50-INDEX",
+        "NSE:NIFTY24DECFUT",
+        "NSE:NIFTY24DEC24000CE",
+        "BSE:SBIN-A",
+        "MCX:CRUDEOIL25FEBFUT",
+    }
     assert broker.http.rejected_rows["NSE_CM"] == 1  # the blank row is skipped, not counted
     sbin = by_symbol["NSE:SBIN-EQ"]
-    assert (sbin.exchange, sbin.tradingsymbol, sbin.instrument_type, sbin.name) == ("NSE", "SBIN", "EQ", "STATE BANK OF INDIA")
+    assert (sbin.exchange, sbin.tradingsymbol, sbin.instrument_type, sbin.name) == (
+        "NSE",
+        "SBIN",
+        "EQ",
+        "STATE BANK OF INDIA",
+    )
     assert sbin.broker_aux_ids == {"fyers": "10100000003045"} and sbin.expiry is None and sbin.strike is None
     call = by_symbol["NSE:NIFTY24DEC24000CE"]
-    assert (call.exchange, call.instrument_type, call.option_type, call.strike) == ("NFO", "CE", "CE", 24000.0)
-    assert (call.expiry, call.lot_size, call.name, call.segment) == (date(2024, 12, 26), 25, "NIFTY", "NSE_FO")
+    assert (call.exchange, call.instrument_type, call.option_type, call.strike) == (
+        "NFO",
+        "CE",
+        "CE",
+        24000.0,
+    )
+    assert (call.expiry, call.lot_size, call.name, call.segment) == (
+        date(2024, 12, 26),
+        25,
+        "NIFTY",
+        "NSE_FO",
+    )
     fut = by_symbol["NSE:NIFTY24DECFUT"]
     assert (fut.instrument_type, fut.option_type, fut.strike) == ("FUT", None, None)
     assert by_symbol["NSE:NIFTY50-INDEX"].instrument_type == "INDEX"
-    assert (by_symbol["MCX:CRUDEOIL25FEBFUT"].exchange, by_symbol["MCX:CRUDEOIL25FEBFUT"].tick_size) == ("MCX", 1.0)
+    assert (by_symbol["MCX:CRUDEOIL25FEBFUT"].exchange, by_symbol["MCX:CRUDEOIL25FEBFUT"].tick_size) == (
+        "MCX",
+        1.0,
+    )
 
 
 def test_symbol_master_rows_out_of_order_are_counted_not_guessed() -> None:
@@ -173,7 +219,9 @@ async def test_history_is_chunked_by_the_allowed_span(fake: FakeFyersServer, tmp
     end = start + timedelta(days=250)
     try:
         hourly = await broker.fetch_history("NSE:SBIN-EQ", Timeframe.H1, start, end)
-        daily = await broker.fetch_history("NSE:RELIANCE-EQ", Timeframe.D1, start, start + timedelta(days=800))
+        daily = await broker.fetch_history(
+            "NSE:RELIANCE-EQ", Timeframe.D1, start, start + timedelta(days=800)
+        )
     finally:
         await broker.aclose()
     assert fake.history_calls == {"NSE:SBIN-EQ": 3, "NSE:RELIANCE-EQ": 3}
@@ -186,6 +234,7 @@ async def test_history_is_chunked_by_the_allowed_span(fake: FakeFyersServer, tmp
     assert buckets == sorted(set(buckets)) and all(start <= b < end for b in buckets)
     assert all(c.bucket.utcoffset() == timedelta(hours=5, minutes=30) for c in hourly)
     assert hourly[0].bucket == datetime(2024, 1, 1, 9, 15, tzinfo=IST)
+
     def weekdays(days: int) -> int:
         return sum((start + timedelta(days=d)).weekday() < 5 for d in range(days))
 
@@ -215,13 +264,21 @@ async def test_429_is_retried_with_backoff(fake: FakeFyersServer, tmp_path: Path
 
 
 async def test_network_errors_are_retried_then_reported(tmp_path: Path) -> None:
-    settings = Settings(FYERS_API_URL=f"http://127.0.0.1:{free_port()}", FYERS_APP_ID="A-100",
-                        FYERS_ACCESS_TOKEN="t", TOKEN_DIR=tmp_path)
+    settings = Settings(
+        FYERS_API_URL=f"http://127.0.0.1:{free_port()}",
+        FYERS_APP_ID="A-100",
+        FYERS_ACCESS_TOKEN="t",
+        TOKEN_DIR=tmp_path,
+    )
     http = fast_http(settings, attempts=3)
     try:
         with pytest.raises(BrokerUnavailable, match="ConnectError"):
-            await http.history("NSE:SBIN-EQ", Timeframe.M1, datetime(2024, 12, 2, tzinfo=IST),
-                               datetime(2024, 12, 3, tzinfo=IST))
+            await http.history(
+                "NSE:SBIN-EQ",
+                Timeframe.M1,
+                datetime(2024, 12, 2, tzinfo=IST),
+                datetime(2024, 12, 3, tzinfo=IST),
+            )
     finally:
         await http.aclose()
 
@@ -238,7 +295,12 @@ async def test_auth_errors_are_login_required_and_never_retried(
     http = fast_http(settings)
     try:
         with pytest.raises(LoginRequired) as info:
-            await http.history("NSE:SBIN-EQ", Timeframe.D1, datetime(2024, 1, 1, tzinfo=IST), datetime(2024, 2, 1, tzinfo=IST))
+            await http.history(
+                "NSE:SBIN-EQ",
+                Timeframe.D1,
+                datetime(2024, 1, 1, tzinfo=IST),
+                datetime(2024, 2, 1, tzinfo=IST),
+            )
     finally:
         await http.aclose()
     assert fake.history_calls["NSE:SBIN-EQ"] == 1
@@ -249,13 +311,20 @@ async def test_no_token_is_login_required_without_a_request(fake: FakeFyersServe
     http = fast_http(fake.settings(tmp_path))
     try:
         with pytest.raises(LoginRequired, match="login fyers"):
-            await http.history("NSE:SBIN-EQ", Timeframe.D1, datetime(2024, 1, 1, tzinfo=IST), datetime(2024, 2, 1, tzinfo=IST))
+            await http.history(
+                "NSE:SBIN-EQ",
+                Timeframe.D1,
+                datetime(2024, 1, 1, tzinfo=IST),
+                datetime(2024, 2, 1, tzinfo=IST),
+            )
     finally:
         await http.aclose()
     assert not fake.history_requests
 
 
-async def test_symbol_tokens_use_the_bare_token_in_batches_of_500(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_symbol_tokens_use_the_bare_token_in_batches_of_500(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     settings = fake.settings(tmp_path)
     save_token(settings, "fyers", fake.access_token)
     fake.invalid_symbols = {"NSE:NOPE-EQ"}
@@ -277,7 +346,9 @@ async def test_invalid_symbol_in_history(fake: FakeFyersServer, tmp_path: Path) 
     http = fast_http(settings)
     try:
         with pytest.raises(UnknownInstrument, match="-300"):
-            await http.history("NSE:XYZ-EQ", Timeframe.D1, datetime(2024, 1, 1, tzinfo=IST), datetime(2024, 2, 1, tzinfo=IST))
+            await http.history(
+                "NSE:XYZ-EQ", Timeframe.D1, datetime(2024, 1, 1, tzinfo=IST), datetime(2024, 2, 1, tzinfo=IST)
+            )
     finally:
         await http.aclose()
     assert fake.history_calls["NSE:XYZ-EQ"] == 1
@@ -291,7 +362,9 @@ async def test_rate_limiter_spaces_requests() -> None:
     assert time.monotonic() - started >= 0.95
 
 
-async def test_cli_login_fyers_with_auth_code(fake: FakeFyersServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cli_login_fyers_with_auth_code(
+    fake: FakeFyersServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from trading_helper.cli import app
@@ -303,8 +376,14 @@ async def test_cli_login_fyers_with_auth_code(fake: FakeFyersServer, tmp_path: P
     monkeypatch.setenv("FYERS_SECRET_KEY", fake.secret)
     get_settings.cache_clear()
     async with httpx.AsyncClient() as client:
-        redirect = await client.get(f"{fake.api_url}/api/v3/generate-authcode", params={
-            "client_id": fake.app_id, "redirect_uri": settings.FYERS_REDIRECT_URI, "response_type": "code"})
+        redirect = await client.get(
+            f"{fake.api_url}/api/v3/generate-authcode",
+            params={
+                "client_id": fake.app_id,
+                "redirect_uri": settings.FYERS_REDIRECT_URI,
+                "response_type": "code",
+            },
+        )
     code = parse_qs(urlsplit(redirect.headers["location"]).query)["auth_code"][0]
     runner = CliRunner()
     try:

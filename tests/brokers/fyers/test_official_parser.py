@@ -51,8 +51,12 @@ NOT_FIELDS = frozenset({"type", "symbol"})
 class Official:
     def __init__(self, log_dir: Path) -> None:
         self.messages: list[dict[str, Any]] = []
-        self.socket = FyersDataSocket(access_token="APP-100:not.a.token", on_message=self.messages.append,
-                                      log_path=str(log_dir), reconnect=False)
+        self.socket = FyersDataSocket(
+            access_token="APP-100:not.a.token",
+            on_message=self.messages.append,
+            log_path=str(log_dir),
+            reconnect=False,
+        )
 
     def reset(self, symbols: dict[str, str]) -> None:
         s = self.socket
@@ -95,8 +99,18 @@ def session(draw: st.DrawFn) -> tuple[dict[str, str], list[bytes]]:
         values = [draw(st.one_of(RAW, st.just(NO_VALUE))) for _ in range(width)]
         if kind == C.TOPIC_INDEX and width > 1 and values[1] in (0, NO_VALUE):
             values[1] = draw(st.integers(1, 10**7))  # see the module docstring: theirs cannot do 0
-        snapshots.append(snapshot_record(topic_id, topic, values, draw(st.integers(1, 100)),
-                                         draw(st.integers(0, 6)), "NSE", str(1000 + n), f"S{n}"))
+        snapshots.append(
+            snapshot_record(
+                topic_id,
+                topic,
+                values,
+                draw(st.integers(1, 100)),
+                draw(st.integers(0, 6)),
+                "NSE",
+                str(1000 + n),
+                f"S{n}",
+            )
+        )
         topics.append((topic_id, topic, kind, width))
     frames = [datafeed_frame(1, snapshots)]
     for number in range(2, draw(st.integers(2, 6))):
@@ -155,9 +169,21 @@ def test_every_topic_kind_agrees_with_the_official_decoder(
 def test_an_index_with_a_zero_previous_close_is_kept_by_us_and_dropped_by_theirs(official: Official) -> None:
     topic = "if|nse_cm|Nifty 50"
     official.reset({topic: "NSE:NIFTY50-INDEX"})
-    frame = datafeed_frame(1, [snapshot_record(7, topic, [2_400_000, 0, 1_700_000_000, 2_410_000, 2_390_000,
-                                                         2_395_000], 1, 2, "NSE", "26000", "NIFTY50")])
+    frame = datafeed_frame(
+        1,
+        [
+            snapshot_record(
+                7,
+                topic,
+                [2_400_000, 0, 1_700_000_000, 2_410_000, 2_390_000, 2_395_000],
+                1,
+                2,
+                "NSE",
+                "26000",
+                "NIFTY50",
+            )
+        ],
+    )
     assert official.feed(frame) == []  # ZeroDivisionError in its change %, logged and swallowed
     (state,) = HsmDecoder().decode(frame).changed
     assert state.price("ltp") == 24_000.0 and state.number("prev_close_price") == 0
-

@@ -43,8 +43,14 @@ def feed(number: int, *records: bytes) -> bytes:
     return frame(6, struct.pack(">IH", number, len(records)) + b"".join(records))
 
 
-def snapshot(topic_id: int, topic: str, values: list[int], multiplier: int = 1, precision: int = 2,
-             strings: tuple[str, str, str] = ("NSE", "3045", "SBIN-EQ")) -> bytes:
+def snapshot(
+    topic_id: int,
+    topic: str,
+    values: list[int],
+    multiplier: int = 1,
+    precision: int = 2,
+    strings: tuple[str, str, str] = ("NSE", "3045", "SBIN-EQ"),
+) -> bytes:
     out = b"S" + struct.pack(">HB", topic_id, len(topic)) + topic.encode() + bytes([len(values)])
     out += b"".join(struct.pack(">i", v) for v in values) + b"\x00\x00"
     out += struct.pack(">HB", multiplier, precision)
@@ -88,7 +94,14 @@ def test_mode_subscribe_unsubscribe_and_ack_layouts() -> None:
     assert mode[15:] == b"\x02\x00\x01" + bytes([70])
     sub = subscribe_message(["sf|nse_cm|3045", "if|nse_cm|Nifty 50"])
     blob = struct.pack(">H", 2) + b"\x0esf|nse_cm|3045" + b"\x12if|nse_cm|Nifty 50"
-    assert sub == struct.pack(">H", len(sub) - 2) + bytes([4, 2, 1]) + struct.pack(">H", len(blob)) + blob + b"\x02\x00\x01\x0b"
+    assert (
+        sub
+        == struct.pack(">H", len(sub) - 2)
+        + bytes([4, 2, 1])
+        + struct.pack(">H", len(blob))
+        + blob
+        + b"\x02\x00\x01\x0b"
+    )
     assert unsubscribe_message(["sf|nse_cm|3045"])[2] == 5
     assert ack_message(77) == b"\x00\x09\x03\x01\x01\x00\x04\x00\x00\x00\x4d"
 
@@ -133,7 +146,12 @@ def test_snapshot_then_incremental_update_from_resources() -> None:
     first = decoder.decode(bytes.fromhex((RESOURCES / "sbin_snapshot.hex").read_text()))
     assert first.kind == 6 and first.message_number == 1 and not first.rejects
     (state,) = first.changed
-    assert (state.topic, state.kind, state.symbol, state.exchange_token) == ("sf|nse_cm|3045", "sf", "SBIN-EQ", "3045")
+    assert (state.topic, state.kind, state.symbol, state.exchange_token) == (
+        "sf|nse_cm|3045",
+        "sf",
+        "SBIN-EQ",
+        "3045",
+    )
     tick = state_to_tick(state, 42, NOW)
     assert tick is not None
     assert (tick.instrument_id, tick.last_price, tick.volume, tick.last_quantity) == (42, 612.35, 1200345, 10)
@@ -153,10 +171,14 @@ def test_snapshot_then_incremental_update_from_resources() -> None:
 
 def test_open_interest_is_kept_and_unchanged_updates_emit_nothing() -> None:
     decoder = HsmDecoder()
-    decoder.decode(feed(1, snapshot(3, "sf|nse_fo|35019", scrip_values(ltp=2_400_000, OI=150_000, vol_traded_today=10))))
+    decoder.decode(
+        feed(1, snapshot(3, "sf|nse_fo|35019", scrip_values(ltp=2_400_000, OI=150_000, vol_traded_today=10)))
+    )
     same = decoder.decode(feed(2, update(3, scrip_values(ltp=2_400_000))))
     assert same.changed == [] and not same.rejects
-    moved = decoder.decode(feed(3, update(3, scrip_values(OI=150_075)), update(3, scrip_values(vol_traded_today=35))))
+    moved = decoder.decode(
+        feed(3, update(3, scrip_values(OI=150_075)), update(3, scrip_values(vol_traded_today=35)))
+    )
     (state,) = moved.changed  # one topic, changed twice in one frame
     tick = state_to_tick(state, 1, NOW)
     assert tick is not None and (tick.open_interest, tick.volume, tick.last_price) == (150_075, 35, 24000.0)
@@ -166,11 +188,18 @@ def test_open_interest_is_kept_and_unchanged_updates_emit_nothing() -> None:
 def test_index_snapshot_fields_and_prefix_updates() -> None:
     decoder = HsmDecoder()
     values = [2_412_345, 2_400_000, 1733110000, 2_420_000, 2_390_000, 2_401_000]
-    out = decoder.decode(feed(9, snapshot(1, "if|nse_cm|Nifty 50", values, strings=("NSE", "26000", "NIFTY50"))))
+    out = decoder.decode(
+        feed(9, snapshot(1, "if|nse_cm|Nifty 50", values, strings=("NSE", "26000", "NIFTY50")))
+    )
     (state,) = out.changed
     assert state.price("prev_close_price") == 24000.0 and state.price("high_price") == 24200.0
     tick = state_to_tick(state, 5, NOW)
-    assert tick is not None and tick.last_price == 24123.45 and tick.volume is None and tick.open_interest is None
+    assert (
+        tick is not None
+        and tick.last_price == 24123.45
+        and tick.volume is None
+        and tick.open_interest is None
+    )
     # an update may carry only a prefix of the fields
     (state,) = decoder.decode(feed(10, update(1, [2_412_400]))).changed
     assert state.price("ltp") == 24124.0 and state.price("low_price") == 23900.0
@@ -178,7 +207,9 @@ def test_index_snapshot_fields_and_prefix_updates() -> None:
 
 def test_price_multiplier_and_precision() -> None:
     decoder = HsmDecoder()
-    (state,) = decoder.decode(feed(1, snapshot(2, "sf|cde_fo|1234", scrip_values(ltp=8_312_345), 100, 4))).changed
+    (state,) = decoder.decode(
+        feed(1, snapshot(2, "sf|cde_fo|1234", scrip_values(ltp=8_312_345), 100, 4))
+    ).changed
     tick = state_to_tick(state, 1, NOW)
     assert tick is not None and tick.last_price == pytest.approx(8.312345)
 

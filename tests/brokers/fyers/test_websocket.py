@@ -26,14 +26,21 @@ async def fake() -> AsyncIterator[FakeFyersServer]:
         yield server
 
 
-def make_feed(fake: FakeFyersServer, tmp_path: Path, *, login: bool = True, token_poll_s: float = 1.0,
-              **overrides: object) -> FyersLiveFeed:
+def make_feed(
+    fake: FakeFyersServer,
+    tmp_path: Path,
+    *,
+    login: bool = True,
+    token_poll_s: float = 1.0,
+    **overrides: object,
+) -> FyersLiveFeed:
     settings: Settings = fake.settings(tmp_path, **overrides)
     if login:
         save_token(settings, "fyers", fake.access_token)
     http = FyersHttp(settings, max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.05)
-    return FyersLiveFeed(settings, http, backoff_base_s=0.05, backoff_cap_s=0.2, auth_timeout_s=2.0,
-                         token_poll_s=token_poll_s)
+    return FyersLiveFeed(
+        settings, http, backoff_base_s=0.05, backoff_cap_s=0.2, auth_timeout_s=2.0, token_poll_s=token_poll_s
+    )
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +66,7 @@ async def test_snapshot_then_incremental_ticks_with_oi(fake: FakeFyersServer, tm
         assert feed.state is FeedState.CONNECTED
     assert sink.events[0].state is FeedState.CONNECTED and sink.events[0].instrument_ids == {1, 2, 3}
     assert sink.events[-1].state is FeedState.STOPPED
-    (_, topics), = fake.subscribe_messages
+    ((_, topics),) = fake.subscribe_messages
     assert sorted(topics) == ["if|nse_cm|Nifty 50", "sf|nse_cm|1000", "sf|nse_fo|1001"]
     assert "authorization" not in fake.upgrade_headers[0]  # Fyers ignores upgrades that carry one
     future = [t for t in sink.ticks if t.instrument_id == 2]
@@ -116,7 +123,9 @@ async def test_quiet_market_is_not_a_stall(fake: FakeFyersServer, tmp_path: Path
         assert len(fake.connections) == 1 and feed.state is FeedState.CONNECTED
 
 
-async def test_dropped_connection_is_resubscribed_with_a_fresh_token(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_dropped_connection_is_resubscribed_with_a_fresh_token(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path), CollectingSink()
     await feed.subscribe(SYMBOLS)
     async with running(feed, sink):
@@ -133,7 +142,9 @@ async def test_dropped_connection_is_resubscribed_with_a_fresh_token(fake: FakeF
     assert sink.events[1].at < sink.events[2].at
 
 
-async def test_expired_token_is_login_required_without_connecting(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_expired_token_is_login_required_without_connecting(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path, login=False), CollectingSink()
     save_token(feed._settings, "fyers", fake.issue_token(valid_for_s=-60))
     await feed.subscribe(SYMBOLS)
@@ -146,7 +157,9 @@ async def test_expired_token_is_login_required_without_connecting(fake: FakeFyer
     assert "expired" in event.detail
 
 
-async def test_revoked_token_is_login_required_with_no_reconnect_loop(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_revoked_token_is_login_required_with_no_reconnect_loop(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path), CollectingSink()
     await feed.subscribe(SYMBOLS)
     async with running(feed, sink):
@@ -170,7 +183,9 @@ async def test_refused_upgrade_is_login_required(fake: FakeFyersServer, tmp_path
     assert sink.states() == [FeedState.LOGIN_REQUIRED] and feed.attempts == 1
 
 
-async def test_malformed_frames_are_counted_and_the_feed_goes_on(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_malformed_frames_are_counted_and_the_feed_goes_on(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path), CollectingSink()
     await feed.subscribe(SYMBOLS)
     async with running(feed, sink):
@@ -229,8 +244,12 @@ async def test_depth_topics_fill_the_book_and_count_twice(fake: FakeFyersServer,
     await feed.subscribe({"NSE:SBIN-EQ": 1, "NSE:NIFTY50-INDEX": 3})
     async with running(feed, sink):
         await wait_until(lambda: any(len(t.bids) == 5 for t in sink.ticks) and len(sink.frames) > 5)
-    (_, topics), = fake.subscribe_messages
-    assert sorted(topics) == ["dp|nse_cm|1000", "if|nse_cm|Nifty 50", "sf|nse_cm|1000"]  # no depth for indices
+    ((_, topics),) = fake.subscribe_messages
+    assert sorted(topics) == [
+        "dp|nse_cm|1000",
+        "if|nse_cm|Nifty 50",
+        "sf|nse_cm|1000",
+    ]  # no depth for indices
     tick = next(t for t in reversed(sink.ticks) if t.bids)
     assert len(tick.asks) == 5 and tick.bids[0].price < tick.asks[0].price
     assert [level.quantity for level in tick.bids] == [100, 200, 300, 400, 500]
@@ -245,7 +264,9 @@ async def test_the_broker_has_one_feed(fake: FakeFyersServer, tmp_path: Path) ->
         await broker.aclose()
 
 
-async def test_a_fresh_login_brings_the_feed_back_without_a_restart(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_a_fresh_login_brings_the_feed_back_without_a_restart(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path), CollectingSink()  # the real token poll: about once a second
     await feed.subscribe(SYMBOLS)
     async with running(feed, sink) as task:
@@ -261,13 +282,22 @@ async def test_a_fresh_login_brings_the_feed_back_without_a_restart(fake: FakeFy
         assert not task.done()
         before = len(sink.ticks)
         await wait_until(lambda: len(sink.ticks) > before + 3)
-    assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED,
-                             FeedState.CONNECTED, FeedState.STOPPED]
+    assert sink.states() == [
+        FeedState.CONNECTED,
+        FeedState.DISCONNECTED,
+        FeedState.LOGIN_REQUIRED,
+        FeedState.CONNECTED,
+        FeedState.STOPPED,
+    ]
     assert all(e.instrument_ids == {1, 2, 3} for e in sink.events)
-    assert fake.connections[-1].authed and sorted(fake.subscribe_messages[-1][1]) == sorted(fake.subscribe_messages[0][1])
+    assert fake.connections[-1].authed and sorted(fake.subscribe_messages[-1][1]) == sorted(
+        fake.subscribe_messages[0][1]
+    )
 
 
-async def test_no_token_at_start_is_login_required_until_one_is_stored(fake: FakeFyersServer, tmp_path: Path) -> None:
+async def test_no_token_at_start_is_login_required_until_one_is_stored(
+    fake: FakeFyersServer, tmp_path: Path
+) -> None:
     feed, sink = make_feed(fake, tmp_path, login=False, token_poll_s=0.1), CollectingSink()
     async with running(feed, sink):
         await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED, within_s=1)

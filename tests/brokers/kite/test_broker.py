@@ -34,8 +34,13 @@ async def test_instruments_history_and_one_feed(broker: tuple[KiteBroker, FakeKi
     instruments = await kite_broker.fetch_instruments()
     assert {i.broker_ids["kite"] for i in instruments} == {"738561", "256265", "12345602", "412675"}
     start = datetime(2024, 1, 1, 9, 15, tzinfo=IST)
-    for timeframe, interval in [(Timeframe.M1, "minute"), (Timeframe.M5, "5minute"), (Timeframe.M15, "15minute"),
-                                (Timeframe.H1, "60minute"), (Timeframe.D1, "day")]:
+    for timeframe, interval in [
+        (Timeframe.M1, "minute"),
+        (Timeframe.M5, "5minute"),
+        (Timeframe.M15, "15minute"),
+        (Timeframe.H1, "60minute"),
+        (Timeframe.D1, "day"),
+    ]:
         candles = await kite_broker.fetch_history("738561", timeframe, start, start + timedelta(days=1))
         assert kite.history_calls[("738561", interval)] == 1
         assert all(c.timeframe is timeframe for c in candles)

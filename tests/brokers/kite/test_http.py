@@ -82,17 +82,32 @@ async def test_instruments_master(kite: FakeKiteServer, settings: Settings, gzip
     reliance = by_symbol["RELIANCE"]
     assert reliance.broker_ids == {"kite": "738561"} and reliance.broker_aux_ids == {"kite": "2885"}
     assert (reliance.exchange, reliance.segment, reliance.expiry, reliance.strike, reliance.option_type) == (
-        "NSE", "NSE", None, None, None)
+        "NSE",
+        "NSE",
+        None,
+        None,
+        None,
+    )
     option = by_symbol["NIFTY24JAN21500CE"]
     assert (option.expiry, option.strike, option.option_type, option.lot_size, option.tick_size) == (
-        date(2024, 1, 25), 21500.0, "CE", 50, 0.05)
+        date(2024, 1, 25),
+        21500.0,
+        "CE",
+        50,
+        0.05,
+    )
     assert by_symbol["USDINR24JANFUT"].tick_size == 0.0025
 
 
 def test_instrument_csv_skips_bad_rows_and_refuses_missing_columns() -> None:
-    header = ("instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,"
-              "lot_size,instrument_type,segment,exchange\n")
-    text = header + "738561,2885,RELIANCE,\"RELIANCE, IND\",0,,0,0.05,1,EQ,NSE,NSE\nxx,1,BAD,,0,,0,0.05,1,EQ,NSE,NSE\n"
+    header = (
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,"
+        "lot_size,instrument_type,segment,exchange\n"
+    )
+    text = (
+        header
+        + '738561,2885,RELIANCE,"RELIANCE, IND",0,,0,0.05,1,EQ,NSE,NSE\nxx,1,BAD,,0,,0,0.05,1,EQ,NSE,NSE\n'
+    )
     [only] = kite_csv_to_instruments(text)
     assert only.name == "RELIANCE, IND"
     with pytest.raises(BrokerProtocolError, match="missing columns"):
@@ -102,8 +117,11 @@ def test_instrument_csv_skips_bad_rows_and_refuses_missing_columns() -> None:
 def test_history_chunks_cover_the_range_without_overlap() -> None:
     end = START + timedelta(days=150)
     chunks = history_chunks(START, end, timedelta(days=60))
-    assert chunks == [(START, START + timedelta(days=60)), (START + timedelta(days=60), START + timedelta(days=120)),
-                      (START + timedelta(days=120), end)]
+    assert chunks == [
+        (START, START + timedelta(days=60)),
+        (START + timedelta(days=60), START + timedelta(days=120)),
+        (START + timedelta(days=120), end),
+    ]
 
 
 async def test_history_is_split_by_the_interval_span(kite: FakeKiteServer, settings: Settings) -> None:
@@ -118,16 +136,26 @@ async def test_history_is_split_by_the_interval_span(kite: FakeKiteServer, setti
     assert [c.bucket for c in candles] == sorted({c.bucket for c in candles})
     assert all(START <= c.bucket < end and c.timeframe is Timeframe.M1 for c in candles)
     first = candles[0]
-    assert first.bucket == datetime(2024, 1, 1, 9, 15, tzinfo=IST) and first.bucket.utcoffset() == timedelta(hours=5, minutes=30)
-    assert [first.open, first.high, first.low, first.close, first.volume, first.open_interest] == expected[0][1:]
+    assert first.bucket == datetime(2024, 1, 1, 9, 15, tzinfo=IST) and first.bucket.utcoffset() == timedelta(
+        hours=5, minutes=30
+    )
+    assert [first.open, first.high, first.low, first.close, first.volume, first.open_interest] == expected[0][
+        1:
+    ]
 
 
-@pytest.mark.parametrize(("timeframe", "interval", "days", "calls"), [
-    (Timeframe.M5, "5minute", 250, 3), (Timeframe.M15, "15minute", 250, 2),
-    (Timeframe.H1, "60minute", 401, 2), (Timeframe.D1, "day", 2001, 2),
-])
-async def test_history_span_per_interval(kite: FakeKiteServer, settings: Settings, timeframe: Timeframe,
-                                         interval: str, days: int, calls: int) -> None:
+@pytest.mark.parametrize(
+    ("timeframe", "interval", "days", "calls"),
+    [
+        (Timeframe.M5, "5minute", 250, 3),
+        (Timeframe.M15, "15minute", 250, 2),
+        (Timeframe.H1, "60minute", 401, 2),
+        (Timeframe.D1, "day", 2001, 2),
+    ],
+)
+async def test_history_span_per_interval(
+    kite: FakeKiteServer, settings: Settings, timeframe: Timeframe, interval: str, days: int, calls: int
+) -> None:
     async with client(settings) as api:
         candles = await api.historical("5633", timeframe, START, START + timedelta(days=days))
     assert kite.history_calls[("5633", interval)] == calls and candles
@@ -160,7 +188,9 @@ async def test_5xx_and_dropped_sockets_are_retried(kite: FakeKiteServer, setting
             await api.historical("738561", Timeframe.D1, START, START + timedelta(days=7))
 
 
-async def test_expired_token_is_login_required_and_never_retried(kite: FakeKiteServer, settings: Settings) -> None:
+async def test_expired_token_is_login_required_and_never_retried(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
     old = kite.access_token
     kite.expire_token()
     async with client(settings) as api:

@@ -62,8 +62,10 @@ async def test_login_through_the_redirect_listener(kite: FakeKiteServer, tmp_pat
             except httpx.ConnectError:
                 await asyncio.sleep(0.02)
         assert probe.status_code == 400  # no token: keeps waiting
-        answer = await browser.get(f"http://127.0.0.1:{port}/",
-                                   params={"action": "login", "status": "success", "request_token": kite.request_token})
+        answer = await browser.get(
+            f"http://127.0.0.1:{port}/",
+            params={"action": "login", "status": "success", "request_token": kite.request_token},
+        )
         assert answer.status_code == 200 and "close this tab" in answer.text
     path = await asyncio.wait_for(task, timeout=10)
     assert path.read_text().strip() == kite.access_token
@@ -89,11 +91,25 @@ async def test_login_needs_key_and_secret(kite: FakeKiteServer, tmp_path: Path) 
 
 async def test_cli_login_kite(kite: FakeKiteServer, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "TOKEN_DIR"))}
-    env.update(KITE_API_URL=kite.api_url, KITE_LOGIN_URL=kite.login_url, KITE_API_KEY=kite.api_key,
-               KITE_API_SECRET=kite.api_secret, TOKEN_DIR=str(tmp_path / "tokens"))
+    env.update(
+        KITE_API_URL=kite.api_url,
+        KITE_LOGIN_URL=kite.login_url,
+        KITE_API_KEY=kite.api_key,
+        KITE_API_SECRET=kite.api_secret,
+        TOKEN_DIR=str(tmp_path / "tokens"),
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trading_helper.cli", "login", "kite", "--request-token", kite.request_token,
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "trading_helper.cli",
+        "login",
+        "kite",
+        "--request-token",
+        kite.request_token,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()

@@ -60,7 +60,9 @@ def packets(draw: st.DrawFn) -> bytes:
     if length == c.PACKET_FULL:
         for _ in range(2 * c.DEPTH_LEVELS):
             empty = draw(st.booleans())  # Kite pads missing levels with zeros
-            qty, price, orders = (0, 0, 0) if empty else (draw(U32), draw(PRICE), draw(st.integers(0, 2**16 - 1)))
+            qty, price, orders = (
+                (0, 0, 0) if empty else (draw(U32), draw(PRICE), draw(st.integers(0, 2**16 - 1)))
+            )
             body += struct.pack(">IIH", qty, price, orders) + draw(st.binary(min_size=2, max_size=2))
     assert len(body) == length
     return body
@@ -114,7 +116,11 @@ def compare(ours: KitePacket, theirs: dict[str, Any]) -> None:
         return
     same_instant(ours.last_trade_time, theirs["last_trade_time"])
     same_instant(ours.exchange_timestamp, theirs["exchange_timestamp"])
-    assert (ours.oi, ours.oi_day_high, ours.oi_day_low) == (theirs["oi"], theirs["oi_day_high"], theirs["oi_day_low"])
+    assert (ours.oi, ours.oi_day_high, ours.oi_day_low) == (
+        theirs["oi"],
+        theirs["oi_day_high"],
+        theirs["oi_day_low"],
+    )
     for side, entries in (("buy", ours.depth_buy), ("sell", ours.depth_sell)):
         assert len(entries) == len(theirs["depth"][side]) == c.DEPTH_LEVELS
         for mine, official in zip(entries, theirs["depth"][side], strict=True):
@@ -135,7 +141,9 @@ def compare_tick(ours: KitePacket, theirs: dict[str, Any]) -> None:
     else:  # ltp/quote packets (or a zero time) carry no exchange time: the receive time stands in
         assert tick.exchange_ts == received
     if ours.last_trade_time:
-        assert tick.trade_ts is not None and tick.trade_ts.timestamp() == theirs["last_trade_time"].timestamp()
+        assert (
+            tick.trade_ts is not None and tick.trade_ts.timestamp() == theirs["last_trade_time"].timestamp()
+        )
     else:
         assert tick.trade_ts is None
     depth = theirs.get("depth", {"buy": [], "sell": []})

@@ -78,18 +78,32 @@ def test_index_quote_and_full_packets_have_their_own_field_order() -> None:
     token = 256265  # NIFTY 50, segment 9
     body = struct.pack(">Iiiiiii", token, 2173140, 2183435, 2168070, 2172775, 2171890, 1250)
     quote, full = kite_frame_to_packets(frame(body, body + struct.pack(">I", TS))).packets
-    assert quote == KitePacket(token, "quote", False, 21731.4, open=21727.75, high=21834.35, low=21680.7,
-                               close=21718.9, change=12.5)
+    assert quote == KitePacket(
+        token, "quote", False, 21731.4, open=21727.75, high=21834.35, low=21680.7, close=21718.9, change=12.5
+    )
     assert full.mode == "full" and full.exchange_timestamp == TS and full.high == 21834.35
 
 
 def test_quote_packet() -> None:
-    body = struct.pack(">IiIiIIIiiii", 738561, 258035, 3, 257990, 4_000_000_000, 1500, 2100,
-                       257000, 259050, 256525, 256810)
+    body = struct.pack(
+        ">IiIiIIIiiii", 738561, 258035, 3, 257990, 4_000_000_000, 1500, 2100, 257000, 259050, 256525, 256810
+    )
     [p] = kite_frame_to_packets(frame(body)).packets
-    assert p == KitePacket(738561, "quote", True, 2580.35, last_traded_quantity=3, average_traded_price=2579.9,
-                           volume_traded=4_000_000_000, total_buy_quantity=1500, total_sell_quantity=2100,
-                           open=2570.0, high=2590.5, low=2565.25, close=2568.1)
+    assert p == KitePacket(
+        738561,
+        "quote",
+        True,
+        2580.35,
+        last_traded_quantity=3,
+        average_traded_price=2579.9,
+        volume_traded=4_000_000_000,
+        total_buy_quantity=1500,
+        total_sell_quantity=2100,
+        open=2570.0,
+        high=2590.5,
+        low=2565.25,
+        close=2568.1,
+    )
 
 
 def test_full_packet_with_depth_skips_the_padding() -> None:
@@ -102,7 +116,13 @@ def test_full_packet_with_depth_skips_the_padding() -> None:
     assert len(body) == c.PACKET_FULL
     [p] = kite_frame_to_packets(frame(body)).packets
     assert (p.mode, p.last_trade_time, p.oi, p.oi_day_high, p.oi_day_low, p.exchange_timestamp) == (
-        "full", TS - 1, 123450, 130000, 120000, TS)
+        "full",
+        TS - 1,
+        123450,
+        130000,
+        120000,
+        TS,
+    )
     assert p.depth_buy[0] == KiteDepthEntry(10, 105.45, 1)
     assert p.depth_buy[4] == KiteDepthEntry(50, 105.25, 5)
     assert p.depth_sell[0] == KiteDepthEntry(20, 105.55, 2)
@@ -152,15 +172,30 @@ def test_count_header_larger_than_the_frame() -> None:
 
 
 def test_full_packet_to_tick() -> None:
-    q = Quote(token=738561, last_price=2580.35, last_quantity=3, average_price=2579.9, volume=1234567, oi=17,
-              last_trade_time=TS - 1, exchange_timestamp=TS, bids=[(10, 2580.3, 2)], asks=[(7, 2580.4, 1), (9, 2580.5, 4)])
+    q = Quote(
+        token=738561,
+        last_price=2580.35,
+        last_quantity=3,
+        average_price=2579.9,
+        volume=1234567,
+        oi=17,
+        last_trade_time=TS - 1,
+        exchange_timestamp=TS,
+        bids=[(10, 2580.3, 2)],
+        asks=[(7, 2580.4, 1), (9, 2580.5, 4)],
+    )
     [p] = kite_frame_to_packets(pack_frame([pack_packet(q, "full")])).packets
     tick = kite_packet_to_tick(p, 42, RECEIVED)
     assert tick.instrument_id == 42 and tick.received_ts == RECEIVED
     assert tick.exchange_ts == datetime(2024, 1, 1, 9, 15, tzinfo=IST)
     assert tick.exchange_ts.utcoffset() == timedelta(hours=5, minutes=30)
     assert (tick.last_price, tick.last_quantity, tick.volume, tick.average_price, tick.open_interest) == (
-        2580.35, 3, 1234567, 2579.9, 17)
+        2580.35,
+        3,
+        1234567,
+        2579.9,
+        17,
+    )
     assert (tick.bid_price, tick.bid_quantity, tick.ask_price, tick.ask_quantity) == (2580.3, 10, 2580.4, 7)
     assert tick.bids == (DepthLevel(2580.3, 10, 2),)  # empty (all-zero) levels dropped
     assert tick.asks == (DepthLevel(2580.4, 7, 1), DepthLevel(2580.5, 9, 4))
@@ -192,6 +227,7 @@ def test_text_messages() -> None:
 
 # --- fuzzing ---------------------------------------------------------------------------------
 
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_never_raise(data: bytes) -> None:
@@ -205,7 +241,9 @@ packet_bodies = st.sampled_from(sorted(c.PACKET_LENGTHS)).flatmap(lambda n: st.b
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(packet_bodies, min_size=1, max_size=6), st.data())
-def test_truncated_frames_keep_every_whole_packet_before_the_cut(bodies: list[bytes], data: st.DataObject) -> None:
+def test_truncated_frames_keep_every_whole_packet_before_the_cut(
+    bodies: list[bytes], data: st.DataObject
+) -> None:
     whole = frame(*bodies)
     cut = data.draw(st.integers(min_value=0, max_value=len(whole)))
     result = kite_frame_to_packets(whole[:cut])
@@ -217,7 +255,8 @@ def test_truncated_frames_keep_every_whole_packet_before_the_cut(bodies: list[by
             expected += 1
     assert len(result.packets) == expected
     assert [p.instrument_token for p in result.packets] == [
-        struct.unpack(">I", b[:4])[0] for b in bodies[:expected]]
+        struct.unpack(">I", b[:4])[0] for b in bodies[:expected]
+    ]
     if cut < 2:
         assert result.heartbeat
     elif cut < len(whole):
@@ -227,9 +266,14 @@ def test_truncated_frames_keep_every_whole_packet_before_the_cut(bodies: list[by
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(packet_bodies, max_size=4), st.binary(max_size=300).filter(lambda b: len(b) not in c.PACKET_LENGTHS),
-       st.lists(packet_bodies, max_size=4))
-def test_a_bad_packet_does_not_lose_its_neighbours(before: list[bytes], bad: bytes, after: list[bytes]) -> None:
+@given(
+    st.lists(packet_bodies, max_size=4),
+    st.binary(max_size=300).filter(lambda b: len(b) not in c.PACKET_LENGTHS),
+    st.lists(packet_bodies, max_size=4),
+)
+def test_a_bad_packet_does_not_lose_its_neighbours(
+    before: list[bytes], bad: bytes, after: list[bytes]
+) -> None:
     result = kite_frame_to_packets(frame(*before, bad, *after))
     assert len(result.packets) == len(before) + len(after)
     assert result.rejects == {c.REJECT_UNKNOWN_PACKET_LENGTH: 1}

@@ -63,9 +63,14 @@ async def test_5000_instruments_are_sharded_over_two_connections_and_ticks_arriv
     async with running(feed, sink):
         # 5,000 subscriptions and modes over two sockets: seconds on a loaded 2-core machine (the 5 s
         # default failed once in a full suite beside other suites), so this wait gets 30 s
-        await wait_until(lambda: len(kite.connections) == 2 and len(kite.subscribed_tokens) == 5000
-                         and all(m == "full" for conn in kite.connections for m in conn.modes.values()),
-                         within_s=30)
+        await wait_until(
+            lambda: (
+                len(kite.connections) == 2
+                and len(kite.subscribed_tokens) == 5000
+                and all(m == "full" for conn in kite.connections for m in conn.modes.values())
+            ),
+            within_s=30,
+        )
         assert sorted(len(conn.modes) for conn in kite.connections) == [2000, 3000]
         await wait_until(lambda: feed.state is FeedState.CONNECTED)
         assert await kite.push_ticks() == 5000
@@ -129,14 +134,20 @@ async def test_silent_stall_is_detected_and_recovered(kite: FakeKiteServer, sett
         # the outage starts at the last frame received, not when the watchdog fired
         assert disconnected.at.timestamp() <= stalled_from + 0.05
         assert reconnected.at.timestamp() - disconnected.at.timestamp() >= 0.5
-        assert connected.instrument_ids == disconnected.instrument_ids == reconnected.instrument_ids == set(
-            subs.values())
+        assert (
+            connected.instrument_ids
+            == disconnected.instrument_ids
+            == reconnected.instrument_ids
+            == set(subs.values())
+        )
         await wait_until(lambda: len(kite.subscribed_tokens) == 10 and len(kite.connections) >= 1)
         assert await kite.push_ticks() == 10
         await wait_until(lambda: len(sink.ticks) == 10)
 
 
-async def test_dropped_connection_is_resubscribed_in_each_mode(kite: FakeKiteServer, settings: Settings) -> None:
+async def test_dropped_connection_is_resubscribed_in_each_mode(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
     feed, sink = make_feed(settings), CollectingSink()
     ltp, quote, full = tokens(3), tokens(2, first=200_001), tokens(4, first=300_001)
     await feed.subscribe(ltp, mode="ltp")
@@ -149,16 +160,24 @@ async def test_dropped_connection_is_resubscribed_in_each_mode(kite: FakeKiteSer
         await wait_until(lambda: kite.connections[0].modes == expected)
         first = kite.connections[0].number
         kite.drop_connections()
-        await wait_until(lambda: len(kite.connections) == 1 and kite.connections[0].number != first
-                         and kite.connections[0].modes == expected)
+        await wait_until(
+            lambda: (
+                len(kite.connections) == 1
+                and kite.connections[0].number != first
+                and kite.connections[0].modes == expected
+            )
+        )
         await wait_until(lambda: sink.states()[-1] is FeedState.CONNECTED)
         assert sink.states()[-2] is FeedState.DISCONNECTED
         again = [m for n, m in kite.ws_messages if n == kite.connections[0].number]
         assert sorted(again[0]["v"]) == sorted(expected)  # every token, as JSON numbers
         assert all(isinstance(t, int) for t in again[0]["v"])
         modes_sent = {m["v"][0]: sorted(m["v"][1]) for m in again[1:]}
-        assert modes_sent == {"ltp": sorted(map(int, ltp)), "quote": sorted(map(int, quote)),
-                              "full": sorted(map(int, full))}
+        assert modes_sent == {
+            "ltp": sorted(map(int, ltp)),
+            "quote": sorted(map(int, quote)),
+            "full": sorted(map(int, full)),
+        }
         assert await kite.push_ticks() == 9
         await wait_until(lambda: len(sink.ticks) == 9)
 
@@ -181,14 +200,18 @@ async def test_outage_window_events_carry_the_instruments_and_times(
         assert feed.connections == 2
 
 
-async def test_malformed_frames_and_unknown_tokens_are_counted(kite: FakeKiteServer, settings: Settings) -> None:
+async def test_malformed_frames_and_unknown_tokens_are_counted(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
     feed, sink = make_feed(settings), CollectingSink()
     subs = tokens(2)
     await feed.subscribe(subs, mode="ltp")
     known = sample_quote(int(next(iter(subs))), 1)
     async with running(feed, sink):
         await wait_until(lambda: len(kite.connections) == 1 and len(kite.subscribed_tokens) == 2)
-        await kite.send_raw(pack_frame([pack_packet(known, "ltp"), pack_packet(sample_quote(999_999_01, 1), "ltp")]))
+        await kite.send_raw(
+            pack_frame([pack_packet(known, "ltp"), pack_packet(sample_quote(999_999_01, 1), "ltp")])
+        )
         await kite.send_raw(pack_frame([pack_packet(known, "ltp"), b"\x00" * 9])[:-4])  # truncated
         await kite.send_raw("not json")
         await kite.send_raw('{"type": "error", "data": "Something went wrong"}')
@@ -221,7 +244,10 @@ async def test_expired_token_on_upgrade_is_login_required_without_a_retry_loop(
     async with running(feed, sink) as task:
         await wait_until(lambda: feed.state is FeedState.LOGIN_REQUIRED)
         assert sink.states() == [FeedState.LOGIN_REQUIRED]
-        assert "trading-helper login kite" in sink.events[0].detail and len(sink.events[0].instrument_ids) == 5000
+        assert (
+            "trading-helper login kite" in sink.events[0].detail
+            and len(sink.events[0].instrument_ids) == 5000
+        )
         await asyncio.sleep(0.5)
         assert kite.rejected_upgrades in (1, 2)  # at most one try per connection, then silence
         assert not task.done() and sink.states() == [FeedState.LOGIN_REQUIRED]  # waiting, not ended
@@ -267,12 +293,16 @@ async def test_subscriptions_changing_while_connecting_all_reach_the_server(
         del expected[int(next(iter(tokens(1))))]
         await wait_until(lambda: len(kite.connections) == 1 and kite.connections[0].modes == expected)
         # every instrument's coverage was announced, whether it joined before or after the connect
-        announced = frozenset().union(*(e.instrument_ids for e in sink.events if e.state is FeedState.CONNECTED))
+        announced = frozenset().union(
+            *(e.instrument_ids for e in sink.events if e.state is FeedState.CONNECTED)
+        )
         assert announced >= {feed.subscriptions[str(t)] for t in expected}
         assert len(set(feed.subscriptions.values())) == len(expected) == 10
 
 
-async def test_a_fresh_login_brings_the_feed_back_without_a_restart(kite: FakeKiteServer, settings: Settings) -> None:
+async def test_a_fresh_login_brings_the_feed_back_without_a_restart(
+    kite: FakeKiteServer, settings: Settings
+) -> None:
     feed, sink = make_feed(settings), CollectingSink()  # the real token poll: about once a second
     subs = tokens(3)
     await feed.subscribe(subs)
@@ -290,13 +320,20 @@ async def test_a_fresh_login_brings_the_feed_back_without_a_restart(kite: FakeKi
         await wait_until(lambda: len(kite.subscribed_tokens) == 3)
         assert await kite.push_ticks() == 3
         await wait_until(lambda: len(sink.ticks) == 3)
-    assert sink.states() == [FeedState.CONNECTED, FeedState.DISCONNECTED, FeedState.LOGIN_REQUIRED,
-                             FeedState.CONNECTED, FeedState.STOPPED]
+    assert sink.states() == [
+        FeedState.CONNECTED,
+        FeedState.DISCONNECTED,
+        FeedState.LOGIN_REQUIRED,
+        FeedState.CONNECTED,
+        FeedState.STOPPED,
+    ]
     assert all(e.instrument_ids == set(subs.values()) for e in sink.events)
     assert kite.upgrade_tokens[-1] == "morning_token"
 
 
-async def test_no_token_at_start_is_login_required_until_one_is_stored(kite: FakeKiteServer, tmp_path: Path) -> None:
+async def test_no_token_at_start_is_login_required_until_one_is_stored(
+    kite: FakeKiteServer, tmp_path: Path
+) -> None:
     settings = kite.settings(tmp_path / "no-login-yet", STALL_TIMEOUT_S=0.5)
     feed, sink = make_feed(settings, token_poll_s=0.1), CollectingSink()
     async with running(feed, sink):

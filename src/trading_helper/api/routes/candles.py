@@ -39,12 +39,20 @@ _DOC = (
     f"{max_span_doc()}; from and to between {EARLIEST.date()} and {LATEST.date()} (`x-range-limits`)."
 )
 #: the range rules JSON Schema cannot state across two fields, machine-readable for clients
-RANGE_LIMITS = {"x-range-limits": {
-    "max_span_days": {tf.value: tf.facts.max_span.days for tf in Timeframe},
-    "earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat(), "from_before_to": True}}
+RANGE_LIMITS = {
+    "x-range-limits": {
+        "max_span_days": {tf.value: tf.facts.max_span.days for tf in Timeframe},
+        "earliest": EARLIEST.isoformat(),
+        "latest": LATEST.isoformat(),
+        "from_before_to": True,
+    }
+}
 _ERRORS: Responses = {
-    400: {"model": ErrorOut, "description": "invalid range (`invalid_range`: from >= to, span too long, see "
-                                            "`x-range-limits`), or a body that is not JSON (`invalid_body`)"},
+    400: {
+        "model": ErrorOut,
+        "description": "invalid range (`invalid_range`: from >= to, span too long, see "
+        "`x-range-limits`), or a body that is not JSON (`invalid_body`)",
+    },
     404: {"model": ErrorOut, "description": "unknown instrument"},
 }
 
@@ -54,27 +62,51 @@ def render(series: CandleSeries[str]) -> Response:
     and building and validating them here again would cost more than reading them. The response
     model still documents the shape in OpenAPI; tests check answers against it."""
     report = series.backfill
-    head = json.dumps({
-        "instrument": InstrumentOut.of(series.instrument).model_dump(mode="json"),
-        "interval": series.timeframe.value,
-        "backfill": {"fetched_ranges": report.fetched_ranges, "broker_calls": report.broker_calls,
-                     "error": redact(str(report.error)) if report.error is not None else None},
-    }, separators=(",", ":"))
+    head = json.dumps(
+        {
+            "instrument": InstrumentOut.of(series.instrument).model_dump(mode="json"),
+            "interval": series.timeframe.value,
+            "backfill": {
+                "fetched_ranges": report.fetched_ranges,
+                "broker_calls": report.broker_calls,
+                "error": redact(str(report.error)) if report.error is not None else None,
+            },
+        },
+        separators=(",", ":"),
+    )
     return Response(f'{head[:-1]},"candles":{series.candles}}}', media_type="application/json")
 
 
-@router.get("", response_model=CandleResponse, summary="Candles for an instrument (query parameters)",
-            description=_DOC, responses={**WITH_PARAMS, **_ERRORS}, openapi_extra=RANGE_LIMITS)
+@router.get(
+    "",
+    response_model=CandleResponse,
+    summary="Candles for an instrument (query parameters)",
+    description=_DOC,
+    responses={**WITH_PARAMS, **_ERRORS},
+    openapi_extra=RANGE_LIMITS,
+)
 async def get_candles(
     service: ServiceDep,
-    instrument: Annotated[RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token",
-                                         examples=["NSE:RELIANCE"])],
+    instrument: Annotated[
+        RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token", examples=["NSE:RELIANCE"])
+    ],
     interval: Annotated[Interval, Query()] = "1m",
-    start: Annotated[datetime | None, Query(alias="from", description="ISO 8601; naive = IST; "
-                                            "default: `to` minus a span fitting the interval",
-                                            examples=["2025-10-17T09:15:00+05:30"])] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="ISO 8601; naive = IST; default: now",
-                                          examples=["2025-10-17T15:30:00+05:30"])] = None,
+    start: Annotated[
+        datetime | None,
+        Query(
+            alias="from",
+            description="ISO 8601; naive = IST; default: `to` minus a span fitting the interval",
+            examples=["2025-10-17T09:15:00+05:30"],
+        ),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        Query(
+            alias="to",
+            description="ISO 8601; naive = IST; default: now",
+            examples=["2025-10-17T15:30:00+05:30"],
+        ),
+    ] = None,
 ) -> Response:
     tf = Timeframe(interval)
     end = end or clock.now()
@@ -86,8 +118,17 @@ async def get_candles(
     return render(await service.get_candles(instrument, tf, start, end, read=read_candles_json))
 
 
-@router.post("", response_model=CandleResponse, summary="Candles for an instrument (specification body)",
-             description=_DOC, responses={**WITH_BODY, **_ERRORS}, openapi_extra=RANGE_LIMITS)
+@router.post(
+    "",
+    response_model=CandleResponse,
+    summary="Candles for an instrument (specification body)",
+    description=_DOC,
+    responses={**WITH_BODY, **_ERRORS},
+    openapi_extra=RANGE_LIMITS,
+)
 async def post_candles(body: CandleRequest, service: ServiceDep) -> Response:
-    return render(await service.get_candles(body.instrument_token, body.interval, body.from_date, body.to_date,
-                                           read=read_candles_json))
+    return render(
+        await service.get_candles(
+            body.instrument_token, body.interval, body.from_date, body.to_date, read=read_candles_json
+        )
+    )

@@ -24,10 +24,18 @@ from trading_helper.storage.db import db_errors
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_S = 2.0
-_HEALTHY = {"description": "healthy", "content": {"application/json": {"example": {
-    "status": "healthy", "component": "database"}}}}
-_DOWN = {"description": "the component cannot be reached", "content": {"application/json": {"example": {
-    "status": "unhealthy", "component": "database", "detail": "ConnectionRefusedError"}}}}
+_HEALTHY = {
+    "description": "healthy",
+    "content": {"application/json": {"example": {"status": "healthy", "component": "database"}}},
+}
+_DOWN = {
+    "description": "the component cannot be reached",
+    "content": {
+        "application/json": {
+            "example": {"status": "unhealthy", "component": "database", "detail": "ConnectionRefusedError"}
+        }
+    },
+}
 
 
 def _answer(component: str, problem: str | None) -> JSONResponse:
@@ -36,10 +44,28 @@ def _answer(component: str, problem: str | None) -> JSONResponse:
     return JSONResponse({"status": "unhealthy", "component": component, "detail": problem}, status_code=503)
 
 
-_WHOLE = {"description": "something is down", "content": {"application/json": {"example": {
-    "status": "unhealthy", "code": "ingest_stopped", "component": "ingest", "task": "writer",
-    "detail": "ResponseError", "problems": [{"code": "ingest_stopped", "component": "ingest", "task": "writer",
-                                             "detail": "ResponseError"}]}}}}
+_WHOLE = {
+    "description": "something is down",
+    "content": {
+        "application/json": {
+            "example": {
+                "status": "unhealthy",
+                "code": "ingest_stopped",
+                "component": "ingest",
+                "task": "writer",
+                "detail": "ResponseError",
+                "problems": [
+                    {
+                        "code": "ingest_stopped",
+                        "component": "ingest",
+                        "task": "writer",
+                        "detail": "ResponseError",
+                    }
+                ],
+            }
+        }
+    },
+}
 
 
 async def _database_problem(rt: Runtime) -> dict[str, str] | None:
@@ -52,7 +78,11 @@ async def _database_problem(rt: Runtime) -> dict[str, str] | None:
         return {"code": "database_busy", "component": "database", "detail": "DatabaseBusy"}
     except StorageError as exc:
         # no addresses on a public route: the class only (of the original error)
-        return {"code": "database_unavailable", "component": "database", "detail": type(exc.__cause__ or exc).__name__}
+        return {
+            "code": "database_unavailable",
+            "component": "database",
+            "detail": type(exc.__cause__ or exc).__name__,
+        }
     return None
 
 
@@ -68,15 +98,28 @@ async def _redis_problem(rt: Runtime) -> dict[str, str] | None:
     return None
 
 
-@router.get("/health", summary="Everything runs: database, Redis, every supervised task (degraded: a job's problem)",
-            responses={200: {"description": "healthy", "content": {"application/json": {"example": {
-                "status": "healthy"}}}}, 503: _WHOLE})
+@router.get(
+    "/health",
+    summary="Everything runs: database, Redis, every supervised task (degraded: a job's problem)",
+    responses={
+        200: {"description": "healthy", "content": {"application/json": {"example": {"status": "healthy"}}}},
+        503: _WHOLE,
+    },
+)
 async def health(rt: RuntimeDep) -> JSONResponse:
-    checks = await asyncio.gather(_database_problem(rt), _redis_problem(rt) if rt.redis is not None else _none())
+    checks = await asyncio.gather(
+        _database_problem(rt), _redis_problem(rt) if rt.redis is not None else _none()
+    )
     problems = [p for p in checks if p is not None]
     for task in rt.supervisor.down() if rt.supervisor is not None else []:
-        problems.append({"code": "ingest_stopped", "component": "ingest", "task": task.name,
-                         "detail": task.last_error_type or "ended"})
+        problems.append(
+            {
+                "code": "ingest_stopped",
+                "component": "ingest",
+                "task": task.name,
+                "detail": task.last_error_type or "ended",
+            }
+        )
     if problems:
         return JSONResponse({"status": "unhealthy", **problems[0], "problems": problems}, status_code=503)
     # the ingest service's job check (storage/jobs.py): a failed or overdue TimescaleDB policy, or
@@ -84,7 +127,9 @@ async def health(rt: RuntimeDep) -> JSONResponse:
     status = rt.ingest.status() if rt.ingest is not None else {}
     jobs = status.get("jobs") if isinstance(status, dict) else None
     if isinstance(jobs, dict) and not jobs.get("ok", True):
-        return JSONResponse({"status": "degraded", "jobs": jobs.get("problems"), "check_error": jobs.get("check_error")})
+        return JSONResponse(
+            {"status": "degraded", "jobs": jobs.get("problems"), "check_error": jobs.get("check_error")}
+        )
     return JSONResponse({"status": "healthy"})
 
 

@@ -32,24 +32,33 @@ from trading_helper.storage.instruments import list_error, resolve_many, sync_in
 router = APIRouter(prefix="/api/instruments", tags=["instruments"])
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "an instrument reference names no instrument (each one is named)"}}
+    404: {"model": ErrorOut, "description": "an instrument reference names no instrument (each one is named)"}
+}
 
 Text = Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN)]
 
 
 def instrument_of(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
-    out["broker_ids"] = json.loads(out["broker_ids"]) if isinstance(out["broker_ids"], str) else out["broker_ids"]
+    out["broker_ids"] = (
+        json.loads(out["broker_ids"]) if isinstance(out["broker_ids"], str) else out["broker_ids"]
+    )
     return out
 
 
 @router.get("", response_model=InstrumentPage, summary="Search instruments", responses=WITH_PARAMS)
 async def list_instruments(
     rt: RuntimeDep,
-    q: Annotated[str | None, Query(max_length=64, pattern=TEXT_PATTERN,
-                                   description="a trading symbol, part of one, a name or an alias (`BANKNIFTY`); "
-                                               "exact symbols first, then prefixes, then the rest, indices "
-                                               "and near-month futures first")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=TEXT_PATTERN,
+            description="a trading symbol, part of one, a name or an alias (`BANKNIFTY`); "
+            "exact symbols first, then prefixes, then the rest, indices "
+            "and near-month futures first",
+        ),
+    ] = None,
     exchange: Text = None,
     segment: Text = None,
     expiry: Annotated[date | None, Query(description="contracts expiring on this date")] = None,
@@ -58,18 +67,28 @@ async def list_instruments(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
     text = refs.search_text(q) if q else None
-    args = (sql_instruments.like_text(text) if text else None, exchange.upper() if exchange else None,
-            segment.upper() if segment else None, expiry, expired, list(refs.symbols_of(text)) if text else [])
+    args = (
+        sql_instruments.like_text(text) if text else None,
+        exchange.upper() if exchange else None,
+        segment.upper() if segment else None,
+        expiry,
+        expired,
+        list(refs.symbols_of(text)) if text else [],
+    )
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(sql_instruments.LIST_INSTRUMENTS, *args, limit, offset)
         total = await conn.fetchval(sql_instruments.COUNT_INSTRUMENTS, *args)
     return {"items": [instrument_of(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
-@router.post("/sync", response_model=SyncResult, summary="Load the broker's instrument master",
-             responses={502: {"model": ErrorOut, "description": "the broker failed or answered badly"}},
-             description="Fetches the configured broker's instrument master and upserts it; contracts the "
-                         "broker no longer lists are marked expired, never deleted.")
+@router.post(
+    "/sync",
+    response_model=SyncResult,
+    summary="Load the broker's instrument master",
+    responses={502: {"model": ErrorOut, "description": "the broker failed or answered badly"}},
+    description="Fetches the configured broker's instrument master and upserts it; contracts the "
+    "broker no longer lists are marked expired, never deleted.",
+)
 async def sync(rt: RuntimeDep, service: ServiceDep) -> SyncResult:
     if rt.broker is None:
         raise ConfigError("no broker is configured (BROKER): cannot sync instruments")
@@ -90,9 +109,17 @@ async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
     return [i.id for i in found if i.id is not None]
 
 
-@router.post("/subscribe", response_model=Subscribed, summary="Follow instruments live",
-             responses={**WITH_BODY, **_UNKNOWN, 409: {"model": ErrorOut, "description": "the broker's subscription limit"}},
-             description="Persisted: the ingest service re-subscribes the set on every start.")
+@router.post(
+    "/subscribe",
+    response_model=Subscribed,
+    summary="Follow instruments live",
+    responses={
+        **WITH_BODY,
+        **_UNKNOWN,
+        409: {"model": ErrorOut, "description": "the broker's subscription limit"},
+    },
+    description="Persisted: the ingest service re-subscribes the set on every start.",
+)
 async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     ids = await resolve_ids(rt, body.instruments)
     async with rt.pool.acquire() as conn, conn.transaction():
@@ -103,8 +130,12 @@ async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     return Subscribed(subscribed=ids)
 
 
-@router.post("/unsubscribe", response_model=Unsubscribed, summary="Stop following instruments",
-             responses={**WITH_BODY, **_UNKNOWN})
+@router.post(
+    "/unsubscribe",
+    response_model=Unsubscribed,
+    summary="Stop following instruments",
+    responses={**WITH_BODY, **_UNKNOWN},
+)
 async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
     ids = await resolve_ids(rt, body.instruments)
     async with rt.pool.acquire() as conn:
@@ -119,4 +150,3 @@ async def subscriptions(rt: RuntimeDep) -> dict[str, Any]:
     rows = await rt.pool.fetch(sql_instruments.LIST_SUBSCRIPTIONS)
     items = [Subscription(**instrument_of(r)) for r in rows]
     return {"items": items, "total": len(items)}
-

@@ -27,15 +27,27 @@ _TIMEOUT_S = 2.0
 _EXAMPLE = {
     "broker": {"name": "kite", "state": "connected"},
     "database": {"up": True, "error": None},
-    "tasks": {"writer": {"state": "running", "restarts": 1, "last_error": "ResponseError: WRONGTYPE ...",
-                         "since": "2025-10-17T10:02:03+00:00"}},
+    "tasks": {
+        "writer": {
+            "state": "running",
+            "restarts": 1,
+            "last_error": "ResponseError: WRONGTYPE ...",
+            "since": "2025-10-17T10:02:03+00:00",
+        }
+    },
     "subscriptions": 250,
     "ingest": {"feed_state": "connected", "subscriptions": 250, "received": 1834021, "written": 1834021},
     "ingest_rates": {"received_per_s": 812.4, "written_per_s": 812.4, "over_s": 5.0},
     "stream": {"name": "th:ticks", "pending": 12, "lag": 0},
-    "last_backfill": {"instrument_id": 1, "timeframe": "5m", "from": "2025-10-16T09:15:00+05:30",
-                      "to": "2025-10-16T15:30:00+05:30", "candles": 75, "at": "2025-10-17T10:02:03+05:30",
-                      "error": None},
+    "last_backfill": {
+        "instrument_id": 1,
+        "timeframe": "5m",
+        "from": "2025-10-16T09:15:00+05:30",
+        "to": "2025-10-16T15:30:00+05:30",
+        "candles": 75,
+        "at": "2025-10-17T10:02:03+05:30",
+        "error": None,
+    },
     "websocket_clients": 2,
 }
 
@@ -83,19 +95,22 @@ class IngestRates:
         now = time.monotonic()
         if self._last is not None and now - self._last[0] >= 1.0:
             elapsed = now - self._last[0]
-            self.rates = {"received_per_s": round(max(0.0, received - self._last[1]) / elapsed, 1),
-                          "written_per_s": round(max(0.0, written - self._last[2]) / elapsed, 1),
-                          "over_s": round(elapsed, 1)}
+            self.rates = {
+                "received_per_s": round(max(0.0, received - self._last[1]) / elapsed, 1),
+                "written_per_s": round(max(0.0, written - self._last[2]) / elapsed, 1),
+                "over_s": round(elapsed, 1),
+            }
         if self._last is None or now - self._last[0] >= 1.0:
             self._last = (now, received, written)
         return self.rates
 
 
-@router.get("/api/status", summary="Broker connection, subscriptions, ingest rates, stream lag, last backfill",
-            responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
-async def status(
-    request: Request, rt: RuntimeDep, service: ServiceDep
-) -> dict[str, Any]:
+@router.get(
+    "/api/status",
+    summary="Broker connection, subscriptions, ingest rates, stream lag, last backfill",
+    responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}},
+)
+async def status(request: Request, rt: RuntimeDep, service: ServiceDep) -> dict[str, Any]:
     published, stream = await _redis_status(rt)
     ingest: dict[str, Any] | None = rt.ingest.status() if rt.ingest is not None else published
     state = ingest.get("feed_state") if ingest else None
@@ -123,7 +138,11 @@ async def status(
     }
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics (default registry)", response_class=Response,
-                    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics (default registry)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

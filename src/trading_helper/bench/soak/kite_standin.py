@@ -42,8 +42,24 @@ _HISTORY_INTERVALS = {"minute": "1m", "5minute": "5m", "15minute": "15m", "60min
 def full_packet(t: SoakTick) -> bytes:
     """One full-mode packet (NSE equity: prices in paise)."""
     paise = round(t.price * 100)
-    head = _QUOTE.pack(t.token, paise, t.quantity, paise, t.volume, 500, 600, paise, paise, paise, paise,
-                       t.trade_epoch, 0, 0, 0, t.epoch)
+    head = _QUOTE.pack(
+        t.token,
+        paise,
+        t.quantity,
+        paise,
+        t.volume,
+        500,
+        600,
+        paise,
+        paise,
+        paise,
+        paise,
+        t.trade_epoch,
+        0,
+        0,
+        0,
+        t.epoch,
+    )
     bids = b"".join(_LEVEL.pack(10 + i, t.bid_paise - 5 * i, 1 + i) for i in range(5))
     asks = b"".join(_LEVEL.pack(20 + i, t.bid_paise + 5 * (i + 1), 2 + i) for i in range(5))
     return head + bids + asks
@@ -88,8 +104,14 @@ class KiteStandIn:
 
     async def __aenter__(self) -> KiteStandIn:
         self._http = await asyncio.start_server(self._http_client, "127.0.0.1", 0)
-        self._ws = await serve(self._ws_handler, "127.0.0.1", 0, process_request=self._check_upgrade,
-                               compression=None, max_size=2**22)
+        self._ws = await serve(
+            self._ws_handler,
+            "127.0.0.1",
+            0,
+            process_request=self._check_upgrade,
+            compression=None,
+            max_size=2**22,
+        )
         self._heartbeat = asyncio.create_task(self._heartbeats())
         return self
 
@@ -159,8 +181,10 @@ class KiteStandIn:
 
     def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
         query = parse_qs(urlsplit(request.path).query)
-        if (query.get("api_key", [""])[0] != self.api_key
-                or query.get("access_token", [""])[0] != self.access_token):
+        if (
+            query.get("api_key", [""])[0] != self.api_key
+            or query.get("access_token", [""])[0] != self.access_token
+        ):
             self.refused_upgrades += 1
             return connection.respond(HTTPStatus.FORBIDDEN, "403 Forbidden\n")
         return None
@@ -203,13 +227,18 @@ class KiteStandIn:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, v in
-                           (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                }
                 await reader.readexactly(int(headers.get("content-length", "0")))
                 status, extra, payload = self._route(method, target, headers)
                 self.rest_status[status] += 1
-                head_lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Length: {len(payload)}",
-                              *[f"{k}: {v}" for k, v in extra.items()]]
+                head_lines = [
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+                    f"Content-Length: {len(payload)}",
+                    *[f"{k}: {v}" for k, v in extra.items()],
+                ]
                 writer.write(("\r\n".join(head_lines) + "\r\n\r\n").encode() + payload)
                 await writer.drain()
         except ConnectionError:
@@ -224,24 +253,52 @@ class KiteStandIn:
     def _route(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
         if headers.get("authorization") != f"token {self.api_key}:{self.access_token}":
-            return self._json(403, {"status": "error", "error_type": "TokenException", "data": None,
-                                    "message": "Incorrect `api_key` or `access_token`."})
+            return self._json(
+                403,
+                {
+                    "status": "error",
+                    "error_type": "TokenException",
+                    "data": None,
+                    "message": "Incorrect `api_key` or `access_token`.",
+                },
+            )
         if method == "GET" and parts.path == "/instruments":
             return self._instruments()
         if method == "GET" and parts.path.startswith("/instruments/historical/"):
             return self._historical(parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()})
-        return self._json(404, {"status": "error", "error_type": "GeneralException", "data": None,
-                                "message": "Route not found"})
+        return self._json(
+            404,
+            {"status": "error", "error_type": "GeneralException", "data": None, "message": "Route not found"},
+        )
 
     def _instruments(self) -> tuple[int, dict[str, str], bytes]:
         text = io.StringIO()
         out = csv.writer(text, lineterminator="\n")
-        out.writerow(["instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
-                      "strike", "tick_size", "lot_size", "instrument_type", "segment", "exchange"])
+        out.writerow(
+            [
+                "instrument_token",
+                "exchange_token",
+                "tradingsymbol",
+                "name",
+                "last_price",
+                "expiry",
+                "strike",
+                "tick_size",
+                "lot_size",
+                "instrument_type",
+                "segment",
+                "exchange",
+            ]
+        )
         for inst in self.market.instruments:
-            out.writerow([inst.token, inst.token >> 8, inst.symbol, inst.symbol, 0, "", 0, 0.05, 1, "EQ",
-                          "NSE", "NSE"])
-        return 200, {"Content-Type": "text/csv", "Content-Encoding": "gzip"}, gzip.compress(text.getvalue().encode())
+            out.writerow(
+                [inst.token, inst.token >> 8, inst.symbol, inst.symbol, 0, "", 0, 0.05, 1, "EQ", "NSE", "NSE"]
+            )
+        return (
+            200,
+            {"Content-Type": "text/csv", "Content-Encoding": "gzip"},
+            gzip.compress(text.getvalue().encode()),
+        )
 
     def _historical(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         _, _, _, token_text, interval = path.split("/")
@@ -253,11 +310,19 @@ class KiteStandIn:
         except (KeyError, ValueError):
             timeframe = None
         if timeframe is None:
-            return self._json(400, {"status": "error", "error_type": "InputException", "data": None,
-                                    "message": "invalid interval or from/to"})
+            return self._json(
+                400,
+                {
+                    "status": "error",
+                    "error_type": "InputException",
+                    "data": None,
+                    "message": "invalid interval or from/to",
+                },
+            )
         self.history.append(HistoryRequest(token, timeframe, start, end))
         rows = []
-        for bucket, (o, h, lo, c, v) in sorted(self.market.broker_candles(token, timeframe, start,
-                                                                          end + timedelta(seconds=1)).items()):
+        for bucket, (o, h, lo, c, v) in sorted(
+            self.market.broker_candles(token, timeframe, start, end + timedelta(seconds=1)).items()
+        ):
             rows.append([bucket.astimezone(IST).strftime("%Y-%m-%dT%H:%M:%S+0530"), o, h, lo, c, v, 0])
         return self._json(200, {"status": "success", "data": {"candles": rows}})

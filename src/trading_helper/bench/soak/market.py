@@ -48,10 +48,12 @@ def _at(day: date, clock: time) -> int:
 
 
 class Market:
-    def __init__(self, instruments: int, days: list[date], *, seed: int = 10,
-                 poison: dict[date, int] | None = None) -> None:
-        self.instruments = [SoakInstrument((5000 + i) << 8 | 1, f"SOAK{i:03d}", 100.0 + 37 * i)
-                            for i in range(instruments)]
+    def __init__(
+        self, instruments: int, days: list[date], *, seed: int = 10, poison: dict[date, int] | None = None
+    ) -> None:
+        self.instruments = [
+            SoakInstrument((5000 + i) << 8 | 1, f"SOAK{i:03d}", 100.0 + 37 * i) for i in range(instruments)
+        ]
         self.days = days
         self.seed = seed
         #: day -> simulated epoch from which the first trade of the first instrument is the poison
@@ -91,8 +93,19 @@ class Market:
                         continue
                     late = rng.uniform(1.0, 3.0) if rng.random() < 0.05 else rng.uniform(0.1, 1.0)
                     send_prev = max(send_prev, epoch + late)
-                    out.append(SoakTick(inst.token, epoch, last_trade, price, qty, volume,
-                                        round(price * 100) - 5 - rng.randint(0, 3) * 5, trade, send_prev))
+                    out.append(
+                        SoakTick(
+                            inst.token,
+                            epoch,
+                            last_trade,
+                            price,
+                            qty,
+                            volume,
+                            round(price * 100) - 5 - rng.randint(0, 3) * 5,
+                            trade,
+                            send_prev,
+                        )
+                    )
         out.sort(key=lambda t: t.send_at)
         return out
 
@@ -114,8 +127,9 @@ class Market:
                 return t
         return None
 
-    def broker_candles(self, token: int, timeframe: str, start: datetime,
-                       end: datetime) -> dict[datetime, tuple[float, float, float, float, int]]:
+    def broker_candles(
+        self, token: int, timeframe: str, start: datetime, end: datetime
+    ) -> dict[datetime, tuple[float, float, float, float, int]]:
         """What Kite's historical API answers: candles of every trade (1d stamped at 00:00 IST)."""
         out: dict[datetime, list[SoakTick]] = {}
         lo = start - WIDTHS[timeframe] if timeframe != "1d" else start
@@ -127,8 +141,16 @@ class Market:
                 stamp = bucket_of(ts, WIDTHS[timeframe])
             if start <= stamp < end:
                 out.setdefault(stamp, []).append(t)
-        return {b: (rows[0].price, max(r.price for r in rows), min(r.price for r in rows), rows[-1].price,
-                    sum(r.quantity for r in rows)) for b, rows in out.items()}
+        return {
+            b: (
+                rows[0].price,
+                max(r.price for r in rows),
+                min(r.price for r in rows),
+                rows[-1].price,
+                sum(r.quantity for r in rows),
+            )
+            for b, rows in out.items()
+        }
 
 
 def session_bounds(day: date) -> tuple[datetime, datetime]:

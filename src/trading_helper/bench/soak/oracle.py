@@ -12,8 +12,13 @@ from datetime import datetime, timedelta, timezone
 
 IST = timezone(timedelta(hours=5, minutes=30))
 ORIGIN = datetime(2000, 1, 3, 0, 15, tzinfo=IST)
-WIDTHS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
-          "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+WIDTHS = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,13 @@ def candles(ticks: Iterable[RawTick]) -> dict[Key, Ohlc]:
     for key, rows in groups.items():
         rows.sort(key=lambda r: r.time)
         prices = [r.ltp for r in rows]
-        out[key] = (rows[0].ltp, max(prices), min(prices), rows[-1].ltp,
-                    sum(r.volume_delta for r in rows), rows[-1].open_interest, len(rows))
+        out[key] = (
+            rows[0].ltp,
+            max(prices),
+            min(prices),
+            rows[-1].ltp,
+            sum(r.volume_delta for r in rows),
+            rows[-1].open_interest,
+            len(rows),
+        )
     return out

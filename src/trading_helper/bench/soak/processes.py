@@ -65,9 +65,24 @@ class RedisServer:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         await _wait_port(self.port, 10)
 
     async def kill(self) -> None:
@@ -96,8 +111,17 @@ class ServeProcess:
         log = open(self.workdir / f"serve-{self.starts}.log", "wb")  # noqa: ASYNC230 - once per start; the child owns it
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "trading_helper.cli", "serve", "--port", str(self.port),
-                env={**os.environ, **self.env}, stdout=log, stderr=log, cwd=self.workdir)
+                sys.executable,
+                "-m",
+                "trading_helper.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
         finally:
             log.close()
         await _wait_port(self.port, 30)

@@ -61,10 +61,16 @@ PG_DOWN_S = 30.0
 #: tick_data (its feed time in exchange_time since migration 6), updates with no new trade in
 #: quote_updates; a table missing from this schema version is skipped
 _LANDINGS: tuple[tuple[str, str], ...] = (
-    ("tick_data", "SELECT instrument_id, extract(epoch FROM coalesce(exchange_time, time))::bigint AS epoch, "
-                  "count(*) AS n FROM tick_data GROUP BY 1, 2"),
-    ("quote_updates", "SELECT instrument_id, extract(epoch FROM time)::bigint AS epoch, count(*) AS n "
-                      "FROM quote_updates GROUP BY 1, 2"),
+    (
+        "tick_data",
+        "SELECT instrument_id, extract(epoch FROM coalesce(exchange_time, time))::bigint AS epoch, "
+        "count(*) AS n FROM tick_data GROUP BY 1, 2",
+    ),
+    (
+        "quote_updates",
+        "SELECT instrument_id, extract(epoch FROM time)::bigint AS epoch, count(*) AS n "
+        "FROM quote_updates GROUP BY 1, 2",
+    ),
 )
 #: rows the database refused, kept aside (dead letters)
 _DEAD_LETTERED = "SELECT count(*) FROM tick_rejects"
@@ -75,9 +81,14 @@ _INSTRUMENT_IDS = "SELECT broker_token, instrument_id FROM instrument_broker_ids
 
 #: (simulated IST time, fault kind), per day
 SCHEDULE: tuple[tuple[str, str], ...] = (
-    ("06:00", "token_expiry"), ("09:05", "reconnect_preopen"), ("10:00", "reconnect_session"),
-    ("10:45", "redis_restart"), ("11:15", "postgres_down"), ("13:00", "serve_sigkill"),
-    ("14:00", "api_restart"), ("14:45", "poison_row"),
+    ("06:00", "token_expiry"),
+    ("09:05", "reconnect_preopen"),
+    ("10:00", "reconnect_session"),
+    ("10:45", "redis_restart"),
+    ("11:15", "postgres_down"),
+    ("13:00", "serve_sigkill"),
+    ("14:00", "api_restart"),
+    ("14:45", "poison_row"),
 )
 
 
@@ -150,7 +161,11 @@ class Soak:
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        poison = {d: int(self._ist(d, "14:45").timestamp()) for d in self.days} if "poison_row" in self.enabled else {}
+        poison = (
+            {d: int(self._ist(d, "14:45").timestamp()) for d in self.days}
+            if "poison_row" in self.enabled
+            else {}
+        )
         self.market = Market(self.instruments, self.days, poison=poison)
         self.access_token = "soak-token-0"
         with tempfile.TemporaryDirectory(prefix="th-soak-") as tmp:
@@ -161,8 +176,10 @@ class Soak:
             async with scratch_database(self.settings.DATABASE_URL, prefix="th_soak") as dsn:
                 self.dsn = dsn
                 target = urlsplit(dsn)
-                async with KiteStandIn(self.market, api_key=API_KEY, access_token=self.access_token) as kite, \
-                        FaultProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+                async with (
+                    KiteStandIn(self.market, api_key=API_KEY, access_token=self.access_token) as kite,
+                    FaultProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy,
+                ):
                     self.kite, self.proxy = kite, proxy
                     self.db = await asyncpg.connect(dsn)
                     self.redis = RedisServer(self.workdir)
@@ -186,17 +203,29 @@ class Soak:
         port = self.serve.port if self.serve is not None else free_port()
         self.api_token = getattr(self, "api_token", secrets.token_urlsafe(16))
         env = {
-            "DATABASE_URL": _with_port(self.dsn, self.proxy.port), "REDIS_URL": self.redis.url, "BROKER": "kite",
-            "KITE_API_KEY": API_KEY, "KITE_API_URL": self.kite.api_url, "KITE_WS_URL": self.kite.ws_url,
-            "KITE_ACCESS_TOKEN": "", "TOKEN_DIR": str(token_dir), "API_TOKEN": self.api_token,
-            "API_HOST": "127.0.0.1", "TH_CLOCK": f"@{self.clock_file}", "LOG_LEVEL": "WARNING",
-            "REFRESH_INTERVAL_S": "1", "TICK_STREAM": "th:soak:ticks",
+            "DATABASE_URL": _with_port(self.dsn, self.proxy.port),
+            "REDIS_URL": self.redis.url,
+            "BROKER": "kite",
+            "KITE_API_KEY": API_KEY,
+            "KITE_API_URL": self.kite.api_url,
+            "KITE_WS_URL": self.kite.ws_url,
+            "KITE_ACCESS_TOKEN": "",
+            "TOKEN_DIR": str(token_dir),
+            "API_TOKEN": self.api_token,
+            "API_HOST": "127.0.0.1",
+            "TH_CLOCK": f"@{self.clock_file}",
+            "LOG_LEVEL": "WARNING",
+            "REFRESH_INTERVAL_S": "1",
+            "TICK_STREAM": "th:soak:ticks",
         }
         if self.serve is None:
             self.serve = ServeProcess(self.workdir, env, port)
         await self.serve.start()
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                      headers={"Authorization": f"Bearer {self.api_token}"})
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.api_token}"},
+        )
 
     async def _run_days(self) -> None:
         await self.db.execute(_POISON)
@@ -249,8 +278,10 @@ class Soak:
         if self.progress is not None and hasattr(self, "sim"):
             sim = self.now().astimezone(IST)
             frac = (sim - self._ist(day, "05:50")).total_seconds() / (10.5 * 3600)
-            self.progress(f"day {day_index + 1}/{len(self.days)} {day} {sim:%H:%M} IST: {text}",
-                          (day_index + min(1.0, max(0.0, frac))) / len(self.days))
+            self.progress(
+                f"day {day_index + 1}/{len(self.days)} {day} {sim:%H:%M} IST: {text}",
+                (day_index + min(1.0, max(0.0, frac))) / len(self.days),
+            )
 
     async def _run_day(self, n: int, day: date) -> None:
         if n:
@@ -290,15 +321,24 @@ class Soak:
 
     def _sample_rss(self, first: bool = False) -> None:
         """RSS of serve; the series for start/end begins once a session is under way (day 1, 10:00)."""
-        if self.serve is not None and self.serve.pid is not None and (mb := rss_mb(self.serve.pid)) is not None:
-            self.rss_samples.append([self.serve.starts, self.now().astimezone(IST).isoformat(timespec="minutes"),
-                                     round(mb, 1)])
+        if (
+            self.serve is not None
+            and self.serve.pid is not None
+            and (mb := rss_mb(self.serve.pid)) is not None
+        ):
+            self.rss_samples.append(
+                [self.serve.starts, self.now().astimezone(IST).isoformat(timespec="minutes"), round(mb, 1)]
+            )
             if first or self.rss:
                 self.rss.append(mb)
 
     # --- faults ----------------------------------------------------------------------------------
-    async def _recovered(self, cond: Callable[[], Any], since: float, timeout_s: float = RECOVERY_TIMEOUT_S,
-                         ) -> float | None:
+    async def _recovered(
+        self,
+        cond: Callable[[], Any],
+        since: float,
+        timeout_s: float = RECOVERY_TIMEOUT_S,
+    ) -> float | None:
         while time.monotonic() - since < timeout_s:
             ok = cond()
             if asyncio.iscoroutine(ok):
@@ -323,8 +363,11 @@ class Soak:
         await asyncio.sleep(5)  # the trader logs in a little later
         save_token(Settings(TOKEN_DIR=self.workdir / "tokens"), "kite", self.access_token)  # as `login` would
         fault.recovered_s = await self._recovered(
-            lambda: self._all_live() and all(c.access_token == self.access_token for c in self.kite.connections),
-            time.monotonic())
+            lambda: (
+                self._all_live() and all(c.access_token == self.access_token for c in self.kite.connections)
+            ),
+            time.monotonic(),
+        )
         if fault.recovered_s is None:
             fault.note = "the live feed did not come back after the re-login"
 
@@ -379,8 +422,10 @@ class Soak:
         """Recovered: the trade sent after the poison (at the price the CHECK refuses) is stored."""
         poison = next((t for t in self.market.ticks[day] if t.trade and t.price == POISON_PRICE), None)
         since = time.monotonic()
-        if poison is None or await self._recovered(lambda: (poison.token, poison.epoch) in self.kite.sent,
-                                                   since) is None:
+        if (
+            poison is None
+            or await self._recovered(lambda: (poison.token, poison.epoch) in self.kite.sent, since) is None
+        ):
             fault.note = "no poison trade was sent (the feed was down)"
             return
         after = datetime.fromtimestamp(poison.send_at + 1, IST)
@@ -400,9 +445,15 @@ class Soak:
         start = datetime(day.year, day.month, day.day, 0, 15, tzinfo=IST)
         for inst in self.market.instruments:
             for tf in WIDTHS:
-                resp = await self.http.get("/api/candles", params={
-                    "instrument": str(inst.token), "interval": tf, "from": start.isoformat(),
-                    "to": (start + timedelta(days=1)).isoformat()})
+                resp = await self.http.get(
+                    "/api/candles",
+                    params={
+                        "instrument": str(inst.token),
+                        "interval": tf,
+                        "from": start.isoformat(),
+                        "to": (start + timedelta(days=1)).isoformat(),
+                    },
+                )
                 if resp.status_code != 200:
                     self.api_errors[f"{resp.status_code}"] += 1
                     continue
@@ -422,8 +473,11 @@ class Soak:
 
         all_ticks = {(t.token, t.epoch): t for d in self.days for t in self.market.ticks[d]}
         sent = self.kite.sent
-        in_flight = {k for k, (at, number) in sent.items()
-                     if any(number in numbers and at >= stop - lead for stop, lead, numbers in self.stops)}
+        in_flight = {
+            k
+            for k, (at, number) in sent.items()
+            if any(number in numbers and at >= stop - lead for stop, lead, numbers in self.stops)
+        }
         token_of = {iid: tok for tok, iid in self.ids.items()}
         rows: Counter[tuple[int, int]] = Counter()
         landed: dict[str, int] = {}
@@ -439,7 +493,9 @@ class Soak:
                 rows[(token_of.get(r["instrument_id"], -1), r["epoch"])] += r["n"]
         stored = {k for k in rows if k in sent}
         received = (set(sent) - in_flight) | (in_flight & stored)
-        dead = await self.db.fetchval(_DEAD_LETTERED) if await self.db.fetchval(_EXISTS, "tick_rejects") else 0
+        dead = (
+            await self.db.fetchval(_DEAD_LETTERED) if await self.db.fetchval(_EXISTS, "tick_rejects") else 0
+        )
         missing = received - stored
         poison_sent = sum(1 for k in received if all_ticks[k].trade and all_ticks[k].price == POISON_PRICE)
 
@@ -447,25 +503,40 @@ class Soak:
         holes_unfetched, refetched = self._check_history(received, all_ticks)
         rss_start, rss_end = (self.rss[0], self.rss[-1]) if self.rss else (None, None)
         return {
-            "days": len(self.days), "first_day": self.days[0].isoformat(), "last_day": self.days[-1].isoformat(),
-            "instruments": self.instruments, "speed": self.speed,
-            "ticks_generated": len(all_ticks), "ticks_sent": len(sent), "ticks_in_flight_at_stop": len(in_flight),
-            "ticks_received": len(received), "ticks_stored": len(stored), "rows_by_table": landed,
-            "lost": max(0, len(missing) - dead), "missing_from_tick_data": len(missing),
+            "days": len(self.days),
+            "first_day": self.days[0].isoformat(),
+            "last_day": self.days[-1].isoformat(),
+            "instruments": self.instruments,
+            "speed": self.speed,
+            "ticks_generated": len(all_ticks),
+            "ticks_sent": len(sent),
+            "ticks_in_flight_at_stop": len(in_flight),
+            "ticks_received": len(received),
+            "ticks_stored": len(stored),
+            "rows_by_table": landed,
+            "lost": max(0, len(missing) - dead),
+            "missing_from_tick_data": len(missing),
             "duplicated": sum(n - 1 for n in rows.values() if n > 1),
             "duplicated_ranges": _ranges({k for k, n in rows.items() if n > 1}),
             "unexpected_rows": sum(n for k, n in rows.items() if k not in sent),
-            "missing_ranges": _ranges(missing), "dead_lettered": dead, "poison_ticks_sent": poison_sent,
-            "candles_checked": sum(checked.values()), "candles_checked_by_timeframe": dict(checked),
-            "candle_mismatches": sum(mismatches.values()), "candle_mismatches_by_kind": dict(mismatches),
+            "missing_ranges": _ranges(missing),
+            "dead_lettered": dead,
+            "poison_ticks_sent": poison_sent,
+            "candles_checked": sum(checked.values()),
+            "candles_checked_by_timeframe": dict(checked),
+            "candle_mismatches": sum(mismatches.values()),
+            "candle_mismatches_by_kind": dict(mismatches),
             "candle_mismatch_samples": samples,
-            "history_requests": len(self.kite.history), "history_refetched": refetched,
-            "history_calls_on_second_read": second_read_calls, "holes_unfetched": holes_unfetched,
+            "history_requests": len(self.kite.history),
+            "history_refetched": refetched,
+            "history_calls_on_second_read": second_read_calls,
+            "holes_unfetched": holes_unfetched,
             "api_errors": dict(self.api_errors),
             # what the service itself counted, last seen per process (up to a second stale)
             "service_received": sum(int(st.get("received") or 0) for st in self.service_status.values()),
-            "service_rejected": dict(sum((Counter(st.get("rejected") or {}) for st in self.service_status.values()),
-                                         Counter())),
+            "service_rejected": dict(
+                sum((Counter(st.get("rejected") or {}) for st in self.service_status.values()), Counter())
+            ),
             "faults": [f.out() for f in self.faults],
             "faults_unrecovered": sum(1 for f in self.faults if f.recovered_s is None),
             "rss_mb_start": round(rss_start, 1) if rss_start else None,
@@ -475,8 +546,11 @@ class Soak:
             "serve_starts": self.serve.starts if self.serve else 0,
         }
 
-    def _check_candles(self, received: set[tuple[int, int]], all_ticks: dict[tuple[int, int], SoakTick],
-                       ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]]]:
+    def _check_candles(
+        self,
+        received: set[tuple[int, int]],
+        all_ticks: dict[tuple[int, int], SoakTick],
+    ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]]]:
         """Every fully captured bucket (each of its trades received, and the trade before it too, so
         its volume is exact; the poison trade counts as not captured) against the oracle."""
         good = {k for k in received if all_ticks[k].price != POISON_PRICE}
@@ -487,51 +561,88 @@ class Soak:
             day_start = datetime(day.year, day.month, day.day, 0, 15, tzinfo=IST)
             for inst in self.market.instruments:
                 trades = self.market.trades_between(inst.token, day_start, day_start + timedelta(days=1))
-                truth = candles(RawTick(datetime.fromtimestamp(t.epoch, IST), inst.token, t.price, t.quantity, None)
-                                for t in trades)
+                truth = candles(
+                    RawTick(datetime.fromtimestamp(t.epoch, IST), inst.token, t.price, t.quantity, None)
+                    for t in trades
+                )
                 for (tf, _, bucket), (o, h, lo, c, v, _oi, _n) in truth.items():
                     width = WIDTHS[tf]
                     inside = self.market.trades_between(inst.token, bucket, bucket + width)
                     before = self.market.previous_trade(inst.token, bucket)
                     if any((t.token, t.epoch) not in good for t in inside) or (
-                            before is not None and (before.token, before.epoch) not in good):
+                        before is not None and (before.token, before.epoch) not in good
+                    ):
                         continue
                     checked[tf] += 1
                     got = self.api_candles.get((tf, inst.token, bucket))
                     kind = None
                     if got is None:
                         kind = "missing"
-                    elif max(abs(got["open"] - o), abs(got["high"] - h), abs(got["low"] - lo),
-                             abs(got["close"] - c)) > 1e-6:
+                    elif (
+                        max(
+                            abs(got["open"] - o),
+                            abs(got["high"] - h),
+                            abs(got["low"] - lo),
+                            abs(got["close"] - c),
+                        )
+                        > 1e-6
+                    ):
                         kind = "price"
                     elif got["volume"] != v:
                         kind = "volume"
                     if kind is not None:
                         mismatches[kind] += 1
                         if mismatches[kind] <= 3:  # a few of each kind
-                            samples.append({"timeframe": tf, "token": inst.token, "bucket": bucket.isoformat(),
-                                            "kind": kind, "expected": [o, h, lo, c, v],
-                                            "got": None if got is None else [got["open"], got["high"], got["low"],
-                                                                             got["close"], got["volume"],
-                                                                             got["source"]]})
+                            samples.append(
+                                {
+                                    "timeframe": tf,
+                                    "token": inst.token,
+                                    "bucket": bucket.isoformat(),
+                                    "kind": kind,
+                                    "expected": [o, h, lo, c, v],
+                                    "got": None
+                                    if got is None
+                                    else [
+                                        got["open"],
+                                        got["high"],
+                                        got["low"],
+                                        got["close"],
+                                        got["volume"],
+                                        got["source"],
+                                    ],
+                                }
+                            )
                 # a candle in a fully captured bucket without any trade (quote-only updates) is wrong too
                 for (tf, token, bucket), got in self.api_candles.items():
                     if token != inst.token or not day_start <= bucket < day_start + timedelta(days=1):
                         continue
                     if (tf, inst.token, bucket) in truth:
                         continue
-                    quotes = [k for k in all_ticks if k[0] == token
-                              and bucket.timestamp() <= k[1] < (bucket + WIDTHS[tf]).timestamp()]
+                    quotes = [
+                        k
+                        for k in all_ticks
+                        if k[0] == token and bucket.timestamp() <= k[1] < (bucket + WIDTHS[tf]).timestamp()
+                    ]
                     if quotes and all(k in good for k in quotes):
                         checked[tf] += 1
                         mismatches["candle_without_trade"] += 1
                         if mismatches["candle_without_trade"] <= 3:
-                            samples.append({"timeframe": tf, "token": token, "bucket": bucket.isoformat(),
-                                            "kind": "candle_without_trade", "got": got})
+                            samples.append(
+                                {
+                                    "timeframe": tf,
+                                    "token": token,
+                                    "bucket": bucket.isoformat(),
+                                    "kind": "candle_without_trade",
+                                    "got": got,
+                                }
+                            )
         return mismatches, checked, samples
 
-    def _check_history(self, received: set[tuple[int, int]], all_ticks: dict[tuple[int, int], SoakTick],
-                       ) -> tuple[int, int]:
+    def _check_history(
+        self,
+        received: set[tuple[int, int]],
+        all_ticks: dict[tuple[int, int], SoakTick],
+    ) -> tuple[int, int]:
         """(session buckets with a trade not received that no history request covers, requests that
         asked again for a range an earlier request of the same token and timeframe covered)."""
         by_key: dict[tuple[int, str], list[tuple[datetime, datetime]]] = {}
@@ -567,14 +678,25 @@ def _ranges(keys: set[tuple[int, int]], limit: int = 12) -> list[dict[str, Any]]
             out[-1]["_last"], out[-1]["ticks"] = epoch, out[-1]["ticks"] + 1
         else:
             out.append({"_first": epoch, "_last": epoch, "ticks": 1})
-    return [{"from": datetime.fromtimestamp(r["_first"], IST).isoformat(timespec="seconds"),
-             "to": datetime.fromtimestamp(r["_last"], IST).isoformat(timespec="seconds"), "ticks": r["ticks"]}
-            for r in out[:limit]]
+    return [
+        {
+            "from": datetime.fromtimestamp(r["_first"], IST).isoformat(timespec="seconds"),
+            "to": datetime.fromtimestamp(r["_last"], IST).isoformat(timespec="seconds"),
+            "ticks": r["ticks"],
+        }
+        for r in out[:limit]
+    ]
 
 
-async def run_soak(settings: Settings, *, days: int, instruments: int, speed: float,
-                   faults: frozenset[str] | None = None,
-                   progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+async def run_soak(
+    settings: Settings,
+    *,
+    days: int,
+    instruments: int,
+    speed: float,
+    faults: frozenset[str] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, Any]:
     # the day of the simulated week closest to now ends before now: the clock never passes real time
     # (raw ticks are kept 7 days by the database's clock, and MAX_TICK_AGE is 6 days)
     chosen = last_trading_days(days, clock.now() - timedelta(hours=1))

@@ -29,13 +29,15 @@ SYMBOL_TOKEN_BATCH: Final = 500
 
 #: Symbol master CSVs under ``FYERS_SYMBOL_MASTER_URL`` (no header row), and the exchange
 #: code we store each under (Kite's names, so one instrument reads the same for both brokers).
-SYMBOL_MASTER_FILES: Final[Mapping[str, str]] = MappingProxyType({
-    "NSE_CM": "NSE",
-    "NSE_FO": "NFO",
-    "BSE_CM": "BSE",
-    "BSE_FO": "BFO",
-    "MCX_COM": "MCX",
-})
+SYMBOL_MASTER_FILES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "NSE_CM": "NSE",
+        "NSE_FO": "NFO",
+        "BSE_CM": "BSE",
+        "BSE_FO": "BFO",
+        "MCX_COM": "MCX",
+    }
+)
 
 #: Fyers' own answer codes meaning "this token is not (or no longer) valid": a new login is
 #: needed, retrying cannot help. -8 token expired, -15 invalid token, -16 could not
@@ -48,17 +50,20 @@ REQUESTS_PER_MINUTE: Final = 200
 
 #: our timeframe -> Fyers' ``resolution`` (the one table is ``trading_helper.timeframes.FACTS``)
 TIMEFRAME_TO_RESOLUTION: Final[Mapping[Timeframe, str]] = MappingProxyType(
-    {tf: tf.facts.fyers_resolution for tf in Timeframe})
+    {tf: tf.facts.fyers_resolution for tf in Timeframe}
+)
 
 #: The longest range one history request may cover: 100 days for minute resolutions,
 #: 366 for daily candles (Fyers history docs).
-RESOLUTION_MAX_SPAN: Final[Mapping[str, timedelta]] = MappingProxyType({
-    "1": timedelta(days=100),
-    "5": timedelta(days=100),
-    "15": timedelta(days=100),
-    "60": timedelta(days=100),
-    "D": timedelta(days=366),
-})
+RESOLUTION_MAX_SPAN: Final[Mapping[str, timedelta]] = MappingProxyType(
+    {
+        "1": timedelta(days=100),
+        "5": timedelta(days=100),
+        "15": timedelta(days=100),
+        "60": timedelta(days=100),
+        "D": timedelta(days=366),
+    }
+)
 
 # --- Data socket (HSM binary protocol, data_ws.py) -------------------------------------------
 #: Request/response types: the byte after the u16 length prefix.
@@ -103,61 +108,112 @@ TOPIC_DEPTH: Final = "dp"
 #: the wire). vol_traded_today is cumulative for the day; OI is on the wire although 3.2.0's
 #: data_ws.__response_output pops it before calling back.
 SCRIP_FIELDS: Final = (
-    "ltp", "vol_traded_today", "last_traded_time", "exch_feed_time", "bid_size", "ask_size",
-    "bid_price", "ask_price", "last_traded_qty", "tot_buy_qty", "tot_sell_qty", "avg_trade_price",
-    "OI", "low_price", "high_price", "Yhigh", "Ylow", "lower_ckt", "upper_ckt", "open_price",
+    "ltp",
+    "vol_traded_today",
+    "last_traded_time",
+    "exch_feed_time",
+    "bid_size",
+    "ask_size",
+    "bid_price",
+    "ask_price",
+    "last_traded_qty",
+    "tot_buy_qty",
+    "tot_sell_qty",
+    "avg_trade_price",
+    "OI",
+    "low_price",
+    "high_price",
+    "Yhigh",
+    "Ylow",
+    "lower_ckt",
+    "upper_ckt",
+    "open_price",
     "prev_close_price",
 )
 #: The scrip fields data_ws divides by 10**precision * multiplier (its precision_calcu_value).
-SCRIP_PRICE_FIELDS: Final = frozenset({
-    "ltp", "bid_price", "ask_price", "avg_trade_price", "low_price", "high_price", "open_price",
-    "prev_close_price",
-})
+SCRIP_PRICE_FIELDS: Final = frozenset(
+    {
+        "ltp",
+        "bid_price",
+        "ask_price",
+        "avg_trade_price",
+        "low_price",
+        "high_price",
+        "open_price",
+        "prev_close_price",
+    }
+)
 #: map.json "index_val"; positions 0, 1, 3, 4, 5 are prices.
 INDEX_FIELDS: Final = (
-    "ltp", "prev_close_price", "exch_feed_time", "high_price", "low_price", "open_price",
+    "ltp",
+    "prev_close_price",
+    "exch_feed_time",
+    "high_price",
+    "low_price",
+    "open_price",
 )
 INDEX_PRICE_FIELDS: Final = frozenset({"ltp", "prev_close_price", "high_price", "low_price", "open_price"})
 #: map.json "depthvalue"; the first ten are prices.
 DEPTH_FIELDS: Final = (
-    *(f"bid_price{i}" for i in range(1, 6)), *(f"ask_price{i}" for i in range(1, 6)),
-    *(f"bid_size{i}" for i in range(1, 6)), *(f"ask_size{i}" for i in range(1, 6)),
-    *(f"bid_order{i}" for i in range(1, 6)), *(f"ask_order{i}" for i in range(1, 6)),
+    *(f"bid_price{i}" for i in range(1, 6)),
+    *(f"ask_price{i}" for i in range(1, 6)),
+    *(f"bid_size{i}" for i in range(1, 6)),
+    *(f"ask_size{i}" for i in range(1, 6)),
+    *(f"bid_order{i}" for i in range(1, 6)),
+    *(f"ask_order{i}" for i in range(1, 6)),
 )
 DEPTH_PRICE_FIELDS: Final = frozenset(DEPTH_FIELDS[:10])
 
-FIELDS_BY_TOPIC: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-    TOPIC_SCRIP: SCRIP_FIELDS, TOPIC_INDEX: INDEX_FIELDS, TOPIC_DEPTH: DEPTH_FIELDS,
-})
-PRICE_FIELDS_BY_TOPIC: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
-    TOPIC_SCRIP: SCRIP_PRICE_FIELDS, TOPIC_INDEX: INDEX_PRICE_FIELDS, TOPIC_DEPTH: DEPTH_PRICE_FIELDS,
-})
+FIELDS_BY_TOPIC: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        TOPIC_SCRIP: SCRIP_FIELDS,
+        TOPIC_INDEX: INDEX_FIELDS,
+        TOPIC_DEPTH: DEPTH_FIELDS,
+    }
+)
+PRICE_FIELDS_BY_TOPIC: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        TOPIC_SCRIP: SCRIP_PRICE_FIELDS,
+        TOPIC_INDEX: INDEX_PRICE_FIELDS,
+        TOPIC_DEPTH: DEPTH_PRICE_FIELDS,
+    }
+)
 
 #: map.json "exch_seg_dict": the first four digits of a fytoken -> the HSM segment name.
 #: A fytoken is <exchange:2><segment:2><6 reserved digits><exchange token>.
-FYTOKEN_SEGMENTS: Final[Mapping[str, str]] = MappingProxyType({
-    "1010": "nse_cm", "1011": "nse_fo", "1012": "cde_fo", "1020": "nse_com",
-    "1120": "mcx_fo", "1210": "bse_cm", "1211": "bse_fo", "1212": "bcs_fo",
-})
+FYTOKEN_SEGMENTS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "1010": "nse_cm",
+        "1011": "nse_fo",
+        "1012": "cde_fo",
+        "1020": "nse_com",
+        "1120": "mcx_fo",
+        "1210": "bse_cm",
+        "1211": "bse_fo",
+        "1212": "bcs_fo",
+    }
+)
 FYTOKEN_TOKEN_OFFSET: Final = 10
 
 #: map.json "index_dict" (an excerpt): an index topic is named by the exchange's index name,
 #: not by its token; symbols not listed fall back to the part between ':' and '-INDEX', as the
 #: official client does.
-INDEX_TOPIC_NAMES: Final[Mapping[str, str]] = MappingProxyType({
-    "NSE:NIFTY50-INDEX": "Nifty 50",
-    "NSE:NIFTYBANK-INDEX": "Nifty Bank",
-    "NSE:FINNIFTY-INDEX": "Nifty Fin Service",
-    "NSE:MIDCPNIFTY-INDEX": "NIFTY MID SELECT",
-    "NSE:NIFTYNEXT50-INDEX": "Nifty Next 50",
-    "NSE:NIFTY100-INDEX": "Nifty 100",
-    "NSE:NIFTY200-INDEX": "Nifty 200",
-    "NSE:NIFTY500-INDEX": "Nifty 500",
-    "NSE:NIFTYMIDCAP50-INDEX": "Nifty Midcap 50",
-    "NSE:NIFTYIT-INDEX": "Nifty IT",
-    "NSE:NIFTYAUTO-INDEX": "Nifty Auto",
-    "NSE:NIFTYFMCG-INDEX": "Nifty FMCG",
-    "NSE:NIFTYMETAL-INDEX": "Nifty Metal",
-    "NSE:NIFTYREALTY-INDEX": "Nifty Realty",
-    "NSE:INDIAVIX-INDEX": "India VIX",
-})
+INDEX_TOPIC_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "NSE:NIFTY50-INDEX": "Nifty 50",
+        "NSE:NIFTYBANK-INDEX": "Nifty Bank",
+        "NSE:FINNIFTY-INDEX": "Nifty Fin Service",
+        "NSE:MIDCPNIFTY-INDEX": "NIFTY MID SELECT",
+        "NSE:NIFTYNEXT50-INDEX": "Nifty Next 50",
+        "NSE:NIFTY100-INDEX": "Nifty 100",
+        "NSE:NIFTY200-INDEX": "Nifty 200",
+        "NSE:NIFTY500-INDEX": "Nifty 500",
+        "NSE:NIFTYMIDCAP50-INDEX": "Nifty Midcap 50",
+        "NSE:NIFTYIT-INDEX": "Nifty IT",
+        "NSE:NIFTYAUTO-INDEX": "Nifty Auto",
+        "NSE:NIFTYFMCG-INDEX": "Nifty FMCG",
+        "NSE:NIFTYMETAL-INDEX": "Nifty Metal",
+        "NSE:NIFTYREALTY-INDEX": "Nifty Realty",
+        "NSE:INDIAVIX-INDEX": "India VIX",
+    }
+)

@@ -95,13 +95,21 @@ class FyersHttp:
             if status in (401, 403):
                 return LoginRequired(f"Fyers refused the access token (HTTP {status}): log in again")
             if status == 429:
-                return RateLimited(f"Fyers {_path(url)}: rate limited (HTTP 429)", retry_after_s=_retry_after(response))
+                return RateLimited(
+                    f"Fyers {_path(url)}: rate limited (HTTP 429)", retry_after_s=_retry_after(response)
+                )
             if status >= 500:
                 return BrokerUnavailable(f"Fyers {_path(url)}: HTTP {status}")
             return None
 
-        return await send_with_retries(send, judge, what=f"Fyers {_path(url)}", attempts=self._max_attempts,
-                                       base_s=self._backoff[0], cap_s=self._backoff[1])
+        return await send_with_retries(
+            send,
+            judge,
+            what=f"Fyers {_path(url)}",
+            attempts=self._max_attempts,
+            base_s=self._backoff[0],
+            cap_s=self._backoff[1],
+        )
 
     def _json(self, response: httpx.Response, what: str, token: str = "") -> dict[str, Any]:
         try:
@@ -119,7 +127,9 @@ class FyersHttp:
                 raise LoginRequired(f"Fyers {what}: {message or 'token invalid or expired'} (code {code})")
             if code == CODE_INVALID_SYMBOL:
                 raise UnknownInstrument(f"Fyers {what}: {message or 'invalid symbol'} (code {code})")
-            raise BrokerProtocolError(f"Fyers {what}: {message or 'error'} (code {code}, HTTP {response.status_code})")
+            raise BrokerProtocolError(
+                f"Fyers {what}: {message or 'error'} (code {code}, HTTP {response.status_code})"
+            )
         return body
 
     # --- login -------------------------------------------------------------------------------
@@ -178,8 +188,13 @@ class FyersHttp:
         # never longer than the allowed maximum and chunks never overlap
         last = max(first, int(end.timestamp()) - (0 if end.timestamp() % 1 else 1))
         params = {
-            "symbol": symbol, "resolution": resolution, "date_format": "0",
-            "range_from": str(first), "range_to": str(last), "cont_flag": "1", "oi_flag": "1",
+            "symbol": symbol,
+            "resolution": resolution,
+            "date_format": "0",
+            "range_from": str(first),
+            "range_to": str(last),
+            "cont_flag": "1",
+            "oi_flag": "1",
         }
         response = await self._request(
             "GET", self._api(C.PATH_HISTORY), auth=f"{self._settings.FYERS_APP_ID}:{token}", params=params
@@ -200,7 +215,7 @@ class FyersHttp:
         valid: dict[str, str] = {}
         invalid: list[str] = []
         for i in range(0, len(symbols), C.SYMBOL_TOKEN_BATCH):
-            batch = list(symbols[i:i + C.SYMBOL_TOKEN_BATCH])
+            batch = list(symbols[i : i + C.SYMBOL_TOKEN_BATCH])
             token = self._token()
             response = await self._request(
                 "POST", self._api(C.PATH_SYMBOL_TOKEN), auth=token, json={"symbols": batch}
@@ -222,7 +237,10 @@ def _candle(row: object, timeframe: Timeframe) -> Candle:
         oi = row[6] if len(row) > 6 else None
         return Candle(
             bucket=epoch_to_ist(int(row[0])),
-            open=float(row[1]), high=float(row[2]), low=float(row[3]), close=float(row[4]),
+            open=float(row[1]),
+            high=float(row[2]),
+            low=float(row[3]),
+            close=float(row[4]),
             volume=int(row[5]),
             open_interest=int(oi) if oi is not None else None,
             source="broker",

@@ -34,12 +34,14 @@ _NOT_IT = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: cl
 
 
 def authcode_url(settings: Settings, state: str) -> str:
-    query = urlencode({
-        "client_id": settings.FYERS_APP_ID,
-        "redirect_uri": settings.FYERS_REDIRECT_URI,
-        "response_type": "code",
-        "state": state,
-    })
+    query = urlencode(
+        {
+            "client_id": settings.FYERS_APP_ID,
+            "redirect_uri": settings.FYERS_REDIRECT_URI,
+            "response_type": "code",
+            "state": state,
+        }
+    )
     return f"{settings.FYERS_API_URL.rstrip('/')}{C.PATH_GENERATE_AUTHCODE}?{query}"
 
 
@@ -154,15 +156,19 @@ async def login(
         state = secrets.token_urlsafe(12)
         echo("Open this URL and log in to Fyers:")
         echo(authcode_url(settings, state))
-        echo(f"Fyers then redirects to {settings.FYERS_REDIRECT_URI}?...auth_code=...; if that page does not load, "
-             "copy its address from the browser.")
+        echo(
+            f"Fyers then redirects to {settings.FYERS_REDIRECT_URI}?...auth_code=...; if that page does not load, "
+            "copy its address from the browser."
+        )
         auth_code = pasted_auth_code(await read_line("Paste the redirect URL (or the auth_code): "), state)
     else:
         state = secrets.token_urlsafe(12)
         async with RedirectCatcher(settings.FYERS_REDIRECT_URI, state) as catcher:
             echo("Open this URL, log in to Fyers, and come back here:")
             echo(authcode_url(settings, state))
-            echo(f"Waiting for the redirect to {settings.FYERS_REDIRECT_URI} ... (in a container, use --paste)")
+            echo(
+                f"Waiting for the redirect to {settings.FYERS_REDIRECT_URI} ... (in a container, use --paste)"
+            )
             auth_code = await catcher.auth_code(timeout_s)
     if not auth_code:
         raise LoginRequired("no auth_code given")

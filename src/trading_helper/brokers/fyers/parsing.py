@@ -131,7 +131,7 @@ def topic_for(symbol: str, fytoken: str, kind: str = C.TOPIC_SCRIP) -> str | Non
             return None
         name = C.INDEX_TOPIC_NAMES.get(symbol) or symbol.split(":", 1)[-1].rsplit("-", 1)[0]
         return f"{C.TOPIC_INDEX}|{segment}|{name}"
-    return f"{kind}|{segment}|{fytoken[C.FYTOKEN_TOKEN_OFFSET:]}"
+    return f"{kind}|{segment}|{fytoken[C.FYTOKEN_TOKEN_OFFSET :]}"
 
 
 # --- incoming frames -------------------------------------------------------------------------
@@ -187,8 +187,14 @@ class HsmDecoder:
             out.kind = frame[2]
             if out.kind == C.RESP_DATAFEED:
                 self._datafeed(memoryview(frame), out)
-            elif out.kind in (C.REQ_AUTH, C.REQ_SUBSCRIBE, C.REQ_UNSUBSCRIBE, C.REQ_MODE,
-                              C.REQ_PAUSE, C.REQ_RESUME):
+            elif out.kind in (
+                C.REQ_AUTH,
+                C.REQ_SUBSCRIBE,
+                C.REQ_UNSUBSCRIBE,
+                C.REQ_MODE,
+                C.REQ_PAUSE,
+                C.REQ_RESUME,
+            ):
                 _control(frame, out)
         except (_Short, struct.error, IndexError, UnicodeDecodeError, ValueError):
             out.rejects["malformed_frame"] += 1
@@ -238,8 +244,16 @@ class HsmDecoder:
         if names is None or len(values) > len(names) or multiplier == 0 or precision > 12:
             self.topics.pop(topic_id, None)  # a topic we cannot scale: drop it, skip the record
             return offset, _BAD
-        state = TopicState(name, kind, {n: v for n, v in zip(names, values, strict=False) if v != C.NO_VALUE},
-                           multiplier, precision, exchange, exchange_token, symbol)
+        state = TopicState(
+            name,
+            kind,
+            {n: v for n, v in zip(names, values, strict=False) if v != C.NO_VALUE},
+            multiplier,
+            precision,
+            exchange,
+            exchange_token,
+            symbol,
+        )
         self.topics[topic_id] = state
         return offset, state
 
@@ -292,7 +306,7 @@ def _str8(data: memoryview, offset: int) -> tuple[str, int]:
     size, offset = _u8(data, offset)
     if offset + size > len(data):
         raise _Short
-    return bytes(data[offset:offset + size]).decode("utf-8", errors="replace"), offset + size
+    return bytes(data[offset : offset + size]).decode("utf-8", errors="replace"), offset + size
 
 
 def _ints(data: memoryview, offset: int) -> tuple[tuple[int, ...], int]:
@@ -315,7 +329,7 @@ def _control(frame: bytes, out: Decoded) -> None:
         size, offset = _u16(data, offset)
         if offset + size > len(data):
             raise _Short
-        value = bytes(data[offset:offset + size])
+        value = bytes(data[offset : offset + size])
         offset += size
         if field_id == 1:
             out.ok = value == b"K"
@@ -366,7 +380,10 @@ def depth_levels(state: TopicState) -> tuple[tuple[DepthLevel, ...], tuple[Depth
         for i in range(1, 6):
             price = state.price(f"{side}_price{i}")
             if price is not None:
-                levels.append(DepthLevel(price, state.number(f"{side}_size{i}") or 0,
-                                         state.number(f"{side}_order{i}") or 0))
+                levels.append(
+                    DepthLevel(
+                        price, state.number(f"{side}_size{i}") or 0, state.number(f"{side}_order{i}") or 0
+                    )
+                )
         sides.append(tuple(levels))
     return sides[0], sides[1]

@@ -69,8 +69,12 @@ class _DataSocket(BrokerConnection):
         return self.feed.settings.FYERS_WS_URL, {}
 
     def connect_options(self) -> dict[str, Any]:
-        return {"open_timeout": max(self._auth_timeout_s, 1.0), "ping_interval": None, "compression": None,
-                "max_size": 2**24}
+        return {
+            "open_timeout": max(self._auth_timeout_s, 1.0),
+            "ping_interval": None,
+            "compression": None,
+            "max_size": 2**24,
+        }
 
     def reset(self) -> None:
         self._decoder = HsmDecoder()
@@ -87,7 +91,9 @@ class _DataSocket(BrokerConnection):
                     decoded = self._decoder.decode(frame)
                     if decoded.kind == C.REQ_AUTH:
                         if not decoded.ok:
-                            raise LoginRequired("Fyers refused the access token on the data socket: log in again")
+                            raise LoginRequired(
+                                "Fyers refused the access token on the data socket: log in again"
+                            )
                         self._ack_interval = decoded.ack_interval
                         return
 
@@ -102,7 +108,9 @@ class _DataSocket(BrokerConnection):
             feed.fytokens.update(valid)
             invalid += [s for s in missing if s not in valid and s not in invalid]
             if invalid:
-                log.warning("Fyers does not know %d symbols, dropped: %s", len(invalid), ", ".join(invalid[:5]))
+                log.warning(
+                    "Fyers does not know %d symbols, dropped: %s", len(invalid), ", ".join(invalid[:5])
+                )
                 if feed.sink is not None:
                     feed.sink.on_reject("unknown_instrument", len(invalid))
                 for symbol in invalid:
@@ -118,9 +126,9 @@ class _DataSocket(BrokerConnection):
         removed = [t for t in self._topics if t not in wanted]
         added = [t for t in wanted if t not in self._topics]
         for i in range(0, len(removed), C.SUBSCRIBE_BATCH):
-            await ws.send(unsubscribe_message(removed[i:i + C.SUBSCRIBE_BATCH]))
+            await ws.send(unsubscribe_message(removed[i : i + C.SUBSCRIBE_BATCH]))
         for i in range(0, len(added), C.SUBSCRIBE_BATCH):
-            await ws.send(subscribe_message(added[i:i + C.SUBSCRIBE_BATCH]))
+            await ws.send(subscribe_message(added[i : i + C.SUBSCRIBE_BATCH]))
         self._topics = wanted
 
     def live_ids(self) -> frozenset[int]:
@@ -200,8 +208,13 @@ class FyersLiveFeed(ManagedFeed):
         auth_timeout_s: float = 10.0,
         token_poll_s: float = 1.0,
     ) -> None:
-        super().__init__(settings, backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s,
-                         open_timeout_s=max(auth_timeout_s, 1.0), token_poll_s=token_poll_s)
+        super().__init__(
+            settings,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+            open_timeout_s=max(auth_timeout_s, 1.0),
+            token_poll_s=token_poll_s,
+        )
         self.http = http
         #: also subscribe the 5-level depth topic of each symbol (two topics per symbol)
         self.depth_enabled = depth

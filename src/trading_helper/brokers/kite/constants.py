@@ -31,21 +31,35 @@ ERROR_TOKEN_EXCEPTION: Final = "TokenException"
 HISTORICAL_REQUESTS_PER_SECOND: Final = 3
 
 #: The longest range one historical request may cover, per interval (Kite answers 400 beyond).
-INTERVAL_MAX_SPAN: Final[Mapping[str, timedelta]] = MappingProxyType({
-    "minute": timedelta(days=60),
-    "5minute": timedelta(days=100),
-    "15minute": timedelta(days=200),
-    "60minute": timedelta(days=400),
-    "day": timedelta(days=2000),
-})
+INTERVAL_MAX_SPAN: Final[Mapping[str, timedelta]] = MappingProxyType(
+    {
+        "minute": timedelta(days=60),
+        "5minute": timedelta(days=100),
+        "15minute": timedelta(days=200),
+        "60minute": timedelta(days=400),
+        "day": timedelta(days=2000),
+    }
+)
 
 #: our timeframe -> Kite's ``interval`` (the one table is ``trading_helper.timeframes.FACTS``)
-TIMEFRAME_TO_INTERVAL: Final[Mapping[Timeframe, str]] = MappingProxyType({tf: tf.facts.kite_interval for tf in Timeframe})
+TIMEFRAME_TO_INTERVAL: Final[Mapping[Timeframe, str]] = MappingProxyType(
+    {tf: tf.facts.kite_interval for tf in Timeframe}
+)
 
 #: Columns of the instruments master CSV (``GET /instruments``), in Kite's order.
 INSTRUMENT_COLUMNS: Final = (
-    "instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
-    "strike", "tick_size", "lot_size", "instrument_type", "segment", "exchange",
+    "instrument_token",
+    "exchange_token",
+    "tradingsymbol",
+    "name",
+    "last_price",
+    "expiry",
+    "strike",
+    "tick_size",
+    "lot_size",
+    "instrument_type",
+    "segment",
+    "exchange",
 )
 
 # --- Ticker (WebSocket) -----------------------------------------------------------------------
@@ -60,7 +74,9 @@ PACKET_INDEX_QUOTE: Final = 28
 PACKET_INDEX_FULL: Final = 32
 PACKET_QUOTE: Final = 44
 PACKET_FULL: Final = 184
-PACKET_LENGTHS: Final = frozenset({PACKET_LTP, PACKET_INDEX_QUOTE, PACKET_INDEX_FULL, PACKET_QUOTE, PACKET_FULL})
+PACKET_LENGTHS: Final = frozenset(
+    {PACKET_LTP, PACKET_INDEX_QUOTE, PACKET_INDEX_FULL, PACKET_QUOTE, PACKET_FULL}
+)
 
 #: A full packet ends with 5 bid then 5 offer levels of 12 bytes each, starting at byte 64:
 #: quantity int32, price int32, orders int16, then 2 bytes of padding.
@@ -84,11 +100,13 @@ SEGMENT_NCO: Final = 12  # NSE commodity derivatives
 #: currency derivatives (1e4) and NSE commodity derivatives (1e4), as the official pykiteconnect
 #: 5.2.2 ``_parse_binary`` divides them (checked by ``tests/brokers/kite/test_official_parser.py``).
 DEFAULT_PRICE_DIVISOR: Final = 100.0
-SEGMENT_PRICE_DIVISORS: Final[Mapping[int, float]] = MappingProxyType({
-    SEGMENT_CDS: 10_000_000.0,
-    SEGMENT_BCD: 10_000.0,
-    SEGMENT_NCO: 10_000.0,
-})
+SEGMENT_PRICE_DIVISORS: Final[Mapping[int, float]] = MappingProxyType(
+    {
+        SEGMENT_CDS: 10_000_000.0,
+        SEGMENT_BCD: 10_000.0,
+        SEGMENT_NCO: 10_000.0,
+    }
+)
 
 #: Kite's documented limits: 3000 instruments per connection, 3 connections per API key.
 MAX_TOKENS_PER_CONNECTION: Final = 3000

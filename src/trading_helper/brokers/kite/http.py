@@ -103,15 +103,21 @@ class KiteHttpClient:
         """``POST /session/token``: trade the login redirect's request_token for an access token."""
         api_key = self._settings.KITE_API_KEY
         secret = self._settings.KITE_API_SECRET.get_secret_value()
-        form = {"api_key": api_key, "request_token": request_token,
-                "checksum": session_checksum(api_key, request_token, secret)}
+        form = {
+            "api_key": api_key,
+            "request_token": request_token,
+            "checksum": session_checksum(api_key, request_token, secret),
+        }
         # one attempt only: a request_token is single-use, so a blind retry would only fail
-        resp = await self._request("POST", c.PATH_SESSION_TOKEN, what="session exchange", data=form,
-                                   auth=False, attempts=1)
+        resp = await self._request(
+            "POST", c.PATH_SESSION_TOKEN, what="session exchange", data=form, auth=False, attempts=1
+        )
         data = _json_data(resp, "session exchange")
         if not isinstance(data, dict) or not data.get("access_token"):
             raise BrokerProtocolError("Kite session exchange: no access_token in the answer")
-        return KiteSession(str(data["access_token"]), str(data.get("user_id", "")), str(data.get("login_time", "")))
+        return KiteSession(
+            str(data["access_token"]), str(data.get("user_id", "")), str(data.get("login_time", ""))
+        )
 
     async def instruments(self) -> list[Instrument]:
         """``GET /instruments``: the whole master (gzipped CSV) as broker-neutral instruments."""
@@ -133,9 +139,18 @@ class KiteHttpClient:
         out: dict[datetime, Candle] = {}
         for chunk_start, chunk_end in history_chunks(start, end, c.INTERVAL_MAX_SPAN[interval]):
             # Kite's ``to`` is inclusive and whole seconds: ask up to one second before the chunk end
-            params = {"from": _kite_time(chunk_start), "to": _kite_time(chunk_end - timedelta(seconds=1)), "oi": "1"}
-            resp = await self._request("GET", path, what=f"history {instrument_token}/{interval}",
-                                       params=params, limiter=self._limiter)
+            params = {
+                "from": _kite_time(chunk_start),
+                "to": _kite_time(chunk_end - timedelta(seconds=1)),
+                "oi": "1",
+            }
+            resp = await self._request(
+                "GET",
+                path,
+                what=f"history {instrument_token}/{interval}",
+                params=params,
+                limiter=self._limiter,
+            )
             for candle in kite_candles(_json_data(resp, "history"), timeframe):
                 if chunk_start <= candle.bucket < chunk_end:
                     out[candle.bucket] = candle
@@ -149,8 +164,15 @@ class KiteHttpClient:
         return {"Authorization": f"token {self._settings.KITE_API_KEY}:{token}"}
 
     async def _request(
-        self, method: str, path: str, *, what: str, params: Mapping[str, str] | None = None,
-        data: Mapping[str, str] | None = None, auth: bool = True, limiter: RateLimiter | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        auth: bool = True,
+        limiter: RateLimiter | None = None,
         attempts: int | None = None,
     ) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -163,20 +185,31 @@ class KiteHttpClient:
             status = resp.status_code
             error_type, message = _error_of(resp)
             if (status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION) and not auth:
-                return LoginRequired(f"Kite {what}: request token rejected ({message or status}); "
-                                     "log in again for a fresh one")
+                return LoginRequired(
+                    f"Kite {what}: request token rejected ({message or status}); log in again for a fresh one"
+                )
             if status == 403 or error_type == c.ERROR_TOKEN_EXCEPTION:
-                return LoginRequired(f"Kite {what}: session expired or invalid ({message or status}): {LOGIN_HINT}")
+                return LoginRequired(
+                    f"Kite {what}: session expired or invalid ({message or status}): {LOGIN_HINT}"
+                )
             if status == 429:
                 return RateLimited(f"Kite {what}: HTTP 429 too many requests")
             if status >= 500:
                 return BrokerUnavailable(f"Kite {what}: HTTP {status} {message}".rstrip())
             if status >= 400:
-                return BrokerProtocolError(f"Kite {what}: HTTP {status} {error_type or ''} {message}".rstrip())
+                return BrokerProtocolError(
+                    f"Kite {what}: HTTP {status} {error_type or ''} {message}".rstrip()
+                )
             return None
 
-        return await send_with_retries(send, judge, what=f"Kite {what}", attempts=attempts or self._max_attempts,
-                                       base_s=self._backoff_base_s, cap_s=self._backoff_cap_s)
+        return await send_with_retries(
+            send,
+            judge,
+            what=f"Kite {what}",
+            attempts=attempts or self._max_attempts,
+            base_s=self._backoff_base_s,
+            cap_s=self._backoff_cap_s,
+        )
 
 
 def _kite_time(ts: datetime) -> str:
@@ -221,11 +254,19 @@ def kite_candles(data: Any, timeframe: Timeframe) -> list[Candle]:
     try:
         for row in rows:
             oi = int(row[6]) if len(row) > 6 and row[6] is not None else None
-            out.append(Candle(
-                bucket=parse_kite_timestamp(row[0]), open=float(row[1]),
-                high=float(row[2]), low=float(row[3]), close=float(row[4]), volume=int(row[5]), open_interest=oi,
-                source="broker", timeframe=timeframe,
-            ))
+            out.append(
+                Candle(
+                    bucket=parse_kite_timestamp(row[0]),
+                    open=float(row[1]),
+                    high=float(row[2]),
+                    low=float(row[3]),
+                    close=float(row[4]),
+                    volume=int(row[5]),
+                    open_interest=oi,
+                    source="broker",
+                    timeframe=timeframe,
+                )
+            )
     except (TypeError, ValueError, IndexError) as exc:
         raise BrokerProtocolError("Kite history: a candle row could not be read") from exc
     return out

@@ -57,5 +57,7 @@ def _instrument(row: dict[str, str]) -> Instrument:
         lot_size=int(float(row["lot_size"] or 1)),
         tick_size=float(row["tick_size"] or 0),
         broker_ids={c.BROKER_NAME: str(token)},
-        broker_aux_ids={c.BROKER_NAME: row["exchange_token"].strip()} if row["exchange_token"].strip() else {},
+        broker_aux_ids={c.BROKER_NAME: row["exchange_token"].strip()}
+        if row["exchange_token"].strip()
+        else {},
     )

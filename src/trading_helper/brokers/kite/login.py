@@ -51,8 +51,11 @@ async def wait_for_request_token(port: int, *, host: str = "127.0.0.1", within_s
                 got.set_result(token)
             page = (_PAGE_OK if ok else _PAGE_NO_TOKEN).encode()
             status = "200 OK" if ok else "400 Bad Request"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                         f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n".encode() + page)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n".encode()
+                + page
+            )
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # a probe or a closed tab: keep waiting for the real redirect
@@ -100,6 +103,8 @@ async def run_login(
         session = await api.create_session(token)
     path = save_token(settings, BROKER_NAME, session.access_token)
     who = f" for {session.user_id}" if session.user_id else ""
-    echo(f"Kite access token {redact(session.access_token)}{who} stored in {path} (mode 0600); "
-         "it expires at 06:00 IST tomorrow.")
+    echo(
+        f"Kite access token {redact(session.access_token)}{who} stored in {path} (mode 0600); "
+        "it expires at 06:00 IST tomorrow."
+    )
     return path

@@ -152,16 +152,32 @@ def _parse_packet(buf: bytes, off: int, length: int) -> KitePacket | None:
         if length == c.PACKET_INDEX_FULL:
             (ts,) = _U32.unpack_from(buf, off + 28)
         return KitePacket(
-            token, c.MODE_FULL if ts is not None else c.MODE_QUOTE, tradable, ltp / div,
-            open=open_ / div, high=high / div, low=low / div, close=close / div, change=change / div,
+            token,
+            c.MODE_FULL if ts is not None else c.MODE_QUOTE,
+            tradable,
+            ltp / div,
+            open=open_ / div,
+            high=high / div,
+            low=low / div,
+            close=close / div,
+            change=change / div,
             exchange_timestamp=ts,
         )
     _, ltp, ltq, atp, volume, buy_qty, sell_qty, open_, high, low, close = _QUOTE.unpack_from(buf, off)
     quote = KitePacket(
-        token, c.MODE_QUOTE, tradable, ltp / div,
-        last_traded_quantity=ltq, average_traded_price=atp / div, volume_traded=volume,
-        total_buy_quantity=buy_qty, total_sell_quantity=sell_qty,
-        open=open_ / div, high=high / div, low=low / div, close=close / div,
+        token,
+        c.MODE_QUOTE,
+        tradable,
+        ltp / div,
+        last_traded_quantity=ltq,
+        average_traded_price=atp / div,
+        volume_traded=volume,
+        total_buy_quantity=buy_qty,
+        total_sell_quantity=sell_qty,
+        open=open_ / div,
+        high=high / div,
+        low=low / div,
+        close=close / div,
     )
     if length == c.PACKET_QUOTE:
         return quote
@@ -171,9 +187,15 @@ def _parse_packet(buf: bytes, off: int, length: int) -> KitePacket | None:
         qty, price, orders = _DEPTH.unpack_from(buf, off + c.DEPTH_OFFSET + i * c.DEPTH_ENTRY_SIZE)
         levels.append(KiteDepthEntry(qty, price / div, orders))
     return replace(
-        quote, mode=c.MODE_FULL,
-        last_trade_time=ltt, oi=oi, oi_day_high=oi_high, oi_day_low=oi_low, exchange_timestamp=ts,
-        depth_buy=tuple(levels[: c.DEPTH_LEVELS]), depth_sell=tuple(levels[c.DEPTH_LEVELS :]),
+        quote,
+        mode=c.MODE_FULL,
+        last_trade_time=ltt,
+        oi=oi,
+        oi_day_high=oi_high,
+        oi_day_low=oi_low,
+        exchange_timestamp=ts,
+        depth_buy=tuple(levels[: c.DEPTH_LEVELS]),
+        depth_sell=tuple(levels[c.DEPTH_LEVELS :]),
     )
 
 

@@ -129,8 +129,13 @@ class KiteLiveFeed(ManagedFeed):
     ) -> None:
         if mode not in c.MODES:
             raise ValidationError(f"Kite mode {mode!r} is not one of {sorted(c.MODES)}")
-        super().__init__(settings, backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s,
-                         open_timeout_s=open_timeout_s, token_poll_s=token_poll_s)
+        super().__init__(
+            settings,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+            open_timeout_s=open_timeout_s,
+            token_poll_s=token_poll_s,
+        )
         self._default_mode = mode
         self._per_connection = max_tokens_per_connection
         self._shards = [_Shard(self, i) for i in range(max_connections)]
