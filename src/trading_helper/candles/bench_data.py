@@ -246,6 +246,7 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
                         tf.relation,
                         (start - timedelta(days=2)).timestamp(),
                         (end + timedelta(days=2)).timestamp(),
+                        False,
                     )
         await conn.execute("ANALYZE")
     data.rows = {"broker_candles": broker, "live_1m_candles": live}

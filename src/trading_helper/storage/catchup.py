@@ -10,7 +10,9 @@ materialised) and as the fallback when a level's refresh policy failed or its sc
   policy should have materialised by now; each window is refreshed with
   ``CALL refresh_continuous_aggregate`` on an autocommit connection (it refuses a transaction
   block). A level is built from the materialised rows of the one below, so the levels go in order
-  and each is asked for its windows only after the one below was refreshed.
+  and each is asked for its windows only after the one below was refreshed. Each level above 1m is
+  also given the windows just refreshed below it and refreshes with ``force``: TimescaleDB before
+  2.25.2 does not log every such change as an invalidation (migration 11 says why).
 """
 
 from __future__ import annotations
@@ -60,17 +62,36 @@ async def catch_up(conn: Connection, flavour: str, *, fallback: Iterable[str] | 
         await conn.execute(queries.REFRESH_CANDLES)
         return report
     wanted = None if fallback is None else set(fallback)
+    below: list[tuple[float, float]] | None = None  # what the level below refreshed (None at 1m)
     for tf in Timeframe:  # 1m first: each level reads the one below
         unmaterialised = wanted is None or tf.relation in wanted
         rows = await conn.fetch(
-            queries.CANDLE_REFRESH_WINDOWS, tf.relation, tf.width.total_seconds(), unmaterialised
+            queries.CANDLE_REFRESH_WINDOWS,
+            tf.relation,
+            tf.width.total_seconds(),
+            unmaterialised,
+            None if below is None else _multirange(below),
         )
         reason = "fallback" if unmaterialised else "late data"
+        refreshed: list[tuple[float, float]] = []
         for row in rows:
             start, end = float(row["window_start"]), float(row["window_end"])
-            await conn.execute(queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation, start, end)
+            await conn.execute(
+                queries.REFRESH_CONTINUOUS_AGGREGATE, tf.relation, start, end, below is not None
+            )
+            refreshed.append((start, end))
             REFRESHES.labels(tf.relation, reason).inc()
             report.refreshed.append(
                 (tf.relation, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), reason)
             )
+        below = refreshed
     return report
+
+
+def _multirange(windows: Sequence[tuple[float, float]]) -> str:
+    """Epoch-second windows as a tstzmultirange literal ('{}' when there are none)."""
+    parts = (
+        f"[{datetime.fromtimestamp(a, UTC).isoformat()},{datetime.fromtimestamp(b, UTC).isoformat()})"
+        for a, b in windows
+    )
+    return "{" + ",".join(parts) + "}"

@@ -97,9 +97,10 @@ SET kind = excluded.kind, relation = excluded.relation, schedule_interval = excl
 
 CANDLE_REFRESH_WINDOWS = """
 SELECT extract(epoch FROM window_start)::float8 AS window_start, extract(epoch FROM window_end)::float8 AS window_end
-FROM candle_refresh_windows($1::regclass, make_interval(secs => $2), $3)
+FROM candle_refresh_windows($1::regclass, make_interval(secs => $2), $3, p_changed => $4::tstzmultirange)
 """
 
 REFRESH_CONTINUOUS_AGGREGATE = (
-    "CALL refresh_continuous_aggregate($1::regclass, to_timestamp($2::float8), to_timestamp($3::float8))"
+    "CALL refresh_continuous_aggregate($1::regclass, to_timestamp($2::float8), to_timestamp($3::float8), "
+    "force => $4::boolean)"
 )
