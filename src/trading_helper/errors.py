@@ -12,6 +12,7 @@ another try after a backoff (marked ``retry`` below)::
     │   ├── InvalidTimeframe         not one of 1m 5m 15m 1h 1d
     │   ├── InvalidRange             from >= to, or a span too long
     │   ├── InvalidReference         not an instrument reference (instruments/refs.py)
+    │   ├── InvalidStudy             not a study spec (indicators/studies.py: ema:20, vwap ...)
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost: retry
@@ -76,6 +77,10 @@ class InvalidReference(ValidationError):
     """A reference outside the grammar (``"²"``, ``"id:x"``): names the one given."""
 
     code = "invalid_reference"
+
+
+class InvalidStudy(ValidationError):
+    code = "invalid_study"
 
 
 class UnknownInstrument(ValidationError):

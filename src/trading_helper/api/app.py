@@ -27,7 +27,7 @@ from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.openapi import PROTECTED
-from trading_helper.api.routes import candles, health, instruments, quotes, status
+from trading_helper.api.routes import candles, health, indicators, instruments, quotes, status
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
@@ -154,7 +154,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     app.include_router(health.router)
     app.include_router(status.metrics_router)
     protected = [Depends(require_token), Depends(refuse_unknown_query)]
-    for router in (instruments.router, candles.router, quotes.router, status.router):
+    for router in (instruments.router, candles.router, indicators.router, quotes.router, status.router):
         app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
     install_docs(app)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 _STATUS: list[tuple[type[e.TradingHelperError], int]] = [
     (e.UnknownInstrument, 404),
     (e.InvalidReference, 422),
+    (e.InvalidStudy, 422),
     (e.ValidationError, 400),
     (e.LoginRequired, 503),
     (e.RateLimited, 503),

@@ -29,14 +29,18 @@ from trading_helper.timeframes import Timeframe, max_span_doc
 
 router = APIRouter(prefix="/api/candles", tags=["candles"])
 
+#: the range rules of a GET over one instrument's range, for its docs
+TIMES_DOC = (
+    "Times are ISO 8601; naive inputs are taken as IST (Asia/Kolkata), answers are in IST (+05:30). "
+    f"Maximum span per interval: {max_span_doc()}; from and to between {EARLIEST.date()} and "
+    f"{LATEST.date()} (`x-range-limits`)."
+)
 _DOC = (
     "Returns one candle per bucket starting in [from, to), in time order. Ranges missing from the "
     "database (inside exchange sessions, not captured live, not fetched before) are first fetched from "
     "the configured broker's history. Each candle says its `source`: `live` (built from ticks over a "
     "fully captured bucket), `broker` (broker history), or `partial` (ticks over a bucket captured "
-    "only in part, such as the forming one). Times are ISO 8601; naive inputs are taken as IST "
-    "(Asia/Kolkata), answers are in IST (+05:30). Maximum span per interval: "
-    f"{max_span_doc()}; from and to between {EARLIEST.date()} and {LATEST.date()} (`x-range-limits`)."
+    "only in part, such as the forming one). " + TIMES_DOC
 )
 #: the range rules JSON Schema cannot state across two fields, machine-readable for clients
 RANGE_LIMITS = {
@@ -47,7 +51,7 @@ RANGE_LIMITS = {
         "from_before_to": True,
     }
 }
-_ERRORS: Responses = {
+RANGE_ERRORS: Responses = {
     400: {
         "model": ErrorOut,
         "description": "invalid range (`invalid_range`: from >= to, span too long, see "
@@ -55,6 +59,38 @@ _ERRORS: Responses = {
     },
     404: {"model": ErrorOut, "description": "unknown instrument"},
 }
+
+
+#: the query parameters of a GET over one instrument's range (``/api/candles``, ``/api/indicators``)
+InstrumentParam = Annotated[
+    RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token", examples=["NSE:RELIANCE"])
+]
+FromParam = Annotated[
+    datetime | None,
+    Query(
+        alias="from",
+        description="ISO 8601; naive = IST; default: `to` minus a span fitting the interval",
+        examples=["2025-10-17T09:15:00+05:30"],
+    ),
+]
+ToParam = Annotated[
+    datetime | None,
+    Query(
+        alias="to", description="ISO 8601; naive = IST; default: now", examples=["2025-10-17T15:30:00+05:30"]
+    ),
+]
+
+
+def query_range(tf: Timeframe, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """A GET's ``from`` and ``to``: ``to`` defaults to now, ``from`` to ``to`` minus the interval's
+    default span."""
+    end = end or clock.now()
+    if start is None:
+        try:
+            start = as_ist(end) - tf.facts.default_span
+        except OverflowError as exc:
+            raise InvalidRange("`to` is out of range") from exc
+    return start, end
 
 
 def render(series: CandleSeries[str]) -> Response:
@@ -82,39 +118,18 @@ def render(series: CandleSeries[str]) -> Response:
     response_model=CandleResponse,
     summary="Candles for an instrument (query parameters)",
     description=_DOC,
-    responses={**WITH_PARAMS, **_ERRORS},
+    responses={**WITH_PARAMS, **RANGE_ERRORS},
     openapi_extra=RANGE_LIMITS,
 )
 async def get_candles(
     service: ServiceDep,
-    instrument: Annotated[
-        RefText, Query(description="our id, EXCHANGE:SYMBOL, or a broker token", examples=["NSE:RELIANCE"])
-    ],
+    instrument: InstrumentParam,
     interval: Annotated[Interval, Query()] = "1m",
-    start: Annotated[
-        datetime | None,
-        Query(
-            alias="from",
-            description="ISO 8601; naive = IST; default: `to` minus a span fitting the interval",
-            examples=["2025-10-17T09:15:00+05:30"],
-        ),
-    ] = None,
-    end: Annotated[
-        datetime | None,
-        Query(
-            alias="to",
-            description="ISO 8601; naive = IST; default: now",
-            examples=["2025-10-17T15:30:00+05:30"],
-        ),
-    ] = None,
+    start: FromParam = None,
+    end: ToParam = None,
 ) -> Response:
     tf = Timeframe(interval)
-    end = end or clock.now()
-    if start is None:
-        try:
-            start = as_ist(end) - tf.facts.default_span
-        except OverflowError as exc:
-            raise InvalidRange("`to` is out of range") from exc
+    start, end = query_range(tf, start, end)
     return render(await service.get_candles(instrument, tf, start, end, read=read_candles_json))
 
 
@@ -123,7 +138,7 @@ async def get_candles(
     response_model=CandleResponse,
     summary="Candles for an instrument (specification body)",
     description=_DOC,
-    responses={**WITH_BODY, **_ERRORS},
+    responses={**WITH_BODY, **RANGE_ERRORS},
     openapi_extra=RANGE_LIMITS,
 )
 async def post_candles(body: CandleRequest, service: ServiceDep) -> Response:
