@@ -37,7 +37,7 @@ from trading_helper.models import Candle
 
 Values = dict[str, float]
 #: raised by a streaming handle opened on too few bars (exported by talib, missing from its stubs)
-INSUFFICIENT_HISTORY: type[Exception] = talib.InsufficientHistory  # type: ignore[attr-defined]
+INSUFFICIENT_HISTORY: type[Exception] = talib.InsufficientHistory  # type: ignore[attr-defined,unused-ignore]
 
 #: a talipp indicator keeps every input; past this many it drops the oldest half (its next values
 #: depend only on the last few, so nothing it reports changes)
