@@ -21,6 +21,7 @@ async def test_every_api_route_needs_the_bearer_token(api: Api) -> None:
             ("GET", "/api/instruments/subscriptions"),
             ("GET", "/api/candles?instrument=1"),
             ("POST", "/api/candles"),
+            ("GET", "/api/indicators?instrument=1&studies=ema"),
             ("GET", "/api/quotes/1"),
             ("GET", "/api/status"),
         ]:

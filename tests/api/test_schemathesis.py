@@ -29,14 +29,14 @@ from trading_helper.candles.service import MAX_SPAN
 from trading_helper.config import Settings
 from trading_helper.storage.instruments import sync_instruments
 
-#: generated requests per operation and mode: a bounded run (13 operations x 2 modes x 25, about
+#: generated requests per operation and mode: a bounded run (14 operations x 2 modes x 25, about
 #: 650 requests plus the checks' own re-sends without the token; ~15 s alone on this machine)
 EXAMPLES = 25
 #: what a schema-valid request may still be refused for: rules JSON Schema cannot state. A range
 #: across two fields (from < to, the span per interval: the operation's ``x-range-limits``), and
 #: the reference grammar's ranges inside a string (``"0"``, ``"id:0"``, ``"kite:x"``). FastAPI's own
 #: ``invalid_request`` is never among them: that would be the schema and the validator disagreeing.
-SEMANTIC_REFUSALS = {(400, "invalid_range"), (422, "invalid_reference")}
+SEMANTIC_REFUSALS = {(400, "invalid_range"), (422, "invalid_reference"), (422, "invalid_study")}
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from trading_helper.indicators.studies import Bars, Study
 from trading_helper.timeframes import IST
 
 Array = npt.NDArray[np.float64]
+#: how close a study must be to its independent computation
+RTOL = 1e-9
 
 
 def nan(n: int) -> Array:
@@ -135,3 +138,40 @@ def vwap(times: list[datetime], h: Array, low: Array, c: Array, v: Array) -> Arr
 
 def oi_change(oi: Array) -> Array:
     return pd.Series(oi).diff().to_numpy()
+
+
+def expected(study: Study, bars: Bars) -> dict[str, Array]:
+    p = study.params
+    n = int(p[0]) if p else 0
+    name = study.kind.name
+    if name == "sma":
+        return {"sma": sma(bars.close, n)}
+    if name == "ema":
+        return {"ema": ema(bars.close, n)}
+    if name == "rsi":
+        return {"rsi": rsi(bars.close, n)}
+    if name == "macd":
+        return macd(bars.close, n, int(p[1]), int(p[2]))
+    if name == "bb":
+        return bbands(bars.close, n, p[1])
+    if name == "atr":
+        return {"atr": atr(bars.high, bars.low, bars.close, n)}
+    if name == "supertrend":
+        return supertrend(bars.high, bars.low, bars.close, n, p[1])
+    if name == "vwap":
+        return {"vwap": vwap(list(bars.time), bars.high, bars.low, bars.close, bars.volume)}
+    if name == "oi":
+        return {"oi": bars.oi, "change": oi_change(bars.oi)}
+    assert name == "volume"
+    return {"volume": bars.volume}
+
+
+def assert_same(got: Array, want: Array, what: str) -> None:
+    assert got.shape == want.shape, what
+    defined = ~np.isnan(want)
+    assert (np.isnan(got) == ~defined).all(), (
+        f"{what}: undefined at {np.flatnonzero(np.isnan(got) != ~defined)[:5]}"
+    )
+    assert defined.any(), f"{what}: no value at all"
+    rel = np.abs(got[defined] - want[defined]) / np.maximum(np.abs(want[defined]), 1e-300)
+    assert rel.max() <= RTOL, f"{what}: relative difference {rel.max():.3g} at {np.argmax(rel)}"

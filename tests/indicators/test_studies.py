@@ -9,14 +9,13 @@ from datetime import date, datetime, time, timedelta
 import numpy as np
 import pytest
 
-from tests.indicators import reference as ref
+from tests.indicators.reference import RTOL, assert_same, expected
 from trading_helper.errors import InvalidStudy
 from trading_helper.indicators.incremental import StudyUpdater, compute_last
-from trading_helper.indicators.studies import Array, Bars, Study, parse_studies, parse_study
+from trading_helper.indicators.studies import Bars, parse_studies, parse_study
 from trading_helper.models import Candle
 from trading_helper.timeframes import IST, Timeframe
 
-RTOL = 1e-9
 ALL = "sma:20,ema:20,ema:5,rsi:14,macd:12:26:9,macd:5:35:5,bb:20:2,bb:10:1.5,atr:14,supertrend:10:3,supertrend:7:2.5,vwap,oi,volume"
 
 
@@ -50,43 +49,6 @@ def random_candles(seed: int, n: int, tf: Timeframe = Timeframe.M5) -> list[Cand
         out.append(Candle(t, o, h, low, c, volume, oi, "broker", timeframe=tf))
         price = c
     return out
-
-
-def expected(study: Study, bars: Bars) -> dict[str, Array]:
-    p = study.params
-    n = int(p[0]) if p else 0
-    name = study.kind.name
-    if name == "sma":
-        return {"sma": ref.sma(bars.close, n)}
-    if name == "ema":
-        return {"ema": ref.ema(bars.close, n)}
-    if name == "rsi":
-        return {"rsi": ref.rsi(bars.close, n)}
-    if name == "macd":
-        return ref.macd(bars.close, n, int(p[1]), int(p[2]))
-    if name == "bb":
-        return ref.bbands(bars.close, n, p[1])
-    if name == "atr":
-        return {"atr": ref.atr(bars.high, bars.low, bars.close, n)}
-    if name == "supertrend":
-        return ref.supertrend(bars.high, bars.low, bars.close, n, p[1])
-    if name == "vwap":
-        return {"vwap": ref.vwap(list(bars.time), bars.high, bars.low, bars.close, bars.volume)}
-    if name == "oi":
-        return {"oi": bars.oi, "change": ref.oi_change(bars.oi)}
-    assert name == "volume"
-    return {"volume": bars.volume}
-
-
-def assert_same(got: Array, want: Array, what: str) -> None:
-    assert got.shape == want.shape, what
-    defined = ~np.isnan(want)
-    assert (np.isnan(got) == ~defined).all(), (
-        f"{what}: undefined at {np.flatnonzero(np.isnan(got) != ~defined)[:5]}"
-    )
-    assert defined.any(), f"{what}: no value at all"
-    rel = np.abs(got[defined] - want[defined]) / np.maximum(np.abs(want[defined]), 1e-300)
-    assert rel.max() <= RTOL, f"{what}: relative difference {rel.max():.3g} at {np.argmax(rel)}"
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -83,7 +83,7 @@ async def _warmup(
         begin = max(start - span, EARLIEST)
         if begin >= start:
             break
-        series = await service.get_candles(instrument.id, tf, begin, start)
+        series = await service.get_candles(f"id:{instrument.id}", tf, begin, start)
         _add(report, series.backfill)
         candles = series.candles
         if len(candles) >= need or span >= tf.facts.max_span or begin == EARLIEST:
