@@ -4,115 +4,15 @@ server's candle messages: the page builds no candle and no volume itself)."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import asyncpg
 import pytest
-import redis.asyncio as aioredis
-from fastapi import FastAPI
 
-from tests.api.server import serve
+from tests.browser.chart_site import API_TOKEN, ARTIFACTS, Site, open_live, until_watched, watched
 from tests.browser.driver import Browser
-from tests.ingest.direct_writer import DirectWriter
-from tests.storage.helpers import make_instruments, reset_market_data
-from trading_helper.api.app import create_app
-from trading_helper.api.runtime import Runtime
-from trading_helper.config import Settings
 from trading_helper.ingest import codec
 from trading_helper.models import Tick
 from trading_helper.timeframes import IST
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-API_TOKEN = "browser-test-token-0123456789"
-SESSION = timedelta(hours=3)
-OLD_SESSION_AGO = timedelta(days=3, hours=12)  # beyond the page's first 1m window (2 days)
-
-
-@dataclass
-class Site:
-    url: str
-    app: FastAPI
-    redis: aioredis.Redis
-    channel: str
-    instrument_id: int
-    last_close: float
-
-
-def ticks(iid: int, start: datetime, end: datetime, base: float, seed: int) -> list[Tick]:
-    """A seeded random walk every 15 s, priced in 0.05 steps, with busier and quieter moments."""
-    rng = random.Random(seed)
-    out, t, price, volume = [], start, base, 0
-    while t <= end:
-        price = max(1.0, round((price + rng.gauss(0, 0.9)) * 20) / 20)
-        qty = int(rng.expovariate(1 / 40)) + 1
-        volume += qty
-        out.append(
-            Tick(
-                instrument_id=iid,
-                exchange_ts=t,
-                received_ts=t + timedelta(milliseconds=400),
-                last_price=price,
-                last_quantity=qty,
-                volume=volume,
-                bid_price=price - 0.05,
-                ask_price=price + 0.05,
-            )
-        )
-        t += timedelta(seconds=15)
-    return out
-
-
-@pytest.fixture(scope="module")
-async def site(
-    db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Site]:
-    await reset_market_data(db_pool)
-    [iid, _] = await make_instruments(db_pool, 2, prefix="CHART")
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    writer = await DirectWriter.open(db_pool)
-    recent = ticks(iid, end - SESSION, end, 2500.0, seed=7)
-    await writer.write(ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3))
-    await writer.write(recent)
-    await db_pool.execute("CALL refresh_candles()")
-    settings = Settings(
-        API_TOKEN=API_TOKEN, BROKER="sim", TOKEN_DIR=tmp_path_factory.mktemp("browser-tokens")
-    )
-    redis = aioredis.from_url(redis_url)
-    channel = f"th:live:browser:{uuid.uuid4().hex[:8]}"
-    app = create_app(Runtime(settings=settings, pool=db_pool, redis=redis), live_channel=channel)
-    try:
-        async with serve(app) as url:
-            yield Site(url, app, redis, channel, iid, recent[-1].last_price)
-    finally:
-        await redis.aclose()
-
-
-def watched(site: Site) -> bool:
-    return any(site.instrument_id in client.instruments for client in site.app.state.hub.clients)
-
-
-async def until_watched(site: Site) -> None:
-    """Until the page's WebSocket has subscribed the instrument (at most 5 s)."""
-    for _ in range(100):
-        if watched(site):
-            return
-        await asyncio.sleep(0.05)
-
-
-async def open_live(browser: Browser, site: Site, tf: str) -> None:
-    """The page on ``tf``, its candles read and its live feed following the instrument."""
-    await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf={tf}")
-    await browser.wait(
-        "document.getElementById('chart').dataset.ready === 'true' && "
-        "document.getElementById('status').dataset.ws === 'open'"
-    )
-    await until_watched(site)
 
 
 async def test_chart_renders_scrolls_back_and_moves_with_a_live_tick(site: Site) -> None:

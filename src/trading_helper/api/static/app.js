@@ -107,6 +107,17 @@
   });
   chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.75, bottom: 0 } });
 
+  // Hooks for static/indicators.js (the studies): the chart, and the page's events: `loaded` (a
+  // new instrument or timeframe drawn), `older` (history prepended), `candle` (the last bar moved).
+  const listeners = { loaded: [], older: [], candle: [] };
+  const emit = (name, detail) => {
+    for (const fn of listeners[name]) { try { fn(detail); } catch (err) { console.warn(name, err); } }
+  };
+  window.TH_CHART = Object.freeze({
+    LWC, chart, candleSeries, volumeSeries, chartTime, api: (path) => api(path), state,
+    on: (name, fn) => listeners[name].push(fn),
+  });
+
   const bar = (c) => ({ time: chartTime(c.ms), open: c.open, high: c.high, low: c.low, close: c.close });
   const volumeBar = (c) => ({ time: chartTime(c.ms), value: c.volume, color: c.close >= c.open ? UP_VOL : DOWN_VOL });
   const parseCandle = (c) => ({ ms: Date.parse(c.time), open: c.open, high: c.high, low: c.low, close: c.close,
@@ -212,6 +223,7 @@
     el.chart.dataset.ready = 'true';
     setStatus(state.candles.length ? `${state.candles.length} candles` : 'no candles in this range yet');
     subscribe();
+    emit('loaded', { instrument: state.instrument, tf, fromMs: from, toMs: now + 1000, generation });
   }
 
   async function loadOlder() {
@@ -235,6 +247,7 @@
         redrawAll();
         // keep the bars the user is looking at where they were
         if (range) chart.timeScale().setVisibleLogicalRange({ from: range.from + older.length, to: range.to + older.length });
+        emit('older', { fromMs: from, toMs: to, generation });
       }
     } catch (err) {
       setStatus(`older candles: ${err.message}`);
@@ -317,6 +330,7 @@
       state.candles.push(Object.assign(candle, { live: true }));
     }
     redrawLast();
+    emit('candle', { candles: state.candles, generation: state.generation });
   }
 
   // -- pickers ----------------------------------------------------------------------------------
