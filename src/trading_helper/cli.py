@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
@@ -26,6 +28,20 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON."
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
+
+
+@contextmanager
+def _progress(first: str) -> Iterator[Callable[[str, float], None]]:
+    """A Rich progress bar on stderr (stdout keeps the JSON); yields ``progress(text, done 0..1)``."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(first, total=1.0)
+
+        def progress(text: str, done: float) -> None:
+            bar.update(task, description=text, completed=done)
+
+        yield progress
 
 
 def _print_version(value: bool) -> None:
@@ -128,17 +144,10 @@ def bench_soak(
     """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
     import json
 
-    from rich.progress import Progress
-
     from trading_helper.bench.soak.run import run_soak
     from trading_helper.config import get_settings
 
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("starting", total=1.0)
-
-        def progress(text: str, done: float) -> None:
-            bar.update(task, description=text, completed=done)
-
+    with _progress("starting") as progress:
         try:
             kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
             result = asyncio.run(
@@ -177,6 +186,24 @@ def bench_query(
     except TradingHelperError as exc:
         _fail(exc)
         return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
+@bench_app.command("indicators")
+def bench_indicators(
+    bars: int = typer.Option(20_000, min=1000, max=1_000_000, help="Bars in the random 1m series."),
+    repeat: int = typer.Option(5, min=1, help="Timed runs of each batch computation (the best is kept)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print only the JSON result (progress stays on stderr)."
+    ),
+) -> None:
+    """Each study's cost: batch over the series, and bar by bar (closed and forming), vs Bars.of."""
+    import json
+
+    from trading_helper.bench.indicators import run_indicators_bench
+
+    with _progress("studies") as progress:
+        result = run_indicators_bench(bars=bars, repeat=repeat, progress=progress)
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
