@@ -79,6 +79,7 @@ async def test_the_readme_api_examples_run_against_the_demo(demo: tuple[int, str
             "/sync",
             "/subscribe",
             "candles?instrument",
+            "indicators?instrument",
             "instrument_token",
             "/api/quotes/",
             "/api/status",
@@ -92,6 +93,11 @@ async def test_the_readme_api_examples_run_against_the_demo(demo: tuple[int, str
     assert len(json.loads(by["/subscribe"])["subscribed"]) == 2
     five = json.loads(by["candles?instrument"])
     assert five["instrument"]["tradingsymbol"] == "RELIANCE" and len(five["candles"]) == 75  # 09:15-15:30
+    studies = json.loads(by["indicators?instrument"])
+    assert studies["time"] == [c["time"] for c in five["candles"]]
+    assert [s["study"] for s in studies["studies"]] == ["ema:20", "rsi:14", "supertrend:10:3", "vwap"]
+    assert studies["warmup_read"] == studies["warmup_bars"]  # the warm-up was backfilled too
+    assert all(values[0] is not None for s in studies["studies"] for values in s["series"].values())
     fifteen = json.loads(by["instrument_token"])
     assert fifteen["instrument"]["tradingsymbol"] == "NIFTY 50" and len(fifteen["candles"]) == 25
     assert json.loads(by["/api/quotes/"])["last_price"] > 0
