@@ -16,6 +16,9 @@ Libraries, and why (checked 2026-12 on this machine):
 
 Each study's warm-up (the bars read before ``from``) is enough that the first value in range is
 defined and, for the recursive ones, that the seed's weight has decayed below about e^-20 (2e-9).
+SuperTrend also carries a trend state along its path: two runs started at different bars agree once
+both have crossed a band, which its warm-up of 21 ATR periods covered on every random series tested
+(``tests/indicators``), but a series that never crosses could in principle keep them apart.
 """
 
 from __future__ import annotations
