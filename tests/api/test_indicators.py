@@ -17,7 +17,7 @@ from trading_helper.indicators.studies import Bars, parse_studies
 from trading_helper.models import CANDLE_WIRE_FIELDS, Candle
 from trading_helper.timeframes import Timeframe
 
-STUDIES = "ema:20,rsi:14,macd,bb:20:2,atr:14,supertrend:10:3,vwap,sma:50,volume"
+STUDIES = "ema:20,rsi:14,macd,bb:20:2,atr:14,supertrend:10:3,vwap,sma:50,volume,oi"
 
 
 def candles_of(body: dict[str, Any], tf: Timeframe) -> list[Candle]:
