@@ -11,7 +11,7 @@ import pytest
 
 from tests.indicators.reference import RTOL, assert_same, expected
 from trading_helper.errors import InvalidStudy
-from trading_helper.indicators.incremental import StudyUpdater, compute_last
+from trading_helper.indicators.incremental import TALIPP_KEEP, StudyUpdater, compute_last
 from trading_helper.indicators.studies import Bars, parse_studies, parse_study
 from trading_helper.models import Candle
 from trading_helper.timeframes import IST, Timeframe
@@ -153,3 +153,21 @@ def test_a_bad_spec_is_a_specific_error(spec: str, message: str) -> None:
     with pytest.raises(InvalidStudy, match=message) as caught:
         parse_studies(spec)
     assert caught.value.code == "invalid_study"
+
+
+def test_the_talipp_updaters_drop_old_inputs_without_changing_a_value() -> None:
+    """Past ``TALIPP_KEEP`` inputs the talipp indicators drop their oldest half: every value
+    still equals the batch computation over the whole series."""
+    tf = Timeframe.M1
+    candles = random_candles(300, 2 * TALIPP_KEEP + 500, tf)
+    for study in parse_studies("supertrend:10:3,vwap"):
+        batch = study.compute(Bars.of(candles, tf))
+        updater = StudyUpdater(study)
+        for i, candle in enumerate(candles):
+            closed = updater.close(candle)
+            for name, value in closed.items():
+                want = float(batch[name][i])
+                assert value == want or (math.isnan(value) and math.isnan(want)), (
+                    f"{study.spec}.{name} bar {i}"
+                )
+        assert len(updater._engine.indicator.input_values) <= TALIPP_KEEP  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ INSUFFICIENT_HISTORY: type[Exception] = talib.InsufficientHistory  # type: ignor
 
 #: a talipp indicator keeps every input; past this many it drops the oldest half (its next values
 #: depend only on the last few, so nothing it reports changes)
-_TALIPP_KEEP = 4096
+TALIPP_KEEP = 4096
 
 
 class _Engine(Protocol):
@@ -103,8 +103,8 @@ class _SuperTrendEngine:
 
     def close(self, candle: Candle) -> tuple[float, ...]:
         self.indicator.add(_bar(candle))
-        if len(self.indicator.input_values) > _TALIPP_KEEP:
-            self.indicator.purge_oldest(_TALIPP_KEEP // 2)
+        if len(self.indicator.input_values) > TALIPP_KEEP:
+            self.indicator.purge_oldest(TALIPP_KEEP // 2)
         return supertrend_values(self.indicator[-1])
 
     def forming(self, candle: Candle) -> tuple[float, ...]:
@@ -129,8 +129,8 @@ class _VwapEngine:
         self.indicator = self._for(candle)
         self.session = session_of(candle.bucket)
         self.indicator.add(_bar(candle))
-        if len(self.indicator.input_values) > _TALIPP_KEEP:
-            self.indicator.purge_oldest(_TALIPP_KEEP // 2)
+        if len(self.indicator.input_values) > TALIPP_KEEP:
+            self.indicator.purge_oldest(TALIPP_KEEP // 2)
         return (vwap_value(self.indicator[-1]),)
 
     def forming(self, candle: Candle) -> tuple[float, ...]:
