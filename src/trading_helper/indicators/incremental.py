@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -116,25 +116,25 @@ class _SuperTrendEngine:
 
 
 class _VwapEngine:
-    """One talipp VWAP per IST session (``studies.session_of``)."""
+    """One talipp VWAP per IST session (``studies.session_of``); bars come in time order."""
 
     def __init__(self, study: Study) -> None:
-        self.session: datetime | None = None
+        self.session_end: datetime | None = None
         self.indicator = VWAP()
 
-    def _for(self, candle: Candle) -> VWAP:
-        return self.indicator if session_of(candle.bucket) == self.session else VWAP()
+    def _new_session(self, candle: Candle) -> bool:
+        return self.session_end is None or candle.bucket >= self.session_end
 
     def close(self, candle: Candle) -> tuple[float, ...]:
-        self.indicator = self._for(candle)
-        self.session = session_of(candle.bucket)
+        if self._new_session(candle):
+            self.session_end, self.indicator = session_of(candle.bucket) + timedelta(days=1), VWAP()
         self.indicator.add(_bar(candle))
         if len(self.indicator.input_values) > TALIPP_KEEP:
             self.indicator.purge_oldest(TALIPP_KEEP // 2)
         return (vwap_value(self.indicator[-1]),)
 
     def forming(self, candle: Candle) -> tuple[float, ...]:
-        indicator = self._for(candle)
+        indicator = VWAP() if self._new_session(candle) else self.indicator
         indicator.add(_bar(candle))
         try:
             return (vwap_value(indicator[-1]),)

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -36,6 +36,7 @@ import talib
 from talipp.indicators import VWAP, SuperTrend
 from talipp.ohlcv import OHLCV
 
+from trading_helper.candles.calendar import CALENDARS
 from trading_helper.errors import InvalidStudy
 from trading_helper.models import Candle
 from trading_helper.timeframes import Timeframe
@@ -187,11 +188,11 @@ def vwap_value(value: Any) -> float:
 
 def _vwap(bars: Bars, p: tuple[float, ...]) -> dict[str, Array]:
     out = np.full(len(bars), np.nan)
-    session: datetime | None = None
+    session_end: datetime | None = None
     vwap = VWAP()
-    for i, bucket in enumerate(bars.time):
-        if session_of(bucket) != session:
-            session, vwap = session_of(bucket), VWAP()
+    for i, bucket in enumerate(bars.time):  # in time order: a session ends a day after it starts
+        if session_end is None or bucket >= session_end:
+            session_end, vwap = session_of(bucket) + timedelta(days=1), VWAP()
         vwap.add(ohlcv(bars, i))
         out[i] = vwap_value(vwap[-1])
     return {"vwap": out}
@@ -212,9 +213,17 @@ def _volume(bars: Bars, p: tuple[float, ...]) -> dict[str, Array]:
 _EMA_DECAY, _WILDER_DECAY = 10, 20
 
 
-def _day_bars(tf: Timeframe) -> int:
-    """Bars of one IST day at most: the VWAP of the first bar in range needs its session's start."""
-    return 0 if tf is Timeframe.D1 else math.ceil(timedelta(days=1) / tf.width)
+#: the longest exchange session (MCX, 09:00-23:55 IST; NSE's and BSE's, from the package, are shorter)
+LONGEST_SESSION: Final = max(
+    datetime.combine(date.min, spec.hours[1]) - datetime.combine(date.min, spec.hours[0])
+    for spec in CALENDARS.values()
+    if spec.hours is not None
+)
+
+
+def _session_bars(tf: Timeframe) -> int:
+    """Bars of the longest session: the VWAP of the first bar in range needs its session's start."""
+    return 0 if tf is Timeframe.D1 else math.ceil(LONGEST_SESSION / tf.width)
 
 
 _PERIOD = Param("period", int, 20, 1, MAX_PERIOD)
@@ -289,7 +298,7 @@ KINDS: Final[dict[str, Kind]] = {
             lambda p, tf: _n(p) + _WILDER_DECAY * _n(p),
             _supertrend,
         ),
-        Kind("vwap", (), ("vwap",), "overlay", lambda p, tf: _day_bars(tf), _vwap),
+        Kind("vwap", (), ("vwap",), "overlay", lambda p, tf: _session_bars(tf), _vwap),
         Kind("oi", (), ("oi", "change"), "pane", lambda p, tf: 1, _oi),
         Kind("volume", (), ("volume",), "pane", lambda p, tf: 0, _volume),
     )
