@@ -216,7 +216,8 @@ class TickHub:
                 delay = min(delay * 2, 10.0)
             finally:
                 with contextlib.suppress(*REDIS_FAILURES):
-                    await pubsub.aclose()
+                    # redis-py leaves PubSub.aclose unannotated (a gap in its hints)
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 router = APIRouter()

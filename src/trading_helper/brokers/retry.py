@@ -23,7 +23,7 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random 
     Half of the delay is fixed and half random ("equal jitter"): never zero, so a flapping
     server is not hammered, and spread out, so many clients do not retry in lockstep.
     """
-    ceiling = min(cap_s, base_s * 2 ** min(30, max(0, attempt - 1)))
+    ceiling = min(cap_s, base_s * (1 << min(30, max(0, attempt - 1))))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 

@@ -31,6 +31,7 @@ import asyncpg
 
 from trading_helper.candles.calendar import SessionLoader, year_sessions
 from trading_helper.storage import queries
+from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.timeframes import IST, Timeframe
 
@@ -154,7 +155,7 @@ def live_ticks(iid: int, data: Dataset) -> Iterator[tuple[object, ...]]:
             yield ts + offset, iid, prices[n], share if n < 3 else v - 3 * share, ts + offset
 
 
-async def _coverage(conn: asyncpg.Connection, ids: list[int], data: Dataset) -> None:
+async def _coverage(conn: Connection, ids: list[int], data: Dataset) -> None:
     fetch: list[tuple[object, ...]] = []
     live: list[tuple[object, ...]] = []
     for iid in ids:

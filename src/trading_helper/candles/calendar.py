@@ -26,6 +26,7 @@ from datetime import date, datetime, time, timedelta
 
 import asyncpg
 
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import IST
 
 _PACKAGE = "pandas_market_calendars"
@@ -132,7 +133,7 @@ class SessionLoader:
                     await self._store(conn, key, year, sessions)
             self._done.update((key, y) for y in wanted)
 
-    async def _store(self, conn: asyncpg.Connection, key: str, year: int, sessions: list[Session]) -> None:
+    async def _store(self, conn: Connection, key: str, year: int, sessions: list[Session]) -> None:
         async with conn.transaction():
             await conn.execute(_LOCK, key, year)
             await conn.execute(_DELETE_YEAR, key, date(year, 1, 1), date(year, 12, 31))

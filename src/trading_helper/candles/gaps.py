@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import Timeframe
 
 _GAPS = "SELECT lower(r) AS lo, upper(r) AS hi FROM candle_gaps($1, $2, $3, $4, $5) AS r"
@@ -24,7 +23,7 @@ class Gap:
 
 
 async def find_gaps(
-    conn: asyncpg.Connection,
+    conn: Connection,
     instrument_id: int,
     timeframe: Timeframe,
     start: datetime,

@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-import asyncpg
-
 from trading_helper.candles.metrics import READ_SECONDS
 from trading_helper.models import CANDLE_WIRE_FIELDS, Candle
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import Timeframe
 
 T = TypeVar("T")
@@ -34,11 +33,11 @@ READ_JSON = (
 )
 
 #: a reader of one instrument's series: ``read_candles`` (models) or ``read_candles_json`` (wire text)
-Reader = Callable[[asyncpg.Connection, int, Timeframe, datetime, datetime], Awaitable[T]]
+Reader = Callable[[Connection, int, Timeframe, datetime, datetime], Awaitable[T]]
 
 
 async def read_candles(
-    conn: asyncpg.Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
+    conn: Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
 ) -> list[Candle]:
     """Buckets starting in [start, end), in time order, one per bucket."""
     began = time.perf_counter()
@@ -48,7 +47,7 @@ async def read_candles(
 
 
 async def read_candles_json(
-    conn: asyncpg.Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
+    conn: Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
 ) -> str:
     """:func:`read_candles` as a JSON array text of wire candles (``[Candle.wire(), ...]``)."""
     began = time.perf_counter()

@@ -25,6 +25,7 @@ from trading_helper.candles.calendar import SessionLoader, years_between
 from trading_helper.candles.read import Reader, read_candles
 from trading_helper.errors import InvalidRange
 from trading_helper.models import Candle, Instrument
+from trading_helper.storage.db import Connection
 from trading_helper.storage.instruments import resolve_instrument
 from trading_helper.timeframes import IST, Timeframe, parse_timeframe
 
@@ -127,7 +128,7 @@ class CandleService:
         tf: Timeframe,
         start: datetime,
         end: datetime,
-        read: Callable[[asyncpg.Connection], Awaitable[T]],
+        read: Callable[[Connection], Awaitable[T]],
     ) -> tuple[T, BackfillReport]:
         """``read`` after the gaps of the range were fetched from the broker."""
         assert instrument.id is not None

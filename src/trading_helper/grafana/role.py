@@ -14,9 +14,8 @@ import hashlib
 import hmac
 import os
 
-import asyncpg
-
 from trading_helper.errors import ConfigError
+from trading_helper.storage.db import Connection
 
 READER_ROLE = "grafana_reader"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
@@ -44,7 +43,7 @@ def scram_sha256_verifier(
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-async def set_reader_password(conn: asyncpg.Connection, password: str) -> bool:
+async def set_reader_password(conn: Connection, password: str) -> bool:
     """Let ``grafana_reader`` log in with ``password``; False when the role does not exist."""
     if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READER_ROLE):
         return False

@@ -18,14 +18,14 @@ materialised) and as the fallback when a level's refresh policy failed or its sc
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from prometheus_client import Counter
 
 from trading_helper.storage import queries
+from trading_helper.storage.db import Statements
 from trading_helper.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,6 @@ REFRESHES = Counter(
     "Candle windows the service refreshed itself, by level and reason",
     ["relation", "reason"],
 )
-
-
-class Connection(Protocol):
-    async def fetch(self, query: str, *args: Any) -> Sequence[Mapping[str, Any]]: ...
-
-    async def execute(self, query: str, *args: Any) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -54,7 +48,7 @@ class CatchUpReport:
         )
 
 
-async def catch_up(conn: Connection, flavour: str, *, fallback: Iterable[str] | None = ()) -> CatchUpReport:
+async def catch_up(conn: Statements, flavour: str, *, fallback: Iterable[str] | None = ()) -> CatchUpReport:
     """Refresh what is invalidated at every level; with ``fallback`` (candle relations, None for
     all) also what those levels' policies should have materialised by now."""
     report = CatchUpReport()

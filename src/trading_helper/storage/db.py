@@ -11,17 +11,36 @@ connect on first use.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 import asyncpg.pool
+from asyncpg.pool import PoolConnectionProxy
 
 from trading_helper.errors import ConfigError, DatabaseBusy, DatabaseUnavailable
 from trading_helper.redact import redact_dsn
 from trading_helper.storage.sqlstate import DB_FAILURES, storage_error
+
+#: a connection as the code receives it: opened by :func:`connect`, or lent by a pool
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+class Row(Protocol):
+    """A result row read by column name: an asyncpg ``Record`` (or a dict, from the tests'
+    bridge to the TimescaleDB engine)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Statements(Protocol):
+    """What code that only runs statements needs of a connection: any :data:`Connection`, or the
+    tests' bridge to the TimescaleDB engine (tests/timescale), which speaks no asyncpg."""
+
+    async def fetch(self, query: str, *args: Any) -> Sequence[Row]: ...
+
+    async def execute(self, query: str, *args: Any) -> str: ...
 
 
 @contextmanager
@@ -48,7 +67,7 @@ def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {reason}")
 
 
-async def connect(dsn: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
+async def connect(dsn: str, *, timeout_s: float = 10.0) -> asyncpg.Connection[asyncpg.Record]:
     try:
         return await asyncpg.connect(dsn, timeout=timeout_s)
     except (ValueError, TypeError) as exc:
@@ -57,39 +76,32 @@ async def connect(dsn: str, *, timeout_s: float = 10.0) -> asyncpg.Connection:
         raise _unavailable(dsn, exc) from exc
 
 
-class _BoundedAcquire:
-    """``pool.acquire()`` with the pool's acquire timeout, a timeout raised as DatabaseBusy."""
+class _BoundedAcquire(asyncpg.pool.PoolAcquireContext):  # of asyncpg.Record (the default)
+    """``pool.acquire()`` with the pool's acquire timeout, a timeout raised as DatabaseBusy
+    (both ``async with pool.acquire()`` and ``conn = await pool.acquire()``)."""
 
-    __slots__ = ("_context", "_pool_size", "_timeout_s")
-
-    def __init__(self, context: Any, timeout_s: float, pool_size: int) -> None:
-        self._context = context
-        self._timeout_s = timeout_s
-        self._pool_size = pool_size
+    __slots__ = ()
 
     def _busy(self, exc: BaseException) -> DatabaseBusy:
         return DatabaseBusy(
-            f"no database connection within {self._timeout_s:g} s (all {self._pool_size} "
+            f"no database connection within {self.timeout:g} s (all {self.pool.get_max_size()} "
             f"of the API's connections busy, or the database slow to answer)"
         )
 
-    async def __aenter__(self) -> asyncpg.Connection:
+    async def __aenter__(self) -> PoolConnectionProxy[asyncpg.Record]:
         try:
-            conn: asyncpg.Connection = await self._context.__aenter__()
+            return await super().__aenter__()
         except TimeoutError as exc:
             raise self._busy(exc) from exc
-        return conn
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._context.__aexit__(kind, exc, tb)
-
-    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:  # ``conn = await pool.acquire()``
-        return self.__aenter__().__await__()
+    def __await__(self) -> Generator[Any, None, PoolConnectionProxy[asyncpg.Record]]:
+        try:
+            return (yield from super().__await__())
+        except TimeoutError as exc:
+            raise self._busy(exc) from exc
 
 
-class BoundedPool(asyncpg.pool.Pool):
+class BoundedPool(asyncpg.pool.Pool):  # of asyncpg.Record (the default)
     """An asyncpg pool whose ``acquire()`` (and so ``fetch``/``execute`` ... on the pool) waits
     at most ``acquire_timeout_s`` for a connection. asyncpg has a per-call timeout only; this
     gives every caller the same bound without threading it through each one."""
@@ -98,9 +110,8 @@ class BoundedPool(asyncpg.pool.Pool):
         super().__init__(*args, **kwargs)
         self.acquire_timeout_s = acquire_timeout_s
 
-    def acquire(self, *, timeout: float | None = None) -> Any:
-        limit = self.acquire_timeout_s if timeout is None else timeout
-        return _BoundedAcquire(super().acquire(timeout=limit), limit, self.get_max_size())
+    def acquire(self, *, timeout: float | None = None) -> _BoundedAcquire:
+        return _BoundedAcquire(self, self.acquire_timeout_s if timeout is None else timeout)
 
 
 async def create_pool(
@@ -111,7 +122,7 @@ async def create_pool(
     acquire_timeout_s: float | None = None,
     statement_timeout_s: float | None = None,
     **kwargs: Any,
-) -> asyncpg.Pool:
+) -> asyncpg.Pool[asyncpg.Record]:
     """A pool on ``dsn``. ``min_size`` 0: nothing connects before the first use (the database may
     be down at start). ``acquire_timeout_s``: the longest wait for a free connection;
     ``statement_timeout_s``: PostgreSQL's ``statement_timeout`` on every connection."""

@@ -10,6 +10,7 @@ from trading_helper.errors import InvalidReference, UnknownInstrument, Validatio
 from trading_helper.instruments import refs
 from trading_helper.models import Instrument
 from trading_helper.storage import sql_instruments
+from trading_helper.storage.db import Connection
 
 _LOAD_TABLE = """
 CREATE TEMP TABLE instrument_load (
@@ -35,7 +36,7 @@ _LOAD_COLUMNS = (
 
 
 async def sync_instruments(
-    conn: asyncpg.Connection, broker: str, instruments: Sequence[Instrument], *, mark_expired: bool = True
+    conn: Connection, broker: str, instruments: Sequence[Instrument], *, mark_expired: bool = True
 ) -> int:
     """Upsert ``instruments`` with their ``broker`` ids; ones the broker no longer lists are
     flagged expired (never deleted: their ticks and candles stay addressable)."""
@@ -66,7 +67,7 @@ async def sync_instruments(
     return len(records)
 
 
-async def lookup_tokens(conn: asyncpg.Connection, broker: str, tokens: Iterable[str]) -> dict[str, int]:
+async def lookup_tokens(conn: Connection, broker: str, tokens: Iterable[str]) -> dict[str, int]:
     """Broker token/symbol -> our instrument id, for the tokens that are known."""
     rows = await conn.fetch(sql_instruments.LOOKUP_BROKER_TOKENS, broker, list(tokens))
     return {r["broker_token"]: r["instrument_id"] for r in rows}
@@ -94,14 +95,14 @@ def _to_instrument(row: asyncpg.Record, broker_rows: Iterable[asyncpg.Record]) -
     return inst
 
 
-async def get_instrument(conn: asyncpg.Connection, instrument_id: int) -> Instrument:
+async def get_instrument(conn: Connection, instrument_id: int) -> Instrument:
     row = await conn.fetchrow(sql_instruments.GET_INSTRUMENT, instrument_id)
     if row is None:
         raise UnknownInstrument(f"no instrument with id {instrument_id}")
     return _to_instrument(row, await conn.fetch(sql_instruments.BROKER_IDS_OF, instrument_id))
 
 
-async def _find(conn: asyncpg.Connection, ref: refs.Ref) -> asyncpg.Record | None:
+async def _find(conn: Connection, ref: refs.Ref) -> asyncpg.Record | None:
     match ref:
         case refs.OurId(id=n):
             return await conn.fetchrow(sql_instruments.GET_INSTRUMENT, n)
@@ -124,9 +125,7 @@ def _unknown(given: str | int, ref: refs.Ref) -> UnknownInstrument:
     return UnknownInstrument(f"unknown instrument {shown}", reference=str(given))
 
 
-async def resolve_instrument(
-    conn: asyncpg.Connection, ref: str | int, broker: str | None = None
-) -> Instrument:
+async def resolve_instrument(conn: Connection, ref: str | int, broker: str | None = None) -> Instrument:
     """The instrument a reference names (grammar: ``instruments/refs.py``); ``broker`` is the
     configured one, whose tokens bare numbers are. :class:`InvalidReference` outside the grammar,
     :class:`UnknownInstrument` (naming the reference) when nothing matches."""
@@ -139,7 +138,7 @@ async def resolve_instrument(
 
 
 async def resolve_many(
-    conn: asyncpg.Connection, given: Sequence[str | int], broker: str | None
+    conn: Connection, given: Sequence[str | int], broker: str | None
 ) -> tuple[list[Instrument], list[ValidationError]]:
     """Each reference of a list: the instruments found (in order, once each) and one error per bad
     entry (invalid or unknown), so a caller can name every one."""

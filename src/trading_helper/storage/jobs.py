@@ -23,11 +23,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
 
 from trading_helper.storage import queries
+from trading_helper.storage.db import Row, Statements
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,6 @@ JOB_CHECKS_FAILED = Counter("th_job_checks_failed_total", "Job health checks tha
 
 #: longest error text kept from a job (the scheduler stores whatever the failing statement said)
 ERROR_MAX_CHARS = 500
-
-
-class Fetcher(Protocol):
-    """What the check needs of a connection (an asyncpg connection; the tests' engine bridge)."""
-
-    async def fetch(self, query: str, *args: Any) -> Sequence[Mapping[str, Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +61,7 @@ class JobState:
     total_failures: int
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> JobState:
+    def from_row(cls, row: Row) -> JobState:
         return cls(
             job=row["job"],
             job_id=row["job_id"],
@@ -165,7 +160,7 @@ def evaluate(
 
 
 async def record_run(
-    conn: Any,
+    conn: Statements,
     job: str,
     kind: str,
     relation: str | None,
@@ -198,7 +193,7 @@ class JobHealth:
         self.check_error: str | None = None
         self._failures_seen: dict[str, int] = {}
 
-    async def check(self, conn: Fetcher) -> list[JobProblem]:
+    async def check(self, conn: Statements) -> list[JobProblem]:
         """Read the jobs, judge them, log and count what changed; returns the problems."""
         rows = await conn.fetch(queries.JOB_STATUS)
         alive: bool | None = None

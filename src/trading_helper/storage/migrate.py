@@ -25,7 +25,7 @@ import asyncpg
 
 from trading_helper.errors import MigrationError, StorageError
 from trading_helper.storage import sql_schema
-from trading_helper.storage.db import connect
+from trading_helper.storage.db import Connection, connect
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class TimescaleProbe:
     problem: str | None  # why CREATE EXTENSION fails here; None: it works
 
 
-async def probe_timescale(conn: asyncpg.Connection) -> TimescaleProbe:
+async def probe_timescale(conn: Connection) -> TimescaleProbe:
     """Try ``CREATE EXTENSION timescaledb`` in a transaction that is always rolled back."""
     if await conn.fetchval(sql_schema.TIMESCALE_INSTALLED):
         return TimescaleProbe(True, None)
@@ -108,7 +108,7 @@ def choose_flavour(probe: TimescaleProbe, *, require_timescale: bool) -> tuple[F
 
 
 async def _detect_flavour(
-    conn: asyncpg.Connection, dsn: str, *, require_timescale: bool
+    conn: Connection, dsn: str, *, require_timescale: bool
 ) -> tuple[Flavour, str | None]:
     recorded = await conn.fetchval(sql_schema.RECORDED_FLAVOUR)
     if recorded in FLAVOURS:
@@ -189,8 +189,9 @@ async def migrate(
         await conn.close()
 
 
-async def current_flavour(conn: asyncpg.Connection) -> Flavour:
+async def current_flavour(conn: Connection) -> Flavour:
     value = await conn.fetchval(sql_schema.RECORDED_FLAVOUR)
-    if value not in FLAVOURS:
-        raise StorageError("the database has no Trading Helper schema: run `trading-helper db migrate`")
-    return value
+    for flavour in FLAVOURS:
+        if value == flavour:
+            return flavour
+    raise StorageError("the database has no Trading Helper schema: run `trading-helper db migrate`")

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trading_helper.storage import queries
+from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import Flavour, current_flavour
 from trading_helper.storage.pgcopy import BinaryRows, Kind, empty
 from trading_helper.storage.sqlstate import Failure, classify, retryable, sqlstate_of
@@ -168,15 +169,15 @@ def row_json(columns: Sequence[str], row: Sequence[object]) -> str:
     return json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)})
 
 
-async def load_volume_state(conn: asyncpg.Connection) -> list[VolumeStateRow]:
+async def load_volume_state(conn: Connection) -> list[VolumeStateRow]:
     return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)]
 
 
-async def instrument_ids(conn: asyncpg.Connection) -> set[int]:
+async def instrument_ids(conn: Connection) -> set[int]:
     return {r[0] for r in await conn.fetch(queries.INSTRUMENT_IDS)}
 
 
-async def known_instrument_ids(conn: asyncpg.Connection, ids: Sequence[int]) -> set[int]:
+async def known_instrument_ids(conn: Connection, ids: Sequence[int]) -> set[int]:
     """Which of ``ids`` are instruments."""
     return {r[0] for r in await conn.fetch(queries.KNOWN_INSTRUMENT_IDS, list(ids))}
 
@@ -229,7 +230,7 @@ class TickStore:
             raise wrapped from exc
 
     async def _commit_once(
-        self, conn: asyncpg.Connection, batch: TickWrite, offset: StreamOffset | None
+        self, conn: Connection, batch: TickWrite, offset: StreamOffset | None
     ) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
         async with conn.transaction():
@@ -275,7 +276,7 @@ class TickStore:
                     )
         return dead
 
-    async def _ensure_partitions(self, conn: asyncpg.Connection, *row_sets: TickRows) -> None:
+    async def _ensure_partitions(self, conn: Connection, *row_sets: TickRows) -> None:
         """Daily partitions (of tick_data and quote_updates) for every UTC day from the batch's
         oldest to its newest row."""
         spans = [(r.first_us, r.last_us) for r in row_sets if r]
@@ -289,16 +290,20 @@ class TickStore:
 
 
 async def _copy(
-    conn: asyncpg.Connection, relation: str, columns: Sequence[str], rows: BinaryRows, lo: int, hi: int
+    conn: Connection, relation: str, columns: Sequence[str], rows: BinaryRows, lo: int, hi: int
 ) -> None:
-    # a memoryview: asyncpg would take bytes for a file name
+    # a memoryview: asyncpg would take bytes for a file name. asyncpg documents (and its
+    # _copy_in handles) any object with the buffer protocol; asyncpg-stubs omit that case.
     await conn.copy_to_table(
-        relation, source=memoryview(rows.payload(lo, hi)), columns=list(columns), format="binary"
+        relation,
+        source=memoryview(rows.payload(lo, hi)),  # type: ignore[arg-type]
+        columns=list(columns),
+        format="binary",
     )
 
 
 async def _copy_isolating(
-    conn: asyncpg.Connection,
+    conn: Connection,
     relation: str,
     columns: Sequence[str],
     rows: BinaryRows,

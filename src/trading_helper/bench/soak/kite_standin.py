@@ -32,7 +32,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from trading_helper.bench.soak.market import IST, Market, SoakTick
+from trading_helper.bench.soak.market import Market, SoakTick
+from trading_helper.bench.soak.oracle import IST
 
 _QUOTE = struct.Struct(">IiIiIIIiiiiIIIII")  # token .. exchange_timestamp: 64 bytes
 _LEVEL = struct.Struct(">IiH2x")  # quantity, price, orders, padding: 12 bytes

@@ -40,8 +40,8 @@ from trading_helper import clock
 from trading_helper.bench.faultproxy import FaultProxy
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.bench.soak.kite_standin import KiteStandIn
-from trading_helper.bench.soak.market import IST, POISON_PRICE, SESSION, Market, SoakTick
-from trading_helper.bench.soak.oracle import WIDTHS, RawTick, bucket_of, candles
+from trading_helper.bench.soak.market import POISON_PRICE, SESSION, Market, SoakTick
+from trading_helper.bench.soak.oracle import IST, WIDTHS, RawTick, bucket_of, candles
 from trading_helper.bench.soak.processes import RedisServer, ServeProcess, free_port, rss_mb
 from trading_helper.brokers.tokens import save_token
 from trading_helper.candles.calendar import year_sessions
