@@ -105,7 +105,7 @@ class Candle:
 
 
 #: a candle's fields on the wire, in order: ``api.schemas.CandleOut`` documents them, the database
-#: builds them for the REST answers (``candles.read.READ_JSON``), :meth:`Candle.wire` for the rest
+#: builds them for the REST answers (``storage.sql_candles.READ_JSON``), :meth:`Candle.wire` for the rest
 CANDLE_WIRE_FIELDS = ("time", "open", "high", "low", "close", "volume", "open_interest", "source")
 
 

@@ -27,8 +27,8 @@ from trading_helper.api.runtime import Runtime
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.brokers.sim import SimBroker, sim_instruments
 from trading_helper.candles.bench_data import load_dataset
-from trading_helper.candles.read import READ
 from trading_helper.config import Settings
+from trading_helper.storage import sql_candles
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import current_flavour
@@ -106,13 +106,13 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
 
                 async def day_1m(n: int) -> int:
                     iid, d = picks[n]
-                    return len(await conn.fetch(READ, iid, "1m", *_day(d)))
+                    return len(await conn.fetch(sql_candles.READ, iid, "1m", *_day(d)))
 
                 async def month_15m(n: int) -> int:
-                    return len(await conn.fetch(READ, picks[n][0], "15m", month_from, month_to))
+                    return len(await conn.fetch(sql_candles.READ, picks[n][0], "15m", month_from, month_to))
 
                 async def year_1d(n: int) -> int:
-                    return len(await conn.fetch(READ, picks[n][0], "1d", year_from, month_to))
+                    return len(await conn.fetch(sql_candles.READ, picks[n][0], "1d", year_from, month_to))
 
                 for name, call in (
                     ("read_1m_day", day_1m),

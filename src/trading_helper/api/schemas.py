@@ -119,7 +119,7 @@ class SubscriptionList(BaseModel):
 
 class CandleOut(BaseModel):
     """A candle on the wire: :class:`~trading_helper.models.Candle` by ``Candle.wire()``, or built by
-    the database in the same shape (``candles.read.READ_JSON``); fields in ``CANDLE_WIRE_FIELDS`` order."""
+    the database in the same shape (``storage.sql_candles.READ_JSON``); fields in ``CANDLE_WIRE_FIELDS`` order."""
 
     time: datetime = Field(description="bucket start, ISO 8601 in IST (+05:30)")
     open: float

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+from trading_helper.storage import sql_server
 from trading_helper.storage.db import connect
 from trading_helper.storage.migrate import migrate
 
@@ -22,7 +23,7 @@ async def scratch_database(dsn: str, prefix: str = "th_bench") -> AsyncIterator[
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = await connect(_with_db(dsn, "postgres"))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(sql_server.create_database(name))
     finally:
         await admin.close()
     url = _with_db(dsn, name)
@@ -32,6 +33,6 @@ async def scratch_database(dsn: str, prefix: str = "th_bench") -> AsyncIterator[
     finally:
         admin = await connect(_with_db(dsn, "postgres"))
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(sql_server.drop_database(name))
         finally:
             await admin.close()

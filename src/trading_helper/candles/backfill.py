@@ -24,6 +24,7 @@ from trading_helper.candles.gaps import Gap, fetch_windows, find_gaps
 from trading_helper.candles.metrics import BACKFILL_CALLS, BACKFILL_CANDLES, BACKFILL_ERRORS
 from trading_helper.errors import BrokerError
 from trading_helper.models import Candle
+from trading_helper.storage import sql_candles
 from trading_helper.timeframes import BUCKET_ORIGIN, IST, Timeframe
 
 log = logging.getLogger(__name__)
@@ -33,22 +34,6 @@ FINAL_AFTER = timedelta(minutes=2)
 
 #: brokers stamp daily candles at 00:00 IST; our 1d buckets start at 00:15 IST (the shared origin)
 _DAY_SHIFT = BUCKET_ORIGIN - BUCKET_ORIGIN.replace(hour=0, minute=0)
-
-_STORE_CANDLES = """
-INSERT INTO broker_candles AS b (instrument_id, timeframe, bucket, open, high, low, close, volume,
-                                 open_interest, source, fetched_at)
-SELECT $1, $2, u.bucket, u.open, u.high, u.low, u.close, u.volume, u.oi, $9, now()
-FROM unnest($3::timestamptz[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::bigint[],
-            $10::bigint[]) AS u(bucket, open, high, low, close, volume, oi)
-ON CONFLICT (instrument_id, timeframe, bucket) DO UPDATE
-SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-    volume = excluded.volume, open_interest = excluded.open_interest, source = excluded.source,
-    fetched_at = excluded.fetched_at
-"""
-_RECORD_FETCH = """
-INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source)
-VALUES ($1, $2, tstzrange($3, $4), $5, $6)
-"""
 
 
 @dataclass(slots=True)
@@ -169,7 +154,7 @@ class Backfiller:
         async with self.pool.acquire() as conn, conn.transaction():
             if rows:
                 await conn.execute(
-                    _STORE_CANDLES,
+                    sql_candles.STORE_BROKER_CANDLES,
                     instrument_id,
                     timeframe.value,
                     buckets,
@@ -182,7 +167,13 @@ class Backfiller:
                     [c.open_interest for c in rows],
                 )
             await conn.execute(
-                _RECORD_FETCH, instrument_id, timeframe.value, window.start, window.end, len(rows), source
+                sql_candles.RECORD_FETCH,
+                instrument_id,
+                timeframe.value,
+                window.start,
+                window.end,
+                len(rows),
+                source,
             )
 
     def status(self) -> dict[str, object] | None:

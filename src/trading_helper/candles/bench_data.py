@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from trading_helper.candles.calendar import SessionLoader, year_sessions
-from trading_helper.storage import queries
+from trading_helper.storage import queries, sql_candles
 from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.timeframes import IST, Timeframe
@@ -178,15 +178,8 @@ async def _coverage(conn: Connection, ids: list[int], data: Dataset) -> None:
                 (iid, hole_to, end + timedelta(minutes=5)),
             ]
             fetch.append((iid, "1m", hole_from, hole_to))
-    await conn.executemany(
-        "INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source) "
-        "VALUES ($1, $2, tstzrange($3, $4), 1, 'sim')",
-        fetch,
-    )
-    await conn.executemany(
-        "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'sim', tstzrange($2, $3), false)",
-        live,
-    )
+    await conn.executemany(sql_candles.BENCH_FETCH_COVERAGE, fetch)
+    await conn.executemany(sql_candles.BENCH_LIVE_COVERAGE, live)
 
 
 async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int, today: date) -> Dataset:
@@ -202,10 +195,10 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
     async with pool.acquire() as conn:
         plain = await current_flavour(conn) == "postgres"
         # bulk load without the two big indexes, then build them once
-        await conn.execute("ALTER TABLE broker_candles DROP CONSTRAINT broker_candles_pkey")
+        await conn.execute(sql_candles.DROP_BROKER_CANDLES_PKEY)
         if plain:
-            await conn.execute("ALTER TABLE candles_1m_mat DROP CONSTRAINT candles_1m_mat_pkey")
-            await conn.execute("DROP INDEX candles_1m_mat_bucket_idx")
+            await conn.execute(sql_candles.DROP_MAT_PKEY)
+            await conn.execute(sql_candles.DROP_MAT_BUCKET_INDEX)
         broker = live = 0
         for n in range(0, len(instrument_ids), BATCH_INSTRUMENTS):
             ids = instrument_ids[n : n + BATCH_INSTRUMENTS]
@@ -220,23 +213,17 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
                 await conn.copy_records_to_table("tick_data", records=ticks, columns=TICK_COLUMNS)
             live += len(mats)
             await _coverage(conn, ids, data)
-        await conn.execute(
-            "ALTER TABLE broker_candles ADD CONSTRAINT broker_candles_pkey "
-            "PRIMARY KEY (instrument_id, timeframe, bucket)"
-        )
+        await conn.execute(sql_candles.ADD_BROKER_CANDLES_PKEY)
         if plain:
-            await conn.execute(
-                "ALTER TABLE candles_1m_mat ADD CONSTRAINT candles_1m_mat_pkey "
-                "PRIMARY KEY (instrument_id, bucket)"
-            )
-            await conn.execute("CREATE INDEX candles_1m_mat_bucket_idx ON candles_1m_mat (bucket)")
+            await conn.execute(sql_candles.ADD_MAT_PKEY)
+            await conn.execute(sql_candles.CREATE_MAT_BUCKET_INDEX)
         if data.live_days:
             start, _ = _session(data.live_days[0])
             _, end = _session(data.live_days[-1])
             for tf in Timeframe:
                 if plain and tf is not Timeframe.M1:
                     await conn.execute(
-                        "SELECT candle_rebuild($1, tstzmultirange(tstzrange($2, $3)))",
+                        sql_candles.REBUILD_CANDLES,
                         tf.value,
                         start - timedelta(days=1),
                         end + timedelta(days=1),
@@ -249,6 +236,6 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
                         (end + timedelta(days=2)).timestamp(),
                         False,
                     )
-        await conn.execute("ANALYZE")
+        await conn.execute(sql_candles.ANALYZE)
     data.rows = {"broker_candles": broker, "live_1m_candles": live}
     return data

@@ -26,6 +26,7 @@ from datetime import date, datetime, time, timedelta
 
 import asyncpg
 
+from trading_helper.storage import sql_calendar
 from trading_helper.storage.db import Connection
 from trading_helper.timeframes import IST
 
@@ -93,22 +94,6 @@ def years_between(start: datetime, end: datetime) -> range:
     return range(start.astimezone(IST).year, end.astimezone(IST).year + 1)
 
 
-_NEEDS_LOAD = """
-SELECT y FROM unnest($2::integer[]) AS y
-WHERE NOT EXISTS (SELECT 1 FROM market_calendar_loads l WHERE l.calendar = $1 AND l.year = y AND l.source = $3)
-"""
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('trading_helper.calendar'), hashtext($1) # $2)"
-_DELETE_YEAR = "DELETE FROM market_sessions WHERE calendar = $1 AND day >= $2 AND day <= $3"
-_INSERT = """
-INSERT INTO market_sessions (calendar, day, session)
-SELECT $1, d, tstzrange(o, c) FROM unnest($2::date[], $3::timestamptz[], $4::timestamptz[]) AS s(d, o, c)
-"""
-_RECORD = """
-INSERT INTO market_calendar_loads (calendar, year, source, loaded_at) VALUES ($1, $2, $3, now())
-ON CONFLICT (calendar, year) DO UPDATE SET source = excluded.source, loaded_at = excluded.loaded_at
-"""
-
-
 class SessionLoader:
     """Makes sure ``market_sessions`` holds the years a request touches; remembers what it did,
     so a warm process answers from memory."""
@@ -127,7 +112,9 @@ class SessionLoader:
             if not wanted:
                 return
             async with pool.acquire() as conn:
-                missing = [r["y"] for r in await conn.fetch(_NEEDS_LOAD, key, wanted, self._source)]
+                missing = [
+                    r["y"] for r in await conn.fetch(sql_calendar.YEARS_TO_LOAD, key, wanted, self._source)
+                ]
                 for year in missing:
                     sessions = await asyncio.to_thread(year_sessions, key, year)
                     await self._store(conn, key, year, sessions)
@@ -135,9 +122,9 @@ class SessionLoader:
 
     async def _store(self, conn: Connection, key: str, year: int, sessions: list[Session]) -> None:
         async with conn.transaction():
-            await conn.execute(_LOCK, key, year)
-            await conn.execute(_DELETE_YEAR, key, date(year, 1, 1), date(year, 12, 31))
+            await conn.execute(sql_calendar.LOCK_YEAR, key, year)
+            await conn.execute(sql_calendar.DELETE_YEAR, key, date(year, 1, 1), date(year, 12, 31))
             if sessions:
                 days, opens, closes = zip(*sessions, strict=True)
-                await conn.execute(_INSERT, key, list(days), list(opens), list(closes))
-            await conn.execute(_RECORD, key, year, self._source)
+                await conn.execute(sql_calendar.INSERT_SESSIONS, key, list(days), list(opens), list(closes))
+            await conn.execute(sql_calendar.RECORD_LOAD, key, year, self._source)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from trading_helper.storage import sql_candles
 from trading_helper.storage.db import Connection
 from trading_helper.timeframes import Timeframe
-
-_GAPS = "SELECT lower(r) AS lo, upper(r) AS hi FROM candle_gaps($1, $2, $3, $4, $5) AS r"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +30,7 @@ async def find_gaps(
     until: datetime,
 ) -> list[Gap]:
     """Gaps of buckets starting in [start, end) and ending by ``until``, in time order."""
-    rows = await conn.fetch(_GAPS, instrument_id, timeframe.value, start, end, until)
+    rows = await conn.fetch(sql_candles.GAPS, instrument_id, timeframe.value, start, end, until)
     return [Gap(r["lo"], r["hi"]) for r in rows]
 
 

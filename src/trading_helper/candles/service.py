@@ -25,6 +25,7 @@ from trading_helper.candles.calendar import SessionLoader, years_between
 from trading_helper.candles.read import Reader, read_candles
 from trading_helper.errors import InvalidRange
 from trading_helper.models import Candle, Instrument
+from trading_helper.storage import sql_candles
 from trading_helper.storage.db import Connection
 from trading_helper.storage.instruments import resolve_instrument
 from trading_helper.timeframes import IST, Timeframe, parse_timeframe
@@ -106,7 +107,7 @@ class CandleService:
     async def _calendar_of(self, instrument_id: int) -> str:
         key = self._calendars.get(instrument_id)
         if key is None:
-            key = await self.pool.fetchval("SELECT instrument_calendar($1)", instrument_id)
+            key = await self.pool.fetchval(sql_candles.INSTRUMENT_CALENDAR, instrument_id)
             self._calendars[instrument_id] = key
         return key
 

@@ -36,6 +36,7 @@ import asyncpg
 
 from trading_helper import runner
 from trading_helper.errors import ConfigError, DatabaseUnavailable, StorageError
+from trading_helper.storage import sql_server
 from trading_helper.storage.sqlstate import DB_FAILURES
 
 RUN_AS = "trading-helper-pg"
@@ -185,8 +186,8 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 async def _ensure_database(admin_dsn: str, database: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
-            await conn.execute(f'CREATE DATABASE "{database}"')
+        if not await conn.fetchval(sql_server.DATABASE_EXISTS, database):
+            await conn.execute(sql_server.create_database(database))
     finally:
         await conn.close()
 

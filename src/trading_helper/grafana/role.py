@@ -15,6 +15,7 @@ import hmac
 import os
 
 from trading_helper.errors import ConfigError
+from trading_helper.storage import sql_server
 from trading_helper.storage.db import Connection
 
 READER_ROLE = "grafana_reader"
@@ -45,8 +46,8 @@ def scram_sha256_verifier(
 
 async def set_reader_password(conn: Connection, password: str) -> bool:
     """Let ``grafana_reader`` log in with ``password``; False when the role does not exist."""
-    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READER_ROLE):
+    if not await conn.fetchval(sql_server.ROLE_EXISTS, READER_ROLE):
         return False
     verifier = scram_sha256_verifier(password)
-    await conn.execute(f"ALTER ROLE {READER_ROLE} WITH LOGIN PASSWORD '{verifier}'")
+    await conn.execute(sql_server.set_login_password(READER_ROLE, verifier))
     return True

@@ -19,6 +19,7 @@ from trading_helper.api.deps import RuntimeDep
 from trading_helper.api.runtime import Runtime
 from trading_helper.errors import BufferUnavailable, DatabaseBusy, StorageError
 from trading_helper.ingest.redisconn import redis_errors
+from trading_helper.storage import sql_server
 from trading_helper.storage.db import db_errors
 
 router = APIRouter(tags=["health"])
@@ -73,7 +74,7 @@ async def _database_problem(rt: Runtime) -> dict[str, str] | None:
         with db_errors("health check"):
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 async with rt.pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
+                    await conn.fetchval(sql_server.PING)
     except DatabaseBusy:
         return {"code": "database_busy", "component": "database", "detail": "DatabaseBusy"}
     except StorageError as exc:
