@@ -176,7 +176,7 @@ def bench_query(
     """Read-path and API latency on a throwaway database (th_bench_<random>, dropped afterwards)."""
     import json
 
-    from trading_helper.api.bench import run_query_bench
+    from trading_helper.bench.query import run_query_bench
     from trading_helper.config import get_settings
 
     try:

@@ -117,3 +117,14 @@ def test_the_check_sees_sql(tmp_path: Path) -> None:
     )
     assert [line for line, _ in sql_strings(probe)] == [4, 5, 6, 10]
     assert sql_strings(STORAGE / "sql_coverage.py"), "the named statements themselves are seen"
+
+
+def test_benchmarks_live_under_bench() -> None:
+    bench = PACKAGE / "bench"
+    stray = [
+        str(f.relative_to(PACKAGE))
+        for f in sorted(PACKAGE.rglob("*.py"))
+        if "bench" in f.stem and not f.is_relative_to(bench)
+    ]
+    assert not stray, f"benchmark code belongs under bench/: {stray}"
+    assert (bench / "query.py").is_file() and (bench / "ingest.py").is_file()

@@ -10,7 +10,7 @@ from datetime import UTC, date
 from tests.oracle import RawTick, candles
 from tests.storage.test_timescale_engine import assert_same_candles, rows_of, wide_window
 from tests.timescale.engine import TimescaleEngine
-from trading_helper.candles.bench_data import Dataset, _live_rows, live_ticks, trading_days
+from trading_helper.bench.query_data import Dataset, _live_rows, live_ticks, trading_days
 
 
 def test_the_live_days_load_as_ticks_that_aggregate_to_the_same_candles(

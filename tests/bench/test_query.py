@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from trading_helper.api.bench import run_query_bench
+from trading_helper.bench.query import run_query_bench
 from trading_helper.config import Settings
 
 

@@ -1,6 +1,6 @@
 """``trading-helper bench query``: latency of the merged read path and of the API over HTTP.
 
-Loads :mod:`trading_helper.candles.bench_data` into a throwaway database (``th_bench_<random>``,
+Loads :mod:`trading_helper.bench.query_data` into a throwaway database (``th_bench_<random>``,
 dropped afterwards; the server's flavour, TimescaleDB or plain PostgreSQL, the same JSON), then times, per random instrument: one day of 1m through ``read_candles``,
 30 days of 15m, a year of 1d, and one day of 1m through ``GET /api/candles`` end to end (uvicorn
 on 127.0.0.1, keep-alive HTTP client; the request also runs gap detection against the simulator
@@ -24,9 +24,9 @@ from pydantic import SecretStr
 
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
+from trading_helper.bench.query_data import load_dataset
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.brokers.sim import SimBroker, sim_instruments
-from trading_helper.candles.bench_data import load_dataset
 from trading_helper.config import Settings
 from trading_helper.storage import sql_candles
 from trading_helper.storage.db import create_pool
