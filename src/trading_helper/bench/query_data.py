@@ -37,29 +37,9 @@ from trading_helper.timeframes import IST, Timeframe
 
 BATCH_INSTRUMENTS = 50
 HOLE = (11 * 60, 11 * 60 + 10)  # minutes of the IST day without live capture
-BROKER_COLUMNS = (
-    "instrument_id",
-    "timeframe",
-    "bucket",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "open_interest",
-    "source",
-)
-MAT_COLUMNS = (
-    "bucket",
-    "instrument_id",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "open_interest",
-    "tick_count",
-)
+_OHLCV_OI = ("open", "high", "low", "close", "volume", "open_interest")
+BROKER_COLUMNS = ("instrument_id", "timeframe", "bucket", *_OHLCV_OI, "source")
+MAT_COLUMNS = ("bucket", "instrument_id", *_OHLCV_OI, "tick_count")
 TICK_COLUMNS = ("time", "instrument_id", "ltp", "volume_delta", "received_at")
 #: where in its minute each of a live bar's four ticks (open, high, low, close) falls
 _TICK_AT = (timedelta(seconds=1), timedelta(seconds=15), timedelta(seconds=30), timedelta(seconds=45))
