@@ -14,18 +14,17 @@ The lifecycle owns what is the same for every broker; the broker supplies what i
     resubscribe everything on a new socket
     coverage events with their ids and times
 
-Login: a refused token (HTTP 401/403 on the upgrade, an in-band refusal, an expired token, no
-token at all) puts the feed in LOGIN_REQUIRED at once and emits one LOGIN_REQUIRED event with
-every subscribed instrument. The connections then wait, polling the token file that
-``trading-helper login`` writes (``brokers/tokens.py``) about once a second, and reconnect as soon
-as its content or mtime changes: a morning login brings a running feed back without a restart,
-and ``run()`` never returns because of a login (a supervisor would take that for a crash).
+Beside it: the login state in ``login_gate.py``, the silence watchdog in ``watchdog.py``, the
+backoff in ``retry.py``, and the feed that runs a feed's connections in ``managed_feed.py``.
+
+Login: the feed's login state (``brokers/login_gate.py``): a refused token puts the feed in
+LOGIN_REQUIRED, and the connections wait for a new one; ``run()`` never returns because of a login.
 
 Coverage events: CONNECTED when a socket carries its instruments (after authentication and the
 subscribe messages) and for instruments added later; DISCONNECTED at the last sign of life (a
 frame, or a pong where the broker pings) when the socket dies or stalls, so the silence before
 the watchdog fired counts as not captured; STOPPED for instruments unsubscribed and when the feed
-stops; LOGIN_REQUIRED as above.
+stops; LOGIN_REQUIRED once per refused token, with every subscribed instrument (``login_gate.py``).
 
 Hand-written rather than taken from a library: reconnecting WebSocket helpers (websockets'
 ``connect`` iterator, the official clients' loops) know neither our login rule, nor coverage
@@ -37,7 +36,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -46,10 +44,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from trading_helper import clock
-from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
+from trading_helper.brokers.base import FeedEvent, FeedState
+from trading_helper.brokers.login_gate import LoginGate
 from trading_helper.brokers.retry import backoff_delay
-from trading_helper.brokers.tokens import load_token, token_path
-from trading_helper.config import Settings
+from trading_helper.brokers.watchdog import Watchdog
 from trading_helper.errors import BrokerError, ConfigError, LoginRequired
 
 log = logging.getLogger(__name__)
@@ -57,111 +55,6 @@ log = logging.getLogger(__name__)
 # kept at INFO, keeps tokens out of the logs whatever the root level is.
 _protocol_log = logging.getLogger(f"{__name__}.protocol")
 _protocol_log.setLevel(logging.INFO)
-
-#: what identifies one stored token: (file mtime in ns or None, the token); a new login changes it
-TokenSignature = tuple[int | None, str]
-
-
-def _now() -> datetime:
-    """Data time (event times, receive times): the one data clock, simulated in the soak."""
-    return clock.now()
-
-
-class Watchdog:
-    """Signs of life on one socket. No frame (and no pong, where the broker pings) for
-    ``stall_s`` means the socket is dead even if it looks open (a silent stall)."""
-
-    def __init__(self, stall_s: float) -> None:
-        self.stall_s = stall_s
-        self._last = time.monotonic()
-        #: wall time of the last sign of life: where coverage ends when the socket dies
-        self.alive_at = _now()
-
-    def touch(self) -> datetime:
-        self._last = time.monotonic()
-        self.alive_at = _now()
-        return self.alive_at
-
-    def processed(self) -> None:
-        """A frame was handled: the time that took is not silence (frames waiting meanwhile are
-        still to be read), so the stall clock restarts; ``alive_at`` stays the frame's arrival."""
-        self._last = time.monotonic()
-
-    def remaining(self) -> float:
-        return self.stall_s - (time.monotonic() - self._last)
-
-
-class LoginGate:
-    """The feed's login state, shared by all its connections (Kite has up to three)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        broker: str,
-        *,
-        poll_s: float,
-        on_required: Callable[[str], Awaitable[None]],
-        on_change: Callable[[], None],
-    ) -> None:
-        self._settings = settings
-        self._broker = broker
-        self._poll_s = poll_s
-        self._on_required = on_required
-        self._on_change = on_change
-        self._refused: TokenSignature | None = None
-        #: why a login is needed; None while the stored token is not known to be refused
-        self.detail: str | None = None
-
-    @property
-    def required(self) -> bool:
-        return self.detail is not None
-
-    def _current(self) -> TokenSignature:
-        try:
-            mtime: int | None = token_path(self._settings, self._broker).stat().st_mtime_ns
-        except OSError:
-            mtime = None
-        return mtime, load_token(self._settings, self._broker)
-
-    async def token(self) -> tuple[str, TokenSignature]:
-        """The token to connect with: the stored one; once it was refused, the next new one
-        (this waits, polling the token file, as long as it takes)."""
-        while True:
-            signature = self._current()
-            if self.detail is None or signature != self._refused:
-                if not signature[1]:
-                    await self.refuse(signature, f"no {self._broker} access token stored")
-                    continue
-                if self.detail is not None:
-                    log.info("%s: a new access token was stored; the live feed reconnects", self._broker)
-                    self.detail = None
-                    self._on_change()
-                return signature[1], signature
-            await asyncio.sleep(self._poll_s)
-
-    async def refuse(self, signature: TokenSignature, detail: str) -> None:
-        """The broker refused the token of ``signature``: report it once per token."""
-        if self.detail is not None and signature == self._refused:
-            return  # another connection already reported this token
-        self._refused, self.detail = signature, detail
-        self._on_change()
-        log.error(
-            "%s login needed: %s; the live feed waits for `trading-helper login %s` and then "
-            "resumes by itself",
-            self._broker,
-            detail,
-            self._broker,
-        )
-        await self._on_required(detail)
-
-    async def check(self) -> None:
-        """At start: forget earlier refusals (the token is tried again once, and a refusal is
-        reported to this run's sink); no token at all is a login to do, whether or not anything
-        is subscribed."""
-        self._refused = self.detail = None
-        signature = self._current()
-        if not signature[1]:
-            await self.refuse(signature, f"no {self._broker} access token stored")
 
 
 class BrokerConnection(abc.ABC):
@@ -366,7 +259,7 @@ class ConnectionLifecycle:
                 await self.conn.sync(ws)
                 now_live = self.conn.live_ids()
                 added, removed, self.live = now_live - self.live, self.live - now_live, now_live
-                at = _now()
+                at = clock.now()
                 if added:
                     await self._emit(FeedEvent(FeedState.CONNECTED, at, added, detail="subscribed"))
                 if removed:
@@ -385,148 +278,3 @@ class ConnectionLifecycle:
             await self.conn.keepalive(ws, watchdog)
         except ConnectionClosed:
             return
-
-
-class ManagedFeed(LiveFeed):
-    """A :class:`LiveFeed` whose connections run on :class:`ConnectionLifecycle`.
-
-    Subclasses create their :class:`BrokerConnection` objects with :meth:`_add_connection`,
-    keep the subscriptions, and call :meth:`_changed` when they change.
-    """
-
-    broker_name: str = ""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        backoff_base_s: float,
-        backoff_cap_s: float,
-        open_timeout_s: float,
-        token_poll_s: float,
-    ) -> None:
-        self._settings = settings
-        self._options = {
-            "stall_s": settings.STALL_TIMEOUT_S,
-            "backoff_base_s": backoff_base_s,
-            "backoff_cap_s": backoff_cap_s,
-            "open_timeout_s": open_timeout_s,
-        }
-        self._gate = LoginGate(
-            settings,
-            self.broker_name,
-            poll_s=token_poll_s,
-            on_required=self._on_login_required,
-            on_change=self._update_state,
-        )
-        self._lifecycles: list[ConnectionLifecycle] = []
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._sink: FeedSink | None = None
-        self._wake: asyncio.Event | None = None
-        self._ever_connected = False
-        self.state = FeedState.STOPPED
-
-    def _add_connection(self, conn: BrokerConnection) -> ConnectionLifecycle:
-        lifecycle = ConnectionLifecycle(conn, self._gate, self._emit, self._update_state, **self._options)
-        self._lifecycles.append(lifecycle)
-        return lifecycle
-
-    @property
-    def attempts(self) -> int:
-        """Connection attempts made so far, over all connections."""
-        return sum(lc.attempts for lc in self._lifecycles)
-
-    @property
-    def connections(self) -> int:
-        """How many connections carry their instruments now."""
-        return sum(1 for lc in self._lifecycles if lc.connected)
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings
-
-    @property
-    def sink(self) -> FeedSink | None:
-        return self._sink
-
-    async def run(self, sink: FeedSink) -> None:
-        """Stream until cancelled; reconnects by itself and waits out a login (never returns)."""
-        if self._wake is not None:
-            raise RuntimeError(f"this {self.broker_name} feed is already running")
-        self._sink, self._wake = sink, asyncio.Event()
-        self.state = FeedState.CONNECTING
-        try:
-            await self._gate.check()
-            while True:
-                self._wake.clear()
-                self._reconcile()
-                self._update_state()
-                await self._wake.wait()
-        finally:
-            live = frozenset().union(*(lc.live for lc in self._lifecycles))
-            tasks = list(self._tasks.values())
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.clear()
-            self._wake = None
-            self.state = FeedState.STOPPED
-            if live:
-                await self._emit(FeedEvent(FeedState.STOPPED, _now(), live, detail="feed stopped"))
-            self._sink = None
-            for result in results:  # a crashed connection task is a bug: surface it
-                if isinstance(result, Exception):
-                    raise result
-
-    def _changed(self, conn: BrokerConnection | None = None) -> None:
-        """Subscriptions changed (for ``conn``, or for every connection)."""
-        for lc in self._lifecycles:
-            if conn is None or lc.conn is conn:
-                lc.conn.changed.set()
-        self._update_state()
-        if self._wake is not None:
-            self._wake.set()
-
-    def _reconcile(self) -> None:
-        """A task for every connection that is wanted; an idle one that is not wanted is stopped
-        (a connected one closes itself once its last instruments were unsubscribed)."""
-        for index, lc in enumerate(self._lifecycles):
-            task = self._tasks.get(index)
-            if task is not None and task.done():
-                del self._tasks[index]
-                error = None if task.cancelled() else task.exception()
-                if error is not None:
-                    raise error
-                task = None
-            if lc.conn.wanted() and task is None:
-                task = self._tasks[index] = asyncio.create_task(lc.run(), name=lc.conn.label)
-                task.add_done_callback(lambda _t: self._wake.set() if self._wake is not None else None)
-            elif not lc.conn.wanted() and task is not None and not lc.connected:
-                task.cancel()
-
-    async def _emit(self, event: FeedEvent) -> None:
-        if self._sink is not None:
-            await self._sink.on_event(event)
-
-    async def _on_login_required(self, detail: str) -> None:
-        await self._emit(
-            FeedEvent(
-                FeedState.LOGIN_REQUIRED,
-                _now(),
-                frozenset(self.subscriptions.values()),
-                detail=f"{detail}: run `trading-helper login {self.broker_name}`",
-            )
-        )
-
-    def _update_state(self) -> None:
-        if self._wake is None:
-            return
-        if self._gate.required:
-            self.state = FeedState.LOGIN_REQUIRED
-            return
-        active = [lc for lc in self._lifecycles if lc.conn.wanted()]
-        self._ever_connected = self._ever_connected or any(lc.connected for lc in active)
-        if active and all(lc.connected for lc in active):
-            self.state = FeedState.CONNECTED
-        else:
-            self.state = FeedState.DISCONNECTED if self._ever_connected else FeedState.CONNECTING

@@ -27,7 +27,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from trading_helper.brokers.connection import BrokerConnection, ManagedFeed, Watchdog
+from trading_helper.brokers.connection import BrokerConnection
 from trading_helper.brokers.fyers import constants as C
 from trading_helper.brokers.fyers.http import FyersHttp
 from trading_helper.brokers.fyers.parsing import (
@@ -42,6 +42,8 @@ from trading_helper.brokers.fyers.parsing import (
     topic_for,
     unsubscribe_message,
 )
+from trading_helper.brokers.managed_feed import ManagedFeed
+from trading_helper.brokers.watchdog import Watchdog
 from trading_helper.config import Settings
 from trading_helper.errors import LoginRequired, SubscriptionLimitExceeded, UnknownInstrument
 from trading_helper.models import DepthLevel, Tick

@@ -22,13 +22,14 @@ from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection
 
-from trading_helper.brokers.connection import BrokerConnection, ManagedFeed
+from trading_helper.brokers.connection import BrokerConnection
 from trading_helper.brokers.kite import constants as c
 from trading_helper.brokers.kite.parsing import (
     kite_frame_to_packets,
     kite_packet_to_tick,
     kite_text_to_message,
 )
+from trading_helper.brokers.managed_feed import ManagedFeed
 from trading_helper.config import Settings
 from trading_helper.errors import SubscriptionLimitExceeded, UnknownInstrument, ValidationError
 from trading_helper.models import Tick
