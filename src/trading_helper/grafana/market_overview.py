@@ -5,7 +5,7 @@ top movers and volume spikes.
 merged read path ``read_candles(instrument, timeframe, from, to)`` (which whitelists it), the
 market-wide panels pick the candle relation with it (``FROM candles_$timeframe``), so a relation
 name can only be one of the five. ``$instrument`` is an instruments.id. Every query runs as the
-read-only ``grafana_reader`` role.
+read-only ``grafana_reader`` role; the queries are in ``storage/sql_dashboards.py``.
 """
 
 from __future__ import annotations

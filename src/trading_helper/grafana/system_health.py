@@ -6,7 +6,8 @@ and lag from every stored update (``tick_data`` and ``quote_updates``: exchange 
 from ``live_coverage`` (the ingest service extends an open period while its connection is up).
 Rejected ticks never reach the database: they are counted by reason in the Prometheus counter
 ``ticks_rejected_total`` on the API's ``/metrics``. What the database can show is the ticks that
-arrived late, the usual first sign of a struggling feed.
+arrived late, the usual first sign of a struggling feed. The queries are in
+``storage/sql_dashboards.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Named SQL statements of the storage layer: ticks and their ingest bookkeeping, candle rollup,
 retention and job health. Values are always bound parameters, never formatted into the text.
 Other topics have their own modules: ``sql_instruments`` (instruments, search, subscriptions),
-``sql_coverage`` (live coverage), ``sql_schema`` (migration bookkeeping)."""
+``sql_coverage`` (live coverage), ``sql_candles`` (the read path, gaps, backfill, the query
+bench's dataset), ``sql_calendar`` (market sessions), ``sql_dashboards`` (Grafana's panels),
+``sql_server`` (liveness, roles, databases) and ``sql_schema`` (migration bookkeeping). No SQL
+lives outside ``storage/`` but the benchmarks' scratch tables (``tests/test_layout.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Named SQL of candles as the code reads and backfills them (``candles/``): the merged read path
 ``read_candles`` (rows, or the wire JSON built by the database), the gaps ``candle_gaps`` finds,
 the broker's history stored with its fetch coverage, and the bulk load of the query benchmark's
-dataset. The functions themselves are in ``sql/common/0002_candles_read.sql`` and after."""
+dataset. The SQL functions they call are defined by the migrations (``sql/*/``: ``read_candles``
+and ``candle_gaps`` first in ``common/0002_candles_read.sql``)."""
 
 from __future__ import annotations
 
