@@ -57,6 +57,10 @@ class _Configured:
     """What ``TH_CLOCK`` says, read once (or, for a file, again when the file changes)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was read: the next ``get`` reads ``TH_CLOCK`` again."""
         self._clock: SimClock | None = None
         self._file: str | None = None
         self._stamp: float | None = None
@@ -79,9 +83,6 @@ class _Configured:
                     self._clock = parse_clock(fh.read())
                 self._stamp = stamp
         return self._clock
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
 
 
 _configured = _Configured()

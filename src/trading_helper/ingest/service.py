@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedState
@@ -223,7 +224,10 @@ class IngestService:
             with redis_errors("publishing the ingest status"):
                 pipe = self.redis.pipeline(transaction=True)
                 pipe.delete(keys.STATUS)
-                pipe.hset(keys.STATUS, mapping=encode_status(self.status()))  # type: ignore[arg-type]
+                # built under redis-py's field and value types: Mapping's key type is invariant,
+                # so the dict[str, str] of encode_status does not pass as its mapping unchanged
+                fields: dict[FieldT, EncodableT] = dict(encode_status(self.status()).items())
+                pipe.hset(keys.STATUS, mapping=fields)
                 pipe.expire(keys.STATUS, keys.STATUS_TTL_S)
                 await pipe.execute()
         except BufferUnavailable:

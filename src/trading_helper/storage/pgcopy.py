@@ -115,6 +115,8 @@ def encode(kinds: Sequence[Kind], columns: Sequence[Column]) -> BinaryRows:
     layout = np.dtype(fields)
     size = layout.itemsize
     packed = np.empty(n, layout)
+    offsets = layout.fields
+    assert offsets is not None  # a structured dtype: it was built from named fields
     packed["n"] = len(kinds)
     keep: npt.NDArray[np.bool_] | None = None
     lengths: npt.NDArray[np.int64] | None = None
@@ -128,7 +130,7 @@ def encode(kinds: Sequence[Kind], columns: Sequence[Column]) -> BinaryRows:
         if keep is None or lengths is None:
             keep = np.ones((n, size // 2), np.bool_)
             lengths = np.full(n, size, np.int64)
-        offset = layout.fields[f"v{k}"][1]  # type: ignore[index]
+        offset = offsets[f"v{k}"][1]
         keep[null, offset // 2 : (offset + width) // 2] = False
         lengths -= null * width
     if keep is None or lengths is None:

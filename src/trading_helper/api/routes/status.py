@@ -88,8 +88,10 @@ class IngestRates:
         self.rates: dict[str, float] | None = None
 
     def update(self, ingest: dict[str, Any] | None) -> dict[str, float] | None:
+        if ingest is None:
+            return self.rates
         try:
-            received, written = float(ingest["received"]), float(ingest["written"])  # type: ignore[index]
+            received, written = float(ingest["received"]), float(ingest["written"])
         except (TypeError, KeyError, ValueError):
             return self.rates
         now = time.monotonic()
