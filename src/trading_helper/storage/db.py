@@ -1,4 +1,5 @@
-"""Connections to PostgreSQL, and the one mapping of database failures to the error tree
+"""Connections to PostgreSQL, their types (:data:`Connection`, and :class:`Statements` for code
+that only runs statements), and the one mapping of database failures to the error tree
 (:func:`db_errors`): every caller outside the tick write path meets only ``StorageError``s.
 
 A process keeps two pools (``serve``): one for ingest (writer, coverage, housekeeping) and one for
