@@ -270,10 +270,15 @@ def demo(
     ),
 ) -> None:
     """Run the whole system on this machine with the simulator broker (chart page on --port)."""
-    from trading_helper.demo.run import main
+    from trading_helper.listen import listen_socket
 
     try:
-        main(port, instruments, in_process_redis=in_process_redis)
+        sock = listen_socket(
+            "127.0.0.1", port
+        )  # before the application's imports: a taken port fails at once
+        from trading_helper.demo.run import main
+
+        main(port, instruments, in_process_redis=in_process_redis, sock=sock)
     except TradingHelperError as exc:
         _fail(exc)
 

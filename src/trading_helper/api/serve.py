@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,9 +23,9 @@ from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.brokers.registry import build_broker
 from trading_helper.config import Settings
-from trading_helper.errors import ConfigError
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.service import IngestService
+from trading_helper.listen import listen_socket
 from trading_helper.storage.db import create_pool
 from trading_helper.supervisor import Supervisor
 
@@ -43,28 +42,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """The server's listening socket, bound before anything else starts: a port in use is one
-    clear error at once, not a server that says it runs and then cannot."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        reason = (
-            "is in use (another server, or another trading-helper, listens there)"
-            if exc.errno == errno.EADDRINUSE
-            else f"cannot be listened on: {exc.strerror or exc}"
-        )
-        raise ConfigError(
-            f"port {port} on {host} {reason}: stop it, or choose another port (--port or API_PORT)"
-        ) from exc
-    return sock
 
 
 async def _bounded(

@@ -32,6 +32,7 @@ from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings, get_settings
 from trading_helper.demo.state import IN_PROCESS, clear_state, write_state
 from trading_helper.ingest.redisconn import redis_client
+from trading_helper.listen import listen_socket
 from trading_helper.redact import redact
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.db import create_pool
@@ -110,14 +111,21 @@ async def _load_history(console: Console, settings: Settings, dsn: str, ids: lis
 
 
 async def run_demo(
-    *, port: int, instruments: int, var: Path, console: Console, in_process_redis: bool = False
+    *,
+    port: int,
+    instruments: int,
+    var: Path,
+    console: Console,
+    in_process_redis: bool = False,
+    sock: socket.socket | None = None,
 ) -> None:
-    from trading_helper.api.serve import listen_socket, serve
+    from trading_helper.api.serve import serve
 
     configured = get_settings()
     given_dsn = _given(configured, "DATABASE_URL")
     given_redis = _given(configured, "REDIS_URL")
-    sock = listen_socket("127.0.0.1", port)  # first: a port in use fails before anything starts
+    if sock is None:  # first: a port in use fails before anything starts
+        sock = listen_socket("127.0.0.1", port)
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)
         with console.status("preparing the database") as status:
@@ -177,14 +185,27 @@ async def run_demo(
         await serve(settings, host="127.0.0.1", port=port, redis=redis, on_ready=ready, sock=sock)
 
 
-def main(port: int, instruments: int, var: Path | None = None, *, in_process_redis: bool = False) -> None:
-    """Run the demo until Ctrl-C or SIGTERM; the stop is bounded (:mod:`trading_helper.runner`)."""
+def main(
+    port: int,
+    instruments: int,
+    var: Path | None = None,
+    *,
+    in_process_redis: bool = False,
+    sock: socket.socket | None = None,
+) -> None:
+    """Run the demo until Ctrl-C or SIGTERM; the stop is bounded (:mod:`trading_helper.runner`).
+    ``sock``: the listening socket on ``port`` when the caller bound it already."""
     console = Console()
     var = var or Path("var")
     var.mkdir(parents=True, exist_ok=True)
     runner.run(
         run_demo(
-            port=port, instruments=instruments, var=var, console=console, in_process_redis=in_process_redis
+            port=port,
+            instruments=instruments,
+            var=var,
+            console=console,
+            in_process_redis=in_process_redis,
+            sock=sock,
         )
     )
     console.print("demo stopped")
