@@ -6,7 +6,7 @@ import asyncpg
 
 from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
 from tests.storage.helpers import reset_market_data
-from trading_helper.ingest.codec import decode_quote, decode_ticks
+from trading_helper.ingest.codec import decode_quote, decode_ticks, encode_quote
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.models import Tick
@@ -52,6 +52,7 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
             if message is not None:
                 break
         quote = await redis.hget(f"{stream}:quotes", str(frames[-1][-1].instrument_id))
+        quotes = await redis.hgetall(f"{stream}:quotes")
         await redis.delete(f"{stream}:quotes")
         await pubsub.aclose()
     rows, distinct = await stored_sequence_numbers(db_pool)
@@ -60,6 +61,10 @@ async def test_frames_land_once_and_bad_input_is_counted(db_pool: asyncpg.Pool, 
     assert receiver.rejected == {"naive_timestamp": 1}
     assert message is not None and decode_ticks(message["data"])[0].bid_quantity == 0
     assert quote is not None and decode_quote(quote).instrument_id == frames[-1][-1].instrument_id
+    # every instrument's latest quote is its last accepted tick packed on its own
+    latest = {t.instrument_id: t for f in frames for t in f if t is not naive}
+    latest[stranger.instrument_id] = stranger
+    assert {int(k): v for k, v in quotes.items()} == {i: encode_quote(t) for i, t in latest.items()}
 
 
 async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, redis_url: str) -> None:

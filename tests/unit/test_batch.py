@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from tests.ingest.direct_writer import chunks_of
-from trading_helper.ingest.batch import VolumeReset, build_batch
+from trading_helper.ingest.batch import VolumeReset, build_batch, merge_batches
 from trading_helper.ingest.volume import VolumeTracker, to_us
 from trading_helper.models import Tick
 from trading_helper.storage.pgcopy import HEADER, TRAILER, Kind, encode
@@ -103,3 +103,43 @@ def test_a_batch_splits_trades_from_quotes_counts_rejects_and_names_entries() ->
     assert [r[0] for r in batch.write.volume_rows] == [1]
     assert batch.received_us.tolist() == [to_us(t.received_ts) for t in first + second]
     assert batch.rows == 2
+
+
+def test_batches_prepared_one_read_at_a_time_merge_into_the_batch_of_all_reads() -> None:
+    """The writer prepares each read while a commit runs and commits them together: the merged
+    batch holds the same rows, entries, volume state and rejects as one batch of every read."""
+    known = {1, 2, 3}
+    reads = [
+        [tick(1, NOW, 100.0, volume=500, qty=5, trade=NOW), tick(2, NOW, -1.0), tick(3, NOW, 7.0)],
+        [tick(1, NOW + timedelta(seconds=1), 101.0, volume=500, qty=5, trade=NOW)],  # a quote only
+        [tick(1, NOW + timedelta(seconds=2), 102.0, volume=520, qty=20, trade=NOW + timedelta(seconds=2))],
+        [tick(9, NOW, 50.0), tick(2, NOW, 50.0, volume=10, qty=1, trade=NOW)],
+    ]
+    ids = [f"{n}-0" for n in range(len(reads))]
+    whole = build_batch(
+        [c for r in reads for c in chunks_of(r)],
+        VolumeTracker(),
+        known,
+        to_us(NOW),
+        entry_starts=np.cumsum([0] + [len(r) for r in reads[:-1]]).tolist(),
+        entry_ids=ids,
+    )
+    tracker = VolumeTracker()
+    parts = [
+        build_batch(chunks_of(r), tracker, known, to_us(NOW), entry_starts=[0], entry_ids=[i])
+        for r, i in zip(reads, ids, strict=True)
+    ]
+    merged = merge_batches(parts)
+    for relation in ("trades", "quotes"):
+        got, want = getattr(merged.write, relation), getattr(whole.write, relation)
+        assert got.rows.rows() == want.rows.rows() and len(got) > 0
+        assert got.rows.payload() == want.rows.payload()
+        assert (got.first_us, got.last_us) == (want.first_us, want.last_us)
+        assert got.entry_of is not None and want.entry_of is not None
+        assert got.entry_of.tolist() == want.entry_of.tolist()
+    assert list(merged.write.entry_ids) == ids
+    assert sorted(merged.write.volume_rows) == sorted(whole.write.volume_rows)
+    assert merged.rejected == whole.rejected == {"bad_price": 1, "unknown_instrument": 1}
+    assert merged.unknown == {9}
+    assert merged.received_us.tolist() == whole.received_us.tolist()
+    assert merged.last_exchange_us == whole.last_exchange_us

@@ -29,8 +29,8 @@ import numpy.typing as npt
 from trading_helper.ingest.codec import RECORD, RECORD_DTYPE
 from trading_helper.ingest.volume import NO_TRADE, VolumeTracker
 from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE
-from trading_helper.storage.pgcopy import encode
-from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, no_rows
+from trading_helper.storage.pgcopy import concat, encode
+from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, VolumeStateRow, no_rows
 
 _SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
 _AGE_US = int(MAX_TICK_AGE.total_seconds()) * 1_000_000
@@ -153,6 +153,57 @@ def build_batch(
         unknown,
         records["rx"].astype(np.int64),
         int(records["ex"][-1]) if len(records) else -1,
+    )
+
+
+def merge_batches(batches: Sequence[TickBatch]) -> TickBatch:
+    """One batch of the rows of ``batches`` (prepared in this order from consecutive reads), to be
+    committed in one transaction: rows one after the other, each tick_volume_state row as the
+    latest batch left it, rejects added up."""
+    if len(batches) == 1:
+        return batches[0]
+    entry_ids: list[str] = []
+    shifts: list[int] = []
+    volume: dict[int, VolumeStateRow] = {}
+    rejected = Counter[str]()
+    unknown = set[int]()
+    for b in batches:
+        shifts.append(len(entry_ids))
+        entry_ids.extend(b.write.entry_ids)
+        volume.update((row[0], row) for row in b.write.volume_rows)
+        rejected.update(b.rejected)
+        unknown |= b.unknown
+    write = TickWrite(
+        _concat_rows([b.write.trades for b in batches], shifts),
+        _concat_rows([b.write.quotes for b in batches], shifts),
+        list(volume.values()),
+        entry_ids,
+    )
+    last_exchange = [b.last_exchange_us for b in batches if b.last_exchange_us >= 0]
+    return TickBatch(
+        write,
+        rejected,
+        unknown,
+        np.concatenate([b.received_us for b in batches]),
+        last_exchange[-1] if last_exchange else -1,
+    )
+
+
+def _concat_rows(parts: Sequence[TickRows], shifts: Sequence[int]) -> TickRows:
+    filled = [(p, shift) for p, shift in zip(parts, shifts, strict=True) if len(p)]
+    if not filled:
+        return parts[0]
+    entry_of = np.concatenate(
+        [
+            p.entry_of + shift if p.entry_of is not None else np.full(len(p), -1, np.int64)
+            for p, shift in filled
+        ]
+    )
+    return TickRows(
+        concat([p.rows for p, _ in filled]),
+        min(p.first_us for p, _ in filled),
+        max(p.last_us for p, _ in filled),
+        entry_of,
     )
 
 

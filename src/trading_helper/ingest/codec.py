@@ -154,7 +154,18 @@ def decode_ticks(payload: bytes) -> list[Tick]:
 
 def encode_quote(tick: Tick) -> bytes:
     """A latest-quote value: the tick and its depth (up to 255 levels a side)."""
-    parts = [_pack(tick), bytes((len(tick.bids), len(tick.asks)))]
+    return quote_value(_pack(tick), tick)
+
+
+_NO_DEPTH = bytes((0, 0))
+
+
+def quote_value(record: bytes, tick: Tick) -> bytes:
+    """:func:`encode_quote` of ``tick`` from its record as :func:`encode_ticks` packed it (the
+    receiver's latest quotes reuse the frame's records rather than packing every tick again)."""
+    if not tick.bids and not tick.asks:
+        return record + _NO_DEPTH
+    parts = [record, bytes((len(tick.bids), len(tick.asks)))]
     parts.extend(_LEVEL.pack(lv.price, lv.quantity, lv.orders) for lv in (*tick.bids, *tick.asks))
     return b"".join(parts)
 

@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
-from trading_helper.ingest.codec import encode_quote, encode_ticks
+from trading_helper.ingest.codec import TICK_SIZE, encode_ticks, quote_value
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, reset_fields
@@ -84,7 +84,8 @@ class TickReceiver:
         self._stream_full = False
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
-        self._latest: dict[int, Tick] = {}
+        #: instrument -> its latest tick, the payload holding its record and the record's index
+        self._latest: dict[int, tuple[Tick, bytes, int]] = {}
         #: data time before which every received frame is in the Redis stream (None: none yet); a
         #: process killed now loses only what came after it, so live coverage never claims more
         self.durable_at: datetime | None = None
@@ -129,8 +130,8 @@ class TickReceiver:
                 return
         payload = encode_ticks(ticks)
         latest = self._latest
-        for t in ticks:
-            latest[t.instrument_id] = t
+        for i, t in enumerate(ticks):
+            latest[t.instrument_id] = (t, payload, i)
         await self._append({TICKS_FIELD: payload}, payload, self._take_quotes(), len(ticks))
 
     def _take_quotes(self, force: bool = False) -> dict[str, bytes] | None:
@@ -140,7 +141,11 @@ class TickReceiver:
         if not self._latest or (not force and now - self._quotes_at < QUOTES_EVERY_S):
             return None
         self._quotes_at = now
-        quotes = {str(i): encode_quote(t) for i, t in self._latest.items()}
+        size = TICK_SIZE
+        quotes = {
+            str(iid): quote_value(payload[i * size : (i + 1) * size], t)
+            for iid, (t, payload, i) in self._latest.items()
+        }
         self._latest = {}
         return quotes
 

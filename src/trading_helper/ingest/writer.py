@@ -9,10 +9,11 @@ them. After a crash the entries it had read but not acknowledged are delivered a
 * crashed after the commit, before the acknowledgement: their ids are <= the committed offset
   in ``ingest_offsets``, so they are acknowledged without writing. No tick is written twice.
 
-Batches form by themselves: while one batch commits, the next frames accumulate in the stream
-and are read together (low latency at low rates, large COPYs at high rates). The next batch is
-decoded and prepared (validation, volume increments, rows) while the previous one commits, so
-Python's work overlaps the database's.
+Batches form by themselves: with nothing committing, what a read returns is committed at once
+(low latency at low rates); while a batch commits, every read is decoded and prepared
+(validation, volume increments, rows) as it arrives, so Python's work overlaps the database's,
+and all of it is committed together when that commit is done (up to ``max_ticks_per_batch``),
+so batches grow with the rate and each costs less per tick (statements, volume-state rows).
 
 Database errors, by kind (:mod:`trading_helper.storage.sqlstate`): a lost connection and a
 refusal for resources (disk full, out of memory, too many connections, a cancelled statement, a
@@ -20,6 +21,7 @@ lock conflict) are retried with the same batch and a capped backoff, logged once
 counted; rows the database refuses are dead-lettered by :meth:`TickStore.commit` while the rest
 of the batch commits. Anything else is logged with its error and re-raised (the service's
 supervisor restarts the task; :meth:`StreamWriter.run` can be called again on the same writer).
+What the writer counts and logs is :mod:`.writer_stats`.
 
 Entries carry their place in the receiver's run (:mod:`.stream`); an entry that does not follow
 the last committed one of its run means entries were lost from the stream (Redis restarted
@@ -32,26 +34,25 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from trading_helper.errors import DatabaseBusy, DatabaseUnavailable
-from trading_helper.ingest import keys, metrics
-from trading_helper.ingest.batch import Chunk, TickBatch
+from trading_helper.ingest import keys
+from trading_helper.ingest.batch import Chunk, TickBatch, merge_batches
 from trading_helper.ingest.prepare import BatchPreparer
 from trading_helper.ingest.redisconn import RedisDurability, cancellable, check_redis_durability
 from trading_helper.ingest.stream import EntrySeq, decode_entry, parse_id
-from trading_helper.ingest.volume import to_us
+from trading_helper.ingest.writer_stats import StreamGap, WriterStats
 from trading_helper.storage import queries
 from trading_helper.storage.sqlstate import retryable
 from trading_helper.storage.ticks import RunPosition, StreamOffset, TickStore
+
+__all__ = ["StreamGap", "StreamWriter", "WriterStats"]
 
 log = logging.getLogger(__name__)
 
@@ -60,37 +61,18 @@ _BACKOFF_START_S = 0.2
 _BACKOFF_CAP_S = 5.0
 
 
-@dataclass(slots=True, frozen=True)
-class StreamGap:
-    """Entries of a receiver run missing from the stream: entries first..last, ``ticks`` ticks."""
-
-    run: str
-    first: int
-    last: int
-    ticks: int
-
-
 @dataclass(slots=True)
-class WriterStats:
-    written: int = 0
-    batches: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    skipped_committed: int = 0
-    last_commit_at: datetime | None = None
-    db_down_since: float | None = None
-    #: since when the database refuses writes for resources (disk, memory, connections, cancel, locks)
-    db_busy_since: float | None = None
-    #: writes refused that way (each retried)
-    db_busy_errors: int = 0
-    last_db_error: str | None = None
-    #: rows the database refused, stored in tick_rejects
-    dead_lettered: int = 0
-    #: ticks in entries lost from the stream (found by the receiver's sequence)
-    lost: int = 0
-    #: the unexpected error that ended the last run, if it ended so
-    error: str | None = None
-    #: receive -> commit lag of every tick written (seconds), kept only when ``record_lags``
-    lags: list[float] = field(default_factory=list)
+class _OpenBatch:
+    """Reads prepared and not yet committed: committed together, in one transaction."""
+
+    batches: list[TickBatch] = field(default_factory=list)
+    #: every entry id read into it (acknowledged once it is committed)
+    ids: list[bytes] = field(default_factory=list)
+    #: the last new entry's id (the offset committed with it)
+    last_id: str = ""
+    runs: dict[str, RunPosition] = field(default_factory=dict)
+    gaps: list[StreamGap] = field(default_factory=list)
+    ticks: int = 0
 
 
 class StreamWriter:
@@ -104,6 +86,7 @@ class StreamWriter:
         entries_per_read: int = 500,
         block_ms: int = 50,
         max_ticks_per_batch: int = 20_000,
+        min_batch_interval_ms: int = 50,
         record_lags: bool = False,
     ) -> None:
         self.redis = redis
@@ -112,7 +95,15 @@ class StreamWriter:
         self.consumer = consumer
         self.entries_per_read = entries_per_read
         self.block_ms = block_ms
+        #: reads prepared while a commit runs join one batch up to this many ticks
         self.max_ticks_per_batch = max_ticks_per_batch
+        #: a commit starts at least this long after the previous one started (unless its batch
+        #: is full): under a steady flow, batches are then large enough that the per-batch work
+        #: (statements, one volume-state row per instrument touched) stays small per tick, and a
+        #: writer that keeps up does not fall into many tiny batches; a tick waits at most this
+        #: long for it, and at low rates (reads farther apart) not at all
+        self.min_batch_interval_s = min_batch_interval_ms / 1000
+        self._commit_started = 0.0
         self.record_lags = record_lags
         self.stats = WriterStats()
         self._preparer: BatchPreparer | None = None
@@ -120,6 +111,7 @@ class StreamWriter:
         self._committed: tuple[int, int] = (0, 0)
         self._since_trim = 0
         self._inflight: asyncio.Task[None] | None = None
+        self._open: _OpenBatch | None = None
         #: receiver run -> (entry number, ticks) of its last entry prepared (committed or in flight)
         self._runs: dict[str, tuple[int, int]] = {}
         self.durability: RedisDurability | None = None
@@ -142,12 +134,12 @@ class StreamWriter:
                 wrapped = retryable(exc, "database call failed")
                 if wrapped is None:
                     raise
-                self._db_failed(wrapped)
+                self.stats.db_failed(wrapped)
                 await asyncio.sleep(delay + random.random() * 0.1)
                 delay = min(delay * 2, _BACKOFF_CAP_S)
                 continue
             if ends_episode:
-                self._db_back()
+                self.stats.db_back()
             return result
 
     async def _load_db_state(self) -> tuple[BatchPreparer, TickStore]:
@@ -166,6 +158,7 @@ class StreamWriter:
         An unexpected error is logged with its cause and re-raised; calling ``run`` again
         resumes from the committed offset (the statistics carry on)."""
         self._inflight = None
+        self._open = None  # prepared, never committed: read again from the pending list
         try:
             await self._run(stop_when_idle)
         except Exception as exc:
@@ -190,14 +183,15 @@ class StreamWriter:
         self.stats.error = None
         # First our own pending entries (read before a crash or a Redis outage, not acknowledged),
         # walking the pending list by id, then new entries (">"). The pending list is only
-        # walked with nothing in flight: an in-flight batch is pending too and must not be re-read.
+        # walked with everything read before committed: a batch in flight or open is pending
+        # too and must not be re-read.
         read_from = "0"
         redis_delay = 0.2
         while True:
             pending_phase = read_from != ">"
             try:
                 if pending_phase:
-                    await self._finish_inflight()
+                    await self._commit_all()
                     if read_from == "0":
                         await self._ensure_group()
                 reply: Any = await cancellable(
@@ -206,7 +200,8 @@ class StreamWriter:
                         self.consumer,
                         {self.stream: read_from},
                         count=self.entries_per_read,
-                        block=None if pending_phase else self.block_ms,
+                        # an open batch waits for the commit in flight, not for new entries
+                        block=None if pending_phase or self._open is not None else self.block_ms,
                     )
                 )
                 redis_delay = 0.2
@@ -229,20 +224,36 @@ class StreamWriter:
                 continue
             entries = reply[0][1] if reply else []
             if not entries:
+                was_open = self._open is not None
                 await self._finish_inflight()
+                self._start_commit()
                 if pending_phase:
+                    await self._finish_inflight()
                     read_from = ">"
-                    continue
-                if stop_when_idle:
+                elif stop_when_idle and not was_open:
+                    await self._finish_inflight()
                     return
                 continue
             if pending_phase:
                 last = entries[-1][0]
                 read_from = last.decode() if isinstance(last, bytes) else str(last)
             await self._handle(entries)
+            if pending_phase:
+                await self._commit_all()
+                continue
+            if self._open_ticks() < self.max_ticks_per_batch:
+                pause = self._commit_started + self.min_batch_interval_s - time.monotonic()
+                if pause > 0:  # too soon after the last commit: what arrives meanwhile joins this batch
+                    await asyncio.sleep(pause)
+                    continue
+            await self._finish_inflight()
+            self._start_commit()
+
+    def _open_ticks(self) -> int:
+        return self._open.ticks if self._open is not None else 0
 
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
-        """Prepare this read's batch while the previous batch commits, then hand it on."""
+        """Prepare this read's entries into the open batch (while the previous batch commits)."""
         assert self._preparer is not None
         preparer = self._preparer
         ids: list[bytes] = []
@@ -252,7 +263,8 @@ class StreamWriter:
         records = 0
         malformed = 0
         last_new: str | None = None
-        runs: dict[str, RunPosition] = {}
+        open_ = self._open if self._open is not None else _OpenBatch()
+        runs = dict(open_.runs)
         gaps: list[StreamGap] = []
         for entry_id, fields in entries:
             ids.append(entry_id)
@@ -270,20 +282,24 @@ class StreamWriter:
                 names.append(decoded.entry_id)
                 chunks.append(decoded.chunk)
                 records += decoded.ticks
-        batch = None
-        if last_new is not None:
-            batch = await self._with_db_retry(
-                lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False
-            )
-        await self._finish_inflight()
         if malformed:
-            self.stats.rejected["malformed_entry"] += malformed
-            metrics.TICKS_REJECTED.labels("malformed_entry").inc(malformed)
-        if batch is None or last_new is None:
-            await self._ack(ids)
+            self.stats.count_malformed(malformed)
+        if last_new is None:  # nothing new: acknowledged with the open batch, or now
+            if self._open is not None:
+                self._open.ids.extend(ids)
+            else:
+                await self._ack(ids)
             return
-        offset = StreamOffset(self.stream, last_new, tuple(runs.values()))
-        self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, ids, gaps))
+        batch = await self._with_db_retry(
+            lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False
+        )
+        open_.batches.append(batch)
+        open_.ids.extend(ids)
+        open_.last_id = last_new
+        open_.runs = runs
+        open_.gaps.extend(gaps)
+        open_.ticks += records
+        self._open = open_
 
     def _follow(self, seq: EntrySeq, ticks: int, runs: dict[str, RunPosition], gaps: list[StreamGap]) -> None:
         """Move the run's position to this entry; a jump over entries is a gap of lost ticks."""
@@ -299,10 +315,27 @@ class StreamWriter:
         before = runs.get(seq.run)
         runs[seq.run] = RunPosition(seq.run, seq.entry_no, seq.ticks, lost + (before.lost if before else 0))
 
+    def _start_commit(self) -> None:
+        """Commit the open batch in the background (nothing may be in flight)."""
+        assert self._inflight is None
+        open_, self._open = self._open, None
+        if open_ is None:
+            return
+        self._commit_started = time.monotonic()
+        batch = merge_batches(open_.batches)
+        offset = StreamOffset(self.stream, open_.last_id, tuple(open_.runs.values()))
+        self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, open_.ids, open_.gaps))
+
     async def _finish_inflight(self) -> None:
         if self._inflight is not None:
             task, self._inflight = self._inflight, None
             await task
+
+    async def _commit_all(self) -> None:
+        """Everything read so far committed (and acknowledged)."""
+        await self._finish_inflight()
+        self._start_commit()
+        await self._finish_inflight()
 
     async def _commit_and_ack(
         self, batch: TickBatch, offset: StreamOffset, ids: list[bytes], gaps: list[StreamGap]
@@ -311,53 +344,8 @@ class StreamWriter:
         assert store is not None
         # the same prepared batch until it commits: later batches build on its volume state
         done = await self._with_db_retry(lambda: store.commit(batch.write, offset))
-        if done.already_committed:
-            log.warning(
-                "entries up to %s were already committed by an earlier try whose reply was lost; "
-                "not written again",
-                offset.last_id,
-            )
-        dead = done.dead_letters
-        written = batch.rows - len(dead)
-        now = datetime.now(UTC)
         self._committed = parse_id(offset.last_id)
-        self.stats.written += written
-        self.stats.batches += 1
-        self.stats.last_commit_at = now
-        for reason, n in batch.rejected.items():
-            self.stats.rejected[reason] += n
-            metrics.TICKS_REJECTED.labels(reason).inc(n)
-        if dead:
-            self.stats.dead_lettered += len(dead)
-            metrics.TICKS_DEAD_LETTERED.inc(len(dead))
-            log.error(
-                "%d tick rows refused by the database went to tick_rejects (first: entry %s, %r); "
-                "the rest of the batch was written",
-                len(dead),
-                dead[0].entry_id,
-                dead[0].reason,
-            )
-        for gap in gaps:
-            self.stats.lost += gap.ticks
-            metrics.TICKS_LOST.inc(gap.ticks)
-            log.error(
-                "tick stream %s lost entries %d..%d of receiver run %s (%d ticks) before they were "
-                "written (Redis restarted without persistence?)",
-                self.stream,
-                gap.first,
-                gap.last,
-                gap.run,
-                gap.ticks,
-            )
-        metrics.TICKS_WRITTEN.inc(written)
-        metrics.BATCH_TICKS.observe(written)
-        received = batch.received_us
-        if len(received):
-            now_us = to_us(now)
-            metrics.COMMIT_LAG.observe((now_us - int(received[-1])) / 1e6)
-            metrics.EXCHANGE_LAG.observe((now_us - batch.last_exchange_us) / 1e6)
-            if self.record_lags:
-                self.stats.lags.extend(((now_us - received) / 1e6).tolist())
+        self.stats.record_commit(self.stream, offset.last_id, batch, done, gaps, record_lags=self.record_lags)
         await self._ack(ids)
 
     async def _ack(self, ids: list[bytes]) -> None:
@@ -378,57 +366,5 @@ class StreamWriter:
         """True once everything up to ``entry_id`` is committed."""
         return self._committed >= parse_id(entry_id)
 
-    def _db_failed(self, exc: DatabaseUnavailable | DatabaseBusy) -> None:
-        """Count a failed database call; log only the first of an episode."""
-        stats = self.stats
-        stats.last_db_error = str(exc)[:500]
-        if isinstance(exc, DatabaseBusy):
-            stats.db_busy_errors += 1
-            metrics.DB_RESOURCE_ERRORS.labels(exc.sqlstate or "unknown").inc()
-            if stats.db_busy_since is None:
-                stats.db_busy_since = time.monotonic()
-                metrics.WRITER_DB_BUSY.set(1)
-                log.error(
-                    "database refuses tick writes (%s): retrying with backoff; ticks wait in the Redis "
-                    "stream",
-                    exc,
-                )
-            return
-        metrics.WRITE_FAILURES.labels(type(exc.__cause__ or exc).__name__).inc()
-        if stats.db_down_since is None:
-            stats.db_down_since = time.monotonic()
-            log.error("database unavailable (%s): ticks wait in the Redis stream", exc)
-
-    def _db_back(self) -> None:
-        stats = self.stats
-        if stats.db_down_since is not None:
-            log.warning(
-                "database reachable again after %.1f s; draining the stream",
-                time.monotonic() - stats.db_down_since,
-            )
-            stats.db_down_since = None
-        if stats.db_busy_since is not None:
-            log.warning(
-                "database accepts tick writes again after %.1f s; draining the stream",
-                time.monotonic() - stats.db_busy_since,
-            )
-            stats.db_busy_since = None
-            metrics.WRITER_DB_BUSY.set(0)
-
     def status(self) -> dict[str, object]:
-        stats = self.stats
-        return {
-            "written": stats.written,
-            "batches": stats.batches,
-            "rejected": dict(stats.rejected),
-            "dead_lettered": stats.dead_lettered,
-            "lost": stats.lost,
-            "db_down": stats.db_down_since is not None,
-            "db_busy": stats.db_busy_since is not None,
-            "db_busy_errors": stats.db_busy_errors,
-            "last_db_error": stats.last_db_error,
-            "error": stats.error,
-            "redis_persistence": self.durability.persistence if self.durability else None,
-            "redis_persistence_detail": self.durability.detail if self.durability else None,
-            "last_commit_at": stats.last_commit_at.isoformat() if stats.last_commit_at else None,
-        }
+        return self.stats.status(self.durability)

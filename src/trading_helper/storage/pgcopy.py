@@ -139,3 +139,17 @@ def encode(kinds: Sequence[Kind], columns: Sequence[Column]) -> BinaryRows:
     return BinaryRows(
         tuple(kinds), packed.view(np.uint16).reshape(n, size // 2)[keep].tobytes(), np.cumsum(lengths)
     )
+
+
+def concat(parts: Sequence[BinaryRows]) -> BinaryRows:
+    """The rows of ``parts`` (of one column layout) one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        raise ValueError("no rows to join: their column kinds are unknown")
+    kinds = parts[0].kinds
+    if any(p.kinds != kinds for p in parts):
+        raise ValueError("rows of different column kinds cannot be joined")
+    shifts = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
+    ends = np.concatenate([p.ends + shift for p, shift in zip(parts, shifts, strict=True)])
+    return BinaryRows(kinds, b"".join(p.data for p in parts), ends.astype(np.int64))
