@@ -45,6 +45,7 @@ async def test_writer_killed_mid_run_then_restarted(
         receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
         for frame in numbered_frames(feed, 300, 100):
             await receiver.on_ticks(frame)
+        await receiver.flush()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.ingest.writer_proc", db_dsn, redis_url, stream
         )
@@ -72,6 +73,7 @@ async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
         receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
         for frame in numbered_frames(feed, 20, 50):
             await receiver.on_ticks(frame)
+        await receiver.flush()  # frames handed in a burst go out together; the last may still wait
         # a writer reads 8 entries and commits them with their offset, then dies before XACK
         await redis.xgroup_create(stream, keys.WRITER_GROUP, id="0")
         reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
@@ -7,7 +8,8 @@ import asyncpg
 from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
 from tests.storage.helpers import reset_market_data
 from trading_helper.ingest.codec import decode_quote, decode_ticks, encode_quote
-from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.receiver import SEND_EVERY_S, TickReceiver
+from trading_helper.ingest.stream import decode_seq
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.models import Tick
 
@@ -75,6 +77,7 @@ async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, re
         frames = numbered_frames(feed, 30, 20)
         for frame in frames:
             await receiver.on_ticks(frame)
+        await receiver.flush()  # frames handed in a burst go out together; the last may still wait
         await StreamWriter(redis, db_pool, stream=stream).run(stop_when_idle=True)
     # per instrument: the first tick counts its own trade, then every increment of the day volume
     first: dict[int, Tick] = {}
@@ -90,3 +93,28 @@ async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, re
         for r in await db_pool.fetch("SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")
     }
     assert stored == expected
+
+
+async def test_frames_handed_in_a_burst_go_out_together_and_the_last_without_a_flush(
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
+    feed = await sim_feed(db_pool, 5)
+    async with redis_stream(redis_url) as (redis, stream):
+        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        frames = numbered_frames(feed, 200, 10)
+        for frame in frames:
+            await receiver.on_ticks(frame)
+        waiting = receiver.status()["local_queue_frames"], len(receiver._outbox)
+        before = receiver.durable_at
+        # no flush: the outbox's timer sends what the burst left within SEND_EVERY_S
+        for _ in range(100):
+            if not receiver._outbox and receiver.durable_at != before:
+                break
+            await asyncio.sleep(SEND_EVERY_S)
+        entries = await redis.xrange(stream)
+    assert waiting[0] == 0 and waiting[1] > 0, "the burst's last frames wait in the outbox, none held"
+    assert not receiver._outbox and receiver.durable_at is not None and receiver.durable_at != before
+    # every frame once, in order, with its place in the receiver's run
+    assert [t.bid_quantity for _, f in entries for t in decode_ticks(f[b"u"])] == list(range(2000))
+    seqs = [decode_seq(f[b"q"]) for _, f in entries]
+    assert [(s.entry_no, s.ticks) for s in seqs if s is not None] == [(n, 10 * n) for n in range(1, 201)]

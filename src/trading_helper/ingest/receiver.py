@@ -1,5 +1,5 @@
 """The receiving side: each frame's ticks become one Redis stream entry, a latest quote per
-instrument and one live fan-out message, in one round trip.
+instrument and one live fan-out message.
 
 When Redis is unreachable, entries wait in a bounded in-memory queue (order kept) and are
 flushed first when it returns; beyond that bound, and when the stream is at its cap, ticks are
@@ -11,6 +11,13 @@ after Redis appended an entry but before the reply arrived, the re-send is refus
 smaller than the target stream top item"; the receiver then looks the id up: found with the same
 content, the entry is already there and is not doubled; otherwise (another writer moved the
 stream's top, or took that id), it is appended under a fresh id.
+
+Frames are sent in groups: a frame handed at least :data:`SEND_EVERY_S` after the last send
+goes out at once (``on_ticks`` returns when it is in Redis, as at low rates); frames handed
+sooner wait in an outbox and go out together, in one pipeline, with the next such frame or at
+most :data:`SEND_EVERY_S` later (a timer), or at :meth:`TickReceiver.flush`. A Redis round trip
+per frame cost more than everything else the receiver does for a frame of 100 ticks (and far more
+on a loaded machine, where each round trip waits for Redis to be scheduled).
 
 Each entry is stamped with its place in this receiver's run (:class:`~.stream.EntrySeq`) when it
 is accepted (sent or held), so the writer can tell entries lost from the stream from entries
@@ -28,7 +35,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedState
@@ -36,7 +42,7 @@ from trading_helper.ingest import keys, metrics
 from trading_helper.ingest.codec import TICK_SIZE, encode_ticks, quote_value
 from trading_helper.ingest.coverage import CoverageRecorder
 from trading_helper.ingest.redisconn import REDIS_FAILURES
-from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, reset_fields
+from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, StreamIds, reset_fields
 from trading_helper.ingest.volume import to_us
 from trading_helper.models import Tick
 
@@ -45,6 +51,10 @@ log = logging.getLogger(__name__)
 _RETRY_AFTER_S = 1.0
 _CAP_WARN_RATIO = 0.8
 QUOTES_EVERY_S = 0.1
+#: frames handed sooner than this after the last send wait (at most this long) to go out together
+SEND_EVERY_S = 0.005
+#: entries in one pipeline at most
+_GROUP_MAX = 500
 
 
 def _naive(t: Tick) -> bool:
@@ -94,32 +104,42 @@ class TickReceiver:
         #: id of the newest entry this receiver appended to the stream
         self.last_id: bytes | str | None = None
         self._quotes_at = 0.0
-        self._id: tuple[int, int] | None = None  # the last stream id given out
+        self._ids = StreamIds(redis, stream)
         #: this run's id, and the number and tick count of the last entry stamped
         self.run_id = uuid.uuid4().hex[:16]
         self._entries = 0
         self._stamped_ticks = 0
         self._checked_len_at = 0.0
+        #: frames accepted while Redis is up, not yet sent (entry id, fields, payload, ticks)
+        self._outbox: deque[tuple[str, dict[bytes, bytes], bytes | None, int]] = deque()
+        self._outbox_handed: datetime | None = None
+        self._last_send = 0.0
+        self._kick: asyncio.TimerHandle | None = None
+        self._kick_task: asyncio.Task[None] | None = None
+        self._kick_error: BaseException | None = None
 
     # -- FeedSink ---------------------------------------------------------------------------
     async def on_ticks(self, ticks: Sequence[Tick]) -> None:
         handed = clock.now()
+        if self._kick_error is not None:  # a timer's send failed unexpectedly: say so here
+            error, self._kick_error = self._kick_error, None
+            raise error
         if not ticks:  # a heartbeat: every frame before it was handled
             self._settled(handed)
             return
         self._appending += 1
         try:
-            await self._on_ticks(ticks)
+            await self._on_ticks(ticks, handed)
         finally:
             self._appending -= 1
         self._settled(handed)
 
     def _settled(self, at: datetime) -> None:
         """Every frame handed to us before ``at`` is in Redis, unless some wait in memory."""
-        if not self.local and not self._appending and self.redis_down_since is None:
+        if not self.local and not self._outbox and not self._appending and self.redis_down_since is None:
             self.durable_at = at
 
-    async def _on_ticks(self, ticks: Sequence[Tick]) -> None:
+    async def _on_ticks(self, ticks: Sequence[Tick], handed: datetime) -> None:
         self.received += len(ticks)
         metrics.TICKS_RECEIVED.inc(len(ticks))
         if any(_naive(t) for t in ticks):
@@ -132,7 +152,7 @@ class TickReceiver:
         latest = self._latest
         for i, t in enumerate(ticks):
             latest[t.instrument_id] = (t, payload, i)
-        await self._append({TICKS_FIELD: payload}, payload, self._take_quotes(), len(ticks))
+        await self._append({TICKS_FIELD: payload}, payload, len(ticks), handed)
 
     def _take_quotes(self, force: bool = False) -> dict[str, bytes] | None:
         """Latest quotes changed since the last write, at most every QUOTES_EVERY_S (10 Hz is
@@ -158,81 +178,100 @@ class TickReceiver:
         metrics.FEED_STATE.set(1 if event.state == FeedState.CONNECTED else 0)
         if event.state == FeedState.CONNECTED and event.instrument_ids and event.at.tzinfo is not None:
             # tells the writer when capture (re)started: a snapshot of an older trade is no new trade
-            await self._append(reset_fields(event.instrument_ids, to_us(event.at)), None, None, 0)
+            await self._append(reset_fields(event.instrument_ids, to_us(event.at)), None, 0, clock.now())
         if self.coverage is not None:
             await self.coverage.on_event(event)
 
     # -- Redis ----------------------------------------------------------------------------
     async def _append(
-        self, fields: dict[bytes, bytes], payload: bytes | None, quotes: dict[str, bytes] | None, n_ticks: int
+        self, fields: dict[bytes, bytes], payload: bytes | None, n_ticks: int, handed: datetime
     ) -> None:
         now = time.monotonic()
         if (self.local or self._stream_full) and now >= self._retry_at:
             await self._flush_local()
-        entry_id = await self._next_id() if now >= self._retry_at else self._next_id_offline()
+        entry_id = await self._ids.next() if now >= self._retry_at else self._ids.next_offline()
         if self.local or self._stream_full or now < self._retry_at:
             self._keep_locally(entry_id, fields, payload, n_ticks)
             return
         self._stamp(fields, n_ticks)
-        pipe = self.redis.pipeline(transaction=False)
-        # no MAXLEN: trimming entries the writer has not committed would lose ticks
-        pipe.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
-        if quotes:
-            pipe.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
-        if payload is not None:
-            pipe.publish(self.live_channel, payload)
-        check_len = now - self._checked_len_at >= QUOTES_EVERY_S
-        if check_len:
-            pipe.xlen(self.stream)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-            entry_id = await self._settle(results[0], entry_id, fields)
-        except REDIS_FAILURES as exc:
-            self._redis_failed(exc)
-            self._keep_locally(entry_id, fields, payload, n_ticks, stamped=True)
-            return
-        self._redis_back()
-        self.last_id = entry_id
-        if check_len:
-            self._checked_len_at = now
-            self._check_cap(int(results[-1]))
+        self._outbox.append((entry_id, fields, payload, n_ticks))
+        self._outbox_handed = handed
+        if len(self._outbox) >= _GROUP_MAX or now - self._last_send >= SEND_EVERY_S:
+            await self._send_outbox()
+        elif self._kick is None:
+            self._kick = asyncio.get_running_loop().call_later(SEND_EVERY_S, self._kick_send)
 
-    async def _settle(self, reply: object, entry_id: str, fields: dict[bytes, bytes]) -> str:
-        """The id under which the entry is in the stream, given the reply to its XADD."""
-        if isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(
-            reply
-        ):
-            found = await self.redis.xrange(self.stream, min=entry_id, max=entry_id, count=1)
-            if found and found[0][1] == fields:
-                return entry_id  # an earlier try landed; its reply was lost
-            self._id = None  # someone else moved the stream's top: continue after it
-            entry_id = await self._next_id()
-            await self.redis.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
-            return entry_id
-        if isinstance(reply, BaseException):
-            raise reply
-        return entry_id
+    def _kick_send(self) -> None:
+        """The timer: frames left in the outbox go out (no frame came to take them)."""
+        self._kick = None
+        if self._outbox and (self._kick_task is None or self._kick_task.done()):
+            self._kick_task = asyncio.ensure_future(self._send_outbox())
+            self._kick_task.add_done_callback(self._kick_done)
 
-    async def _next_id(self) -> str:
-        if self._id is None:
-            try:
-                info = await self.redis.xinfo_stream(self.stream)
-                last = info["last-generated-id"]
-                text = last.decode() if isinstance(last, bytes) else str(last)
-                ms, _, seq = text.partition("-")
-                self._id = (int(ms), int(seq))
-            except ResponseError:  # no such stream yet
-                self._id = (0, 0)
-            except REDIS_FAILURES:
-                return self._next_id_offline()
-        return self._next_id_offline()
+    def _kick_done(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("sending held frames to Redis failed unexpectedly: %s", exc, exc_info=exc)
+            self._kick_error = exc
 
-    def _next_id_offline(self) -> str:
-        """The next id after the last one given out (or after now, before Redis was ever seen)."""
-        ms = int(time.time() * 1000)
-        last_ms, last_seq = self._id if self._id is not None else (0, 0)
-        self._id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
-        return f"{self._id[0]}-{self._id[1]}"
+    async def _send_outbox(self) -> None:
+        """Send the outbox, oldest first, in pipelines of up to _GROUP_MAX entries (with the
+        latest quotes and, every QUOTES_EVERY_S, the stream's length). On a Redis failure what is
+        unsent is held (:meth:`_outbox_to_local`)."""
+        async with self._flush_lock:
+            if self._kick is not None:
+                self._kick.cancel()
+                self._kick = None
+            while self._outbox:
+                chunk = [self._outbox[i] for i in range(min(_GROUP_MAX, len(self._outbox)))]
+                handed = self._outbox_handed if len(chunk) == len(self._outbox) else None
+                now = self._last_send = time.monotonic()
+                quotes = self._take_quotes()
+                pipe = self.redis.pipeline(transaction=False)
+                for entry_id, fields, payload, _ in chunk:
+                    # no MAXLEN: trimming entries the writer has not committed would lose ticks
+                    pipe.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
+                    if payload is not None:
+                        pipe.publish(self.live_channel, payload)
+                if quotes:
+                    pipe.hset(self.quotes_key, mapping=quotes)  # type: ignore[arg-type]
+                check_len = now - self._checked_len_at >= QUOTES_EVERY_S
+                if check_len:
+                    pipe.xlen(self.stream)
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                    replies = iter(results)
+                    for item in chunk:
+                        self.last_id = await self._ids.settle(next(replies), item[0], item[1])
+                        if item[2] is not None:
+                            next(replies)
+                        if self._outbox and self._outbox[0] is item:
+                            self._outbox.popleft()
+                except REDIS_FAILURES as exc:
+                    self._redis_failed(exc)
+                    self._outbox_to_local()
+                    return
+                self._redis_back()
+                if check_len:
+                    self._checked_len_at = now
+                    self._check_cap(int(results[-1]))
+                if handed is not None:
+                    self._settled(handed)
+
+    def _outbox_to_local(self) -> None:
+        """Unsent frames join the held ones (they are older than any frame held after them);
+        beyond the bound the newest are dropped and counted, their places in the run given back."""
+        while self._outbox:
+            entry_id, fields, payload, n_ticks = self._outbox.popleft()
+            if len(self.local) < self.local_max_frames:
+                self.local.append((entry_id, fields, payload))
+                continue
+            dropped = [(n_ticks, payload)] + [(o[3], o[2]) for o in self._outbox]
+            self._outbox.clear()
+            for n, _ in dropped:
+                self.on_reject("buffer_full", max(n, 1))
+                self._entries -= 1
+                self._stamped_ticks -= n
+        metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 
     def _stamp(self, fields: dict[bytes, bytes], n_ticks: int) -> None:
         self._entries += 1
@@ -248,6 +287,7 @@ class TickReceiver:
         *,
         stamped: bool = False,
     ) -> None:
+        self._outbox_to_local()  # frames waiting to be sent are older: they keep their place
         if len(self.local) >= self.local_max_frames:
             self.on_reject("buffer_full", max(n_ticks, 1))
             if stamped:  # the last entry stamped: its place is given to the next one, so no gap shows
@@ -260,10 +300,12 @@ class TickReceiver:
         metrics.FRAMES_BUFFERED_LOCALLY.set(len(self.local))
 
     async def flush(self) -> None:
-        """Send frames held while Redis was away and pending quotes (the service calls this
-        every second, so a quiet feed does not keep them back). With nothing held back, every
+        """Send the frames waiting in the outbox, those held while Redis was away, and pending
+        quotes (the service calls this every second, so a quiet feed does not keep them back). With nothing held back, every
         frame handed over so far is in Redis: that moves :attr:`durable_at` on a quiet feed too."""
         handed = clock.now()
+        if self._outbox:
+            await self._send_outbox()
         if (self.local or self._stream_full) and time.monotonic() >= self._retry_at:
             await self._flush_local()
         self._settled(handed)
@@ -299,7 +341,7 @@ class TickReceiver:
                         pipe.publish(self.live_channel, payload)
                 results = iter(await pipe.execute(raise_on_error=False))
                 for entry_id, fields, payload in chunk:
-                    settled = await self._settle(next(results), entry_id, fields)
+                    settled = await self._ids.settle(next(results), entry_id, fields)
                     if payload is not None:
                         next(results)
                     self.local.popleft()

@@ -9,6 +9,7 @@ persisted by the API in ``subscriptions`` and re-subscribed here on every start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -173,8 +174,11 @@ class IngestService:
         # first what competes with the feed's last coverage update for the lock and the pool
         await self.tasks.stop(["start", "coverage", "maintenance"], timeout_s=timeout_s * 0.2)
         await self.tasks.stop(["feed"], timeout_s=max(0.5, deadline - time.monotonic() - timeout_s * 0.4))
-        last = self.receiver.last_id
         drain_until = deadline - timeout_s * 0.25
+        # the feed's last frames may still wait in the receiver's outbox (they go out in groups)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.receiver.flush(), max(0.1, drain_until - time.monotonic()))
+        last = self.receiver.last_id
         while last is not None and not self.writer.committed_through(last) and time.monotonic() < drain_until:
             if self.writer.stats.db_down_since is not None or any(
                 t.name == "writer" for t in self.tasks.down()

@@ -17,11 +17,16 @@ does not follow it shows entries lost from the stream, and how many ticks they h
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
 from trading_helper.ingest.batch import Chunk, VolumeReset
 from trading_helper.ingest.codec import RECORD, TICK_SIZE, Record, current_payload
+from trading_helper.ingest.redisconn import REDIS_FAILURES
 
 TICKS_FIELD = b"u"
 LEGACY_TICKS_FIELD = b"t"
@@ -110,3 +115,53 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> De
     except (ValueError, struct.error):
         pass
     return DecodedEntry(eid, None, malformed=True, seq=seq)
+
+
+class StreamIds:
+    """The ids one receiver gives its entries: increasing, after the stream's last id when it
+    first asks (offline: after the last id given out, or now), so that re-sending an entry with
+    its id never doubles it (:meth:`settle`)."""
+
+    def __init__(self, redis: aioredis.Redis, stream: str) -> None:
+        self.redis = redis
+        self.stream = stream
+        self._id: tuple[int, int] | None = None  # the last stream id given out
+
+    async def next(self) -> str:
+        if self._id is None:
+            try:
+                info = await self.redis.xinfo_stream(self.stream)
+                ms, seq = parse_id(info["last-generated-id"])
+                self._id = (ms, seq)
+            except ResponseError:  # no such stream yet
+                self._id = (0, 0)
+            except REDIS_FAILURES:
+                return self.next_offline()
+        return self.next_offline()
+
+    def next_offline(self) -> str:
+        """The next id after the last one given out (or after now, before Redis was ever seen)."""
+        ms = int(time.time() * 1000)
+        last_ms, last_seq = self._id if self._id is not None else (0, 0)
+        self._id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._id[0]}-{self._id[1]}"
+
+    async def settle(self, reply: object, entry_id: str, fields: dict[bytes, bytes]) -> str:
+        """The id under which the entry is in the stream, given the reply to its XADD.
+
+        Refused as "equal or smaller than the target stream top item": the entry is looked up;
+        found with the same content, an earlier try landed (its reply was lost); otherwise
+        someone else moved the stream's top, and it is appended under a fresh id after it."""
+        if isinstance(reply, ResponseError) and "equal or smaller than the target stream top item" in str(
+            reply
+        ):
+            found = await self.redis.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+            if found and found[0][1] == fields:
+                return entry_id
+            self._id = None
+            entry_id = await self.next()
+            await self.redis.xadd(self.stream, fields, id=entry_id)  # type: ignore[arg-type]
+            return entry_id
+        if isinstance(reply, BaseException):
+            raise reply
+        return entry_id

@@ -73,6 +73,8 @@ class _OpenBatch:
     runs: dict[str, RunPosition] = field(default_factory=dict)
     gaps: list[StreamGap] = field(default_factory=list)
     ticks: int = 0
+    #: some of it was read while a commit ran (a steady flow: the writer is not idle)
+    busy: bool = False
 
 
 class StreamWriter:
@@ -97,11 +99,12 @@ class StreamWriter:
         self.block_ms = block_ms
         #: reads prepared while a commit runs join one batch up to this many ticks
         self.max_ticks_per_batch = max_ticks_per_batch
-        #: a commit starts at least this long after the previous one started (unless its batch
-        #: is full): under a steady flow, batches are then large enough that the per-batch work
-        #: (statements, one volume-state row per instrument touched) stays small per tick, and a
-        #: writer that keeps up does not fall into many tiny batches; a tick waits at most this
-        #: long for it, and at low rates (reads farther apart) not at all
+        #: under a steady flow (entries read while a commit runs), a commit starts at least this
+        #: long after the previous one started, unless its batch is full: batches are then large
+        #: enough that the per-batch work (statements, one volume-state row per instrument
+        #: touched) stays small per tick, and a writer that keeps up does not fall into many tiny
+        #: batches. A tick waits at most this long for it; entries that find the writer idle
+        #: (low rates) are committed at once
         self.min_batch_interval_s = min_batch_interval_ms / 1000
         self._commit_started = 0.0
         self.record_lags = record_lags
@@ -241,16 +244,13 @@ class StreamWriter:
             if pending_phase:
                 await self._commit_all()
                 continue
-            if self._open_ticks() < self.max_ticks_per_batch:
+            if self._open is not None and self._open.busy and self._open.ticks < self.max_ticks_per_batch:
                 pause = self._commit_started + self.min_batch_interval_s - time.monotonic()
                 if pause > 0:  # too soon after the last commit: what arrives meanwhile joins this batch
                     await asyncio.sleep(pause)
                     continue
             await self._finish_inflight()
             self._start_commit()
-
-    def _open_ticks(self) -> int:
-        return self._open.ticks if self._open is not None else 0
 
     async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
         """Prepare this read's entries into the open batch (while the previous batch commits)."""
@@ -299,6 +299,7 @@ class StreamWriter:
         open_.runs = runs
         open_.gaps.extend(gaps)
         open_.ticks += records
+        open_.busy = open_.busy or (self._inflight is not None and not self._inflight.done())
         self._open = open_
 
     def _follow(self, seq: EntrySeq, ticks: int, runs: dict[str, RunPosition], gaps: list[StreamGap]) -> None:
