@@ -7,6 +7,10 @@ COPYed straight into a plain table with the same columns and index, in batches o
 hardware's pace in the same run). Phase 3 (latency): ticks paced at ``--paced-rate`` per second
 for ``--paced-seconds``; receive-to-commit latency per tick. Every tick carries its sequence
 number (in ``bid_qty``), so lost and duplicated ticks are counted from the table itself.
+
+The scratch database takes the server's flavour (``flavour`` in the result): on a TimescaleDB
+server tick_data is a hypertable while the reference stays a plain table with tick_data's
+columns and index (the hardware's pace, not TimescaleDB's).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.models import Tick
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+from trading_helper.storage.migrate import current_flavour
 from trading_helper.storage.ticks import TICK_COLUMNS
 
 
@@ -128,6 +133,9 @@ async def run_ingest_bench(
                 await receiver.on_ticks(frame)
             await _drain(writer, ticks, timeout_s=600)
             seconds = time.perf_counter() - started
+            batches = writer.stats.batches
+            async with pool.acquire() as conn:
+                flavour = await current_flavour(conn)
 
             raw_rate = await _raw_copy(pool, frames)
 
@@ -167,6 +175,8 @@ async def run_ingest_bench(
         "ticks": ticks,
         "instruments": instruments,
         "ticks_per_frame": per_frame,
+        "flavour": flavour,
+        "batches": batches,
         "seconds": round(seconds, 3),
         "ticks_per_s": round(rate),
         "raw_copy_rows_per_s": round(raw_rate),

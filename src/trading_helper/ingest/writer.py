@@ -14,6 +14,8 @@ Batches form by themselves: with nothing committing, what a read returns is comm
 (validation, volume increments, rows) as it arrives, so Python's work overlaps the database's,
 and all of it is committed together when that commit is done (up to ``max_ticks_per_batch``),
 so batches grow with the rate and each costs less per tick (statements, volume-state rows).
+Under such a steady flow commits also start at least ``min_batch_interval_ms`` apart, so a
+writer that keeps up does not fall into many small batches.
 
 Database errors, by kind (:mod:`trading_helper.storage.sqlstate`): a lost connection and a
 refusal for resources (disk full, out of memory, too many connections, a cancelled statement, a
