@@ -96,7 +96,6 @@ MAX_LINES = 400
 #: length today: the test fails when one grows, and when one is split (then drop it here)
 OVER_FOR_NOW = {
     "bench/soak/run.py": 715,  # being split by the soak work
-    "ingest/writer.py": 434,  # being split by the write-path (perf) work
 }
 
 
