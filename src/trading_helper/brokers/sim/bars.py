@@ -1,0 +1,103 @@
+"""The simulator's broker history: 1m bars of any contract on any NSE session, reproducible.
+
+A contract's bar follows its underlying's bar (:func:`.market.underlying_minutes`): the open at the
+minute's start, the close at its end, high and low at the underlying's high and low (every
+contract's price moves one way with its underlying: up for cash, futures and calls, down for puts).
+Volume and open interest are seeded walks: none for indices (as Kite's index history), lots for
+derivatives, open interest only on futures and options. No bars on weekends and holidays, none
+after a contract expired.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+from trading_helper.brokers.sim.contracts import Contract
+from trading_helper.brokers.sim.market import (
+    MINUTE,
+    day_open,
+    fair_price,
+    liquidity,
+    on_tick,
+    open_interest_base,
+    seed,
+    trading,
+    underlying_minutes,
+)
+from trading_helper.models import Candle
+from trading_helper.timeframes import IST, Timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    oi: int | None
+
+
+@lru_cache(maxsize=4096)
+def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
+    """The contract's 1m bars of the session of ``day``."""
+    u = contract.underlying
+    bars = underlying_minutes(u, day)
+    if not bars:
+        return ()
+    rng = random.Random(seed("flow", contract, day))
+    tick = 0.05 if contract.derivative or u.level >= 250 else 0.01
+    falls = contract.kind == "PE"
+    spot0 = day_open(u, day)
+    oi = open_interest_base(contract, spot0, day)
+    lot = u.lot_size if contract.derivative else 1
+    active = liquidity(contract, spot0)
+    out = []
+    for i, bar in enumerate(bars):
+        if not trading(contract, bar.time + MINUTE):
+            break
+        o = on_tick(fair_price(contract, bar.open, bar.time), tick)
+        c = on_tick(fair_price(contract, bar.close, bar.time + MINUTE), tick)
+        hi = on_tick(fair_price(contract, bar.low if falls else bar.high, bar.time), tick)
+        lo = on_tick(fair_price(contract, bar.high if falls else bar.low, bar.time), tick)
+        if u.index and not contract.derivative:
+            volume = 0
+        else:
+            busy = 1.0 + 2.0 * (0.9**i) + 0.97 ** (len(bars) - i)  # busier after the open, before the close
+            volume = lot * max(1, int(rng.uniform(5, 60) * busy * active))
+        if oi is not None:
+            oi = max(lot, oi + lot * rng.choice((-20, -10, 0, 0, 10, 20, 30)))
+        out.append(Minute(bar.time, o, max(hi, o, c), min(lo, o, c), c, volume, oi))
+    return tuple(out)
+
+
+def history(contract: Contract, timeframe: Timeframe, start: datetime, end: datetime) -> list[Candle]:
+    """Candles for every bucket of [start, end) inside NSE sessions: the 1m bars aggregated to the
+    timeframe (so timeframes agree)."""
+    out: list[Candle] = []
+    day = start.astimezone(IST).date()
+    while day <= end.astimezone(IST).date():
+        groups: dict[datetime, list[Minute]] = {}
+        for minute in contract_minutes(contract, day):
+            groups.setdefault(timeframe.bucket_start(minute.time), []).append(minute)
+        for bucket, ms in groups.items():
+            if start <= bucket < end:
+                out.append(
+                    Candle(
+                        bucket,
+                        ms[0].open,
+                        max(m.high for m in ms),
+                        min(m.low for m in ms),
+                        ms[-1].close,
+                        sum(m.volume for m in ms),
+                        ms[-1].oi,
+                        "broker",
+                        timeframe=timeframe,
+                    )
+                )
+        day += timedelta(days=1)
+    return out

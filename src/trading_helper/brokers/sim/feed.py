@@ -1,0 +1,205 @@
+"""The simulator's live feed: ticks of the subscribed contracts, frame by frame, like a broker's.
+
+Every tick is priced from its underlying's spot at that instant: the market's seeded path
+(:func:`.market.spot_at`, the same the history follows) plus a small mean-reverting noise per
+underlying, so a chain's futures and options move together and the live feed continues the
+history. Ticks look like Kite's full mode: an index carries only its price; cash, futures and
+options carry the last quantity (lots for derivatives), the day's cumulative volume, the average
+price and one level of bid/ask; only futures and options carry open interest. Liquid contracts
+(indices, futures, cash, options near the money) tick often, far options rarely; an expired
+contract no longer ticks. The feed runs at any hour (the demo is alive at night too): outside a
+session the path stands at the last close and only the noise moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+from trading_helper import clock
+from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
+from trading_helper.brokers.sim.contracts import Contract, Underlying, decode_token
+from trading_helper.brokers.sim.market import (
+    adhoc_underlying,
+    fair_price,
+    liquidity,
+    on_tick,
+    open_interest_base,
+    spot_at,
+    trading,
+)
+from trading_helper.config import Settings
+from trading_helper.models import Tick
+from trading_helper.timeframes import IST
+
+SESSION_OPEN, BURST_UNTIL = time(9, 15), time(9, 30)
+#: the noise's pull back to the path per second, and the seconds of a session (its volatility scale)
+NOISE_REVERSION, SESSION_SECONDS = 0.05, 22_500
+
+
+def contract_of(token: str) -> Contract:
+    """The contract a token names; an unknown token is a stock of its own."""
+    return decode_token(token) or Contract(adhoc_underlying(token), "EQ")
+
+
+@dataclass(slots=True)
+class _Noise:
+    value: float  # log deviation from the path
+    at: datetime
+
+
+@dataclass(slots=True)
+class _State:
+    instrument_id: int
+    contract: Contract
+    tick: float
+    day: date
+    volume: int = 0
+    turnover: float = 0.0
+    oi: int | None = None
+
+
+class SimFeed(LiveFeed):
+    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+        self.rate = settings.SIM_TICKS_PER_SECOND
+        self.rng = rng or random.Random(7)
+        self._subs: dict[str, int] = {}
+        self._states: dict[str, _State] = {}
+        self._noise: dict[Underlying, _Noise] = {}
+        self._weights: tuple[list[str], list[float]] | None = None
+        self.state = FeedState.STOPPED
+        self.paused = asyncio.Event()
+        self.paused.set()
+        self._sink: FeedSink | None = None  # while run() runs
+
+    @property
+    def subscriptions(self) -> Mapping[str, int]:
+        return dict(self._subs)
+
+    async def subscribe(self, tokens: Mapping[str, int]) -> None:
+        new = frozenset(i for t, i in tokens.items() if t not in self._subs)
+        self._subs.update(tokens)
+        self._weights = None
+        if new and self._sink is not None:  # capture of these starts now, like a real feed reports
+            await self._sink.on_event(FeedEvent(FeedState.CONNECTED, clock.now(), new, "subscribed"))
+
+    async def unsubscribe(self, tokens: Iterable[str]) -> None:
+        tokens = list(tokens)
+        gone = frozenset(i for t in tokens if (i := self._subs.pop(t, None)) is not None)
+        for token in tokens:
+            self._states.pop(token, None)
+        self._weights = None
+        if gone and self._sink is not None:
+            await self._sink.on_event(FeedEvent(FeedState.STOPPED, clock.now(), gone, "unsubscribed"))
+
+    def spot(self, u: Underlying, now: datetime) -> float:
+        """The underlying's live spot at ``now``: the market's path times the noise."""
+        noise = self._noise.get(u)
+        if noise is None:
+            noise = self._noise[u] = _Noise(0.0, now)
+        dt = min(max((now - noise.at).total_seconds(), 0.0), 60.0)
+        if dt > 0:
+            sigma = u.daily_vol / math.sqrt(SESSION_SECONDS) * math.sqrt(dt)
+            noise.value = noise.value * math.exp(-NOISE_REVERSION * dt) + self.rng.gauss(0.0, sigma)
+            noise.at = now
+        return spot_at(u, now) * math.exp(noise.value)
+
+    def _state(self, token: str, now: datetime) -> _State:
+        st = self._states.get(token)
+        day = now.astimezone(IST).date()
+        if st is None:
+            contract = contract_of(token)
+            u = contract.underlying
+            tick = 0.05 if contract.derivative or u.level >= 250 else 0.01
+            st = self._states[token] = _State(self._subs[token], contract, tick, day)
+            st.oi = open_interest_base(contract, spot_at(u, now), day)
+        if st.day != day:
+            st.volume, st.turnover, st.day = 0, 0.0, day
+        return st
+
+    def _chooser(self, now: datetime) -> tuple[list[str], list[float]]:
+        """The subscribed tokens and their cumulative weights (how often each ticks)."""
+        if self._weights is None:
+            tokens = list(self._subs)
+            weights = []
+            for token in tokens:
+                contract = contract_of(token)
+                weights.append(liquidity(contract, spot_at(contract.underlying, now)))
+            self._weights = tokens, list(itertools.accumulate(weights))
+        return self._weights
+
+    def make_frame(self, n_ticks: int, now: datetime | None = None) -> list[Tick]:
+        """One frame of up to ``n_ticks`` ticks for subscribed contracts, chosen by how liquid they are."""
+        now = now or clock.now()
+        if not self._subs:
+            return []
+        rng = self.rng
+        tokens, cumulative = self._chooser(now)
+        frame = []
+        for _ in range(n_ticks):
+            token = tokens[min(bisect.bisect(cumulative, rng.random() * cumulative[-1]), len(tokens) - 1)]
+            st = self._state(token, now)
+            contract = st.contract
+            if not trading(contract, now):
+                continue
+            spot = self.spot(contract.underlying, now)
+            price = on_tick(fair_price(contract, spot, now), st.tick)
+            stamp = now.replace(microsecond=0)
+            if contract.kind == "INDEX":
+                frame.append(Tick(st.instrument_id, stamp, now, price))
+                continue
+            lot = contract.underlying.lot_size if contract.derivative else 1
+            qty = lot * rng.choice(
+                (1, 1, 2, 3, 5, 10, 20) if contract.derivative else (1, 5, 10, 25, 50, 100, 250)
+            )
+            st.volume += qty
+            st.turnover += qty * price
+            if st.oi is not None:
+                st.oi = max(lot, st.oi + lot * rng.choice((-2, -1, 0, 0, 1, 2, 3)))
+            spread = st.tick * (1 + int((1.0 - liquidity(contract, spot)) * 3))  # wider far from the money
+            frame.append(
+                Tick(
+                    instrument_id=st.instrument_id,
+                    exchange_ts=stamp,
+                    received_ts=now,
+                    last_price=price,
+                    last_quantity=qty,
+                    volume=st.volume,
+                    average_price=round(st.turnover / st.volume, 2),
+                    open_interest=st.oi,
+                    bid_price=round(max(st.tick, price - spread), 2),
+                    bid_quantity=lot * rng.randint(1, 200),
+                    ask_price=round(price + spread, 2),
+                    ask_quantity=lot * rng.randint(1, 200),
+                )
+            )
+        return frame
+
+    async def run(self, sink: FeedSink) -> None:
+        """Frames of ~50 ms at the configured rate, busier in the first 15 minutes after the open."""
+        self.state = FeedState.CONNECTED
+        self._sink = sink
+        await sink.on_event(FeedEvent(FeedState.CONNECTED, clock.now(), frozenset(self._subs.values())))
+        interval = 0.05
+        carry = 0.0
+        try:
+            while True:
+                await self.paused.wait()
+                now = clock.now()
+                local = now.astimezone(IST).time()
+                burst = 3.0 if SESSION_OPEN <= local < BURST_UNTIL else 1.0
+                carry += self.rate * burst * interval
+                n, carry = int(carry), carry - int(carry)
+                if n and self._subs:
+                    await sink.on_ticks(self.make_frame(n, now))
+                await asyncio.sleep(interval)
+        finally:
+            self.state = FeedState.STOPPED
+            self._sink = None
+            await sink.on_event(FeedEvent(FeedState.STOPPED, clock.now(), frozenset(self._subs.values())))
