@@ -90,9 +90,13 @@ async def test_demo_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> Non
                 await asyncio.sleep(0.1)
             assert status["ingest"]["written"] > 0 and status["ingest"]["feed_state"] == "connected"
             written_first = status["ingest"]["written"]
+            # a stock (an index's ticks carry no traded quantity, as Kite's)
+            found = (await client.get("/api/instruments", params={"q": "RELIANCE", "limit": 1})).json()
+            [stock] = found["items"]
+            assert stock["tradingsymbol"] == "RELIANCE" and stock["instrument_type"] == "EQ"
         # the chart page of the running demo in headless Chromium: candles render, live ticks move them
         async with Browser() as browser:
-            await browser.open(f"http://127.0.0.1:{port}/#token={token}&instrument=1&tf=1m")
+            await browser.open(f"http://127.0.0.1:{port}/#token={token}&instrument={stock['id']}&tf=1m")
             await browser.wait(
                 "document.getElementById('chart').dataset.ready === 'true' && "
                 "Number(document.getElementById('chart').dataset.candles) > 100"

@@ -54,9 +54,11 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
     falls = contract.kind == "PE"
     spot0 = day_open(u, day)
     oi = open_interest_base(contract, spot0, day)
-    lot = u.lot_size if contract.derivative else 1
+    lot = contract.lot
     active = liquidity(contract, spot0)
     out = []
+    if not trading(contract, bars[0].time):
+        return ()
     for i, bar in enumerate(bars):
         if not trading(contract, bar.time + MINUTE):
             break

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Final, Literal
 
@@ -80,7 +80,21 @@ TUESDAY_FROM: Final = date(2025, 9, 1)
 _STOCK_STEPS: Final = ((250.0, 2.5), (1000.0, 5.0), (1500.0, 10.0), (2500.0, 20.0), (5000.0, 50.0))
 _WEEKLY_MONTH: Final = "123456789OND"
 _EPOCH: Final = date(2000, 1, 1)
+REGULAR_OPEN: Final = time(9, 15)
 _KINDS: Final[tuple[Kind, ...]] = ("FUT", "CE", "PE")
+
+
+#: NSE's index lot revisions (name -> (first expiry of the new lot, the lot before it)); the
+#: table's ``lot_size`` is the current one (NIFTY 75 -> 65, BANKNIFTY 35 -> 30 from the January 2026 expiries)
+_LOT_BEFORE: Final = {"NIFTY": (date(2026, 1, 1), 75), "BANKNIFTY": (date(2026, 1, 1), 35)}
+
+
+def lot_size(underlying: Underlying, expiry: date) -> int:
+    """The contract's lot: an index's as revised for its expiry, a stock's from the table."""
+    revised = _LOT_BEFORE.get(underlying.name) if underlying.index else None
+    if revised is not None and expiry < revised[0]:
+        return revised[1]
+    return underlying.lot_size
 
 
 def strike_step(underlying: Underlying, price: float) -> float:
@@ -106,6 +120,11 @@ class Contract:
     @property
     def derivative(self) -> bool:
         return self.expiry is not None
+
+    @property
+    def lot(self) -> int:
+        """Units per lot: 1 for cash and indices."""
+        return 1 if self.expiry is None else lot_size(self.underlying, self.expiry)
 
 
 @lru_cache(maxsize=64)
@@ -133,15 +152,22 @@ def previous_trading_day(day: date) -> date:
     return day
 
 
+def expiry_day(day: date) -> date:
+    """``day`` when it has a regular session, else the regular trading day before it (a holiday's
+    special session, such as Muhurat trading, holds no expiry: 2025-10-21's moved to 10-20)."""
+    while (hours := session_hours(day)) is None or hours[0].time() != REGULAR_OPEN:
+        day -= timedelta(days=1)
+    return day
+
+
 def _expiry_weekday(day: date) -> int:
     return 1 if day >= TUESDAY_FROM else 3  # Tuesday, Thursday before September 2025
 
 
 def monthly_expiry(year: int, month: int) -> date:
-    """The month's last Tuesday (Thursday before 2025-09), or the trading day before it."""
+    """The month's last Tuesday (Thursday before 2025-09), or the regular trading day before it."""
     last = date(year, month, calendar.monthrange(year, month)[1])
-    day = last - timedelta(days=(last.weekday() - _expiry_weekday(last)) % 7)
-    return previous_trading_day(day)
+    return expiry_day(last - timedelta(days=(last.weekday() - _expiry_weekday(last)) % 7))
 
 
 def monthly_expiries(today: date, count: int) -> list[date]:
@@ -163,7 +189,7 @@ def weekly_expiries(today: date, count: int) -> list[date]:
     while len(out) < count:
         day += timedelta(days=1)
         if day.weekday() == _expiry_weekday(day):
-            expiry = previous_trading_day(day)
+            expiry = expiry_day(day)
             if expiry >= today and expiry not in out:
                 out.append(expiry)
     return out
@@ -214,10 +240,9 @@ def decode_token(token: str) -> Contract | None:
 def instrument(contract: Contract) -> Instrument:
     u = contract.underlying
     if contract.expiry is None:
-        segment, exchange = ("INDICES", "NSE") if u.index else ("NSE", "NSE")
-        lot = 1
+        exchange, segment = "NSE", "INDICES" if u.index else "NSE"
     else:
-        exchange, segment, lot = "NFO", "NFO-FUT" if contract.kind == "FUT" else "NFO-OPT", u.lot_size
+        exchange, segment = "NFO", "NFO-FUT" if contract.kind == "FUT" else "NFO-OPT"
     option = contract.kind if contract.kind in ("CE", "PE") else None
     return Instrument(
         exchange=exchange,
@@ -228,7 +253,7 @@ def instrument(contract: Contract) -> Instrument:
         expiry=contract.expiry,
         strike=contract.strike,
         option_type=option,
-        lot_size=lot,
+        lot_size=contract.lot,
         tick_size=0.05 if contract.derivative else tick_size(u),
         broker_ids={"sim": contract_token(contract)},
     )

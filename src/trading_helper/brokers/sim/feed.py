@@ -154,7 +154,7 @@ class SimFeed(LiveFeed):
             if contract.kind == "INDEX":
                 frame.append(Tick(st.instrument_id, stamp, now, price))
                 continue
-            lot = contract.underlying.lot_size if contract.derivative else 1
+            lot = contract.lot
             qty = lot * rng.choice(
                 (1, 1, 2, 3, 5, 10, 20) if contract.derivative else (1, 5, 10, 25, 50, 100, 250)
             )

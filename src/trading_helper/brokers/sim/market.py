@@ -42,6 +42,7 @@ MEAN_REVERSION: Final = 0.07
 #: the overnight gap's standard deviation, as a share of the daily volatility
 GAP_SHARE: Final = 0.3
 MINUTE: Final = timedelta(minutes=1)
+LISTED_WEEKLY, LISTED_MONTHLY = timedelta(weeks=8), timedelta(weeks=13)
 
 
 def seed(*parts: object) -> int:
@@ -152,8 +153,12 @@ def on_tick(price: float, tick: float = 0.05) -> float:
 
 
 def trading(contract: Contract, now: datetime) -> bool:
-    """False once a derivative has expired."""
-    return contract.expiry is None or now < expires_at(contract.expiry)
+    """False before a derivative is listed (a weekly 8 weeks, a monthly 13 weeks before its expiry,
+    about as NSE lists them) and once it has expired."""
+    if contract.expiry is None:
+        return True
+    listed = contract.expiry - (LISTED_WEEKLY if contract.weekly else LISTED_MONTHLY)
+    return listed <= now.astimezone(IST).date() and now < expires_at(contract.expiry)
 
 
 def liquidity(contract: Contract, spot: float) -> float:
@@ -171,4 +176,4 @@ def open_interest_base(contract: Contract, spot: float, day: date) -> int | None
         return None
     lots = 2_000 + seed("oi", contract, day) % 3_000
     scale = 20.0 if contract.kind == "FUT" else 1.0 + 30.0 * liquidity(contract, spot)
-    return int(lots * scale) * contract.underlying.lot_size
+    return int(lots * scale) * contract.lot

@@ -23,8 +23,6 @@ import math
 from datetime import date, datetime, time
 from typing import Final, Literal
 
-from vollib.black import black
-
 from trading_helper.timeframes import IST
 
 #: the carry of futures and the discount rate of options (continuously compounded, per year)
@@ -66,6 +64,10 @@ def black76_price(flag: OptionFlag, fwd: float, strike: float, years: float, sig
     At expiry (``years`` 0) it is the intrinsic value."""
     if years <= 0.0:
         return max(0.0, fwd - strike) if flag == "CE" else max(0.0, strike - fwd)
+    # imported on first use: the library brings numpy and scipy, and a command that stops at once
+    # (a port in use) should not wait for them
+    from vollib.black import black
+
     return float(black("c" if flag == "CE" else "p", fwd, strike, years, RATE, sigma))
 
 
