@@ -5,13 +5,15 @@ wherever the exchange's 0.05 price step allows it; futures trade at the forward 
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import QuantLib as ql
 from vollib.black.implied_volatility import implied_volatility
 
 from trading_helper.brokers.sim import SimFeed, sim_instruments
+from trading_helper.brokers.sim.bars import contract_minutes
 from trading_helper.brokers.sim.contracts import decode_token
+from trading_helper.brokers.sim.market import underlying_minutes
 from trading_helper.brokers.sim.pricing import RATE, black76_price, forward, smile_iv, years_to_expiry
 from trading_helper.config import Settings
 from trading_helper.models import Tick
@@ -113,3 +115,36 @@ def test_the_smile_has_the_index_skew() -> None:
             smile_iv(atm, 25_000 * (1 + distance), 25_000),
         )
         assert below > atm and below > above  # puts below the forward dearer than calls above it
+
+
+def test_history_bars_recover_the_smile_iv_too() -> None:
+    """A broker history bar closes at the option's price with its underlying at the bar's close."""
+    items = [i for i in sim_instruments(200, TODAY) if i.option_type and i.name == "NIFTY"][:12]
+    assert len(items) == 12
+    tight = 0
+    for inst in items:
+        contract = decode_token(inst.broker_ids["sim"])
+        assert contract is not None and contract.strike is not None and contract.kind in ("CE", "PE")
+        under = underlying_minutes(contract.underlying, TODAY)
+        bars = contract_minutes(contract, TODAY)
+        assert len(bars) == len(under) == 375
+        for bar, spot in zip(bars[::15], under[::15], strict=True):
+            end = bar.time + timedelta(minutes=1)
+            years = years_to_expiry(contract.expiry, end)
+            fwd = forward(spot.close, years)
+            sigma = smile_iv(contract.underlying.atm_iv, contract.strike, fwd)
+            flag = contract.kind
+            solved = implied_volatility(
+                bar.close, fwd, contract.strike, RATE, years, "c" if flag == "CE" else "p"
+            )
+            assert (
+                abs(
+                    quantlib_price(flag, fwd, contract.strike, years, solved)
+                    - quantlib_price(flag, fwd, contract.strike, years, sigma)
+                )
+                <= HALF_TICK + 1e-9
+            )
+            if HALF_TICK / vega(flag, fwd, contract.strike, years, sigma) <= 5e-5:
+                assert abs(solved - sigma) <= 1e-4
+                tight += 1
+    assert tight >= 100

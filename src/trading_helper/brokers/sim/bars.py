@@ -59,10 +59,12 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
     out = []
     if not trading(contract, bars[0].time):
         return ()
+    before: Minute | None = None
     for i, bar in enumerate(bars):
         if not trading(contract, bar.time + MINUTE):
             break
-        o = on_tick(fair_price(contract, bar.open, bar.time), tick)
+        # a minute opens where the one before closed (the same spot at the same instant)
+        o = before.close if before is not None else on_tick(fair_price(contract, bar.open, bar.time), tick)
         c = on_tick(fair_price(contract, bar.close, bar.time + MINUTE), tick)
         hi = on_tick(fair_price(contract, bar.low if falls else bar.high, bar.time), tick)
         lo = on_tick(fair_price(contract, bar.high if falls else bar.low, bar.time), tick)
@@ -73,7 +75,8 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
             volume = lot * max(1, int(rng.uniform(5, 60) * busy * active))
         if oi is not None:
             oi = max(lot, oi + lot * rng.choice((-20, -10, 0, 0, 10, 20, 30)))
-        out.append(Minute(bar.time, o, max(hi, o, c), min(lo, o, c), c, volume, oi))
+        before = Minute(bar.time, o, max(hi, o, c), min(lo, o, c), c, volume, oi)
+        out.append(before)
     return tuple(out)
 
 
