@@ -21,6 +21,7 @@ from trading_helper.brokers.sim.market import (
     day_open,
     fair_price,
     liquidity,
+    minute_volume,
     on_tick,
     open_interest_base,
     seed,
@@ -72,7 +73,7 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
             volume = 0
         else:
             busy = 1.0 + 2.0 * (0.9**i) + 0.97 ** (len(bars) - i)  # busier after the open, before the close
-            volume = lot * max(1, int(rng.uniform(5, 60) * busy * active))
+            volume = minute_volume(contract, rng, busy, active)
         if oi is not None:
             oi = max(lot, oi + lot * rng.choice((-20, -10, 0, 0, 10, 20, 30)))
         before = Minute(bar.time, o, max(hi, o, c), min(lo, o, c), c, volume, oi)

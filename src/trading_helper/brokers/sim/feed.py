@@ -26,12 +26,14 @@ from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
 from trading_helper.brokers.sim.contracts import Contract, Underlying, decode_token
 from trading_helper.brokers.sim.market import (
+    TRADE_SIZES,
     adhoc_underlying,
     fair_price,
     liquidity,
     on_tick,
     open_interest_base,
     spot_at,
+    trade_unit,
     trading,
 )
 from trading_helper.config import Settings
@@ -155,9 +157,7 @@ class SimFeed(LiveFeed):
                 frame.append(Tick(st.instrument_id, stamp, now, price))
                 continue
             lot = contract.lot
-            qty = lot * rng.choice(
-                (1, 1, 2, 3, 5, 10, 20) if contract.derivative else (1, 5, 10, 25, 50, 100, 250)
-            )
+            qty = trade_unit(contract) * rng.choice(TRADE_SIZES)
             st.volume += qty
             st.turnover += qty * price
             if st.oi is not None:

@@ -170,6 +170,26 @@ def liquidity(contract: Contract, spot: float) -> float:
     return max(0.02, math.exp(-k * k))
 
 
+#: a trade's size in units of :func:`trade_unit` (mean 6), and about how many trades a liquid
+#: contract's minute has (the live feed's ticks of a busy contract, ~2 a second at the defaults)
+TRADE_SIZES: Final = (1, 1, 2, 3, 5, 10, 20)
+TRADES_PER_MINUTE: Final = 120
+
+
+def trade_unit(contract: Contract) -> int:
+    """What a trade's size is counted in: a lot for a derivative, a block of shares worth about
+    20,000 rupees for a stock (so history and live ticks trade on the same scale)."""
+    if contract.derivative:
+        return contract.lot
+    return max(1, round(20_000 / contract.underlying.level))
+
+
+def minute_volume(contract: Contract, rng: random.Random, busy: float, active: float) -> int:
+    """One minute's volume in history: about what the live feed's trades add up to in a minute."""
+    mean = sum(TRADE_SIZES) / len(TRADE_SIZES) * TRADES_PER_MINUTE
+    return trade_unit(contract) * max(1, int(rng.uniform(0.5, 1.5) * busy * active * mean))
+
+
 def open_interest_base(contract: Contract, spot: float, day: date) -> int | None:
     """The open interest a derivative starts ``day`` with (lots, more near the money); None for cash."""
     if contract.expiry is None:
