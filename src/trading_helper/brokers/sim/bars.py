@@ -51,7 +51,7 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
     if not bars:
         return ()
     rng = random.Random(seed("flow", contract, day))
-    tick = 0.05 if contract.derivative or u.level >= 250 else 0.01
+    tick = contract.tick
     falls = contract.kind == "PE"
     spot0 = day_open(u, day)
     oi = open_interest_base(contract, spot0, day)

@@ -122,6 +122,11 @@ class Contract:
         return self.expiry is not None
 
     @property
+    def tick(self) -> float:
+        """The price step: 0.05 for derivatives, a stock's by its price (:func:`tick_size`)."""
+        return 0.05 if self.expiry is not None else tick_size(self.underlying)
+
+    @property
     def lot(self) -> int:
         """Units per lot: 1 for cash and indices."""
         return 1 if self.expiry is None else lot_size(self.underlying, self.expiry)
@@ -254,6 +259,6 @@ def instrument(contract: Contract) -> Instrument:
         strike=contract.strike,
         option_type=option,
         lot_size=contract.lot,
-        tick_size=0.05 if contract.derivative else tick_size(u),
+        tick_size=contract.tick,
         broker_ids={"sim": contract_token(contract)},
     )

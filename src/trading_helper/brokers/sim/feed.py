@@ -75,6 +75,7 @@ class SimFeed(LiveFeed):
         self._states: dict[str, _State] = {}
         self._noise: dict[Underlying, _Noise] = {}
         self._weights: tuple[list[str], list[float]] | None = None
+        self._weighed_at = datetime.min.replace(tzinfo=IST)
         self.state = FeedState.STOPPED
         self.paused = asyncio.Event()
         self.paused.set()
@@ -117,17 +118,17 @@ class SimFeed(LiveFeed):
         day = now.astimezone(IST).date()
         if st is None:
             contract = contract_of(token)
-            u = contract.underlying
-            tick = 0.05 if contract.derivative or u.level >= 250 else 0.01
-            st = self._states[token] = _State(self._subs[token], contract, tick, day)
-            st.oi = open_interest_base(contract, spot_at(u, now), day)
+            st = self._states[token] = _State(self._subs[token], contract, contract.tick, day)
+            st.oi = open_interest_base(contract, spot_at(contract.underlying, now), day)
         if st.day != day:
             st.volume, st.turnover, st.day = 0, 0.0, day
         return st
 
     def _chooser(self, now: datetime) -> tuple[list[str], list[float]]:
-        """The subscribed tokens and their cumulative weights (how often each ticks)."""
-        if self._weights is None:
+        """The subscribed tokens and their cumulative weights (how often each ticks), weighed again
+        after a subscription change and every minute (the money moves with the spot)."""
+        if self._weights is None or abs((now - self._weighed_at).total_seconds()) >= 60:
+            self._weighed_at = now
             tokens = list(self._subs)
             weights = []
             for token in tokens:
