@@ -200,3 +200,24 @@ async def test_the_walk_is_seeded_and_reproducible() -> None:
     assert await history(items[50].broker_ids["sim"], "1m", TODAY, TODAY) == await history(
         items[50].broker_ids["sim"], "1m", TODAY, TODAY
     )
+
+
+async def test_a_contract_stops_ticking_when_it_expires_and_the_frame_stays_full() -> None:
+    expiry_day = date(2025, 12, 9)  # a NIFTY weekly
+    items = sim_instruments(60, date(2025, 12, 3))
+    weekly = [i for i in items if i.expiry == expiry_day]
+    assert weekly
+    feed = SimFeed(Settings())
+    await feed.subscribe({i.broker_ids["sim"]: n for n, i in enumerate(items)})
+    before = datetime(2025, 12, 9, 15, 29, 50, tzinfo=IST)
+    ids = {n for n, i in enumerate(items) if i.expiry == expiry_day}
+    frames = [feed.make_frame(300, before + timedelta(seconds=s)) for s in range(20)]
+    assert all(len(f) == 300 for f in frames)
+    assert any(t.instrument_id in ids for f in frames[:10] for t in f)  # until 15:30
+    assert not any(t.instrument_id in ids for f in frames[10:] for t in f)  # not after
+    only_weekly = SimFeed(Settings())
+    await only_weekly.subscribe({weekly[0].broker_ids["sim"]: 1})
+    assert (
+        len(only_weekly.make_frame(10, before)) == 10
+        and only_weekly.make_frame(10, before + timedelta(minutes=1)) == []
+    )

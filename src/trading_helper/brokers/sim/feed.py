@@ -20,7 +20,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedSink, FeedState, LiveFeed
@@ -36,6 +36,7 @@ from trading_helper.brokers.sim.market import (
     trade_unit,
     trading,
 )
+from trading_helper.brokers.sim.pricing import expires_at
 from trading_helper.config import Settings
 from trading_helper.models import Tick
 from trading_helper.timeframes import IST
@@ -75,7 +76,7 @@ class SimFeed(LiveFeed):
         self._states: dict[str, _State] = {}
         self._noise: dict[Underlying, _Noise] = {}
         self._weights: tuple[list[str], list[float]] | None = None
-        self._weighed_at = datetime.min.replace(tzinfo=IST)
+        self._weighed_at = self._weighed_until = datetime.min.replace(tzinfo=IST)
         self.state = FeedState.STOPPED
         self.paused = asyncio.Event()
         self.paused.set()
@@ -125,35 +126,63 @@ class SimFeed(LiveFeed):
         return st
 
     def _chooser(self, now: datetime) -> tuple[list[str], list[float]]:
-        """The subscribed tokens and their cumulative weights (how often each ticks), weighed again
-        after a subscription change and every minute (the money moves with the spot)."""
-        if self._weights is None or abs((now - self._weighed_at).total_seconds()) >= 60:
-            self._weighed_at = now
+        """The subscribed tokens and their cumulative weights (how often each ticks; 0 for a contract
+        not trading), weighed again after a subscription change, every minute (the money moves
+        with the spot) and when a weighed contract expires."""
+        if self._weights is None or not (self._weighed_at <= now < self._weighed_until):
             tokens = list(self._subs)
             weights = []
+            until = now + timedelta(minutes=1)
             for token in tokens:
                 contract = contract_of(token)
-                weights.append(liquidity(contract, spot_at(contract.underlying, now)))
-            self._weights = tokens, list(itertools.accumulate(weights))
+                live = trading(contract, now)
+                weights.append(liquidity(contract, spot_at(contract.underlying, now)) if live else 0.0)
+                if live and contract.expiry is not None:
+                    until = min(until, expires_at(contract.expiry))
+            self._weights, self._weighed_at, self._weighed_until = (
+                (tokens, list(itertools.accumulate(weights))),
+                now,
+                until,
+            )
         return self._weights
 
+    def _quote(
+        self, contract: Contract, tick: float, spots: dict[Underlying, float], now: datetime
+    ) -> tuple[float, float] | None:
+        """A contract's price and half spread at ``now`` (None once expired): the spread is wider
+        far from the money."""
+        if not trading(contract, now):
+            return None
+        u = contract.underlying
+        if (spot := spots.get(u)) is None:
+            spot = spots[u] = self.spot(u, now)
+        price = on_tick(fair_price(contract, spot, now), tick)
+        return price, tick * (1 + int((1.0 - liquidity(contract, spot)) * 3))
+
     def make_frame(self, n_ticks: int, now: datetime | None = None) -> list[Tick]:
-        """One frame of up to ``n_ticks`` ticks for subscribed contracts, chosen by how liquid they are."""
+        """One frame of ``n_ticks`` ticks for subscribed contracts, chosen by how liquid they are
+        (expired ones never: an empty frame when nothing subscribed trades)."""
         now = now or clock.now()
         if not self._subs:
             return []
         rng = self.rng
         tokens, cumulative = self._chooser(now)
+        if not cumulative[-1]:
+            return []  # every subscribed contract has expired
+        stamp = now.replace(microsecond=0)
+        # one instant per frame: each underlying's spot, and each contract's price and spread, once
+        spots: dict[Underlying, float] = {}
+        quotes: dict[str, tuple[float, float] | None] = {}
         frame = []
         for _ in range(n_ticks):
             token = tokens[min(bisect.bisect(cumulative, rng.random() * cumulative[-1]), len(tokens) - 1)]
             st = self._state(token, now)
             contract = st.contract
-            if not trading(contract, now):
-                continue
-            spot = self.spot(contract.underlying, now)
-            price = on_tick(fair_price(contract, spot, now), st.tick)
-            stamp = now.replace(microsecond=0)
+            if token not in quotes:
+                quotes[token] = self._quote(contract, st.tick, spots, now)
+            if (quote := quotes[token]) is None:
+                continue  # expired
+            price, spread = quote
             if contract.kind == "INDEX":
                 frame.append(Tick(st.instrument_id, stamp, now, price))
                 continue
@@ -163,7 +192,6 @@ class SimFeed(LiveFeed):
             st.turnover += qty * price
             if st.oi is not None:
                 st.oi = max(lot, st.oi + lot * rng.choice((-2, -1, 0, 0, 1, 2, 3)))
-            spread = st.tick * (1 + int((1.0 - liquidity(contract, spot)) * 3))  # wider far from the money
             frame.append(
                 Tick(
                     instrument_id=st.instrument_id,
