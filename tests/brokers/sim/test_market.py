@@ -225,3 +225,17 @@ async def test_a_contract_stops_ticking_when_it_expires_and_the_frame_stays_full
         len(only_weekly.make_frame(10, before)) == 10
         and only_weekly.make_frame(10, before + timedelta(minutes=1)) == []
     )
+
+
+def test_open_interest_carries_over_from_one_session_to_the_next() -> None:
+    from trading_helper.brokers.sim.bars import contract_minutes
+
+    items = [i for i in sim_instruments(120, date(2026, 11, 2)) if i.instrument_type in ("FUT", "CE", "PE")]
+    days = nse_sessions(date(2026, 11, 2), date(2026, 11, 20))
+    for inst in items[:: len(items) // 6]:
+        contract = decode_token(inst.broker_ids["sim"])
+        assert contract is not None
+        ends = [(m[0].oi, m[-1].oi) for d in days if (m := contract_minutes(contract, d))]
+        assert len(ends) == len(days)
+        for (_, closed), (opened, _) in itertools.pairwise(ends):
+            assert closed and opened and abs(opened / closed - 1) < 0.15, inst.tradingsymbol

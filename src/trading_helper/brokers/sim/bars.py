@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
-from trading_helper.brokers.sim.contracts import Contract
+from trading_helper.brokers.sim.contracts import Contract, next_trading_day
 from trading_helper.brokers.sim.market import (
     MINUTE,
     day_open,
@@ -54,7 +54,12 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
     tick = contract.tick
     falls = contract.kind == "PE"
     spot0 = day_open(u, day)
-    oi = open_interest_base(contract, spot0, day)
+    # open interest moves from the day's base toward the next session's (plus a walk of trades),
+    # so the next day starts where this one ended
+    oi_start = open_interest_base(contract, spot0, day)
+    later = next_trading_day(day)
+    oi_end = open_interest_base(contract, day_open(u, later), later)
+    walk = 0
     lot = contract.lot
     active = liquidity(contract, spot0)
     out = []
@@ -74,8 +79,10 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
         else:
             busy = 1.0 + 2.0 * (0.9**i) + 0.97 ** (len(bars) - i)  # busier after the open, before the close
             volume = minute_volume(contract, rng, busy, active)
-        if oi is not None:
-            oi = max(lot, oi + lot * rng.choice((-20, -10, 0, 0, 10, 20, 30)))
+        oi = None
+        if oi_start is not None and oi_end is not None:
+            walk += lot * rng.choice((-20, -10, 0, 0, 10, 20))
+            oi = max(lot, oi_start + round((oi_end - oi_start) * (i + 1) / len(bars) / lot) * lot + walk)
         before = Minute(bar.time, o, max(hi, o, c), min(lo, o, c), c, volume, oi)
         out.append(before)
     return tuple(out)

@@ -151,6 +151,14 @@ def is_trading_day(day: date) -> bool:
     return day in _sessions(day.year)
 
 
+def next_trading_day(day: date) -> date:
+    """The first trading day after ``day``."""
+    day += timedelta(days=1)
+    while not is_trading_day(day):
+        day += timedelta(days=1)
+    return day
+
+
 def previous_trading_day(day: date) -> date:
     while not is_trading_day(day):
         day -= timedelta(days=1)

@@ -152,12 +152,19 @@ def on_tick(price: float, tick: float = 0.05) -> float:
     return max(tick, round(round(price / tick) * tick, 2))
 
 
-def trading(contract: Contract, now: datetime) -> bool:
-    """False before a derivative is listed (a weekly 8 weeks, a monthly 13 weeks before its expiry,
-    about as NSE lists them) and once it has expired."""
+def listed_on(contract: Contract) -> date | None:
+    """The day a derivative is listed: a weekly 8 weeks, a monthly 13 weeks before its expiry
+    (about as NSE lists them); None for cash and indices."""
     if contract.expiry is None:
+        return None
+    return contract.expiry - (LISTED_WEEKLY if contract.weekly else LISTED_MONTHLY)
+
+
+def trading(contract: Contract, now: datetime) -> bool:
+    """False before a derivative is listed and once it has expired."""
+    listed = listed_on(contract)
+    if listed is None or contract.expiry is None:
         return True
-    listed = contract.expiry - (LISTED_WEEKLY if contract.weekly else LISTED_MONTHLY)
     return listed <= now.astimezone(IST).date() and now < expires_at(contract.expiry)
 
 
@@ -191,9 +198,14 @@ def minute_volume(contract: Contract, rng: random.Random, busy: float, active: f
 
 
 def open_interest_base(contract: Contract, spot: float, day: date) -> int | None:
-    """The open interest a derivative starts ``day`` with (lots, more near the money); None for cash."""
-    if contract.expiry is None:
+    """The open interest a derivative starts ``day`` with; None for cash and indices. It builds up
+    from the listing (more near the money, most on futures) and moves a few per cent a day, so a
+    day starts near where the one before ended."""
+    listed = listed_on(contract)
+    if listed is None:
         return None
-    lots = 2_000 + seed("oi", contract, day) % 3_000
+    lots = 2_000 + seed("oi", contract) % 3_000
     scale = 20.0 if contract.kind == "FUT" else 1.0 + 30.0 * liquidity(contract, spot)
-    return int(lots * scale) * contract.lot
+    ramp = 1.0 - math.exp(-(max((day - listed).days, 0) + 1) / 15)
+    noise = 1.0 + 0.03 * random.Random(seed("oi", contract, day)).gauss(0.0, 1.0)
+    return max(1, int(lots * scale * ramp * noise)) * contract.lot
