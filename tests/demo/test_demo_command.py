@@ -141,7 +141,12 @@ async def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> 
         port = taken.getsockname()[1]
         began = time.monotonic()
         proc = await _spawn(tmp_path, port)
-        out, _ = await asyncio.wait_for(proc.communicate(), 5.0)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 5.0)
+        finally:
+            if proc.returncode is None:  # timed out: no demo left behind
+                proc.kill()
+                await proc.wait()
     assert proc.returncode == 1 and time.monotonic() - began < 5.0
     assert out.decode().strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is in use (another server, or another trading-helper, listens there): "
