@@ -169,18 +169,9 @@ def test_forward_falls_back_to_the_future_and_reasons_show() -> None:
         OptionQuote(3, "X23000CE", 23000.0, "CE", ltp=1.0, oi=10),
     ]
     base = {1: Baseline(ltp=280.0, oi=80), 3: Baseline(ltp=2.0, oi=20)}
+    week = {"underlying": "NSE:NIFTY 50", "exchange": "NFO", "expiry": date(2026, 12, 8), "as_of": as_of}
     doc = compute_chain(
-        ChainInputs(
-            underlying="NSE:NIFTY 50",
-            exchange="NFO",
-            expiry=date(2026, 12, 8),
-            as_of=as_of,
-            rate=0.1,
-            quotes=quotes,
-            spot=24_000.0,
-            future_price=24_050.0,
-            baseline=base,
-        )
+        ChainInputs(**week, rate=0.1, quotes=quotes, spot=24_000.0, future_price=24_050.0, baseline=base)
     )
     assert doc["forward_source"] == "future" and doc["forward"] == 24_050.0
     rows = {r["strike"]: r for r in doc["strikes"]}
@@ -190,16 +181,7 @@ def test_forward_falls_back_to_the_future_and_reasons_show() -> None:
     assert rows[23000.0]["ce"]["iv_reason"] == "below_intrinsic"
     assert rows[23000.0]["ce"]["buildup"] == "long_unwinding"
     assert rows[24100.0]["ce"] is None and rows[24100.0]["pe"]["oi_change"] is None
-    nofwd = compute_chain(
-        ChainInputs(
-            underlying="NSE:NIFTY 50",
-            exchange="NFO",
-            expiry=date(2026, 12, 8),
-            as_of=as_of,
-            rate=0.1,
-            quotes=quotes[:1],
-        )
-    )
+    nofwd = compute_chain(ChainInputs(**week, rate=0.1, quotes=quotes[:1]))
     assert nofwd["forward"] is None and nofwd["strikes"][0]["ce"]["iv_reason"] == "no_forward"
 
 
