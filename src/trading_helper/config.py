@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     #: in-memory queue of frames kept while Redis is unreachable
     LOCAL_QUEUE_MAX_FRAMES: int = Field(default=100_000, ge=100)
 
+    #: the annual interest rate of option pricing (Black-76 discounting, parity forward), as a
+    #: fraction: 0.10 is what NSE's own option chain uses
+    OPTIONS_RATE: float = Field(default=0.10, ge=-0.05, le=1.0)
+    #: seconds between the snapshots of each followed option chain (``POST /api/options/subscribe``)
+    OPTIONS_SNAPSHOT_INTERVAL_S: float = Field(default=60.0, ge=5.0, le=3600.0)
+
     SIM_INSTRUMENTS: int = Field(default=200, ge=1)
     SIM_TICKS_PER_SECOND: float = Field(default=200.0, gt=0)
 

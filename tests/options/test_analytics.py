@@ -3,15 +3,14 @@ property, the parity forward and a whole chain priced by QuantLib read back by c
 
 from __future__ import annotations
 
-import math
 from datetime import date, datetime
 
 import numpy as np
 import pytest
-import QuantLib as ql
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.options.market import ql_price, smile
 from trading_helper.options import analytics
 from trading_helper.options.chain import Baseline, ChainInputs, OptionQuote, compute_chain, iv_price
 from trading_helper.options.expiry import expiry_moment, years_to_expiry
@@ -82,16 +81,6 @@ def test_expiry_times_per_exchange() -> None:
         years_to_expiry("NFO", d, datetime(2026, 12, 2))
 
 
-def _ql_price(flag: str, f: float, k: float, t: float, r: float, sigma: float) -> float:
-    kind = ql.Option.Call if flag == "c" else ql.Option.Put
-    calc = ql.BlackCalculator(ql.PlainVanillaPayoff(kind, k), f, sigma * math.sqrt(t), math.exp(-r * t))
-    return float(calc.value())
-
-
-def _smile(k: float, f: float) -> float:
-    return 0.14 + 0.6 * math.log(k / f) ** 2 - 0.05 * math.log(k / f)
-
-
 def _priced_chain(
     f: float, as_of: datetime, expiry: date, rate: float, step: float = 50.0, n: int = 20
 ) -> list[OptionQuote]:
@@ -102,7 +91,7 @@ def _priced_chain(
     for i in range(-n, n + 1):
         k = atm + i * step
         for opt in ("CE", "PE"):
-            p = _ql_price(opt[0].lower(), f, k, t, rate, _smile(k, f))
+            p = ql_price(opt, f, k, t, smile(k, f), rate)
             quotes.append(
                 OptionQuote(
                     instrument_id=int(k) * 10 + (1 if opt == "CE" else 2),
@@ -142,7 +131,7 @@ def test_chain_recovers_forward_and_smile_priced_by_quantlib() -> None:
     assert doc["time_to_expiry_years"] == t
     for row in doc["strikes"]:
         for side in (row["ce"], row["pe"]):
-            assert side["iv"] == pytest.approx(_smile(row["strike"], f), abs=1e-6), (row["strike"], side)
+            assert side["iv"] == pytest.approx(smile(row["strike"], f), abs=1e-6), (row["strike"], side)
             assert side["iv_reason"] is None
     # PCR is the OI sums' ratio; max pain the brute force's
     put_oi = sum(q.oi or 0 for q in quotes if q.option_type == "PE")
@@ -157,7 +146,7 @@ def test_chain_recovers_forward_and_smile_priced_by_quantlib() -> None:
     )
     atm = next(r for r in doc["strikes"] if r["strike"] == 24_100.0)
     assert doc["straddle"] == pytest.approx(atm["ce"]["iv_price"] + atm["pe"]["iv_price"])
-    assert doc["atm_iv"] == pytest.approx(_smile(24_100.0, f), abs=1e-6)
+    assert doc["atm_iv"] == pytest.approx(smile(24_100.0, f), abs=1e-6)
     assert [p["side"] for p in doc["smile"]] == ["pe" if k < f else "ce" for k in ks]
 
 

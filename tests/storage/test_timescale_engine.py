@@ -472,6 +472,9 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         ("policy_retention", "candles_15m"): ("1 day", None, None, None, "6 mons", None),
         ("policy_retention", "candles_1h"): ("1 day", None, None, None, "1 year", None),
         ("apply_retention_job", ""): ("01:00:00", None, None, None, None, None),
+        # the option chains' minute snapshots (migration 13)
+        ("policy_retention", "option_chain_snapshots"): ("1 day", None, None, None, "90 days", None),
+        ("policy_retention", "option_quote_snapshots"): ("1 day", None, None, None, "90 days", None),
     }, found
     # The retention table the service reads agrees with the policies (1d: kept forever).
     table = dict(map(tuple, engine.query("SELECT relation, keep::text FROM retention_policy")))
@@ -482,6 +485,7 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         "candles_15m": "6 mons",
         "candles_1h": "1 year",
         "candles_1d": None,
+        "option_snapshots": "90 days",
     }
 
     # Run every job once on ticks relative to now: 10 days old (past retention and the 6-day

@@ -27,13 +27,15 @@ from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.openapi import PROTECTED
-from trading_helper.api.routes import candles, health, indicators, instruments, quotes, status
+from trading_helper.api.routes import candles, health, indicators, instruments, options, quotes, status
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
 from trading_helper.candles.calendar import years_between
 from trading_helper.candles.service import CandleService
 from trading_helper.ingest import keys
+from trading_helper.options.recorder import OptionsRecorder
+from trading_helper.options.service import OptionsService
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +105,30 @@ def cors_origins(value: str) -> list[str]:
     return [o for o in origins if o != "*"]
 
 
-def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> FastAPI:
-    """The application over ``runtime``; ``live_channel`` is the Redis pub/sub channel of live ticks."""
+def create_app(
+    runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL, quotes_key: str = keys.QUOTES
+) -> FastAPI:
+    """The application over ``runtime``; ``live_channel`` is the Redis pub/sub channel of live ticks,
+    ``quotes_key`` the hash of latest quotes the option chains read."""
     token, generated = api_token(runtime.settings)
     if generated:
         log.warning("API_TOKEN is not set: generated one for this process: %s", token)
     redact.register(token)  # after the one line that shows a generated token
     service = CandleService(runtime.pool, runtime.broker)
     hub = TickHub(runtime.redis, channel=live_channel)
+    options_service = _options(runtime, service, quotes_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
         warm = asyncio.create_task(_warm_calendar(service), name="calendar-warmup")
+        if runtime.supervisor is not None and options_service.recorder is not None:
+            runtime.supervisor.start("option-snapshots", options_service.recorder.run)
         try:
             yield
         finally:
+            if runtime.supervisor is not None and options_service.recorder is not None:
+                await runtime.supervisor.stop(["option-snapshots"])
             warm.cancel()
             await asyncio.gather(warm, return_exceptions=True)
             await hub.stop()
@@ -136,6 +146,7 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     app.state.token_generated = generated
     app.state.candles = service
     app.state.hub = hub
+    app.state.options = options_service
     app.state.ingest_rates = status.IngestRates()
 
     install_error_handlers(app)
@@ -154,7 +165,8 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
     app.include_router(health.router)
     app.include_router(status.metrics_router)
     protected = [Depends(require_token), Depends(refuse_unknown_query)]
-    for router in (instruments.router, candles.router, indicators.router, quotes.router, status.router):
+    routers = (instruments.router, candles.router, indicators.router, quotes.router, options.router, status.router)
+    for router in routers:
         app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
     install_docs(app)
@@ -170,6 +182,24 @@ def create_app(runtime: Runtime, *, live_channel: str = keys.LIVE_CHANNEL) -> Fa
             return {"message": "Trading Helper API", "docs": "/docs"}
 
     return app
+
+
+def _options(runtime: Runtime, candles: CandleService, quotes_key: str) -> OptionsService:
+    """The option chains' service, and its recorder of followed chains when Redis is configured."""
+    s = runtime.settings
+    recorder = None
+    if runtime.redis is not None:
+        recorder = OptionsRecorder(
+            runtime.pool,
+            runtime.redis,
+            rate=s.OPTIONS_RATE,
+            interval_s=s.OPTIONS_SNAPSHOT_INTERVAL_S,
+            ingest=runtime.ingest,
+            quotes_key=quotes_key,
+        )
+    return OptionsService(
+        runtime.pool, runtime.redis, candles, recorder, rate=s.OPTIONS_RATE, quotes_key=quotes_key
+    )
 
 
 async def _warm_calendar(service: CandleService) -> None:

@@ -1,0 +1,171 @@
+"""The chain from what is captured: contracts from the instrument master, prices from the latest
+quotes in Redis (``th:quotes``, written by the ingest service), no broker call.
+
+An underlying (an index or a stock; for MCX and CDS, where options are on futures, the future)
+names its derivatives by the master's ``name``: Kite lists NIFTY 50's options and futures as
+``NIFTY``, a stock's under its own symbol. Only contracts with a quote (ticks received) are in a
+live chain: the subscribed strikes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from trading_helper.errors import BufferUnavailable, UnknownInstrument
+from trading_helper.ingest import codec, keys
+from trading_helper.instruments.refs import ALIASES
+from trading_helper.models import Instrument, Tick
+from trading_helper.options.chain import Baseline, ChainInputs, OptionQuote, compute_chain
+from trading_helper.storage import sql_options
+
+#: where an underlying's derivatives trade
+DERIVATIVE_EXCHANGES: Final[dict[str, tuple[str, ...]]] = {"NSE": ("NFO",), "BSE": ("BFO",)}
+#: index symbol (Kite, simulator, Fyers) -> the name its derivatives carry (NIFTY 50 -> NIFTY)
+_DERIVATIVE_NAME: Final = {symbol: alias for alias, symbols in ALIASES.items() for symbol in symbols}
+
+
+@dataclass(frozen=True, slots=True)
+class Underlying:
+    instrument: Instrument
+    name: str  # the derivatives' name in the master
+    exchanges: tuple[str, ...]  # the derivatives' exchanges
+
+    @property
+    def ref(self) -> str:
+        return f"{self.instrument.exchange}:{self.instrument.tradingsymbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    id: int
+    exchange: str
+    tradingsymbol: str
+    strike: float
+    option_type: str
+
+
+def underlying_of(inst: Instrument) -> Underlying:
+    """The derivatives' name and exchanges of an underlying."""
+    if inst.instrument_type == "FUT" or inst.exchange in ("MCX", "CDS", "BCD"):
+        return Underlying(inst, inst.name or inst.tradingsymbol, (inst.exchange,))
+    name = _DERIVATIVE_NAME.get(inst.tradingsymbol, inst.tradingsymbol)
+    return Underlying(inst, name, DERIVATIVE_EXCHANGES.get(inst.exchange, (inst.exchange,)))
+
+
+async def contracts(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date) -> list[Contract]:
+    rows = await conn.fetch(sql_options.OPTION_CONTRACTS, u.name, list(u.exchanges), expiry)
+    return [Contract(r["id"], r["exchange"], r["tradingsymbol"], r["strike"], r["option_type"]) for r in rows]
+
+
+async def expiries(
+    conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, today: date
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(sql_options.EXPIRIES, u.name, list(u.exchanges), today)
+    return [
+        {
+            "expiry": r["expiry"].isoformat(),
+            "calls": r["calls"],
+            "puts": r["puts"],
+            "min_strike": r["min_strike"],
+            "max_strike": r["max_strike"],
+        }
+        for r in rows
+    ]
+
+
+async def nearest_expiry(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, today: date) -> date:
+    found = await expiries(conn, u, today)
+    if not found:
+        raise UnknownInstrument(
+            f"{u.ref} has no option contracts expiring on or after {today}", code="no_options"
+        )
+    return date.fromisoformat(found[0]["expiry"])
+
+
+async def future_id(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date) -> int | None:
+    if u.instrument.instrument_type == "FUT":
+        return u.instrument.id
+    value = await conn.fetchval(sql_options.FUTURE_FOR_EXPIRY, u.name, list(u.exchanges), expiry)
+    return None if value is None else int(value)
+
+
+async def latest_quotes(redis: aioredis.Redis, ids: Sequence[int], key: str = keys.QUOTES) -> dict[int, Tick]:
+    """The latest quote of each instrument that has one (one HMGET)."""
+    if not ids:
+        return {}
+    values = await redis.hmget(key, [str(i) for i in ids])
+    out: dict[int, Tick] = {}
+    for iid, value in zip(ids, values, strict=True):
+        if value is None:
+            continue
+        if not isinstance(value, bytes):
+            raise BufferUnavailable("the Redis client must be created with decode_responses=False")
+        out[iid] = codec.decode_quote(value)
+    return out
+
+
+def option_quote(c: Contract, tick: Tick) -> OptionQuote:
+    return OptionQuote(
+        instrument_id=c.id,
+        tradingsymbol=c.tradingsymbol,
+        strike=c.strike,
+        option_type=c.option_type,
+        ltp=tick.last_price,
+        bid=tick.bid_price,
+        ask=tick.ask_price,
+        oi=tick.open_interest,
+        volume=tick.volume,
+    )
+
+
+@dataclass(slots=True)
+class LiveChain:
+    """A chain as computed now, with what the recorder needs besides the document."""
+
+    doc: dict[str, Any]
+    contracts: list[Contract]
+    #: the newest exchange time among the chain's quotes (None: no quote at all)
+    latest: datetime | None
+
+
+async def live_chain(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    u: Underlying,
+    expiry: date,
+    *,
+    as_of: datetime,
+    rate: float,
+    baseline: Mapping[int, Baseline] | None = None,
+    quotes_key: str = keys.QUOTES,
+) -> LiveChain:
+    """The chain of ``u`` for ``expiry`` from the latest quotes."""
+    found = await contracts(pool, u, expiry)
+    fut = await future_id(pool, u, expiry)
+    assert u.instrument.id is not None
+    ids = [c.id for c in found] + [u.instrument.id] + ([fut] if fut is not None else [])
+    ticks = await latest_quotes(redis, ids, quotes_key)
+    spot = ticks.get(u.instrument.id)
+    future = ticks.get(fut) if fut is not None else None
+    exchange = found[0].exchange if found else u.exchanges[0]
+    doc = compute_chain(
+        ChainInputs(
+            underlying=u.ref,
+            exchange=exchange,
+            expiry=expiry,
+            as_of=as_of,
+            rate=rate,
+            quotes=[option_quote(c, ticks[c.id]) for c in found if c.id in ticks],
+            spot=None if spot is None else spot.last_price,
+            future_price=None if future is None else future.last_price,
+            baseline=baseline or {},
+        )
+    )
+    times = [ticks[c.id].exchange_ts for c in found if c.id in ticks]
+    return LiveChain(doc, found, max(times) if times else None)
