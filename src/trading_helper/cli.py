@@ -207,6 +207,26 @@ def bench_indicators(
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
+@bench_app.command("options")
+def bench_options(
+    strikes: int = typer.Option(200, min=2, max=2000, help="Strikes in the chain (a call and a put each)."),
+    samples: int = typer.Option(200, min=10, help="Timed runs per measurement."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """IV and Greeks of a chain, and GET /api/options/chain latency (throwaway database and Redis key)."""
+    import json
+
+    from trading_helper.bench.options import run_options_bench
+    from trading_helper.config import get_settings
+
+    try:
+        result = asyncio.run(run_options_bench(get_settings(), strikes=strikes, samples=samples))
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Listen address (default: API_HOST).", show_default=False),

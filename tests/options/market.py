@@ -12,6 +12,7 @@ import asyncpg
 import QuantLib as ql
 import redis.asyncio as aioredis
 
+from trading_helper.bench.options import nifty_chain
 from trading_helper.ingest import codec
 from trading_helper.models import Instrument, Tick
 from trading_helper.options.expiry import years_to_expiry
@@ -32,14 +33,9 @@ def ql_price(opt: str, f: float, k: float, t: float, sigma: float, rate: float =
 
 
 def instruments(expiry: date, low: float = 22_000.0, high: float = 26_000.0) -> list[Instrument]:
-    out = [
-        Instrument(
-            exchange="NSE",
-            tradingsymbol="NIFTY 50",
-            name="NIFTY 50",
-            segment="INDICES",
-            instrument_type="INDEX",
-        ),
+    """The index, its options from ``low`` to ``high`` and a future of the next month."""
+    out = nifty_chain(expiry, [low + STEP * i for i in range(int((high - low) / STEP) + 1)])
+    out.append(
         Instrument(
             exchange="NFO",
             tradingsymbol=f"NIFTY{expiry:%y%b}FUT".upper(),
@@ -48,25 +44,9 @@ def instruments(expiry: date, low: float = 22_000.0, high: float = 26_000.0) -> 
             instrument_type="FUT",
             expiry=expiry + timedelta(days=21),
             lot_size=75,
-        ),
-    ]
-    k = low
-    while k <= high:
-        for opt in ("CE", "PE"):
-            out.append(
-                Instrument(
-                    exchange="NFO",
-                    tradingsymbol=f"NIFTY{expiry:%y%m%d}{int(k)}{opt}",
-                    name="NIFTY",
-                    segment="NFO-OPT",
-                    instrument_type=opt,
-                    expiry=expiry,
-                    strike=k,
-                    option_type=opt,
-                    lot_size=75,
-                )
-            )
-        k += STEP
+            broker_ids={"sim": "799999"},
+        )
+    )
     return out
 
 
@@ -79,10 +59,7 @@ class Market:
     strikes: dict[int, tuple[float, str]] = field(default_factory=dict)  # id -> (strike, CE/PE)
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        insts = instruments(self.expiry)
-        for i, inst in enumerate(insts):
-            inst.broker_ids = {"sim": str(900_000 + i)}
-        await sync_instruments(conn, "sim", insts)
+        await sync_instruments(conn, "sim", instruments(self.expiry))
         rows = await conn.fetch("SELECT id, tradingsymbol, strike, option_type FROM instruments")
         self.ids = {r["tradingsymbol"]: r["id"] for r in rows}
         self.strikes = {r["id"]: (r["strike"], r["option_type"]) for r in rows if r["option_type"]}

@@ -72,7 +72,8 @@ class ImpliedVol:
 
 
 def _fv() -> Any:
-    # imported on first use: fast_vollib (with pandas) costs about half a second to import, which
+    # every call names backend="numpy": "auto" probes for torch, jax and CUDA on each call (a
+    # third of a chain's time). Imported on first use: fast_vollib (with pandas) costs about half a second to import, which
     # every CLI command would otherwise pay
     import fast_vollib
 
@@ -101,7 +102,9 @@ def price(
     flags = _flags(flag, f.shape)
     if f.size == 0:
         return np.zeros(f.shape)
-    out = _fv().fast_black(flags.ravel(), f.ravel(), k.ravel(), t.ravel(), rate, s.ravel(), return_as="numpy")
+    out = _fv().fast_black(
+        flags.ravel(), f.ravel(), k.ravel(), t.ravel(), rate, s.ravel(), return_as="numpy", backend="numpy"
+    )
     return np.asarray(out, dtype=np.float64).reshape(f.shape)
 
 
@@ -154,7 +157,7 @@ def implied_vol(
             # on_error="ignore" returns NaN for what the solver cannot price; counted below instead
             warnings.simplefilter("ignore")
             solved = _fv().fast_implied_volatility_black(
-                po, fo, ko, rate, to, flo, return_as="numpy", on_error="ignore"
+                po, fo, ko, rate, to, flo, return_as="numpy", on_error="ignore", backend="numpy"
             )
         solved = np.asarray(solved, dtype=np.float64).reshape(-1)
         solved[~(np.isfinite(solved) & (solved > 0))] = np.nan
@@ -184,12 +187,14 @@ def _polish(
             break
         s = np.where(live, sigma, 0.2)
         model = np.asarray(
-            fv.fast_black(flags, f, k, t, rate, s, return_as="numpy"), dtype=np.float64
+            fv.fast_black(flags, f, k, t, rate, s, return_as="numpy", backend="numpy"), dtype=np.float64
         ).ravel()
         vega_unit = (
             100.0
             * np.asarray(
-                fv.vectorized_vega(flags, f, k, t, rate, s, model="black", return_as="numpy"),
+                fv.vectorized_vega(
+                    flags, f, k, t, rate, s, model="black", return_as="numpy", backend="numpy"
+                ),
                 dtype=np.float64,
             ).ravel()
         )
@@ -219,5 +224,7 @@ def greeks(
             ("theta", fv.vectorized_theta),
             ("vega", fv.vectorized_vega),
         ):
-            out[name][ok] = np.asarray(fn(*args, model="black", return_as="numpy"), dtype=np.float64).ravel()
+            out[name][ok] = np.asarray(
+                fn(*args, model="black", return_as="numpy", backend="numpy"), dtype=np.float64
+            ).ravel()
     return Greeks(**out)

@@ -87,8 +87,9 @@ def iv_price(bid: float | None, ask: float | None, ltp: float | None) -> float |
     return None
 
 
-def _num(value: float) -> float | None:
-    return None if not math.isfinite(value) else float(value)
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """A float column as a list, NaN and infinities as None (JSON has neither)."""
+    return [v if v - v == 0 else None for v in values.tolist()]  # v - v is NaN for both
 
 
 def _change(now: float | None, then: float | None) -> float | None:
@@ -120,11 +121,13 @@ def compute_chain(inp: ChainInputs) -> dict[str, Any]:
     g = black76.greeks(flags, f, strike_arr, t, inp.rate, solved.iv)
 
     rows: dict[float, dict[str, Any]] = {k: {"strike": k, "ce": None, "pe": None} for k in strikes}
+    # columns as Python lists once (indexing NumPy arrays per element costs more than the maths)
+    iv, delta, gamma, theta, vega = (_nullable(a) for a in (solved.iv, g.delta, g.gamma, g.theta, g.vega))
     for i, q in enumerate(quotes):
         base = inp.baseline.get(q.instrument_id)
         oi_change = None if base is None else _change(q.oi, base.oi)
         price_change = None if base is None else _change(q.ltp, base.ltp)
-        side = {
+        rows[q.strike]["ce" if q.option_type == "CE" else "pe"] = {
             "instrument": q.tradingsymbol,
             "instrument_id": q.instrument_id,
             "ltp": q.ltp,
@@ -134,15 +137,14 @@ def compute_chain(inp: ChainInputs) -> dict[str, Any]:
             "oi": q.oi,
             "oi_change": None if oi_change is None else int(oi_change),
             "volume": q.volume,
-            "iv": _num(solved.iv[i]),
+            "iv": iv[i],
             "iv_reason": solved.reason[i],
-            "delta": _num(g.delta[i]),
-            "gamma": _num(g.gamma[i]),
-            "theta": _num(g.theta[i]),
-            "vega": _num(g.vega[i]),
+            "delta": delta[i],
+            "gamma": gamma[i],
+            "theta": theta[i],
+            "vega": vega[i],
             "buildup": analytics.buildup(price_change, oi_change),
         }
-        rows[q.strike]["ce" if q.option_type == "CE" else "pe"] = side
     return summarise(inp, t, forward, forward_source, list(rows.values()))
 
 

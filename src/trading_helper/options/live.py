@@ -9,6 +9,7 @@ live chain: the subscribed strikes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,6 +25,7 @@ from trading_helper.models import Instrument, Tick
 from trading_helper.options.chain import Baseline, ChainInputs, OptionQuote, compute_chain
 from trading_helper.storage import sql_options
 
+CONTRACTS_TTL_S: Final = 60.0
 #: where an underlying's derivatives trade
 DERIVATIVE_EXCHANGES: Final[dict[str, tuple[str, ...]]] = {"NSE": ("NFO",), "BSE": ("BFO",)}
 #: index symbol (Kite, simulator, Fyers) -> the name its derivatives carry (NIFTY 50 -> NIFTY)
@@ -124,6 +126,30 @@ def option_quote(c: Contract, tick: Tick) -> OptionQuote:
     )
 
 
+class ContractCache:
+    """A chain's contracts and its future, remembered ``ttl_s`` (the master changes once a day:
+    the live chain need not read 400 contract rows on every request)."""
+
+    def __init__(self, ttl_s: float = CONTRACTS_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._held: dict[tuple[int, date], tuple[float, list[Contract], int | None]] = {}
+
+    async def get(
+        self, conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date
+    ) -> tuple[list[Contract], int | None]:
+        assert u.instrument.id is not None
+        key = (u.instrument.id, expiry)
+        hit = self._held.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1], hit[2]
+        found, fut = await contracts(conn, u, expiry), await future_id(conn, u, expiry)
+        if len(self._held) >= 256:
+            self._held.clear()
+        self._held[key] = (now, found, fut)
+        return found, fut
+
+
 @dataclass(slots=True)
 class LiveChain:
     """A chain as computed now, with what the recorder needs besides the document."""
@@ -144,10 +170,10 @@ async def live_chain(
     rate: float,
     baseline: Mapping[int, Baseline] | None = None,
     quotes_key: str = keys.QUOTES,
+    cache: ContractCache | None = None,
 ) -> LiveChain:
     """The chain of ``u`` for ``expiry`` from the latest quotes."""
-    found = await contracts(pool, u, expiry)
-    fut = await future_id(pool, u, expiry)
+    found, fut = await (cache or ContractCache(0.0)).get(pool, u, expiry)
     assert u.instrument.id is not None
     ids = [c.id for c in found] + [u.instrument.id] + ([fut] if fut is not None else [])
     ticks = await latest_quotes(redis, ids, quotes_key)

@@ -15,6 +15,7 @@ from trading_helper.errors import BufferUnavailable, InvalidRange, UnknownInstru
 from trading_helper.ingest import keys
 from trading_helper.options import history
 from trading_helper.options.live import (
+    ContractCache,
     Underlying,
     expiries,
     live_chain,
@@ -45,6 +46,7 @@ class OptionsService:
     ) -> None:
         self.pool, self.redis, self.candles, self.recorder = pool, redis, candles, recorder
         self.rate, self.quotes_key = rate, quotes_key
+        self.contracts = ContractCache()
 
     def _redis(self) -> aioredis.Redis:
         if self.redis is None:
