@@ -5,17 +5,22 @@ exactly as computed then, OI change and build-up against the day's first snapsho
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
 import pytest
 import QuantLib as ql
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.api.conftest import API_TOKEN, api_redis_url
 from tests.api.server import serve
@@ -36,6 +41,7 @@ FORWARD = 24_033.0
 
 @dataclass
 class Env:
+    url: str
     client: httpx.AsyncClient
     market: Market
     pool: asyncpg.Pool
@@ -59,7 +65,7 @@ async def env(db_pool: asyncpg.Pool, redis_url: str) -> AsyncIterator[Env]:
                 base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
             ) as client,
         ):
-            yield Env(client, market, db_pool, app.state.options.recorder)
+            yield Env(url, client, market, db_pool, app.state.options.recorder)
     finally:
         await redis.delete(key)
         await redis.aclose()
@@ -204,3 +210,31 @@ async def test_window_follows_the_atm(env: Env) -> None:
 
 def test_mark_times_are_aware() -> None:
     assert day_start(datetime(2026, 12, 2, 3, 0, tzinfo=IST)).hour == 0
+
+
+async def test_live_chain_on_the_websocket(env: Env) -> None:
+    await env.market.quote(clock.now(), FORWARD)
+    base = env.url.replace("http://", "ws://") + "/api/ws/options"
+    query = urlencode({"token": API_TOKEN, "underlying": "NSE:NIFTY 50", "interval_ms": 250})
+    async with connect(f"{base}?{query}") as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "chain" and len(first["data"]["strikes"]) == 81
+        assert first["data"]["forward"] == pytest.approx(FORWARD, abs=1e-6)
+        # the next update carries a quote that changed in between
+        await env.market.quote(clock.now(), FORWARD + 10)
+        for _ in range(20):
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if msg["data"]["forward"] == pytest.approx(FORWARD + 10, abs=1e-6):
+                break
+        else:
+            raise AssertionError("the chain on the WebSocket never showed the new quotes")
+    async with connect(f"{base}?{urlencode({'token': API_TOKEN, 'underlying': 'NSE:NOSUCH'})}") as ws:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert msg["type"] == "error" and msg["code"] == "unknown_instrument"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    async with connect(f"{base}?{urlencode({'token': 'wrong', 'underlying': 'NIFTY'})}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

@@ -31,6 +31,7 @@ from trading_helper.api.routes import candles, health, indicators, instruments, 
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
+from trading_helper.api.ws_options import router as ws_options_router
 from trading_helper.candles.calendar import years_between
 from trading_helper.candles.service import CandleService
 from trading_helper.ingest import keys
@@ -169,6 +170,7 @@ def create_app(
     for router in routers:
         app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
+    app.include_router(ws_options_router)
     install_docs(app)
 
     if STATIC_DIR.is_dir():
