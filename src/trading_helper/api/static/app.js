@@ -107,7 +107,7 @@
   });
   chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.75, bottom: 0 } });
 
-  // Hooks for static/indicators.js (the studies): the chart, and the page's events: `loaded` (a
+  // Hooks for static/indicators.js (the studies) and static/options.js: the chart, and the page's events: `loaded` (a
   // new instrument or timeframe drawn), `older` (history prepended), `candle` (the last bar moved).
   const listeners = { loaded: [], older: [], candle: [] };
   const emit = (name, detail) => {
@@ -116,6 +116,8 @@
   window.TH_CHART = Object.freeze({
     LWC, chart, candleSeries, volumeSeries, chartTime, api: (path) => api(path), state,
     on: (name, fn) => listeners[name].push(fn),
+    // for static/options.js: chart a contract (a click on the chain), the API token
+    load: (id) => load(id, state.tf), token: () => token,
   });
 
   const bar = (c) => ({ time: chartTime(c.ms), open: c.open, high: c.high, low: c.low, close: c.close });
