@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from tests.grafana.option_data import write_snapshots
 from tests.ingest.direct_writer import DirectWriter
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.models import Tick
@@ -101,6 +102,7 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
             total += result.written
     async with pool.acquire() as conn:
         await catch_up(conn, await current_flavour(conn), fallback=None)
+        await write_snapshots(conn, ids[0], end)
         # as the service records its own rollup run (plain PostgreSQL; job_status shows it)
         await record_run(conn, "refresh_candles", "refresh", "candles", 5.0, now, None)
         await conn.executemany(

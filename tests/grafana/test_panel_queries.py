@@ -11,6 +11,7 @@ import pytest
 
 from tests.grafana.grafana_sql import QueryContext, interpolate
 from tests.grafana.market_data import Market, fill_market
+from tests.grafana.option_data import OPTION_EXPIRY
 from tests.grafana.shapes import check_shape, panels
 from trading_helper.grafana.build import DASHBOARDS
 from trading_helper.grafana.market_overview import TIMEFRAMES
@@ -42,7 +43,11 @@ def context(market: Market, timeframe: str, *, interval: timedelta = timedelta(m
         time_from=market.start - timedelta(minutes=5),
         time_to=market.end + timedelta(minutes=1),
         interval=interval,
-        variables={"instrument": str(market.spiking_id), "timeframe": timeframe},
+        variables={
+            "instrument": str(market.spiking_id),
+            "timeframe": timeframe,
+            "expiry": OPTION_EXPIRY.isoformat(),
+        },
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.grafana.grafana_sql import QueryContext, interpolate
+from tests.grafana.option_data import OPTION_EXPIRY, engine_statements
 from tests.grafana.shapes import check_shape, panels
 from tests.timescale.engine import TimescaleEngine, tick_row
 from trading_helper.grafana.market_overview import TIMEFRAMES
@@ -82,6 +83,8 @@ def loaded(timescale_engine: TimescaleEngine) -> Iterator[Loaded]:
             iid,
             (end - SESSION).isoformat(),
         )
+    for sql, params in engine_statements(ids[0], end):
+        engine.fetch(sql, *params)
     engine.query("SET ROLE grafana_reader")
     yield Loaded(engine, ids, end - timedelta(days=1) - SESSION, end)
 
@@ -107,7 +110,11 @@ def test_every_panel_query_fits_its_panel_on_timescaledb(loaded: Loaded, timefra
         time_to=loaded.end + timedelta(minutes=1),
         interval=timedelta(minutes=1),
         timescaledb=True,
-        variables={"instrument": str(loaded.instrument_ids[0]), "timeframe": timeframe},
+        variables={
+            "instrument": str(loaded.instrument_ids[0]),
+            "timeframe": timeframe,
+            "expiry": OPTION_EXPIRY.isoformat(),
+        },
     )
     for dashboard, panel in panels():
         sql = interpolate(panel["targets"][0]["rawSql"], ctx)

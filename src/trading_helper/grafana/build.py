@@ -7,6 +7,7 @@ Layout (docker compose mounts ``provisioning/`` and ``dashboards/``)::
 
     grafana/dashboards/market_overview.json
     grafana/dashboards/system_health.json
+    grafana/dashboards/option_chains.json
     grafana/provisioning/datasources/trading_helper.yml
     grafana/provisioning/dashboards/trading_helper.yml
 """
@@ -17,7 +18,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from trading_helper.grafana import market_overview, system_health
+from trading_helper.grafana import market_overview, option_chains, system_health
 from trading_helper.grafana.panels import Json
 from trading_helper.grafana.provisioning import dashboards_yaml, datasource_yaml
 
@@ -26,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 DASHBOARDS: dict[str, Callable[[], Json]] = {
     "market_overview": market_overview.build,
     "system_health": system_health.build,
+    "option_chains": option_chains.build,
 }
 
 

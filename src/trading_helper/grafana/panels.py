@@ -15,7 +15,7 @@ DATASOURCE_UID = "trading-helper-db"
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
 DATASOURCE: dict[str, str] = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 
-PanelType = Literal["candlestick", "timeseries", "table", "stat"]
+PanelType = Literal["candlestick", "timeseries", "table", "stat", "barchart"]
 QueryFormat = Literal["time_series", "table"]
 
 Json = dict[str, Any]

@@ -16,6 +16,6 @@ LANGUAGE sql AS $$ SELECT 0 $$;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'grafana_reader') THEN
-        GRANT SELECT ON option_chain_snapshots, option_quote_snapshots TO grafana_reader;
+        GRANT SELECT ON option_chain_follows, option_chain_snapshots, option_quote_snapshots TO grafana_reader;
     END IF;
 END $$;
