@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import SecretStr
@@ -178,6 +179,7 @@ async def api_bench(settings: Settings, strikes: int, samples: int) -> dict[str,
     app_settings = settings.model_copy(update={"API_TOKEN": SecretStr(token), "BROKER": "sim"})
     try:
         async with scratch_database(settings.DATABASE_URL) as dsn:
+            database = urlsplit(dsn).path.lstrip("/")
             pool = await create_pool(dsn, min_size=2, max_size=4)
             try:
                 async with pool.acquire() as conn:
@@ -236,6 +238,8 @@ async def api_bench(settings: Settings, strikes: int, samples: int) -> dict[str,
         await redis.delete(key)
         await redis.aclose()
     return {
+        "database": f"{database} (dropped)",
+        "quotes_key": f"{key} (deleted)",
         "api_chain_strikes": strikes,
         "api_chain_p50_ms": round(percentile(chain_ms, 0.5), 3),
         "api_chain_p99_ms": round(percentile(chain_ms, 0.99), 3),

@@ -15,12 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from trading_helper import clock
-from trading_helper.api.runtime import IngestControl
 from trading_helper.errors import UnknownInstrument
 from trading_helper.ingest import keys
 from trading_helper.options import history
@@ -32,6 +32,14 @@ from trading_helper.timeframes import IST
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+
+
+class Subscriber(Protocol):
+    """What the recorder needs of the ingest service (``api.runtime.IngestControl`` has it)."""
+
+    async def subscribe(self, instrument_ids: Sequence[int]) -> None: ...
+
+    async def unsubscribe(self, instrument_ids: Sequence[int]) -> None: ...
 
 
 def day_start(as_of: datetime) -> datetime:
@@ -67,7 +75,7 @@ class OptionsRecorder:
         *,
         rate: float,
         interval_s: float,
-        ingest: IngestControl | None = None,
+        ingest: Subscriber | None = None,
         quotes_key: str = keys.QUOTES,
     ) -> None:
         self.pool, self.redis, self.rate, self.interval_s = pool, redis, rate, interval_s
