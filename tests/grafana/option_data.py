@@ -35,6 +35,12 @@ def snapshots(underlying_id: int, end: datetime, minutes: int = 5) -> list[tuple
             "max_pain": 24_000.0,
             "atm_iv": 0.13 + m / 1000,
             "straddle": 320.0 - m,
+            "future_id": None,
+            "future_instrument": None,
+            "future_ltp": None,
+            "future_oi": None,
+            "future_oi_change": None,
+            "future_buildup": None,
         }
         rows = [(k, kind) for k in STRIKES for kind in ("CE", "PE")]
         quotes: dict[str, list[Any]] = {

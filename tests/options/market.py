@@ -85,6 +85,8 @@ class Market:
         ticks: dict[int, Tick] = {}
         spot = forward * math.exp(-RATE * t * 0.5)
         ticks[self.spot_id] = Tick(self.spot_id, as_of, as_of, spot)
+        fut = self.ids[f"NIFTY{self.expiry:%y%b}FUT".upper()]
+        ticks[fut] = Tick(fut, as_of, as_of, forward + price_shift, open_interest=int(9_000_000 * oi_scale))
         for iid, (k, opt) in self.strikes.items():
             if only is not None and iid not in only:
                 continue

@@ -169,6 +169,9 @@ async def test_follow_snapshot_read_back_and_series(env: Env) -> None:
             assert side["oi_change"] == side["oi"] - first[side["instrument_id"]]["oi"] > 0
             assert side["buildup"] == "long_buildup"
 
+    # the future too: price up, OI up against the day's first snapshot
+    assert doc["future"]["oi_change"] == 4_500_000 and doc["future"]["buildup"] == "long_buildup"
+    assert then.doc["future"]["oi_change"] is None and then.doc["future"]["oi"] == 9_000_000
     r = await env.client.get(
         "/api/options/series",
         params={

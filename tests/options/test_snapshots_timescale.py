@@ -51,6 +51,12 @@ def test_snapshot_statements_round_trip(timescale_engine: TimescaleEngine) -> No
             "max_pain": 24000.0,
             "atm_iv": atm_iv,
             "straddle": 320.5,
+            "future_id": 99,
+            "future_instrument": "NIFTY26DECFUT",
+            "future_ltp": 24040.0,
+            "future_oi": 9_000_000,
+            "future_oi_change": None,
+            "future_buildup": None,
         }
         engine.fetch(sql_options.INSERT_CHAIN_SNAPSHOT, *[head[c] for c in sql_options.CHAIN_COLUMNS])
         quotes = {

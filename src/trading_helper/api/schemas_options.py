@@ -48,6 +48,15 @@ class SmilePoint(BaseModel):
     side: Literal["ce", "pe"]
 
 
+class FutureOut(BaseModel):
+    instrument: str
+    instrument_id: int
+    ltp: float | None
+    oi: int | None
+    oi_change: int | None
+    buildup: Buildup | None
+
+
 class ChainOut(BaseModel):
     underlying: str
     expiry: str
@@ -65,6 +74,7 @@ class ChainOut(BaseModel):
     straddle: float | None = Field(description="ATM call + put (their IV prices)")
     strikes: list[StrikeOut]
     smile: list[SmilePoint] = Field(description="per strike the out-of-the-money side's IV")
+    future: FutureOut | None = Field(description="the chain's future, with its OI build-up over the window")
 
 
 class ExpiryOut(BaseModel):

@@ -66,6 +66,16 @@ class Baseline:
 
 
 @dataclass(frozen=True, slots=True)
+class FutureQuote:
+    """The chain's future (same month or nearest) and its latest quote."""
+
+    instrument_id: int
+    tradingsymbol: str
+    ltp: float | None = None
+    oi: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChainInputs:
     underlying: str  # EXCHANGE:SYMBOL of the index or stock
     exchange: str  # the options' exchange (NFO, BFO, MCX, CDS): it sets the expiry time
@@ -75,7 +85,9 @@ class ChainInputs:
     quotes: Sequence[OptionQuote]
     spot: float | None = None
     future_price: float | None = None
+    #: per contract (the future's id too), its price and OI at the window's start
     baseline: Mapping[int, Baseline] = field(default_factory=dict)
+    future: FutureQuote | None = None
 
 
 def iv_price(bid: float | None, ask: float | None, ltp: float | None) -> float | None:
@@ -145,7 +157,27 @@ def compute_chain(inp: ChainInputs) -> dict[str, Any]:
             "vega": vega[i],
             "buildup": analytics.buildup(price_change, oi_change),
         }
-    return summarise(inp, t, forward, forward_source, list(rows.values()))
+    doc = summarise(inp, t, forward, forward_source, list(rows.values()))
+    doc["future"] = _future(inp)
+    return doc
+
+
+def _future(inp: ChainInputs) -> dict[str, Any] | None:
+    """The future's quote and OI build-up over the window (price and OI against the baseline)."""
+    f = inp.future
+    if f is None:
+        return None
+    base = inp.baseline.get(f.instrument_id)
+    oi_change = None if base is None else _change(f.oi, base.oi)
+    price_change = None if base is None else _change(f.ltp, base.ltp)
+    return {
+        "instrument": f.tradingsymbol,
+        "instrument_id": f.instrument_id,
+        "ltp": f.ltp,
+        "oi": f.oi,
+        "oi_change": None if oi_change is None else int(oi_change),
+        "buildup": analytics.buildup(price_change, oi_change),
+    }
 
 
 def smile(strikes: Sequence[Mapping[str, Any]], forward: float | None) -> list[dict[str, Any]]:

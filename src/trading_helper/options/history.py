@@ -43,18 +43,12 @@ async def write_snapshot(conn: asyncpg.Connection, underlying_id: int, doc: dict
             columns[name].append(side[name])
     async with conn.transaction():
         await conn.execute(sql_options.ENSURE_PARTITIONS, as_of, as_of)
+        future = doc.get("future") or {}
+        given = {"as_of": as_of, "underlying_id": underlying_id, "expiry": expiry}
+        given |= {column: future.get(key) for column, key in sql_options.FUTURE_COLUMNS.items()}
         await conn.execute(
             sql_options.INSERT_CHAIN_SNAPSHOT,
-            *[
-                as_of
-                if c == "as_of"
-                else underlying_id
-                if c == "underlying_id"
-                else expiry
-                if c == "expiry"
-                else doc[c]
-                for c in sql_options.CHAIN_COLUMNS
-            ],
+            *[given[c] if c in given else doc[c] for c in sql_options.CHAIN_COLUMNS],
         )
         await conn.execute(sql_options.INSERT_QUOTE_SNAPSHOTS, *columns.values())
 
@@ -79,10 +73,15 @@ async def read_snapshot(
         "as_of": head["as_of"].astimezone(IST).isoformat(),
     }
     for c in sql_options.CHAIN_COLUMNS:
-        if c not in ("as_of", "underlying_id", "expiry"):
+        if c not in ("as_of", "underlying_id", "expiry") and c not in sql_options.FUTURE_COLUMNS:
             doc[c] = head[c]
     doc["strikes"] = ordered
     doc["smile"] = smile(ordered, doc["forward"])
+    doc["future"] = (
+        None
+        if head["future_id"] is None
+        else {key: head[column] for column, key in sql_options.FUTURE_COLUMNS.items()}
+    )
     return doc
 
 
@@ -93,13 +92,16 @@ async def baseline(
     since: datetime,
     until: datetime,
 ) -> tuple[datetime | None, dict[int, Baseline]]:
-    """Each contract's last price and OI in the first snapshot of [since, until] (the window's
-    start): the baseline of OI change and build-up. (None, {}) without a snapshot there."""
-    first = await conn.fetchval(sql_options.FIRST_SNAPSHOT_IN, underlying_id, expiry, since, until)
-    if first is None:
+    """Each contract's (and the future's) last price and OI in the first snapshot of [since, until]
+    (the window's start): the baseline of OI change and build-up. (None, {}) without a snapshot."""
+    head = await conn.fetchrow(sql_options.FIRST_SNAPSHOT_IN, underlying_id, expiry, since, until)
+    if head is None:
         return None, {}
-    rows = await conn.fetch(sql_options.QUOTE_SNAPSHOTS_AT, underlying_id, expiry, first)
-    return first, {r["instrument_id"]: Baseline(ltp=r["ltp"], oi=r["oi"]) for r in rows}
+    rows = await conn.fetch(sql_options.QUOTE_SNAPSHOTS_AT, underlying_id, expiry, head["as_of"])
+    found = {r["instrument_id"]: Baseline(ltp=r["ltp"], oi=r["oi"]) for r in rows}
+    if head["future_id"] is not None:
+        found[head["future_id"]] = Baseline(ltp=head["future_ltp"], oi=head["future_oi"])
+    return head["as_of"], found
 
 
 async def series(

@@ -22,7 +22,7 @@ from trading_helper.errors import BufferUnavailable, UnknownInstrument
 from trading_helper.ingest import codec, keys
 from trading_helper.instruments.refs import ALIASES
 from trading_helper.models import Instrument, Tick
-from trading_helper.options.chain import Baseline, ChainInputs, OptionQuote, compute_chain
+from trading_helper.options.chain import Baseline, ChainInputs, FutureQuote, OptionQuote, compute_chain
 from trading_helper.storage import sql_options
 
 CONTRACTS_TTL_S: Final = 60.0
@@ -90,11 +90,20 @@ async def nearest_expiry(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying,
     return date.fromisoformat(found[0]["expiry"])
 
 
-async def future_id(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Future:
+    id: int
+    tradingsymbol: str
+
+
+async def future_of(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date) -> Future | None:
+    """The chain's future: the underlying itself when it is one (MCX, CDS), else the first
+    expiring on or after the options (``sql_options.FUTURE_FOR_EXPIRY``)."""
     if u.instrument.instrument_type == "FUT":
-        return u.instrument.id
-    value = await conn.fetchval(sql_options.FUTURE_FOR_EXPIRY, u.name, list(u.exchanges), expiry)
-    return None if value is None else int(value)
+        assert u.instrument.id is not None
+        return Future(u.instrument.id, u.instrument.tradingsymbol)
+    row = await conn.fetchrow(sql_options.FUTURE_FOR_EXPIRY, u.name, list(u.exchanges), expiry)
+    return None if row is None else Future(row["id"], row["tradingsymbol"])
 
 
 async def latest_quotes(redis: aioredis.Redis, ids: Sequence[int], key: str = keys.QUOTES) -> dict[int, Tick]:
@@ -132,18 +141,18 @@ class ContractCache:
 
     def __init__(self, ttl_s: float = CONTRACTS_TTL_S) -> None:
         self.ttl_s = ttl_s
-        self._held: dict[tuple[int, date], tuple[float, list[Contract], int | None]] = {}
+        self._held: dict[tuple[int, date], tuple[float, list[Contract], Future | None]] = {}
 
     async def get(
         self, conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date
-    ) -> tuple[list[Contract], int | None]:
+    ) -> tuple[list[Contract], Future | None]:
         assert u.instrument.id is not None
         key = (u.instrument.id, expiry)
         hit = self._held.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1], hit[2]
-        found, fut = await contracts(conn, u, expiry), await future_id(conn, u, expiry)
+        found, fut = await contracts(conn, u, expiry), await future_of(conn, u, expiry)
         if len(self._held) >= 256:
             self._held.clear()
         self._held[key] = (now, found, fut)
@@ -175,10 +184,10 @@ async def live_chain(
     """The chain of ``u`` for ``expiry`` from the latest quotes."""
     found, fut = await (cache or ContractCache(0.0)).get(pool, u, expiry)
     assert u.instrument.id is not None
-    ids = [c.id for c in found] + [u.instrument.id] + ([fut] if fut is not None else [])
+    ids = [c.id for c in found] + [u.instrument.id] + ([fut.id] if fut is not None else [])
     ticks = await latest_quotes(redis, ids, quotes_key)
     spot = ticks.get(u.instrument.id)
-    future = ticks.get(fut) if fut is not None else None
+    future = ticks.get(fut.id) if fut is not None else None
     exchange = found[0].exchange if found else u.exchanges[0]
     doc = compute_chain(
         ChainInputs(
@@ -190,6 +199,9 @@ async def live_chain(
             quotes=[option_quote(c, ticks[c.id]) for c in found if c.id in ticks],
             spot=None if spot is None else spot.last_price,
             future_price=None if future is None else future.last_price,
+            future=None
+            if fut is None or future is None
+            else FutureQuote(fut.id, fut.tradingsymbol, future.last_price, future.open_interest),
             baseline=baseline or {},
         )
     )

@@ -24,7 +24,7 @@ from trading_helper import clock
 from trading_helper.errors import UnknownInstrument
 from trading_helper.ingest import keys
 from trading_helper.options import history
-from trading_helper.options.live import Contract, Underlying, contracts, future_id, live_chain, underlying_of
+from trading_helper.options.live import Contract, Underlying, contracts, future_of, live_chain, underlying_of
 from trading_helper.storage import sql_instruments, sql_options
 from trading_helper.storage.instruments import get_instrument
 from trading_helper.timeframes import IST
@@ -92,8 +92,8 @@ class OptionsRecorder:
         ids = window(found, atm, strikes)
         if not ids:
             raise UnknownInstrument(f"{u.ref} has no option contracts expiring {expiry}", code="no_options")
-        fut = await future_id(self.pool, u, expiry)
-        extra = [u.instrument.id] + ([fut] if fut is not None else [])
+        fut = await future_of(self.pool, u, expiry)
+        extra = [u.instrument.id] + ([fut.id] if fut is not None else [])
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(sql_instruments.SUBSCRIBE, ids + extra)
             await conn.execute(sql_options.UPSERT_FOLLOW, u.instrument.id, expiry, strikes, ids)
@@ -113,7 +113,9 @@ class OptionsRecorder:
             try:
                 written += await self._snapshot(f, as_of)
             except Exception as exc:  # one broken chain must not stop the others' snapshots
-                log.warning("option chain %s %s: snapshot failed: %s", f.underlying_id, f.expiry, exc)
+                log.warning(
+                    "option chain %s %s: snapshot failed: %s", f.underlying_id, f.expiry, exc, exc_info=True
+                )
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             await self.pool.execute(sql_options.PRUNE_SNAPSHOTS)
             self._pruned_at = time.monotonic()

@@ -29,7 +29,7 @@ GROUP BY i.expiry ORDER BY i.expiry
 # the future the chain falls back on when parity cannot be formed: the first expiring on or after
 # the options' expiry (the same contract month), else the last one before
 FUTURE_FOR_EXPIRY = """
-SELECT i.id FROM instruments i
+SELECT i.id, i.tradingsymbol FROM instruments i
 WHERE i.name = $1 AND i.exchange = ANY($2::text[]) AND i.instrument_type = 'FUT' AND i.expiry IS NOT NULL
 ORDER BY i.expiry < $3, CASE WHEN i.expiry >= $3 THEN i.expiry - $3 ELSE $3 - i.expiry END
 LIMIT 1
@@ -74,7 +74,22 @@ CHAIN_COLUMNS: Final = (
     "max_pain",
     "atm_iv",
     "straddle",
+    "future_id",
+    "future_instrument",
+    "future_ltp",
+    "future_oi",
+    "future_oi_change",
+    "future_buildup",
 )
+#: the future's columns of a chain snapshot -> its key in the chain document's ``future``
+FUTURE_COLUMNS: Final = {
+    "future_id": "instrument_id",
+    "future_instrument": "instrument",
+    "future_ltp": "ltp",
+    "future_oi": "oi",
+    "future_oi_change": "oi_change",
+    "future_buildup": "buildup",
+}
 #: the contract rows' columns and their types (the unnest of the insert casts by them)
 QUOTE_TYPES: Final = {
     "as_of": "timestamptz",
@@ -124,7 +139,7 @@ ORDER BY as_of DESC LIMIT 1
 
 # the first snapshot of a window (the baseline of OI change and build-up): $3 from, $4 to
 FIRST_SNAPSHOT_IN = """
-SELECT as_of FROM option_chain_snapshots
+SELECT as_of, future_id, future_ltp, future_oi FROM option_chain_snapshots
 WHERE underlying_id = $1 AND expiry = $2 AND as_of >= $3 AND as_of <= $4
 ORDER BY as_of LIMIT 1
 """

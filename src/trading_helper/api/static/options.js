@@ -106,7 +106,9 @@
     }).join('');
     summary.textContent = `spot ${num(doc.spot)} · fwd ${num(doc.forward)} · ATM ${atm ?? '–'}`
       + ` · PCR ${num(doc.pcr_oi)} · max pain ${doc.max_pain ?? '–'} · ATM IV ${pct(doc.atm_iv)}`
-      + ` · straddle ${num(doc.straddle)} · ${new Date(doc.as_of).toLocaleTimeString()}`;
+      + ` · straddle ${num(doc.straddle)}`
+      + (doc.future ? ` · fut ${num(doc.future.ltp)} ${BUILDUP[doc.future.buildup] || ''}` : '')
+      + ` · ${new Date(doc.as_of).toLocaleTimeString()}`;
     Object.assign(panel.dataset, { expiry: doc.expiry, strikes: String(rows.length), asOf: doc.as_of });
   }
 

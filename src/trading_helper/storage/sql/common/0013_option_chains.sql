@@ -28,6 +28,13 @@ CREATE TABLE option_chain_snapshots (
     max_pain             double precision,
     atm_iv               double precision,
     straddle             double precision,
+    -- the future of the chain (the parity fallback) and its OI build-up over the same window
+    future_id            integer,
+    future_instrument    text,
+    future_ltp           double precision,
+    future_oi            bigint,
+    future_oi_change     bigint,
+    future_buildup       text,
     PRIMARY KEY (underlying_id, expiry, as_of)
 );
 
