@@ -9,8 +9,10 @@ live chain: the subscribed strikes.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -177,15 +179,20 @@ async def live_chain(
     *,
     as_of: datetime,
     rate: float,
-    baseline: Mapping[int, Baseline] | None = None,
+    baseline: Mapping[int, Baseline] | Awaitable[Mapping[int, Baseline]] | None = None,
     quotes_key: str = keys.QUOTES,
     cache: ContractCache | None = None,
 ) -> LiveChain:
-    """The chain of ``u`` for ``expiry`` from the latest quotes."""
+    """The chain of ``u`` for ``expiry`` from the latest quotes; ``baseline`` (or a coroutine that
+    reads it) gives the contracts' price and OI at the window's start."""
     found, fut = await (cache or ContractCache(0.0)).get(pool, u, expiry)
     assert u.instrument.id is not None
     ids = [c.id for c in found] + [u.instrument.id] + ([fut.id] if fut is not None else [])
-    ticks = await latest_quotes(redis, ids, quotes_key)
+    base: Mapping[int, Baseline] = {}
+    if inspect.isawaitable(baseline):  # read beside the quotes: one round trip less
+        ticks, base = await asyncio.gather(latest_quotes(redis, ids, quotes_key), baseline)
+    else:
+        ticks, base = await latest_quotes(redis, ids, quotes_key), baseline or {}
     spot = ticks.get(u.instrument.id)
     future = ticks.get(fut.id) if fut is not None else None
     exchange = found[0].exchange if found else u.exchanges[0]
@@ -202,7 +209,7 @@ async def live_chain(
             future=None
             if fut is None or future is None
             else FutureQuote(fut.id, fut.tradingsymbol, future.last_price, future.open_interest),
-            baseline=baseline or {},
+            baseline=base,
         )
     )
     times = [ticks[c.id].exchange_ts for c in found if c.id in ticks]

@@ -14,6 +14,7 @@ from trading_helper.candles.service import EARLIEST, LATEST, CandleService, as_i
 from trading_helper.errors import BufferUnavailable, InvalidRange, UnknownInstrument
 from trading_helper.ingest import keys
 from trading_helper.options import history
+from trading_helper.options.chain import Baseline
 from trading_helper.options.live import (
     ContractCache,
     Underlying,
@@ -83,7 +84,7 @@ class OptionsService:
             return doc
         now = clock.now()
         since = day_start(now) if window_min is None else now - timedelta(minutes=window_min)
-        _, base = await history.baseline(self.pool, u.instrument.id, exp, since, now)
+        base = self._baseline(u.instrument.id, exp, since, now)
         chain = await live_chain(
             self.pool,
             self._redis(),
@@ -95,6 +96,11 @@ class OptionsService:
             quotes_key=self.quotes_key,
         )
         return chain.doc
+
+    async def _baseline(
+        self, underlying_id: int, expiry: date, since: datetime, until: datetime
+    ) -> dict[int, Baseline]:
+        return (await history.baseline(self.pool, underlying_id, expiry, since, until))[1]
 
     async def series(
         self,
