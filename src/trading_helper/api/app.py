@@ -166,7 +166,14 @@ def create_app(
     app.include_router(health.router)
     app.include_router(status.metrics_router)
     protected = [Depends(require_token), Depends(refuse_unknown_query)]
-    routers = (instruments.router, candles.router, indicators.router, quotes.router, options.router, status.router)
+    routers = (
+        instruments.router,
+        candles.router,
+        indicators.router,
+        quotes.router,
+        options.router,
+        status.router,
+    )
     for router in routers:
         app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
