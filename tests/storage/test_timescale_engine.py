@@ -472,7 +472,7 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         ("policy_retention", "candles_15m"): ("1 day", None, None, None, "6 mons", None),
         ("policy_retention", "candles_1h"): ("1 day", None, None, None, "1 year", None),
         ("apply_retention_job", ""): ("01:00:00", None, None, None, None, None),
-        # the option chains' minute snapshots (migration 13)
+        # the option chains' minute snapshots (migration 12)
         ("policy_retention", "option_chain_snapshots"): ("1 day", None, None, None, "90 days", None),
         ("policy_retention", "option_quote_snapshots"): ("1 day", None, None, None, "90 days", None),
     }, found
