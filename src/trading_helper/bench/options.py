@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from trading_helper import clock
 from trading_helper.api.app import create_app
-from trading_helper.api.bench import _KeepAliveClient, _serve, percentile
 from trading_helper.api.runtime import Runtime
+from trading_helper.bench.query import _KeepAliveClient, _serve, percentile
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError

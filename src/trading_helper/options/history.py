@@ -15,13 +15,14 @@ import asyncpg
 
 from trading_helper.options.chain import SIDE_FIELDS, Baseline, smile
 from trading_helper.storage import sql_options
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import IST
 
 #: the per-side fields stored as their own column (instrument is the column tradingsymbol)
 _STORED = tuple(f for f in SIDE_FIELDS if f != "instrument")
 
 
-async def write_snapshot(conn: asyncpg.Connection, underlying_id: int, doc: dict[str, Any]) -> None:
+async def write_snapshot(conn: Connection, underlying_id: int, doc: dict[str, Any]) -> None:
     """Store a chain document (its ``as_of`` is the snapshot's minute), in one transaction."""
     as_of = datetime.fromisoformat(doc["as_of"])
     expiry = date.fromisoformat(doc["expiry"])
