@@ -1,4 +1,5 @@
-"""Named SQL of the Grafana dashboards (``grafana/market_overview.py``, ``grafana/system_health.py``):
+"""Named SQL of the Grafana dashboards (``grafana/market_overview.py``, ``grafana/system_health.py``,
+``grafana/option_chains.py``):
 one query per panel or variable, run by Grafana as the read-only ``grafana_reader`` role. Grafana
 fills in its macros (``$__timeFilter``, ``$__timeGroupAlias`` ...) and the dashboard variables
 (``$instrument``, an instruments.id; ``$timeframe``, one of the five) before PostgreSQL sees them."""
@@ -221,4 +222,56 @@ ORDER BY state = 'ok', job
 JOB_PROBLEMS = f"""
 SELECT count(*) FILTER (WHERE state <> 'ok') AS "jobs with a problem"
 FROM ({_JOB_STATES}) AS jobs
+"""
+
+
+# -- option chains (minute snapshots of the followed chains; $instrument is the underlying) --------
+
+OPTION_UNDERLYING_CHOICES = """
+SELECT DISTINCT i.exchange || ':' || i.tradingsymbol AS __text, i.id AS __value
+FROM option_chain_follows f JOIN instruments i ON i.id = f.underlying_id
+ORDER BY 1
+"""
+
+OPTION_EXPIRY_CHOICES = """
+SELECT expiry::text AS __text, expiry::text AS __value FROM option_chain_follows
+WHERE underlying_id = $instrument ORDER BY expiry DESC
+"""
+
+_OPTION_CHAIN = "underlying_id = $instrument AND expiry = '$expiry'::date"
+
+# the snapshot at (or last before) the end of the time range, one bar pair per strike
+OPTION_OI_BY_STRIKE = f"""
+SELECT strike::text AS strike,
+       sum(oi) FILTER (WHERE option_type = 'CE') AS "CE OI",
+       sum(oi) FILTER (WHERE option_type = 'PE') AS "PE OI"
+FROM option_quote_snapshots
+WHERE {_OPTION_CHAIN}
+  AND as_of = (SELECT max(as_of) FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND as_of <= $__timeTo())
+GROUP BY strike
+ORDER BY strike
+"""
+
+OPTION_PCR = f"""
+SELECT as_of AS time, pcr_oi AS "PCR (OI)", pcr_volume AS "PCR (volume)"
+FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND $__timeFilter(as_of)
+ORDER BY as_of
+"""
+
+OPTION_ATM_IV = f"""
+SELECT as_of AS time, 100 * atm_iv AS "ATM IV"
+FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND $__timeFilter(as_of)
+ORDER BY as_of
+"""
+
+OPTION_STRADDLE = f"""
+SELECT as_of AS time, straddle AS "ATM straddle"
+FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND $__timeFilter(as_of)
+ORDER BY as_of
+"""
+
+OPTION_MAX_PAIN = f"""
+SELECT as_of AS time, max_pain AS "max pain", forward, spot
+FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND $__timeFilter(as_of)
+ORDER BY as_of
 """
