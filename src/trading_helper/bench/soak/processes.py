@@ -58,12 +58,21 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        #: real time of the last start
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
+        self.starts += 1
+        self.started_at = time.time()
         self.proc = await asyncio.create_subprocess_exec(
             self.binary,
             "--port",
@@ -101,6 +110,8 @@ class ServeProcess:
         self.port = port
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+        #: real time of the last start
+        self.started_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -108,6 +119,7 @@ class ServeProcess:
 
     async def start(self) -> None:
         self.starts += 1
+        self.started_at = time.time()
         log = open(self.workdir / f"serve-{self.starts}.log", "wb")  # noqa: ASYNC230 - once per start; the child owns it
         try:
             self.proc = await asyncio.create_subprocess_exec(
