@@ -8,7 +8,11 @@ market days fast (``trading-helper bench soak``):
 - ``...@60@1764626000.5``: the same, anchored at that real epoch second instead, so that several
   processes share one simulated time;
 - ``TH_CLOCK="@/path/to/file"``: the file holds one of the above and is re-read when it changes
-  (checked at most every 0.2 s), so a driver can jump the clock over nights and weekends.
+  (checked at every call: a stat, a few microseconds, paid only in simulated runs), so a driver can
+  jump the clock over nights and weekends and change its speed. Checked at every call, because a
+  process that kept the old spec for a while after a slowdown (600x to real speed, when the soak
+  starts a fault) would run minutes ahead and then jump back: its coverage claimed time the
+  driver's clock had not reached, and the soak's holes went unfetched.
 
 Timeouts, backoffs and rate limits stay on the real (monotonic) clock: only data times move.
 """
@@ -23,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from trading_helper.errors import ConfigError
 
 ENV_VAR = "TH_CLOCK"
-_RECHECK_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,8 @@ class _Configured:
         """Forget what was read: the next ``get`` reads ``TH_CLOCK`` again."""
         self._clock: SimClock | None = None
         self._file: str | None = None
-        self._stamp: float | None = None
-        self._checked = 0.0
+        #: what identifies the file's content: a replace (rename) gives a new inode
+        self._stamp: tuple[int, int, int] | None = None
         self._loaded = False
 
     def get(self) -> SimClock | None:
@@ -75,9 +78,9 @@ class _Configured:
                 self._file = spec[1:]
             elif spec:
                 self._clock = parse_clock(spec)
-        if self._file is not None and time.monotonic() - self._checked >= _RECHECK_S:
-            self._checked = time.monotonic()
-            stamp = os.stat(self._file).st_mtime_ns
+        if self._file is not None:
+            st = os.stat(self._file)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
                 with open(self._file) as fh:
                     self._clock = parse_clock(fh.read())

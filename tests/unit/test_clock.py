@@ -70,3 +70,23 @@ def test_bad_specs_are_refused_by_name(monkeypatch: pytest.MonkeyPatch, spec: st
     clock.reload()
     with pytest.raises(ConfigError, match="TH_CLOCK"):
         clock.now()
+
+
+def test_a_slowdown_is_seen_at_the_next_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The soak drops from 600x to real speed when a fault starts: a process that read the clock a
+    moment before must not run on at 600x (minutes ahead of the driver) and jump back later."""
+    path = tmp_path / "clock"
+    fast = clock.SimClock(datetime(2026, 11, 25, 7, 0, tzinfo=UTC), 600.0, time.time())
+    path.write_text(fast.spec())
+    monkeypatch.setenv(clock.ENV_VAR, f"@{path}")
+    clock.reload()
+    clock.now()  # the process reads the clock ...
+    time.sleep(0.05)  # ... the driver's clock moves on 30 simulated seconds ...
+    slow = clock.SimClock(fast.now(), 1.0, time.time())  # ... and slows down to real speed
+    tmp = tmp_path / "clock.new"
+    tmp.write_text(slow.spec())
+    os.replace(tmp, path)
+    for _ in range(20):  # every later reading follows the driver's clock
+        got = clock.now()
+        assert abs((got - slow.now()).total_seconds()) < 1, (got, slow.now())
+        time.sleep(0.01)
