@@ -56,10 +56,17 @@ class Fault:
     kind: str
     at: str
     recovered_s: float | None = None
+    #: real seconds at real speed before the fault, until serve had stored the last trade sent
+    settled_s: float | None = None
     note: str = ""
 
     def out(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "at": self.at, "recovered_s": self.recovered_s}
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "at": self.at,
+            "recovered_s": self.recovered_s,
+            "settled_s": self.settled_s,
+        }
         if self.note:
             d["note"] = self.note
         return d
@@ -100,6 +107,31 @@ class FaultInjection:
                 return round(time.monotonic() - since, 2)
             await asyncio.sleep(0.1)
         return None
+
+    async def _settle(self, fault: Fault, day: date) -> None:
+        """Before a fault, at real speed: wait until serve has stored the last trade sent so far.
+
+        At 600x a frame that waits 20 ms in a socket or in the stand-in's send loop is 12 simulated
+        seconds late, beyond the 3 s a tick can be late (which the live coverage allows for), and a
+        starved ``serve`` on a loaded machine fell 1.5 real seconds (15 simulated minutes) behind:
+        a SIGKILL then threw away ticks "received" long before, and a drop left due ticks unsent.
+        Neither is what a fault does to a service that keeps up at real speed. So the backlog of
+        the fast replay is worked off first; the fault then meets ticks in flight at real speed."""
+        sent = self.kite.sent
+        trades = [
+            t
+            for t in self.market.ticks[day]
+            if t.trade and t.price != POISON_PRICE and (t.token, t.epoch) in sent
+        ]
+        if not trades:
+            fault.settled_s = 0.0
+            return
+        last = datetime.fromtimestamp(max(t.epoch for t in trades), IST)
+        fault.settled_s = await self._recovered(lambda: self._stored_since(last), time.monotonic())
+        if fault.settled_s is None:
+            fault.note = (
+                f"serve had not stored the trades sent before the fault within {RECOVERY_TIMEOUT_S:g} s"
+            )
 
     def _all_live(self) -> bool:
         return self.kite.live_tokens() >= {i.token for i in self.market.instruments}

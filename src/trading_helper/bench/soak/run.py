@@ -10,6 +10,8 @@ Faults per day (simulated IST): token expiry at 06:00 and a re-login 5 s later; 
 pre-open (09:05) and mid-session (10:00); a Redis restart (10:45); PostgreSQL down 30 s (11:15);
 a SIGKILL of serve and a restart (13:00); an API restart (SIGTERM, start again; 14:00); a poison
 row (a trade at a price a CHECK constraint refuses; 14:45); late ticks all day (up to 3 s).
+Each fault runs with the clock at real speed, after the fast replay's backlog is worked off (the
+last trade sent is stored: ``settled_s``), so it meets ticks in flight at real speed.
 
 Checks: every received tick stored exactly once (the stand-in knows what it sent; ticks sent in
 the last half second before a SIGKILL were never acknowledged, so they count as in flight, not as
@@ -256,6 +258,7 @@ class Soak(ReadBack):
             # they do not eat the simulated day; the change of speed is seen as a change, not a jump
             self._set_clock(self.now(), 1.0)
             try:
+                await self._settle(fault, day)
                 await getattr(self, f"_fault_{kind}")(fault, day)
             finally:
                 self._set_clock(self.now(), self.speed)
