@@ -95,16 +95,9 @@ def test_the_soak_drives_the_real_path_and_accounts_for_every_tick(soak: dict[st
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, open in issue 10's note: in about 1 run of 4 on a loaded machine a few session buckets "
-        "whose ticks were lost at a fault (received but never stored, or in flight at a kill) are covered by "
-        "no history request"
-    ),
-)
 def test_every_hole_is_fetched_from_the_broker(soak: dict[str, Any]) -> None:
-    assert soak["holes_unfetched"] == 0
+    # each unfetched bucket comes with its missing trades, the nearest fault and the coverage rows
+    assert soak["holes_unfetched"] == 0, soak["holes_unfetched_samples"]
 
 
 @pytest.mark.timeout(900)
@@ -114,4 +107,8 @@ def test_the_soak_meets_the_targets(soak: dict[str, Any]) -> None:
     assert soak["lost"] == 0, soak["missing_ranges"]
     assert soak["dead_lettered"] == soak["poison_ticks_sent"]
     assert soak["candle_mismatches"] == 0, soak["candle_mismatch_samples"]
-    assert soak["rss_mb_end"] <= 1.2 * soak["rss_mb_start"]
+    # memory of one serve process from warm-up to its stop (rss_basis; every process in rss_by_process)
+    assert soak["rss_mb_start"] is not None, soak["rss_by_process"]
+    assert abs(soak["rss_mb_end"] - soak["rss_mb_start"]) <= 0.2 * soak["rss_mb_start"], soak[
+        "rss_by_process"
+    ]
