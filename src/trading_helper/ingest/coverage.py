@@ -2,9 +2,10 @@
 
 A connection opens a range for its instruments; while it stays up the range is extended every
 few seconds (up to what is safe in Redis, less :data:`LATE_TICK_GRACE`); a drop, a stall, a
-login failure or a stop closes it at the time the feed reported (its last sign of life), less
-:data:`LATE_TICK_GRACE` too: a trade stamped in those last seconds may never be sent on that
-socket. A crash leaves the range ending at its last extension. The gaps between ranges are what
+login failure or a stop closes it at the time the feed reported (its last sign of life), or
+earlier where the receiver has less in Redis (the latest exchange time it holds there, for a
+process that reads its socket late), less :data:`LATE_TICK_GRACE` too: a trade stamped in those
+last seconds may never be sent on that socket, or still wait in it. A crash leaves the range ending at its last extension. The gaps between ranges are what
 the candle service backfills from broker history (brokers do not replay missed ticks).
 """
 
@@ -44,12 +45,15 @@ class CoverageRecorder:
         """Close ranges a previous process left open: they end at its last extension."""
         await self._run(sql_coverage.CLOSE_STALE, (self.broker,))
 
-    async def on_event(self, event: FeedEvent) -> None:
+    async def on_event(self, event: FeedEvent, *, safe_until: datetime | None = None) -> None:
+        """Open or close the ranges of the event's instruments. A range closes at the event's time
+        or ``safe_until`` (the receiver's: up to there every tick received is in Redis), whichever
+        is earlier, less :data:`LATE_TICK_GRACE`."""
         ids = sorted(event.instrument_ids)
         if not ids:
             return
         # capture ended (for a range a CONNECTED finds still open: at the latest now)
-        ended = event.at - LATE_TICK_GRACE
+        ended = (event.at if safe_until is None else min(event.at, safe_until)) - LATE_TICK_GRACE
         if event.state == FeedState.CONNECTED:
             await self._run(sql_coverage.CLOSE, (self.broker, ids, ended))
             await self._run(sql_coverage.OPEN, (self.broker, ids, event.at))

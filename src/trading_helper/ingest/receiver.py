@@ -99,6 +99,11 @@ class TickReceiver:
         #: data time before which every received frame is in the Redis stream (None: none yet); a
         #: process killed now loses only what came after it, so live coverage never claims more
         self.durable_at: datetime | None = None
+        #: the latest exchange time of the ticks in those frames: a frame not yet read (a backlog in
+        #: the socket when the process is slow) holds ticks up to LATE_TICK_GRACE older than it, and
+        #: only this bound, not the local time, sees how far behind the reading is
+        self.durable_data_at: datetime | None = None
+        self._handed_data_at: datetime | None = None
         self._appending = 0
         self._flush_lock = asyncio.Lock()
         #: id of the newest entry this receiver appended to the stream
@@ -138,6 +143,13 @@ class TickReceiver:
         """Every frame handed to us before ``at`` is in Redis, unless some wait in memory."""
         if not self.local and not self._outbox and not self._appending and self.redis_down_since is None:
             self.durable_at = at
+            self.durable_data_at = self._handed_data_at
+
+    def safe_until(self) -> datetime | None:
+        """Data time up to which every tick received is in Redis (by the local clock and by the
+        ticks' own times), or None before any frame was."""
+        known = [t for t in (self.durable_at, self.durable_data_at) if t is not None]
+        return min(known) if known else None
 
     async def _on_ticks(self, ticks: Sequence[Tick], handed: datetime) -> None:
         self.received += len(ticks)
@@ -148,6 +160,9 @@ class TickReceiver:
             ticks = good
             if not ticks:
                 return
+        newest = max(t.exchange_ts for t in ticks)
+        if self._handed_data_at is None or newest > self._handed_data_at:
+            self._handed_data_at = newest
         payload = encode_ticks(ticks)
         latest = self._latest
         for i, t in enumerate(ticks):
@@ -180,7 +195,7 @@ class TickReceiver:
             # tells the writer when capture (re)started: a snapshot of an older trade is no new trade
             await self._append(reset_fields(event.instrument_ids, to_us(event.at)), None, 0, clock.now())
         if self.coverage is not None:
-            await self.coverage.on_event(event)
+            await self.coverage.on_event(event, safe_until=self.safe_until())
 
     # -- Redis ----------------------------------------------------------------------------
     async def _append(
