@@ -28,8 +28,8 @@ from trading_helper.bench.soak.processes import RedisServer, ServeProcess
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
 
-#: ticks sent this long (real seconds) before a SIGKILL may still sit in a socket buffer or in the
-#: process: never acknowledged, so neither received nor lost (nor is anything sent on the killed
+#: ticks sent this long (real seconds) before a SIGKILL or SIGTERM may still sit in a socket buffer
+#: or in the process: never acknowledged, so neither received nor lost (nor is anything sent on the killed
 #: process's sockets after the kill, or on a stopping process's sockets after its SIGTERM)
 IN_FLIGHT_S = 0.5
 #: the target: every fault recovered within 30 s of its cause ending
@@ -117,6 +117,7 @@ class FaultInjection:
         a SIGKILL then threw away ticks "received" long before, and a drop left due ticks unsent.
         Neither is what a fault does to a service that keeps up at real speed. So the backlog of
         the fast replay is worked off first; the fault then meets ticks in flight at real speed."""
+        await asyncio.sleep(0.1)  # the send loop (every 20 ms) sends what the fast clock made due
         sent = self.kite.sent
         trades = [
             t
@@ -186,7 +187,8 @@ class FaultInjection:
 
     async def _fault_api_restart(self, fault: Fault, day: date) -> None:
         assert self.serve is not None
-        self.stops.append((time.time(), 0.0, frozenset(c.number for c in self.kite.connections)))
+        # a graceful stop does not read what is still in its sockets either: in flight as at a kill
+        self.stops.append((time.time(), IN_FLIGHT_S, frozenset(c.number for c in self.kite.connections)))
         clean = await self.serve.stop()
         await self.http.aclose()
         await self._start_serve()
