@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis.asyncio as aioredis
 
 from trading_helper.bench.faultproxy import FaultProxy
 from trading_helper.bench.soak.kite_standin import KiteStandIn
@@ -27,6 +28,8 @@ from trading_helper.bench.soak.oracle import IST
 from trading_helper.bench.soak.processes import RedisServer, ServeProcess
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
+from trading_helper.ingest.codec import decode_ticks
+from trading_helper.ingest.stream import TICKS_FIELD
 
 #: ticks sent this long (real seconds) before a SIGKILL or SIGTERM may still sit in a socket buffer
 #: or in the process: never acknowledged, so neither received nor lost (nor is anything sent on the killed
@@ -37,6 +40,7 @@ RECOVERY_TIMEOUT_S = 30.0
 PG_DOWN_S = 30.0
 
 STORED_SINCE = "SELECT EXISTS (SELECT 1 FROM tick_data WHERE time >= $1)"
+TICK_STREAM = "th:soak:ticks"
 
 #: (simulated IST time, fault kind), per day
 SCHEDULE: tuple[tuple[str, str], ...] = (
@@ -84,8 +88,13 @@ class FaultInjection:
     http: httpx.AsyncClient
     workdir: Path
     access_token: str
-    #: (real time, lead in seconds, connection numbers open then) of each SIGKILL or SIGTERM of serve
+    #: (real time, lead in seconds, connection numbers open then) of each SIGKILL or SIGTERM of serve:
+    #: what its connections carried after time - lead was never acknowledged
     stops: list[tuple[float, float, frozenset[int]]]
+    #: real seconds by which each stopped serve was behind the stand-in (None: not known)
+    stop_lags: list[float | None]
+    #: broker token -> instrument id
+    ids: dict[int, int]
 
     def now(self) -> datetime:
         raise NotImplementedError
@@ -134,6 +143,36 @@ class FaultInjection:
                 f"serve had not stored the trades sent before the fault within {RECOVERY_TIMEOUT_S:g} s"
             )
 
+    async def _record_stop(self, stop: float, numbers: frozenset[int]) -> None:
+        """What serve had taken in when it stopped: every tick the stand-in sent up to the newest one
+        in serve's Redis stream (read once serve is gone). Later ticks on its connections were still
+        in a socket or in the process, never acknowledged: in flight, not received. Without one
+        (the writer trimmed everything), the last :data:`IN_FLIGHT_S` before the stop are."""
+        accepted = await self._accepted_until()
+        self.stops.append((accepted if accepted is not None else stop - IN_FLIGHT_S, 0.0, numbers))
+        self.stop_lags.append(None if accepted is None else round(stop - accepted, 3))
+
+    async def _accepted_until(self) -> float | None:
+        """Real time at which the stand-in sent the newest tick of serve's Redis stream."""
+        client = aioredis.Redis.from_url(self.redis.url)
+        try:
+            entries = await client.xrevrange(TICK_STREAM, count=50)
+        finally:
+            await client.aclose()
+        token_of = {iid: tok for tok, iid in self.ids.items()}
+        for _id, fields in entries or []:
+            payload = (fields or {}).get(TICKS_FIELD)
+            if not isinstance(payload, bytes):
+                continue  # a capture start, no ticks
+            sent = [
+                self.kite.sent.get((token_of.get(t.instrument_id, -1), int(t.exchange_ts.timestamp())))
+                for t in decode_ticks(payload)
+            ]
+            times = [at for at, _ in filter(None, sent)]
+            if times:
+                return max(times)
+        return None
+
     def _all_live(self) -> bool:
         return self.kite.live_tokens() >= {i.token for i in self.market.instruments}
 
@@ -178,8 +217,9 @@ class FaultInjection:
 
     async def _fault_serve_sigkill(self, fault: Fault, day: date) -> None:
         assert self.serve is not None
-        self.stops.append((time.time(), IN_FLIGHT_S, frozenset(c.number for c in self.kite.connections)))
+        stop, numbers = time.time(), frozenset(c.number for c in self.kite.connections)
         await self.serve.kill()
+        await self._record_stop(stop, numbers)
         await self.http.aclose()
         await self._start_serve()
         back = self.now() + timedelta(seconds=4)
@@ -188,8 +228,9 @@ class FaultInjection:
     async def _fault_api_restart(self, fault: Fault, day: date) -> None:
         assert self.serve is not None
         # a graceful stop does not read what is still in its sockets either: in flight as at a kill
-        self.stops.append((time.time(), IN_FLIGHT_S, frozenset(c.number for c in self.kite.connections)))
+        stop, numbers = time.time(), frozenset(c.number for c in self.kite.connections)
         clean = await self.serve.stop()
+        await self._record_stop(stop, numbers)
         await self.http.aclose()
         await self._start_serve()
         back = self.now() + timedelta(seconds=4)

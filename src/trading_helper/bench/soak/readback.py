@@ -45,8 +45,6 @@ class ReadBack(FaultInjection):
     instruments: int
     speed: float
     faults: list[Fault]
-    #: broker token -> instrument id
-    ids: dict[int, int]
     memory: MemoryLog
     api_candles: dict[tuple[str, int, datetime], dict[str, Any]]
     service_status: dict[int, dict[str, Any]]
@@ -142,6 +140,8 @@ class ReadBack(FaultInjection):
             "ticks_generated": len(all_ticks),
             "ticks_sent": len(sent),
             "ticks_in_flight_at_stop": len(in_flight),
+            # how far behind the stand-in each stopped serve was (what it had put in Redis)
+            "serve_behind_at_stop_s": self.stop_lags,
             "ticks_received": len(received),
             "ticks_stored": len(stored),
             "rows_by_table": landed,

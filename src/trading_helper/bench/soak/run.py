@@ -13,9 +13,9 @@ row (a trade at a price a CHECK constraint refuses; 14:45); late ticks all day (
 Each fault runs with the clock at real speed, after the fast replay's backlog is worked off (the
 last trade sent is stored: ``settled_s``), so it meets ticks in flight at real speed.
 
-Checks: every received tick stored exactly once (the stand-in knows what it sent; ticks sent in
-the last half second before a SIGKILL or SIGTERM were never acknowledged, so they count as in
-flight, not as received); every fully captured candle of the five timeframes, read through the
+Checks: every received tick stored exactly once (the stand-in knows what it sent; ticks sent on a
+stopped serve's connections after the newest one in its Redis stream were never acknowledged, so
+they count as in flight, not as received); every fully captured candle of the five timeframes, read through the
 API, equal to the oracle over the trades; every hole fetched from the broker, none twice; the
 memory of each long-lived process (serve, Redis) on its own.
 
@@ -45,7 +45,7 @@ import httpx
 from trading_helper import clock
 from trading_helper.bench.faultproxy import FaultProxy
 from trading_helper.bench.scratch import scratch_database
-from trading_helper.bench.soak.faults import SCHEDULE, Fault
+from trading_helper.bench.soak.faults import SCHEDULE, TICK_STREAM, Fault
 from trading_helper.bench.soak.kite_standin import KiteStandIn
 from trading_helper.bench.soak.market import POISON_PRICE, Market, SoakTick
 from trading_helper.bench.soak.memory import SAMPLE_EVERY_S, MemoryLog
@@ -90,6 +90,7 @@ class Soak(ReadBack):
     enabled: frozenset[str] = frozenset(kind for _, kind in SCHEDULE)
     faults: list[Fault] = field(default_factory=list)
     stops: list[tuple[float, float, frozenset[int]]] = field(default_factory=list)
+    stop_lags: list[float | None] = field(default_factory=list)
     memory: MemoryLog = field(default_factory=MemoryLog)
     api_candles: dict[tuple[str, int, datetime], dict[str, Any]] = field(default_factory=dict)
     service_status: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -172,7 +173,7 @@ class Soak(ReadBack):
             "TH_CLOCK": f"@{self.clock_file}",
             "LOG_LEVEL": "WARNING",
             "REFRESH_INTERVAL_S": "1",
-            "TICK_STREAM": "th:soak:ticks",
+            "TICK_STREAM": TICK_STREAM,
         }
         if self.serve is None:
             self.serve = ServeProcess(self.workdir, env, port)
