@@ -99,9 +99,7 @@ class TickReceiver:
         #: data time before which every received frame is in the Redis stream (None: none yet); a
         #: process killed now loses only what came after it, so live coverage never claims more
         self.durable_at: datetime | None = None
-        #: the latest exchange time of the ticks in those frames: a frame not yet read (a backlog in
-        #: the socket when the process is slow) holds ticks up to LATE_TICK_GRACE older than it, and
-        #: only this bound, not the local time, sees how far behind the reading is
+        #: the latest exchange time in those frames: it, not the local time, sees a socket read late
         self.durable_data_at: datetime | None = None
         self._handed_data_at: datetime | None = None
         self._appending = 0
@@ -146,10 +144,8 @@ class TickReceiver:
             self.durable_data_at = self._handed_data_at
 
     def safe_until(self) -> datetime | None:
-        """Data time up to which every tick received is in Redis (by the local clock and by the
-        ticks' own times), or None before any frame was."""
-        known = [t for t in (self.durable_at, self.durable_data_at) if t is not None]
-        return min(known) if known else None
+        """Data time up to which every tick received is in Redis (None before any frame was)."""
+        return min((t for t in (self.durable_at, self.durable_data_at) if t is not None), default=None)
 
     async def _on_ticks(self, ticks: Sequence[Tick], handed: datetime) -> None:
         self.received += len(ticks)
@@ -161,8 +157,7 @@ class TickReceiver:
             if not ticks:
                 return
         newest = max(t.exchange_ts for t in ticks)
-        if self._handed_data_at is None or newest > self._handed_data_at:
-            self._handed_data_at = newest
+        self._handed_data_at = max(newest, self._handed_data_at or newest)
         payload = encode_ticks(ticks)
         latest = self._latest
         for i, t in enumerate(ticks):
