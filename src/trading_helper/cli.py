@@ -1,4 +1,4 @@
-"""The ``trading-helper`` command line: db, demo, serve, login, bench."""
+"""The ``trading-helper`` command line: db, demo, serve, login, bench, export, import."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
+from trading_helper.export.commands import export_app, import_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -26,6 +27,8 @@ login_app = typer.Typer(no_args_is_help=True, help="Log in to a broker and store
 app.add_typer(login_app, name="login")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(export_app, name="export")
+app.add_typer(import_app, name="import")
 
 console = Console(stderr=True)
 

@@ -1,0 +1,130 @@
+"""``trading-helper export candles|ticks`` and ``trading-helper import candles`` (registered by
+``cli.py``). Progress goes to stderr through Rich; the result line too, so stdout stays clean."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import typer
+from rich.console import Console
+
+from trading_helper.errors import TradingHelperError
+
+if TYPE_CHECKING:
+    from trading_helper.export.columns import Kind
+    from trading_helper.export.encode import Format
+    from trading_helper.storage.sql_export import Zone
+
+export_app = typer.Typer(no_args_is_help=True, help="Export candles or ticks to CSV or Parquet.")
+import_app = typer.Typer(no_args_is_help=True, help="Import candles from CSV or Parquet into broker history.")
+console = Console(stderr=True)
+
+_REFS = typer.Option(
+    ..., "--instrument", "-i", help="Instrument reference (repeat for more): NSE:RELIANCE, id:42 ..."
+)
+_FROM = typer.Option(..., "--from", help="Start, ISO 8601 (naive = IST).")
+_TO = typer.Option(..., "--to", help="End (exclusive), ISO 8601 (naive = IST).")
+_FORMAT = typer.Option("csv", "--format", help="csv or parquet.")
+_TZ = typer.Option("ist", "--tz", help="Zone of the written times: ist or utc.")
+_OUT = typer.Option(..., "-o", "--output", help="The file to write.")
+
+
+def _fail(exc: TradingHelperError) -> None:
+    from rich.markup import escape as no_markup
+
+    from trading_helper.redact import safe
+
+    console.print(f"[red]error:[/red] {no_markup(safe(exc))}", soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _run_export(
+    kind: Kind, refs: list[str], interval: str, start: str, end: str, fmt: str, tz: str, out: Path
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from trading_helper.config import get_settings
+    from trading_helper.errors import ValidationError
+    from trading_helper.export.run import build_request, describe, export_to_file
+    from trading_helper.storage.db import create_pool
+
+    if fmt not in ("csv", "parquet") or tz not in ("ist", "utc"):
+        _fail(ValidationError(f"--format is csv or parquet and --tz ist or utc (given {fmt!r}, {tz!r})"))
+    zone, form = cast("Zone", tz), cast("Format", fmt)
+    try:
+        begin, finish = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError as exc:
+        _fail(ValidationError(f"--from/--to: {exc}"))
+        return
+
+    async def go() -> dict[str, Any]:
+        settings = get_settings()
+        pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=2)
+        try:
+            req = await build_request(
+                pool,
+                kind,
+                refs,
+                interval=interval,
+                start=begin,
+                end=finish,
+                zone=zone,
+                broker=settings.BROKER,
+            )
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rows]:,} rows"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task(
+                    f"{kind} of {describe(req.instruments)}", total=len(req.instruments), rows=0
+                )
+
+                def progress(done: int, rows: int) -> None:
+                    bar.update(task, completed=done, rows=rows)
+
+                size = await export_to_file(pool, req, form, out, progress=progress)
+            return {"file": str(out), "bytes": size, "instruments": len(req.instruments)}
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(go())
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    console.print(json.dumps(result))
+
+
+@export_app.command("candles")
+def export_candles(
+    instrument: list[str] = _REFS,
+    interval: str = typer.Option("1m", "--interval", help="1m 5m 15m 1h 1d."),
+    start: str = _FROM,
+    end: str = _TO,
+    fmt: str = _FORMAT,
+    tz: str = _TZ,
+    output: Path = _OUT,
+) -> None:
+    """The merged candle series (live, broker, partial; the `source` column says which)."""
+    _run_export("candles", instrument, interval, start, end, fmt, tz, output)
+
+
+@export_app.command("ticks")
+def export_ticks(
+    instrument: list[str] = _REFS,
+    start: str = _FROM,
+    end: str = _TO,
+    fmt: str = _FORMAT,
+    tz: str = _TZ,
+    output: Path = _OUT,
+) -> None:
+    """The stored ticks (archived F&O ticks included), each instrument in time order."""
+    _run_export("ticks", instrument, "1m", start, end, fmt, tz, output)
