@@ -4,8 +4,8 @@ formats and both zones."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -118,35 +118,33 @@ async def test_export_reads_back_as_the_api_series_for_every_timeframe(
         "BROKER": "kite",
         "KITE_API_KEY": "k",
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trading_helper.cli",
-            "export",
-            "candles",
-            "-i",
-            "NSE:RELIANCE",
-            "--interval",
-            "1m",
-            "--from",
-            start.isoformat(),
-            "--to",
-            end.isoformat(),
-            "--format",
-            "parquet",
-            "--tz",
-            "utc",
-            "-o",
-            str(out),
-        ],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "trading_helper.cli",
+        "export",
+        "candles",
+        "-i",
+        "NSE:RELIANCE",
+        "--interval",
+        "1m",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--format",
+        "parquet",
+        "--tz",
+        "utc",
+        "-o",
+        str(out),
         env=env,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert done.returncode == 0, done.stderr
+    _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()
     answer = await api.client.get(
         "/api/candles",
         params={

@@ -54,6 +54,7 @@ def ticks_query(zone: Zone) -> str:
     future or option, those from the archive's ``upto`` on), in time order."""
     return _ticks("tick_data", zone, "AND time >= tick_archive_upto($2::integer)")
 
+
 #: an export's COPY may run for minutes: the API pool's statement_timeout is lifted for it (and
 #: restored by :data:`RESTORE_TIMEOUT`, as the pool's reset on release would)
 NO_TIMEOUT = "SET statement_timeout = 0"
