@@ -128,3 +128,69 @@ def export_ticks(
 ) -> None:
     """The stored ticks (archived F&O ticks included), each instrument in time order."""
     _run_export("ticks", instrument, "1m", start, end, fmt, tz, output)
+
+
+@import_app.command("candles")
+def import_candles(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A CSV or Parquet file."),
+    instrument: str | None = typer.Option(
+        None,
+        "--instrument",
+        "-i",
+        help="The instrument of every row (when the file has no instrument column).",
+    ),
+    interval: str | None = typer.Option(
+        None, "--interval", help="The interval of every row (when the file has no interval column)."
+    ),
+    assume_tz: str | None = typer.Option(
+        None, "--assume-tz", help="ist or utc: the zone of times written without offset (else refused)."
+    ),
+    source: str = typer.Option("import", "--source", help="The source recorded with the candles."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every row and write nothing."),
+) -> None:
+    """Candles into broker history, checked row by row; prints the report (JSON) on stdout.
+
+    Columns: time, open, high, low, close, volume [, instrument, interval, open_interest]; an
+    export of `trading-helper export candles` reads back as is."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from trading_helper.config import get_settings
+    from trading_helper.export.importer import import_candles as run_import
+    from trading_helper.storage.db import create_pool
+
+    async def go() -> dict[str, Any]:
+        settings = get_settings()
+        pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=1)
+        try:
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task(f"checking {path.name}")
+
+                def progress(rows: int) -> None:
+                    bar.update(task, description=f"checking {path.name}: {rows:,} rows")
+
+                report = await run_import(
+                    pool,
+                    path,
+                    instrument=instrument,
+                    interval=interval,
+                    assume_tz=assume_tz,
+                    source=source,
+                    broker=settings.BROKER,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+            return report.as_dict()
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(go())
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    print(json.dumps(result, indent=2))
+    if result["refused"]:
+        console.print(
+            f"[yellow]{sum(result['refused'].values())} row(s) refused[/yellow]: {result['refused']}"
+        )
