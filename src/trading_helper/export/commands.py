@@ -7,7 +7,7 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -132,7 +132,7 @@ def export_ticks(
 
 @import_app.command("candles")
 def import_candles(
-    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A CSV or Parquet file."),
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A CSV or Parquet file.")],
     instrument: str | None = typer.Option(
         None,
         "--instrument",
