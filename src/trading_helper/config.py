@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     #: `db migrate` on a server whose TimescaleDB files are installed but cannot be loaded (not in
     #: shared_preload_libraries): false = use plain PostgreSQL with a warning, true = stop with the fix
     TIMESCALEDB_REQUIRED: bool = False
+    #: retention per segment. Cash instruments follow the specification's table (ticks 7 days, 1m 30
+    #: days ... 1d forever); futures and options (the permanent F&O archive, migration 0016) keep
+    #: their 1m candles forever when this is on, and so stay chartable and exportable after expiry
+    ARCHIVE_FO_CANDLES: bool = True
+    #: F&O ticks at the 7-day horizon: ``drop`` (as cash), ``keep`` (forever, in tick_archive;
+    #: compressed on TimescaleDB) or ``parquet`` (one file per UTC day under ARCHIVE_DIR/ticks/)
+    ARCHIVE_FO_TICKS: Literal["drop", "keep", "parquet"] = "drop"
+    #: where ARCHIVE_FO_TICKS=parquet writes its files
+    ARCHIVE_DIR: Path = Path("var/archive")
     #: a simulated data clock (``clock.py``). Listed here to be documented and validated; the clock
     #: itself reads it from the process environment on the hot path (a value in .env is not used)
     TH_CLOCK: str = ""

@@ -30,6 +30,7 @@ from trading_helper.errors import (
     DatabaseUnavailable,
     TradingHelperError,
 )
+from trading_helper.export.archive import FoArchive
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
@@ -149,7 +150,10 @@ class IngestService:
                     ) from exc
                 rows = await conn.fetch(sql_instruments.SUBSCRIBED_TOKENS, self.broker.name)
         self._start_db_error = None
-        self.maintenance = Maintenance(self.settings, self.pool, self.flavour)
+        archive = FoArchive(self.settings, self.pool)
+        self.maintenance = Maintenance(
+            self.settings, self.pool, self.flavour, hourly=(("fo_archive", archive.run),)
+        )
         await self.coverage.start()
         if rows:
             await self.feed.subscribe({r["broker_token"]: r["instrument_id"] for r in rows})

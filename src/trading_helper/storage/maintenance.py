@@ -19,6 +19,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,17 +38,27 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
 #: a failed step is logged and recorded with the original error's own name and text
 _DB_ERRORS: tuple[type[BaseException], ...] = (*DB_FAILURES, TradingHelperError)
+#: and a full disk under the archive's files
+_HOURLY_ERRORS: tuple[type[BaseException], ...] = (*_DB_ERRORS, OSError)
+
+
+#: a job of a layer above storage run hourly (the F&O archive's ``export.archive.FoArchive.run``)
+HourlyJob = tuple[str, Callable[[], Awaitable[object]]]
 
 
 class Maintenance:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, flavour: str) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, flavour: str, hourly: tuple[HourlyJob, ...] = ()
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.flavour = flavour
+        self.hourly = hourly
         self.health = JobHealth(flavour)
         self.last_refresh_at: datetime | None = None
         self.last_catch_up: CatchUpReport | None = None
-        self._last = {"refresh": -math.inf, "retention": -math.inf, "check": -math.inf}  # all due at start
+        # all due at start
+        self._last = {"refresh": -math.inf, "retention": -math.inf, "check": -math.inf, "hourly": -math.inf}
 
     async def run(self) -> None:
         while True:
@@ -73,6 +84,10 @@ class Maintenance:
                 await self._recorded(
                     "apply_retention", "retention", "tick_data", RETENTION_EVERY_S, queries.APPLY_RETENTION
                 )
+        if self.hourly and now - self._last["hourly"] >= RETENTION_EVERY_S:
+            self._last["hourly"] = now
+            for name, job in self.hourly:
+                await self._run_hourly(name, job)
         if now - self._last["check"] >= self.settings.JOB_CHECK_INTERVAL_S:
             self._last["check"] = now
             await self.check()
@@ -111,6 +126,18 @@ class Maintenance:
                 else "late data below the watermarks"
             )
             log.warning("refreshed candle levels here because %s: %s", why, report.describe())
+
+    async def _run_hourly(self, name: str, job: Callable[[], Awaitable[object]]) -> None:
+        started = datetime.now(UTC)
+        error: str | None = None
+        try:
+            await job()
+        except _HOURLY_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("%s failed: %s", name, clean_error(error))
+        await self._record_quietly(
+            name, error, started, kind="retention", relation="archive", schedule_s=RETENTION_EVERY_S
+        )
 
     async def _recorded(self, job: str, kind: str, relation: str, schedule_s: float, sql: str) -> bool:
         started = datetime.now(UTC)
