@@ -8,7 +8,8 @@ column             type                         meaning
 ``instrument``     text                         EXCHANGE:SYMBOL (any reference of
                                                 ``instruments/refs.py`` on import)
 ``interval``       text                         1m 5m 15m 1h 1d
-``time``           timestamp with offset        bucket start (ISO 8601; IST or UTC as asked)
+``time``           timestamp with offset        bucket start, ISO 8601 as PostgreSQL writes it
+                                                (``2024-03-05 09:15:00+05:30``; IST or UTC as asked)
 ``open`` ...       float64                      ``open``, ``high``, ``low``, ``close``
 ``volume``         int64                        traded quantity in the bucket
 ``open_interest``  int64, may be empty          last open interest of the bucket
@@ -69,7 +70,7 @@ def names(kind: Kind) -> list[str]:
 def arrow_type(column: Column, zone: Zone) -> pa.DataType:
     """The column's Arrow type; times are microsecond timestamps in the export's zone."""
     if column.type == _TIME:
-        return pa.timestamp("us", tz=ZONES[zone][0])
+        return pa.timestamp("us", tz=ZONES[zone])
     plain: dict[str, pa.DataType] = {
         _F64: pa.float64(),
         _I64: pa.int64(),

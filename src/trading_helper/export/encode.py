@@ -21,8 +21,9 @@ from trading_helper.storage.sql_export import Zone
 Format = Literal["csv", "parquet"]
 FORMATS: Final[tuple[Format, ...]] = ("csv", "parquet")
 MEDIA_TYPES: Final[dict[Format, str]] = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-#: CSV collected before it becomes one Parquet row group (~60k tick rows)
-PARQUET_BLOCK_BYTES = 8 << 20
+#: rows of one Parquet row group: each CSV chunk is parsed as it comes (a parse holds a few times
+#: its input, so small pieces keep the peak low), the tables kept until a row group is full
+ROW_GROUP_ROWS = 65_536
 
 
 class Encoder(Protocol):
@@ -72,16 +73,18 @@ class _Drain(io.RawIOBase):
 
 
 class ParquetEncoder:
-    def __init__(self, kind: Kind, zone: Zone, *, block_bytes: int = PARQUET_BLOCK_BYTES) -> None:
+    def __init__(self, kind: Kind, zone: Zone, *, row_group_rows: int = ROW_GROUP_ROWS) -> None:
         self.schema = schema(kind, zone)
-        self._read = pacsv.ReadOptions(column_names=names(kind), block_size=1 << 22)
+        self._read = pacsv.ReadOptions(column_names=names(kind), block_size=1 << 22, use_threads=False)
         self._convert = pacsv.ConvertOptions(
             column_types={c.name: arrow_type(c, zone) for c in COLUMNS[kind]},
             strings_can_be_null=False,  # COPY writes NULL as an empty field, '' as ""
             quoted_strings_can_be_null=False,
         )
-        self._block_bytes = block_bytes
+        self._group_rows = row_group_rows
         self._pending = bytearray()
+        self._tables: list[pa.Table] = []
+        self._rows = 0
         self._sink = _Drain()
         self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), self.schema, compression="zstd")
 
@@ -90,21 +93,30 @@ class ParquetEncoder:
 
     def feed(self, chunk: bytes) -> bytes:
         self._pending += chunk
-        if len(self._pending) >= self._block_bytes:
-            cut = self._pending.rfind(b"\n") + 1
-            if cut:
-                self._write(bytes(self._pending[:cut]))
-                del self._pending[:cut]
+        cut = self._pending.rfind(b"\n") + 1  # a row may straddle two chunks
+        if cut:
+            self._parse(bytes(self._pending[:cut]))
+            del self._pending[:cut]
+            if self._rows >= self._group_rows:
+                self._write()
         return self._sink.take()
 
-    def _write(self, data: bytes) -> None:
+    def _parse(self, data: bytes) -> None:
         table = pacsv.read_csv(io.BytesIO(data), read_options=self._read, convert_options=self._convert)
-        self._writer.write_table(table.cast(self.schema))
+        self._tables.append(table.cast(self.schema))
+        self._rows += table.num_rows
+
+    def _write(self) -> None:
+        if self._tables:
+            self._writer.write_table(pa.concat_tables(self._tables), row_group_size=max(self._rows, 1))
+            self._tables.clear()
+            self._rows = 0
 
     def finish(self) -> bytes:
         if self._pending:
-            self._write(bytes(self._pending))
+            self._parse(bytes(self._pending))
             self._pending.clear()
+        self._write()
         self._writer.close()
         return self._sink.take()
 

@@ -105,17 +105,22 @@ class _Chunker:
 
 async def _copy_all(conn: asyncpg.Connection, req: ExportRequest, put: _Chunker) -> None:
     """Every COPY of the request, in order, each chunk handed to ``put``."""
+    archived: set[int] = set()
+    if req.kind == "ticks":
+        archived = {r[0] for r in await conn.fetch(sql_export.FO_OF, [i.id for i in req.instruments])}
     for inst in req.instruments:
         assert inst.id is not None
         label = _label(inst)
         if req.kind == "candles":
-            query = sql_export.candles_query(req.zone)
             for lo, hi in req.windows():
                 await conn.copy_from_query(
-                    query, label, req.timeframe.value, inst.id, lo, hi, output=put, format="csv"
+                    sql_export.CANDLES, label, req.timeframe.value, inst.id, lo, hi, output=put, format="csv"
                 )
         else:
-            for query in (sql_export.archived_ticks_query(req.zone), sql_export.ticks_query(req.zone)):
+            queries = (
+                (sql_export.ARCHIVED_TICKS, sql_export.TICKS) if inst.id in archived else (sql_export.TICKS,)
+            )
+            for query in queries:
                 await conn.copy_from_query(
                     query, label, inst.id, req.start, req.end, output=put, format="csv"
                 )
@@ -139,9 +144,11 @@ async def csv_chunks(
             with db_errors(f"cannot export {req.kind}"):
                 async with pool.acquire() as conn:
                     await conn.execute(sql_export.NO_TIMEOUT)
+                    await conn.execute(sql_export.SET_ZONE[req.zone])
                     try:
                         await _copy_all(conn, req, chunker)
                     finally:
+                        await conn.execute(sql_export.RESET_ZONE)
                         await conn.execute(sql_export.RESTORE_TIMEOUT)
             await chunker.flush()
             await queue.put(None)
