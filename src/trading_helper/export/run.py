@@ -4,7 +4,8 @@ command line, with a Rich progress bar) or to an HTTP response (``api/routes/exp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -54,16 +55,23 @@ async def export_stream(
     progress: Progress | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> AsyncIterator[bytes]:
-    """The export's bytes, in order. Parquet encoding runs in a worker thread (pyarrow releases
-    the GIL), so a large export does not hold up the event loop it shares with API requests."""
+    """The export's bytes, in order. Parquet encoding runs in a worker thread of its own (pyarrow
+    releases the GIL), so a large export does not hold up the event loop it shares with API
+    requests; one thread for the whole export, not the loop's shared executor, whose threads (each
+    with its own stack and malloc arena) would take turns and multiply what the export holds."""
     enc = encoder(fmt, req.kind, req.zone)
-    in_thread = fmt == "parquet"
-    yield enc.start()
-    async for chunk in csv_chunks(pool, req, chunk_bytes=chunk_bytes, progress=progress):
-        out = await asyncio.to_thread(enc.feed, chunk) if in_thread else enc.feed(chunk)
-        if out:
-            yield out
-    yield await asyncio.to_thread(enc.finish) if in_thread else enc.finish()
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-encode") as worker:
+
+        async def encoded(call: Callable[..., bytes], *args: bytes) -> bytes:
+            return await loop.run_in_executor(worker, call, *args) if fmt == "parquet" else call(*args)
+
+        yield enc.start()
+        async for chunk in csv_chunks(pool, req, chunk_bytes=chunk_bytes, progress=progress):
+            out = await encoded(enc.feed, chunk)
+            if out:
+                yield out
+        yield await encoded(enc.finish)
 
 
 def describe(instruments: Sequence[Instrument]) -> str:
