@@ -4,9 +4,6 @@ formats and both zones."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from tests.api.conftest import Api
+from tests.export.helpers import run_cli
 from tests.storage.helpers import refresh_all
 from trading_helper.export.columns import names, schema
 from trading_helper.export.files import read_export
@@ -111,40 +109,13 @@ async def test_export_reads_back_as_the_api_series_for_every_timeframe(
     # the command line writes the same file
     out = tmp_path / "m1.parquet"
     start, end = RANGES[Timeframe.M1]
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "DATABASE_URL": db_dsn,
-        "BROKER": "kite",
-        "KITE_API_KEY": "k",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "trading_helper.cli",
-        "export",
-        "candles",
-        "-i",
-        "NSE:RELIANCE",
-        "--interval",
-        "1m",
-        "--from",
-        start.isoformat(),
-        "--to",
-        end.isoformat(),
-        "--format",
-        "parquet",
-        "--tz",
-        "utc",
-        "-o",
-        str(out),
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, _, err = await run_cli(
+        tmp_path,
+        {"DATABASE_URL": db_dsn, "BROKER": "kite", "KITE_API_KEY": "k"},
+        *("export", "candles", "-i", "NSE:RELIANCE", "--interval", "1m", "--from", start.isoformat()),
+        *("--to", end.isoformat(), "--format", "parquet", "--tz", "utc", "-o", str(out)),
     )
-    _, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, stderr.decode()
+    assert code == 0, err
     answer = await api.client.get(
         "/api/candles",
         params={

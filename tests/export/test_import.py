@@ -3,16 +3,14 @@ and its read series, and counts as fetched; bad rows are refused, each with its 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from tests.export.helpers import run_cli
 from tests.storage.helpers import make_instruments
 from trading_helper.candles.calendar import SessionLoader
 from trading_helper.candles.gaps import find_gaps
@@ -154,11 +152,9 @@ async def test_bad_rows_are_refused_with_reasons_and_a_dry_run_writes_nothing(
     assert await db_pool.fetchval("SELECT count(*) FROM fetch_coverage WHERE instrument_id = $1", iid) == 0
 
     # the command line: the naive row taken as IST, the report on stdout
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "DATABASE_URL": db_dsn}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "trading_helper.cli",
+    code, out, err = await run_cli(
+        tmp_path,
+        {"DATABASE_URL": db_dsn},
         "import",
         "candles",
         str(path),
@@ -166,13 +162,8 @@ async def test_bad_rows_are_refused_with_reasons_and_a_dry_run_writes_nothing(
         "1m",
         "--assume-tz",
         "ist",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
+    assert code == 0, err
     report = json.loads(out)
     assert report["taken"] == 4 and "naive_time" not in report["refused"]
     stored = await db_pool.fetch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -15,6 +16,9 @@ from rich.console import Console
 from trading_helper.errors import TradingHelperError
 
 if TYPE_CHECKING:
+    import asyncpg
+
+    from trading_helper.config import Settings
     from trading_helper.export.columns import Kind
     from trading_helper.export.encode import Format
     from trading_helper.storage.sql_export import Zone
@@ -42,15 +46,34 @@ def _fail(exc: TradingHelperError) -> None:
     raise typer.Exit(code=1)
 
 
+def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """``work`` with the settings and a small pool of DATABASE_URL; an error of the tree ends the
+    command with its one-line message."""
+    from trading_helper.config import get_settings
+    from trading_helper.storage.db import create_pool
+
+    async def run() -> dict[str, Any]:
+        settings = get_settings()
+        pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=2)
+        try:
+            return await work(pool, settings)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(run())
+    except TradingHelperError as exc:
+        _fail(exc)
+        raise  # not reached: _fail exits
+
+
 def _run_export(
     kind: Kind, refs: list[str], interval: str, start: str, end: str, fmt: str, tz: str, out: Path
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trading_helper.config import get_settings
     from trading_helper.errors import ValidationError
     from trading_helper.export.run import build_request, describe, export_to_file
-    from trading_helper.storage.db import create_pool
 
     if fmt not in ("csv", "parquet") or tz not in ("ist", "utc"):
         _fail(ValidationError(f"--format is csv or parquet and --tz ist or utc (given {fmt!r}, {tz!r})"))
@@ -61,46 +84,34 @@ def _run_export(
         _fail(ValidationError(f"--from/--to: {exc}"))
         return
 
-    async def go() -> dict[str, Any]:
-        settings = get_settings()
-        pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=2)
-        try:
-            req = await build_request(
-                pool,
-                kind,
-                refs,
-                interval=interval,
-                start=begin,
-                end=finish,
-                zone=zone,
-                broker=settings.BROKER,
-            )
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rows]:,} rows"),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task(
-                    f"{kind} of {describe(req.instruments)}", total=len(req.instruments), rows=0
-                )
+    async def go(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
+        req = await build_request(
+            pool,
+            kind,
+            refs,
+            interval=interval,
+            start=begin,
+            end=finish,
+            zone=zone,
+            broker=settings.BROKER,
+        )
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"{kind} of {describe(req.instruments)}", total=len(req.instruments), rows=0)
 
-                def progress(done: int, rows: int) -> None:
-                    bar.update(task, completed=done, rows=rows)
+            def progress(done: int, rows: int) -> None:
+                bar.update(task, completed=done, rows=rows)
 
-                size = await export_to_file(pool, req, form, out, progress=progress)
-            return {"file": str(out), "bytes": size, "instruments": len(req.instruments)}
-        finally:
-            await pool.close()
+            size = await export_to_file(pool, req, form, out, progress=progress)
+        return {"file": str(out), "bytes": size, "instruments": len(req.instruments)}
 
-    try:
-        result = asyncio.run(go())
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    console.print(json.dumps(result))
+    console.print(json.dumps(_with_pool(go)))
 
 
 @export_app.command("candles")
@@ -154,41 +165,30 @@ def import_candles(
     export of `trading-helper export candles` reads back as is."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from trading_helper.config import get_settings
     from trading_helper.export.importer import import_candles as run_import
-    from trading_helper.storage.db import create_pool
 
-    async def go() -> dict[str, Any]:
-        settings = get_settings()
-        pool = await create_pool(settings.DATABASE_URL, min_size=1, max_size=1)
-        try:
-            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task(f"checking {path.name}")
+    async def go(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"checking {path.name}")
 
-                def progress(rows: int) -> None:
-                    bar.update(task, description=f"checking {path.name}: {rows:,} rows")
+            def progress(rows: int) -> None:
+                bar.update(task, description=f"checking {path.name}: {rows:,} rows")
 
-                report = await run_import(
-                    pool,
-                    path,
-                    instrument=instrument,
-                    interval=interval,
-                    assume_tz=assume_tz,
-                    source=source,
-                    broker=settings.BROKER,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
-            return report.as_dict()
-        finally:
-            await pool.close()
+            report = await run_import(
+                pool,
+                path,
+                instrument=instrument,
+                interval=interval,
+                assume_tz=assume_tz,
+                source=source,
+                broker=settings.BROKER,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        return report.as_dict()
 
-    try:
-        result = asyncio.run(go())
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
+    result = _with_pool(go)
     print(json.dumps(result, indent=2))
     if result["refused"]:
         console.print(
