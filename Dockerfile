@@ -17,8 +17,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
-    && mkdir -p /data/tokens \
-    && chown app:app /data/tokens \
+    && mkdir -p /data/tokens /data/archive \
+    && chown app:app /data/tokens /data/archive \
     && chmod 700 /data/tokens
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001

@@ -49,6 +49,14 @@ CREATE TABLE candle_archive (
     PRIMARY KEY (instrument_id, bucket)
 );
 
+-- read_candles() reads the archive, and Grafana's read-only role reads candles through it
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'grafana_reader') THEN
+        GRANT SELECT ON candle_archive TO grafana_reader;
+    END IF;
+END $$;
+
 COMMENT ON TABLE archive_policy IS 'What the F&O archive keeps (settings ARCHIVE_FO_CANDLES, ARCHIVE_FO_TICKS).';
 COMMENT ON TABLE candle_archive IS 'Final 1m candles of futures and options, kept forever (merged on read).';
 
