@@ -33,7 +33,7 @@ from trading_helper.candles.backfill import our_bucket
 from trading_helper.errors import ValidationError
 from trading_helper.export.files import read_batches
 from trading_helper.storage import sql_candles
-from trading_helper.storage.db import db_errors
+from trading_helper.storage.db import Connection, db_errors
 from trading_helper.storage.instruments import resolve_instrument
 from trading_helper.timeframes import IST, Timeframe, parse_timeframe
 
@@ -152,7 +152,7 @@ class _Row:
 class CandleImport:
     def __init__(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         *,
         instrument: str | None,
         interval: str | None,

@@ -24,7 +24,7 @@ from trading_helper.errors import InvalidRange
 from trading_helper.export.columns import KINDS, Kind
 from trading_helper.models import Instrument
 from trading_helper.storage import sql_export
-from trading_helper.storage.db import db_errors
+from trading_helper.storage.db import Connection, db_errors
 from trading_helper.storage.sql_export import Zone
 from trading_helper.timeframes import Timeframe
 
@@ -103,7 +103,7 @@ class _Chunker:
             self.progress(self.instruments, self.rows + self.buffer.count(b"\n"))
 
 
-async def _copy_all(conn: asyncpg.Connection, req: ExportRequest, put: _Chunker) -> None:
+async def _copy_all(conn: Connection, req: ExportRequest, put: _Chunker) -> None:
     """Every COPY of the request, in order, each chunk handed to ``put``."""
     archived: set[int] = set()
     if req.kind == "ticks":
