@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
-from trading_helper.export.commands import export_app, import_app
+from trading_helper.export.commands import bench_export, export_app, import_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,6 +28,7 @@ app.add_typer(login_app, name="login")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(export_app, name="export")
+bench_app.command("export")(bench_export)
 app.add_typer(import_app, name="import")
 
 console = Console(stderr=True)
@@ -227,40 +228,6 @@ def bench_options(
     except TradingHelperError as exc:
         _fail(exc)
         return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
-
-
-@bench_app.command("export")
-def bench_export(
-    instruments: int = typer.Option(1000, min=1, help="Instruments with ticks."),
-    days: int = typer.Option(30, min=1, max=60, help="Days of ticks."),
-    ticks_per_day: int = typer.Option(100, min=1, help="Ticks per instrument and day."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
-) -> None:
-    """Export of ticks (CSV and Parquet) on a throwaway database: rows/s against the database's own
-    CSV in the same run, and peak memory."""
-    import json
-
-    from rich.progress import Progress
-
-    from trading_helper.bench.export import run_export_bench
-    from trading_helper.config import get_settings
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("starting", total=1.0)
-        try:
-            result = asyncio.run(
-                run_export_bench(
-                    get_settings(),
-                    instruments=instruments,
-                    days=days,
-                    ticks_per_day=ticks_per_day,
-                    progress=lambda text, done: bar.update(task, description=text, completed=done),
-                )
-            )
-        except TradingHelperError as exc:
-            _fail(exc)
-            return
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 

@@ -22,7 +22,7 @@ import asyncpg
 
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.config import Settings
-from trading_helper.export.encode import FORMATS
+from trading_helper.export.formats import FORMATS
 from trading_helper.export.run import export_stream
 from trading_helper.export.source import ExportRequest
 from trading_helper.models import Instrument

@@ -9,18 +9,16 @@ nothing holds the whole export.
 from __future__ import annotations
 
 import io
-from typing import Final, Literal, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from trading_helper.export.columns import COLUMNS, Kind, arrow_type, names, schema
+from trading_helper.export.formats import Format
 from trading_helper.storage.sql_export import Zone
 
-Format = Literal["csv", "parquet"]
-FORMATS: Final[tuple[Format, ...]] = ("csv", "parquet")
-MEDIA_TYPES: Final[dict[Format, str]] = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 #: rows of one Parquet row group: each CSV chunk is parsed as it comes (a parse holds a few times
 #: its input, so small pieces keep the peak low), the tables kept until a row group is full
 ROW_GROUP_ROWS = 65_536

@@ -14,7 +14,8 @@ import asyncpg
 from trading_helper.candles.service import EARLIEST, LATEST, as_ist
 from trading_helper.errors import InvalidRange
 from trading_helper.export.columns import Kind
-from trading_helper.export.encode import Format, encoder
+from trading_helper.export.encode import encoder
+from trading_helper.export.formats import Format
 from trading_helper.export.source import CHUNK_BYTES, ExportRequest, Progress, csv_chunks
 from trading_helper.models import Instrument
 from trading_helper.storage.db import db_errors

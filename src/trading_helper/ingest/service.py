@@ -30,7 +30,6 @@ from trading_helper.errors import (
     DatabaseUnavailable,
     TradingHelperError,
 )
-from trading_helper.export.archive import FoArchive
 from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
@@ -150,6 +149,8 @@ class IngestService:
                     ) from exc
                 rows = await conn.fetch(sql_instruments.SUBSCRIBED_TOKENS, self.broker.name)
         self._start_db_error = None
+        from trading_helper.export.archive import FoArchive  # pyarrow loads after the start
+
         archive = FoArchive(self.settings, self.pool)
         self.maintenance = Maintenance(
             self.settings, self.pool, self.flavour, hourly=(("fo_archive", archive.run),)

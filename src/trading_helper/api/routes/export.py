@@ -17,9 +17,9 @@ from fastapi.responses import StreamingResponse
 from trading_helper.api.deps import RuntimeDep
 from trading_helper.api.openapi import WITH_PARAMS, Responses
 from trading_helper.api.schemas import ErrorOut, Interval, RefText
-from trading_helper.export.columns import Kind
-from trading_helper.export.encode import MEDIA_TYPES, Format
-from trading_helper.export.run import build_request, export_stream
+from trading_helper.export.formats import MEDIA_TYPES, Format
+
+Kind = Literal["candles", "ticks"]
 
 router = APIRouter(prefix="/api/export", tags=["export"])
 
@@ -46,6 +46,8 @@ async def _export(
     fmt: Format,
     tz: Literal["ist", "utc"],
 ) -> StreamingResponse:
+    from trading_helper.export.run import build_request, export_stream  # pyarrow loads on first use
+
     broker = runtime.broker.name if runtime.broker is not None else None
     req = await build_request(
         runtime.pool, kind, instrument, interval=interval, start=start, end=end, zone=tz, broker=broker
