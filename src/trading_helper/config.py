@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     #: shared_preload_libraries): false = use plain PostgreSQL with a warning, true = stop with the fix
     TIMESCALEDB_REQUIRED: bool = False
     #: retention per segment. Cash instruments follow the specification's table (ticks 7 days, 1m 30
-    #: days ... 1d forever); futures and options (the permanent F&O archive, migration 0016) keep
+    #: days ... 1d forever); futures and options (the permanent F&O archive, migration 0013) keep
     #: their 1m candles forever when this is on, and so stay chartable and exportable after expiry
     ARCHIVE_FO_CANDLES: bool = True
     #: F&O ticks at the 7-day horizon: ``drop`` (as cash), ``keep`` (forever, in tick_archive;

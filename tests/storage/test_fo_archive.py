@@ -1,4 +1,4 @@
-"""The permanent F&O archive on plain PostgreSQL (migration 0016): a contract aged past every
+"""The permanent F&O archive on plain PostgreSQL (migration 0013): a contract aged past every
 retention horizon keeps its 1m candles (and the series read from them at every timeframe), its
 broker 1m history and, when asked, its ticks; a cash instrument beside it is pruned as before."""
 

@@ -1,4 +1,4 @@
-"""The permanent F&O archive on TimescaleDB (migration 0016), on a real engine (PGlite +
+"""The permanent F&O archive on TimescaleDB (migration 0013), on a real engine (PGlite +
 TimescaleDB in Node: tests/timescale/): a contract's candles and ticks 40 days old, archived by
 apply_retention(), survive the real retention policies (CALL run_job), which drop the chunks of
 tick_data and of the 1m aggregate; a share beside it loses its 1m candles."""

@@ -462,7 +462,7 @@ def test_policies_exist_and_do_their_work(engine: TimescaleEngine) -> None:
         ("policy_retention", "tick_data"): ("1 day", None, None, None, "7 days", None),
         ("policy_compression", "quote_updates"): ("12:00:00", None, None, "1 day", None, None),
         ("policy_retention", "quote_updates"): ("1 day", None, None, None, "7 days", None),
-        # the F&O archive's ticks (migration 16): compressed, never dropped
+        # the F&O archive's ticks (migration 13): compressed, never dropped
         ("policy_compression", "tick_archive"): ("12:00:00", None, None, "1 day", None, None),
         (refresh, "candles_1m"): ("00:01:00", "6 days", "00:01:00", None, None, 60),
         (refresh, "candles_5m"): ("00:05:00", "6 days", "00:05:00", None, None, 12),

@@ -1,4 +1,4 @@
-"""The permanent F&O archive, the service's part (the database's is migration 0016).
+"""The permanent F&O archive, the service's part (the database's is migration 0013).
 
 Each hour the ingest service's maintenance runs :meth:`FoArchive.run`: it writes the settings
 into ``archive_policy`` (``ARCHIVE_FO_CANDLES``, ``ARCHIVE_FO_TICKS``), which the database's

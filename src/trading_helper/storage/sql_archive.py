@@ -1,4 +1,4 @@
-"""Named SQL of the permanent F&O archive (migration 0016; ``export/archive.py``)."""
+"""Named SQL of the permanent F&O archive (migration 0013; ``export/archive.py``)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ _TICKS = (
     "bid_price, bid_qty, ask_price, ask_qty, received_at FROM {table} "
     "WHERE instrument_id = $2::integer AND time >= $3::timestamptz AND time < $4::timestamptz {bound} ORDER BY time"
 )
-#: $1 instrument text, $2 id, $3 from, $4 to: the archived ticks (``tick_archive``, version 16),
+#: $1 instrument text, $2 id, $3 from, $4 to: the archived ticks (``tick_archive``, version 13),
 #: all older than what ``tick_data`` still holds for the instrument (``archive_progress``)
 ARCHIVED_TICKS = _TICKS.format(table="tick_archive", bound="")
 #: the same from ``tick_data``: for a future or option only those from the archive's ``upto`` on

@@ -1,4 +1,4 @@
--- Version 16, TimescaleDB: F&O ticks kept forever (archive_policy.ticks = 'keep') go to a
+-- Version 13, TimescaleDB: F&O ticks kept forever (archive_policy.ticks = 'keep') go to a
 -- hypertable of their own with the columns of tick_data, compressed like it, with no retention
 -- policy. 30-day chunks: an archive is read by instrument over long ranges, not by the minute.
 CREATE TABLE tick_archive (LIKE tick_data);

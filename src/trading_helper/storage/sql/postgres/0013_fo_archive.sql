@@ -1,4 +1,4 @@
--- Version 16, plain PostgreSQL: F&O ticks kept forever (archive_policy.ticks = 'keep') go to a
+-- Version 13, plain PostgreSQL: F&O ticks kept forever (archive_policy.ticks = 'keep') go to a
 -- plain table beside the daily tick partitions, with the columns of tick_data.
 CREATE TABLE tick_archive (LIKE tick_data);
 CREATE INDEX tick_archive_instrument_time_idx ON tick_archive (instrument_id, time);

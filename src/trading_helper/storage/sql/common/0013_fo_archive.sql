@@ -1,4 +1,4 @@
--- Version 16, both flavours: the permanent F&O archive.
+-- Version 13, both flavours: the permanent F&O archive.
 --
 -- Brokers stop serving an F&O contract's history once it expires, and the retention table would
 -- delete what we recorded after 30 days (1m candles) and 7 days (ticks). So the 1m candles of
