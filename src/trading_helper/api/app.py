@@ -27,7 +27,16 @@ from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.openapi import PROTECTED
-from trading_helper.api.routes import candles, export, health, indicators, instruments, options, quotes, status
+from trading_helper.api.routes import (
+    candles,
+    export,
+    health,
+    indicators,
+    instruments,
+    options,
+    quotes,
+    status,
+)
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
