@@ -41,6 +41,7 @@ from trading_helper.api.runtime import Runtime
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
 from trading_helper.api.ws_options import router as ws_options_router
+from trading_helper.api.ws_replay import router as replay_router
 from trading_helper.candles.calendar import years_between
 from trading_helper.candles.service import CandleService
 from trading_helper.ingest import keys
@@ -76,6 +77,8 @@ captured nor fetched before), else the partial live candle.
 **WebSocket** `/api/ws/ticks?token=...`: send `{"action": "subscribe", "instruments": [1, 2],
 "intervals": ["1m"]}`; receive `{"type": "tick", "data": {...}}` and `{"type": "candle", "interval":
 "1m", "data": {...}}`. A client that cannot keep up is disconnected (close code 1013).
+`/api/ws/replay?token=...&from=...&to=...&speed=1..10000|max` speaks the same protocol over stored
+ticks, in exchange-time order, with `hole` markers where capture was down, then `replay_end`.
 """
 
 
@@ -188,6 +191,7 @@ def create_app(
         app.include_router(router, dependencies=protected, responses=PROTECTED)
     app.include_router(ws_router)
     app.include_router(ws_options_router)
+    app.include_router(replay_router)
     install_docs(app)
 
     if STATIC_DIR.is_dir():

@@ -60,6 +60,22 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 CLOSE_POLICY = 1008
 
 
+def tick_messages(
+    forming: FormingCandles, tick: Tick, wanted: set[Timeframe]
+) -> tuple[str, dict[Timeframe, str]]:
+    """The ``tick`` message of ``tick`` and the ``candle`` messages of the wanted intervals it
+    moves (folded into ``forming``): what the hub relays, and what a replay plays back."""
+    text = json.dumps({"type": "tick", "data": codec.tick_to_json(tick)})
+    if not wanted:
+        return text, {}
+    return text, {
+        tf: json.dumps(
+            {"type": "candle", "interval": tf.value, "data": forming_json(candle, tick.instrument_id)}
+        )
+        for tf, candle in forming.update(tick, sorted(wanted))
+    }
+
+
 class Client:
     __slots__ = ("dropped", "instruments", "intervals", "queue", "ws")
 
@@ -152,22 +168,7 @@ class TickHub:
             watchers = self._watchers.get(tick.instrument_id)
             if not watchers:
                 continue
-            text = json.dumps({"type": "tick", "data": codec.tick_to_json(tick)})
-            wanted = set().union(*(c.intervals for c in watchers))
-            candles = (
-                {
-                    tf: json.dumps(
-                        {
-                            "type": "candle",
-                            "interval": tf.value,
-                            "data": forming_json(candle, tick.instrument_id),
-                        }
-                    )
-                    for tf, candle in self._forming.update(tick, sorted(wanted))
-                }
-                if wanted
-                else {}
-            )
+            text, candles = tick_messages(self._forming, tick, set().union(*(c.intervals for c in watchers)))
             for client in watchers:
                 batch = batches.setdefault(client, [])
                 batch.append(text)
@@ -313,12 +314,19 @@ async def _read(ws: WebSocket, hub: TickHub, client: Client, resolve: Resolve) -
             return
 
 
+async def admitted(websocket: WebSocket, token: str) -> bool:
+    """Accept the connection; close it (1008) unless ``token`` is the API token. Accepted first so
+    the browser sees the reason (a refused handshake reads as 1006 there)."""
+    await websocket.accept()
+    if token_matches(websocket.app.state.api_token, token):
+        return True
+    await websocket.close(code=CLOSE_POLICY, reason="missing or wrong token: use ?token=<API_TOKEN>")
+    return False
+
+
 @router.websocket("/api/ws/ticks")
 async def ticks(websocket: WebSocket, token: str = "") -> None:
-    await websocket.accept()
-    if not token_matches(websocket.app.state.api_token, token):
-        # accepted first so the browser sees the reason (a refused handshake reads as 1006 there)
-        await websocket.close(code=CLOSE_POLICY, reason="missing or wrong token: use ?token=<API_TOKEN>")
+    if not await admitted(websocket, token):
         return
     hub: TickHub = websocket.app.state.hub
     client = hub.add(websocket)

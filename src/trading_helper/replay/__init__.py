@@ -1,0 +1,1 @@
+"""Replay: stored ticks played back through the live WebSocket protocol (``api/ws.py``)."""
