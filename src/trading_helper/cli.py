@@ -11,6 +11,7 @@ from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
 from trading_helper.export.commands import bench_export, export_app, import_app
+from trading_helper.replay.cli import replay as replay_command
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -229,6 +230,9 @@ def bench_options(
         _fail(exc)
         return
     print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
+app.command("replay")(replay_command)
 
 
 @app.command()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -225,3 +228,48 @@ async def test_a_wrong_token_is_refused(api: Api) -> None:
         with pytest.raises(ConnectionClosed):
             await ws.recv()
     assert ws.close_code == 1008
+
+
+def run_replay(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/tmp", "DATABASE_URL": dsn, "BROKER": "kite"}
+    return subprocess.run(
+        [sys.executable, "-m", "trading_helper.cli", "replay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_the_command_line_prints_the_same_messages_as_the_websocket(api: Api, db_dsn: str) -> None:
+    pool = api.runtime.pool
+    f = (await instrument_ids(api))[1]
+    s = await last_session(pool)
+    start, end = s + timedelta(hours=3), s + timedelta(hours=3, minutes=5)
+    rng = random.Random(3)
+    times = sorted({start + timedelta(milliseconds=rng.randrange(0, 300_000)) for _ in range(80)})
+    await (await DirectWriter.open(pool)).write(trades(f, times, 1.0, rng, volume0=9_000))
+    over_ws = [m for _, m in await play(api, [f"id:{f}"], start, end, "max")][1:]  # after "subscribed"
+    done = await asyncio.to_thread(
+        run_replay,
+        db_dsn,
+        f"id:{f}",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--interval",
+        "1m",
+    )
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert printed == over_ws
+    assert sum(m["type"] == "tick" for m in printed) == len(times)
+
+
+async def test_the_command_line_names_a_bad_reference(db_dsn: str) -> None:
+    done = await asyncio.to_thread(
+        run_replay, db_dsn, "NSE:NOPE", "--from", "2026-01-01T09:15", "--to", "2026-01-01T10:00"
+    )
+    assert done.returncode == 1
+    assert "NSE:NOPE" in done.stderr and "Traceback" not in done.stderr

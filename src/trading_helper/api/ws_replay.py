@@ -57,7 +57,7 @@ async def replay(websocket: WebSocket, token: str = "") -> None:
         while not client.instruments:
             reply = await handle_message(hub, client, await websocket.receive_text(), resolve)
             await websocket.send_text(json.dumps(reply))
-        async for messages in replay_messages(
+        async for _, messages in replay_messages(
             runtime.pool, sorted(client.instruments), set(client.intervals), start, end, speed
         ):
             for text in messages:

@@ -44,9 +44,9 @@ async def replay_messages(
     speed: float | None,
     *,
     sessions: SessionLoader | None = None,
-) -> AsyncIterator[list[str]]:
-    """The messages of each update (or hole), each list when it is due at ``speed`` (None: at
-    once), then the ``replay_end`` message."""
+) -> AsyncIterator[tuple[datetime | None, list[str]]]:
+    """``(exchange time, messages)`` of each update (or hole), each when it is due at ``speed``
+    (None: at once), then ``(None, [the replay_end message])``."""
     forming = FormingCandles()
     pacer = Pacer(speed)
     ticks = holes = 0
@@ -54,9 +54,9 @@ async def replay_messages(
         await pacer.wait(at)
         if isinstance(item, Hole):
             holes += 1
-            yield [hole_message(item)]
+            yield at, [hole_message(item)]
         else:
             ticks += 1
             text, candles = tick_messages(forming, item, intervals)
-            yield [text, *(candles[tf] for tf in sorted(intervals) if tf in candles)]
-    yield [json.dumps({"type": "replay_end", "ticks": ticks, "holes": holes})]
+            yield at, [text, *(candles[tf] for tf in sorted(intervals) if tf in candles)]
+    yield None, [json.dumps({"type": "replay_end", "ticks": ticks, "holes": holes})]
