@@ -113,11 +113,22 @@
   const emit = (name, detail) => {
     for (const fn of listeners[name]) { try { fn(detail); } catch (err) { console.warn(name, err); } }
   };
+  // Hooks for static/replay.js: `socket(path)` opens one of the API's WebSockets with the token;
+  // `replay(true)` empties the chart and stops taking live messages, `feed(msg)` applies a replayed
+  // message as a live one, `replay(false)` reloads the chart and takes live messages again.
   window.TH_CHART = Object.freeze({
     LWC, chart, candleSeries, volumeSeries, chartTime, api: (path) => api(path), state,
     on: (name, fn) => listeners[name].push(fn),
     // for static/options.js: chart a contract (a click on the chain), the API token
     load: (id) => load(id, state.tf), token: () => token,
+    socket: (path) => new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`
+                                    + `${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`),
+    replay: (on) => {
+      state.replaying = on;
+      if (on) { Object.assign(state, { candles: [], liveFromMs: -Infinity, ticks: 0 }); redrawAll(); }
+      else if (state.instrument) load(state.instrument.id, state.tf, state.instrument);
+    },
+    feed: (msg) => onMessage(msg, true),
   });
 
   const bar = (c) => ({ time: chartTime(c.ms), open: c.open, high: c.high, low: c.low, close: c.close });
@@ -230,7 +241,7 @@
 
   async function loadOlder() {
     // not while a load is drawing its first window: only a user's pan asks for older bars
-    if (state.loadingOlder || !state.instrument || el.chart.dataset.ready !== 'true'
+    if (state.loadingOlder || state.replaying || !state.instrument || el.chart.dataset.ready !== 'true'
         || state.emptySteps >= EMPTY_STEPS_BEFORE_GIVING_UP) return;
     state.loadingOlder = true;
     const generation = state.generation;
@@ -238,7 +249,7 @@
     const from = bucketStart(to - STEP_MS[state.tf], state.tf);
     try {
       const { candles } = await fetchCandles(from, to);
-      if (generation !== state.generation) return;
+      if (generation !== state.generation || state.replaying) return;
       const first = state.candles.length ? state.candles[0].ms : Infinity;
       const older = candles.filter((c) => c.ms < first);
       state.oldestMs = from;
@@ -293,8 +304,8 @@
     watching = id;
   }
 
-  function onMessage(msg) {
-    if (!state.instrument || el.chart.dataset.ready !== 'true') return;
+  function onMessage(msg, replayed = false) {
+    if (!state.instrument || el.chart.dataset.ready !== 'true' || Boolean(state.replaying) !== replayed) return;
     if (msg.type === 'tick' && msg.data && msg.data.instrument_id === state.instrument.id) applyTick(msg.data);
     else if (msg.type === 'candle' && msg.interval === state.tf && msg.data
              && msg.data.instrument_id === state.instrument.id) applyCandle(parseCandle(msg.data));
