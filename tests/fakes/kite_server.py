@@ -329,6 +329,9 @@ class FakeKiteServer:
         #: the message of those failures; ``{authorization}`` is replaced by the request's header
         #: (a broker or proxy that echoes what it was sent)
         self.failure_message = "Something went wrong"
+        #: a token's own 1m history (Kite's rows: time, open, high, low, close, volume, oi), served
+        #: instead of the generated one (a test plants differences from the live candles in it)
+        self.history_rows: dict[str, list[list[Any]]] = {}
         self.history_calls: Counter[tuple[str, str]] = Counter()
         self.history_requests: list[HistoryRequest] = []
         self.history_times: list[float] = []
@@ -622,10 +625,12 @@ class FakeKiteServer:
             return self._error(
                 400, "InputException", f"interval exceeds max limit: {MAX_SPAN_DAYS[interval]} days"
             )
-        return self._json(
-            200,
-            {
-                "status": "success",
-                "data": {"candles": history_candles(token, interval, start, end, oi=query.get("oi") == "1")},
-            },
-        )
+        if token in self.history_rows and interval == "minute":
+            candles = [
+                row if query.get("oi") == "1" else row[:6]
+                for row in self.history_rows[token]
+                if start <= datetime.strptime(row[0], "%Y-%m-%dT%H:%M:%S%z") <= end
+            ]
+        else:
+            candles = history_candles(token, interval, start, end, oi=query.get("oi") == "1")
+        return self._json(200, {"status": "success", "data": {"candles": candles}})

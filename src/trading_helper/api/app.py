@@ -35,6 +35,7 @@ from trading_helper.api.routes import (
     instruments,
     options,
     quotes,
+    reconcile,
     status,
 )
 from trading_helper.api.runtime import Runtime
@@ -184,6 +185,7 @@ def create_app(
         export.router,
         indicators.router,
         quotes.router,
+        reconcile.router,
         options.router,
         status.router,
     )

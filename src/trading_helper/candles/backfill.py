@@ -25,6 +25,7 @@ from trading_helper.candles.metrics import BACKFILL_CALLS, BACKFILL_CANDLES, BAC
 from trading_helper.errors import BrokerError
 from trading_helper.models import Candle
 from trading_helper.storage import sql_candles
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import BUCKET_ORIGIN, IST, Timeframe
 
 log = logging.getLogger(__name__)
@@ -149,30 +150,15 @@ class Backfiller:
         candles: dict[datetime, Candle],
     ) -> None:
         source = self.broker.name
-        buckets = sorted(candles)
-        rows = [candles[b] for b in buckets]
         async with self.pool.acquire() as conn, conn.transaction():
-            if rows:
-                await conn.execute(
-                    sql_candles.STORE_BROKER_CANDLES,
-                    instrument_id,
-                    timeframe.value,
-                    buckets,
-                    [c.open for c in rows],
-                    [c.high for c in rows],
-                    [c.low for c in rows],
-                    [c.close for c in rows],
-                    [c.volume for c in rows],
-                    source,
-                    [c.open_interest for c in rows],
-                )
+            await store_broker_candles(conn, instrument_id, timeframe, candles, source)
             await conn.execute(
                 sql_candles.RECORD_FETCH,
                 instrument_id,
                 timeframe.value,
                 window.start,
                 window.end,
-                len(rows),
+                len(candles),
                 source,
             )
 
@@ -189,3 +175,26 @@ class Backfiller:
             "at": last.at.astimezone(IST).isoformat(),
             "error": last.error,
         }
+
+
+async def store_broker_candles(
+    conn: Connection, instrument_id: int, timeframe: Timeframe, candles: dict[datetime, Candle], source: str
+) -> None:
+    """Upsert ``candles`` (by our bucket) into ``broker_candles``."""
+    if not candles:
+        return
+    buckets = sorted(candles)
+    rows = [candles[b] for b in buckets]
+    await conn.execute(
+        sql_candles.STORE_BROKER_CANDLES,
+        instrument_id,
+        timeframe.value,
+        buckets,
+        [c.open for c in rows],
+        [c.high for c in rows],
+        [c.low for c in rows],
+        [c.close for c in rows],
+        [c.volume for c in rows],
+        source,
+        [c.open_interest for c in rows],
+    )

@@ -1,0 +1,137 @@
+"""Reconciliation: every difference planted in a fake Kite's 1m history is found, and no other;
+the summary over HTTP, and reads that prefer the broker's candles."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from tests.api.conftest import Api
+from tests.api.test_replay import last_session
+from tests.api.test_ws import instrument_ids
+from tests.ingest.direct_writer import DirectWriter
+from tests.storage.helpers import refresh_all
+from trading_helper.models import Tick
+from trading_helper.reconcile.job import reconcile_day
+from trading_helper.timeframes import IST
+
+M = timedelta(minutes=1)
+
+
+def kite_row(bucket: datetime, o: float, h: float, low: float, c: float, v: int, oi: int | None) -> list[Any]:
+    return [bucket.astimezone(IST).strftime("%Y-%m-%dT%H:%M:%S+0530"), o, h, low, c, v, oi]
+
+
+async def write_session(
+    pool: asyncpg.Pool, iid: int, start: datetime, end: datetime, skip: set[datetime]
+) -> None:
+    """A trade every few seconds in [start, end) but in the minutes of ``skip``; prices in paise."""
+    rng = random.Random(iid)
+    out, t, price, volume = [], start, 500.0, 10_000
+    while t < end:
+        if t.replace(second=0, microsecond=0) not in skip:
+            price = round((price + rng.choice((-0.05, 0, 0.05, 0.1))) * 20) / 20
+            volume += rng.randrange(1, 50)
+            out.append(
+                Tick(
+                    instrument_id=iid,
+                    exchange_ts=t,
+                    received_ts=t + timedelta(milliseconds=3),
+                    last_price=price,
+                    last_quantity=1,
+                    volume=volume,
+                    open_interest=7000 + int((t - start).total_seconds()) // 60,
+                    trade_ts=t,
+                )
+            )
+        t += timedelta(seconds=rng.randrange(3, 9))
+    await (await DirectWriter.open(pool)).write(out)
+
+
+async def test_reconciliation_finds_every_planted_difference_and_no_other(api: Api) -> None:
+    pool = api.runtime.pool
+    a, b = (await instrument_ids(api))[:2]
+    s = (await last_session(pool)).replace(second=0, microsecond=0)
+    day: date = s.astimezone(IST).date()
+    start, end = s + 30 * M, s + 50 * M
+    quiet = start + 10 * M  # a has no trade in this minute
+    await write_session(pool, a, start, end, {quiet})
+    await write_session(pool, b, start, end, set())
+    await refresh_all(pool)
+    for iid in (a, b):
+        await pool.execute(
+            "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, 'kite', tstzrange($2, $3), false)",
+            iid,
+            start,
+            end,
+        )
+        await pool.execute(
+            "INSERT INTO subscriptions (instrument_id) VALUES ($1) ON CONFLICT DO NOTHING", iid
+        )
+
+    # the broker's history: the live candles, with differences planted
+    planted: set[tuple[int, datetime, str]] = set()
+    for iid in (a, b):
+        token = await pool.fetchval(
+            "SELECT broker_token FROM instrument_broker_ids WHERE broker = 'kite' AND instrument_id = $1", iid
+        )
+        live = {
+            r["bucket"]: r
+            for r in await pool.fetch("SELECT * FROM live_candles($1, '1m', $2, $3)", iid, start, end)
+        }
+        assert len(live) == (19 if iid == a else 20)
+        rows: dict[datetime, list[Any]] = {
+            t: kite_row(t, r["open"], r["high"], r["low"], r["close"], r["volume"], r["open_interest"])
+            for t, r in live.items()
+        }
+        if iid == a:
+            rows[start + 3 * M][4] = round(rows[start + 3 * M][4] + 0.05, 2)
+            planted.add((a, start + 3 * M, "close"))
+            rows[quiet] = kite_row(quiet, 500, 501, 499, 500.5, 12, 7010)
+            planted.add((a, quiet, "live_missing"))
+            del rows[start + 15 * M]
+            planted.add((a, start + 15 * M, "broker_missing"))
+        else:
+            rows[start + 5 * M][5] += 7
+            planted.add((b, start + 5 * M, "volume"))
+            rows[start + 6 * M][2] += 1
+            rows[start + 6 * M][3] -= 1
+            planted |= {(b, start + 6 * M, "high"), (b, start + 6 * M, "low")}
+            rows[start + 7 * M][6] += 3
+            planted.add((b, start + 7 * M, "open_interest"))
+            # outside live coverage: not compared, counted
+            rows[end + 5 * M] = kite_row(end + 5 * M, 1, 2, 0.5, 1.5, 3, 9)
+        api.kite.history_rows[token] = [rows[t] for t in sorted(rows)]
+
+    seen: list[tuple[int, int]] = []
+    summary = await reconcile_day(pool, api.runtime.broker, day, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(1, 2), (2, 2)]
+    assert (summary.instruments, summary.failed, summary.differences) == (2, 0, len(planted))
+    found = {
+        (r["instrument_id"], r["bucket"], r["kind"])
+        for r in await pool.fetch("SELECT * FROM reconcile_differences WHERE day = $1", day)
+    }
+    assert found == planted
+
+    answer = (await api.client.get("/api/reconcile", params={"date": day.isoformat()})).json()
+    assert answer["date"] == day.isoformat()
+    [run] = answer["runs"]
+    assert run["finished_at"] is not None and (run["instruments"], run["done"], run["differences"]) == (
+        2,
+        2,
+        7,
+    )
+    by_id = {i["instrument_id"]: i for i in answer["instruments"]}
+    assert by_id[a]["kinds"] == {"close": 1, "live_missing": 1, "broker_missing": 1}
+    assert by_id[b]["kinds"] == {"volume": 1, "high": 1, "low": 1, "open_interest": 1}
+    assert (by_id[a]["compared"], by_id[b]["compared"], by_id[b]["uncovered"]) == (20, 20, 1)
+
+    # a second run replaces the first: the same differences, not twice as many
+    again = await reconcile_day(pool, api.runtime.broker, day)
+    assert again.differences == len(planted)
+    assert await pool.fetchval("SELECT count(*) FROM reconcile_differences WHERE day = $1", day) == len(
+        planted
+    )
