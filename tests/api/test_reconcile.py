@@ -135,3 +135,21 @@ async def test_reconciliation_finds_every_planted_difference_and_no_other(api: A
     assert await pool.fetchval("SELECT count(*) FROM reconcile_differences WHERE day = $1", day) == len(
         planted
     )
+
+    # reads: by default as before (live where captured), prefer=broker takes the broker's candles
+    async def series(**extra: str) -> dict[datetime, dict[str, Any]]:
+        params = {"instrument": f"id:{a}", "interval": "1m", "from": start.isoformat(), "to": end.isoformat()}
+        answer = await api.client.get("/api/candles", params={**params, **extra})
+        assert answer.status_code == 200, answer.text
+        return {datetime.fromisoformat(c["time"]): c for c in answer.json()["candles"]}
+
+    live_first, broker_first = await series(), await series(prefer="broker")
+    assert live_first == await series(prefer="live")
+    changed = start + 3 * M
+    assert live_first[changed]["source"] == "live" and broker_first[changed]["source"] == "broker"
+    assert broker_first[changed]["close"] == round(live_first[changed]["close"] + 0.05, 2)
+    assert live_first[quiet]["source"] == broker_first[quiet]["source"] == "broker"  # no live candle there
+    assert broker_first[start + 15 * M]["source"] == "live"  # the broker has none
+    assert {t for t, c in broker_first.items() if c["source"] == "live"} == {start + 15 * M}
+    bad = await api.client.get("/api/candles", params={"instrument": f"id:{a}", "prefer": "mine"})
+    assert bad.status_code == 422

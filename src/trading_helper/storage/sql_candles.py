@@ -27,6 +27,11 @@ READ_JSON = (
     + ") ORDER BY bucket), '[]')::text FROM read_candles($1, $2, $3, $4)"
 )
 
+#: the same two, preferring ``$5`` (``live``: as above; ``broker``: the broker's candle wherever
+#: ``broker_candles`` has one; migration 0017)
+READ_PREFER = READ.replace("($1, $2, $3, $4)", "($1, $2, $3, $4, $5)")
+READ_JSON_PREFER = READ_JSON.replace("($1, $2, $3, $4)", "($1, $2, $3, $4, $5)")
+
 #: the exchange calendar an instrument trades on (market_sessions.calendar)
 INSTRUMENT_CALENDAR = "SELECT instrument_calendar($1)"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -21,7 +22,7 @@ from trading_helper.api.schemas import (
     Interval,
     RefText,
 )
-from trading_helper.candles.read import read_candles_json
+from trading_helper.candles.read import Prefer, read_candles_json
 from trading_helper.candles.service import EARLIEST, LATEST, CandleSeries, as_ist
 from trading_helper.errors import InvalidRange
 from trading_helper.redact import redact
@@ -81,6 +82,17 @@ ToParam = Annotated[
 ]
 
 
+#: which source a read prefers where both have a candle (``candles.read.Prefer``)
+PreferParam = Annotated[
+    Prefer,
+    Query(
+        description="`live` (default): live candles where the bucket was fully captured, as always; "
+        "`broker`: the broker's candle wherever one is stored (fetched for a gap, or by "
+        "`trading-helper reconcile`), the live one elsewhere",
+    ),
+]
+
+
 def query_range(tf: Timeframe, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """A GET's ``from`` and ``to``: ``to`` defaults to now, ``from`` to ``to`` minus the interval's
     default span."""
@@ -127,10 +139,12 @@ async def get_candles(
     interval: Annotated[Interval, Query()] = "1m",
     start: FromParam = None,
     end: ToParam = None,
+    prefer: PreferParam = "live",
 ) -> Response:
     tf = Timeframe(interval)
     start, end = query_range(tf, start, end)
-    return render(await service.get_candles(instrument, tf, start, end, read=read_candles_json))
+    read = partial(read_candles_json, prefer=prefer)
+    return render(await service.get_candles(instrument, tf, start, end, read=read))
 
 
 @router.post(
