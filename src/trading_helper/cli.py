@@ -11,6 +11,7 @@ from rich.console import Console
 
 from trading_helper.errors import TradingHelperError
 from trading_helper.export.commands import bench_export, export_app, import_app
+from trading_helper.reconcile.cli import reconcile as reconcile_command
 from trading_helper.replay.cli import replay as replay_command
 
 app = typer.Typer(
@@ -233,6 +234,7 @@ def bench_options(
 
 
 app.command("replay")(replay_command)
+app.command("reconcile")(reconcile_command)
 
 
 @app.command()

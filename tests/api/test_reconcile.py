@@ -3,7 +3,12 @@ the summary over HTTP, and reads that prefer the broker's candles."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -153,3 +158,42 @@ async def test_reconciliation_finds_every_planted_difference_and_no_other(api: A
     assert {t for t, c in broker_first.items() if c["source"] == "live"} == {start + 15 * M}
     bad = await api.client.get("/api/candles", params={"instrument": f"id:{a}", "prefer": "mine"})
     assert bad.status_code == 422
+
+
+async def test_the_command_line_runs_a_day_and_prints_its_summary(api: Api, db_dsn: str) -> None:
+    """After the test above (same database): the command runs the day again against the fake Kite
+    and prints the same findings as the API."""
+    day = (await api.runtime.pool.fetchval("SELECT max(day) FROM reconcile_runs")).isoformat()
+    st = api.runtime.settings
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": "/tmp",
+        "DATABASE_URL": db_dsn,
+        "BROKER": "kite",
+        "KITE_API_URL": st.KITE_API_URL,
+        "KITE_API_KEY": st.KITE_API_KEY,
+        "KITE_API_SECRET": st.KITE_API_SECRET.get_secret_value(),
+        "TOKEN_DIR": str(st.TOKEN_DIR),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trading_helper.cli", "reconcile", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    calls = sum(api.kite.history_calls.values())
+    done = await asyncio.to_thread(run, "--date", day, "--differences")
+    assert done.returncode == 0, done.stderr
+    assert sum(api.kite.history_calls.values()) > calls  # it fetched again
+    printed = json.loads(done.stdout)
+    answer = (await api.client.get("/api/reconcile", params={"date": day, "differences": "true"})).json()
+    assert printed == answer
+    assert len(printed["differences"]) == 7
+    stored = await asyncio.to_thread(run, "--date", day, "--no-run")
+    assert stored.returncode == 0 and json.loads(stored.stdout)["runs"] == answer["runs"]
+    bad = await asyncio.to_thread(run, "--date", "27-11-2026", "--no-run")
+    assert bad.returncode == 1 and "--date must be YYYY-MM-DD" in bad.stderr
