@@ -59,3 +59,21 @@ async def test_the_page_replays_a_past_range_then_goes_back_to_live(
         )
         assert (await browser.chart())["replay"] == "idle"
         assert await browser.errors() == []
+
+
+async def test_the_source_choice_is_kept_and_sent_with_every_candle_read(site: Site) -> None:
+    async with Browser() as browser:
+        await browser.open(f"{site.url}/#token={API_TOKEN}&instrument={site.instrument_id}&tf=5m")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
+        assert any("prefer=live" in r for r in await browser.requests())
+        await browser.eval(
+            "(() => { const p = document.getElementById('prefer'); p.value = 'broker';"
+            " p.dispatchEvent(new Event('change')); return true; })()"
+        )
+        await browser.wait("localStorage.getItem('trading-helper.prefer') === 'broker'")
+        await browser.wait("document.getElementById('chart').dataset.ready === 'true'")
+        await browser.wait(
+            "performance.getEntriesByType('resource').some(e => e.name.includes('prefer=broker'))"
+        )
+        assert any("prefer=broker" in r for r in await browser.requests())
+        assert await browser.errors() == []

@@ -22,6 +22,8 @@
   const VISIBLE_BARS = 150;
   const TOKEN_KEY = 'trading-helper.token';
   const LAST_KEY = 'trading-helper.last';
+  // this browser's choice of source where live and broker candles both exist (GET /api/candles?prefer=)
+  const PREFER_KEY = 'trading-helper.prefer';
   const UP = '#26a69a', DOWN = '#ef5350', UP_VOL = 'rgba(38,166,154,0.5)', DOWN_VOL = 'rgba(239,83,80,0.5)';
 
   const $ = (id) => document.getElementById(id);
@@ -198,7 +200,8 @@
   async function fetchCandles(fromMs, toMs) {
     // `id:N` is our id; a bare number would be the broker's token (the reference grammar)
     const q = new URLSearchParams({ instrument: `id:${state.instrument.id}`, interval: state.tf,
-                                    from: iso(fromMs), to: iso(toMs) });
+                                    from: iso(fromMs), to: iso(toMs),
+                                    prefer: localStorage.getItem(PREFER_KEY) === 'broker' ? 'broker' : 'live' });
     const body = await api(`/api/candles?${q}`);
     return { instrument: body.instrument, candles: (body.candles || []).map(parseCandle) };
   }
@@ -440,6 +443,15 @@
       renderResults();
     }
   });
+
+  const preferPicker = $('prefer');
+  if (preferPicker) {
+    preferPicker.value = localStorage.getItem(PREFER_KEY) === 'broker' ? 'broker' : 'live';
+    preferPicker.addEventListener('change', () => {
+      localStorage.setItem(PREFER_KEY, preferPicker.value);
+      if (state.instrument) load(state.instrument.id, state.tf, state.instrument);
+    });
+  }
 
   // -- start ------------------------------------------------------------------------------------
   async function start() {
