@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     API_ACQUIRE_TIMEOUT_S: float = Field(default=2.0, gt=0)
     #: connections of the ingest pool (writer, coverage, housekeeping, subscriptions)
     INGEST_DB_POOL_SIZE: int = Field(default=4, ge=2)
+    #: minutes after a trading day's last session ends before ``serve`` reconciles it with the
+    #: broker's 1m history (``reconcile/``); 0: never on its own (``trading-helper reconcile`` still does)
+    RECONCILE_AFTER_MINUTES: int = Field(default=30, ge=0, le=24 * 60)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: largest batch the writer COPYs in one transaction (ticks)

@@ -21,6 +21,7 @@ from tests.ingest.direct_writer import DirectWriter
 from tests.storage.helpers import refresh_all
 from trading_helper.models import Tick
 from trading_helper.reconcile.job import reconcile_day
+from trading_helper.reconcile.schedule import due_day
 from trading_helper.timeframes import IST
 
 M = timedelta(minutes=1)
@@ -197,3 +198,18 @@ async def test_the_command_line_runs_a_day_and_prints_its_summary(api: Api, db_d
     assert stored.returncode == 0 and json.loads(stored.stdout)["runs"] == answer["runs"]
     bad = await asyncio.to_thread(run, "--date", "27-11-2026", "--no-run")
     assert bad.returncode == 1 and "--date must be YYYY-MM-DD" in bad.stderr
+
+
+async def test_a_reconciled_day_is_not_due_again(api: Api) -> None:
+    """After the first test (same database): the day it reconciled is done; forgetting its run
+    makes it due again, and nothing is due before its sessions ended."""
+    pool = api.runtime.pool
+    day = await pool.fetchval("SELECT max(day) FROM reconcile_runs")
+    ended = await pool.fetchval(
+        "SELECT max(upper(session)) FROM market_sessions WHERE calendar = 'NSE' AND day = $1", day
+    )
+    assert await due_day(pool, "kite", ended) is None
+    await pool.execute("UPDATE reconcile_runs SET finished_at = NULL WHERE day = $1", day)
+    assert await due_day(pool, "kite", ended) == day
+    assert await due_day(pool, "kite", ended - timedelta(seconds=1)) != day
+    assert await due_day(pool, "fyers", ended) == day  # each broker reconciles on its own

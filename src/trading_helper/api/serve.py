@@ -21,8 +21,10 @@ import uvicorn
 from trading_helper import redact
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
+from trading_helper.brokers.base import Broker
 from trading_helper.brokers.registry import build_broker
 from trading_helper.config import Settings
+from trading_helper.errors import TradingHelperError
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.service import IngestService
 from trading_helper.listen import listen_socket
@@ -33,6 +35,22 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
 SERVER_GRACE_S = 2.0
+
+
+def _reconcile_after_sessions(
+    supervisor: Supervisor, pool: asyncpg.Pool, broker: Broker, minutes: int
+) -> None:
+    """The supervised task ``reconcile`` (``reconcile/schedule.py``)."""
+    from datetime import timedelta
+
+    from trading_helper.reconcile.schedule import reconcile_after_sessions
+
+    supervisor.start(
+        "reconcile",
+        lambda: reconcile_after_sessions(pool, broker, timedelta(minutes=minutes)),
+        backoff_max_s=600.0,
+        expected=(TradingHelperError,),
+    )
 
 
 class _Server(uvicorn.Server):
@@ -104,6 +122,9 @@ async def serve(
             stack.push_async_callback(_close_pool, ingest_pool)
             service = IngestService(settings, ingest_pool, redis, broker, supervisor=supervisor)
             stack.push_async_callback(service.stop)
+            if settings.RECONCILE_AFTER_MINUTES:
+                _reconcile_after_sessions(supervisor, api_pool, broker, settings.RECONCILE_AFTER_MINUTES)
+                stack.push_async_callback(supervisor.stop, ["reconcile"])
         app = create_app(Runtime(settings, api_pool, redis, broker, service, supervisor))
         if service is not None:
             await service.start()

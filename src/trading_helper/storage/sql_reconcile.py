@@ -76,3 +76,18 @@ SELECT instrument_id, bucket, kind, live, broker FROM reconcile_differences
 WHERE day = $1 AND ($2::integer IS NULL OR instrument_id = $2) ORDER BY instrument_id, bucket, kind
 LIMIT $3
 """
+
+#: the latest NSE trading day whose sessions all ended by $2, unless broker $1 has reconciled it
+DUE_DAY = """
+WITH last AS (
+    SELECT day FROM market_sessions WHERE calendar = 'NSE'
+    GROUP BY day HAVING max(upper(session)) <= $2 ORDER BY day DESC LIMIT 1
+)
+SELECT l.day FROM last l
+WHERE NOT EXISTS (SELECT 1 FROM reconcile_runs r WHERE r.day = l.day AND r.broker = $1 AND r.finished_at IS NOT NULL)
+"""
+
+#: the end of the next NSE session after $1
+NEXT_SESSION_END = (
+    "SELECT min(upper(session)) FROM market_sessions WHERE calendar = 'NSE' AND upper(session) > $1"
+)
