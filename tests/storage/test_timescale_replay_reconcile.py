@@ -1,6 +1,6 @@
 """The SQL of replay and reconciliation on a real TimescaleDB engine (PGlite + TimescaleDB, see
 tests/timescale/): the replay window over the hypertable in exchange-time order, the coverage
-holes, and the merged read preferring the broker (migration 0017)."""
+holes, and the merged read preferring the broker (migration 0014)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 candles of the day's sessions fetched (one after another, through the adapter's own rate limiter:
 Kite's 3 historical requests a second are shared by the process), compared with the live ones
 (:mod:`~trading_helper.reconcile.compare`), the differences and a per-instrument line stored
-(migration 0017), and the broker's candles kept in ``broker_candles`` so a read can prefer them
+(migration 0014), and the broker's candles kept in ``broker_candles`` so a read can prefer them
 (``prefer=broker``). The run's row in ``reconcile_runs`` is its progress; running a day again
 replaces its results.
 

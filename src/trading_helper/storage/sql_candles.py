@@ -28,7 +28,7 @@ READ_JSON = (
 )
 
 #: the same two, preferring ``$5`` (``live``: as above; ``broker``: the broker's candle wherever
-#: ``broker_candles`` has one; migration 0017)
+#: ``broker_candles`` has one; migration 0014)
 READ_PREFER = READ.replace("($1, $2, $3, $4)", "($1, $2, $3, $4, $5)")
 READ_JSON_PREFER = READ_JSON.replace("($1, $2, $3, $4)", "($1, $2, $3, $4, $5)")
 

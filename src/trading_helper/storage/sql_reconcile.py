@@ -1,6 +1,6 @@
 """Named SQL of reconciliation (``reconcile/``): the subscribed instruments and their broker
 tokens, a day's sessions, live 1m candles and coverage, and the runs, per-instrument results and
-differences (migration 0017)."""
+differences (migration 0014)."""
 
 from __future__ import annotations
 

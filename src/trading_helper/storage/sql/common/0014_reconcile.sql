@@ -1,4 +1,4 @@
--- Version 17, both flavours: live candles reconciled with the broker's 1m history after a session
+-- Version 14, both flavours: live candles reconciled with the broker's 1m history after a session
 -- (trading_helper.reconcile), and reads that prefer the broker's candle where there is one.
 --
 -- A run per IST trading day and broker: how far it got (the job's progress) and how it ended.
