@@ -13,6 +13,8 @@ another try after a backoff (marked ``retry`` below)::
     │   ├── InvalidRange             from >= to, or a span too long
     │   ├── InvalidReference         not an instrument reference (instruments/refs.py)
     │   ├── InvalidStudy             not a study spec (indicators/studies.py: ema:20, vwap ...)
+    │   ├── InvalidAlert             an alert rule that cannot be evaluated (alerts/rules.py)
+    │   ├── AlertLimitReached        more alert rules than ALERTS_MAX_RULES
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost: retry
@@ -81,6 +83,21 @@ class InvalidReference(ValidationError):
 
 class InvalidStudy(ValidationError):
     code = "invalid_study"
+
+
+class InvalidAlert(ValidationError):
+    """A rule that cannot be evaluated; ``reason`` is a machine-readable word (``unknown_field``,
+    ``needs_value`` ...) naming what is wrong."""
+
+    code = "invalid_alert"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AlertLimitReached(ValidationError):
+    code = "alert_limit"
 
 
 class UnknownInstrument(ValidationError):

@@ -25,6 +25,8 @@ _STATUS: list[tuple[type[e.TradingHelperError], int]] = [
     (e.UnknownInstrument, 404),
     (e.InvalidReference, 422),
     (e.InvalidStudy, 422),
+    (e.InvalidAlert, 422),
+    (e.AlertLimitReached, 409),
     (e.ValidationError, 400),
     (e.LoginRequired, 503),
     (e.RateLimited, 503),
@@ -85,7 +87,8 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     elif status > 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     headers = {"Retry-After": "5"} if status == 503 and e.should_retry(exc) else None
-    return JSONResponse(error_body(exc.code, _detail(exc)), status_code=status, headers=headers)
+    extra = {"reason": exc.reason} if isinstance(exc, e.InvalidAlert) else {}
+    return JSONResponse(error_body(exc.code, _detail(exc), **extra), status_code=status, headers=headers)
 
 
 #: codes of the HTTP errors raised by FastAPI and Starlette themselves (auth, routing)
