@@ -148,6 +148,19 @@ class Settings(BaseSettings):
     #: itself reads it from the process environment on the hot path (a value in .env is not used)
     TH_CLOCK: str = ""
 
+    #: most alert rules one installation keeps (Kite allows 200 per user)
+    ALERTS_MAX_RULES: int = Field(default=200, ge=1, le=100_000)
+    #: HMAC-SHA256 key of the webhook signature header (X-TH-Signature); webhook channels are
+    #: refused while it is empty (a receiver could not verify anything)
+    ALERT_WEBHOOK_SECRET: SecretStr = SecretStr("")
+    #: delivery attempts per trigger and channel, and the cap on the wait between two (seconds)
+    ALERT_DELIVERY_ATTEMPTS: int = Field(default=8, ge=1, le=50)
+    ALERT_RETRY_MAX_S: float = Field(default=60.0, gt=0)
+    #: the Telegram bot that sends alerts (empty: Telegram channels are refused), and the Bot API
+    #: base its token is appended to (a local Bot API server or a stand-in in tests)
+    TELEGRAM_BOT_TOKEN: SecretStr = SecretStr("")
+    TELEGRAM_API_URL: str = "https://api.telegram.org/bot"
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _database_url(cls, value: str) -> str:

@@ -15,6 +15,7 @@ another try after a backoff (marked ``retry`` below)::
     │   ├── InvalidStudy             not a study spec (indicators/studies.py: ema:20, vwap ...)
     │   ├── InvalidAlert             an alert rule that cannot be evaluated (alerts/rules.py)
     │   ├── AlertLimitReached        more alert rules than ALERTS_MAX_RULES
+    │   ├── UnknownAlert             no such alert rule
     │   └── UnknownInstrument        no such instrument / broker token
     ├── StorageError                 the database side
     │   ├── DatabaseUnavailable      cannot connect / connection lost: retry
@@ -98,6 +99,10 @@ class InvalidAlert(ValidationError):
 
 class AlertLimitReached(ValidationError):
     code = "alert_limit"
+
+
+class UnknownAlert(ValidationError):
+    code = "unknown_alert"
 
 
 class UnknownInstrument(ValidationError):

@@ -260,5 +260,5 @@ def test_without_the_grace_late_ticks_are_dropped_and_candles_differ() -> None:
 )
 def test_a_rule_that_cannot_be_evaluated_names_its_reason(body: dict[str, object], reason: str) -> None:
     with pytest.raises(InvalidAlert) as caught:
-        parse_rule(body, rule_id=1, instrument_id=1)
+        parse_rule(body, rule_id=1, instrument_id=1, ready=frozenset({"webhook"}))
     assert caught.value.reason == reason

@@ -36,7 +36,14 @@ EXAMPLES = 25
 #: across two fields (from < to, the span per interval: the operation's ``x-range-limits``), and
 #: the reference grammar's ranges inside a string (``"0"``, ``"id:0"``, ``"kite:x"``). FastAPI's own
 #: ``invalid_request`` is never among them: that would be the schema and the validator disagreeing.
-SEMANTIC_REFUSALS = {(400, "invalid_range"), (422, "invalid_reference"), (422, "invalid_study")}
+#: An alert rule's meaning (a study's parameters, a series compared with itself, a channel this
+#: server has no secret or bot token for) is ``invalid_alert``, checked by ``alerts/rules.py``.
+SEMANTIC_REFUSALS = {
+    (400, "invalid_range"),
+    (422, "invalid_reference"),
+    (422, "invalid_study"),
+    (422, "invalid_alert"),
+}
 
 
 @pytest.fixture(scope="module")

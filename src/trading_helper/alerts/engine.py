@@ -37,6 +37,8 @@ class Trigger:
     left: float
     right: float
     key: str  # idempotency key: the same trigger always has the same key
+    #: when the tick that fired it was received (tick rules): the start of the alert's latency
+    received_at: datetime | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -48,6 +50,7 @@ class Trigger:
             "left": self.left,
             "right": self.right,
             "idempotency_key": self.key,
+            "tick_received_at": self.received_at.isoformat() if self.received_at else None,
         }
 
 
@@ -142,12 +145,19 @@ class Engine:
         self.ticks_seen = 0
 
     # -- rules --------------------------------------------------------------------------------
-    def add(self, rule: Rule, history: Mapping[int, Sequence[Candle]] | None = None) -> None:
+    def add(
+        self,
+        rule: Rule,
+        history: Mapping[int, Sequence[Candle]] | None = None,
+        *,
+        last_fired: datetime | None = None,
+    ) -> None:
         """Follow ``rule``; ``history``: closed candles of its timeframe per instrument, oldest
-        first, for its studies' warm-up (without it a study starts from the first live bar)."""
+        first, for its studies' warm-up (without it a study starts from the first live bar);
+        ``last_fired``: its last trigger's time (a cool-down survives a restart)."""
         self.remove(rule.id)
         self.rules[rule.id] = rule
-        self.state[rule.id] = _State()
+        self.state[rule.id] = _State(last_fired=last_fired)
         if rule.on is None:
             self._tick_rules.setdefault(rule.instrument_id, []).append(rule)
             return
@@ -192,7 +202,9 @@ class Engine:
                     if rule.right is None
                     else self._last_tick.get(rule.right_iid, {}).get(rule.right.name)
                 )
-                self._observe(rule, tick.exchange_ts, values.get(rule.left.name), right, fired)
+                self._observe(
+                    rule, tick.exchange_ts, values.get(rule.left.name), right, fired, tick.received_ts
+                )
             tfs = self._tfs.get(iid)
             if tfs:
                 self._fold(tick, tfs)
@@ -240,7 +252,13 @@ class Engine:
         return fired
 
     def _observe(
-        self, rule: Rule, at: datetime, left: float | None, right: float | None, fired: list[Trigger]
+        self,
+        rule: Rule,
+        at: datetime,
+        left: float | None,
+        right: float | None,
+        fired: list[Trigger],
+        received_at: datetime | None = None,
     ) -> None:
         if left is None or right is None or not (_finite(left) and _finite(right)):
             return
@@ -255,4 +273,4 @@ class Engine:
         st.last_fired = at
         st.done = rule.repeat == "once"
         key = f"r{rule.id}-{to_us(at)}-{st.same_time}"
-        fired.append(Trigger(rule, at, left, right, key))
+        fired.append(Trigger(rule, at, left, right, key, received_at))

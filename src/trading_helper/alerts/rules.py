@@ -110,7 +110,8 @@ def parse_series(text: str, on: Timeframe | None) -> Series:
     return Series(study.spec if len(outputs) == 1 else f"{study.spec}.{chosen}", study, chosen)
 
 
-def parse_channels(given: Any, *, telegram_ready: bool) -> tuple[Channel, ...]:
+def parse_channels(given: Any, *, ready: frozenset[str]) -> tuple[Channel, ...]:
+    """``ready``: the channel types the server is configured for (a secret, a bot token)."""
     if given is None:
         return ()
     if not isinstance(given, list) or len(given) > 5:
@@ -125,10 +126,9 @@ def parse_channels(given: Any, *, telegram_ready: bool) -> tuple[Channel, ...]:
             )
         if kind == "webhook" and not target.startswith(("http://", "https://")):
             raise _bad(f"webhook target must be an http(s) URL, not {target[:40]!r}", "bad_channel")
-        if kind == "telegram" and not telegram_ready:
-            raise _bad(
-                "a telegram channel needs TELEGRAM_BOT_TOKEN set on the server", "telegram_not_configured"
-            )
+        if kind not in ready:
+            needs = "TELEGRAM_BOT_TOKEN" if kind == "telegram" else "ALERT_WEBHOOK_SECRET"
+            raise _bad(f"a {kind} channel needs {needs} set on the server", f"{kind}_not_configured")
         out.append(Channel(kind, target))
     return tuple(out)
 
@@ -139,7 +139,7 @@ def parse_rule(
     rule_id: int,
     instrument_id: int,
     right_instrument_id: int | None = None,
-    telegram_ready: bool = False,
+    ready: frozenset[str] = frozenset(CHANNEL_TYPES),
 ) -> Rule:
     """A rule from its API/stored form (instrument references already resolved to our ids)."""
     on_text = str(body.get("on", "tick"))
@@ -187,7 +187,7 @@ def parse_rule(
         right_instrument_id=right_instrument_id if right_instrument_id != instrument_id else None,
         repeat=repeat,
         cooldown_s=float(cooldown),
-        channels=parse_channels(body.get("channels"), telegram_ready=telegram_ready),
+        channels=parse_channels(body.get("channels"), ready=ready),
         name=str(body.get("name", ""))[:200],
     )
 

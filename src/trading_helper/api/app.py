@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_helper import __version__, clock, redact
+from trading_helper.alerts.service import AlertService
 from trading_helper.api.auth import BearerGate, api_token, require_token
 from trading_helper.api.deps import refuse_unknown_query
 from trading_helper.api.docs import install_docs
@@ -28,6 +29,7 @@ from trading_helper.api.errors import install_error_handlers
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.openapi import PROTECTED
 from trading_helper.api.routes import (
+    alerts,
     candles,
     export,
     health,
@@ -45,9 +47,11 @@ from trading_helper.api.ws_options import router as ws_options_router
 from trading_helper.api.ws_replay import router as replay_router
 from trading_helper.candles.calendar import years_between
 from trading_helper.candles.service import CandleService
+from trading_helper.errors import TradingHelperError
 from trading_helper.ingest import keys
 from trading_helper.options.recorder import OptionsRecorder
 from trading_helper.options.service import OptionsService
+from trading_helper.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,20 @@ def create_app(
     service = CandleService(runtime.pool, runtime.broker)
     hub = TickHub(runtime.redis, channel=live_channel)
     options_service = _options(runtime, service, quotes_key)
+    alert_service = (
+        AlertService(
+            runtime.settings,
+            runtime.pool,
+            runtime.redis,
+            service,
+            channel=live_channel,
+            publish=hub.broadcast,
+        )
+        if runtime.redis is not None
+        else None
+    )
+    supervisor = runtime.supervisor if runtime.supervisor is not None else Supervisor()
+    alert_tasks = ("alerts", "alert-delivery")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,9 +156,14 @@ def create_app(
         warm = asyncio.create_task(_warm_calendar(service), name="calendar-warmup")
         if runtime.supervisor is not None and options_service.recorder is not None:
             runtime.supervisor.start("option-snapshots", options_service.recorder.run)
+        if alert_service is not None:
+            supervisor.start(alert_tasks[0], alert_service.evaluate, expected=(TradingHelperError,))
+            supervisor.start(alert_tasks[1], alert_service.deliver_triggers, expected=(TradingHelperError,))
         try:
             yield
         finally:
+            if alert_service is not None:
+                await supervisor.stop(alert_tasks)
             if runtime.supervisor is not None and options_service.recorder is not None:
                 await runtime.supervisor.stop(["option-snapshots"])
             warm.cancel()
@@ -161,6 +184,7 @@ def create_app(
     app.state.candles = service
     app.state.hub = hub
     app.state.options = options_service
+    app.state.alerts = alert_service
     app.state.ingest_rates = status.IngestRates()
 
     install_error_handlers(app)
@@ -170,7 +194,7 @@ def create_app(
     app.add_middleware(
         CORSMiddleware,
         allow_origins=cors_origins(runtime.settings.CORS_ORIGINS),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
@@ -184,6 +208,7 @@ def create_app(
         candles.router,
         export.router,
         indicators.router,
+        alerts.router,
         quotes.router,
         reconcile.router,
         options.router,

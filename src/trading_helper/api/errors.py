@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 #: most specific first: the first class that matches decides the status
 _STATUS: list[tuple[type[e.TradingHelperError], int]] = [
     (e.UnknownInstrument, 404),
+    (e.UnknownAlert, 404),
     (e.InvalidReference, 422),
     (e.InvalidStudy, 422),
     (e.InvalidAlert, 422),

@@ -19,6 +19,7 @@ Server -> client::
     {"type": "candle", "interval": "1m", "data": {"instrument_id", "time", "open", "high", "low", "close",
                                                   "volume", "open_interest"}}
     {"type": "subscribed", "instruments": [<our ids>], "intervals": [...]}
+    {"type": "alert", "data": {<a trigger, as GET /api/alerts/{id}/history's payload>}}   (every client)
     {"type": "error", "detail": "...", "errors": [{"instrument": "NSE:NOPE", "code": "unknown_instrument", ...}]}
 """
 
@@ -175,6 +176,13 @@ class TickHub:
                 batch.extend(candles[tf] for tf in client.intervals if tf in candles)
         for client, batch in batches.items():
             if not client.offer(batch):
+                self.drop(client)
+
+    def broadcast(self, message: dict[str, object]) -> None:
+        """One message to every client (an alert as it fires: ``{"type": "alert", "data": ...}``)."""
+        text = [json.dumps(message)]
+        for client in list(self.clients):
+            if not client.offer(text):
                 self.drop(client)
 
     # -- the one Redis subscription -----------------------------------------------------------

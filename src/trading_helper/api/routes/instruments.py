@@ -122,12 +122,17 @@ async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
 )
 async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     ids = await resolve_ids(rt, body.instruments)
+    await persist_subscriptions(rt, ids)
+    return Subscribed(subscribed=ids)
+
+
+async def persist_subscriptions(rt: Runtime, ids: list[int]) -> None:
+    """Follow ``ids`` live, persisted (also for the instruments of an alert rule)."""
     async with rt.pool.acquire() as conn, conn.transaction():
         await conn.execute(sql_instruments.SUBSCRIBE, ids)
         if rt.ingest is not None:
             # inside the transaction: a refusal (subscription limit) leaves nothing persisted
             await rt.ingest.subscribe(ids)
-    return Subscribed(subscribed=ids)
 
 
 @router.post(

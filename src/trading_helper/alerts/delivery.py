@@ -1,0 +1,178 @@
+"""Delivering a trigger: a signed webhook or a Telegram message, at least once.
+
+Webhook: ``POST <url>`` with the trigger as JSON and these headers::
+
+    Idempotency-Key: r12-1772424960000000-0        (the same for every attempt of one trigger)
+    X-TH-Timestamp:  1772424961                     (unix seconds of this attempt)
+    X-TH-Signature:  sha256=<hex HMAC-SHA256(ALERT_WEBHOOK_SECRET, "<timestamp>.<body>")>
+
+A receiver recomputes the HMAC over the raw body (:func:`verify`), refuses an old timestamp and
+drops a key it has seen. Telegram goes through python-telegram-bot's ``Bot`` (its ``base_url``
+set from ``TELEGRAM_API_URL``).
+
+Every attempt is recorded (``record``). An answer that says "not now" (network error, timeout,
+HTTP 408/429/5xx, Telegram's RetryAfter) is tried again after a capped exponential backoff with
+jitter, up to ``ALERT_DELIVERY_ATTEMPTS``; a refusal (another 4xx, a chat the bot cannot write to)
+is final: more attempts would only repeat it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client import Counter
+from telegram import Bot
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
+
+from trading_helper.alerts.rules import Channel
+from trading_helper.redact import redact
+from trading_helper.supervisor import describe
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = Counter("th_alert_delivery_attempts_total", "Alert delivery attempts", ["channel", "outcome"])
+
+SIGNATURE_HEADER = "X-TH-Signature"
+TIMESTAMP_HEADER = "X-TH-Timestamp"
+KEY_HEADER = "Idempotency-Key"
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, timestamp: str, body: bytes, signature: str, *, max_age_s: float = 300) -> bool:
+    """What a receiver checks: the signature matches and the timestamp is recent."""
+    try:
+        fresh = abs(time.time() - int(timestamp)) <= max_age_s
+    except ValueError:
+        return False
+    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+@dataclass(slots=True)
+class Outcome:
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retry: bool = False
+    retry_after_s: float | None = None
+
+
+#: (trigger id, channel, attempt number, outcome) -> recorded
+Record = Callable[[int, Channel, int, Outcome], Awaitable[None]]
+
+
+class Sender:
+    """One attempt per call, for either channel type."""
+
+    def __init__(self, client: httpx.AsyncClient, secret: bytes, bot: Bot | None) -> None:
+        self.client = client
+        self.secret = secret
+        self.bot = bot
+
+    async def send(self, channel: Channel, payload: dict[str, object]) -> Outcome:
+        if channel.type == "webhook":
+            return await self._webhook(channel.target, payload)
+        return await self._telegram(channel.target, payload)
+
+    async def _webhook(self, url: str, payload: dict[str, object]) -> Outcome:
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            KEY_HEADER: str(payload["idempotency_key"]),
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: sign(self.secret, stamp, body),
+        }
+        try:
+            answer = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(False, error=redact(f"{type(exc).__name__}: {exc}")[:300], retry=True)
+        code = answer.status_code
+        if 200 <= code < 300:
+            return Outcome(True, code)
+        retry_after = answer.headers.get("Retry-After")
+        return Outcome(
+            False,
+            code,
+            f"HTTP {code}",
+            retry=code in (408, 425, 429) or code >= 500,
+            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+
+    async def _telegram(self, chat_id: str, payload: dict[str, object]) -> Outcome:
+        if self.bot is None:
+            return Outcome(False, error="TELEGRAM_BOT_TOKEN is not set")
+        text = f"🔔 {payload.get('name') or 'Alert'}: {payload['condition']}\n" + (
+            f"{payload['left']:g} vs {payload['right']:g} at {payload['observed_at']}"
+            if isinstance(payload["left"], float) and isinstance(payload["right"], float)
+            else ""
+        )
+        try:
+            await self.bot.send_message(chat_id=chat_id, text=text)
+        except RetryAfter as exc:
+            with warnings.catch_warnings():  # v22.2 warns that it becomes a timedelta; either is read
+                warnings.simplefilter("ignore", PTBDeprecationWarning)
+                wait = exc.retry_after
+            seconds = wait if isinstance(wait, int | float) else wait.total_seconds()
+            return Outcome(False, 429, "Telegram: retry after", retry=True, retry_after_s=float(seconds))
+        except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
+            return Outcome(False, error=redact(f"Telegram refused: {exc.message}")[:300])
+        except TelegramError as exc:  # NetworkError, TimedOut: worth another try
+            return Outcome(False, error=redact(f"Telegram: {exc.message}")[:300], retry=True)
+        return Outcome(True, 200)
+
+
+async def deliver(
+    sender: Sender,
+    record: Record,
+    trigger_id: int,
+    channel: Channel,
+    payload: dict[str, object],
+    *,
+    attempts: int,
+    first_attempt: int = 1,
+    backoff_initial_s: float = 0.2,
+    backoff_max_s: float = 60.0,
+) -> bool:
+    """Attempts from ``first_attempt`` until one succeeds, one is refused for good or ``attempts``
+    are used; each recorded. True when delivered."""
+    delay = backoff_initial_s
+    for attempt in range(first_attempt, attempts + 1):
+        try:
+            outcome = await sender.send(channel, payload)
+        except Exception as exc:  # a bug or a library surprise: recorded, and tried again
+            log.exception("alert %s: sending on %s failed", payload["idempotency_key"], channel.type)
+            outcome = Outcome(False, error=redact(describe(exc)), retry=True)
+        ATTEMPTS.labels(channel.type, "ok" if outcome.ok else "retry" if outcome.retry else "refused").inc()
+        await record(trigger_id, channel, attempt, outcome)
+        if outcome.ok:
+            return True
+        if not outcome.retry:
+            log.warning(
+                "alert %s: %s refused it: %s", payload["idempotency_key"], channel.type, outcome.error
+            )
+            return False
+        if attempt < attempts:
+            wait = (
+                outcome.retry_after_s
+                if outcome.retry_after_s is not None
+                else delay * (0.8 + 0.4 * random.random())
+            )
+            await asyncio.sleep(min(wait, backoff_max_s))
+            delay = min(delay * 2, backoff_max_s)
+    log.warning("alert %s: %s failed %d times: given up", payload["idempotency_key"], channel.type, attempts)
+    return False

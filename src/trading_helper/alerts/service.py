@@ -1,0 +1,277 @@
+"""The alerts of a running server: two supervised tasks around the pure :class:`Engine`.
+
+- ``alerts`` listens to the live channel (``th:live``, one message per received frame), hands each
+  frame's ticks to the engine, and every 0.25 s without a frame lets the clock close candles.
+- ``alert-delivery`` stores each trigger once (its idempotency key is unique), tells the WebSocket
+  clients, and delivers it on each of its rule's channels (``delivery.deliver``: retries, every
+  attempt recorded). On start it takes up the triggers of the last day that are not delivered
+  yet, so a restart does not lose one (at least once; receivers drop repeats by the key).
+
+Rules are loaded from the database at start and again one by one when the API changes one
+(:meth:`AlertService.reload`). A candle rule's studies are warmed up on the merged candle series
+(the candle service, broker history included) before the current bucket; ``change_pct`` uses the
+last daily candle before today.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge
+from telegram import Bot
+
+from trading_helper import clock
+from trading_helper.alerts.delivery import Outcome, Sender, deliver
+from trading_helper.alerts.engine import Engine, Trigger
+from trading_helper.alerts.rules import CHANNEL_TYPES, Channel, Rule, parse_rule
+from trading_helper.candles.service import CandleService
+from trading_helper.config import Settings
+from trading_helper.errors import TradingHelperError
+from trading_helper.indicators.series import warmup_span
+from trading_helper.ingest import codec, keys
+from trading_helper.ingest.redisconn import redis_errors
+from trading_helper.storage import sql_alerts
+from trading_helper.storage.db import db_errors
+from trading_helper.timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+TRIGGERS = Counter("th_alert_triggers_total", "Alert triggers stored (each once)")
+RULES = Gauge("th_alert_rules", "Alert rules the engine follows")
+BAD_FRAMES = Counter("th_alert_bad_frames_total", "Live-channel messages the alerts could not decode")
+
+IDLE_S = 0.25
+MAX_PARALLEL_DELIVERIES = 32
+
+
+def rule_of(row: asyncpg.Record, ready: frozenset[str] = frozenset(CHANNEL_TYPES)) -> Rule:
+    return parse_rule(
+        json.loads(row["spec"]),
+        rule_id=row["id"],
+        instrument_id=row["instrument_id"],
+        right_instrument_id=row["right_instrument_id"],
+        ready=ready,
+    )
+
+
+class AlertService:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        candles: CandleService | None,
+        *,
+        channel: str = keys.LIVE_CHANNEL,
+        publish: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.candles = candles
+        self.channel = channel
+        self.publish = publish
+        self.engine = Engine()
+        self.queue: asyncio.Queue[Trigger] = asyncio.Queue()
+        self.listening = asyncio.Event()
+        self._deliveries: set[asyncio.Task[bool]] = set()
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
+        self._http: httpx.AsyncClient | None = None
+        self._bot: Bot | None = None
+
+    # -- rules --------------------------------------------------------------------------------
+    async def load(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(sql_alerts.LIVE_RULES)
+        self.engine = Engine(prev_close=self.engine.prev_close)
+        for row in rows:
+            await self._follow(row)
+        RULES.set(len(self.engine.rules))
+
+    async def reload(self, rule_id: int) -> None:
+        """The API changed rule ``rule_id``: follow it as it is now (or no more)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(sql_alerts.GET_RULE, rule_id)
+        if row is None or not row["enabled"]:
+            self.engine.remove(rule_id)
+        else:
+            await self._follow(row)
+        RULES.set(len(self.engine.rules))
+
+    async def _follow(self, row: asyncpg.Record) -> None:
+        try:
+            rule = rule_of(row)
+        except TradingHelperError as exc:  # stored by an older version with other rules
+            log.error("alert rule %d cannot be evaluated any more: %s", row["id"], exc)
+            return
+        history = await self._history(rule) if rule.on is not None else {}
+        if "change_pct" in (rule.left.name, rule.right.name if rule.right else ""):
+            await self._previous_closes(rule.instruments)
+        self.engine.add(rule, history, last_fired=row["last_fired_at"])
+
+    async def _history(self, rule: Rule) -> dict[int, list[Any]]:
+        assert rule.on is not None
+        studies = [s.study for s in (rule.left, rule.right) if s is not None and s.study is not None]
+        need = max((s.warmup(rule.on) for s in studies), default=0)
+        if not need or self.candles is None:
+            return {}
+        end = rule.on.bucket_start(clock.now())
+        out: dict[int, list[Any]] = {}
+        for iid in rule.instruments:
+            try:
+                series = await self.candles.get_candles(
+                    f"id:{iid}", rule.on, end - warmup_span(rule.on, need), end
+                )
+            except TradingHelperError as exc:
+                log.warning(
+                    "alert rule %d: no warm-up for id:%d (%s); its studies start live", rule.id, iid, exc
+                )
+                continue
+            out[iid] = series.candles[-need:]
+        return out
+
+    async def _previous_closes(self, ids: set[int]) -> None:
+        if self.candles is None:
+            return
+        today = Timeframe.D1.bucket_start(clock.now())
+        for iid in ids - set(self.engine.prev_close):
+            try:
+                series = await self.candles.get_candles(
+                    f"id:{iid}", Timeframe.D1, today - timedelta(days=15), today
+                )
+            except TradingHelperError as exc:
+                log.warning("no previous close for id:%d (%s): change_pct waits for it", iid, exc)
+                continue
+            if series.candles:
+                self.engine.prev_close[iid] = series.candles[-1].close
+
+    # -- evaluation ---------------------------------------------------------------------------
+    async def evaluate(self) -> None:
+        """The ``alerts`` task: the live channel through the engine, until cancelled."""
+        await self.load()
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            with redis_errors("alerts: live channel"):
+                await pubsub.subscribe(self.channel)
+                self.listening.set()
+                while True:
+                    message = await pubsub.get_message(timeout=IDLE_S)
+                    now = clock.now()
+                    if message is None or message.get("type") != "message":
+                        self._fired(self.engine.advance(now))
+                        continue
+                    try:
+                        ticks = codec.decode_ticks(message["data"])
+                    except ValueError:
+                        BAD_FRAMES.inc()
+                        continue
+                    self._fired(self.engine.on_ticks(ticks, now))
+        finally:
+            self.listening.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+
+    def _fired(self, triggers: list[Trigger]) -> None:
+        for trigger in triggers:
+            self.queue.put_nowait(trigger)
+
+    # -- delivery -----------------------------------------------------------------------------
+    def _sender(self) -> Sender:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=10.0)
+        token = self.settings.TELEGRAM_BOT_TOKEN.get_secret_value()
+        if self._bot is None and token:
+            self._bot = Bot(token, base_url=self.settings.TELEGRAM_API_URL)
+        return Sender(self._http, self.settings.ALERT_WEBHOOK_SECRET.get_secret_value().encode(), self._bot)
+
+    async def _record(self, trigger_id: int, channel: Channel, attempt: int, outcome: Outcome) -> None:
+        with db_errors("alerts: recording a delivery attempt"):
+            await self.pool.execute(
+                sql_alerts.INSERT_ATTEMPT,
+                trigger_id,
+                channel.type,
+                channel.target,
+                attempt,
+                outcome.ok,
+                outcome.status,
+                outcome.error,
+            )
+
+    def _start_delivery(
+        self, trigger_id: int, channel: Channel, payload: dict[str, object], done: int = 0
+    ) -> None:
+        async def run() -> bool:
+            async with self._slots:
+                return await deliver(
+                    self._sender(),
+                    self._record,
+                    trigger_id,
+                    channel,
+                    payload,
+                    attempts=self.settings.ALERT_DELIVERY_ATTEMPTS,
+                    first_attempt=done + 1,
+                    backoff_max_s=self.settings.ALERT_RETRY_MAX_S,
+                )
+
+        task = asyncio.create_task(run(), name=f"alert-{trigger_id}-{channel.type}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivery_done)
+
+    def _delivery_done(self, task: asyncio.Task[bool]) -> None:
+        self._deliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert delivery failed: %s", task.exception())
+
+    async def deliver_triggers(self) -> None:
+        """The ``alert-delivery`` task: store, publish and deliver each trigger, until cancelled."""
+        async with self.pool.acquire() as conn:
+            pending = await conn.fetch(sql_alerts.UNDELIVERED)
+        for row in pending:
+            if row["attempts"] < self.settings.ALERT_DELIVERY_ATTEMPTS:
+                channel = Channel(row["channel"], row["target"])
+                self._start_delivery(row["id"], channel, json.loads(row["payload"]), row["attempts"])
+        try:
+            while True:
+                trigger = await self.queue.get()
+                try:
+                    await self._store(trigger)
+                except TradingHelperError:
+                    self.queue.put_nowait(trigger)  # kept: the task restarts after a backoff
+                    raise
+        finally:
+            for task in list(self._deliveries):
+                task.cancel()
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
+            if self._http is not None:
+                await self._http.aclose()
+                self._http = None
+
+    async def _store(self, trigger: Trigger) -> None:
+        payload = trigger.as_json()
+        with db_errors("alerts: storing a trigger"):
+            trigger_id = await self.pool.fetchval(
+                sql_alerts.INSERT_TRIGGER,
+                trigger.rule.id,
+                trigger.key,
+                trigger.observed_at,
+                json.dumps(payload),
+                trigger.rule.repeat == "once",
+            )
+        if trigger_id is None:
+            return  # stored before (a replay): delivered, or taken up at start
+        TRIGGERS.inc()
+        if trigger.rule.repeat == "once":
+            self.engine.remove(trigger.rule.id)
+        if self.publish is not None:
+            self.publish({"type": "alert", "data": {"trigger_id": trigger_id, **payload}})
+        for channel in trigger.rule.channels:
+            self._start_delivery(trigger_id, channel, {"trigger_id": trigger_id, **payload})
