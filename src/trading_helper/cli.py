@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import typer
-from rich.console import Console
 
+from trading_helper.cli_bench import bench_app
+from trading_helper.cli_common import _fail, console
 from trading_helper.errors import TradingHelperError
-from trading_helper.export.commands import bench_export, export_app, import_app
+from trading_helper.export.commands import export_app, import_app
 from trading_helper.reconcile.cli import reconcile as reconcile_command
 from trading_helper.replay.cli import replay as replay_command
 
@@ -27,27 +26,9 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 login_app = typer.Typer(no_args_is_help=True, help="Log in to a broker and store its access token.")
 app.add_typer(login_app, name="login")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(export_app, name="export")
-bench_app.command("export")(bench_export)
 app.add_typer(import_app, name="import")
-
-console = Console(stderr=True)
-
-
-@contextmanager
-def _progress(first: str) -> Iterator[Callable[[str, float], None]]:
-    """A Rich progress bar on stderr (stdout keeps the JSON); yields ``progress(text, done 0..1)``."""
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(first, total=1.0)
-
-        def progress(text: str, done: float) -> None:
-            bar.update(task, description=text, completed=done)
-
-        yield progress
 
 
 def _print_version(value: bool) -> None:
@@ -65,15 +46,6 @@ def main(
     ),
 ) -> None:
     """The options of ``trading-helper`` itself (the help text is the Typer's)."""
-
-
-def _fail(exc: TradingHelperError) -> None:
-    from rich.markup import escape as no_markup
-
-    from trading_helper.redact import safe
-
-    console.print(f"[red]error:[/red] {no_markup(safe(exc))}", soft_wrap=True)  # one line, never wrapped
-    raise typer.Exit(code=1)
 
 
 @db_app.command("migrate")
@@ -98,139 +70,6 @@ def db_migrate() -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     applied = ", ".join(report.applied) or "nothing to apply"
     console.print(f"schema up to date on [bold]{report.flavour}[/bold] (version {report.version}): {applied}")
-
-
-@bench_app.command("ingest")
-def bench_ingest(
-    instruments: int = typer.Option(1000, help="Simulated instruments."),
-    ticks: int = typer.Option(500_000, help="Ticks pushed at full speed."),
-    per_frame: int = typer.Option(100, help="Ticks per received frame (one stream entry each)."),
-    paced_rate: int = typer.Option(1000, help="Ticks per second in the latency phase."),
-    paced_seconds: float = typer.Option(10.0, help="Length of the latency phase."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
-) -> None:
-    """Ingest throughput and latency through the real path, against raw COPY in the same run."""
-    import json
-
-    from trading_helper.bench.ingest import run_ingest_bench
-    from trading_helper.config import get_settings
-
-    try:
-        result = asyncio.run(
-            run_ingest_bench(
-                get_settings(),
-                instruments=instruments,
-                ticks=ticks,
-                per_frame=per_frame,
-                paced_rate=paced_rate,
-                paced_seconds=paced_seconds,
-            )
-        )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
-
-
-@bench_app.command("soak")
-def bench_soak(
-    days: int = typer.Option(5, min=1, max=5, help="Simulated trading days (the last ones before today)."),
-    instruments: int = typer.Option(10, min=1, max=500, help="Instruments on the Kite stand-in."),
-    speed: float = typer.Option(200.0, min=1.0, help="Simulated seconds per real second in sessions."),
-    faults: str = typer.Option(
-        "all",
-        help="Comma-separated fault kinds to inject (token_expiry, "
-        "reconnect_preopen, reconnect_session, redis_restart, postgres_down, "
-        "serve_sigkill, api_restart, poison_row), or all.",
-    ),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print only the JSON result (progress stays on stderr)."
-    ),
-) -> None:
-    """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
-    import json
-
-    from trading_helper.bench.soak.run import run_soak
-    from trading_helper.config import get_settings
-
-    with _progress("starting") as progress:
-        try:
-            kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
-            result = asyncio.run(
-                run_soak(
-                    get_settings(),
-                    days=days,
-                    instruments=instruments,
-                    speed=speed,
-                    faults=kinds,
-                    progress=progress,
-                )
-            )
-        except TradingHelperError as exc:
-            _fail(exc)
-            return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
-
-
-@bench_app.command("query")
-def bench_query(
-    instruments: int = typer.Option(1000, min=1, help="Instruments in the dataset."),
-    days: int = typer.Option(30, min=1, max=60, help="Calendar days of 1m candles (history and live mixed)."),
-    samples: int = typer.Option(300, min=10, help="Timed requests per measurement."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
-) -> None:
-    """Read-path and API latency on a throwaway database (th_bench_<random>, dropped afterwards)."""
-    import json
-
-    from trading_helper.bench.query import run_query_bench
-    from trading_helper.config import get_settings
-
-    try:
-        result = asyncio.run(
-            run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples)
-        )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
-
-
-@bench_app.command("indicators")
-def bench_indicators(
-    bars: int = typer.Option(20_000, min=1000, max=1_000_000, help="Bars in the random 1m series."),
-    repeat: int = typer.Option(5, min=1, help="Timed runs of each batch computation (the best is kept)."),
-    json_out: bool = typer.Option(
-        False, "--json", help="Print only the JSON result (progress stays on stderr)."
-    ),
-) -> None:
-    """Each study's cost: batch over the series, and bar by bar (closed and forming), vs Bars.of."""
-    import json
-
-    from trading_helper.bench.indicators import run_indicators_bench
-
-    with _progress("studies") as progress:
-        result = run_indicators_bench(bars=bars, repeat=repeat, progress=progress)
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
-
-
-@bench_app.command("options")
-def bench_options(
-    strikes: int = typer.Option(200, min=2, max=2000, help="Strikes in the chain (a call and a put each)."),
-    samples: int = typer.Option(200, min=10, help="Timed runs per measurement."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
-) -> None:
-    """IV and Greeks of a chain, and GET /api/options/chain latency (throwaway database and Redis key)."""
-    import json
-
-    from trading_helper.bench.options import run_options_bench
-    from trading_helper.config import get_settings
-
-    try:
-        result = asyncio.run(run_options_bench(get_settings(), strikes=strikes, samples=samples))
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
 app.command("replay")(replay_command)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from trading_helper.alerts.rules import Rule, Series, holds
@@ -63,41 +63,59 @@ class _State:
 
 
 @dataclass(slots=True)
+class _Bar:
+    """A candle still open (mutable: folding a tick must not build a new object)."""
+
+    bucket: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    oi: int | None
+
+    def candle(self, tf: Timeframe) -> Candle:
+        return Candle(
+            self.bucket, self.open, self.high, self.low, self.close, self.volume, self.oi, timeframe=tf
+        )
+
+
+@dataclass(slots=True)
 class _CandleSeries:
     """The candles of one instrument and timeframe: those still open (within the grace) and the
     values of the last few closed ones."""
 
     tf: Timeframe
-    open: dict[datetime, Candle] = field(default_factory=dict)
+    open: dict[datetime, _Bar] = field(default_factory=dict)
     closed_until: datetime | None = None  # buckets before this are closed
     updaters: dict[str, StudyUpdater] = field(default_factory=dict)
     wanted: set[Series] = field(default_factory=set)
     values: dict[datetime, dict[str, float]] = field(default_factory=dict)
+    late: bool = False
 
-    def fold(self, at: datetime, price: float, traded: int, oi: int | None) -> bool:
+    def fold(self, at: datetime, price: float, traded: int, oi: int | None) -> datetime | None:
+        """Fold one trade in; the bucket's close time when it opened a bucket, else None (and
+        ``late`` set when its bucket had closed already)."""
         bucket = self.tf.bucket_start(at)
-        if self.closed_until is not None and bucket < self.closed_until:
-            return False
-        c = self.open.get(bucket)
-        if c is None:
-            self.open[bucket] = Candle(
-                bucket, price, price, price, price, traded, oi, "partial", timeframe=self.tf
-            )
-        else:
-            self.open[bucket] = replace(
-                c,
-                high=max(c.high, price),
-                low=min(c.low, price),
-                close=price,
-                volume=c.volume + traded,
-                open_interest=c.open_interest if oi is None else oi,
-            )
-        return True
+        self.late = self.closed_until is not None and bucket < self.closed_until
+        if self.late:
+            return None
+        bar = self.open.get(bucket)
+        if bar is None:
+            self.open[bucket] = _Bar(bucket, price, price, price, price, traded, oi)
+            return bucket + self.tf.width
+        bar.high = max(bar.high, price)
+        bar.low = min(bar.low, price)
+        bar.close = price
+        bar.volume += traded
+        if oi is not None:
+            bar.oi = oi
+        return None
 
     def close_due(self, now: datetime, grace: timedelta) -> list[datetime]:
         due = sorted(b for b in self.open if b + self.tf.width + grace <= now)
         for bucket in due:
-            self.close(self.open.pop(bucket))
+            self.close(self.open.pop(bucket).candle(self.tf))
         return due
 
     def close(self, candle: Candle) -> None:
@@ -143,6 +161,8 @@ class Engine:
         self._volume = VolumeTracker()
         self.late_dropped = 0
         self.ticks_seen = 0
+        #: the earliest time a candle can close (None: none open)
+        self._due_at: datetime | None = None
 
     # -- rules --------------------------------------------------------------------------------
     def add(
@@ -231,14 +251,20 @@ class Engine:
             return
         at = from_us(at_us)
         for tf in tfs:
-            if not self._series[(tick.instrument_id, tf)].fold(
-                at, tick.last_price, traded, tick.open_interest
-            ):
+            series = self._series[(tick.instrument_id, tf)]
+            ends = series.fold(at, tick.last_price, traded, tick.open_interest)
+            if series.late:
                 self.late_dropped += 1
+            elif ends is not None and (self._due_at is None or ends + self.grace < self._due_at):
+                self._due_at = ends + self.grace
 
     def advance(self, now: datetime) -> list[Trigger]:
         """Close every candle whose end plus the grace is past ``now``; the triggers of their rules."""
+        if self._due_at is None or now < self._due_at:
+            return []  # nothing can close yet: no walk over every series
         closed = [(key, b) for key, cs in self._series.items() for b in cs.close_due(now, self.grace)]
+        ends = [min(cs.open) + cs.tf.width for cs in self._series.values() if cs.open]
+        self._due_at = min(ends) + self.grace if ends else None
         fired: list[Trigger] = []
         for (iid, tf), bucket in sorted(closed, key=lambda kb: kb[1]):
             left_values = self._series[(iid, tf)].values.get(bucket, {})

@@ -35,7 +35,7 @@ from trading_helper.alerts.engine import Engine, Trigger
 from trading_helper.alerts.rules import CHANNEL_TYPES, Channel, Rule, parse_rule
 from trading_helper.candles.service import CandleService
 from trading_helper.config import Settings
-from trading_helper.errors import TradingHelperError
+from trading_helper.errors import TradingHelperError, should_retry
 from trading_helper.indicators.series import warmup_span
 from trading_helper.ingest import codec, keys
 from trading_helper.ingest.redisconn import redis_errors
@@ -83,7 +83,7 @@ class AlertService:
         self.engine = Engine()
         self.queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self.listening = asyncio.Event()
-        self._deliveries: set[asyncio.Task[bool]] = set()
+        self._deliveries: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
         self._http: httpx.AsyncClient | None = None
         self._bot: Bot | None = None
@@ -222,11 +222,13 @@ class AlertService:
                     backoff_max_s=self.settings.ALERT_RETRY_MAX_S,
                 )
 
-        task = asyncio.create_task(run(), name=f"alert-{trigger_id}-{channel.type}")
+        self._track(asyncio.create_task(run(), name=f"alert-{trigger_id}-{channel.type}"))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._deliveries.add(task)
         task.add_done_callback(self._delivery_done)
 
-    def _delivery_done(self, task: asyncio.Task[bool]) -> None:
+    def _delivery_done(self, task: asyncio.Task[Any]) -> None:
         self._deliveries.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("alert delivery failed: %s", task.exception())
@@ -242,11 +244,8 @@ class AlertService:
         try:
             while True:
                 trigger = await self.queue.get()
-                try:
-                    await self._store(trigger)
-                except TradingHelperError:
-                    self.queue.put_nowait(trigger)  # kept: the task restarts after a backoff
-                    raise
+                # each trigger in its own task: one slow insert never holds up the next trigger
+                self._track(asyncio.create_task(self._store(trigger), name=f"alert-store-{trigger.key}"))
         finally:
             for task in list(self._deliveries):
                 task.cancel()
@@ -256,16 +255,28 @@ class AlertService:
                 self._http = None
 
     async def _store(self, trigger: Trigger) -> None:
+        """Store the trigger (tried again while the database is away: it is not lost), then tell
+        the WebSocket clients and deliver it."""
         payload = trigger.as_json()
-        with db_errors("alerts: storing a trigger"):
-            trigger_id = await self.pool.fetchval(
-                sql_alerts.INSERT_TRIGGER,
-                trigger.rule.id,
-                trigger.key,
-                trigger.observed_at,
-                json.dumps(payload),
-                trigger.rule.repeat == "once",
-            )
+        delay = 0.5
+        while True:
+            try:
+                with db_errors("alerts: storing a trigger"):
+                    trigger_id = await self.pool.fetchval(
+                        sql_alerts.INSERT_TRIGGER,
+                        trigger.rule.id,
+                        trigger.key,
+                        trigger.observed_at,
+                        json.dumps(payload),
+                        trigger.rule.repeat == "once",
+                    )
+                break
+            except TradingHelperError as exc:
+                if not should_retry(exc):
+                    raise
+                log.warning("alerts: cannot store trigger %s (%s); again in %.1f s", trigger.key, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
         if trigger_id is None:
             return  # stored before (a replay): delivered, or taken up at start
         TRIGGERS.inc()
