@@ -116,6 +116,25 @@ async def fill_market(pool: asyncpg.Pool) -> Market:
                 )
             ],
         )
+        # one alert that fired and was delivered on its second attempt (the alert-history panel)
+        rule_id = await conn.fetchval(
+            "INSERT INTO alert_rules (instrument_id, spec) VALUES ($1, $2::jsonb) RETURNING id",
+            ids[0],
+            '{"on": "tick", "left": "ltp", "op": ">", "value": 100, "name": "GRAF over 100"}',
+        )
+        trigger_id = await conn.fetchval(
+            "INSERT INTO alert_triggers (rule_id, idempotency_key, observed_at, fired_at, payload)"
+            " VALUES ($1, $2, $3, $3, $4::jsonb) RETURNING id",
+            rule_id,
+            f"graf-{rule_id}",
+            end - timedelta(minutes=2),
+            '{"name": "GRAF over 100", "condition": "ltp > 100 on tick", "left": 101.5}',
+        )
+        await conn.executemany(
+            "INSERT INTO alert_deliveries (trigger_id, channel, target, attempt, ok, status)"
+            " VALUES ($1, 'webhook', 'http://127.0.0.1:9/hook', $2, $3, $4)",
+            [(trigger_id, 1, False, 503), (trigger_id, 2, True, 204)],
+        )
     return Market(
         instrument_ids=ids, spiking_id=ids[0], start=end - timedelta(days=1) - SESSION, end=end, ticks=total
     )

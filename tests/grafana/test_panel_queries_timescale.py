@@ -85,6 +85,25 @@ def loaded(timescale_engine: TimescaleEngine) -> Iterator[Loaded]:
         )
     for sql, params in engine_statements(ids[0], end):
         engine.fetch(sql, *params)
+    # one alert delivered on its second attempt (the alert-history panel)
+    [[rule_id]] = engine.query(
+        'INSERT INTO alert_rules (instrument_id, spec) VALUES ($1, \'{"on": "tick"}\'::jsonb) RETURNING id',
+        ids[0],
+    )
+    [[trigger_id]] = engine.query(
+        "INSERT INTO alert_triggers (rule_id, idempotency_key, observed_at, fired_at, payload) "
+        'VALUES ($1, \'tsg-1\', $2::timestamptz, $2::timestamptz, \'{"name": "TSG", "left": 1.5}\'::jsonb) '
+        "RETURNING id",
+        rule_id,
+        (end - timedelta(minutes=2)).isoformat(),
+    )
+    for attempt, ok in ((1, False), (2, True)):
+        engine.query(
+            "INSERT INTO alert_deliveries (trigger_id, channel, target, attempt, ok) VALUES ($1, 'webhook', 'x', $2, $3)",
+            trigger_id,
+            attempt,
+            ok,
+        )
     engine.query("SET ROLE grafana_reader")
     yield Loaded(engine, ids, end - timedelta(days=1) - SESSION, end)
 

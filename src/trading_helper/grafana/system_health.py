@@ -17,6 +17,20 @@ from trading_helper.storage import sql_dashboards as sql
 
 UID = "th-system-health"
 
+# Alerts (migration 14): each trigger with its delivery attempts (the attempts' targets are not
+# readable by grafana_reader: a webhook URL may carry a token).
+ALERT_HISTORY = """
+SELECT t.fired_at AS "fired", t.payload->>'name' AS "alert", t.payload->>'condition' AS "condition",
+       t.observed_at AS "observed", (t.payload->>'left')::float8 AS "value",
+       count(d.id) AS "attempts", coalesce(bool_or(d.ok), false) AS "delivered"
+FROM alert_triggers t
+LEFT JOIN alert_deliveries d ON d.trigger_id = t.id
+WHERE $__timeFilter(t.fired_at)
+GROUP BY t.id
+ORDER BY t.fired_at DESC
+LIMIT 200
+"""
+
 
 def build() -> Json:
     panels = [
@@ -81,6 +95,14 @@ def build() -> Json:
             width=6,
             description="Maintenance jobs failed, overdue or paused, and a stopped TimescaleDB scheduler.",
         ),
+        Panel(
+            "Alert history",
+            "table",
+            ALERT_HISTORY,
+            width=24,
+            description="Every alert trigger (newest first) with its delivery attempts and whether one "
+            "succeeded; per rule also GET /api/alerts/{id}/history.",
+        ),
     ]
     return dashboard(
         UID,
@@ -89,5 +111,5 @@ def build() -> Json:
         time_from="now-3h",
         refresh="10s",
         tags=["trading-helper", "health"],
-        description="Ingest rate, stream lag, late ticks, the broker connection and the maintenance jobs.",
+        description="Ingest rate, stream lag, late ticks, the broker connection, the maintenance jobs and the alert history.",
     )

@@ -111,7 +111,8 @@
 
   // Hooks for static/indicators.js (the studies) and static/options.js: the chart, and the page's events: `loaded` (a
   // new instrument or timeframe drawn), `older` (history prepended), `candle` (the last bar moved).
-  const listeners = { loaded: [], older: [], candle: [] };
+  // static/alerts.js also hears `alert` (a rule fired, from the WebSocket) and sends with `request`.
+  const listeners = { loaded: [], older: [], candle: [], alert: [] };
   const emit = (name, detail) => {
     for (const fn of listeners[name]) { try { fn(detail); } catch (err) { console.warn(name, err); } }
   };
@@ -120,6 +121,8 @@
   // message as a live one, `replay(false)` reloads the chart and takes live messages again.
   window.TH_CHART = Object.freeze({
     LWC, chart, candleSeries, volumeSeries, chartTime, api: (path) => api(path), state,
+    request: (path, init = {}) => fetch(path, { ...init, headers: { ...(init.headers || {}),
+      Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' } }),
     on: (name, fn) => listeners[name].push(fn),
     // for static/options.js: chart a contract (a click on the chain), the API token
     load: (id) => load(id, state.tf), token: () => token,
@@ -312,6 +315,7 @@
     if (msg.type === 'tick' && msg.data && msg.data.instrument_id === state.instrument.id) applyTick(msg.data);
     else if (msg.type === 'candle' && msg.interval === state.tf && msg.data
              && msg.data.instrument_id === state.instrument.id) applyCandle(parseCandle(msg.data));
+    else if (msg.type === 'alert') emit('alert', msg.data);
     else if (msg.type === 'error') setStatus(`live: ${msg.detail}`);
   }
 
