@@ -34,7 +34,7 @@ from starlette.routing import Route
 from trading_helper.alerts.engine import Engine
 from trading_helper.alerts.rules import parse_rule
 from trading_helper.alerts.service import AlertService
-from trading_helper.api.bench import percentile
+from trading_helper.bench.query import percentile
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.brokers.sim import sim_instruments
 from trading_helper.config import Settings
@@ -177,7 +177,7 @@ async def latency(
                     ]
                     for n, body in enumerate(bodies):
                         iid = iids[n % len(iids)]
-                        await conn.execute(sql_alerts.INSERT_RULE, iid, None, json.dumps(body))
+                        await conn.execute(sql_alerts.INSERT_RULE, iid, None, json.dumps(body), True)
                 service = AlertService(settings, pool, redis, None, channel=channel)
                 tasks = [
                     asyncio.create_task(service.evaluate()),

@@ -10,7 +10,7 @@ COUNT_RULES = "SELECT count(*) FROM alert_rules WHERE deleted_at IS NULL"
 # cannot both pass the limit
 LOCK_RULES = "LOCK TABLE alert_rules IN SHARE ROW EXCLUSIVE MODE"
 INSERT_RULE = f"""
-INSERT INTO alert_rules AS r (instrument_id, right_instrument_id, spec) VALUES ($1, $2, $3::jsonb)
+INSERT INTO alert_rules AS r (instrument_id, right_instrument_id, spec, enabled) VALUES ($1, $2, $3::jsonb, $4)
 RETURNING {RULE_COLUMNS}
 """
 GET_RULE = f"SELECT {RULE_COLUMNS} FROM alert_rules r WHERE r.id = $1 AND r.deleted_at IS NULL"

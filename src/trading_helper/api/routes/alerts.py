@@ -208,11 +208,8 @@ async def create_alert(body: AlertIn, request: Request, rt: RuntimeDep) -> Alert
         await conn.execute(sql_alerts.LOCK_RULES)
         if await conn.fetchval(sql_alerts.COUNT_RULES) >= rt.settings.ALERTS_MAX_RULES:
             raise AlertLimitReached(f"at most {rt.settings.ALERTS_MAX_RULES} alert rules (ALERTS_MAX_RULES)")
-        row = await conn.fetchrow(sql_alerts.INSERT_RULE, iid, right_id, json.dumps(spec))
-        if not body.enabled:
-            row = await conn.fetchrow(
-                sql_alerts.UPDATE_RULE, row["id"], iid, right_id, json.dumps(spec), False
-            )
+        row = await conn.fetchrow(sql_alerts.INSERT_RULE, iid, right_id, json.dumps(spec), body.enabled)
+    assert row is not None  # INSERT ... RETURNING gives its row
     await _follow(request, rt, row["id"], [iid] + ([right_id] if right_id else []))
     return alert_out(row)
 
