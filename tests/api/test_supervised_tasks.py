@@ -93,7 +93,16 @@ async def test_a_writer_that_dies_is_shown_down_then_restarted(db_pool: asyncpg.
         await eventually(lambda: service.writer.stats.written > 0, "ticks written", service=service)
         restarts_before = sample((await client.get("/metrics")).text, "th_task_restarts_total", "writer")
         tasks = (await client.get("/api/status")).json()["tasks"]
-        assert set(tasks) == {"writer", "feed", "coverage", "housekeeping", "maintenance", "option-snapshots"}
+        assert set(tasks) == {
+            "writer",
+            "feed",
+            "coverage",
+            "housekeeping",
+            "maintenance",
+            "option-snapshots",
+            "alerts",
+            "alert-delivery",
+        }
         assert {t["state"] for t in tasks.values()} == {"running"}
 
         # the stream's key replaced by a string: the writer's next read fails with WRONGTYPE, an

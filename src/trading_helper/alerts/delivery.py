@@ -28,16 +28,17 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import Counter
-from telegram import Bot
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
-from telegram.warnings import PTBDeprecationWarning
 
 from trading_helper.alerts.rules import Channel
 from trading_helper.redact import redact
 from trading_helper.supervisor import describe
+
+if TYPE_CHECKING:  # python-telegram-bot is imported when a Telegram alert is sent (a slow import)
+    from telegram import Bot
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,17 @@ class Sender:
     async def _telegram(self, chat_id: str, payload: dict[str, object]) -> Outcome:
         if self.bot is None:
             return Outcome(False, error="TELEGRAM_BOT_TOKEN is not set")
+        # imported here: python-telegram-bot is a slow import, needed only with a bot token
+        from telegram.error import (
+            BadRequest,
+            ChatMigrated,
+            Forbidden,
+            InvalidToken,
+            RetryAfter,
+            TelegramError,
+        )
+        from telegram.warnings import PTBDeprecationWarning
+
         text = f"🔔 {payload.get('name') or 'Alert'}: {payload['condition']}\n" + (
             f"{payload['left']:g} vs {payload['right']:g} at {payload['observed_at']}"
             if isinstance(payload["left"], float) and isinstance(payload["right"], float)

@@ -27,7 +27,6 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
-from telegram import Bot
 
 from trading_helper import clock
 from trading_helper.alerts.delivery import Outcome, Sender, deliver
@@ -86,7 +85,7 @@ class AlertService:
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
         self._http: httpx.AsyncClient | None = None
-        self._bot: Bot | None = None
+        self._bot: Any = None  # telegram.Bot, once a Telegram alert is sent
 
     # -- rules --------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -190,6 +189,8 @@ class AlertService:
             self._http = httpx.AsyncClient(timeout=10.0)
         token = self.settings.TELEGRAM_BOT_TOKEN.get_secret_value()
         if self._bot is None and token:
+            from telegram import Bot  # here: a slow import, needed only with a bot token
+
             self._bot = Bot(token, base_url=self.settings.TELEGRAM_API_URL)
         return Sender(self._http, self.settings.ALERT_WEBHOOK_SECRET.get_secret_value().encode(), self._bot)
 
