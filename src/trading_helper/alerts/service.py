@@ -156,7 +156,8 @@ class AlertService:
     # -- evaluation ---------------------------------------------------------------------------
     async def evaluate(self) -> None:
         """The ``alerts`` task: the live channel through the engine, until cancelled."""
-        await self.load()
+        with db_errors("alerts: loading the rules"):
+            await self.load()
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             with redis_errors("alerts: live channel"):
@@ -236,8 +237,8 @@ class AlertService:
 
     async def deliver_triggers(self) -> None:
         """The ``alert-delivery`` task: store, publish and deliver each trigger, until cancelled."""
-        async with self.pool.acquire() as conn:
-            pending = await conn.fetch(sql_alerts.UNDELIVERED)
+        with db_errors("alerts: reading undelivered triggers"):
+            pending = await self.pool.fetch(sql_alerts.UNDELIVERED)
         for row in pending:
             if row["attempts"] < self.settings.ALERT_DELIVERY_ATTEMPTS:
                 channel = Channel(row["channel"], row["target"])

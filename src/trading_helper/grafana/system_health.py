@@ -17,20 +17,6 @@ from trading_helper.storage import sql_dashboards as sql
 
 UID = "th-system-health"
 
-# Alerts (migration 14): each trigger with its delivery attempts (the attempts' targets are not
-# readable by grafana_reader: a webhook URL may carry a token).
-ALERT_HISTORY = """
-SELECT t.fired_at AS "fired", t.payload->>'name' AS "alert", t.payload->>'condition' AS "condition",
-       t.observed_at AS "observed", (t.payload->>'left')::float8 AS "value",
-       count(d.id) AS "attempts", coalesce(bool_or(d.ok), false) AS "delivered"
-FROM alert_triggers t
-LEFT JOIN alert_deliveries d ON d.trigger_id = t.id
-WHERE $__timeFilter(t.fired_at)
-GROUP BY t.id
-ORDER BY t.fired_at DESC
-LIMIT 200
-"""
-
 
 def build() -> Json:
     panels = [
@@ -98,7 +84,7 @@ def build() -> Json:
         Panel(
             "Alert history",
             "table",
-            ALERT_HISTORY,
+            sql.ALERT_HISTORY,
             width=24,
             description="Every alert trigger (newest first) with its delivery attempts and whether one "
             "succeeded; per rule also GET /api/alerts/{id}/history.",

@@ -275,3 +275,18 @@ SELECT as_of AS time, max_pain AS "max pain", forward, spot
 FROM option_chain_snapshots WHERE {_OPTION_CHAIN} AND $__timeFilter(as_of)
 ORDER BY as_of
 """
+
+
+# Alerts (migration 14): each trigger with its delivery attempts (the attempts' targets are not
+# readable by grafana_reader: a webhook URL may carry a token).
+ALERT_HISTORY = """
+SELECT t.fired_at AS "fired", t.payload->>'name' AS "alert", t.payload->>'condition' AS "condition",
+       t.observed_at AS "observed", (t.payload->>'left')::float8 AS "value",
+       count(d.id) AS "attempts", coalesce(bool_or(d.ok), false) AS "delivered"
+FROM alert_triggers t
+LEFT JOIN alert_deliveries d ON d.trigger_id = t.id
+WHERE $__timeFilter(t.fired_at)
+GROUP BY t.id
+ORDER BY t.fired_at DESC
+LIMIT 200
+"""
