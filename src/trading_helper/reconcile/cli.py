@@ -53,7 +53,7 @@ def reconcile(
 ) -> None:
     """Hold a day's live 1m candles of the subscribed instruments against the broker's (within
     its rate limits), store the differences, print the summary as JSON."""
-    from trading_helper.cli import _fail
+    from trading_helper.cli_common import _fail
 
     try:
         try:

@@ -96,7 +96,7 @@ def replay(
     """Play stored ticks back in exchange-time order, as the live WebSocket's messages (tick,
     candle, hole where capture was down, replay_end), one JSON message a line on stdout."""
     from trading_helper.api.ws_replay import parse_time
-    from trading_helper.cli import _fail
+    from trading_helper.cli_common import _fail
     from trading_helper.replay.pace import parse_speed
 
     try:

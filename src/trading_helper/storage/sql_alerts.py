@@ -1,4 +1,4 @@
-"""Named SQL of alerts: rules, triggers and delivery attempts (migration 14, both flavours)."""
+"""Named SQL of alerts: rules, triggers and delivery attempts (migration 15, both flavours)."""
 
 from __future__ import annotations
 

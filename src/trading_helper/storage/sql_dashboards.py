@@ -277,7 +277,7 @@ ORDER BY as_of
 """
 
 
-# Alerts (migration 14): each trigger with its delivery attempts (the attempts' targets are not
+# Alerts (migration 15): each trigger with its delivery attempts (the attempts' targets are not
 # readable by grafana_reader: a webhook URL may carry a token).
 ALERT_HISTORY = """
 SELECT t.fired_at AS "fired", t.payload->>'name' AS "alert", t.payload->>'condition' AS "condition",
