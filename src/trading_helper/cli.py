@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from trading_helper.cli_bench import bench_app
+from trading_helper.bench.commands import bench_app
 from trading_helper.cli_common import _fail, console
 from trading_helper.errors import TradingHelperError
 from trading_helper.export.commands import export_app, import_app
