@@ -90,15 +90,19 @@ def serve(
     import logging
 
     from trading_helper import runner
-    from trading_helper.api.serve import serve as run_serve
     from trading_helper.config import get_settings
+    from trading_helper.listen import listen_socket
 
     try:
         settings = get_settings()
+        # before the application's imports: a taken port fails at once, not seconds later
+        sock = listen_socket(host or settings.API_HOST, port or settings.API_PORT)
+        from trading_helper.api.serve import serve as run_serve
+
         logging.basicConfig(
             level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        runner.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest))
+        runner.run(run_serve(settings, host=host or None, port=port or None, ingest=ingest, sock=sock))
     except TradingHelperError as exc:
         _fail(exc)
 
