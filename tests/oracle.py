@@ -86,7 +86,11 @@ def stored_trades(arrival: Iterable[Tick | CaptureStart]) -> list[RawTick]:
                 b.day, b.volume, b.trade = day, t.volume, t.trade_ts
                 if local.time() < time(9, 16) and (capture_day is None or capture_day <= day):
                     delta = t.volume
-                elif t.trade_ts is not None and b.capture is not None and t.trade_ts < b.capture:
+                elif (
+                    t.trade_ts is not None
+                    and b.capture is not None
+                    and t.trade_ts < b.capture.replace(microsecond=0)
+                ):  # seconds
                     continue
                 else:
                     delta = min(t.last_quantity or 0, t.volume)

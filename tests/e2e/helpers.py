@@ -54,6 +54,18 @@ async def persist_subscriptions(pool: asyncpg.Pool, instrument_ids: list[int]) -
     )
 
 
+async def trades_stamped_after_capture(since: float, lag_s: int) -> None:
+    """Wait until a trade a fake stamps now falls in the second capture started in or later.
+
+    Capture started at or before ``since`` (the time its connect or subscription was seen). The
+    fakes stamp a trade with the current whole second minus ``lag_s`` (Kite's ``last_trade_time``
+    is a second before its ``exchange_timestamp`` in the fake); a trade stamped in an earlier second
+    than capture's is "before capture" (ingest.volume), which after 09:16 IST is no new trade. The
+    wait is at most ``lag_s`` seconds."""
+    first_ok = int(since) + lag_s  # the first whole second whose trades are stamped >= capture's second
+    await asyncio.sleep(max(0.0, first_ok - time.time() + 0.001))
+
+
 @asynccontextmanager
 async def running_service(
     settings: Settings, pool: asyncpg.Pool, broker: Broker

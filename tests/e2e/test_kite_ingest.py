@@ -24,9 +24,11 @@ from tests.e2e.helpers import (
     reset_database,
     running_service,
     sync_master,
+    trades_stamped_after_capture,
     written_at_least,
 )
 from tests.fakes.kite_server import DEFAULT_INSTRUMENTS, FakeKiteServer, sample_quote
+from tests.fakes.kite_server import TRADE_LAG_S as KITE_TRADE_LAG_S
 from trading_helper.brokers.base import FeedState
 from trading_helper.brokers.kite.broker import KiteBroker
 from trading_helper.brokers.tokens import save_token
@@ -75,6 +77,7 @@ async def connected(kite: Kite, service: IngestService, tokens: set[str]) -> Non
         "the service's feed connected and subscribed every token in full mode",
         service=service,
     )
+    await trades_stamped_after_capture(time.time(), KITE_TRADE_LAG_S)
 
 
 def first_delta(ts: datetime, last_quantity: int, volume: int) -> int:

@@ -11,6 +11,7 @@ day.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -26,8 +27,10 @@ from tests.e2e.helpers import (
     reset_database,
     running_service,
     sync_master,
+    trades_stamped_after_capture,
     written_at_least,
 )
+from tests.fakes.kite_server import TRADE_LAG_S as KITE_TRADE_LAG_S
 from tests.fakes.kite_server import FakeKiteServer, history_candles
 from trading_helper.brokers.base import FeedState
 from trading_helper.brokers.kite.broker import KiteBroker
@@ -94,6 +97,7 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                     "connected in full mode",
                     service=service,
                 )
+                await trades_stamped_after_capture(time.time(), KITE_TRADE_LAG_S)
                 await server.push_ticks()
                 await eventually(lambda: written_at_least(db_pool, 2), "first ticks written", service=service)
                 # capture lasts longer than the grace a closed range gives up at its end
@@ -112,6 +116,7 @@ async def test_a_silent_stall_is_a_hole_that_backfill_fetches_once(
                     "reconnected and resubscribed",
                     service=service,
                 )
+                await trades_stamped_after_capture(time.time(), KITE_TRADE_LAG_S)
                 number = server.connections[0].number
                 resent = [m for n, m in server.ws_messages if n == number]
                 assert {"a": "subscribe", "v": sorted(int(t) for t in tokens)} in resent

@@ -35,6 +35,8 @@ from websockets.http11 import Request, Response
 from trading_helper.config import Settings
 
 IST = timezone(timedelta(hours=5, minutes=30))
+#: the fake's trades happen this many whole seconds before the frame's exchange timestamp
+TRADE_LAG_S = 1
 HEARTBEAT = b"\x00"
 
 # --- packer ------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def sample_quote(token: int, seq: int, now: int | None = None) -> Quote:
         high=base + 2,
         low=base - 1,
         close=base - 0.5,
-        last_trade_time=ts - 1,
+        last_trade_time=ts - TRADE_LAG_S,
         oi=20_000 + seq,
         oi_day_high=21_000,
         oi_day_low=19_000,

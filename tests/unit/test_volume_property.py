@@ -208,7 +208,7 @@ def test_volume_is_exact_where_it_can_be_and_never_inflated(
             capture = max(a for i, a in captures if i < index)
             if first.trade_ts.astimezone(IST).time() < time(9, 16) and capture.astimezone(IST).date() <= day:
                 before = 0  # the pre-open match and the opening minute, all credited to the first trade
-            elif first.trade_ts < capture:
+            elif first.trade_ts < capture.replace(microsecond=0):  # an earlier second than capture's
                 before = first.volume  # a snapshot of a trade from before capture started
             else:
                 before = first.volume - (first.last_quantity or 0)

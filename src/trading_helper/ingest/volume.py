@@ -23,7 +23,10 @@ reconnects and restarts, so it always says exactly what was already counted:
   (or we do not know when), the whole ``volume`` (the day's trading so far happened in the pre-open
   match and the opening minute: NSE pre-open, MCX opens 09:00); else a trade from *before capture
   started* (e.g. Fyers' snapshot at subscribe time whose last trade was 40 minutes ago) is no new
-  trade (its volume is the "volume before capture"); else only ``last_quantity`` (the volume before
+  trade (its volume is the "volume before capture"). Brokers stamp trades to the second, so
+  "before" means in an earlier second than the one capture started in: a trade stamped with that
+  same second may have happened after the connect, and it is counted rather than lost (at most one
+  trade's quantity, in a bucket that is partial anyway); else only ``last_quantity`` (the volume before
   it happened while we were not capturing; that time is backfilled from broker history rather
   than piled onto one minute).
 * updates without a cumulative volume (LTP mode, indices) cannot be told apart: each is a trade
@@ -165,7 +168,7 @@ class VolumeTracker:
                 cap = st.capture_us
                 if local % DAY_US < SESSION_OPEN_GRACE_US and (cap < 0 or ist_day(cap) <= day):
                     delta = volume
-                elif 0 <= trade_us < cap:
+                elif 0 <= trade_us < cap - cap % US:  # traded in a second before capture's
                     st.day, st.volume, st.trade_us = day, volume, trade_us
                     self.touched.add(instrument_id)
                     return NO_TRADE, 0
