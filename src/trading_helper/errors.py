@@ -157,6 +157,14 @@ class IngestError(TradingHelperError):
     code = "ingest"
 
 
+class OffsetMoved(IngestError):
+    """A stream's committed offset is not the one a commit built on: another transaction committed
+    entries of this stream meanwhile. The commit is rolled back; the writer reads the offset again
+    and goes on from there (nothing is written twice)."""
+
+    code = "offset_moved"
+
+
 class BufferUnavailable(IngestError):
     code = "redis_unavailable"
     retryable = True

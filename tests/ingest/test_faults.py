@@ -92,6 +92,43 @@ async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
     assert pending["pending"] == 0
 
 
+async def test_a_writer_starting_while_a_dead_writers_commit_still_finishes_waits_for_it(
+    db_pool: asyncpg.Pool, redis_url: str
+) -> None:
+    """A SIGKILLed writer's backend can still be running its COMMIT when a fresh writer starts:
+    the fresh one must read the offset that commit writes, not the one before it (run 8 of 20 of
+    the fault loop stored 30,300 rows for 30,000 ticks that way)."""
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool)
+    async with redis_stream(redis_url) as (redis, stream):
+        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        for frame in numbered_frames(feed, 20, 50):
+            await receiver.on_ticks(frame)
+        await receiver.flush()
+        await redis.xgroup_create(stream, keys.WRITER_GROUP, id="0")
+        reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)
+        entries = [decode_entry(i, f) for i, f in reply[0][1]]
+        dead = await DirectWriter.open(db_pool)
+        batch = await dead.prepare_batch([r for e in entries for r in e.items])  # type: ignore[misc]
+        earlier = await db_pool.acquire()
+        try:
+            tx = earlier.transaction()
+            await tx.start()  # the dead writer's transaction: rows and offset sent, COMMIT not yet done
+            await dead.store._commit_once(
+                earlier, batch.batch.write, StreamOffset(stream, entries[-1].entry_id)
+            )
+            writer = StreamWriter(redis, db_pool, stream=stream)
+            run = asyncio.create_task(writer.run(stop_when_idle=True))
+            await asyncio.sleep(0.5)
+            assert not run.done() and await stored_sequence_numbers(db_pool) == (0, 0)
+            await tx.commit()
+        finally:
+            await db_pool.release(earlier)
+        await asyncio.wait_for(run, 30)
+    assert writer.stats.skipped_committed == 8 and writer.stats.offsets_moved == 0
+    assert await stored_sequence_numbers(db_pool) == (1000, 1000)
+
+
 async def test_postgres_unreachable_for_seconds(db_dsn: str, redis_url: str) -> None:
     parts = urlsplit(db_dsn)
     async with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:

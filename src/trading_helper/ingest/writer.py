@@ -44,6 +44,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from trading_helper.errors import OffsetMoved
 from trading_helper.ingest import keys
 from trading_helper.ingest.batch import Chunk, TickBatch, merge_batches
 from trading_helper.ingest.prepare import BatchPreparer
@@ -114,6 +115,7 @@ class StreamWriter:
         self._preparer: BatchPreparer | None = None
         self._store: TickStore | None = None
         self._committed: tuple[int, int] = (0, 0)
+        self._committed_id: str | None = None  # the offset as stored (None: no row yet)
         self._since_trim = 0
         self._inflight: asyncio.Task[None] | None = None
         self._open: _OpenBatch | None = None
@@ -150,10 +152,13 @@ class StreamWriter:
     async def _load_db_state(self) -> tuple[BatchPreparer, TickStore]:
         store = await TickStore.open(self.pool)
         preparer = await BatchPreparer.open(self.pool)
-        async with self.pool.acquire() as conn:
-            committed = await conn.fetchval(queries.GET_OFFSET, self.stream)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # taking the offset row waits for a commit of this stream still finishing on the
+            # server (a writer killed after sending COMMIT), so what is read is what it committed
+            committed = await conn.fetchval(queries.LOCK_OFFSET, self.stream)
             runs = await conn.fetch(queries.GET_SEQUENCES, self.stream)
         self._committed = parse_id(committed) if committed else (0, 0)
+        self._committed_id = committed
         self._runs = {r[0]: (r[1], r[2]) for r in runs}
         return preparer, store
 
@@ -162,10 +167,17 @@ class StreamWriter:
 
         An unexpected error is logged with its cause and re-raised; calling ``run`` again
         resumes from the committed offset (the statistics carry on)."""
-        self._inflight = None
-        self._open = None  # prepared, never committed: read again from the pending list
         try:
-            await self._run(stop_when_idle)
+            while True:
+                self._inflight = None
+                self._open = None  # prepared, never committed: read again from the pending list
+                try:
+                    await self._run(stop_when_idle)
+                    return
+                except OffsetMoved as exc:  # state read again (offset, volume), pending entries too
+                    await self._drop_inflight()
+                    self.stats.offsets_moved += 1
+                    log.warning("tick writer: %s; reading the offset again and going on from it", exc)
         except Exception as exc:
             self.stats.error = f"{type(exc).__name__}: {exc}"
             log.error(
@@ -177,10 +189,13 @@ class StreamWriter:
             )
             raise
         finally:
-            if self._inflight is not None:
-                self._inflight.cancel()
-                await asyncio.gather(self._inflight, return_exceptions=True)
-                self._inflight = None
+            await self._drop_inflight()
+
+    async def _drop_inflight(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            await asyncio.gather(self._inflight, return_exceptions=True)
+            self._inflight = None
 
     async def _run(self, stop_when_idle: bool) -> None:
         self.durability = await check_redis_durability(self.redis)
@@ -326,7 +341,7 @@ class StreamWriter:
             return
         self._commit_started = time.monotonic()
         batch = merge_batches(open_.batches)
-        offset = StreamOffset(self.stream, open_.last_id, tuple(open_.runs.values()))
+        offset = StreamOffset(self.stream, open_.last_id, tuple(open_.runs.values()), self._committed_id)
         self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, open_.ids, open_.gaps))
 
     async def _finish_inflight(self) -> None:
@@ -347,7 +362,7 @@ class StreamWriter:
         assert store is not None
         # the same prepared batch until it commits: later batches build on its volume state
         done = await self._with_db_retry(lambda: store.commit(batch.write, offset))
-        self._committed = parse_id(offset.last_id)
+        self._committed, self._committed_id = parse_id(offset.last_id), offset.last_id
         self.stats.record_commit(self.stream, offset.last_id, batch, done, gaps, record_lags=self.record_lags)
         await self._ack(ids)
 

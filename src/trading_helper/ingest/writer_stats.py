@@ -36,6 +36,8 @@ class WriterStats:
     batches: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     skipped_committed: int = 0
+    #: commits refused because another commit of the stream finished meanwhile (errors.OffsetMoved)
+    offsets_moved: int = 0
     last_commit_at: datetime | None = None
     db_down_since: float | None = None
     #: since when the database refuses writes for resources (disk, memory, connections, cancel, locks)

@@ -26,12 +26,16 @@ SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = ex
     trade_time = excluded.trade_time, capture_from = excluded.capture_from
 """
 
+#: the stream's new offset, only over the one this commit builds on ($3; NULL: none yet, as
+#: '0-0'): waits for a transaction holding the row, then compares with what that one committed.
+#: No row returned: another transaction moved the offset (a writer that died mid-commit and
+#: whose commit finished after this writer read the offset, or a second writer on the stream)
 UPSERT_OFFSET = """
 INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, $2, now())
 ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at
+WHERE ingest_offsets.last_id = coalesce($3, '0-0')
+RETURNING last_id
 """
-
-GET_OFFSET = "SELECT last_id FROM ingest_offsets WHERE stream = $1"
 
 #: the stream's committed offset, with its row locked for the transaction (created at 0-0 when
 #: missing): waits for an in-flight transaction that holds it, then reads what that one committed

@@ -26,6 +26,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from trading_helper.errors import OffsetMoved
 from trading_helper.storage import queries
 from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import Flavour, current_flavour
@@ -155,6 +156,9 @@ class StreamOffset:
     last_id: str
     #: receiver runs' positions committed with the offset (gap detection)
     runs: tuple[RunPosition, ...] = ()
+    #: the committed offset this commit builds on (None: the stream has none yet); the commit
+    #: is refused with OffsetMoved when the stored one differs
+    expect: str | None = None
 
 
 def _json_value(value: object) -> object:
@@ -263,7 +267,14 @@ class TickStore:
                     queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows, strict=True))
                 )
             if offset is not None:
-                await conn.execute(queries.UPSERT_OFFSET, offset.stream, offset.last_id)
+                if (
+                    await conn.fetchval(queries.UPSERT_OFFSET, offset.stream, offset.last_id, offset.expect)
+                    is None
+                ):
+                    raise OffsetMoved(
+                        f"stream {offset.stream}: its committed offset is no longer {offset.expect or '0-0'}; "
+                        "another commit of this stream finished meanwhile"
+                    )
                 if offset.runs:
                     runs = offset.runs
                     await conn.execute(
