@@ -36,16 +36,21 @@ async def _wait_for(predicate: object, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _fill(db_pool: asyncpg.Pool, redis: aioredis.Redis, stream: str, frames: int, ticks: int) -> None:
+    """Fresh market data, and ``frames`` numbered frames of ``ticks`` ticks in the stream."""
+    await reset_market_data(db_pool)
+    feed = await sim_feed(db_pool)
+    receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+    for frame in numbered_frames(feed, frames, ticks):
+        await receiver.on_ticks(frame)
+    await receiver.flush()  # frames handed in a burst go out together; the last may still wait
+
+
 async def test_writer_killed_mid_run_then_restarted(
     db_pool: asyncpg.Pool, db_dsn: str, redis_url: str
 ) -> None:
-    await reset_market_data(db_pool)
-    feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        for frame in numbered_frames(feed, 300, 100):
-            await receiver.on_ticks(frame)
-        await receiver.flush()
+        await _fill(db_pool, redis, stream, 300, 100)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.ingest.writer_proc", db_dsn, redis_url, stream
         )
@@ -67,13 +72,8 @@ async def test_writer_killed_mid_run_then_restarted(
 async def test_crash_between_commit_and_acknowledgement_writes_nothing_twice(
     db_pool: asyncpg.Pool, redis_url: str
 ) -> None:
-    await reset_market_data(db_pool)
-    feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        for frame in numbered_frames(feed, 20, 50):
-            await receiver.on_ticks(frame)
-        await receiver.flush()  # frames handed in a burst go out together; the last may still wait
+        await _fill(db_pool, redis, stream, 20, 50)
         # a writer reads 8 entries and commits them with their offset, then dies before XACK
         await redis.xgroup_create(stream, keys.WRITER_GROUP, id="0")
         reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)
@@ -98,13 +98,8 @@ async def test_a_writer_starting_while_a_dead_writers_commit_still_finishes_wait
     """A SIGKILLed writer's backend can still be running its COMMIT when a fresh writer starts:
     the fresh one must read the offset that commit writes, not the one before it (run 8 of 20 of
     the fault loop stored 30,300 rows for 30,000 ticks that way)."""
-    await reset_market_data(db_pool)
-    feed = await sim_feed(db_pool)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
-        for frame in numbered_frames(feed, 20, 50):
-            await receiver.on_ticks(frame)
-        await receiver.flush()
+        await _fill(db_pool, redis, stream, 20, 50)
         await redis.xgroup_create(stream, keys.WRITER_GROUP, id="0")
         reply = await redis.xreadgroup(keys.WRITER_GROUP, "writer", {stream: ">"}, count=8)
         entries = [decode_entry(i, f) for i, f in reply[0][1]]
