@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -12,6 +14,18 @@ from tests.db import fresh_database
 from tests.services import DEFAULT_PG, DEFAULT_REDIS
 from tests.timescale.engine import EngineUnavailable, TimescaleEngine
 from trading_helper.storage.migrate import current_flavour
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A temporary folder of this run's own, removed at its end: under pytest's shared default
+    (/tmp/pytest-of-USER, the last three runs kept) a run started beside another one (a second
+    checkout, a helper's run) can delete the folders the first one's embedded PostgreSQL and
+    fake servers still use."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        base = tempfile.mkdtemp(prefix="th-pytest-")
+        config.option.basetemp = base
+        config.add_cleanup(lambda: shutil.rmtree(base, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")
