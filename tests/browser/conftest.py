@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from tests.api.server import serve
 from tests.browser.chart_site import API_TOKEN, OLD_SESSION_AGO, SESSION, Site, ticks
 from tests.ingest.direct_writer import DirectWriter
-from tests.storage.helpers import make_instruments, reset_market_data
+from tests.storage.helpers import make_instruments, record_live_coverage, reset_market_data
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
 from trading_helper.config import Settings
@@ -28,8 +28,12 @@ async def site(
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     writer = await DirectWriter.open(db_pool)
     recent = ticks(iid, end - SESSION, end, 2500.0, seed=7)
-    await writer.write(ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3))
-    await writer.write(recent)
+    old = ticks(iid, end - OLD_SESSION_AGO - SESSION, end - OLD_SESSION_AGO, 2400.0, seed=3)
+    for captured in (old, recent):  # captured live: coverage as the ingest service records it
+        await writer.write(captured)
+        await record_live_coverage(
+            db_pool, iid, captured[0].exchange_ts, captured[-1].exchange_ts + timedelta(seconds=1)
+        )
     await db_pool.execute("CALL refresh_candles()")
     settings = Settings(
         API_TOKEN=API_TOKEN, BROKER="sim", TOKEN_DIR=tmp_path_factory.mktemp("browser-tokens")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from trading_helper.models import Instrument
@@ -54,3 +56,16 @@ async def refresh_all(pool: asyncpg.Pool) -> None:
     """Every candle level up to date now, on either flavour (what the service's catch-up does)."""
     async with pool.acquire() as conn:
         await catch_up(conn, await current_flavour(conn), fallback=None)
+
+
+async def record_live_coverage(
+    pool: asyncpg.Pool, instrument_id: int, start: datetime, end: datetime, *, broker: str = "sim"
+) -> None:
+    """A closed live-coverage range, as the ingest service leaves one: [start, end) was captured."""
+    await pool.execute(
+        "INSERT INTO live_coverage (instrument_id, broker, period, open) VALUES ($1, $2, tstzrange($3, $4), false)",
+        instrument_id,
+        broker,
+        start,
+        end,
+    )
