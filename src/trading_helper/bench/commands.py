@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
+from typing import Any
 
 import typer
 
-from trading_helper.cli_common import _fail, _progress
-from trading_helper.errors import TradingHelperError
-from trading_helper.export.commands import bench_export
+from trading_helper.cli_common import _progress, fail_on_error
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
-bench_app.command("export")(bench_export)
+
+#: a benchmark's progress: (what it does now, the share done 0..1)
+Say = Callable[[str, float], None]
+Result = dict[str, Any]
+
+
+def _bench(
+    work: Callable[[Say], Coroutine[Any, Any, Result] | Result], json_out: bool, *, bar: str | None = None
+) -> None:
+    """One benchmark run and its result printed: ``work(progress)`` (a coroutine it returns runs to
+    its end), with a progress bar on stderr when ``bar`` names its first step; the JSON on stdout,
+    indented unless ``--json``; an error of the tree ends the command with its one-line message."""
+
+    def run() -> Result:
+        with _progress(bar) if bar is not None else nullcontext(lambda text, done: None) as progress:
+            out = work(progress)
+            return asyncio.run(out) if isinstance(out, Coroutine) else out
+
+    result = fail_on_error(run)
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
 @bench_app.command("ingest")
@@ -24,26 +45,20 @@ def bench_ingest(
     json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
 ) -> None:
     """Ingest throughput and latency through the real path, against raw COPY in the same run."""
-    import json
-
     from trading_helper.bench.ingest import run_ingest_bench
     from trading_helper.config import get_settings
 
-    try:
-        result = asyncio.run(
-            run_ingest_bench(
-                get_settings(),
-                instruments=instruments,
-                ticks=ticks,
-                per_frame=per_frame,
-                paced_rate=paced_rate,
-                paced_seconds=paced_seconds,
-            )
-        )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(
+        lambda _: run_ingest_bench(
+            get_settings(),
+            instruments=instruments,
+            ticks=ticks,
+            per_frame=per_frame,
+            paced_rate=paced_rate,
+            paced_seconds=paced_seconds,
+        ),
+        json_out,
+    )
 
 
 @bench_app.command("soak")
@@ -62,28 +77,17 @@ def bench_soak(
     ),
 ) -> None:
     """A market week through the real path (Kite stand-in, serve, Redis, PostgreSQL) with faults; checks."""
-    import json
-
     from trading_helper.bench.soak.run import run_soak
     from trading_helper.config import get_settings
 
-    with _progress("starting") as progress:
-        try:
-            kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
-            result = asyncio.run(
-                run_soak(
-                    get_settings(),
-                    days=days,
-                    instruments=instruments,
-                    speed=speed,
-                    faults=kinds,
-                    progress=progress,
-                )
-            )
-        except TradingHelperError as exc:
-            _fail(exc)
-            return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    kinds = None if faults == "all" else frozenset(k.strip() for k in faults.split(",") if k.strip())
+    _bench(
+        lambda progress: run_soak(
+            get_settings(), days=days, instruments=instruments, speed=speed, faults=kinds, progress=progress
+        ),
+        json_out,
+        bar="starting",
+    )
 
 
 @bench_app.command("query")
@@ -94,19 +98,13 @@ def bench_query(
     json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
 ) -> None:
     """Read-path and API latency on a throwaway database (th_bench_<random>, dropped afterwards)."""
-    import json
-
     from trading_helper.bench.query import run_query_bench
     from trading_helper.config import get_settings
 
-    try:
-        result = asyncio.run(
-            run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples)
-        )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(
+        lambda _: run_query_bench(get_settings(), instruments=instruments, days=days, samples=samples),
+        json_out,
+    )
 
 
 @bench_app.command("indicators")
@@ -118,13 +116,13 @@ def bench_indicators(
     ),
 ) -> None:
     """Each study's cost: batch over the series, and bar by bar (closed and forming), vs Bars.of."""
-    import json
-
     from trading_helper.bench.indicators import run_indicators_bench
 
-    with _progress("studies") as progress:
-        result = run_indicators_bench(bars=bars, repeat=repeat, progress=progress)
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(
+        lambda progress: run_indicators_bench(bars=bars, repeat=repeat, progress=progress),
+        json_out,
+        bar="studies",
+    )
 
 
 @bench_app.command("options")
@@ -134,17 +132,10 @@ def bench_options(
     json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
 ) -> None:
     """IV and Greeks of a chain, and GET /api/options/chain latency (throwaway database and Redis key)."""
-    import json
-
     from trading_helper.bench.options import run_options_bench
     from trading_helper.config import get_settings
 
-    try:
-        result = asyncio.run(run_options_bench(get_settings(), strikes=strikes, samples=samples))
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(lambda _: run_options_bench(get_settings(), strikes=strikes, samples=samples), json_out)
 
 
 @bench_app.command("alerts")
@@ -156,22 +147,39 @@ def bench_alerts(
     json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
 ) -> None:
     """Alert evaluation cost per tick (vs decoding it) and tick-receive-to-webhook latency."""
-    import json
-
     from trading_helper.bench.alerts import run_alerts_bench
     from trading_helper.config import get_settings
 
-    try:
-        with _progress("alerts") as progress:
-            result = run_alerts_bench(
-                get_settings(),
-                rules=rules,
-                instruments=instruments,
-                rate=rate,
-                seconds=seconds,
-                progress=progress,
-            )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(
+        lambda progress: run_alerts_bench(
+            get_settings(),
+            rules=rules,
+            instruments=instruments,
+            rate=rate,
+            seconds=seconds,
+            progress=progress,
+        ),
+        json_out,
+        bar="alerts",
+    )
+
+
+@bench_app.command("export")
+def bench_export(
+    instruments: int = typer.Option(1000, min=1, help="Instruments with ticks."),
+    days: int = typer.Option(30, min=1, max=60, help="Days of ticks."),
+    ticks_per_day: int = typer.Option(100, min=1, help="Ticks per instrument and day."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Export of ticks (CSV and Parquet) on a throwaway database: rows/s against the database's own
+    CSV in the same run, and peak memory."""
+    from trading_helper.bench.export import run_export_bench
+    from trading_helper.config import get_settings
+
+    _bench(
+        lambda progress: run_export_bench(
+            get_settings(), instruments=instruments, days=days, ticks_per_day=ticks_per_day, progress=progress
+        ),
+        json_out,
+        bar="starting",
+    )

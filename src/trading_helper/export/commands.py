@@ -194,36 +194,3 @@ def import_candles(
         console.print(
             f"[yellow]{sum(result['refused'].values())} row(s) refused[/yellow]: {result['refused']}"
         )
-
-
-def bench_export(
-    instruments: int = typer.Option(1000, min=1, help="Instruments with ticks."),
-    days: int = typer.Option(30, min=1, max=60, help="Days of ticks."),
-    ticks_per_day: int = typer.Option(100, min=1, help="Ticks per instrument and day."),
-    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
-) -> None:
-    """Export of ticks (CSV and Parquet) on a throwaway database: rows/s against the database's own
-    CSV in the same run, and peak memory."""
-    import json
-
-    from rich.progress import Progress
-
-    from trading_helper.bench.export import run_export_bench
-    from trading_helper.config import get_settings
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("starting", total=1.0)
-        try:
-            result = asyncio.run(
-                run_export_bench(
-                    get_settings(),
-                    instruments=instruments,
-                    days=days,
-                    ticks_per_day=ticks_per_day,
-                    progress=lambda text, done: bar.update(task, description=text, completed=done),
-                )
-            )
-        except TradingHelperError as exc:
-            _fail(exc)
-            return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
