@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
 
-from trading_helper.errors import TradingHelperError
+from trading_helper.cli_common import _fail, console, fail_on_error
 
 if TYPE_CHECKING:
     import asyncpg
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 export_app = typer.Typer(no_args_is_help=True, help="Export candles or ticks to CSV or Parquet.")
 import_app = typer.Typer(no_args_is_help=True, help="Import candles from CSV or Parquet into broker history.")
-console = Console(stderr=True)
 
 _REFS = typer.Option(
     ..., "--instrument", "-i", help="Instrument reference (repeat for more): NSE:RELIANCE, id:42 ..."
@@ -35,15 +33,6 @@ _TO = typer.Option(..., "--to", help="End (exclusive), ISO 8601 (naive = IST).")
 _FORMAT = typer.Option("csv", "--format", help="csv or parquet.")
 _TZ = typer.Option("ist", "--tz", help="Zone of the written times: ist or utc.")
 _OUT = typer.Option(..., "-o", "--output", help="The file to write.")
-
-
-def _fail(exc: TradingHelperError) -> None:
-    from rich.markup import escape as no_markup
-
-    from trading_helper.redact import safe
-
-    console.print(f"[red]error:[/red] {no_markup(safe(exc))}", soft_wrap=True)
-    raise typer.Exit(code=1)
 
 
 def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
@@ -60,11 +49,7 @@ def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[dict[str, Any]
         finally:
             await pool.close()
 
-    try:
-        return asyncio.run(run())
-    except TradingHelperError as exc:
-        _fail(exc)
-        raise  # not reached: _fail exits
+    return fail_on_error(lambda: asyncio.run(run()))
 
 
 def _run_export(
@@ -82,7 +67,6 @@ def _run_export(
         begin, finish = datetime.fromisoformat(start), datetime.fromisoformat(end)
     except ValueError as exc:
         _fail(ValidationError(f"--from/--to: {exc}"))
-        return
 
     async def go(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
         req = await build_request(
