@@ -7,6 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -70,29 +72,38 @@ class Api:
     app: FastAPI
 
 
+@asynccontextmanager
+async def running_api(
+    db_pool: asyncpg.Pool, redis_url: str, home: Path, kite: FakeKiteServer, **settings: Any
+) -> AsyncIterator[Api]:
+    """The application with a logged-in Kite broker (``kite``), Redis database 13 and a live
+    channel of its own, served on a real socket with an authorised client, its instruments synced.
+    ``settings`` are added to the fake Kite's (``home`` holds the token file)."""
+    config: Settings = kite.settings(home, API_TOKEN=API_TOKEN, **settings)
+    save_token(config, "kite", kite.access_token)
+    broker = KiteBroker(config)
+    redis = aioredis.from_url(api_redis_url(redis_url))
+    runtime = Runtime(settings=config, pool=db_pool, redis=redis, broker=broker, ingest=None)
+    channel = f"th:live:test:{uuid.uuid4().hex[:8]}"
+    app = create_app(runtime, live_channel=channel)
+    try:
+        async with authorised(app) as client:
+            synced = await client.post("/api/instruments/sync")
+            assert synced.status_code == 200, synced.text
+            url = str(client.base_url).rstrip("/")  # httpx keeps a base URL with its slash
+            yield Api(url, client, runtime, kite, redis, channel, app)
+    finally:
+        await broker.aclose()
+        await redis.aclose()
+
+
 @pytest.fixture(scope="module")
 async def api(
     db_pool: asyncpg.Pool, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Api]:
-    async with FakeKiteServer() as kite:
-        settings: Settings = kite.settings(
-            tmp_path_factory.mktemp("api-kite"), API_TOKEN=API_TOKEN, CORS_ORIGINS=f"{ORIGIN},*"
-        )
-        save_token(settings, "kite", kite.access_token)
-        broker = KiteBroker(settings)
-        redis = aioredis.from_url(api_redis_url(redis_url))
-        runtime = Runtime(settings=settings, pool=db_pool, redis=redis, broker=broker, ingest=None)
-        channel = f"th:live:test:{uuid.uuid4().hex[:8]}"
-        app = create_app(runtime, live_channel=channel)
-        try:
-            async with (
-                serve(app) as url,
-                httpx.AsyncClient(
-                    base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-                ) as client,
-            ):
-                await client.post("/api/instruments/sync")
-                yield Api(url, client, runtime, kite, redis, channel, app)
-        finally:
-            await broker.aclose()
-            await redis.aclose()
+    home = tmp_path_factory.mktemp("api-kite")
+    async with (
+        FakeKiteServer() as kite,
+        running_api(db_pool, redis_url, home, kite, CORS_ORIGINS=f"{ORIGIN},*") as running,
+    ):
+        yield running

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,15 +19,11 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from tests.api.conftest import API_TOKEN, api_redis_url
+from tests.api.conftest import API_TOKEN, running_api
 from tests.api.server import serve
 from tests.fakes.alert_receivers import TelegramStandIn, WebhookReceiver
 from tests.fakes.kite_server import FakeKiteServer
 from tests.fakes.sink import wait_until
-from trading_helper.api.app import create_app
-from trading_helper.api.runtime import Runtime
-from trading_helper.brokers.kite.broker import KiteBroker
-from trading_helper.brokers.tokens import save_token
 from trading_helper.ingest import codec
 from trading_helper.models import Tick
 
@@ -54,35 +49,25 @@ async def alert_api(
 ) -> AsyncIterator[AlertApi]:
     hook = WebhookReceiver(SECRET.encode(), fail_first=3)
     telegram = TelegramStandIn(BOT_TOKEN, fail_first=1)
-    async with FakeKiteServer() as kite, serve(hook.app()) as hook_base, serve(telegram.app()) as tg_base:
-        settings = kite.settings(
+    async with (
+        FakeKiteServer() as kite,
+        serve(hook.app()) as hook_base,
+        serve(telegram.app()) as tg_base,
+        running_api(
+            db_pool,
+            redis_url,
             tmp_path_factory.mktemp("alerts-kite"),
-            API_TOKEN=API_TOKEN,
+            kite,
             ALERT_WEBHOOK_SECRET=SECRET,
             TELEGRAM_BOT_TOKEN=BOT_TOKEN,
             TELEGRAM_API_URL=f"{tg_base}/bot",
             ALERTS_MAX_RULES=5,
+        ) as api,
+    ):
+        await wait_until(lambda: api.app.state.alerts.listening.is_set(), 10)
+        yield AlertApi(
+            api.url, api.client, api.redis, api.channel, hook, f"{hook_base}/hook", telegram, db_pool
         )
-        save_token(settings, "kite", kite.access_token)
-        broker = KiteBroker(settings)
-        redis = aioredis.from_url(api_redis_url(redis_url))
-        channel = f"th:live:test:{uuid.uuid4().hex[:8]}"
-        app = create_app(
-            Runtime(settings=settings, pool=db_pool, redis=redis, broker=broker), live_channel=channel
-        )
-        try:
-            async with (
-                serve(app) as url,
-                httpx.AsyncClient(
-                    base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
-                ) as client,
-            ):
-                assert (await client.post("/api/instruments/sync")).status_code == 200
-                await wait_until(lambda: app.state.alerts.listening.is_set(), 10)
-                yield AlertApi(url, client, redis, channel, hook, f"{hook_base}/hook", telegram, db_pool)
-        finally:
-            await broker.aclose()
-            await redis.aclose()
 
 
 def rule(**fields: Any) -> dict[str, Any]:
