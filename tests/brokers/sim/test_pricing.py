@@ -1,5 +1,5 @@
 """The simulator's option prices recover the smile they were priced from: the IV solved from each
-price (vollib's solver, and QuantLib's as an independent one) equals the smile's IV within 1e-4
+price (the option chain's solver, options/black76.py, and QuantLib's as an independent one) equals the smile's IV within 1e-4
 wherever the exchange's 0.05 price step allows it; futures trade at the forward S e^{rT}."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import math
 from datetime import date, datetime, timedelta
 
 import QuantLib as ql
-from vollib.black.implied_volatility import implied_volatility
 
 from trading_helper.brokers.sim import SimFeed, sim_instruments
 from trading_helper.brokers.sim.bars import contract_minutes
@@ -17,11 +16,19 @@ from trading_helper.brokers.sim.market import underlying_minutes
 from trading_helper.brokers.sim.pricing import RATE, black76_price, forward, smile_iv, years_to_expiry
 from trading_helper.config import Settings
 from trading_helper.models import Tick
+from trading_helper.options import black76
 from trading_helper.timeframes import IST
 
 TODAY = date(2026, 11, 26)  # a Thursday session: the next NIFTY weekly is Tuesday 12-01
 NOW = datetime(2026, 11, 26, 11, 7, 30, tzinfo=IST)
 HALF_TICK = 0.025
+
+
+def chain_iv(flag: str, price: float, fwd: float, strike: float, years: float) -> float:
+    """The implied volatility the option chain solves from ``price`` (options/black76.py)."""
+    solved = black76.implied_vol(price, fwd, strike, years, RATE, "c" if flag == "CE" else "p")
+    assert solved.reason == [None], solved.reason
+    return float(solved.iv)
 
 
 def quantlib_iv(flag: str, price: float, fwd: float, strike: float, years: float) -> float:
@@ -89,9 +96,7 @@ async def test_option_ticks_recover_the_smile_iv_and_futures_trade_at_the_forwar
             assert tick.last_price == 0.05  # the smallest price a contract can have
             continue
         for solved in (
-            implied_volatility(
-                tick.last_price, fwd, contract.strike, RATE, years, "c" if flag == "CE" else "p"
-            ),
+            chain_iv(flag, tick.last_price, fwd, contract.strike, years),
             quantlib_iv(flag, tick.last_price, fwd, contract.strike, years),
         ):
             # rounding to the 0.05 step moves the price by up to half a step: priced at the solved
@@ -134,9 +139,7 @@ def test_history_bars_recover_the_smile_iv_too() -> None:
             fwd = forward(spot.close, years)
             sigma = smile_iv(contract.underlying.atm_iv, contract.strike, fwd)
             flag = contract.kind
-            solved = implied_volatility(
-                bar.close, fwd, contract.strike, RATE, years, "c" if flag == "CE" else "p"
-            )
+            solved = chain_iv(flag, bar.close, fwd, contract.strike, years)
             assert (
                 abs(
                     quantlib_price(flag, fwd, contract.strike, years, solved)

@@ -10,6 +10,7 @@ after a contract expired.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -19,7 +20,7 @@ from trading_helper.brokers.sim.contracts import Contract, next_trading_day
 from trading_helper.brokers.sim.market import (
     MINUTE,
     day_open,
-    fair_price,
+    fair_prices,
     liquidity,
     minute_volume,
     on_tick,
@@ -65,15 +66,28 @@ def contract_minutes(contract: Contract, day: date) -> tuple[Minute, ...]:
     out = []
     if not trading(contract, bars[0].time):
         return ()
+    live = list(itertools.takewhile(lambda bar: trading(contract, bar.time + MINUTE), bars))
+    # every minute's close, high and low, and the first open, priced in one call
+    prices = [
+        on_tick(p, tick)
+        for p in fair_prices(
+            [(contract, bars[0].open, bars[0].time)]
+            + [
+                q
+                for bar in live
+                for q in (
+                    (contract, bar.close, bar.time + MINUTE),
+                    (contract, bar.low if falls else bar.high, bar.time),
+                    (contract, bar.high if falls else bar.low, bar.time),
+                )
+            ]
+        )
+    ]
     before: Minute | None = None
-    for i, bar in enumerate(bars):
-        if not trading(contract, bar.time + MINUTE):
-            break
+    for i, bar in enumerate(live):
         # a minute opens where the one before closed (the same spot at the same instant)
-        o = before.close if before is not None else on_tick(fair_price(contract, bar.open, bar.time), tick)
-        c = on_tick(fair_price(contract, bar.close, bar.time + MINUTE), tick)
-        hi = on_tick(fair_price(contract, bar.low if falls else bar.high, bar.time), tick)
-        lo = on_tick(fair_price(contract, bar.high if falls else bar.low, bar.time), tick)
+        o = before.close if before is not None else prices[0]
+        c, hi, lo = prices[1 + 3 * i : 4 + 3 * i]
         if u.index and not contract.derivative:
             volume = 0
         else:

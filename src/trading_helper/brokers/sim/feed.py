@@ -28,7 +28,7 @@ from trading_helper.brokers.sim.contracts import Contract, Underlying, decode_to
 from trading_helper.brokers.sim.market import (
     TRADE_SIZES,
     adhoc_underlying,
-    fair_price,
+    fair_prices,
     liquidity,
     on_tick,
     open_interest_base,
@@ -146,18 +146,20 @@ class SimFeed(LiveFeed):
             )
         return self._weights
 
-    def _quote(
-        self, contract: Contract, tick: float, spots: dict[Underlying, float], now: datetime
-    ) -> tuple[float, float] | None:
-        """A contract's price and half spread at ``now`` (None once expired): the spread is wider
-        far from the money."""
-        if not trading(contract, now):
-            return None
-        u = contract.underlying
-        if (spot := spots.get(u)) is None:
-            spot = spots[u] = self.spot(u, now)
-        price = on_tick(fair_price(contract, spot, now), tick)
-        return price, tick * (1 + int((1.0 - liquidity(contract, spot)) * 3))
+    def _quotes(
+        self, states: Mapping[str, _State], spots: Mapping[Underlying, float], now: datetime
+    ) -> dict[str, tuple[float, float]]:
+        """Each contract's price and half spread at ``now`` (the spread wider far from the money),
+        every option priced in one call."""
+        items = list(states.items())
+        prices = fair_prices([(st.contract, spots[st.contract.underlying], now) for _, st in items])
+        return {
+            token: (
+                on_tick(price, st.tick),
+                st.tick * (1 + int((1.0 - liquidity(st.contract, spots[st.contract.underlying])) * 3)),
+            )
+            for (token, st), price in zip(items, prices, strict=True)
+        }
 
     def make_frame(self, n_ticks: int, now: datetime | None = None) -> list[Tick]:
         """One frame of ``n_ticks`` ticks for subscribed contracts, chosen by how liquid they are
@@ -170,28 +172,44 @@ class SimFeed(LiveFeed):
         if not cumulative[-1]:
             return []  # every subscribed contract has expired
         stamp = now.replace(microsecond=0)
-        # one instant per frame: each underlying's spot, and each contract's price and spread, once
+        # one instant per frame: each underlying's spot, and each contract's price and spread, once.
+        # First the draws (which contract, how much), then the prices of all the frame's contracts
+        # at once (the Black-76 library's cost is per call), then the ticks.
         spots: dict[Underlying, float] = {}
-        quotes: dict[str, tuple[float, float] | None] = {}
-        frame = []
+        live: dict[str, _State] = {}
+        expired: set[str] = set()
+        drawn: list[tuple[str, int, int, int | None, int, int]] = []  # token, qty, volume, oi, bid/ask qty
         for _ in range(n_ticks):
             token = tokens[min(bisect.bisect(cumulative, rng.random() * cumulative[-1]), len(tokens) - 1)]
             st = self._state(token, now)
             contract = st.contract
-            if token not in quotes:
-                quotes[token] = self._quote(contract, st.tick, spots, now)
-            if (quote := quotes[token]) is None:
-                continue  # expired
-            price, spread = quote
+            if token not in live and token not in expired:
+                if not trading(contract, now):
+                    expired.add(token)
+                else:
+                    live[token] = st
+                    if contract.underlying not in spots:
+                        spots[contract.underlying] = self.spot(contract.underlying, now)
+            if token in expired:
+                continue
             if contract.kind == "INDEX":
-                frame.append(Tick(st.instrument_id, stamp, now, price))
+                drawn.append((token, 0, 0, None, 0, 0))
                 continue
             lot = contract.lot
             qty = trade_unit(contract) * rng.choice(TRADE_SIZES)
             st.volume += qty
-            st.turnover += qty * price
             if st.oi is not None:
                 st.oi = max(lot, st.oi + lot * rng.choice((-2, -1, 0, 0, 1, 2, 3)))
+            drawn.append((token, qty, st.volume, st.oi, lot * rng.randint(1, 200), lot * rng.randint(1, 200)))
+        quotes = self._quotes(live, spots, now)
+        frame = []
+        for token, qty, volume, oi, bid_qty, ask_qty in drawn:
+            st = live[token]
+            price, spread = quotes[token]
+            if st.contract.kind == "INDEX":
+                frame.append(Tick(st.instrument_id, stamp, now, price))
+                continue
+            st.turnover += qty * price
             frame.append(
                 Tick(
                     instrument_id=st.instrument_id,
@@ -199,13 +217,13 @@ class SimFeed(LiveFeed):
                     received_ts=now,
                     last_price=price,
                     last_quantity=qty,
-                    volume=st.volume,
-                    average_price=round(st.turnover / st.volume, 2),
-                    open_interest=st.oi,
+                    volume=volume,
+                    average_price=round(st.turnover / volume, 2),
+                    open_interest=oi,
                     bid_price=round(max(st.tick, price - spread), 2),
-                    bid_quantity=lot * rng.randint(1, 200),
+                    bid_quantity=bid_qty,
                     ask_price=round(price + spread, 2),
-                    ask_quantity=lot * rng.randint(1, 200),
+                    ask_quantity=ask_qty,
                 )
             )
         return frame

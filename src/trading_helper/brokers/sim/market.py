@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -32,7 +33,7 @@ from trading_helper.brokers.sim.contracts import (
     session_hours,
     trading_days,
 )
-from trading_helper.brokers.sim.pricing import expires_at, forward, option_price, years_to_expiry
+from trading_helper.brokers.sim.pricing import expires_at, model_prices, years_to_expiry
 from trading_helper.timeframes import IST
 
 #: the walk starts here, at the underlying's level
@@ -135,16 +136,29 @@ def spot_at(u: Underlying, now: datetime) -> float:
     return bar.open + (bar.close - bar.open) * share
 
 
+def fair_prices(quotes: Sequence[tuple[Contract, float, datetime]]) -> list[float]:
+    """Model prices (unrounded) of (contract, its underlying's spot, instant) triples: cash and
+    indices at the spot, futures and options by :func:`.pricing.model_prices`, all in one call."""
+    out = [spot for _, spot, _ in quotes]
+    at: list[int] = []
+    kinds, spots, strikes, years, atm_ivs = [], [], [], [], []
+    for n, (contract, spot, now) in enumerate(quotes):
+        if contract.expiry is not None:
+            at.append(n)
+            kinds.append(contract.kind)
+            spots.append(spot)
+            strikes.append(contract.strike or 0.0)
+            years.append(years_to_expiry(contract.expiry, now))
+            atm_ivs.append(contract.underlying.atm_iv)
+    if at:
+        for n, price in zip(at, model_prices(kinds, spots, strikes, years, atm_ivs).tolist(), strict=True):
+            out[n] = price
+    return out
+
+
 def fair_price(contract: Contract, spot: float, now: datetime) -> float:
     """A contract's model price with its underlying at ``spot`` (unrounded)."""
-    if contract.expiry is None:
-        return spot
-    if contract.kind == "FUT":
-        return forward(spot, years_to_expiry(contract.expiry, now))
-    assert contract.strike is not None and contract.kind in ("CE", "PE")
-    return option_price(
-        contract.kind, spot, contract.strike, contract.expiry, now, contract.underlying.atm_iv
-    )
+    return fair_prices([(contract, spot, now)])[0]
 
 
 def on_tick(price: float, tick: float = 0.05) -> float:

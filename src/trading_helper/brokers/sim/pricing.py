@@ -9,20 +9,23 @@
   around each underlying's ATM volatility, with the negative skew of Indian index options (puts
   below the forward dearer than calls above it): ``iv = atm + SKEW * k + CURVE * k**2``, floored.
 
-The Black-76 price itself comes from a library (:func:`black76_price`), never from formulas written
-here. ``vollib`` (MIT, the maintained successor of ``py_vollib``, Peter Jäckel's "Let's be
-rational") is used: ``opengreeks`` (the same function names, a Rust core) ships wheels that do not
-import on Python 3.11 (0.1.0 and 0.2.0 need ``PyErr_SetRaisedException``, a 3.12 symbol), and the
-project supports 3.11. ``trading_helper.options.black76`` (the option chain's wrapper) will take
-this one call's place when it lands.
+The Black-76 price itself is the option chain's (:mod:`trading_helper.options.black76`, the
+project's one pricing path), never formulas written here. Its library pays about 70 µs per call
+whatever the number of options, so the simulator prices many at once: :func:`model_prices` takes
+arrays (a contract's minutes of a day, a feed frame's contracts).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from typing import Final, Literal
 
+import numpy as np
+from numpy.typing import ArrayLike
+
+from trading_helper.options import black76
+from trading_helper.options.black76 import FloatArray
 from trading_helper.timeframes import IST
 
 #: the carry of futures and the discount rate of options (continuously compounded, per year)
@@ -48,34 +51,54 @@ def years_to_expiry(expiry: date, now: datetime) -> float:
     return max(0.0, (expires_at(expiry) - now).total_seconds() / YEAR_SECONDS)
 
 
-def forward(spot: float, years: float, rate: float = RATE) -> float:
-    """The forward (the future's fair price) of ``spot`` ``years`` ahead: ``S e^{rT}``."""
-    return spot * math.exp(rate * years)
+def forward(spot: ArrayLike, years: ArrayLike, rate: float = RATE) -> FloatArray:
+    """The forward (the future's fair price) of ``spot`` ``years`` ahead: ``S e^{rT}`` (element by
+    element; a 0-d array for scalars)."""
+    return np.asarray(spot, dtype=np.float64) * np.exp(rate * np.asarray(years, dtype=np.float64))
 
 
-def smile_iv(atm_iv: float, strike: float, fwd: float) -> float:
-    """The smile's implied volatility at ``strike`` for an underlying whose ATM volatility is ``atm_iv``."""
-    k = math.log(strike / fwd)
-    return max(MIN_IV, atm_iv + SKEW * k + CURVE * k * k)
+def smile_iv(atm_iv: ArrayLike, strike: ArrayLike, fwd: ArrayLike) -> FloatArray:
+    """The smile's implied volatility at ``strike`` for an underlying whose ATM volatility is
+    ``atm_iv`` (element by element)."""
+    k = np.log(np.asarray(strike, dtype=np.float64) / np.asarray(fwd, dtype=np.float64))
+    return np.maximum(MIN_IV, np.asarray(atm_iv, dtype=np.float64) + SKEW * k + CURVE * k * k)
 
 
-def black76_price(flag: OptionFlag, fwd: float, strike: float, years: float, sigma: float) -> float:
-    """The discounted Black-76 price of a European option on the forward (the library's call).
-    At expiry (``years`` 0) it is the intrinsic value."""
-    if years <= 0.0:
-        return max(0.0, fwd - strike) if flag == "CE" else max(0.0, strike - fwd)
-    # imported on first use: the library brings numpy and scipy, and a command that stops at once
-    # (a port in use) should not wait for them
-    from vollib.black import black
+def black76_price(
+    flag: OptionFlag | Sequence[OptionFlag],
+    fwd: ArrayLike,
+    strike: ArrayLike,
+    years: ArrayLike,
+    sigma: ArrayLike,
+) -> FloatArray:
+    """The discounted Black-76 prices of European options on the forward, element by element
+    (options/black76.py at the simulator's rate); at expiry (``years`` 0) the intrinsic value."""
+    f, k, t, s = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (fwd, strike, years, sigma)))
+    call = np.broadcast_to(np.asarray(flag) == "CE", f.shape)
+    out: FloatArray = np.where(call, np.maximum(f - k, 0.0), np.maximum(k - f, 0.0))
+    live = t > 0.0
+    if live.any():
+        flags = np.where(call, "c", "p")[live]
+        out[live] = black76.price(flags, f[live], k[live], t[live], RATE, s[live])
+    return out
 
-    return float(black("c" if flag == "CE" else "p", fwd, strike, years, RATE, sigma))
 
-
-def option_price(
-    flag: OptionFlag, spot: float, strike: float, expiry: date, now: datetime, atm_iv: float
-) -> float:
-    """The model price of an option on an underlying at ``spot`` (unrounded): Black-76 on the
-    forward at the smile's volatility for the strike."""
-    years = years_to_expiry(expiry, now)
-    fwd = forward(spot, years)
-    return black76_price(flag, fwd, strike, years, smile_iv(atm_iv, strike, fwd))
+def model_prices(
+    kinds: Sequence[str], spots: ArrayLike, strikes: ArrayLike, years: ArrayLike, atm_ivs: ArrayLike
+) -> FloatArray:
+    """The model prices (unrounded) of derivatives, element by element, ``years`` to expiry
+    (:func:`years_to_expiry`): a future (``FUT``) at the forward, an option (``CE``, ``PE``) by
+    Black-76 on the forward at the smile's volatility for its strike (a future's strike and
+    volatility are not read)."""
+    fwd = forward(spots, years)
+    k, t, atm = (
+        np.broadcast_to(np.asarray(v, dtype=np.float64), fwd.shape) for v in (strikes, years, atm_ivs)
+    )
+    flags = np.broadcast_to(np.asarray(kinds), fwd.shape)
+    option = flags != "FUT"
+    if option.any():
+        f = fwd[option]
+        fwd[option] = black76_price(
+            flags[option], f, k[option], t[option], smile_iv(atm[option], k[option], f)
+        )
+    return fwd
