@@ -21,6 +21,7 @@ from datetime import datetime
 
 import asyncpg
 
+from trading_helper.brokers.history import history_chunks
 from trading_helper.errors import InvalidRange
 from trading_helper.export.columns import KINDS, Kind
 from trading_helper.models import Instrument
@@ -64,12 +65,7 @@ class ExportRequest:
         one window, the COPY streams it)."""
         if self.kind != "candles":
             return [(self.start, self.end)]
-        span = self.timeframe.facts.max_span
-        out, at = [], self.start
-        while at < self.end:
-            out.append((at, min(at + span, self.end)))
-            at += span
-        return out
+        return history_chunks(self.start, self.end, self.timeframe.facts.max_span)
 
 
 def _label(inst: Instrument) -> str:
