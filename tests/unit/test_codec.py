@@ -89,3 +89,16 @@ def test_quotes_of_both_layouts_are_read() -> None:
     old = codec.decode_quote(with_depth)
     assert (old.bids, old.asks, old.trade_ts) == (t.bids, t.asks, None)
     assert codec.tick_to_json(t)["trade_ts"] == (NOW - timedelta(seconds=2)).isoformat()
+
+
+def test_quote_records_are_the_quotes_without_their_objects() -> None:
+    """decode_quote_record (the option chain's reader) gives the record decode_quote builds its
+    tick from, for both layouts, with and without depth."""
+    t = tick(NOW - timedelta(seconds=2))
+    t.bids, t.asks = (DepthLevel(101.45, 10, 2),), (DepthLevel(101.55, 4, 1),)
+    for value in (codec.encode_quote(t), codec.encode_quote(tick(None)), legacy_record(t)):
+        rec = codec.decode_quote_record(value)
+        # compared packed: a missing price is NaN, never equal to itself
+        assert codec.RECORD.pack(*rec) == codec.RECORD.pack(*codec.tick_record(codec.decode_quote(value)))
+        assert codec.from_us(rec[0]) == codec.decode_quote(value).exchange_ts
+    assert codec.decode_quote_record(legacy_record(t))[-1] == -1  # no trade time before version 6

@@ -6,7 +6,7 @@ anywhere below a route reaches the error handlers as the tree's error (``api/err
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -28,13 +28,15 @@ def mapped_errors(request: Request) -> Iterator[None]:
         yield
 
 
-def runtime(request: Request) -> Iterator[Runtime]:
+# async generators: FastAPI runs a plain generator dependency in its thread pool, two thread
+# hand-offs per request (entering and leaving) for what is a dictionary read
+async def runtime(request: Request) -> AsyncIterator[Runtime]:
     rt: Runtime = request.app.state.runtime
     with mapped_errors(request):
         yield rt
 
 
-def candle_service(request: Request) -> Iterator[CandleService]:
+async def candle_service(request: Request) -> AsyncIterator[CandleService]:
     service: CandleService = request.app.state.candles
     with mapped_errors(request):
         yield service

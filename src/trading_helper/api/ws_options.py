@@ -22,6 +22,7 @@ from datetime import date
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from trading_helper.api import fastjson
 from trading_helper.api.auth import token_matches
 from trading_helper.api.ws import CLOSE_POLICY
 from trading_helper.errors import TradingHelperError, ValidationError
@@ -43,7 +44,7 @@ async def _push(
         try:
             with redis_errors("option chain: Redis"), db_errors("option chain: database"):
                 doc = await service.chain(underlying, expiry)
-            await ws.send_text(json.dumps({"type": "chain", "data": doc}, separators=(",", ":")))
+            await ws.send_text(fastjson.dumps({"type": "chain", "data": doc}).decode())
         except ValidationError as exc:
             await ws.send_text(json.dumps({"type": "error", "code": exc.code, "detail": redact(exc.message)}))
             await ws.close(code=CLOSE_POLICY, reason=exc.code)

@@ -62,6 +62,11 @@ def _us(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def from_us(us: int) -> datetime:
+    """A record's microseconds since the epoch as an aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 def _pack(t: Tick) -> bytes:
     return _pack_at(t, _us(t.exchange_ts), _us(t.received_ts))
 
@@ -170,14 +175,28 @@ def quote_value(record: bytes, tick: Tick) -> bytes:
     return b"".join(parts)
 
 
+_LEGACY_REMAINDERS = (LEGACY_TICK_SIZE % _LEVEL.size, (LEGACY_TICK_SIZE + 2) % _LEVEL.size)
+
+
+def _quote_record(value: bytes) -> tuple[int, Record]:
+    # the two layouts differ in size modulo the 20-byte depth level: 100 or 102 + 20n bytes now,
+    # 92 or 94 + 20n before the trade time was carried
+    if len(value) % _LEVEL.size in _LEGACY_REMAINDERS:
+        return LEGACY_TICK_SIZE, (*_LEGACY_TICK.unpack_from(value), -1)
+    return TICK_SIZE, _TICK.unpack_from(value)
+
+
+def decode_quote_record(value: bytes) -> Record:
+    """The tick record of a latest-quote value, without its depth and without building a
+    :class:`Tick` (readers of many quotes at once, such as the option chain, take only a few
+    fields; -1 / NaN mean None as in :func:`_tick`)."""
+    return _quote_record(value)[1]
+
+
 def decode_quote(value: bytes) -> Tick:
     """Inverse of :func:`encode_quote`, also for values written before the trade time was carried
-    (still in Redis after an upgrade until the instrument ticks again). The two layouts differ in
-    size modulo the 20-byte depth level: 100 or 102 + 20n bytes now, 92 or 94 + 20n before."""
-    if len(value) % _LEVEL.size in (LEGACY_TICK_SIZE % _LEVEL.size, (LEGACY_TICK_SIZE + 2) % _LEVEL.size):
-        size, rec = LEGACY_TICK_SIZE, (*_LEGACY_TICK.unpack_from(value), -1)
-    else:
-        size, rec = TICK_SIZE, _TICK.unpack_from(value)
+    (still in Redis after an upgrade until the instrument ticks again)."""
+    size, rec = _quote_record(value)
     tick = _tick(rec)
     if len(value) >= size + 2:
         n_bids, n_asks = value[size], value[size + 1]

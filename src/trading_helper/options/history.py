@@ -86,22 +86,37 @@ async def read_snapshot(
     return doc
 
 
+#: a cache of baseline rows: (underlying id, expiry, the snapshot's minute) -> its contracts' rows
+BaselineCache = dict[tuple[int, date, datetime], dict[int, Baseline]]
+_BASELINE_CACHE_MAX = 64
+
+
 async def baseline(
     conn: asyncpg.Connection | asyncpg.Pool,
     underlying_id: int,
     expiry: date,
     since: datetime,
     until: datetime,
+    cache: BaselineCache | None = None,
 ) -> tuple[datetime | None, dict[int, Baseline]]:
     """Each contract's (and the future's) last price and OI in the first snapshot of [since, until]
-    (the window's start): the baseline of OI change and build-up. (None, {}) without a snapshot."""
+    (the window's start): the baseline of OI change and build-up. (None, {}) without a snapshot.
+    With ``cache``, a snapshot's rows are read once: a snapshot is never rewritten (a second write
+    of its minute keeps the first), so only the query naming the window's first one is repeated."""
     head = await conn.fetchrow(sql_options.FIRST_SNAPSHOT_IN, underlying_id, expiry, since, until)
     if head is None:
         return None, {}
-    rows = await conn.fetch(sql_options.QUOTE_SNAPSHOTS_AT, underlying_id, expiry, head["as_of"])
-    found = {r["instrument_id"]: Baseline(ltp=r["ltp"], oi=r["oi"]) for r in rows}
-    if head["future_id"] is not None:
-        found[head["future_id"]] = Baseline(ltp=head["future_ltp"], oi=head["future_oi"])
+    key = (underlying_id, expiry, head["as_of"])
+    found = None if cache is None else cache.get(key)
+    if found is None:
+        rows = await conn.fetch(sql_options.QUOTE_SNAPSHOTS_AT, underlying_id, expiry, head["as_of"])
+        found = {r["instrument_id"]: Baseline(ltp=r["ltp"], oi=r["oi"]) for r in rows}
+        if head["future_id"] is not None:
+            found[head["future_id"]] = Baseline(ltp=head["future_ltp"], oi=head["future_oi"])
+        if cache is not None:
+            if len(cache) >= _BASELINE_CACHE_MAX:
+                cache.clear()
+            cache[key] = found
     return head["as_of"], found
 
 

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from trading_helper.errors import BufferUnavailable, UnknownInstrument
 from trading_helper.ingest import codec, keys
 from trading_helper.instruments.refs import ALIASES
-from trading_helper.models import Instrument, Tick
+from trading_helper.models import Instrument
 from trading_helper.options.chain import Baseline, ChainInputs, FutureQuote, OptionQuote, compute_chain
 from trading_helper.storage import sql_options
 
@@ -108,42 +108,61 @@ async def future_of(conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expi
     return None if row is None else Future(row["id"], row["tradingsymbol"])
 
 
-async def latest_quotes(redis: aioredis.Redis, ids: Sequence[int], key: str = keys.QUOTES) -> dict[int, Tick]:
-    """The latest quote of each instrument that has one (one HMGET)."""
+async def latest_records(
+    redis: aioredis.Redis, ids: Sequence[int], key: str = keys.QUOTES
+) -> dict[int, codec.Record]:
+    """The latest quote's tick record of each instrument that has one (one HMGET; records, not
+    :class:`Tick` objects: a 200-strike chain would otherwise build 1,200 datetimes it never reads)."""
     if not ids:
         return {}
     values = await redis.hmget(key, [str(i) for i in ids])
-    out: dict[int, Tick] = {}
+    out: dict[int, codec.Record] = {}
     for iid, value in zip(ids, values, strict=True):
         if value is None:
             continue
         if not isinstance(value, bytes):
             raise BufferUnavailable("the Redis client must be created with decode_responses=False")
-        out[iid] = codec.decode_quote(value)
+        out[iid] = codec.decode_quote_record(value)
     return out
 
 
-def option_quote(c: Contract, tick: Tick) -> OptionQuote:
+def _price(value: float) -> float | None:
+    return None if value != value else value  # NaN carries None
+
+
+def _quantity(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def option_quote(c: Contract, rec: codec.Record) -> OptionQuote:
+    """A contract and its latest quote's record (None where the quote lacks the field)."""
+    _, _, _, ltp, _, volume, _, oi, bid, _, ask, _, _ = rec
     return OptionQuote(
         instrument_id=c.id,
         tradingsymbol=c.tradingsymbol,
         strike=c.strike,
         option_type=c.option_type,
-        ltp=tick.last_price,
-        bid=tick.bid_price,
-        ask=tick.ask_price,
-        oi=tick.open_interest,
-        volume=tick.volume,
+        ltp=ltp,
+        bid=_price(bid),
+        ask=_price(ask),
+        oi=_quantity(oi),
+        volume=_quantity(volume),
     )
 
 
 class ContractCache:
-    """A chain's contracts and its future, remembered ``ttl_s`` (the master changes once a day:
-    the live chain need not read 400 contract rows on every request)."""
+    """A chain's contracts and its future, and an underlying's nearest expiry, remembered
+    ``ttl_s`` (the master changes once a day: the live chain need not read 400 contract rows
+    and the expiries on every request); :meth:`clear` after an instrument sync."""
 
     def __init__(self, ttl_s: float = CONTRACTS_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._held: dict[tuple[int, date], tuple[float, list[Contract], Future | None]] = {}
+        self._nearest: dict[tuple[int, date], tuple[float, date]] = {}
+
+    def clear(self) -> None:
+        self._held.clear()
+        self._nearest.clear()
 
     async def get(
         self, conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, expiry: date
@@ -159,6 +178,22 @@ class ContractCache:
             self._held.clear()
         self._held[key] = (now, found, fut)
         return found, fut
+
+    async def nearest_expiry(
+        self, conn: asyncpg.Connection | asyncpg.Pool, u: Underlying, today: date
+    ) -> date:
+        """:func:`nearest_expiry`, remembered per underlying and day."""
+        assert u.instrument.id is not None
+        key = (u.instrument.id, today)
+        hit = self._nearest.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        found = await nearest_expiry(conn, u, today)
+        if len(self._nearest) >= 256:
+            self._nearest.clear()
+        self._nearest[key] = (now, found)
+        return found
 
 
 @dataclass(slots=True)
@@ -190,12 +225,13 @@ async def live_chain(
     ids = [c.id for c in found] + [u.instrument.id] + ([fut.id] if fut is not None else [])
     base: Mapping[int, Baseline] = {}
     if inspect.isawaitable(baseline):  # read beside the quotes: one round trip less
-        ticks, base = await asyncio.gather(latest_quotes(redis, ids, quotes_key), baseline)
+        recs, base = await asyncio.gather(latest_records(redis, ids, quotes_key), baseline)
     else:
-        ticks, base = await latest_quotes(redis, ids, quotes_key), baseline or {}
-    spot = ticks.get(u.instrument.id)
-    future = ticks.get(fut.id) if fut is not None else None
+        recs, base = await latest_records(redis, ids, quotes_key), baseline or {}
+    spot = recs.get(u.instrument.id)
+    future = recs.get(fut.id) if fut is not None else None
     exchange = found[0].exchange if found else u.exchanges[0]
+    quoted = [(c, recs[c.id]) for c in found if c.id in recs]
     doc = compute_chain(
         ChainInputs(
             underlying=u.ref,
@@ -203,14 +239,14 @@ async def live_chain(
             expiry=expiry,
             as_of=as_of,
             rate=rate,
-            quotes=[option_quote(c, ticks[c.id]) for c in found if c.id in ticks],
-            spot=None if spot is None else spot.last_price,
-            future_price=None if future is None else future.last_price,
+            quotes=[option_quote(c, rec) for c, rec in quoted],
+            spot=None if spot is None else spot[3],  # a record's last price
+            future_price=None if future is None else future[3],
             future=None
             if fut is None or future is None
-            else FutureQuote(fut.id, fut.tradingsymbol, future.last_price, future.open_interest),
+            else FutureQuote(fut.id, fut.tradingsymbol, future[3], _quantity(future[7])),  # and OI
             baseline=base,
         )
     )
-    times = [ticks[c.id].exchange_ts for c in found if c.id in ticks]
-    return LiveChain(doc, found, max(times) if times else None)
+    latest = max((rec[0] for _, rec in quoted), default=None)  # a record's exchange time
+    return LiveChain(doc, found, None if latest is None else codec.from_us(latest))

@@ -20,7 +20,6 @@ from trading_helper.options.live import (
     Underlying,
     expiries,
     live_chain,
-    nearest_expiry,
     underlying_of,
 )
 from trading_helper.options.recorder import OptionsRecorder, day_start
@@ -47,7 +46,14 @@ class OptionsService:
     ) -> None:
         self.pool, self.redis, self.candles, self.recorder = pool, redis, candles, recorder
         self.rate, self.quotes_key = rate, quotes_key
+        #: the master's contracts and nearest expiries, and the baselines' snapshot rows: a live
+        #: chain then reads only the quotes and the name of the window's first snapshot
         self.contracts = ContractCache()
+        self.baselines: history.BaselineCache = {}
+
+    def forget_instruments(self) -> None:
+        """After an instrument sync: contracts and expiries afresh."""
+        self.contracts.clear()
 
     def _redis(self) -> aioredis.Redis:
         if self.redis is None:
@@ -63,7 +69,7 @@ class OptionsService:
         return {"underlying": u.ref, "expiries": await expiries(self.pool, u, today)}
 
     async def _expiry(self, u: Underlying, expiry: date | None) -> date:
-        return expiry or await nearest_expiry(self.pool, u, clock.now().astimezone(IST).date())
+        return expiry or await self.contracts.nearest_expiry(self.pool, u, clock.now().astimezone(IST).date())
 
     async def chain(
         self, ref: str, expiry: date | None, at: datetime | None = None, window_min: int | None = None
@@ -94,13 +100,14 @@ class OptionsService:
             rate=self.rate,
             baseline=base,
             quotes_key=self.quotes_key,
+            cache=self.contracts,
         )
         return chain.doc
 
     async def _baseline(
         self, underlying_id: int, expiry: date, since: datetime, until: datetime
     ) -> dict[int, Baseline]:
-        return (await history.baseline(self.pool, underlying_id, expiry, since, until))[1]
+        return (await history.baseline(self.pool, underlying_id, expiry, since, until, self.baselines))[1]
 
     async def series(
         self,

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from trading_helper.api.deps import RuntimeDep, ServiceDep
 from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS
@@ -89,13 +89,14 @@ async def list_instruments(
     description="Fetches the configured broker's instrument master and upserts it; contracts the "
     "broker no longer lists are marked expired, never deleted.",
 )
-async def sync(rt: RuntimeDep, service: ServiceDep) -> SyncResult:
+async def sync(request: Request, rt: RuntimeDep, service: ServiceDep) -> SyncResult:
     if rt.broker is None:
         raise ConfigError("no broker is configured (BROKER): cannot sync instruments")
     instruments = await rt.broker.fetch_instruments()
     async with rt.pool.acquire() as conn:
         count = await sync_instruments(conn, rt.broker.name, instruments)
     service.forget_instruments()
+    request.app.state.options.forget_instruments()
     return SyncResult(broker=rt.broker.name, count=count)
 
 

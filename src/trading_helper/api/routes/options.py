@@ -3,7 +3,6 @@ figures, and following a chain (N strikes each side of ATM, kept around ATM)."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from trading_helper.api.deps import RuntimeDep
+from trading_helper.api.fastjson import json_response
 from trading_helper.api.openapi import WITH_BODY, WITH_PARAMS, Responses
 from trading_helper.api.schemas import ErrorOut, RefText
 from trading_helper.api.schemas_options import (
@@ -50,7 +50,7 @@ def _service(request: Request) -> OptionsService:
 
 def _json(doc: dict[str, Any]) -> Response:
     # the chain is built as plain data already; a response model would validate it once more
-    return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json")
+    return json_response(doc)
 
 
 @router.get(
