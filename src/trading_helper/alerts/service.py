@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
@@ -50,6 +51,10 @@ BAD_FRAMES = Counter("th_alert_bad_frames_total", "Live-channel messages the ale
 
 IDLE_S = 0.25
 MAX_PARALLEL_DELIVERIES = 32
+#: trigger ids reserved at a time (one round trip per this many triggers)
+RESERVE_IDS = 64
+WEBHOOK_TIMEOUT_S = 10.0
+T = TypeVar("T")
 
 
 def rule_of(row: asyncpg.Record, ready: frozenset[str] = frozenset(CHANNEL_TYPES)) -> Rule:
@@ -84,7 +89,10 @@ class AlertService:
         self.listening = asyncio.Event()
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ids: deque[int] = deque()  # reserved trigger ids
+        self._reserving = asyncio.Lock()
+        self._refill: asyncio.Task[None] | None = None
         self._bot: Any = None  # telegram.Bot, once a Telegram alert is sent
 
     # -- rules --------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ class AlertService:
     # -- delivery -----------------------------------------------------------------------------
     def _sender(self) -> Sender:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10.0)
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
         token = self.settings.TELEGRAM_BOT_TOKEN.get_secret_value()
         if self._bot is None and token:
             from telegram import Bot  # here: a slow import, needed only with a bot token
@@ -195,7 +203,9 @@ class AlertService:
             self._bot = Bot(token, base_url=self.settings.TELEGRAM_API_URL)
         return Sender(self._http, self.settings.ALERT_WEBHOOK_SECRET.get_secret_value().encode(), self._bot)
 
-    async def _record(self, trigger_id: int, channel: Channel, attempt: int, outcome: Outcome) -> None:
+    async def _record(
+        self, trigger_id: int, channel: Channel, attempt: int, outcome: Outcome, at: datetime
+    ) -> None:
         with db_errors("alerts: recording a delivery attempt"):
             await self.pool.execute(
                 sql_alerts.INSERT_ATTEMPT,
@@ -206,16 +216,26 @@ class AlertService:
                 outcome.ok,
                 outcome.status,
                 outcome.error,
+                at,
             )
 
     def _start_delivery(
-        self, trigger_id: int, channel: Channel, payload: dict[str, object], done: int = 0
+        self,
+        trigger_id: int,
+        channel: Channel,
+        payload: dict[str, object],
+        done: int = 0,
+        stored: asyncio.Task[int] | None = None,
     ) -> None:
+        """Deliver on ``channel`` in a task; ``stored``: the trigger's insert, still running (the
+        attempts are recorded under the id it answers, once it has)."""
+        attempt_log = _AttemptLog(self._record, trigger_id, stored, self._track)
+
         async def run() -> bool:
             async with self._slots:
                 return await deliver(
                     self._sender(),
-                    self._record,
+                    attempt_log.record,
                     trigger_id,
                     channel,
                     payload,
@@ -242,49 +262,131 @@ class AlertService:
         for row in pending:
             if row["attempts"] < self.settings.ALERT_DELIVERY_ATTEMPTS:
                 channel = Channel(row["channel"], row["target"])
-                self._start_delivery(row["id"], channel, json.loads(row["payload"]), row["attempts"])
+                payload = {"trigger_id": row["id"], **json.loads(row["payload"])}  # as first sent
+                self._start_delivery(row["id"], channel, payload, row["attempts"])
+        self._refill_ids()
+        # the HTTP session now, not on the first trigger: the first alerts after a start paid for it
+        self._sender()
         try:
             while True:
                 trigger = await self.queue.get()
                 # each trigger in its own task: one slow insert never holds up the next trigger
-                self._track(asyncio.create_task(self._store(trigger), name=f"alert-store-{trigger.key}"))
+                self._track(asyncio.create_task(self._fire(trigger), name=f"alert-fire-{trigger.key}"))
         finally:
             for task in list(self._deliveries):
                 task.cancel()
             await asyncio.gather(*self._deliveries, return_exceptions=True)
             if self._http is not None:
-                await self._http.aclose()
+                await self._http.close()
                 self._http = None
 
-    async def _store(self, trigger: Trigger) -> None:
-        """Store the trigger (tried again while the database is away: it is not lost), then tell
-        the WebSocket clients and deliver it."""
-        payload = trigger.as_json()
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` until it succeeds, tried again while the database is away (capped backoff)."""
         delay = 0.5
         while True:
             try:
-                with db_errors("alerts: storing a trigger"):
-                    trigger_id = await self.pool.fetchval(
-                        sql_alerts.INSERT_TRIGGER,
-                        trigger.rule.id,
-                        trigger.key,
-                        trigger.observed_at,
-                        json.dumps(payload),
-                        trigger.rule.repeat == "once",
-                    )
-                break
+                with db_errors(f"alerts: {what}"):
+                    return await call()
             except TradingHelperError as exc:
                 if not should_retry(exc):
                     raise
-                log.warning("alerts: cannot store trigger %s (%s); again in %.1f s", trigger.key, exc, delay)
+                log.warning("alerts: cannot %s (%s); again in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        if trigger_id is None:
-            return  # stored before (a replay): delivered, or taken up at start
-        TRIGGERS.inc()
+
+    async def _reserve_ids(self) -> None:
+        async with self._reserving:
+            if len(self._ids) >= RESERVE_IDS // 2:
+                return
+            rows = await self._retrying(
+                "reserve trigger ids", lambda: self.pool.fetch(sql_alerts.RESERVE_TRIGGER_IDS, RESERVE_IDS)
+            )
+            self._ids.extend(sorted(r["id"] for r in rows))
+
+    def _refill_ids(self) -> None:
+        if len(self._ids) < RESERVE_IDS // 2 and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.create_task(self._reserve_ids(), name="alert-trigger-ids")
+            self._track(self._refill)
+
+    async def _fire(self, trigger: Trigger) -> None:
+        """Tell the WebSocket clients and deliver the trigger under an id reserved for it, while it
+        is stored (its commit is no longer on the path from tick to receiver).
+
+        At least once, as before: until the insert commits, the trigger is in this process only
+        (it was in the queue before); once it has, a restart takes up what was not delivered. A
+        trigger stored before under the same key (a replay) is delivered again with that key, for
+        the receiver to drop, and its attempts are recorded under the stored trigger."""
+        while not self._ids:
+            await self._reserve_ids()
+        trigger_id = self._ids.popleft()
+        self._refill_ids()
+        payload = trigger.as_json()
+        stored = asyncio.create_task(
+            self._store(trigger, trigger_id, payload), name=f"alert-store-{trigger.key}"
+        )
+        self._track(stored)
         if trigger.rule.repeat == "once":
             self.engine.remove(trigger.rule.id)
+        sent = {"trigger_id": trigger_id, **payload}
         if self.publish is not None:
-            self.publish({"type": "alert", "data": {"trigger_id": trigger_id, **payload}})
+            self.publish({"type": "alert", "data": sent})
         for channel in trigger.rule.channels:
-            self._start_delivery(trigger_id, channel, {"trigger_id": trigger_id, **payload})
+            self._start_delivery(trigger_id, channel, sent, stored=stored)
+        await asyncio.shield(stored)
+
+    async def _store(self, trigger: Trigger, trigger_id: int, payload: dict[str, object]) -> int:
+        """Store the trigger under ``trigger_id`` (tried again while the database is away: it is
+        not lost); the id it is stored under (another one when it was stored before)."""
+        row = await self._retrying(
+            "store a trigger",
+            lambda: self.pool.fetchrow(
+                sql_alerts.INSERT_TRIGGER,
+                trigger.rule.id,
+                trigger.key,
+                trigger.observed_at,
+                json.dumps(payload),
+                trigger.rule.repeat == "once",
+                trigger_id,
+            ),
+        )
+        assert row is not None  # the trigger's row, new or earlier
+        if row["fresh"]:
+            TRIGGERS.inc()
+        stored_id: int = row["id"]
+        return stored_id
+
+
+class _AttemptLog:
+    """A delivery's attempts, recorded in order under the id its trigger is stored under. While
+    the trigger's insert (``stored``) runs, attempts wait here, not in the delivery: its next
+    attempt and the other deliveries go on; they are written, in order, once it has answered."""
+
+    def __init__(
+        self,
+        write: Callable[[int, Channel, int, Outcome, datetime], Awaitable[None]],
+        trigger_id: int,
+        stored: asyncio.Task[int] | None,
+        track: Callable[[asyncio.Task[Any]], None],
+    ) -> None:
+        self.write, self.trigger_id, self.stored, self.track = write, trigger_id, stored, track
+        self.waiting: deque[tuple[Channel, int, Outcome, datetime]] = deque()
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def record(self, _: int, channel: Channel, attempt: int, outcome: Outcome) -> None:
+        at = datetime.now(UTC)  # when it was attempted, not when it is written
+        idle = self.flushing is None or self.flushing.done()
+        if self.stored is None or (self.stored.done() and idle and not self.waiting):
+            stored_id = self.trigger_id if self.stored is None else self.stored.result()
+            await self.write(stored_id, channel, attempt, outcome, at)
+            return
+        self.waiting.append((channel, attempt, outcome, at))
+        if idle:
+            self.flushing = asyncio.create_task(self._flush())
+            self.track(self.flushing)
+
+    async def _flush(self) -> None:
+        assert self.stored is not None
+        stored_id = await asyncio.shield(self.stored)
+        while self.waiting:
+            await self.write(stored_id, *self.waiting[0])
+            self.waiting.popleft()

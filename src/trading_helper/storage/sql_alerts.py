@@ -34,12 +34,19 @@ LIVE_RULES = (
     f"SELECT {RULE_COLUMNS} FROM alert_rules r WHERE r.enabled AND r.deleted_at IS NULL ORDER BY r.id"
 )
 
-#: a trigger, once (the same idempotency key inserts nothing); its rule remembers it, and a rule
-#: that fires once is switched off in the same statement
+#: ids for triggers, reserved ahead ($1 of them) from the table's own identity: a trigger is
+#: delivered under its id while it is being stored, not after the commit
+RESERVE_TRIGGER_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('alert_triggers', 'id')) AS id FROM generate_series(1, $1)"
+)
+#: a trigger under its reserved id ($6), once: the same idempotency key inserts nothing and answers
+#: the id it is stored under (``fresh`` false: stored before, by a retry whose reply was lost or a
+#: replay); its rule remembers it, and a rule that fires once is switched off in the same statement
+#: (the outer SELECT sees the table as it was before the statement: only an earlier row)
 INSERT_TRIGGER = """
 WITH t AS (
-    INSERT INTO alert_triggers (rule_id, idempotency_key, observed_at, payload)
-    VALUES ($1, $2, $3, $4::jsonb)
+    INSERT INTO alert_triggers (id, rule_id, idempotency_key, observed_at, payload)
+    OVERRIDING SYSTEM VALUE VALUES ($6, $1, $2, $3, $4::jsonb)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
 ), r AS (
@@ -47,11 +54,13 @@ WITH t AS (
                            enabled = enabled AND NOT $5::boolean
     WHERE id = $1 AND EXISTS (SELECT 1 FROM t)
 )
-SELECT id FROM t
+SELECT id, true AS fresh FROM t
+UNION ALL
+SELECT id, false FROM alert_triggers WHERE idempotency_key = $2 AND NOT EXISTS (SELECT 1 FROM t)
 """
 INSERT_ATTEMPT = """
-INSERT INTO alert_deliveries (trigger_id, channel, target, attempt, ok, status, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO alert_deliveries (trigger_id, channel, target, attempt, ok, status, error, attempted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 #: triggers of the last day with a channel that has neither succeeded nor used up its attempts
 #: (delivered again after a restart: at least once)
