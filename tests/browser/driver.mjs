@@ -9,6 +9,7 @@
 //   {"cmd": "wait", "expr": "...", "timeout": 10000}    until the expression is truthy
 //   {"cmd": "type", "selector": "#search", "text": "GRAF"} / {"cmd": "press", "key": "Enter"}
 //   {"cmd": "click", "selector": "..."} / {"cmd": "drag", "x", "y", "dx", "dy"}
+//   {"cmd": "click_at", "x", "y", "modifiers": ["Alt"]}  a mouse click there, keys held
 //   {"cmd": "screenshot", "path": "..."}
 //   {"cmd": "errors"}  console errors and uncaught page errors seen so far
 //   {"cmd": "requests"}  the URLs the page requested so far
@@ -49,6 +50,12 @@ async function handle(req) {
     case 'type': await page.fill(req.selector, req.text); return true;
     case 'press': await page.keyboard.press(req.key); return true;
     case 'click': await page.click(req.selector); return true;
+    case 'click_at': {  // a click at page coordinates with modifier keys held (Alt+click)
+      for (const key of req.modifiers || []) await page.keyboard.down(key);
+      await page.mouse.click(req.x, req.y);
+      for (const key of (req.modifiers || []).reverse()) await page.keyboard.up(key);
+      return true;
+    }
     case 'drag': {  // a mouse drag from (x, y) by (dx, dy) pixels, as a user pans a chart
       await page.mouse.move(req.x, req.y);
       await page.mouse.down();

@@ -102,6 +102,9 @@ class Browser:
     async def drag(self, x: int, y: int, dx: int, dy: int = 0) -> None:
         await self.call("drag", x=x, y=y, dx=dx, dy=dy)
 
+    async def click_at(self, x: float, y: float, *, modifiers: tuple[str, ...] = ()) -> None:
+        await self.call("click_at", x=x, y=y, modifiers=list(modifiers))
+
     async def chart(self) -> dict[str, str]:
         """The chart element's data-* attributes (the page mirrors its state there)."""
         return dict(await self.eval("Object.assign({}, document.getElementById('chart').dataset)"))
