@@ -7,7 +7,9 @@
    afterwards) and a throwaway Redis hash of quotes (deleted afterwards): uvicorn on 127.0.0.1,
    one keep-alive connection, a snapshot of the chain written first (the OI change's baseline,
    as for a followed chain); the reference, in the same run and over the same connection, is
-   ``GET /api/quotes/{instrument}`` (one quote from Redis through the same stack).
+   ``GET /api/quotes/{instrument}`` (one quote from Redis through the same stack). Besides the
+   wall-clock percentiles, this process's CPU time per request (server and client; PostgreSQL's
+   and Redis's not counted), the figure that moves least with a shared machine's load.
 """
 
 from __future__ import annotations
@@ -232,12 +234,12 @@ async def api_bench(settings: Settings, strikes: int, samples: int) -> dict[str,
                 try:
                     client = await _KeepAliveClient.open(url, {"Authorization": f"Bearer {token}"})
                     try:
-                        chain_ms = await _timed_get(
+                        chain_ms, chain_cpu = await _timed_get(
                             client, f"/api/options/chain?underlying=id:{spot_id}", samples
                         )
                         # the reference: one quote through the same stack (it reads th:quotes itself)
                         await redis.hset("th:quotes", str(spot_id), codec.encode_quote(ticks[spot_id]))
-                        quote_ms = await _timed_get(client, f"/api/quotes/id:{spot_id}", samples)
+                        quote_ms, quote_cpu = await _timed_get(client, f"/api/quotes/id:{spot_id}", samples)
                     finally:
                         await client.close()
                 finally:
@@ -259,20 +261,27 @@ async def api_bench(settings: Settings, strikes: int, samples: int) -> dict[str,
         "api_reference": "GET /api/quotes/{instrument} on the same connection",
         "api_reference_p50_ms": round(percentile(quote_ms, 0.5), 3),
         "api_chain_vs_reference": round(percentile(chain_ms, 0.5) / percentile(quote_ms, 0.5), 2),
+        # this process's CPU time per request (the server's and the client's, not PostgreSQL's or
+        # Redis's): on a shared machine the wall-clock figures move with the other processes
+        "api_chain_cpu_ms": round(chain_cpu, 3),
+        "api_reference_cpu_ms": round(quote_cpu, 3),
+        "api_chain_cpu_vs_reference": round(chain_cpu / quote_cpu, 2),
     }
 
 
-async def _timed_get(client: _KeepAliveClient, path: str, samples: int) -> list[float]:
+async def _timed_get(client: _KeepAliveClient, path: str, samples: int) -> tuple[list[float], float]:
+    """Each request's wall time (ms), and this process's CPU time per request (ms)."""
     for _ in range(10):
         status, body = await client.get(path)
         if status != 200:
             raise RuntimeError(f"GET {path} answered {status}: {body[:200]!r}")
     times = []
+    cpu = time.process_time()
     for _ in range(samples):
         began = time.perf_counter()
         await client.get(path)
         times.append((time.perf_counter() - began) * 1000)
-    return times
+    return times, (time.process_time() - cpu) / samples * 1000
 
 
 async def run_options_bench(settings: Settings, *, strikes: int, samples: int) -> dict[str, Any]:
