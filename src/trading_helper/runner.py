@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -99,3 +100,13 @@ def run(command: Coroutine[Any, Any, None], *, stop_timeout_s: float = STOP_TIME
     finally:
         stopper.disarm()
     return stopper.signalled is not None
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now (modules, caches, the calendars and masters loaded at start)
+    out of the garbage collector's reach: a full collection walked them all on every run, about
+    180,000 objects and 125 ms in ``bench options``, a pause for every request and alert in flight
+    (its p99). Called once a long-running process has started; collected first, so only what is
+    still in use is frozen."""
+    gc.collect()
+    gc.freeze()

@@ -28,6 +28,7 @@ from trading_helper.errors import TradingHelperError
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.ingest.service import IngestService
 from trading_helper.listen import listen_socket
+from trading_helper.runner import freeze_startup_heap
 from trading_helper.storage.db import create_pool
 from trading_helper.supervisor import Supervisor
 
@@ -143,6 +144,7 @@ async def serve(
         log.info("serving on http://%s:%d (docs at /docs)", bound[0], bound[1])
         if on_ready is not None:
             on_ready()
+        freeze_startup_heap()  # what is loaded by now stays: the collector need not walk it again
         server = _Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
         try:

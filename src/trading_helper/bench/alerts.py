@@ -41,6 +41,7 @@ from trading_helper.config import Settings
 from trading_helper.ingest import codec
 from trading_helper.ingest.redisconn import redis_client
 from trading_helper.models import Tick
+from trading_helper.runner import freeze_startup_heap
 from trading_helper.storage import sql_alerts
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
@@ -184,6 +185,7 @@ async def latency(
                     asyncio.create_task(service.deliver_triggers()),
                 ]
                 await asyncio.wait_for(service.listening.wait(), 10)
+                freeze_startup_heap()  # as serve does once it has started
                 published, began = 0, time.perf_counter()
                 total = int(rate * seconds)
                 volume = dict.fromkeys(iids, 0)

@@ -39,6 +39,7 @@ from trading_helper.options import black76, history
 from trading_helper.options.chain import ChainInputs, OptionQuote, compute_chain
 from trading_helper.options.expiry import years_to_expiry
 from trading_helper.options.live import live_chain, underlying_of
+from trading_helper.runner import freeze_startup_heap
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import get_instrument, sync_instruments
 from trading_helper.timeframes import IST
@@ -231,6 +232,7 @@ async def api_bench(settings: Settings, strikes: int, samples: int) -> dict[str,
                     await history.write_snapshot(conn, spot_id, first.doc)
                 app = create_app(Runtime(app_settings, pool, redis), quotes_key=key)
                 server, task, url = await _serve(app)
+                freeze_startup_heap()  # as serve does once it has started
                 try:
                     client = await _KeepAliveClient.open(url, {"Authorization": f"Bearer {token}"})
                     try:
