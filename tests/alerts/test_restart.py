@@ -139,3 +139,27 @@ async def test_once_cooldown_and_undelivered_survive_a_restart(db_pool: asyncpg.
     rules = {r["id"]: r for r in await db_pool.fetch("SELECT id, enabled, fired_count FROM alert_rules")}
     assert (rules[once]["enabled"], rules[once]["fired_count"]) == (False, 1)
     assert (rules[every]["enabled"], rules[every]["fired_count"]) == (True, 2)
+
+
+async def test_a_trigger_stored_twice_is_one_row_under_its_first_id(db_pool: asyncpg.Pool) -> None:
+    """The insert a trigger is delivered beside: a second insert of its key (a retry whose reply
+    was lost, a replay) stores nothing, counts nothing and answers the id it is stored under."""
+    async with db_pool.acquire() as conn:
+        items = sim_instruments(1)
+        await sync_instruments(conn, "sim", items)
+        token = items[0].broker_ids["sim"]
+        iid = (await lookup_tokens(conn, "sim", [token]))[token]
+        body = {"on": "tick", "left": "ltp", "op": ">", "value": 1.0, "repeat": "once"}
+        rule = await conn.fetchrow(sql_alerts.INSERT_RULE, iid, None, json.dumps(body), True)
+        assert rule is not None
+        first, second = [r["id"] for r in await conn.fetch(sql_alerts.RESERVE_TRIGGER_IDS, 2)]
+        key = f"r{rule['id']}-replayed-0"
+        args = (rule["id"], key, T0, json.dumps({"left": 2.0}), True)
+        stored = await conn.fetchrow(sql_alerts.INSERT_TRIGGER, *args, first)
+        again = await conn.fetchrow(sql_alerts.INSERT_TRIGGER, *args, second)
+        assert stored is not None and again is not None
+        assert (stored["id"], stored["fresh"]) == (first, True)
+        assert (again["id"], again["fresh"]) == (first, False)
+        assert await conn.fetchval("SELECT count(*) FROM alert_triggers WHERE idempotency_key = $1", key) == 1
+        after = await conn.fetchrow("SELECT enabled, fired_count FROM alert_rules WHERE id = $1", rule["id"])
+        assert after is not None and (after["enabled"], after["fired_count"]) == (False, 1)

@@ -332,7 +332,6 @@ class AlertService:
             self.publish({"type": "alert", "data": sent})
         for channel in trigger.rule.channels:
             self._start_delivery(trigger_id, channel, sent, stored=stored)
-        await asyncio.shield(stored)
 
     async def _store(self, trigger: Trigger, trigger_id: int, payload: dict[str, object]) -> int:
         """Store the trigger under ``trigger_id`` (tried again while the database is away: it is
