@@ -2,10 +2,11 @@
 
 - ``alerts`` listens to the live channel (``th:live``, one message per received frame), hands each
   frame's ticks to the engine, and every 0.25 s without a frame lets the clock close candles.
-- ``alert-delivery`` stores each trigger once (its idempotency key is unique), tells the WebSocket
-  clients, and delivers it on each of its rule's channels (``delivery.deliver``: retries, every
-  attempt recorded). On start it takes up the triggers of the last day that are not delivered
-  yet, so a restart does not lose one (at least once; receivers drop repeats by the key).
+- ``alert-delivery`` delivers each trigger on each of its rule's channels (``delivery.deliver``:
+  retries, every attempt recorded) while it stores it once (its idempotency key is unique; its id
+  reserved ahead, so the commit is not on the path from tick to receiver), and tells the WebSocket
+  clients once it is stored. On start it takes up the triggers of the last day that are not
+  delivered yet, so a restart does not lose one (at least once; receivers drop repeats by the key).
 
 Rules are loaded from the database at start and again one by one when the API changes one
 (:meth:`AlertService.reload`). A candle rule's studies are warmed up on the merged candle series
@@ -309,8 +310,8 @@ class AlertService:
             self._track(self._refill)
 
     async def _fire(self, trigger: Trigger) -> None:
-        """Tell the WebSocket clients and deliver the trigger under an id reserved for it, while it
-        is stored (its commit is no longer on the path from tick to receiver).
+        """Deliver the trigger under an id reserved for it while it is stored (its commit is no
+        longer on the path from tick to receiver); the WebSocket clients hear of it once stored.
 
         At least once, as before: until the insert commits, the trigger is in this process only
         (it was in the queue before); once it has, a restart takes up what was not delivered. A
@@ -321,21 +322,23 @@ class AlertService:
         trigger_id = self._ids.popleft()
         self._refill_ids()
         payload = trigger.as_json()
+        sent = {"trigger_id": trigger_id, **payload}
         stored = asyncio.create_task(
-            self._store(trigger, trigger_id, payload), name=f"alert-store-{trigger.key}"
+            self._store(trigger, trigger_id, payload, sent), name=f"alert-store-{trigger.key}"
         )
         self._track(stored)
         if trigger.rule.repeat == "once":
             self.engine.remove(trigger.rule.id)
-        sent = {"trigger_id": trigger_id, **payload}
-        if self.publish is not None:
-            self.publish({"type": "alert", "data": sent})
         for channel in trigger.rule.channels:
             self._start_delivery(trigger_id, channel, sent, stored=stored)
 
-    async def _store(self, trigger: Trigger, trigger_id: int, payload: dict[str, object]) -> int:
+    async def _store(
+        self, trigger: Trigger, trigger_id: int, payload: dict[str, object], sent: dict[str, object]
+    ) -> int:
         """Store the trigger under ``trigger_id`` (tried again while the database is away: it is
-        not lost); the id it is stored under (another one when it was stored before)."""
+        not lost), then tell the WebSocket clients (``sent``: the trigger as delivered), so that a
+        page which reads the rule and its history on the alert finds them; the id it is stored
+        under (another one when it was stored before: then nothing is told)."""
         row = await self._retrying(
             "store a trigger",
             lambda: self.pool.fetchrow(
@@ -351,6 +354,8 @@ class AlertService:
         assert row is not None  # the trigger's row, new or earlier
         if row["fresh"]:
             TRIGGERS.inc()
+            if self.publish is not None:
+                self.publish({"type": "alert", "data": sent})
         stored_id: int = row["id"]
         return stored_id
 
