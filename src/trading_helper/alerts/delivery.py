@@ -30,9 +30,11 @@ import logging
 import random
 import time
 import warnings
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client import Counter
@@ -192,3 +194,39 @@ async def deliver(
             delay = min(delay * 2, backoff_max_s)
     log.warning("alert %s: %s failed %d times: given up", payload["idempotency_key"], channel.type, attempts)
     return False
+
+
+class AttemptLog:
+    """A delivery's attempts, recorded in order under the id its trigger is stored under. While
+    the trigger's insert (``stored``) runs, attempts wait here, not in the delivery: its next
+    attempt and the other deliveries go on; they are written, in order, once it has answered."""
+
+    def __init__(
+        self,
+        write: Callable[[int, Channel, int, Outcome, datetime], Awaitable[None]],
+        trigger_id: int,
+        stored: asyncio.Task[int] | None,
+        track: Callable[[asyncio.Task[Any]], None],
+    ) -> None:
+        self.write, self.trigger_id, self.stored, self.track = write, trigger_id, stored, track
+        self.waiting: deque[tuple[Channel, int, Outcome, datetime]] = deque()
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def record(self, _: int, channel: Channel, attempt: int, outcome: Outcome) -> None:
+        at = datetime.now(UTC)  # when it was attempted, not when it is written
+        idle = self.flushing is None or self.flushing.done()
+        if self.stored is None or (self.stored.done() and idle and not self.waiting):
+            stored_id = self.trigger_id if self.stored is None else self.stored.result()
+            await self.write(stored_id, channel, attempt, outcome, at)
+            return
+        self.waiting.append((channel, attempt, outcome, at))
+        if idle:
+            self.flushing = asyncio.create_task(self._flush())
+            self.track(self.flushing)
+
+    async def _flush(self) -> None:
+        assert self.stored is not None
+        stored_id = await asyncio.shield(self.stored)
+        while self.waiting:
+            await self.write(stored_id, *self.waiting[0])
+            self.waiting.popleft()

@@ -22,7 +22,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
 from trading_helper import clock
-from trading_helper.alerts.delivery import Outcome, Sender, deliver
+from trading_helper.alerts.delivery import AttemptLog, Outcome, Sender, deliver
 from trading_helper.alerts.engine import Engine, Trigger
 from trading_helper.alerts.rules import CHANNEL_TYPES, Channel, Rule, parse_rule
 from trading_helper.candles.service import CandleService
@@ -230,7 +230,7 @@ class AlertService:
     ) -> None:
         """Deliver on ``channel`` in a task; ``stored``: the trigger's insert, still running (the
         attempts are recorded under the id it answers, once it has)."""
-        attempt_log = _AttemptLog(self._record, trigger_id, stored, self._track)
+        attempt_log = AttemptLog(self._record, trigger_id, stored, self._track)
 
         async def run() -> bool:
             async with self._slots:
@@ -358,39 +358,3 @@ class AlertService:
                 self.publish({"type": "alert", "data": sent})
         stored_id: int = row["id"]
         return stored_id
-
-
-class _AttemptLog:
-    """A delivery's attempts, recorded in order under the id its trigger is stored under. While
-    the trigger's insert (``stored``) runs, attempts wait here, not in the delivery: its next
-    attempt and the other deliveries go on; they are written, in order, once it has answered."""
-
-    def __init__(
-        self,
-        write: Callable[[int, Channel, int, Outcome, datetime], Awaitable[None]],
-        trigger_id: int,
-        stored: asyncio.Task[int] | None,
-        track: Callable[[asyncio.Task[Any]], None],
-    ) -> None:
-        self.write, self.trigger_id, self.stored, self.track = write, trigger_id, stored, track
-        self.waiting: deque[tuple[Channel, int, Outcome, datetime]] = deque()
-        self.flushing: asyncio.Task[None] | None = None
-
-    async def record(self, _: int, channel: Channel, attempt: int, outcome: Outcome) -> None:
-        at = datetime.now(UTC)  # when it was attempted, not when it is written
-        idle = self.flushing is None or self.flushing.done()
-        if self.stored is None or (self.stored.done() and idle and not self.waiting):
-            stored_id = self.trigger_id if self.stored is None else self.stored.result()
-            await self.write(stored_id, channel, attempt, outcome, at)
-            return
-        self.waiting.append((channel, attempt, outcome, at))
-        if idle:
-            self.flushing = asyncio.create_task(self._flush())
-            self.track(self.flushing)
-
-    async def _flush(self) -> None:
-        assert self.stored is not None
-        stored_id = await asyncio.shield(self.stored)
-        while self.waiting:
-            await self.write(stored_id, *self.waiting[0])
-            self.waiting.popleft()
