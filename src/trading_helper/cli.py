@@ -58,7 +58,7 @@ def db_migrate() -> None:
         settings = get_settings()
         report = asyncio.run(
             migrate(
-                settings.DATABASE_URL,
+                settings.direct_database_url,  # its lock is a session's: never through pgBouncer
                 reader_password=settings.GRAFANA_DB_PASSWORD.get_secret_value() or None,
                 require_timescale=settings.TIMESCALEDB_REQUIRED,
             )

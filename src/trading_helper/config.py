@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", frozen=True)
 
     DATABASE_URL: str = "postgresql://postgres@127.0.0.1:5432/trading_data"
+    #: a read replica (or any server with the same data) for the API's candle and instrument reads
+    #: and Grafana; empty: DATABASE_URL. Writes (backfill, subscriptions ...) always go to DATABASE_URL
+    READ_DATABASE_URL: str = ""
+    #: PostgreSQL itself, never through pgBouncer's transaction pooling: the LISTEN of subscription
+    #: changes and ``db migrate``'s session lock; empty: DATABASE_URL
+    DIRECT_DATABASE_URL: str = ""
+    #: DATABASE_URL (and READ_DATABASE_URL) point at pgBouncer in transaction pooling: no prepared
+    #: statement cache, no startup settings (the API's statement bound is then asyncpg's, client side)
+    PGBOUNCER: bool = False
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     BROKER: Literal["kite", "fyers", "sim"] = "sim"
 
@@ -166,6 +175,11 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return check_url(value, ("postgresql", "postgres"))
 
+    @field_validator("READ_DATABASE_URL", "DIRECT_DATABASE_URL")
+    @classmethod
+    def _other_database_url(cls, value: str) -> str:
+        return check_url(value, ("postgresql", "postgres")) if value.strip() else ""
+
     @field_validator("REDIS_URL")
     @classmethod
     def _redis_url(cls, value: str) -> str:
@@ -183,6 +197,16 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def read_database_url(self) -> str:
+        """Where the API's reads go: READ_DATABASE_URL, or DATABASE_URL when that is empty."""
+        return self.READ_DATABASE_URL or self.DATABASE_URL
+
+    @property
+    def direct_database_url(self) -> str:
+        """A connection past pgBouncer (LISTEN, session locks): DIRECT_DATABASE_URL or DATABASE_URL."""
+        return self.DIRECT_DATABASE_URL or self.DATABASE_URL
+
+    @property
     def flush_interval_ms(self) -> int:
         """``FLUSH_INTERVAL_SECONDS`` as the writer's XREADGROUP block (whole milliseconds, at least 1)."""
         return max(1, round(self.FLUSH_INTERVAL_SECONDS * 1000))
@@ -196,7 +220,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds (for ``redact.register``)."""
         values = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
-        for url in (self.DATABASE_URL, self.REDIS_URL):
+        for url in (self.DATABASE_URL, self.READ_DATABASE_URL, self.DIRECT_DATABASE_URL, self.REDIS_URL):
             password = urlsplit(url).password
             if password:
                 # and its pieces: a client that misreads an unencoded '@' or ':' quotes only a piece

@@ -132,7 +132,7 @@ def create_app(
     if generated:
         log.warning("API_TOKEN is not set: generated one for this process: %s", token)
     redact.register(token)  # after the one line that shows a generated token
-    service = CandleService(runtime.pool, runtime.broker)
+    service = CandleService(runtime.pool, runtime.broker, read_pool=runtime.read_pool)
     hub = TickHub(runtime.redis, channel=live_channel)
     options_service = _options(runtime, service, quotes_key)
     alert_service = (

@@ -2,7 +2,9 @@
 
 The API never builds its own broker, pool or Redis client: the process (``trading-helper serve``,
 the demo, a test) owns them and passes them here, so one broker instance and one rate limiter
-serve every request. ``pool`` is the API's own (``serve`` gives ingest another one).
+serve every request. ``pool`` is the API's own (``serve`` gives ingest another one);
+``read_pool``, when READ_DATABASE_URL is set, a pool on the read replica for candle and instrument
+reads (:attr:`Runtime.reader`). Writes always go to ``pool``.
 """
 
 from __future__ import annotations
@@ -42,3 +44,10 @@ class Runtime:
     ingest: IngestControl | None = None
     #: the process's long-lived tasks (shown by /health, /api/status and /metrics)
     supervisor: Supervisor | None = None
+    #: the read replica's pool (READ_DATABASE_URL); None: reads go to ``pool``
+    read_pool: asyncpg.Pool | None = None
+
+    @property
+    def reader(self) -> asyncpg.Pool:
+        """The pool of the API's candle and instrument reads: the replica's, else the primary's."""
+        return self.read_pool if self.read_pool is not None else self.pool

@@ -1,5 +1,11 @@
 """``trading-helper serve``: the API (and, by default, the ingest service) in one process.
 
+``serve --no-ingest`` is a stateless API replica: no feed, writer, housekeeping or reconciliation;
+any number of them serve behind a load balancer. What they share lives in PostgreSQL and Redis:
+subscriptions (a change is NOTIFYed to the ingest service, wherever it runs), the backfill's single
+flight (an advisory lock), the live ticks (Redis pub/sub, relayed by each replica's WebSocket hub)
+and the ingest status (a Redis hash).
+
 The process owns two pools (the API's, with a statement and an acquire timeout, and the ingest
 service's), the Redis client, the one broker instance and the supervisor of its long-lived tasks,
 and hands them to ``create_app`` through a :class:`Runtime`. Subscriptions persisted in the
@@ -81,6 +87,18 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()  # connections still busy (a stuck query): closed without waiting
 
 
+async def _api_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
+    """A pool of the API (on the primary or the read replica), bounded in its waits."""
+    return await create_pool(
+        dsn,
+        min_size=0,
+        max_size=settings.API_DB_POOL_SIZE,
+        acquire_timeout_s=settings.API_ACQUIRE_TIMEOUT_S,
+        statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S,
+        pgbouncer=settings.PGBOUNCER,
+    )
+
+
 async def serve(
     settings: Settings,
     *,
@@ -101,14 +119,12 @@ async def serve(
     sock = sock if sock is not None else listen_socket(host or settings.API_HOST, port or settings.API_PORT)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
-        api_pool = await create_pool(
-            settings.DATABASE_URL,
-            min_size=0,
-            max_size=settings.API_DB_POOL_SIZE,
-            acquire_timeout_s=settings.API_ACQUIRE_TIMEOUT_S,
-            statement_timeout_s=settings.API_STATEMENT_TIMEOUT_S,
-        )
+        api_pool = await _api_pool(settings, settings.DATABASE_URL)
         stack.push_async_callback(_close_pool, api_pool)
+        read_pool = None
+        if settings.READ_DATABASE_URL:
+            read_pool = await _api_pool(settings, settings.READ_DATABASE_URL)
+            stack.push_async_callback(_close_pool, read_pool)
         if redis is None:
             redis = redis_client(settings.REDIS_URL)  # reads and connects bounded in time
         stack.push_async_callback(_bounded, "the Redis client", redis.aclose)
@@ -118,15 +134,25 @@ async def serve(
         service: IngestService | None = None
         if ingest:
             ingest_pool = await create_pool(
-                settings.DATABASE_URL, min_size=0, max_size=settings.INGEST_DB_POOL_SIZE
+                settings.DATABASE_URL,
+                min_size=0,
+                max_size=settings.INGEST_DB_POOL_SIZE,
+                pgbouncer=settings.PGBOUNCER,
             )
             stack.push_async_callback(_close_pool, ingest_pool)
-            service = IngestService(settings, ingest_pool, redis, broker, supervisor=supervisor)
+            service = IngestService(
+                settings,
+                ingest_pool,
+                redis,
+                broker,
+                supervisor=supervisor,
+                listen_dsn=settings.direct_database_url,
+            )
             stack.push_async_callback(service.stop)
             if settings.RECONCILE_AFTER_MINUTES:
                 _reconcile_after_sessions(supervisor, api_pool, broker, settings.RECONCILE_AFTER_MINUTES)
                 stack.push_async_callback(supervisor.stop, ["reconcile"])
-        app = create_app(Runtime(settings, api_pool, redis, broker, service, supervisor))
+        app = create_app(Runtime(settings, api_pool, redis, broker, service, supervisor, read_pool=read_pool))
         if service is not None:
             await service.start()
         config = uvicorn.Config(

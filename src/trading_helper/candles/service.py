@@ -76,13 +76,18 @@ _RESOLVE_CACHE_MAX = 10_000
 
 class CandleService:
     """One per process: holds the backfill locks, the loaded calendar years and recently resolved
-    instrument references."""
+    instrument references. ``read_pool`` (READ_DATABASE_URL): a replica for the reads; the
+    calendar, the backfill and the read that follows a backfill use ``pool``, the primary (a
+    replica may not have the candles just stored yet)."""
 
-    def __init__(self, pool: asyncpg.Pool, broker: Broker | None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, broker: Broker | None, *, read_pool: asyncpg.Pool | None = None
+    ) -> None:
         self.pool = pool
+        self.reader = read_pool if read_pool is not None else pool
         self.broker = broker
         self.sessions = SessionLoader()
-        self.backfiller = Backfiller(pool, broker) if broker is not None else None
+        self.backfiller = Backfiller(pool, broker, read_pool=read_pool) if broker is not None else None
         self._calendars: dict[int, str] = {}
         self._resolved: dict[str, tuple[float, Instrument]] = {}
 
@@ -93,7 +98,7 @@ class CandleService:
         now = time.monotonic()
         if hit is not None and now - hit[0] < RESOLVE_TTL_S:
             return hit[1]
-        async with self.pool.acquire() as conn:
+        async with self.reader.acquire() as conn:
             inst = await resolve_instrument(conn, key, self.broker.name if self.broker else None)
         if len(self._resolved) >= _RESOLVE_CACHE_MAX:
             self._resolved.clear()
@@ -107,7 +112,7 @@ class CandleService:
     async def _calendar_of(self, instrument_id: int) -> str:
         key = self._calendars.get(instrument_id)
         if key is None:
-            key = await self.pool.fetchval(sql_candles.INSTRUMENT_CALENDAR, instrument_id)
+            key = await self.reader.fetchval(sql_candles.INSTRUMENT_CALENDAR, instrument_id)
             self._calendars[instrument_id] = key
         return key
 
@@ -135,8 +140,8 @@ class CandleService:
         assert instrument.id is not None
         iid = instrument.id
 
-        async def run_read() -> T:
-            async with self.pool.acquire() as conn:
+        async def run_read(pool: asyncpg.Pool = self.reader) -> T:
+            async with pool.acquire() as conn:
                 return await read(conn)
 
         token = instrument.broker_ids.get(self.broker.name) if self.broker is not None else None
@@ -148,7 +153,7 @@ class CandleService:
         if not missing:
             return result, BackfillReport()
         report = await self.backfiller.fill(iid, token, tf, start, end)
-        return await run_read(), report
+        return await run_read(self.pool), report
 
     @overload
     async def get_candles(

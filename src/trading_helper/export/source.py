@@ -30,6 +30,10 @@ from trading_helper.storage.db import Connection, db_errors
 from trading_helper.storage.sql_export import Zone
 from trading_helper.timeframes import Timeframe
 
+#: a COPY's client-side bound (asyncpg's ``command_timeout``, the API pool's statement bound
+#: behind pgBouncer, would otherwise cut an export of minutes): six hours
+COPY_TIMEOUT_S = 6 * 3600.0
+
 CHUNK_BYTES = 1 << 20
 QUEUE_CHUNKS = 4
 #: instruments read by one COPY: a COPY per instrument spent more on its round trips and planning
@@ -131,10 +135,18 @@ async def _copy_all(conn: Connection, req: ExportRequest, put: _Chunker) -> None
                 [hi for _ in batch for _lo, hi in windows],
                 output=put,
                 format="csv",
+                timeout=COPY_TIMEOUT_S,
             )
         else:
             await conn.copy_from_query(
-                sql_export.TICKS, ids, labels, req.start, req.end, output=put, format="csv"
+                sql_export.TICKS,
+                ids,
+                labels,
+                req.start,
+                req.end,
+                output=put,
+                format="csv",
+                timeout=COPY_TIMEOUT_S,
             )
         put.instruments_done(len(batch))
 
@@ -154,14 +166,13 @@ async def csv_chunks(
     async def produce() -> None:
         try:
             with db_errors(f"cannot export {req.kind}"):
-                async with pool.acquire() as conn:
+                # SET LOCAL in a transaction, never a session's SET: behind pgBouncer's
+                # transaction pooling a session setting would stay on a server connection that
+                # other clients get next
+                async with pool.acquire() as conn, conn.transaction():
                     await conn.execute(sql_export.NO_TIMEOUT)
                     await conn.execute(sql_export.SET_ZONE[req.zone])
-                    try:
-                        await _copy_all(conn, req, chunker)
-                    finally:
-                        await conn.execute(sql_export.RESET_ZONE)
-                        await conn.execute(sql_export.RESTORE_TIMEOUT)
+                    await _copy_all(conn, req, chunker)
             await chunker.flush()
             await queue.put(None)
         except Exception as exc:  # handed to the consumer, raised there

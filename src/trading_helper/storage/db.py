@@ -115,6 +115,10 @@ class BoundedPool(asyncpg.pool.Pool):  # of asyncpg.Record (the default)
         return _BoundedAcquire(self, self.acquire_timeout_s if timeout is None else timeout)
 
 
+async def _no_reset(conn: Any) -> None:
+    """The release of a pooled connection behind pgBouncer: nothing to reset (see create_pool)."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -122,12 +126,27 @@ async def create_pool(
     max_size: int = 10,
     acquire_timeout_s: float | None = None,
     statement_timeout_s: float | None = None,
+    pgbouncer: bool = False,
     **kwargs: Any,
 ) -> asyncpg.Pool[asyncpg.Record]:
     """A pool on ``dsn``. ``min_size`` 0: nothing connects before the first use (the database may
     be down at start). ``acquire_timeout_s``: the longest wait for a free connection;
-    ``statement_timeout_s``: PostgreSQL's ``statement_timeout`` on every connection."""
-    if statement_timeout_s is not None:
+    ``statement_timeout_s``: PostgreSQL's ``statement_timeout`` on every connection.
+
+    ``pgbouncer``: ``dsn`` is a pgBouncer in transaction pooling, where consecutive transactions of
+    one client connection may run on different server connections. So: no cache of named prepared
+    statements (``statement_cache_size=0``: a statement prepared on one server connection is unknown
+    on the next), no startup settings (pgBouncer refuses ``statement_timeout`` as a startup
+    parameter; the bound is then asyncpg's ``command_timeout``, which cancels the query from the
+    client side through pgBouncer) and no reset query on release (``RESET ALL``, ``UNLISTEN *`` ...
+    would run on whichever server connection, a round trip for nothing: the code keeps no session
+    state, :mod:`tests.storage.test_pgbouncer`)."""
+    if pgbouncer:
+        kwargs["statement_cache_size"] = 0
+        if statement_timeout_s is not None:
+            kwargs.setdefault("command_timeout", statement_timeout_s)
+        kwargs.setdefault("reset", _no_reset)
+    elif statement_timeout_s is not None:
         settings = dict(kwargs.pop("server_settings", None) or {})
         settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))
         kwargs["server_settings"] = settings
@@ -147,7 +166,7 @@ async def create_pool(
                 max_inactive_connection_lifetime=300.0,
                 setup=None,
                 init=None,
-                reset=None,
+                reset=kwargs.pop("reset", None),
                 loop=None,
                 connection_class=asyncpg.Connection,
                 record_class=asyncpg.Record,

@@ -1,8 +1,8 @@
 """Named SQL of exports (``trading_helper.export``): each query is the body of a ``COPY (...)
 TO STDOUT`` that streams CSV rows in the export's column order (``export/columns.py``).
 
-The time zone of the written times is the session's, set from :data:`ZONES` (a whitelist: never
-caller text) for the export's connection and reset after it.
+The time zone of the written times is the transaction's, set from :data:`ZONES` (a whitelist: never
+caller text) with ``SET LOCAL`` in the export's transaction (no session state: pgBouncer-safe).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ ZONES: Final[dict[Zone, str]] = {"ist": "Asia/Kolkata", "utc": "UTC"}
 #: that writes the 'T' and a full UTC offset (measured with COPY of 300,000 rows), and an export's
 #: speed is mostly this formatting.
 SET_ZONE: Final[dict[Zone, str]] = {
-    zone: f"SET TimeZone = '{name}'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1"
+    zone: f"SET LOCAL TimeZone = '{name}'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
     for zone, name in ZONES.items()
 }
-RESET_ZONE = "RESET TimeZone; RESET DateStyle; RESET extra_float_digits"
 
 #: $1 instrument ids, $2 their texts, $3 timeframe, $4 and $5 the windows' starts and ends (one
 #: entry per instrument and window, windows in time order): the merged series (``read_candles``) of a
@@ -63,10 +62,9 @@ CROSS JOIN LATERAL (
 ORDER BY l.n, t.time
 """
 
-#: an export's COPY may run for minutes: the API pool's statement_timeout is lifted for it (and
-#: restored by :data:`RESTORE_TIMEOUT`, as the pool's reset on release would)
-NO_TIMEOUT = "SET statement_timeout = 0"
-RESTORE_TIMEOUT = "RESET statement_timeout"
+#: an export's COPY may run for minutes: the API pool's statement_timeout is lifted for it (for
+#: its transaction only, as the zone)
+NO_TIMEOUT = "SET LOCAL statement_timeout = 0"
 
 #: ``trading-helper bench export``'s synthetic ticks: $1 instrument ids, $2 the UTC day, $3 ticks per
 #: instrument that day, spread over the NSE session (03:45-10:00 UTC) with every column filled
