@@ -335,6 +335,9 @@ class FakeKiteServer:
         #: instead of the generated one (a test plants differences from the live candles in it)
         self.history_rows: dict[str, list[list[Any]]] = {}
         self.history_calls: Counter[tuple[str, str]] = Counter()
+        #: seconds each historical call takes to answer (a broker's real latency: long enough
+        #: for two callers of the same history to overlap)
+        self.history_delay_s = 0.0
         self.history_requests: list[HistoryRequest] = []
         self.history_times: list[float] = []
         self.session_requests: list[dict[str, str]] = []
@@ -523,6 +526,8 @@ class FakeKiteServer:
                     for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if self.history_delay_s and "/instruments/historical/" in target:
+                    await asyncio.sleep(self.history_delay_s)
                 reply = self._route(method, target, headers, body)
                 if reply is None:  # drop the socket without an answer
                     writer.transport.abort()

@@ -1,9 +1,14 @@
 """Backfill: fetch the gaps of a request from the broker's history and store them.
 
 One fetch per gap, whoever asks: concurrent requests for the same instrument and timeframe (the
-browser tabs of one user) wait on one lock and recompute the gaps after it, so only the first
-reaches the broker. Candles and the fetched range (``fetch_coverage``, empty answers included)
-are written in one transaction, so a range is never marked fetched without its candles.
+browser tabs of one user) wait on one lock in the process, then on a PostgreSQL advisory lock
+shared by every process on the database (API replicas), and recompute the gaps after it, so only
+the first reaches the broker. That lock is transaction-level (``pg_try_advisory_xact_lock``, safe
+under pgBouncer's transaction pooling): the gaps, the broker's answers and the fetched ranges
+(``fetch_coverage``, empty answers included) are written in the lock's transaction, and its commit
+both publishes them and lets the next one in, which then finds no gap. A range is never marked
+fetched without its candles. A waiter polls for the lock (``LOCK_POLL_S``) rather than blocking
+in the server, so no statement outlives the API's statement timeout.
 
 The broker's last minutes are not final (a candle asked for seconds after its close comes back
 with wrong high/low/close/volume), so nothing ending later than ``now - FINAL_AFTER`` is fetched.
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,7 +30,7 @@ from trading_helper import clock
 from trading_helper.brokers.base import Broker
 from trading_helper.candles.gaps import Gap, fetch_windows, find_gaps
 from trading_helper.candles.metrics import BACKFILL_CALLS, BACKFILL_CANDLES, BACKFILL_ERRORS
-from trading_helper.errors import BrokerError
+from trading_helper.errors import BrokerError, BrokerUnavailable
 from trading_helper.models import Candle
 from trading_helper.storage import sql_candles
 from trading_helper.storage.db import Connection
@@ -32,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: the broker's candles are final this long after their bucket ends
 FINAL_AFTER = timedelta(minutes=2)
+#: how often a backfill waiting on another process's tries its lock again, and for how long
+LOCK_POLL_S = 0.05
+LOCK_WAIT_S = 60.0
 
 #: brokers stamp daily candles at 00:00 IST; our 1d buckets start at 00:15 IST (the shared origin)
 _DAY_SHIFT = BUCKET_ORIGIN - BUCKET_ORIGIN.replace(hour=0, minute=0)
@@ -72,16 +83,21 @@ def our_bucket(timeframe: Timeframe, stamp: datetime) -> datetime:
 
 @dataclass(slots=True)
 class Backfiller:
+    """``pool`` the primary (gaps re-checked and candles stored under the lock); ``read_pool`` a
+    replica for the first, unlocked look for gaps (a lagging one costs a lock, never a fetch)."""
+
     pool: asyncpg.Pool
     broker: Broker
     final_after: timedelta = FINAL_AFTER
     last: LastBackfill | None = None
+    read_pool: asyncpg.Pool | None = None
+    lock_wait_s: float = LOCK_WAIT_S
     _locks: dict[tuple[int, Timeframe], asyncio.Lock] = field(default_factory=dict)
 
     async def has_gaps(
         self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
     ) -> bool:
-        async with self.pool.acquire() as conn:
+        async with (self.read_pool or self.pool).acquire() as conn:
             return bool(
                 await find_gaps(conn, instrument_id, timeframe, start, end, clock.now() - self.final_after)
             )
@@ -102,23 +118,45 @@ class Backfiller:
         # one lock per instrument and timeframe, kept (at most a few thousand small objects)
         lock = self._locks.setdefault((instrument_id, timeframe), asyncio.Lock())
         try:
-            async with lock:
-                # another request may have filled them while this one waited
-                async with self.pool.acquire() as conn:
+            async with lock, self._single_flight(instrument_id, timeframe) as conn:
+                try:
+                    # another request (here or in another process) may have filled them meanwhile
                     gaps = await find_gaps(conn, instrument_id, timeframe, start, end, until)
-                for window in fetch_windows(gaps, timeframe):
-                    await self._fetch(instrument_id, broker_token, timeframe, window, report)
+                    for window in fetch_windows(gaps, timeframe):
+                        await self._fetch(conn, instrument_id, broker_token, timeframe, window, report)
+                except BrokerError as exc:  # what was fetched before it is committed with the lock
+                    report.error = exc
         except BrokerError as exc:
             report.error = exc
-            BACKFILL_ERRORS.labels(exc.code).inc()
-            log.warning("backfill of instrument %d %s stopped: %s", instrument_id, timeframe.value, exc)
+        if report.error is not None:
+            error = report.error
+            BACKFILL_ERRORS.labels(error.code).inc()
+            log.warning("backfill of instrument %d %s stopped: %s", instrument_id, timeframe.value, error)
             self.last = LastBackfill(
-                instrument_id, timeframe.value, start, end, report.candles, clock.now(), error=str(exc)
+                instrument_id, timeframe.value, start, end, report.candles, clock.now(), error=str(error)
             )
         return report
 
+    @asynccontextmanager
+    async def _single_flight(self, instrument_id: int, timeframe: Timeframe) -> AsyncIterator[Connection]:
+        """A primary connection in a transaction holding the backfill lock of the pair; waits
+        (polling) while another process holds it, at most ``lock_wait_s``."""
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(sql_candles.TRY_BACKFILL_LOCK, instrument_id, timeframe.value):
+                    yield conn
+                    return
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"another process has been fetching the {timeframe.value} history of instrument "
+                    f"{instrument_id} for {self.lock_wait_s:g} s: answered with what is stored"
+                )
+            await asyncio.sleep(LOCK_POLL_S)
+
     async def _fetch(
         self,
+        conn: Connection,
         instrument_id: int,
         broker_token: str,
         timeframe: Timeframe,
@@ -134,7 +172,7 @@ class Backfiller:
             bucket = our_bucket(timeframe, c.bucket)
             if window.start <= bucket < window.end:
                 candles[bucket] = c
-        await self._store(instrument_id, timeframe, window, candles)
+        await self._store(conn, instrument_id, timeframe, window, candles)
         report.fetched_ranges += 1
         report.candles += len(candles)
         BACKFILL_CANDLES.inc(len(candles))
@@ -144,13 +182,14 @@ class Backfiller:
 
     async def _store(
         self,
+        conn: Connection,
         instrument_id: int,
         timeframe: Timeframe,
         window: Gap,
         candles: dict[datetime, Candle],
     ) -> None:
         source = self.broker.name
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():  # a savepoint in the lock's transaction
             await store_broker_candles(conn, instrument_id, timeframe, candles, source)
             await conn.execute(
                 sql_candles.RECORD_FETCH,

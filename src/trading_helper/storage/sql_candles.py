@@ -51,6 +51,14 @@ SET open = excluded.open, high = excluded.high, low = excluded.low, close = excl
     fetched_at = excluded.fetched_at
 """
 
+#: the single flight of a backfill across processes (API replicas): a transaction-level advisory
+#: lock on (instrument id $1, timeframe $2), so pgBouncer's transaction pooling keeps it; the first
+#: key is the backfill's namespace ('THBF'), the second a hash of the pair (a collision only
+#: serialises two backfills, it never skips one)
+TRY_BACKFILL_LOCK = (
+    "SELECT pg_try_advisory_xact_lock(1414021702, hashtext($1::integer::text || ':' || $2::text))"
+)
+
 RECORD_FETCH = """
 INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source)
 VALUES ($1, $2, tstzrange($3, $4), $5, $6)
