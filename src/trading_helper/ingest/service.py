@@ -3,7 +3,8 @@ extension, the housekeeping (held frames, quotes, status) and the maintenance (c
 retention, job health), run as supervised tasks of one process (:mod:`trading_helper.supervisor`).
 
 It implements the API's ``IngestControl`` (subscribe / unsubscribe / status). Subscriptions are
-persisted by the API in ``subscriptions`` and re-subscribed here on every start.
+persisted by the API in ``subscriptions`` and re-subscribed here on every start; changes made by
+any API replica while it runs reach it by NOTIFY (``ingest/subscriptions.py``, task ``subscriptions``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.redisconn import redis_errors
 from trading_helper.ingest.status import encode_status
+from trading_helper.ingest.subscriptions import SubscriptionListener
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.db import db_errors
@@ -67,7 +69,10 @@ class IngestService:
         *,
         consumer: str = "writer",
         supervisor: Supervisor | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
+        """``listen_dsn``: PostgreSQL itself, for the LISTEN of subscription changes made by other
+        processes (``serve`` gives DIRECT_DATABASE_URL); None: no such task."""
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -88,6 +93,11 @@ class IngestService:
             consumer=consumer,
             max_ticks_per_batch=settings.TICK_BUFFER_SIZE,
             block_ms=settings.flush_interval_ms,
+        )
+        self.listener = (
+            SubscriptionListener(listen_dsn, pool, self, lambda: set(self.feed.subscriptions.values()))
+            if listen_dsn is not None
+            else None
         )
         self.tasks = supervisor if supervisor is not None else Supervisor()
         self._names: list[str] = []
@@ -162,6 +172,9 @@ class IngestService:
         self._supervise("coverage", self._extend_coverage)
         self._supervise("housekeeping", self._housekeeping)
         self._supervise("maintenance", self.maintenance.run)
+        if self.listener is not None:
+            # changes made through any API replica (serve --no-ingest), NOTIFYed by its transaction
+            self._supervise("subscriptions", self.listener.run, expected=_DB_DOWN)
         log.info(
             "ingest started: broker=%s, %d subscriptions, %s flavour",
             self.broker.name,

@@ -27,6 +27,7 @@ from trading_helper.options import history
 from trading_helper.options.live import Contract, Underlying, contracts, future_of, live_chain, underlying_of
 from trading_helper.storage import sql_instruments, sql_options
 from trading_helper.storage.instruments import get_instrument
+from trading_helper.storage.subscriptions import notify_changed
 from trading_helper.timeframes import IST
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class OptionsRecorder:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(sql_instruments.SUBSCRIBE, ids + extra)
             await conn.execute(sql_options.UPSERT_FOLLOW, u.instrument.id, expiry, strikes, ids)
+            await notify_changed(conn, ids + extra)
             if self.ingest is not None:
                 await self.ingest.subscribe(ids + extra)
         return ids
@@ -163,6 +165,7 @@ class OptionsRecorder:
             if drop:
                 await conn.execute(sql_instruments.UNSUBSCRIBE, drop)
             await conn.execute(sql_options.SET_FOLLOW_SUBSCRIBED, f.underlying_id, f.expiry, subscribed)
+            await notify_changed(conn, add + drop)
             if self.ingest is not None:
                 if add:
                     await self.ingest.subscribe(add)

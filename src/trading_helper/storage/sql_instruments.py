@@ -135,3 +135,17 @@ SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = $1 
 def like_text(text: str) -> str:
     """Search text for LIKE, upper case, with its wildcards escaped (LIKE's default escape is backslash)."""
     return text.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# -- subscription changes between processes (storage/subscriptions.py) -------------------------
+
+#: the channel of subscription changes; each payload a JSON list of the instruments' ids
+SUBSCRIPTIONS_CHANNEL = "subscriptions_changed"
+#: $1 the payload; sent in the transaction that changes the set, so it arrives at its commit
+NOTIFY_SUBSCRIPTIONS = "SELECT pg_notify('subscriptions_changed', $1::text)"
+#: of the instruments $1, those subscribed now
+SUBSCRIBED_AMONG = "SELECT instrument_id FROM subscriptions WHERE instrument_id = ANY($1::integer[])"
+#: every subscribed instrument
+SUBSCRIBED_IDS = "SELECT instrument_id FROM subscriptions"
+#: a listening connection's keepalive
+PING = "SELECT 1"

@@ -28,6 +28,7 @@ from trading_helper.errors import ConfigError
 from trading_helper.instruments import refs
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.instruments import list_error, resolve_many, sync_instruments
+from trading_helper.storage.subscriptions import notify_changed
 
 router = APIRouter(prefix="/api/instruments", tags=["instruments"])
 
@@ -75,7 +76,7 @@ async def list_instruments(
         expired,
         list(refs.symbols_of(text)) if text else [],
     )
-    async with rt.pool.acquire() as conn:
+    async with rt.reader.acquire() as conn:
         rows = await conn.fetch(sql_instruments.LIST_INSTRUMENTS, *args, limit, offset)
         total = await conn.fetchval(sql_instruments.COUNT_INSTRUMENTS, *args)
     return {"items": [instrument_of(r) for r in rows], "total": total, "limit": limit, "offset": offset}
@@ -119,7 +120,9 @@ async def resolve_ids(rt: Runtime, given: Sequence[int | str]) -> list[int]:
         **_UNKNOWN,
         409: {"model": ErrorOut, "description": "the broker's subscription limit"},
     },
-    description="Persisted: the ingest service re-subscribes the set on every start.",
+    description="Persisted: the ingest service re-subscribes the set on every start, and one running "
+    "in another process (behind `serve --no-ingest` replicas) is told at once (NOTIFY "
+    "`subscriptions_changed`).",
 )
 async def subscribe(body: InstrumentList, rt: RuntimeDep) -> Subscribed:
     ids = await resolve_ids(rt, body.instruments)
@@ -131,6 +134,7 @@ async def persist_subscriptions(rt: Runtime, ids: list[int]) -> None:
     """Follow ``ids`` live, persisted (also for the instruments of an alert rule)."""
     async with rt.pool.acquire() as conn, conn.transaction():
         await conn.execute(sql_instruments.SUBSCRIBE, ids)
+        await notify_changed(conn, ids)  # the ingest service of another process, at the commit
         if rt.ingest is not None:
             # inside the transaction: a refusal (subscription limit) leaves nothing persisted
             await rt.ingest.subscribe(ids)
@@ -144,8 +148,9 @@ async def persist_subscriptions(rt: Runtime, ids: list[int]) -> None:
 )
 async def unsubscribe(body: InstrumentList, rt: RuntimeDep) -> Unsubscribed:
     ids = await resolve_ids(rt, body.instruments)
-    async with rt.pool.acquire() as conn:
+    async with rt.pool.acquire() as conn, conn.transaction():
         await conn.execute(sql_instruments.UNSUBSCRIBE, ids)
+        await notify_changed(conn, ids)
     if rt.ingest is not None:
         await rt.ingest.unsubscribe(ids)
     return Unsubscribed(unsubscribed=ids)
