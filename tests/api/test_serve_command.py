@@ -85,7 +85,8 @@ def serve_env(database_url: str, redis_url: str, stream: str, **extra: str) -> d
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[Serve]:
+async def serving(tmp_path: Path, env: dict[str, str], *args: str) -> AsyncIterator[Serve]:
+    """``trading-helper serve --port <free> ARGS`` (``--no-ingest`` ...), once it answers."""
     port = _free_port()
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as out:
@@ -96,6 +97,7 @@ async def serving(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[Serve]:
             "serve",
             "--port",
             str(port),
+            *args,
             cwd=tmp_path,
             env=env,
             stdout=out,
