@@ -50,11 +50,11 @@ async def _export(
 
     broker = runtime.broker.name if runtime.broker is not None else None
     req = await build_request(
-        runtime.pool, kind, instrument, interval=interval, start=start, end=end, zone=tz, broker=broker
+        runtime.reader, kind, instrument, interval=interval, start=start, end=end, zone=tz, broker=broker
     )
     name = f"{kind}_{req.timeframe.value + '_' if kind == 'candles' else ''}{start:%Y%m%d}_{end:%Y%m%d}.{fmt}"
     return StreamingResponse(
-        export_stream(runtime.pool, req, fmt),
+        export_stream(runtime.reader, req, fmt),
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
