@@ -84,3 +84,23 @@ def test_th_clock_is_validated_but_a_file_reference_is_left_to_the_clock() -> No
     assert Settings(TH_CLOCK="@/tmp/clock").TH_CLOCK == "@/tmp/clock"
     with pytest.raises(PydanticValidationError, match="TH_CLOCK"):
         Settings(TH_CLOCK="tomorrow@fast")
+
+
+def test_read_and_direct_database_urls_default_to_database_url_and_are_checked() -> None:
+    plain = Settings(DATABASE_URL="postgresql://app@primary:5432/trading_data")
+    assert (
+        plain.read_database_url == plain.direct_database_url == "postgresql://app@primary:5432/trading_data"
+    )
+    assert plain.PGBOUNCER is False
+    split = Settings(
+        DATABASE_URL="postgresql://app:bouncer-pw-1@pgbouncer:6432/trading_data",
+        READ_DATABASE_URL="postgresql://app:replica-pw-2@replica:5432/trading_data",
+        DIRECT_DATABASE_URL="postgresql://app:direct-pw-3@primary:5432/trading_data",
+        PGBOUNCER=True,
+    )
+    assert split.read_database_url.startswith("postgresql://app:replica-pw-2@replica")
+    assert split.direct_database_url.startswith("postgresql://app:direct-pw-3@primary")
+    assert {"bouncer-pw-1", "replica-pw-2", "direct-pw-3"} <= set(split.secrets())  # never logged
+    for name in ("READ_DATABASE_URL", "DIRECT_DATABASE_URL"):
+        with pytest.raises(PydanticValidationError, match=name):
+            Settings(**{name: "mysql://replica/trading_data"})
