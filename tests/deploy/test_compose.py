@@ -56,8 +56,32 @@ def strings(node: Any) -> list[str]:
     return [node] if isinstance(node, str) else []
 
 
+SCALE = {
+    "pgbouncer",
+    "collector-1",
+    "collector-2",
+    "writer-1",
+    "writer-2",
+    "api-replica-1",
+    "api-replica-2",
+    "lb",
+}
+NGINX = ROOT / "deploy" / "nginx.conf"
+
+
+def profiled(compose: dict[str, Any], profile: str | None) -> set[str]:
+    """The services of ``profile`` (None: those without a profile, which always start)."""
+    return {
+        name
+        for name, service in compose["services"].items()
+        if ((profile in service.get("profiles", [])) if profile else not service.get("profiles"))
+    }
+
+
 def test_the_specification_services_are_there(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"timescaledb", "redis", "api", "grafana"}
+    assert profiled(compose, None) == {"timescaledb", "redis", "api", "grafana"}
+    assert profiled(compose, "scale") == SCALE
+    assert set(compose["services"]) == profiled(compose, None) | SCALE
     assert "version" not in compose  # obsolete in the compose specification
 
 
@@ -163,10 +187,68 @@ def test_grafana_gets_what_its_provisioning_reads(compose: dict[str, Any]) -> No
 
 
 def test_the_api_container_gets_every_setting(compose: dict[str, Any]) -> None:
-    given = set(compose["services"]["api"]["environment"])
-    assert set(Settings.model_fields) <= given, (
-        f"not passed to the API: {sorted(set(Settings.model_fields) - given)}"
-    )
+    for name in (
+        "api",
+        "collector-1",
+        "collector-2",
+        "writer-1",
+        "writer-2",
+        "api-replica-1",
+        "api-replica-2",
+    ):
+        given = set(compose["services"][name]["environment"])
+        assert set(Settings.model_fields) <= given, (
+            f"not passed to {name}: {sorted(set(Settings.model_fields) - given)}"
+        )
+
+
+def test_the_scale_profile_runs_collectors_writers_and_replicas_behind_a_balancer(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    commands = {name: " ".join(services[name]["command"]) for name in SCALE - {"pgbouncer", "lb"}}
+    assert commands == {
+        "collector-1": "trading-helper collect",
+        "collector-2": "trading-helper collect",
+        "writer-1": "trading-helper write",
+        "writer-2": "trading-helper write",
+        "api-replica-1": "trading-helper serve --no-ingest",
+        "api-replica-2": "trading-helper serve --no-ingest",
+    }
+    # the one-box api runs the ingest unless told not to (the scale profile's collectors do it)
+    api_command = " ".join(services["api"]["command"])
+    assert "trading-helper serve ${SERVE_INGEST:---ingest}" in api_command
+    assert "SERVE_INGEST=--no-ingest" in COMPOSE.read_text().split("services:")[0]
+    # the schema is migrated once, by api, before any of them starts
+    for name in commands:
+        assert services[name]["depends_on"]["api"]["condition"] == "service_healthy", name
+    # the replicas go through pgBouncer in transaction pooling, and past it where session state is
+    bouncer = services["pgbouncer"]["environment"]
+    assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "timescaledb"
+    for name in ("api-replica-1", "api-replica-2"):
+        env = services[name]["environment"]
+        assert f"@pgbouncer:{bouncer['LISTEN_PORT']}/" in env["DATABASE_URL"] and env["PGBOUNCER"] == "true"
+        assert "@timescaledb:5432/" in env["DIRECT_DATABASE_URL"]
+        assert services[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    for name in ("api", "collector-1", "writer-1"):
+        env = services[name]["environment"]
+        assert "@timescaledb:5432/" in env["DATABASE_URL"] and env["PGBOUNCER"] == "false", name
+    # the balancer: exactly the replicas, on the port they listen on, WebSocket upgrades passed on
+    lb = services["lb"]
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in lb["volumes"]
+    conf = NGINX.read_text()
+    upstream = re.search(r"upstream api_replicas \{(.*?)\}", conf, flags=re.DOTALL)
+    assert upstream is not None
+    servers = re.findall(r"^\s*server\s+([\w-]+):(\d+)", upstream.group(1), flags=re.MULTILINE)
+    assert sorted(servers) == [("api-replica-1", "8000"), ("api-replica-2", "8000")]
+    assert services["api-replica-1"]["environment"]["API_PORT"] == "8000"
+    listen = re.search(r"^\s*listen\s+(\d+);", conf, flags=re.MULTILINE)
+    assert listen is not None and lb["ports"] == [f"127.0.0.1:${{LB_HOST_PORT:-8080}}:{listen.group(1)}"]
+    ws = conf[conf.index("location /api/ws/") :]
+    ws = ws[: ws.index("}")]
+    assert "proxy_set_header Upgrade $http_upgrade;" in ws and "$connection_upgrade" in ws
+    assert conf.count("proxy_pass http://api_replicas;") == 2
+    assert {"api-replica-1", "api-replica-2"} == set(lb["depends_on"])
 
 
 def test_every_setting_is_documented_and_the_example_is_valid() -> None:
