@@ -203,8 +203,18 @@ class Settings(BaseSettings):
 
     @property
     def direct_database_url(self) -> str:
-        """A connection past pgBouncer (LISTEN, session locks): DIRECT_DATABASE_URL or DATABASE_URL."""
-        return self.DIRECT_DATABASE_URL or self.DATABASE_URL
+        """A connection past pgBouncer (LISTEN, session locks): DIRECT_DATABASE_URL, or DATABASE_URL
+        when that is not pgBouncer. With PGBOUNCER=true and no DIRECT_DATABASE_URL, a ConfigError:
+        through transaction pooling a LISTEN hears nothing and a session lock locks nothing."""
+        if self.DIRECT_DATABASE_URL:
+            return self.DIRECT_DATABASE_URL
+        if self.PGBOUNCER:
+            raise ConfigError(
+                "PGBOUNCER=true: set DIRECT_DATABASE_URL to PostgreSQL itself (the LISTEN of "
+                "subscription changes and db migrate's lock need a session, which transaction "
+                "pooling does not keep)"
+            )
+        return self.DATABASE_URL
 
     @property
     def flush_interval_ms(self) -> int:

@@ -6,12 +6,14 @@ Dates are fixed in the past: 2024-01-26 (Friday) was an NSE holiday (Republic Da
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import asyncpg
 
 from tests.candles.conftest import EXTRA_TOKENS, KiteSetup
 from tests.candles.helpers import add_coverage, add_ticks, ist, minutes
+from tests.e2e.helpers import eventually
 from trading_helper.candles.service import CandleService
 from trading_helper.timeframes import IST
 
@@ -145,3 +147,28 @@ async def test_naive_times_are_ist(db_pool: asyncpg.Pool, kite: KiteSetup) -> No
     aware = await service.get_candles(token, "1h", ist(2024, 2, 7), ist(2024, 2, 8))
     assert naive.candles == aware.candles and len(aware.candles) == 7  # 09:15 .. 15:15
     assert aware.candles[0].bucket == ist(2024, 2, 7, 9, 15)
+
+
+async def test_backfills_of_many_instruments_leave_the_pool_connections_for_reads(
+    db_pool: asyncpg.Pool, kite: KiteSetup
+) -> None:
+    """A backfill holds a connection (its lock's transaction) through its broker calls: at most
+    half the pool's at once, so a page of uncovered charts never leaves a read waiting."""
+    tokens = EXTRA_TOKENS[8:12]  # four instruments at once, on a pool of 4 connections
+    service = CandleService(db_pool, kite.broker)
+    kite.server.history_delay_s = 1.5
+    try:
+        fills = asyncio.gather(
+            *[service.get_candles(t, "1m", ist(2024, 2, 8), ist(2024, 2, 9)) for t in tokens]
+        )
+        await eventually(lambda: kite.server.history_waiting > 0, "a backfill waiting on the broker")
+        await asyncio.sleep(0.2)  # the others are in theirs, or waiting for a connection slot
+        began = time.monotonic()
+        assert await db_pool.fetchval("SELECT 1") == 1
+        waited = time.monotonic() - began
+        results = await fills
+    finally:
+        kite.server.history_delay_s = 0.0
+    assert waited < 0.75, f"a read waited {waited:.2f} s for a connection"
+    assert all(len(r.candles) == 375 and r.backfill.broker_calls == 1 for r in results)
+    assert all(calls(kite, t) == 1 for t in tokens)

@@ -338,6 +338,8 @@ class FakeKiteServer:
         #: seconds each historical call takes to answer (a broker's real latency: long enough
         #: for two callers of the same history to overlap)
         self.history_delay_s = 0.0
+        #: historical calls received and not answered yet (in their delay)
+        self.history_waiting = 0
         self.history_requests: list[HistoryRequest] = []
         self.history_times: list[float] = []
         self.session_requests: list[dict[str, str]] = []
@@ -527,7 +529,11 @@ class FakeKiteServer:
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if self.history_delay_s and "/instruments/historical/" in target:
-                    await asyncio.sleep(self.history_delay_s)
+                    self.history_waiting += 1
+                    try:
+                        await asyncio.sleep(self.history_delay_s)
+                    finally:
+                        self.history_waiting -= 1
                 reply = self._route(method, target, headers, body)
                 if reply is None:  # drop the socket without an answer
                     writer.transport.abort()

@@ -101,6 +101,10 @@ def test_read_and_direct_database_urls_default_to_database_url_and_are_checked()
     assert split.read_database_url.startswith("postgresql://app:replica-pw-2@replica")
     assert split.direct_database_url.startswith("postgresql://app:direct-pw-3@primary")
     assert {"bouncer-pw-1", "replica-pw-2", "direct-pw-3"} <= set(split.secrets())  # never logged
+    behind = Settings(DATABASE_URL="postgresql://app@pgbouncer:6432/trading_data", PGBOUNCER=True)
+    with pytest.raises(ConfigError, match="set DIRECT_DATABASE_URL"):
+        _ = behind.direct_database_url  # a LISTEN through transaction pooling would hear nothing
+    assert behind.read_database_url == behind.DATABASE_URL  # reads are fine through it
     for name in ("READ_DATABASE_URL", "DIRECT_DATABASE_URL"):
         with pytest.raises(PydanticValidationError, match=name):
             Settings(**{name: "mysql://replica/trading_data"})

@@ -8,7 +8,8 @@ under pgBouncer's transaction pooling): the gaps, the broker's answers and the f
 (``fetch_coverage``, empty answers included) are written in the lock's transaction, and its commit
 both publishes them and lets the next one in, which then finds no gap. A range is never marked
 fetched without its candles. A waiter polls for the lock (``LOCK_POLL_S``) rather than blocking
-in the server, so no statement outlives the API's statement timeout.
+in the server, so no statement outlives the API's statement timeout. The lock's transaction holds a
+pool connection through the broker calls: at most ``POOL_SHARE`` of the pool's do at once.
 
 The broker's last minutes are not final (a candle asked for seconds after its close comes back
 with wrong high/low/close/volume), so nothing ending later than ``now - FINAL_AFTER`` is fetched.
@@ -43,6 +44,10 @@ FINAL_AFTER = timedelta(minutes=2)
 #: how often a backfill waiting on another process's tries its lock again, and for how long
 LOCK_POLL_S = 0.05
 LOCK_WAIT_S = 60.0
+#: a backfill holds a connection of the pool for its broker calls: at most this share of the
+#: pool's connections at once, so a page of uncovered charts never leaves reads without one (the
+#: broker's rate limit, Kite's 3 history calls a second, would not let more go faster anyway)
+POOL_SHARE = 0.5
 
 #: brokers stamp daily candles at 00:00 IST; our 1d buckets start at 00:15 IST (the shared origin)
 _DAY_SHIFT = BUCKET_ORIGIN - BUCKET_ORIGIN.replace(hour=0, minute=0)
@@ -93,6 +98,12 @@ class Backfiller:
     read_pool: asyncpg.Pool | None = None
     lock_wait_s: float = LOCK_WAIT_S
     _locks: dict[tuple[int, Timeframe], asyncio.Lock] = field(default_factory=dict)
+    _slots: asyncio.Semaphore | None = None
+
+    def _connections(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, int(self.pool.get_max_size() * POOL_SHARE)))
+        return self._slots
 
     async def has_gaps(
         self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
@@ -118,7 +129,7 @@ class Backfiller:
         # one lock per instrument and timeframe, kept (at most a few thousand small objects)
         lock = self._locks.setdefault((instrument_id, timeframe), asyncio.Lock())
         try:
-            async with lock, self._single_flight(instrument_id, timeframe) as conn:
+            async with lock, self._connections(), self._single_flight(instrument_id, timeframe) as conn:
                 try:
                     # another request (here or in another process) may have filled them meanwhile
                     gaps = await find_gaps(conn, instrument_id, timeframe, start, end, until)

@@ -52,11 +52,11 @@ SET open = excluded.open, high = excluded.high, low = excluded.low, close = excl
 """
 
 #: the single flight of a backfill across processes (API replicas): a transaction-level advisory
-#: lock on (instrument id $1, timeframe $2), so pgBouncer's transaction pooling keeps it; the first
-#: key is the backfill's namespace ('THBF'), the second a hash of the pair (a collision only
-#: serialises two backfills, it never skips one)
+#: lock on (instrument id $1, timeframe $2), so pgBouncer's transaction pooling keeps it; keyed as
+#: the calendar's lock is (a hash collision only serialises two backfills, it never skips one)
 TRY_BACKFILL_LOCK = (
-    "SELECT pg_try_advisory_xact_lock(1414021702, hashtext($1::integer::text || ':' || $2::text))"
+    "SELECT pg_try_advisory_xact_lock(hashtext('trading_helper.backfill'), "
+    "hashtext($1::integer::text || ':' || $2::text))"
 )
 
 RECORD_FETCH = """
