@@ -12,16 +12,12 @@ setting left behind on a server connection.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -30,14 +26,15 @@ import redis.asyncio as aioredis
 from tests.api.conftest import API_TOKEN, authorised, ingest_redis_url
 from tests.e2e.helpers import eventually
 from tests.fakes.kite_server import DEFAULT_INSTRUMENTS, FakeKiteServer
-from tests.services import _free_port, _listening
 from tests.storage.helpers import reset_market_data
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
+from trading_helper.bench.pgbouncer import running_pgbouncer
 from trading_helper.brokers.kite.broker import KiteBroker
 from trading_helper.brokers.sim import SimBroker
 from trading_helper.brokers.tokens import save_token
 from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
 from trading_helper.ingest.service import IngestService
 from trading_helper.storage.db import create_pool
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
@@ -52,68 +49,20 @@ SERVER_POOL = 2
 class Bouncer:
     dsn: str  # the module's database through pgBouncer (pool of SERVER_POOL)
     single_dsn: str  # the same through an alias with one server connection
-    log: Path
-
-
-def _binary() -> str:
-    found = shutil.which("pgbouncer") or (
-        "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
-    )
-    if found is None:
-        pytest.fail("these tests need pgBouncer: apt-get install pgbouncer", pytrace=False)
-    return found
 
 
 @pytest.fixture(scope="module")
 def bouncer(db_dsn: str) -> Iterator[Bouncer]:
-    binary = _binary()
-    parts = urlsplit(db_dsn)
-    database = parts.path.lstrip("/")
-    login = f"user={parts.username or 'postgres'}" + (f" password={parts.password}" if parts.password else "")
-    server = f"host={parts.hostname or '127.0.0.1'} port={parts.port or 5432} dbname={database} {login}"
-    # pgBouncer refuses to run as root: it becomes the postgres user, who must reach this folder
-    # (pytest's own temporary folders are private to root)
-    folder = Path(tempfile.mkdtemp(prefix="th-pgbouncer-"))
-    os.chmod(folder, 0o777)
-    port = _free_port()
-    ini = folder / "pgbouncer.ini"
-    ini.write_text(
-        f"""[databases]
-{database} = {server} pool_size={SERVER_POOL}
-single = {server} pool_size=1
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-max_client_conn = 200
-default_pool_size = {SERVER_POOL}
-logfile = {folder}/pgbouncer.log
-pidfile = {folder}/pgbouncer.pid
-{"user = postgres" if os.geteuid() == 0 else ""}
-"""
-    )
-    output = (folder / "output").open("wb")
-    proc = subprocess.Popen([binary, str(ini)], stdout=output, stderr=subprocess.STDOUT)
+    running = running_pgbouncer(db_dsn, pool_size=SERVER_POOL, aliases={"single": 1})
     try:
-        deadline = time.monotonic() + 10
-        while not _listening("127.0.0.1", port):
-            assert proc.poll() is None, f"pgbouncer exited: {(folder / 'output').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "pgbouncer did not listen"
-            time.sleep(0.05)
-        user = parts.username or "postgres"
-        yield Bouncer(
-            f"postgresql://{user}@127.0.0.1:{port}/{database}",
-            f"postgresql://{user}@127.0.0.1:{port}/single",
-            folder / "pgbouncer.log",
-        )
+        dsn = running.__enter__()
+    except ConfigError as exc:  # not installed: a failure saying what to install, never a skip
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        parts = urlsplit(dsn)
+        yield Bouncer(dsn, urlunsplit((parts.scheme, parts.netloc, "/single", "", "")))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        output.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        running.__exit__(None, None, None)
 
 
 async def _renew_server_connections(pool: asyncpg.Pool | asyncpg.Connection, db_dsn: str) -> None:

@@ -61,6 +61,39 @@ def bench_ingest(
     )
 
 
+@bench_app.command("pgbouncer")
+def bench_pgbouncer(
+    instruments: int = typer.Option(200, help="Simulated instruments of the dataset."),
+    days: int = typer.Option(10, help="Calendar days of 1m candles."),
+    samples: int = typer.Option(500, help="Timed reads per way."),
+    concurrency: int = typer.Option(8, help="Callers at once in the throughput phase."),
+    seconds: float = typer.Option(5.0, help="Length of each throughput phase."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """The API's read path through pgBouncer (transaction pooling, PGBOUNCER=true) against a direct
+    pool with its statement cache, in the same run (needs pgbouncer on PATH)."""
+    import json
+
+    from trading_helper.bench.pgbouncer import run_pgbouncer_bench
+    from trading_helper.config import get_settings
+
+    try:
+        result = asyncio.run(
+            run_pgbouncer_bench(
+                get_settings(),
+                instruments=instruments,
+                days=days,
+                samples=samples,
+                concurrency=concurrency,
+                seconds=seconds,
+            )
+        )
+    except TradingHelperError as exc:
+        _fail(exc)
+        return
+    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @bench_app.command("soak")
 def bench_soak(
     days: int = typer.Option(5, min=1, max=5, help="Simulated trading days (the last ones before today)."),
