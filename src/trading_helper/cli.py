@@ -83,7 +83,10 @@ def serve(
         None, min=1, max=65535, help="Listen port (default: API_PORT).", show_default=False
     ),
     ingest: bool = typer.Option(
-        True, "--ingest/--no-ingest", help="Run the broker feed and tick writer too."
+        True,
+        "--ingest/--no-ingest",
+        help="Run the broker feed, tick writer and housekeeping too; --no-ingest: a stateless API "
+        "replica (docs/production.md).",
     ),
 ) -> None:
     """Run the HTTP API (uvicorn on API_HOST:API_PORT), with the ingest service unless --no-ingest."""
