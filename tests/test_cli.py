@@ -39,6 +39,17 @@ def run_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
             ("db", "migrate"),
             "DATABASE_URL",
         ),
+        (
+            {"READ_DATABASE_URL": "postgresql://me:Hunter2Secret@replica:port/t"},
+            ("db", "migrate"),
+            "READ_DATABASE_URL",
+        ),
+        # behind pgBouncer the migration's session lock needs PostgreSQL itself
+        (
+            {"DATABASE_URL": "postgresql://me:Hunter2Secret@bouncer:6432/trading", "PGBOUNCER": "true"},
+            ("db", "migrate"),
+            "DIRECT_DATABASE_URL",
+        ),
     ],
 )
 def test_a_malformed_url_is_one_line_naming_the_variable(
@@ -68,3 +79,22 @@ def test_serve_help_shows_no_made_up_defaults(tmp_path: Path) -> None:
     assert "[default: 0]" not in output and "[default: ]" not in output
     code, output = run_cli(tmp_path, {"COLUMNS": "200"}, "login", "fyers", "--help")
     assert code == 0 and "--paste" in output and "container" in output
+
+
+def test_serve_behind_pgbouncer_without_a_direct_url_is_one_line(tmp_path: Path) -> None:
+    """The ingest service's LISTEN through transaction pooling would hear nothing: refused at start.
+    (A replica, --no-ingest, needs no session and starts.)"""
+    from tests.services import _free_port
+
+    env = {
+        "DATABASE_URL": "postgresql://me:Hunter2Secret@127.0.0.1:1/trading",
+        "PGBOUNCER": "true",
+        "BROKER": "sim",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "API_TOKEN": "t" * 24,
+    }
+    code, output = run_cli(tmp_path, env, "serve", "--port", str(_free_port()))
+    assert code == 1, output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: PGBOUNCER=true: set DIRECT_DATABASE_URL"), output
+    assert "Hunter2Secret" not in output and "Traceback" not in output
