@@ -85,7 +85,11 @@ def running_pgbouncer(
     port = _free_port()
     databases = [f"{database} = {server} pool_size={pool_size}"]
     databases += [f"{name} = {server} pool_size={size}" for name, size in (aliases or {}).items()]
-    (folder / "pgbouncer.ini").write_text(
+    ini = folder / "pgbouncer.ini"
+    ini.touch(mode=0o600)  # it may hold the server's password: readable by pgBouncer's user only
+    if os.geteuid() == 0:
+        shutil.chown(ini, "postgres")
+    ini.write_text(
         "[databases]\n"
         + "\n".join(databases)
         + f"""
@@ -104,7 +108,7 @@ pidfile = {folder}/pgbouncer.pid
 """
     )
     output = (folder / "output").open("wb")
-    proc = subprocess.Popen([binary, str(folder / "pgbouncer.ini")], stdout=output, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, str(ini)], stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _listening(port):
