@@ -12,9 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,demo]'
 	@if [ -f package.json ]; then npm ci --silent --no-audit --no-fund; fi
-	@# the browser test drives Debian's chromium; root can install it (others get a clear test failure)
-	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	@# the browser test drives Debian's chromium, the pgBouncer and load-balancer tests Debian's
+	@# pgbouncer and nginx; root can install them (others get a clear test failure)
+	@missing=""; for tool in chromium pgbouncer:pgbouncer nginx:nginx-light; do \
+		bin=$${tool%%:*}; pkg=$${tool#*:}; \
+		command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	touch $(STAMP)
 
 install: $(STAMP)
