@@ -72,26 +72,20 @@ def bench_pgbouncer(
 ) -> None:
     """The API's read path through pgBouncer (transaction pooling, PGBOUNCER=true) against a direct
     pool with its statement cache, in the same run (needs pgbouncer on PATH)."""
-    import json
-
     from trading_helper.bench.pgbouncer import run_pgbouncer_bench
     from trading_helper.config import get_settings
 
-    try:
-        result = asyncio.run(
-            run_pgbouncer_bench(
-                get_settings(),
-                instruments=instruments,
-                days=days,
-                samples=samples,
-                concurrency=concurrency,
-                seconds=seconds,
-            )
-        )
-    except TradingHelperError as exc:
-        _fail(exc)
-        return
-    print(json.dumps(result) if json_out else json.dumps(result, indent=2))
+    _bench(
+        lambda _: run_pgbouncer_bench(
+            get_settings(),
+            instruments=instruments,
+            days=days,
+            samples=samples,
+            concurrency=concurrency,
+            seconds=seconds,
+        ),
+        json_out,
+    )
 
 
 @bench_app.command("soak")
