@@ -18,16 +18,25 @@ def check_history(
     received: set[tuple[int, int]],
     all_ticks: dict[tuple[int, int], SoakTick],
     final: datetime,
-) -> tuple[set[tuple[str, int, datetime]], int]:
+) -> tuple[set[tuple[str, int, datetime]], list[dict[str, Any]]]:
     """(session buckets with a trade not received that no history request covers, requests that
-    asked again for a range an earlier request of the same token and timeframe covered)."""
-    by_key: dict[tuple[int, str], list[tuple[datetime, datetime]]] = {}
-    refetched = 0
-    for req in history:
+    asked again for a range an earlier request of the same token and timeframe covered, each with
+    the earlier ones it overlaps and its order among all requests)."""
+    by_key: dict[tuple[int, str], list[tuple[int, datetime, datetime]]] = {}
+    refetched: list[dict[str, Any]] = []
+    for n, req in enumerate(history):
         earlier = by_key.setdefault((req.token, req.timeframe), [])
-        if any(s < req.end and req.start < e for s, e in earlier):
-            refetched += 1
-        earlier.append((req.start, req.end))
+        overlapped = [(m, s, e) for m, s, e in earlier if s < req.end and req.start < e]
+        if overlapped:
+            refetched.append(
+                {
+                    "token": req.token,
+                    "timeframe": req.timeframe,
+                    "request": [n, req.start.isoformat(), req.end.isoformat()],
+                    "overlaps": [[m, s.isoformat(), e.isoformat()] for m, s, e in overlapped],
+                }
+            )
+        earlier.append((n, req.start, req.end))
     unfetched: set[tuple[str, int, datetime]] = set()
     for key, t in all_ticks.items():
         if not t.trade or key in received:
@@ -40,7 +49,7 @@ def check_history(
             if bucket + width > final:
                 continue
             stamp = ts.replace(hour=0, minute=0, second=0) if tf == "1d" else bucket
-            if not any(s <= stamp <= e for s, e in by_key.get((t.token, tf), [])):
+            if not any(s <= stamp <= e for _, s, e in by_key.get((t.token, tf), [])):
                 unfetched.add((tf, t.token, bucket))
     return unfetched, refetched
 
