@@ -168,15 +168,19 @@ def login_kite(
         0, "--listen-port", help="Catch the redirect on 127.0.0.1:PORT (the app's redirect URL) instead."
     ),
     wait: float = typer.Option(300.0, "--wait", help="Seconds to wait for the redirect."),
+    account: str = typer.Option(
+        "default", "--account", help="Which of KITE_ACCOUNTS (its token goes to TOKEN_DIR/NAME/)."
+    ),
 ) -> None:
     """Log in to Zerodha Kite and store the access token (mode 0600); prints it only redacted."""
     from trading_helper.brokers.kite.login import run_login
     from trading_helper.config import get_settings
 
     try:
+        settings = get_settings()
         asyncio.run(
             run_login(
-                get_settings(),
+                settings.for_account(settings.account(account, "kite")),
                 request_token=request_token or None,
                 listen_port=listen_port or None,
                 wait_s=wait,
@@ -199,15 +203,17 @@ def login_fyers(
         "container: the browser cannot reach a listener on the container's 127.0.0.1).",
     ),
     timeout: float = typer.Option(300.0, help="Seconds to wait for the redirect."),
+    account: str = typer.Option(
+        "default", "--account", help="Which of FYERS_ACCOUNTS (its token goes to TOKEN_DIR/NAME/)."
+    ),
 ) -> None:
     """Log in to Fyers (auth-code flow) and store the access token (mode 0600)."""
     from trading_helper.brokers.fyers.login import login
     from trading_helper.config import get_settings
 
     try:
-        asyncio.run(
-            login(get_settings(), auth_code=auth_code, paste=paste, timeout_s=timeout, echo=typer.echo)
-        )
+        settings = get_settings().for_account(get_settings().account(account, "fyers"))
+        asyncio.run(login(settings, auth_code=auth_code, paste=paste, timeout_s=timeout, echo=typer.echo))
     except TradingHelperError as exc:
         _fail(exc)
 

@@ -21,11 +21,18 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values  # the .env parser pydantic-settings itself uses (its dependency)
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_helper import clock, redact
+from trading_helper.accounts import (
+    ACCOUNT_LIST,
+    DEFAULT_ACCOUNT,
+    Account,
+    account_variables,
+    parse_accounts,
+)
 from trading_helper.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,10 @@ class Settings(BaseSettings):
     KITE_WS_URL: str = "wss://ws.kite.trade"
     KITE_LOGIN_URL: str = "https://kite.zerodha.com/connect/login"
 
+    #: several Kite accounts: ``a,b`` names KITE_A_API_KEY, KITE_A_API_SECRET, KITE_A_ACCESS_TOKEN,
+    #: KITE_B_... (empty: KITE_API_KEY ... are the one account, named ``default``; see accounts.py)
+    KITE_ACCOUNTS: str = ""
+
     FYERS_APP_ID: str = ""
     FYERS_SECRET_KEY: SecretStr = SecretStr("")
     FYERS_ACCESS_TOKEN: SecretStr = SecretStr("")
@@ -84,6 +95,8 @@ class Settings(BaseSettings):
     FYERS_WS_URL: str = "wss://socket.fyers.in/hsm/v1-5/prod"
     #: where Fyers publishes its symbol master CSVs (NSE_CM.csv, NSE_FO.csv ...)
     FYERS_SYMBOL_MASTER_URL: str = "https://public.fyers.in/sym_details"
+    #: several Fyers accounts: ``a,b`` names FYERS_A_APP_ID, FYERS_A_SECRET_KEY, FYERS_A_ACCESS_TOKEN ...
+    FYERS_ACCOUNTS: str = ""
 
     #: where ``trading-helper login`` stores access tokens (file mode 0600)
     TOKEN_DIR: Path = Path.home() / ".config" / "trading-helper"
@@ -170,6 +183,53 @@ class Settings(BaseSettings):
     TELEGRAM_BOT_TOKEN: SecretStr = SecretStr("")
     TELEGRAM_API_URL: str = "https://api.telegram.org/bot"
 
+    _accounts: dict[str, tuple[Account, ...]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _read_accounts(self) -> Settings:
+        """The accounts of each broker, from the variables its ``<BROKER>_ACCOUNTS`` names (read
+        from the environment over ``.env``), or its single-account settings as ``default``."""
+        values = {**_env_file_values(), **os.environ}
+        single = {
+            "kite": (self.KITE_API_KEY, self.KITE_API_SECRET, self.KITE_ACCESS_TOKEN),
+            "fyers": (self.FYERS_APP_ID, self.FYERS_SECRET_KEY, self.FYERS_ACCESS_TOKEN),
+        }
+        for broker, list_name in ACCOUNT_LIST.items():
+            listed = getattr(self, list_name)
+            if listed.strip():
+                self._accounts[broker] = parse_accounts(broker, listed, values)
+            else:
+                key, secret, token = single[broker]
+                self._accounts[broker] = (Account(broker, DEFAULT_ACCOUNT, key.strip(), secret, token),)
+        return self
+
+    def accounts(self, broker: str | None = None) -> tuple[Account, ...]:
+        """The accounts of ``broker`` (default: BROKER); the simulator has one, ``default``."""
+        name = broker or self.BROKER
+        return self._accounts.get(name, (Account(name, DEFAULT_ACCOUNT, "", SecretStr(""), SecretStr("")),))
+
+    def account(self, name: str, broker: str | None = None) -> Account:
+        """One account by name; ConfigError naming the accounts there are."""
+        found = [a for a in self.accounts(broker) if a.name == name.strip().lower()]
+        if not found:
+            known = ", ".join(a.name for a in self.accounts(broker))
+            raise ConfigError(f"no {broker or self.BROKER} account named {name!r} (accounts: {known})")
+        return found[0]
+
+    def for_account(self, account: Account) -> Settings:
+        """These settings as the broker adapter of ``account`` sees them: its key, secret and
+        token in the single-account fields, its own token folder (``TOKEN_DIR/<name>``)."""
+        update: dict[str, object] = {}
+        if account.broker == "kite":
+            update = {"KITE_API_KEY": account.key, "KITE_API_SECRET": account.secret}
+            update["KITE_ACCESS_TOKEN"] = account.access_token
+        elif account.broker == "fyers":
+            update = {"FYERS_APP_ID": account.key, "FYERS_SECRET_KEY": account.secret}
+            update["FYERS_ACCESS_TOKEN"] = account.access_token
+        if not account.is_default:
+            update["TOKEN_DIR"] = self.TOKEN_DIR / account.name
+        return self.model_copy(update=update)
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -223,6 +283,8 @@ class Settings(BaseSettings):
 
     def require_broker_keys(self) -> None:
         """ConfigError naming every setting the chosen broker needs and lacks."""
+        if self.BROKER in ACCOUNT_LIST and getattr(self, ACCOUNT_LIST[self.BROKER]).strip():
+            return  # each listed account's key was checked when the settings were read
         missing = [name for name in BROKER_KEYS[self.BROKER] if not _given(getattr(self, name))]
         if missing:
             raise ConfigError(f"BROKER={self.BROKER} needs {' and '.join(missing)} (see .env.example)")
@@ -230,6 +292,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value this configuration holds (for ``redact.register``)."""
         values = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        for accounts in self._accounts.values():
+            values += [s.get_secret_value() for a in accounts for s in (a.secret, a.access_token)]
         for url in (self.DATABASE_URL, self.READ_DATABASE_URL, self.DIRECT_DATABASE_URL, self.REDIS_URL):
             password = urlsplit(url).password
             if password:
@@ -243,10 +307,20 @@ def _given(value: object) -> bool:
     return bool(text.strip())
 
 
-def unknown_variables(names: Iterable[str]) -> dict[str, str | None]:
+def _env_file_values() -> dict[str, str]:
+    if not Path(ENV_FILE).is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
+
+
+def unknown_variables(
+    names: Iterable[str], values: Mapping[str, str | None] | None = None
+) -> dict[str, str | None]:
     """The names that look like settings but are none: any ``TH_``/``KITE_``/``FYERS_`` name that is
-    not a setting, and any other name one typo away from one. name -> the setting it is closest to."""
+    not a setting (nor a variable of an account ``KITE_ACCOUNTS``/``FYERS_ACCOUNTS`` in ``values``
+    lists), and any other name one typo away from one. name -> the setting it is closest to."""
     known = set(Settings.model_fields)
+    known |= account_variables({k: v for k, v in (values or {}).items() if v is not None})
     found: dict[str, str | None] = {}
     for name in names:
         upper = name.upper()
@@ -263,10 +337,11 @@ def warn_unknown_variables(
 ) -> list[str]:
     """Log one warning naming every unknown variable (see :func:`unknown_variables`) of the
     environment and of ``env_file``; returns the names."""
-    names = dict.fromkeys(os.environ if environ is None else environ)
+    values: dict[str, str | None] = {}
     if Path(env_file).is_file():
-        names.update(dict.fromkeys(dotenv_values(env_file)))
-    unknown = unknown_variables(names)
+        values.update(dotenv_values(env_file))
+    values.update(os.environ if environ is None else environ)
+    unknown = unknown_variables(values, values)
     if unknown:
         described = ", ".join(f"{n} (did you mean {m}?)" if m else n for n, m in sorted(unknown.items()))
         log.warning("unknown settings ignored: %s", redact.safe(described))
