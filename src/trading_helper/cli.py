@@ -110,6 +110,54 @@ def serve(
         _fail(exc)
 
 
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+_SHARDS = typer.Option(
+    None, "--shard", help="Collect only this shard (broker:account:connection, e.g. kite:a:0); repeatable."
+)
+
+
+@app.command()
+def collect(
+    shard: list[str] | None = _SHARDS,
+    max_shards: int | None = typer.Option(
+        None, "--max-shards", min=1, help="Hold at most this many shards (default: a fair share)."
+    ),
+) -> None:
+    """Collect the shards of the coordinator's plan this process holds a lease on (a standby for
+    the rest): broker feeds into one Redis stream per shard. Run `write` processes to store them."""
+    from trading_helper import runner
+    from trading_helper.cluster.commands import run_collect
+    from trading_helper.config import get_settings
+
+    try:
+        settings = get_settings()
+        _logging(settings.LOG_LEVEL)
+        runner.run(run_collect(settings, shards=shard or (), max_shards=max_shards))
+    except TradingHelperError as exc:
+        _fail(exc)
+
+
+@app.command()
+def write() -> None:
+    """Write the shard streams this process holds a lease on into the database (exactly once per
+    stream); any number of writer processes share the streams. One of them runs the maintenance."""
+    from trading_helper import runner
+    from trading_helper.cluster.commands import run_write
+    from trading_helper.config import get_settings
+
+    try:
+        settings = get_settings()
+        _logging(settings.LOG_LEVEL)
+        runner.run(run_write(settings))
+    except TradingHelperError as exc:
+        _fail(exc)
+
+
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The ingest service's status (from Redis) and the tick stream's backlog; for a demo running in

@@ -166,9 +166,7 @@ def plan_shards(
         pin = pins.get(i)
         if pin is None:
             continue
-        targets = [
-            s for s in shards if s.account == pin.account and pin.connection in (None, s.connection)
-        ]
+        targets = [s for s in shards if s.account == pin.account and pin.connection in (None, s.connection)]
         before = previous.get(i)
         if before in targets and load[before] < cap.per_connection:
             put(i, before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -35,15 +36,22 @@ LATE_TICK_GRACE = timedelta(seconds=3)
 
 
 class CoverageRecorder:
-    def __init__(self, pool: asyncpg.Pool, broker: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, broker: str, *, scope: Callable[[], Collection[int]] | None = None
+    ) -> None:
         self.pool = pool
         self.broker = broker
+        #: the instruments this recorder owns (a collector's shard); None: all of the broker's
+        self.scope = scope
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
         self._lock = asyncio.Lock()  # events and extensions come from different tasks
 
     async def start(self) -> None:
         """Close ranges a previous process left open: they end at its last extension."""
-        await self._run(sql_coverage.CLOSE_STALE, (self.broker,))
+        if self.scope is None:
+            await self._run(sql_coverage.CLOSE_STALE, (self.broker,))
+        else:
+            await self._run(sql_coverage.CLOSE_STALE_OF, (self.broker, sorted(self.scope())))
 
     async def on_event(self, event: FeedEvent, *, safe_until: datetime | None = None) -> None:
         """Open or close the ranges of the event's instruments. A range closes at the event's time
@@ -61,7 +69,10 @@ class CoverageRecorder:
             await self._run(sql_coverage.CLOSE, (self.broker, ids, ended))
 
     async def extend(self, now: datetime) -> None:
-        await self._run(sql_coverage.EXTEND, (self.broker, now))
+        if self.scope is None:
+            await self._run(sql_coverage.EXTEND, (self.broker, now))
+        else:
+            await self._run(sql_coverage.EXTEND_OF, (self.broker, sorted(self.scope()), now))
 
     async def _run(self, sql: str, args: tuple[object, ...]) -> None:
         async with self._lock:

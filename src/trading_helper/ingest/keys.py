@@ -14,3 +14,18 @@ LIVE_CHANNEL = "th:live"
 STATUS = "th:status"
 #: the status hash lives this long after its last refresh (the service refreshes it every second)
 STATUS_TTL_S = 15
+
+# -- the cluster (collect and write processes, trading_helper/cluster/) -----------------------
+#: the coordinator's shard plan (cluster/plan.py Plan.to_json)
+PLAN = "th:cluster:plan"
+#: hash: shard key -> JSON status of the collector holding it (refreshed every second)
+SHARD_STATUS = "th:cluster:shards"
+#: hash: writer process id -> JSON status (its streams, counts, receive-to-commit histogram)
+WRITER_STATUS = "th:cluster:writers"
+#: PostgreSQL NOTIFY channel of subscription changes (payload: JSON list of instrument ids)
+SUBSCRIPTIONS_CHANGED = "subscriptions_changed"
+
+
+def shard_stream(base: str, shard_key: str) -> str:
+    """The Redis stream of one shard: ``th:ticks:kite:a:0`` for base ``th:ticks``."""
+    return f"{base}:{shard_key}"

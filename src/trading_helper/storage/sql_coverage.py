@@ -22,3 +22,12 @@ UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period
 WHERE open AND broker = $1
 """
 CLOSE_STALE = "UPDATE live_coverage SET open = false WHERE open AND broker = $1"
+
+# the same, for the instruments of one shard (a collector process owns only those)
+EXTEND_OF = """
+UPDATE live_coverage SET period = tstzrange(lower(period), greatest(upper(period), $3::timestamptz))
+WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
+"""
+CLOSE_STALE_OF = """
+UPDATE live_coverage SET open = false WHERE open AND broker = $1 AND instrument_id = ANY($2::integer[])
+"""

@@ -1,0 +1,209 @@
+"""``trading-helper collect``: broker feeds for the shards this process holds a lease on.
+
+A shard (account, connection) of the coordinator's plan is collected by exactly one process: the
+one holding its lease (:mod:`.lease`). For each shard held, a :class:`ShardCollector` runs the
+account's live feed for the shard's instruments into the shard's own Redis stream
+(``th:ticks:<broker>:<account>:<connection>``) through the usual receiver, records the shard's
+live coverage (only its own instruments: a range of a dead collector stops at its last extension,
+and the gap is backfilled), and follows plan changes (subscribe, unsubscribe). Every collector
+also runs the coordinator (one of them, by lease, publishes the plan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from trading_helper import clock
+from trading_helper.brokers.base import Broker, FeedState
+from trading_helper.brokers.registry import build_broker
+from trading_helper.cluster.coordinator import Coordinator, read_plan
+from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.cluster.plan import Plan, Shard
+from trading_helper.config import Settings
+from trading_helper.errors import ConfigError, TradingHelperError
+from trading_helper.ingest import keys
+from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
+from trading_helper.ingest.receiver import TickReceiver
+from trading_helper.ingest.redisconn import REDIS_FAILURES
+from trading_helper.storage import sql_instruments
+from trading_helper.storage.db import db_errors
+
+log = logging.getLogger(__name__)
+
+COVERAGE_EXTEND_S = 2.0
+STATUS_EVERY_S = 1.0
+
+
+class ShardCollector:
+    """One shard's feed, receiver and coverage, in this process."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, shard: Shard) -> None:
+        self.shard = shard
+        self.pool = pool
+        account = settings.account(shard.account, shard.broker)
+        self.broker: Broker = build_broker(settings.for_account(account))
+        self.feed = self.broker.live_feed()
+        self.coverage = CoverageRecorder(
+            pool, self.broker.name, scope=lambda: set(self.feed.subscriptions.values())
+        )
+        self.receiver = TickReceiver(
+            redis,
+            stream=keys.shard_stream(settings.TICK_STREAM, shard.key),
+            max_entries=settings.STREAM_MAX_ENTRIES,
+            local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES,
+            coverage=self.coverage,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    async def apply(self, instrument_ids: Sequence[int]) -> None:
+        """Make the feed carry exactly these instruments."""
+        with db_errors("reading a shard's broker tokens"):
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(sql_instruments.TOKENS_OF, self.broker.name, list(instrument_ids))
+        tokens = {r["broker_token"]: r["instrument_id"] for r in rows}
+        gone = [t for t in self.feed.subscriptions if t not in tokens]
+        new = {t: i for t, i in tokens.items() if t not in self.feed.subscriptions}
+        if gone:
+            await self.feed.unsubscribe(gone)
+        if new:
+            await self.feed.subscribe(new)
+
+    async def start(self, instrument_ids: Sequence[int]) -> None:
+        await self.apply(instrument_ids)
+        await self.coverage.start()  # ranges a dead owner left open end at its last extension
+        self._tasks = [
+            asyncio.create_task(self.feed.run(self.receiver), name=f"feed {self.shard.key}"),
+            asyncio.create_task(self._extend_coverage(), name=f"coverage {self.shard.key}"),
+        ]
+        log.info("collecting shard %s: %d instruments", self.shard.key, len(self.feed.subscriptions))
+
+    async def _extend_coverage(self) -> None:
+        while True:
+            await asyncio.sleep(COVERAGE_EXTEND_S)
+            durable = self.receiver.durable_at
+            if self.feed.state == FeedState.CONNECTED and durable is not None:
+                with contextlib.suppress(TradingHelperError):
+                    await self.coverage.extend(min(clock.now(), durable) - LATE_TICK_GRACE)
+
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop the feed (its last event closes the coverage), send what the receiver holds."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=timeout_s) if self._tasks else None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.receiver.flush(), timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.broker.aclose(), timeout_s)
+
+    def status(self, owner: str, epoch: int) -> dict[str, Any]:
+        return {
+            "owner": owner,
+            "epoch": epoch,
+            "feed_state": str(self.feed.state),
+            "subscriptions": len(self.feed.subscriptions),
+            "received": self.receiver.received,
+            "rejected": dict(self.receiver.rejected),
+            "local_queue_frames": len(self.receiver.local),
+            "since": self.started_at,
+            "stream": self.receiver.stream,
+        }
+
+
+class Collector:
+    """The process: the coordinator, the shard leases, a :class:`ShardCollector` per shard held."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        *,
+        shards: Sequence[str] = (),
+        max_shards: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        try:
+            self.only = {Shard.parse(s).key for s in shards}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.coordinator = Coordinator(settings, pool, redis)
+        self.running: dict[str, ShardCollector] = {}
+        self.plan: Plan | None = None
+        self.leases = LeaseGroup(
+            redis,
+            "collector",
+            on_acquired=self._acquired,
+            on_lost=self._lost,
+            ttl_s=settings.LEASE_TTL_S,
+            max_held=max_shards,
+        )
+
+    async def _acquired(self, key: str) -> None:
+        assert self.plan is not None
+        shard = Shard.parse(key)
+        runner = ShardCollector(self.settings, self.pool, self.redis, shard)
+        await runner.start(self.plan.instruments_of(shard))
+        self.running[key] = runner
+
+    async def _lost(self, key: str) -> None:
+        runner = self.running.pop(key, None)
+        if runner is not None:
+            await runner.stop()
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.redis.hdel(keys.SHARD_STATUS, key)
+
+    async def _wanted(self) -> list[str]:
+        """The plan's non-empty shards (those given with --shard only); running shards follow it."""
+        plan = await read_plan(self.redis)
+        if plan is None or plan.broker != self.settings.BROKER:
+            return list(self.running)  # no plan yet: keep what is held
+        self.plan = plan
+        for key, runner in self.running.items():
+            try:
+                await runner.apply(plan.instruments_of(runner.shard))
+            except TradingHelperError as exc:
+                log.warning("shard %s not updated to the plan: %s", key, exc)
+        names = [s.key for s in plan.shards if plan.instruments_of(s)]
+        return [n for n in names if not self.only or n in self.only]
+
+    async def _publish_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            fields: dict[str, str] = {}
+            for key, runner in list(self.running.items()):
+                with contextlib.suppress(TradingHelperError):
+                    await runner.receiver.flush()  # frames held while Redis was away
+                held = self.leases.held.get(key)
+                fields[key] = json.dumps(runner.status(self.leases.owner, held.epoch if held else 0))
+            with contextlib.suppress(*REDIS_FAILURES):
+                if fields:
+                    await self.redis.hset(keys.SHARD_STATUS, mapping=fields)  # type: ignore[arg-type]
+                await self.redis.expire(keys.SHARD_STATUS, 30)
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self.coordinator.run(), name="coordinator"),
+            asyncio.create_task(self.leases.run(self._wanted), name="shard leases"),
+            asyncio.create_task(self._publish_status(), name="shard status"),
+        ]
+        log.info("collector %s started (broker %s)", self.leases.owner, self.settings.BROKER)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
