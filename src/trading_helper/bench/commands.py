@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable, Coroutine
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -206,6 +207,43 @@ def bench_export(
     _bench(
         lambda progress: run_export_bench(
             get_settings(), instruments=instruments, days=days, ticks_per_day=ticks_per_day, progress=progress
+        ),
+        json_out,
+        bar="starting",
+    )
+
+
+_LOGS = typer.Option(None, help="Copy every process's log into this folder.")
+
+
+@bench_app.command("cluster")
+def bench_cluster(
+    accounts: int = typer.Option(2, min=1, max=8, help="Kite accounts (API keys) on the stand-in."),
+    instruments: int = typer.Option(12_000, min=1, help="Instruments, 2 ticks/s each."),
+    seconds: float = typer.Option(180.0, min=10.0, help="Seconds of sending (kills at 25/45/70 %)."),
+    collectors: int | None = typer.Option(None, min=1, help="collect processes (default: 2 per account)."),
+    writers: int = typer.Option(2, min=1, help="write processes."),
+    api_replicas: int = typer.Option(2, min=1, help="serve --no-ingest processes."),
+    logs: Path | None = _LOGS,
+    json_out: bool = typer.Option(
+        False, "--json", help="Print only the JSON result (progress stays on stderr)."
+    ),
+) -> None:
+    """Accounts, sharded collectors, writers and API replicas as real processes, with kills; checks."""
+    from trading_helper.bench.cluster.run import run_cluster
+    from trading_helper.config import get_settings
+
+    _bench(
+        lambda progress: run_cluster(
+            get_settings(),
+            accounts=accounts,
+            instruments=instruments,
+            seconds=seconds,
+            collectors=collectors,
+            writers=writers,
+            api_replicas=api_replicas,
+            progress=progress,
+            logs=logs,
         ),
         json_out,
         bar="starting",

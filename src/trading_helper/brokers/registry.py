@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from trading_helper.accounts import Account
 from trading_helper.brokers.base import Broker
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError
 
 
-def build_broker(settings: Settings) -> Broker:
-    """The configured broker; ConfigError at once when it lacks its keys (``BROKER=kite`` without
-    ``KITE_API_KEY``)."""
+def build_broker(settings: Settings, account: Account | None = None) -> Broker:
+    """The configured broker, as ``account`` (default: the broker's first account, the one of
+    the single-account settings when no ``<BROKER>_ACCOUNTS`` is set); ConfigError at once when
+    it lacks its keys (``BROKER=kite`` without ``KITE_API_KEY``)."""
     settings.require_broker_keys()
     name = settings.BROKER
+    if name in ("kite", "fyers"):
+        settings = settings.for_account(account or settings.accounts(name)[0])
     if name == "kite":
         from trading_helper.brokers.kite.broker import KiteBroker
 

@@ -50,7 +50,7 @@ class ShardCollector:
         self.shard = shard
         self.pool = pool
         account = settings.account(shard.account, shard.broker)
-        self.broker: Broker = build_broker(settings.for_account(account))
+        self.broker: Broker = build_broker(settings, account)
         self.feed = self.broker.live_feed()
         self.coverage = CoverageRecorder(
             pool, self.broker.name, scope=lambda: set(self.feed.subscriptions.values())
@@ -148,6 +148,7 @@ class Collector:
             on_lost=self._lost,
             ttl_s=settings.LEASE_TTL_S,
             max_held=max_shards,
+            fair=not self.only,
         )
 
     async def _acquired(self, key: str) -> None:

@@ -88,8 +88,12 @@ class LeaseGroup:
         ttl_s: float = DEFAULT_TTL_S,
         owner: str | None = None,
         max_held: int | None = None,
+        fair: bool = True,
     ) -> None:
         self.redis = redis
+        #: hold at most a fair share (False: everything wanted that is free, up to ``max_held``;
+        #: for processes given their names explicitly, standbys of each other)
+        self.fair = fair
         self.role = role
         self.owner = owner or new_owner_id()
         self.ttl_s = ttl_s
@@ -130,7 +134,7 @@ class LeaseGroup:
                         "%s lease %s was lost (taken over or expired): stopping its work", self.role, name
                     )
                     await self._drop(name, release=False)
-            share = math.ceil(len(wanted) / members) if wanted else 0
+            share = math.ceil(len(wanted) / members) if self.fair else len(wanted)
             if self.max_held is not None:
                 share = min(share, self.max_held)
             for name in [n for n in self.held if n not in wanted] + list(self.held)[share:]:

@@ -38,9 +38,12 @@ def decode_status(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
 
 
 async def read_status(settings: Settings) -> dict[str, Any]:
+    from trading_helper.cluster.status import cluster_status
+
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     try:
         published = decode_status(await client.hgetall(keys.STATUS))
+        cluster = await cluster_status(client, settings.TICK_STREAM)
         length = await client.xlen(settings.TICK_STREAM)
         try:
             groups = await client.xinfo_groups(settings.TICK_STREAM)
@@ -58,7 +61,7 @@ async def read_status(settings: Settings) -> dict[str, Any]:
     )
     note = (
         {}
-        if published
+        if published or cluster
         else {
             "note": "no ingest service has published its status to this Redis (REDIS_URL); "
             "for a demo without Redis, run status in the folder the demo runs in"
@@ -72,4 +75,5 @@ async def read_status(settings: Settings) -> dict[str, Any]:
         "stream_cap": settings.STREAM_MAX_ENTRIES,
         "writer_pending_entries": writer.get("pending") if writer else None,
         "writer_lag_entries": writer.get("lag") if writer else None,
+        **({"cluster": cluster} if cluster else {}),
     }

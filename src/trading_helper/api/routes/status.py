@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from trading_helper.api.deps import RuntimeDep, ServiceDep
 from trading_helper.api.runtime import Runtime
+from trading_helper.cluster.status import cluster_status
 from trading_helper.errors import BufferUnavailable, QueryFailed, StorageError
 from trading_helper.ingest import keys
 from trading_helper.ingest.redisconn import redis_errors
@@ -49,7 +50,44 @@ _EXAMPLE = {
         "error": None,
     },
     "websocket_clients": 2,
+    "cluster": {
+        "broker": "kite",
+        "accounts": ["a", "b"],
+        "instruments": 12000,
+        "unassigned": 0,
+        "unhonoured_pins": 0,
+        "shards": {
+            "kite:a:0": {
+                "instruments": 2000,
+                "collector": "host-1:41:9f2c1a",
+                "feed_state": "connected",
+                "stream": "th:ticks:kite:a:0",
+                "writer": "host-2:77:03b4de",
+            }
+        },
+        "writers": {
+            "host-2:77:03b4de": {
+                "streams": ["th:ticks:kite:a:0"],
+                "written": 1834021,
+                "lost": 0,
+                "dead_lettered": 0,
+                "maintenance": True,
+            }
+        },
+    },
 }
+
+
+async def _cluster(rt: Runtime) -> dict[str, Any] | None:
+    """The shard plan and its collectors and writers (None: no ``collect`` processes run)."""
+    if rt.redis is None:
+        return None
+    try:
+        with redis_errors("cluster status read"):
+            async with asyncio.timeout(_TIMEOUT_S):
+                return await cluster_status(rt.redis, rt.settings.TICK_STREAM)
+    except BufferUnavailable:
+        return {"error": "redis unreachable"}
 
 
 async def _redis_status(rt: Runtime) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -137,6 +175,7 @@ async def status(request: Request, rt: RuntimeDep, service: ServiceDep) -> dict[
         "stream": stream,
         "last_backfill": service.backfiller.status() if service.backfiller else None,
         "websocket_clients": request.app.state.hub.client_count,
+        "cluster": await _cluster(rt),
     }
 
 

@@ -1,0 +1,352 @@
+"""``trading-helper bench cluster``: the cluster on this machine, with kills on a schedule.
+
+Real processes: a Redis of its own (AOF), a fresh database on the configured PostgreSQL, the Kite
+stand-in taking one API key per account (:mod:`.market`), ``serve --no-ingest`` API replicas,
+``collect`` processes (2 per account by default) and ``write`` processes. The instruments are
+synced and subscribed through an API replica; once every one is carried in full mode, the
+stand-in sends 2 ticks/s per instrument at real time. On the schedule: a SIGKILL of a collector
+holding shards (at 25 % of the run), of a writer holding streams (45 %), the same uncovered
+history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %). Then the
+sending stops, the streams drain, and the database is read back (:mod:`.accounting`).
+
+``takeover_s``: from a kill to the shard's new collector reporting its feed connected (for a
+writer: to every stream of the dead writer leased by another), the worst seen.
+``latency_ms_p99``: receive (the collector's stamp) to commit, from the writers' histograms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from trading_helper.bench.cluster.accounting import account
+from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
+from trading_helper.bench.cluster.processes import Child, percentile_of, pid_of, text_of
+from trading_helper.bench.scratch import scratch_database
+from trading_helper.bench.soak.oracle import IST
+from trading_helper.bench.soak.processes import RedisServer, free_port
+from trading_helper.bench.soak.run import last_trading_days
+from trading_helper.cluster.coordinator import read_plan
+from trading_helper.cluster.lease import lease_owners
+from trading_helper.config import Settings
+from trading_helper.ingest import keys
+
+_IDS = "SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = 'kite'"
+TARGET_P99_MS = 250.0
+
+
+class ClusterBench:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        accounts: int,
+        instruments: int,
+        seconds: float,
+        collectors: int | None = None,
+        writers: int = 2,
+        api_replicas: int = 2,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = [chr(ord("a") + i) for i in range(accounts)]
+        self.instruments = instruments
+        self.seconds = seconds
+        self.n_collectors = collectors if collectors is not None else 2 * accounts
+        self.n_writers = writers
+        self.n_apis = api_replicas
+        self.progress = progress
+        self.children: list[Child] = []
+        self.takeovers: list[float] = []
+        self.events: list[dict[str, Any]] = []
+        self.history: dict[str, Any] = {}
+        self.lags_before_kills: Counter[int] = Counter()
+
+    def _note(self, text: str, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(text, fraction)
+
+    async def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="th-cluster-") as tmp:
+            self.workdir = Path(tmp)
+            async with scratch_database(self.settings.DATABASE_URL, prefix="th_cluster") as dsn:
+                redis_server = RedisServer(self.workdir)
+                await redis_server.start()
+                self.redis = aioredis.Redis.from_url(redis_server.url)
+                self.db = await asyncpg.connect(dsn)
+                api_keys = {f"cluster_key_{n}": f"cluster_token_{n}_0123456789" for n in self.names}
+                self.market = ClusterMarket(self.instruments)
+                self.kite = ClusterStandIn(self.market, api_keys)
+                try:
+                    async with self.kite:
+                        self.env = self._env(dsn, redis_server.url, api_keys)
+                        result = await self._run()
+                finally:
+                    await asyncio.gather(*(c.stop() for c in self.children))
+                    await self.db.close()
+                    await self.redis.aclose()
+                    await redis_server.kill()
+        result["seconds"] = round(time.monotonic() - started, 1)
+        return result
+
+    def _env(self, dsn: str, redis_url: str, api_keys: dict[str, str]) -> dict[str, str]:
+        self.api_token = secrets.token_urlsafe(16)
+        env = {
+            "DATABASE_URL": dsn,
+            "REDIS_URL": redis_url,
+            "BROKER": "kite",
+            "KITE_ACCOUNTS": ",".join(self.names),
+            "KITE_API_KEY": "",
+            "KITE_ACCESS_TOKEN": "",
+            "KITE_API_URL": self.kite.api_url,
+            "KITE_WS_URL": self.kite.ws_url,
+            "TOKEN_DIR": str(self.workdir / "tokens"),
+            "API_TOKEN": self.api_token,
+            "LOG_LEVEL": "WARNING",
+            "REFRESH_INTERVAL_S": "2",
+            "RECONCILE_AFTER_MINUTES": "0",
+            "LEASE_TTL_S": "3",
+        }
+        for name, (key, token) in zip(self.names, api_keys.items(), strict=True):
+            env[f"KITE_{name.upper()}_API_KEY"] = key
+            env[f"KITE_{name.upper()}_ACCESS_TOKEN"] = token
+        return env
+
+    async def _spawn(self, name: str, *args: str) -> Child:
+        child = Child(name, list(args), self.env, self.workdir)
+        await child.start()
+        self.children.append(child)
+        return child
+
+    async def _start_apis(self) -> list[httpx.AsyncClient]:
+        clients = []
+        for n in range(self.n_apis):
+            port = free_port()
+            await self._spawn(f"api-{n + 1}", "serve", "--no-ingest", "--port", str(port))
+            client = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}",
+                timeout=180,
+                headers={"Authorization": f"Bearer {self.api_token}"},
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await client.get("/api/health")).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"API replica {n + 1} did not answer (see its log)")
+                await asyncio.sleep(0.2)
+            clients.append(client)
+        return clients
+
+    async def _run(self) -> dict[str, Any]:
+        self._note("starting the API replicas", 0.0)
+        self.apis = await self._start_apis()
+        (await self.apis[0].post("/api/instruments/sync")).raise_for_status()
+        tokens = [str(i.token) for i in self.market.instruments]
+        for at in range(0, len(tokens), 5000):
+            body = {"instruments": tokens[at : at + 5000]}
+            (
+                await self.apis[at // 5000 % len(self.apis)].post("/api/instruments/subscribe", json=body)
+            ).raise_for_status()
+        self.ids = {int(r["broker_token"]): r["instrument_id"] for r in await self.db.fetch(_IDS)}
+        for n in range(self.n_writers):
+            await self._spawn(f"writer-{n + 1}", "write")
+        for n in range(self.n_collectors):
+            await self._spawn(f"collector-{n + 1}", "collect")
+        self._note("waiting for every instrument on a live connection", 0.02)
+        deadline = time.monotonic() + 240
+        while len(self.kite.live_tokens()) < self.instruments:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(self.kite.live_tokens())} instruments subscribed after 240 s")
+            await asyncio.sleep(0.5)
+        plan = await read_plan(self.redis)
+        assert plan is not None
+        self.shards = [s.key for s in plan.shards if plan.instruments_of(s)]
+        self.streams = [keys.shard_stream(self.settings.TICK_STREAM, s) for s in self.shards]
+        self.market.t0 = int(time.time()) + 1
+        self.sending = True
+        sender = asyncio.create_task(self._send())
+        begun = time.monotonic()
+        try:
+            for fraction, what in ((0.25, self._kill_collector), (0.45, self._kill_writer),
+                                   (0.6, self._history), (0.7, self._kill_api)):  # fmt: skip
+                await asyncio.sleep(max(0.0, begun + fraction * self.seconds - time.monotonic()))
+                self._note(what.__name__.strip("_").replace("_", " "), 0.05 + 0.8 * fraction)
+                await what()
+            await asyncio.sleep(max(0.0, begun + self.seconds - time.monotonic()))
+        finally:
+            self.sending = False
+            await sender
+        send_s = time.monotonic() - begun
+        self._note("draining the streams", 0.9)
+        drained = await self._drain()
+        lags = await self._lags()
+        self._note("reading back", 0.95)
+        accounts = await account(self.db, self.kite.ranges, self.ids, self.kite.open_connections())
+        p99 = percentile_of(lags, 0.99)
+        return {
+            "accounts": len(self.names),
+            "shards": len(self.shards),
+            "collectors": self.n_collectors,
+            "writers": self.n_writers,
+            "api_replicas": self.n_apis,
+            "instruments": self.instruments,
+            "ticks_sent": accounts.sent,
+            "ticks_per_s": round(accounts.sent / send_s, 1),
+            "ticks_stored": accounts.stored,
+            "ticks_received": accounts.received,
+            "ticks_in_flight_at_kill": accounts.in_flight,
+            # ticks of frames sent while no connection carried their instrument (between a
+            # collector's death and its successor's subscription), and those in flight: the holes
+            "coverage_hole_ticks": self.instruments * self.kite.frames_sent - accounts.received,
+            "lost": accounts.lost,
+            "duplicated": accounts.duplicated,
+            "dead_lettered": accounts.dead_lettered,
+            "takeover_s": round(max(self.takeovers), 2) if self.takeovers else None,
+            "takeovers": [round(t, 2) for t in self.takeovers],
+            "history_calls": self.history.get("calls"),
+            "history_calls_duplicated": self.history.get("duplicated"),
+            "history_status": self.history.get("status"),
+            "latency_ms_p50": percentile_of(lags, 0.5),
+            "latency_ms_p99": p99,
+            "latency_target_ms": TARGET_P99_MS,
+            "latency_target_met": p99 is not None and p99 < TARGET_P99_MS,
+            "latency_ticks": sum(lags.values()),
+            # the steady state: ticks committed before the first kill (the rest waited out takeovers)
+            "latency_ms_p99_before_kills": percentile_of(self.lags_before_kills, 0.99),
+            "upgrades_per_key": dict(self.kite.upgrades),
+            "drained": drained,
+            "events": self.events,
+            "send_seconds": round(send_s, 1),
+        }
+
+    async def _send(self) -> None:
+        frame = 0
+        while self.sending:
+            due = self.market.t0 + frame * 0.5 + 0.05
+            await asyncio.sleep(max(0.0, due - time.time()))
+            await self.kite.send_frame(frame, self.market.packets(frame))
+            frame += 1
+
+    async def _wait_takeover(
+        self, role: str, names: list[str], dead_pid: int, killed_at: float
+    ) -> float | None:
+        pending = set(names)
+        while pending and time.time() - killed_at < 60:
+            owners = await lease_owners(self.redis, role, sorted(pending))
+            status = {
+                text_of(k): json.loads(v) for k, v in (await self.redis.hgetall(keys.SHARD_STATUS)).items()
+            }
+            for name, owner in owners.items():
+                pid = pid_of(owner)
+                if pid is None or pid == dead_pid:
+                    continue
+                if role == "writer" or (
+                    status.get(name, {}).get("owner") == owner
+                    and status[name].get("feed_state") == "connected"
+                ):
+                    pending.discard(name)
+            await asyncio.sleep(0.1)
+        return None if pending else time.time() - killed_at
+
+    async def _kill_one(self, role: str, names: list[str], prefix: str) -> None:
+        owners = await lease_owners(self.redis, role, names)
+        by_pid = Counter(pid_of(o) for o in owners.values() if o)
+        victim = next((c for c in self.children if c.name.startswith(prefix) and by_pid[c.pid]), None)
+        if victim is None:
+            self.events.append({"kill": prefix, "error": "no process of this role held anything"})
+            return
+        held = [n for n, o in owners.items() if pid_of(o) == victim.pid]
+        killed_at = time.time()
+        victim.kill()
+        took = await self._wait_takeover(role, held, victim.pid, killed_at)
+        if took is not None:
+            self.takeovers.append(took)
+        self.events.append(
+            {"kill": victim.name, "held": held, "takeover_s": None if took is None else round(took, 2)}
+        )
+
+    async def _kill_collector(self) -> None:
+        self.lags_before_kills = await self._lags()
+        await self._kill_one("collector", self.shards, "collector-")
+
+    async def _kill_writer(self) -> None:
+        await self._kill_one("writer", self.streams, "writer-")
+
+    async def _kill_api(self) -> None:
+        victim = next(c for c in self.children if c.name == f"api-{self.n_apis}")
+        victim.kill()
+        others = self.apis[: self.n_apis - 1]
+        answers = [(await api.get("/api/status")).status_code for api in others]
+        self.events.append({"kill": victim.name, "others_status": answers})
+
+    async def _history(self) -> None:
+        """The same uncovered 5m history (the last trading day before yesterday) from every replica at once."""
+        day = last_trading_days(1, datetime.now(IST) - timedelta(days=1))[0]
+        start = datetime(day.year, day.month, day.day, 9, 15, tzinfo=IST)
+        token = self.market.instruments[0].token
+        params = {"instrument": str(token), "interval": "5m", "from": start.isoformat(),
+                  "to": (start + timedelta(hours=6, minutes=15)).isoformat()}  # fmt: skip
+        before = len(self.kite.history)
+        replies = await asyncio.gather(*(api.get("/api/candles", params=params) for api in self.apis))
+        calls = [h for h in self.kite.history[before:] if h.token == token]
+        status = (await self.apis[0].get("/api/status")).json().get("cluster") or {}
+        self.events.append({"api_status_cluster": {k: status.get(k) for k in ("accounts", "instruments", "unassigned")}
+                            | {"shards": len(status.get("shards") or {})}})  # fmt: skip
+        self.history = {
+            "calls": len(calls),
+            "duplicated": len(calls) - len({(h.timeframe, h.start, h.end) for h in calls}),
+            "status": [r.status_code for r in replies],
+        }
+
+    async def _drain(self, timeout_s: float = 180.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while time.monotonic() < deadline:
+            backlog = 0
+            for stream in self.streams:
+                with contextlib.suppress(Exception):
+                    for group in await self.redis.xinfo_groups(stream):
+                        backlog += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+            quiet = quiet + 1 if backlog == 0 else 0
+            if quiet >= 3:
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    async def _lags(self) -> Counter[int]:
+        merged: Counter[int] = Counter()
+        for raw in (await self.redis.hgetall(keys.WRITER_STATUS)).values():
+            hist = json.loads(raw).get("receive_to_commit_ms") or {}
+            merged.update({int(k): int(v) for k, v in hist.items()})
+        return merged
+
+
+async def run_cluster(settings: Settings, **kwargs: Any) -> dict[str, Any]:
+    bench = ClusterBench(settings, **kwargs)
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if main is not None:
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        return await bench.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -1,0 +1,73 @@
+"""The cluster benchmark's small variant: 2 accounts, 3 collectors, 2 writers, 2 API replicas as
+real processes, a SIGKILL of a collector, of a writer and of a replica; every tick accounted for.
+
+Runs ``trading-helper bench cluster --json`` as a user would (its own Kite stand-in and Redis,
+one fresh database on the test PostgreSQL) and reads its one JSON object from stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+KEYS = {
+    "accounts", "shards", "collectors", "writers", "api_replicas", "ticks_sent", "ticks_stored", "lost",
+    "duplicated", "takeover_s", "history_calls", "history_calls_duplicated", "latency_ms_p99", "seconds",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster(admin_dsn: str) -> dict[str, Any]:
+    env = {**os.environ, "DATABASE_URL": admin_dsn}
+    args = [
+        "bench",
+        "cluster",
+        "--accounts",
+        "2",
+        "--instruments",
+        "90",
+        "--seconds",
+        "30",
+        "--collectors",
+        "3",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "trading_helper.cli", *args, "--json"],
+        env=env, capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout must hold only the JSON object: {done.stdout[:2000]}"
+    result: dict[str, Any] = json.loads(lines[0])
+    return result
+
+
+@pytest.mark.timeout(420)
+def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]) -> None:
+    assert KEYS <= set(cluster), f"missing: {KEYS - set(cluster)}"
+    assert (cluster["accounts"], cluster["collectors"], cluster["writers"], cluster["api_replicas"]) == (
+        2,
+        3,
+        2,
+        2,
+    )
+    assert cluster["shards"] == 6  # 2 accounts x Kite's 3 connections, 15 instruments each
+    assert cluster["ticks_sent"] > 90 * 2 * 20 and cluster["drained"]
+    assert cluster["lost"] == 0 and cluster["duplicated"] == 0 and cluster["dead_lettered"] == 0
+    assert cluster["ticks_stored"] == cluster["ticks_received"]
+    kills = [e for e in cluster["events"] if "kill" in e]
+    assert [e["kill"].split("-")[0] for e in kills] == ["collector", "writer", "api"], kills
+    assert all(e["takeover_s"] is not None and e["takeover_s"] < 10 for e in kills[:2]), kills
+    assert cluster["takeover_s"] < 10
+    assert kills[2]["others_status"] == [200]  # the other replica answers
+    (status,) = [e["api_status_cluster"] for e in cluster["events"] if "api_status_cluster" in e]
+    assert status == {"accounts": ["a", "b"], "instruments": 90, "unassigned": 0, "shards": 6}
+    assert cluster["upgrades_per_key"].keys() == {"cluster_key_a", "cluster_key_b"}  # each account its key
+    assert cluster["history_calls"] >= 1 and cluster["latency_ms_p99"] is not None
