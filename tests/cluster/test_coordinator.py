@@ -1,0 +1,78 @@
+"""The coordinator (cluster/coordinator.py) on a real database and a Redis of the test's own: the
+plan from the subscriptions, published once per change, and NOTIFY subscriptions_changed heard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from trading_helper.bench.soak.processes import RedisServer
+from trading_helper.brokers.sim import SimBroker
+from trading_helper.cluster.coordinator import Coordinator, read_plan
+from trading_helper.config import Settings
+from trading_helper.errors import ConfigError
+from trading_helper.ingest import keys
+from trading_helper.storage.instruments import sync_instruments
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
+    server = RedisServer(tmp_path)
+    await server.start()
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await server.kill()
+
+
+async def test_the_plan_follows_the_subscriptions_and_notifications(
+    db_pool: asyncpg.Pool, db_dsn: str, own_redis: aioredis.Redis
+) -> None:
+    settings = Settings(DATABASE_URL=db_dsn, BROKER="sim", SIM_INSTRUMENTS=12)
+    broker = SimBroker(settings)
+    async with db_pool.acquire() as conn:
+        await sync_instruments(conn, "sim", await broker.fetch_instruments())
+        await conn.execute("TRUNCATE subscriptions")
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT instrument_id FROM instrument_broker_ids WHERE broker = 'sim' ORDER BY 1"
+            )
+        ]
+        await conn.execute("INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", ids[:5])
+    coordinator = Coordinator(settings, db_pool, own_redis)
+    plan = await coordinator.publish_once()
+    assert plan.summary()["shards"] == {"sim:default:0": 5} and coordinator.plans_published == 1
+    await coordinator.publish_once()
+    assert coordinator.plans_published == 1  # unchanged: not published again
+    stored = await read_plan(own_redis)
+    assert stored is not None and sorted(stored.assignment) == sorted(ids[:5])
+
+    listening = asyncio.create_task(coordinator._listen())
+    try:
+        await asyncio.wait_for(coordinator._changed.wait(), 10)  # set once it listens
+        coordinator._changed.clear()
+        async with db_pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", ids[5:8]
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", keys.SUBSCRIPTIONS_CHANGED, json.dumps(ids[5:8]))
+        await asyncio.wait_for(coordinator._changed.wait(), 5)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+    plan = await coordinator.publish_once()
+    assert plan.summary()["instruments"] == 8 and plan.moved_from(stored.assignment) == 0
+
+
+def test_bad_pins_are_a_config_error(db_pool: asyncpg.Pool) -> None:
+    with pytest.raises(ConfigError, match="SHARD_PINS"):
+        Coordinator(Settings(SHARD_PINS="123"), db_pool, aioredis.Redis())
