@@ -16,14 +16,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from trading_helper import clock
-from trading_helper.brokers.base import Broker, FeedState
+from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
 from trading_helper.cluster.coordinator import Coordinator, read_plan
 from trading_helper.cluster.lease import LeaseGroup
@@ -34,6 +34,7 @@ from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.redisconn import REDIS_FAILURES
+from trading_helper.models import Tick
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.db import db_errors
 
@@ -43,10 +44,50 @@ COVERAGE_EXTEND_S = 2.0
 STATUS_EVERY_S = 1.0
 
 
+class LeasedSink:
+    """The receiver, while the shard's lease surely holds: a frame handed after
+    ``valid_until()`` (a process whose loop fell behind its renewals) is dropped and counted
+    (``lease_lost``), never appended next to the new owner's, which may carry the same ticks."""
+
+    def __init__(
+        self, receiver: TickReceiver, valid_until: Callable[[], float], on_expired: Callable[[], None]
+    ) -> None:
+        self.receiver = receiver
+        self.valid_until = valid_until
+        self.on_expired = on_expired
+
+    def _valid(self) -> bool:
+        return time.monotonic() < self.valid_until()
+
+    async def on_ticks(self, ticks: Sequence[Tick]) -> None:
+        if self._valid():
+            await self.receiver.on_ticks(ticks)
+            return
+        if ticks:
+            self.receiver.on_reject("lease_lost", len(ticks))
+        self.on_expired()  # the shard stops: its coverage ends before these, they are backfilled
+
+    def on_reject(self, reason: str, count: int = 1) -> None:
+        self.receiver.on_reject(reason, count)
+
+    async def on_event(self, event: FeedEvent) -> None:
+        # capture may end at any time; it starts (coverage opens) only under the lease
+        if event.state != FeedState.CONNECTED or self._valid():
+            await self.receiver.on_event(event)
+
+
 class ShardCollector:
     """One shard's feed, receiver and coverage, in this process."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, shard: Shard) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        shard: Shard,
+        valid_until: Callable[[], float] = lambda: float("inf"),
+        on_expired: Callable[[], None] = lambda: None,
+    ) -> None:
         self.shard = shard
         self.pool = pool
         account = settings.account(shard.account, shard.broker)
@@ -62,6 +103,7 @@ class ShardCollector:
             local_max_frames=settings.LOCAL_QUEUE_MAX_FRAMES,
             coverage=self.coverage,
         )
+        self.sink = LeasedSink(self.receiver, valid_until, on_expired)
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
@@ -82,7 +124,7 @@ class ShardCollector:
         await self.apply(instrument_ids)
         await self.coverage.start()  # ranges a dead owner left open end at its last extension
         self._tasks = [
-            asyncio.create_task(self.feed.run(self.receiver), name=f"feed {self.shard.key}"),
+            asyncio.create_task(self.feed.run(self.sink), name=f"feed {self.shard.key}"),
             asyncio.create_task(self._extend_coverage(), name=f"coverage {self.shard.key}"),
         ]
         log.info("collecting shard %s: %d instruments", self.shard.key, len(self.feed.subscriptions))
@@ -140,6 +182,8 @@ class Collector:
             raise ConfigError(str(exc)) from None
         self.coordinator = Coordinator(settings, pool, redis)
         self.running: dict[str, ShardCollector] = {}
+        self._giving_up: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.plan: Plan | None = None
         self.leases = LeaseGroup(
             redis,
@@ -154,9 +198,28 @@ class Collector:
     async def _acquired(self, key: str) -> None:
         assert self.plan is not None
         shard = Shard.parse(key)
-        runner = ShardCollector(self.settings, self.pool, self.redis, shard)
+        runner = ShardCollector(
+            self.settings,
+            self.pool,
+            self.redis,
+            shard,
+            lambda: self.leases.valid_until(key),
+            lambda: self._give_up(key),
+        )
         await runner.start(self.plan.instruments_of(shard))
         self.running[key] = runner
+
+    def _give_up(self, key: str) -> None:
+        """The shard's lease may have run out under us (this loop fell behind): stop it now, from
+        outside its feed task; the next lease step may take it again, on a fresh connection."""
+        if key in self._giving_up or key not in self.leases.held:
+            return
+        log.warning("shard %s: lease not renewed in time; stopping it", key)
+        self._giving_up.add(key)
+        task = asyncio.create_task(self.leases.give_up(key), name=f"give up {key}")
+        task.add_done_callback(lambda _: self._giving_up.discard(key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _lost(self, key: str) -> None:
         runner = self.running.pop(key, None)

@@ -122,10 +122,10 @@ class LeaseGroup:
 
     async def step(self, wanted: Sequence[str]) -> None:
         """Renew what is held, give up what is not wanted (or beyond the share), take free names."""
-        now = time.monotonic()
         try:
             members = await self._live_members()
             for name, held in list(self.held.items()):
+                now = time.monotonic()  # before the renewal is sent: its TTL starts later
                 ok = await self._renew(keys=[lease_key(self.role, name)], args=[self.owner, self._ttl_ms])
                 if ok:
                     held.renewed_at = now
@@ -156,13 +156,21 @@ class LeaseGroup:
                 )
                 await self._drop(name, release=False)
 
+    def valid_until(self, name: str) -> float:
+        """Monotonic time before which this process surely still holds ``name`` (0: not held):
+        the key's TTL started after our last take or renewal was sent, so nobody can take it
+        before then; a tenth is kept back for clock rates."""
+        held = self.held.get(name)
+        return held.renewed_at + self.ttl_s * 0.9 if held is not None else 0.0
+
     async def _try_take(self, name: str) -> None:
         key = lease_key(self.role, name)
+        sent = time.monotonic()
         if not await self.redis.set(key, self.owner, nx=True, px=self._ttl_ms):
             return
         epoch = int(await self.redis.incr(f"{key}:epoch"))
         last = await self.redis.getset(f"{key}:renewed", "")
-        self.held[name] = Held(name, epoch, time.monotonic())
+        self.held[name] = Held(name, epoch, sent)
         log.info("%s lease %s taken (epoch %d)", self.role, name, epoch)
         if last:
             self.takeovers.append((name, time.time() - float(last)))
@@ -179,6 +187,11 @@ class LeaseGroup:
         for name in self.held:
             pipe.set(f"{lease_key(self.role, name)}:renewed", stamp, px=self._ttl_ms * 20)
         await pipe.execute()
+
+    async def give_up(self, name: str) -> None:
+        """Stop the work of ``name`` and release it (a later step may take it again)."""
+        if name in self.held:
+            await self._drop(name, release=True)
 
     async def _drop(self, name: str, *, release: bool) -> None:
         self.held.pop(name, None)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: the consumer name of every stream's writer: a taker reads its predecessor's pending entries
 CONSUMER = "writer"
 STATUS_EVERY_S = 1.0
+#: entries pending this long on a stream we hold are orphans (a healthy writer acks within a second)
+ORPHAN_IDLE_S = 15.0
 #: receive-to-commit histogram cap (ms); slower ticks count in the last bucket
 _LAG_CAP_MS = 60_000
 
@@ -51,6 +53,7 @@ class Writers:
         #: every writer this process ran (counts carry on after a stream is given up)
         self._retired = Counter[str]()
         self.lag_ms: Counter[int] = Counter()
+        self.orphan_restarts = 0
         self.leases = LeaseGroup(
             redis, "writer", on_acquired=self._acquired, on_lost=self._lost, ttl_s=settings.LEASE_TTL_S
         )
@@ -125,12 +128,38 @@ class Writers:
             + sum(w.stats.dead_lettered for w in self.writers.values()),
             "tasks_down": sorted(t.name for t in self.tasks.down()),
             "maintenance": bool(self.maintenance_lease.held),
+            "orphan_restarts": self.orphan_restarts,
             "receive_to_commit_ms": {str(k): v for k, v in sorted(self.lag_ms.items())},
         }
 
+    async def _sweep_orphans(self) -> None:
+        """Entries read but never acknowledged, idle for ORPHAN_IDLE_S on a stream we hold: read
+        by an owner that lost its lease and stopped before committing them (after our writer had
+        walked the pending list), or left by a writer task that died. The writer is restarted:
+        its start walks the pending list again (what the offset covers is acknowledged unwritten)."""
+        for stream, writer in list(self.writers.items()):
+            if writer.stats.db_down_since is not None or writer.stats.db_busy_since is not None:
+                continue  # waiting for the database: its entries are pending on purpose
+            stale = await self.redis.xpending_range(
+                stream, keys.WRITER_GROUP, min="-", max="+", count=1, idle=round(ORPHAN_IDLE_S * 1000)
+            )
+            if stale and stream in self.writers:
+                log.warning(
+                    "stream %s has entries pending for %.0f s: restarting its writer", stream, ORPHAN_IDLE_S
+                )
+                await self.tasks.stop([f"writer {stream}"], timeout_s=5.0)
+                if stream in self.writers:
+                    self.tasks.start(f"writer {stream}", writer.run)
+                    self.orphan_restarts += 1
+
     async def _publish_status(self) -> None:
+        turns = 0
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
+            turns += 1
+            if turns % 5 == 0:
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await self._sweep_orphans()
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.redis.hset(keys.WRITER_STATUS, self.leases.owner, json.dumps(self.status()))
                 await self.redis.expire(keys.WRITER_STATUS, 600)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import shutil
 import signal
 import tempfile
 import time
@@ -61,8 +62,10 @@ class ClusterBench:
         writers: int = 2,
         api_replicas: int = 2,
         progress: Callable[[str, float], None] | None = None,
+        logs: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.logs = logs
         self.names = [chr(ord("a") + i) for i in range(accounts)]
         self.instruments = instruments
         self.seconds = seconds
@@ -98,6 +101,10 @@ class ClusterBench:
                         result = await self._run()
                 finally:
                     await asyncio.gather(*(c.stop() for c in self.children))
+                    if self.logs is not None:
+                        self.logs.mkdir(parents=True, exist_ok=True)
+                        for log in self.workdir.glob("*.log"):
+                            shutil.copy(log, self.logs / log.name)
                     await self.db.close()
                     await self.redis.aclose()
                     await redis_server.kill()
