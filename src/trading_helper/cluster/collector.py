@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
-from trading_helper.cluster.coordinator import Coordinator, read_plan
+from trading_helper.cluster.coordinator import Coordinator
 from trading_helper.cluster.lease import LeaseGroup
 from trading_helper.cluster.plan import Plan, Shard
 from trading_helper.config import Settings
@@ -185,6 +185,7 @@ class Collector:
         self._giving_up: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.plan: Plan | None = None
+        self._plan_raw: bytes | str | None = None
         self.leases = LeaseGroup(
             redis,
             "collector",
@@ -229,17 +230,24 @@ class Collector:
                 await self.redis.hdel(keys.SHARD_STATUS, key)
 
     async def _wanted(self) -> list[str]:
-        """The plan's non-empty shards (those given with --shard only); running shards follow it."""
-        plan = await read_plan(self.redis)
-        if plan is None or plan.broker != self.settings.BROKER:
+        """The plan's non-empty shards (those given with --shard only); running shards follow it
+        when it changes."""
+        raw = await self.redis.get(keys.PLAN)
+        if raw is None:
             return list(self.running)  # no plan yet: keep what is held
-        self.plan = plan
-        for key, runner in self.running.items():
-            try:
-                await runner.apply(plan.instruments_of(runner.shard))
-            except TradingHelperError as exc:
-                log.warning("shard %s not updated to the plan: %s", key, exc)
-        names = [s.key for s in plan.shards if plan.instruments_of(s)]
+        if raw != self._plan_raw:
+            plan = Plan.from_json(raw)
+            if plan.broker != self.settings.BROKER:
+                return list(self.running)
+            self.plan, self._plan_raw = plan, raw
+            for key, runner in list(self.running.items()):
+                try:
+                    await runner.apply(plan.instruments_of(runner.shard))
+                except TradingHelperError as exc:
+                    self._plan_raw = None  # tried again at the next step
+                    log.warning("shard %s not updated to the plan: %s", key, exc)
+        assert self.plan is not None
+        names = [s.key for s in self.plan.shards if self.plan.instruments_of(s)]
         return [n for n in names if not self.only or n in self.only]
 
     async def _publish_status(self) -> None:

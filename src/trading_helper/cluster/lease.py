@@ -113,27 +113,41 @@ class LeaseGroup:
     async def _live_members(self) -> int:
         now_ms = int(time.time() * 1000)
         key = members_key(self.role)
-        await self.redis.hset(key, self.owner, now_ms)
-        beats = await self.redis.hgetall(key)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, self.owner, now_ms)
+        pipe.hgetall(key)
+        _, beats = await pipe.execute()
         stale = [k for k, v in beats.items() if now_ms - int(v) > self._ttl_ms * 2]
         if stale:
             await self.redis.hdel(key, *stale)
         return max(1, len(beats) - len(stale))
 
+    async def _renew_all(self) -> None:
+        """Every held lease renewed in one round trip (its send time noted first)."""
+        if not self.held:
+            return
+        names = list(self.held)
+        sent = time.monotonic()  # before the renewals are sent: their TTLs start later
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            await self._renew(keys=[lease_key(self.role, name)], args=[self.owner, self._ttl_ms], client=pipe)
+        for name, ok in zip(names, await pipe.execute(), strict=True):
+            held = self.held.get(name)
+            if held is None:
+                continue
+            if ok:
+                held.renewed_at = sent
+            else:
+                log.warning(
+                    "%s lease %s was lost (taken over or expired): stopping its work", self.role, name
+                )
+                await self._drop(name, release=False)
+
     async def step(self, wanted: Sequence[str]) -> None:
         """Renew what is held, give up what is not wanted (or beyond the share), take free names."""
         try:
+            await self._renew_all()
             members = await self._live_members()
-            for name, held in list(self.held.items()):
-                now = time.monotonic()  # before the renewal is sent: its TTL starts later
-                ok = await self._renew(keys=[lease_key(self.role, name)], args=[self.owner, self._ttl_ms])
-                if ok:
-                    held.renewed_at = now
-                else:
-                    log.warning(
-                        "%s lease %s was lost (taken over or expired): stopping its work", self.role, name
-                    )
-                    await self._drop(name, release=False)
             share = math.ceil(len(wanted) / members) if self.fair else len(wanted)
             if self.max_held is not None:
                 share = min(share, self.max_held)
