@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     SHARD_PINS: str = ""
     #: seconds a collector's or writer's lease lives without renewal: a standby takes a dead
     #: owner's shard or stream about this long (and a third more) after it died
-    LEASE_TTL_S: float = Field(default=3.0, ge=0.5, le=60.0)
+    LEASE_TTL_S: float = Field(default=5.0, ge=0.5, le=60.0)
     STREAM_MAX_ENTRIES: int = Field(default=2_000_000, ge=1000)
     #: in-memory queue of frames kept while Redis is unreachable
     LOCAL_QUEUE_MAX_FRAMES: int = Field(default=100_000, ge=100)

@@ -26,7 +26,7 @@ from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
 from trading_helper.cluster.coordinator import Coordinator
-from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.cluster.lease import Held, LeaseGroup
 from trading_helper.cluster.plan import Plan, Shard
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError, TradingHelperError
@@ -55,9 +55,15 @@ class LeasedSink:
         self.receiver = receiver
         self.valid_until = valid_until
         self.on_expired = on_expired
+        #: latched: once a frame was dropped, none is taken again (what is stored stays a prefix
+        #: of what the connection brought, and its coverage is not claimed past the drop)
+        self.expired = False
 
     def _valid(self) -> bool:
-        return time.monotonic() < self.valid_until()
+        if not self.expired and time.monotonic() >= self.valid_until():
+            self.expired = True
+            self.on_expired()  # the shard stops: its coverage ends before this, it is backfilled
+        return not self.expired
 
     async def on_ticks(self, ticks: Sequence[Tick]) -> None:
         if self._valid():
@@ -65,7 +71,6 @@ class LeasedSink:
             return
         if ticks:
             self.receiver.on_reject("lease_lost", len(ticks))
-        self.on_expired()  # the shard stops: its coverage ends before these, they are backfilled
 
     def on_reject(self, reason: str, count: int = 1) -> None:
         self.receiver.on_reject(reason, count)
@@ -199,22 +204,23 @@ class Collector:
     async def _acquired(self, key: str) -> None:
         assert self.plan is not None
         shard = Shard.parse(key)
+        held = self.leases.held[key]
         runner = ShardCollector(
             self.settings,
             self.pool,
             self.redis,
             shard,
-            lambda: self.leases.valid_until(key),
-            lambda: self._give_up(key),
+            self.leases.validity(key),
+            lambda: self._give_up(key, held),
         )
         await runner.start(self.plan.instruments_of(shard))
         self.running[key] = runner
 
-    def _give_up(self, key: str) -> None:
+    def _give_up(self, key: str, held: Held) -> None:
         """The shard's lease may have run out under us (this loop fell behind): stop it now, from
         outside its feed task; the next lease step may take it again, on a fresh connection."""
-        if key in self._giving_up or key not in self.leases.held:
-            return
+        if key in self._giving_up or self.leases.held.get(key) is not held:
+            return  # given up already (a later lease of the same shard is other work)
         log.warning("shard %s: lease not renewed in time; stopping it", key)
         self._giving_up.add(key)
         task = asyncio.create_task(self.leases.give_up(key), name=f"give up {key}")

@@ -1,9 +1,11 @@
 """Leases in Redis: exactly one process owns a shard (collectors) or a stream (writers).
 
 A lease is a key ``th:lease:<role>:<name>`` holding its owner's id, set with NX and a TTL, renewed
-(compare-and-extend, one Lua script) every third of the TTL. An owner whose renewals fail for
-half the TTL gives the work up before anyone else can take it; a process that dies stops renewing
-and a standby takes the lease once the TTL runs out, within ``ttl + ttl / 3`` (its next try). Each
+(compare-and-extend, one Lua script, all of a process's leases in one round trip) every fifth of
+the TTL. Work runs only while the lease surely holds (:meth:`LeaseGroup.validity`: the last
+renewal's send time plus 0.9 TTL), so an owner whose renewals fail, or whose loop falls behind,
+stops before anyone else can take it; a process that dies stops renewing and a standby takes the
+lease once the TTL runs out, within ``ttl + ttl / 5`` (its next try). Each
 take bumps the lease's epoch (``INCR``), so the status can tell takeovers apart.
 
 Processes of a role announce themselves in a hash (``th:members:<role>``: owner -> last beat, ms);
@@ -32,7 +34,7 @@ from trading_helper.ingest.redisconn import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL_S = 3.0
+DEFAULT_TTL_S = 5.0
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -117,7 +119,7 @@ class LeaseGroup:
         pipe.hset(key, self.owner, now_ms)
         pipe.hgetall(key)
         _, beats = await pipe.execute()
-        stale = [k for k, v in beats.items() if now_ms - int(v) > self._ttl_ms * 2]
+        stale = [k for k, v in beats.items() if now_ms - int(v) > self._ttl_ms]  # as dead as its leases
         if stale:
             await self.redis.hdel(key, *stale)
         return max(1, len(beats) - len(stale))
@@ -175,7 +177,16 @@ class LeaseGroup:
         the key's TTL started after our last take or renewal was sent, so nobody can take it
         before then; a tenth is kept back for clock rates."""
         held = self.held.get(name)
-        return held.renewed_at + self.ttl_s * 0.9 if held is not None else 0.0
+        return self._until(held) if held is not None else 0.0
+
+    def _until(self, held: Held) -> float:
+        return held.renewed_at + self.ttl_s * 0.9
+
+    def validity(self, name: str) -> Callable[[], float]:
+        """:meth:`valid_until` of the lease held now: 0 for good once it is given up, even when
+        this process takes ``name`` again later (that is another lease, with other work)."""
+        held = self.held[name]
+        return lambda: self._until(held) if self.held.get(name) is held else 0.0
 
     async def _try_take(self, name: str) -> None:
         key = lease_key(self.role, name)
@@ -220,7 +231,7 @@ class LeaseGroup:
                     pass  # it expires by itself
 
     async def run(self, wanted: Callable[[], Awaitable[Sequence[str]]]) -> None:
-        """:meth:`step` every third of the TTL, with ``wanted()`` asked each time, until cancelled
+        """:meth:`step` every fifth of the TTL, with ``wanted()`` asked each time, until cancelled
         (then everything held is given up and released)."""
         try:
             while True:
@@ -234,7 +245,7 @@ class LeaseGroup:
                     await self.mark_alive()
                 except REDIS_FAILURES:
                     pass
-                await asyncio.sleep(self.ttl_s / 3)
+                await asyncio.sleep(max(0.2, self.ttl_s / 5))
         finally:
             await self.release_all()
 

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -92,8 +93,9 @@ class ClusterStandIn(KiteStandIn):
         super().__init__(market, api_key=first[0], access_token=first[1])  # type: ignore[arg-type]
         self.keys = keys
         self.upgrades: Counter[str] = Counter()
-        #: connection number -> token -> [[first frame, last frame], ...] sent on it
-        self.ranges: dict[int, dict[int, list[list[int]]]] = {}
+        #: connection number -> [[tokens, first frame, last frame], ...]: runs of frames sent on
+        #: it with the same tokens (one comparison per frame, not a record per tick)
+        self.segments: dict[int, list[list[Any]]] = {}
         self.frames_sent = 0
 
     def _use_key_of(self, api_key: str | None, token: str | None) -> bool:
@@ -132,16 +134,29 @@ class ClusterStandIn(KiteStandIn):
                 await conn.ws.send(body)
             except ConnectionClosed:
                 continue
-            ranges = self.ranges.setdefault(conn.number, {})
-            for t in mine:
-                spans = ranges.setdefault(t, [])
-                if spans and spans[-1][1] == frame_no - 1:
-                    spans[-1][1] = frame_no
-                else:
-                    spans.append([frame_no, frame_no])
+            runs = self.segments.setdefault(conn.number, [])
+            if runs and runs[-1][2] == frame_no - 1 and runs[-1][0] == mine:
+                runs[-1][2] = frame_no
+            else:
+                runs.append([mine, frame_no, frame_no])
             sent += len(mine)
         self.frames_sent += 1
         return sent
+
+    @property
+    def ranges(self) -> dict[int, dict[int, list[list[int]]]]:
+        """connection number -> token -> [[first frame, last frame], ...] sent on it."""
+        out: dict[int, dict[int, list[list[int]]]] = {}
+        for number, runs in self.segments.items():
+            by_token = out.setdefault(number, {})
+            for tokens, lo, hi in runs:
+                for t in tokens:
+                    spans = by_token.setdefault(t, [])
+                    if spans and spans[-1][1] == lo - 1:
+                        spans[-1][1] = hi
+                    else:
+                        spans.append([lo, hi])
+        return out
 
     def open_connections(self) -> set[int]:
         return {c.number for c in self.connections}

@@ -127,7 +127,7 @@ class ClusterBench:
             "LOG_LEVEL": "WARNING",
             "REFRESH_INTERVAL_S": "2",
             "RECONCILE_AFTER_MINUTES": "0",
-            "LEASE_TTL_S": "3",
+            "LEASE_TTL_S": "5",
         }
         for name, (key, token) in zip(self.names, api_keys.items(), strict=True):
             env[f"KITE_{name.upper()}_API_KEY"] = key
