@@ -164,12 +164,11 @@ class LeaseGroup:
                 await self._try_take(name)
         except REDIS_FAILURES as exc:
             log.warning("%s leases: Redis unreachable (%s)", self.role, exc)
-        # renewals failing for half the TTL: give the work up before anyone can take it
+        # not renewed in time (Redis away, or this loop fell behind): give the work up before
+        # anyone can take it
         for name, held in list(self.held.items()):
-            if time.monotonic() - held.renewed_at > self.ttl_s / 2:
-                log.warning(
-                    "%s lease %s not renewed for %.1f s: stopping its work", self.role, name, self.ttl_s / 2
-                )
+            if time.monotonic() >= self._until(held):
+                log.warning("%s lease %s not renewed in time: stopping its work", self.role, name)
                 await self._drop(name, release=False)
 
     def valid_until(self, name: str) -> float:

@@ -16,11 +16,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from trading_helper.cluster.coordinator import read_plan
 from trading_helper.cluster.lease import LeaseGroup
@@ -41,6 +44,27 @@ STATUS_EVERY_S = 1.0
 ORPHAN_IDLE_S = 15.0
 #: receive-to-commit histogram cap (ms); slower ticks count in the last bucket
 _LAG_CAP_MS = 60_000
+
+
+class LeaseLapsed(RedisError):
+    """This writer's lease on the stream may have run out: it reads no more entries."""
+
+
+class FencedRedis(aioredis.Redis):
+    """The process's Redis (its connection pool) for one stream's writer, reading entries only
+    while the stream's lease surely holds. Two writers reading one stream could commit out of
+    order (the offset is a high-water mark: a commit after a later one's is refused, and its
+    entries would count as committed); the offset's compare-and-set keeps them from doubling.
+    The writer takes the refusal as a failed read and retries until its task is stopped."""
+
+    def __init__(self, valid_until: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.valid_until = valid_until
+
+    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() >= self.valid_until():
+            raise LeaseLapsed("the stream's lease may have run out")
+        return await super().xreadgroup(*args, **kwargs)
 
 
 class Writers:
@@ -68,8 +92,9 @@ class Writers:
         )
 
     async def _acquired(self, stream: str) -> None:
+        fenced = FencedRedis(self.leases.validity(stream), connection_pool=self.redis.connection_pool)
         writer = StreamWriter(
-            self.redis,
+            fenced,
             self.pool,
             stream=stream,
             consumer=CONSUMER,

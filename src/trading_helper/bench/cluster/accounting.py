@@ -11,6 +11,7 @@ connection still open at the end, after the drain, every frame sent must be stor
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import dataclass
 
 import asyncpg
@@ -47,6 +48,40 @@ async def stored_keys(conn: asyncpg.Connection) -> np.ndarray:
     return keys
 
 
+def split(
+    ranges: dict[int, dict[int, list[list[int]]]],
+) -> tuple[dict[int, list[tuple[int, int, int]]], list[tuple[int, int, int]]]:
+    """The sent frame ranges cut where two connections carried a token at once (an owner's socket
+    still open while the next owner's subscribed): per connection its own pieces (token, lo, hi),
+    and the shared pieces, which say nothing about either connection's order."""
+    by_token: dict[int, list[tuple[int, int, int]]] = {}
+    for number, tokens in ranges.items():
+        for token, sent_spans in tokens.items():
+            by_token.setdefault(token, []).extend((lo, hi, number) for lo, hi in sent_spans)
+    own: dict[int, list[tuple[int, int, int]]] = {}
+    shared: list[tuple[int, int, int]] = []
+    for token, spans in by_token.items():
+        if len(spans) == 1:
+            lo, hi, number = spans[0]
+            own.setdefault(number, []).append((token, lo, hi))
+            continue
+        cuts = sorted({lo for lo, _, _ in spans} | {hi + 1 for _, hi, _ in spans})
+        for a, b in itertools.pairwise(cuts):
+            carriers = [n for lo, hi, n in spans if lo <= a and hi >= b - 1]
+            if len(carriers) == 1:
+                own.setdefault(carriers[0], []).append((token, a, b - 1))
+            elif carriers:
+                shared.append((token, a, b - 1))
+    return own, shared
+
+
+def _stored_in(unique: np.ndarray, iid: int, lo: int, hi: int) -> int:
+    base = iid * int(_SHIFT)
+    return int(
+        np.searchsorted(unique, base + hi, side="right") - np.searchsorted(unique, base + lo, side="left")
+    )
+
+
 async def account(
     conn: asyncpg.Connection,
     ranges: dict[int, dict[int, list[list[int]]]],
@@ -56,31 +91,29 @@ async def account(
     """``ranges``: connection -> token -> sent frame ranges; ``ids``: token -> instrument id."""
     keys = await stored_keys(conn)
     unique, counts = np.unique(keys, return_counts=True)
-    sent = received = lost = 0
-    for number, by_token in ranges.items():
-        spans = [(ids[t], lo, hi) for t, lst in by_token.items() if t in ids for lo, hi in lst]
+    sent = sum(hi - lo + 1 for tokens in ranges.values() for spans in tokens.values() for lo, hi in spans)
+    own, shared = split(ranges)
+    received = lost = 0
+    for number, pieces in own.items():
+        spans = [(ids[t], lo, hi) for t, lo, hi in pieces if t in ids]
         if not spans:
             continue
         arr = np.array(spans, dtype=np.int64)
-        lo_keys = arr[:, 0] * _SHIFT + arr[:, 1]
-        hi_keys = arr[:, 0] * _SHIFT + arr[:, 2]
-        first = np.searchsorted(unique, lo_keys, side="left")
-        after = np.searchsorted(unique, hi_keys, side="right")
-        sizes = arr[:, 2] - arr[:, 1] + 1
-        sent += int(sizes.sum())
+        first = np.searchsorted(unique, arr[:, 0] * _SHIFT + arr[:, 1], side="left")
+        after = np.searchsorted(unique, arr[:, 0] * _SHIFT + arr[:, 2], side="right")
         if number in open_at_end:
             cutoff = None
-        else:  # the newest frame stored from this connection
+        else:  # the newest frame stored from this connection (of the pieces only it carried)
             has = after > first
             cutoff = int((unique[after[has] - 1] % _SHIFT).max()) if has.any() else -1
-        for (iid, lo, hi), a in zip(arr.tolist(), first.tolist(), strict=True):
+        for iid, lo, hi in spans:
             top = hi if cutoff is None else min(hi, cutoff)
-            if top < lo:
-                continue
-            n_expected = top - lo + 1
-            stored_here = int(np.searchsorted(unique, iid * int(_SHIFT) + top, side="right")) - a
-            received += n_expected
-            lost += max(0, n_expected - stored_here)
+            if top >= lo:
+                received += top - lo + 1
+                lost += max(0, top - lo + 1 - _stored_in(unique, iid, lo, top))
+    for token, lo, hi in shared:  # stored by either: received; else in flight on both
+        if token in ids:
+            received += _stored_in(unique, ids[token], lo, hi)
     dead = int(await conn.fetchval(_DEAD))
     return Accounts(
         sent=sent,
