@@ -22,6 +22,11 @@ _ROWS = (
     "UNION ALL SELECT instrument_id, open_interest FROM quote_updates"
 )
 _DEAD = "SELECT count(*) FROM tick_rejects"
+_ROWS_OF = (
+    "SELECT 'tick_data' AS rel, time, received_at FROM tick_data WHERE instrument_id = $1 AND open_interest = $2 "
+    "UNION ALL SELECT 'quote_updates', time, received_at FROM quote_updates "
+    "WHERE instrument_id = $1 AND open_interest = $2 ORDER BY 3"
+)
 _ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("iid", ">i4"), ("l2", ">i4"), ("oi", ">i8")])
 _SHIFT = np.int64(1 << 32)
 
@@ -35,6 +40,9 @@ class Accounts:
     lost: int
     duplicated: int
     dead_lettered: int
+    #: a few of each, to see where they came from
+    duplicated_samples: list[dict[str, object]]
+    lost_samples: list[dict[str, object]]
 
 
 async def stored_keys(conn: asyncpg.Connection) -> np.ndarray:
@@ -94,6 +102,7 @@ async def account(
     sent = sum(hi - lo + 1 for tokens in ranges.values() for spans in tokens.values() for lo, hi in spans)
     own, shared = split(ranges)
     received = lost = 0
+    lost_samples: list[dict[str, object]] = []
     for number, pieces in own.items():
         spans = [(ids[t], lo, hi) for t, lo, hi in pieces if t in ids]
         if not spans:
@@ -110,11 +119,24 @@ async def account(
             top = hi if cutoff is None else min(hi, cutoff)
             if top >= lo:
                 received += top - lo + 1
-                lost += max(0, top - lo + 1 - _stored_in(unique, iid, lo, top))
+                missing = top - lo + 1 - _stored_in(unique, iid, lo, top)
+                lost += max(0, missing)
+                if missing > 0 and len(lost_samples) < 5:
+                    lost_samples.append(
+                        {"connection": number, "instrument_id": iid, "frames": [lo, top], "missing": missing,
+                         "cutoff": cutoff, "open_at_end": number in open_at_end}
+                    )  # fmt: skip
     for token, lo, hi in shared:  # stored by either: received; else in flight on both
         if token in ids:
             received += _stored_in(unique, ids[token], lo, hi)
     dead = int(await conn.fetchval(_DEAD))
+    dup_samples = []
+    for key in unique[counts > 1][:3].tolist():
+        iid, frame = divmod(key, int(_SHIFT))
+        rows = await conn.fetch(_ROWS_OF, iid, frame)
+        dup_samples.append(
+            {"instrument_id": iid, "frame": frame, "rows": [[r["rel"], str(r["time"]), str(r["received_at"])] for r in rows]}
+        )  # fmt: skip
     return Accounts(
         sent=sent,
         stored=len(unique),
@@ -123,4 +145,6 @@ async def account(
         lost=max(0, lost - dead),
         duplicated=int((counts - 1).sum()),
         dead_lettered=dead,
+        duplicated_samples=dup_samples,
+        lost_samples=lost_samples,
     )

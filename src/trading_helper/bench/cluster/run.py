@@ -227,6 +227,8 @@ class ClusterBench:
             "lost": accounts.lost,
             "duplicated": accounts.duplicated,
             "dead_lettered": accounts.dead_lettered,
+            "duplicated_samples": accounts.duplicated_samples,
+            "lost_samples": accounts.lost_samples,
             "takeover_s": round(max(self.takeovers), 2) if self.takeovers else None,
             "takeovers": [round(t, 2) for t in self.takeovers],
             "history_calls": self.history.get("calls"),
@@ -242,6 +244,11 @@ class ClusterBench:
             "upgrades_per_key": dict(self.kite.upgrades),
             "drained": drained,
             "events": self.events,
+            # per ticker connection: [number, first frame, last frame, instruments at first, open at end]
+            "connections": [
+                [n, runs[0][1], runs[-1][2], len(runs[0][0]), n in self.kite.open_connections()]
+                for n, runs in sorted(self.kite.segments.items())
+            ],
             "send_seconds": round(send_s, 1),
         }
 
