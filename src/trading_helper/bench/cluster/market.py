@@ -9,6 +9,7 @@ connection as ranges of frame numbers per token: the run's truth, compact at 24,
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections import Counter
@@ -97,6 +98,8 @@ class ClusterStandIn(KiteStandIn):
         #: it with the same tokens (one comparison per frame, not a record per tick)
         self.segments: dict[int, list[list[Any]]] = {}
         self.frames_sent = 0
+        self._queues: dict[int, asyncio.Queue[tuple[int, list[int], bytes]]] = {}
+        self._writers: set[asyncio.Task[None]] = set()
 
     def _use_key_of(self, api_key: str | None, token: str | None) -> bool:
         if api_key in self.keys and self.keys[api_key] == token:
@@ -123,25 +126,55 @@ class ClusterStandIn(KiteStandIn):
         return super()._route(method, target, headers)
 
     async def send_frame(self, frame_no: int, packets: dict[int, bytes]) -> int:
-        """Frame ``frame_no`` on every connection, with the packets of the tokens it carries in full."""
-        sent = 0
+        """Frame ``frame_no`` queued for every connection, with the packets of the tokens it
+        carries in full. Each connection is written by a task of its own, as a broker's are: a
+        client slow to read falls behind alone, and never holds the others' frames back."""
+        queued = 0
         for conn in list(self.connections):
             mine = [t for t, mode in conn.modes.items() if mode == "full" and t in packets]
             if not mine:
                 continue
             body = _LEN.pack(len(mine)) + b"".join(_LEN.pack(len(packets[t])) + packets[t] for t in mine)
+            if conn.number not in self._queues:
+                self._queues[conn.number] = asyncio.Queue()
+                self._writers.add(asyncio.create_task(self._write(conn)))
+            self._queues[conn.number].put_nowait((frame_no, mine, body))
+            queued += len(mine)
+        self.frames_sent += 1
+        return queued
+
+    async def _write(self, conn: Any) -> None:
+        """One connection's frames, in order; a frame counts as sent once written to its socket."""
+        queue = self._queues[conn.number]
+        runs = self.segments.setdefault(conn.number, [])
+        while True:
+            frame_no, mine, body = await queue.get()
             try:
                 await conn.ws.send(body)
             except ConnectionClosed:
-                continue
-            runs = self.segments.setdefault(conn.number, [])
+                return
             if runs and runs[-1][2] == frame_no - 1 and runs[-1][0] == mine:
                 runs[-1][2] = frame_no
             else:
                 runs.append([mine, frame_no, frame_no])
-            sent += len(mine)
-        self.frames_sent += 1
-        return sent
+
+    def unsent_frames(self) -> int:
+        """Frames queued for connections that closed before they were written."""
+        return sum(q.qsize() for q in self._queues.values())
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Until every queued frame is written (or its connection closed)."""
+        deadline = time.monotonic() + timeout_s
+        while any(q.qsize() for n, q in self._queues.items() if n in self.open_connections()):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._writers:
+            task.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        await super().__aexit__(*exc)
 
     @property
     def ranges(self) -> dict[int, dict[int, list[list[int]]]]:

@@ -202,12 +202,14 @@ class ClusterBench:
         finally:
             self.sending = False
             await sender
+            await self.kite.settle()
         send_s = time.monotonic() - begun
         self._note("draining the streams", 0.9)
         drained = await self._drain()
         lags = await self._lags()
         self._note("reading back", 0.95)
         accounts = await account(self.db, self.kite.ranges, self.ids, self.kite.open_connections())
+        queued_unsent = self.kite.unsent_frames()
         p99 = percentile_of(lags, 0.99)
         return {
             "accounts": len(self.names),
@@ -221,6 +223,7 @@ class ClusterBench:
             "ticks_stored": accounts.stored,
             "ticks_received": accounts.received,
             "ticks_in_flight_at_kill": accounts.in_flight,
+            "frames_queued_unsent": queued_unsent,
             # ticks of frames sent while no connection carried their instrument (between a
             # collector's death and its successor's subscription), and those in flight: the holes
             "coverage_hole_ticks": self.instruments * self.kite.frames_sent - accounts.received,
