@@ -26,7 +26,8 @@ from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
 from trading_helper.cluster.coordinator import Coordinator
-from trading_helper.cluster.lease import Held, LeaseGroup
+from trading_helper.cluster.fence import FencedRedis
+from trading_helper.cluster.lease import Held, LeaseGroup, lease_key
 from trading_helper.cluster.plan import Plan, Shard
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError, TradingHelperError
@@ -92,6 +93,7 @@ class ShardCollector:
         shard: Shard,
         valid_until: Callable[[], float] = lambda: float("inf"),
         on_expired: Callable[[], None] = lambda: None,
+        lease_token: str | None = None,
     ) -> None:
         self.shard = shard
         self.pool = pool
@@ -101,6 +103,9 @@ class ShardCollector:
         self.coverage = CoverageRecorder(
             pool, self.broker.name, scope=lambda: set(self.feed.subscriptions.values())
         )
+        if lease_token is not None:  # appends refused by Redis itself once the lease is another's
+            key = lease_key("collector", shard.key)
+            redis = FencedRedis(key, lease_token, connection_pool=redis.connection_pool)
         self.receiver = TickReceiver(
             redis,
             stream=keys.shard_stream(settings.TICK_STREAM, shard.key),
@@ -212,6 +217,7 @@ class Collector:
             shard,
             self.leases.validity(key),
             lambda: self._give_up(key, held),
+            held.token,
         )
         await runner.start(self.plan.instruments_of(shard))
         self.running[key] = runner

@@ -58,11 +58,12 @@ def new_owner_id() -> str:
 
 
 async def lease_owners(redis: aioredis.Redis, role: str, names: Sequence[str]) -> dict[str, str | None]:
-    """Who holds each lease now (None: nobody)."""
+    """Who holds each lease now (the owner id, None: nobody)."""
     if not names:
         return {}
     values = await redis.mget([lease_key(role, n) for n in names])
-    return {n: (v.decode() if isinstance(v, bytes) else v) for n, v in zip(names, values, strict=True)}
+    texts = [v.decode() if isinstance(v, bytes) else v for v in values]
+    return {n: t.partition("#")[0] if t else None for n, t in zip(names, texts, strict=True)}
 
 
 @dataclass
@@ -71,6 +72,8 @@ class Held:
     epoch: int
     #: monotonic time of the last successful take or renewal
     renewed_at: float
+    #: the lease key's value: owner id and this take
+    token: str = ""
     acquired_at: float = field(default_factory=time.time)
 
 
@@ -132,7 +135,8 @@ class LeaseGroup:
         sent = time.monotonic()  # before the renewals are sent: their TTLs start later
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            await self._renew(keys=[lease_key(self.role, name)], args=[self.owner, self._ttl_ms], client=pipe)
+            token = self.held[name].token
+            await self._renew(keys=[lease_key(self.role, name)], args=[token, self._ttl_ms], client=pipe)
         for name, ok in zip(names, await pipe.execute(), strict=True):
             held = self.held.get(name)
             if held is None:
@@ -178,6 +182,10 @@ class LeaseGroup:
         held = self.held.get(name)
         return self._until(held) if held is not None else 0.0
 
+    def token(self, name: str) -> str:
+        """The value of ``name``'s lease key while this process holds it (owner id and take)."""
+        return self.held[name].token
+
     def _until(self, held: Held) -> float:
         return held.renewed_at + self.ttl_s * 0.9
 
@@ -190,11 +198,12 @@ class LeaseGroup:
     async def _try_take(self, name: str) -> None:
         key = lease_key(self.role, name)
         sent = time.monotonic()
-        if not await self.redis.set(key, self.owner, nx=True, px=self._ttl_ms):
+        token = f"{self.owner}#{uuid.uuid4().hex[:6]}"  # this take's: a later take is another lease
+        if not await self.redis.set(key, token, nx=True, px=self._ttl_ms):
             return
         epoch = int(await self.redis.incr(f"{key}:epoch"))
         last = await self.redis.getset(f"{key}:renewed", "")
-        self.held[name] = Held(name, epoch, sent)
+        self.held[name] = Held(name, epoch, sent, token)
         log.info("%s lease %s taken (epoch %d)", self.role, name, epoch)
         if last:
             self.takeovers.append((name, time.time() - float(last)))
@@ -218,13 +227,13 @@ class LeaseGroup:
             await self._drop(name, release=True)
 
     async def _drop(self, name: str, *, release: bool) -> None:
-        self.held.pop(name, None)
+        held = self.held.pop(name, None)
         try:
             await self.on_lost(name)
         finally:
-            if release:
+            if release and held is not None:
                 try:
-                    await self._release(keys=[lease_key(self.role, name)], args=[self.owner])
+                    await self._release(keys=[lease_key(self.role, name)], args=[held.token])
                     await self.redis.delete(f"{lease_key(self.role, name)}:renewed")
                 except REDIS_FAILURES:
                     pass  # it expires by itself
