@@ -36,3 +36,26 @@ async def test_appends_only_under_the_lease(redis_url: str) -> None:
     finally:
         await plain.delete(stream, lease)
         await plain.aclose()
+
+
+async def test_a_writer_reads_only_under_the_lease(redis_url: str) -> None:
+    plain = aioredis.Redis.from_url(redis_url)
+    stream, lease = f"th:test:fence:{uuid.uuid4().hex[:8]}", f"th:test:lease:{uuid.uuid4().hex[:8]}"
+    fenced = FencedRedis(lease, "me#1", connection_pool=plain.connection_pool)
+    try:
+        await plain.xgroup_create(stream, "g", id="0", mkstream=True)
+        await plain.xadd(stream, {b"u": b"one"}, id="5-1")
+        await plain.set(lease, "me#1", px=5000)
+        assert await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10, block=50) == [
+            [stream.encode(), [(b"5-1", {b"u": b"one"})]]
+        ]  # as redis-py parses a plain XREADGROUP
+        assert await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10, block=50) == []  # waited
+        assert (await fenced.xreadgroup("g", "writer", {stream: "0"}, count=10))[0][1][0][0] == b"5-1"
+        await plain.set(lease, "me#2", px=5000)  # this process took it again: another lease
+        await plain.xadd(stream, {b"u": b"two"}, id="5-2")
+        with pytest.raises(ResponseError, match="FENCED"):
+            await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10)
+        assert (await plain.xinfo_groups(stream))[0]["lag"] == 1  # the entry is still there for the owner
+    finally:
+        await plain.delete(stream, lease)
+        await plain.aclose()

@@ -10,6 +10,7 @@ receiver keeps a refused frame as unsent; the lease machinery stops the shard.""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,6 +21,13 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('FENCED the lease of this stream is held by another process')
 end
 return redis.call('XADD', KEYS[1], ARGV[2], unpack(ARGV, 3))
+"""
+#: the same for a writer's reads (without BLOCK: scripts cannot block; the caller waits instead)
+_FENCED_XREADGROUP = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED the lease of this stream is held by another process')
+end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
 """
 
 
@@ -36,7 +44,8 @@ class _FencedPipeline(Pipeline):
 
 
 class FencedRedis(aioredis.Redis):
-    """The process's Redis (its connection pool), appending to streams only under ``lease_key``."""
+    """The process's Redis (its connection pool), appending to and reading its stream only while
+    ``lease_key`` holds ``owner`` (the lease take's token)."""
 
     def __init__(self, lease_key: str, owner: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,3 +59,38 @@ class FencedRedis(aioredis.Redis):
 
     async def xadd(self, name: Any, fields: Any, id: Any = "*", *args: Any, **kwargs: Any) -> Any:
         return await self.eval(_FENCED_XADD, 2, name, self.lease_key, self.owner, id, *_flat(fields))
+
+    async def xreadgroup(
+        self,
+        groupname: Any,
+        consumername: Any,
+        streams: Any,
+        count: int | None = None,
+        block: int | None = None,
+        noack: bool = False,
+        claim_min_idle_time: int | None = None,
+        max_count: int | None = None,
+        max_size: int | None = None,
+    ) -> Any:
+        """XREADGROUP of one stream, only while the lease is ours: another owner's reads can
+        never interleave with ours (the offset is a high-water mark). With ``block``, an empty
+        read waits that long here and returns empty (the writer reads again)."""
+        ((name, start),) = streams.items()
+        raw = await self.eval(
+            _FENCED_XREADGROUP,
+            2,
+            name,
+            self.lease_key,
+            self.owner,
+            groupname,
+            consumername,
+            count or 1000,
+            start,
+        )
+        if not raw or not raw[0][1]:
+            if block:
+                await asyncio.sleep(block / 1000)
+            return []
+        stream, entries = raw[0]
+        parsed = [(eid, dict(zip(f[::2], f[1::2], strict=True)) if f else None) for eid, f in entries]
+        return [[stream, parsed]]

@@ -16,17 +16,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from trading_helper.cluster.coordinator import read_plan
-from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.cluster.fence import FencedRedis
+from trading_helper.cluster.lease import LeaseGroup, lease_key
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
 from trading_helper.ingest.redisconn import REDIS_FAILURES
@@ -44,27 +42,6 @@ STATUS_EVERY_S = 1.0
 ORPHAN_IDLE_S = 15.0
 #: receive-to-commit histogram cap (ms); slower ticks count in the last bucket
 _LAG_CAP_MS = 60_000
-
-
-class LeaseLapsed(RedisError):
-    """This writer's lease on the stream may have run out: it reads no more entries."""
-
-
-class FencedRedis(aioredis.Redis):
-    """The process's Redis (its connection pool) for one stream's writer, reading entries only
-    while the stream's lease surely holds. Two writers reading one stream could commit out of
-    order (the offset is a high-water mark: a commit after a later one's is refused, and its
-    entries would count as committed); the offset's compare-and-set keeps them from doubling.
-    The writer takes the refusal as a failed read and retries until its task is stopped."""
-
-    def __init__(self, valid_until: Callable[[], float], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.valid_until = valid_until
-
-    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() >= self.valid_until():
-            raise LeaseLapsed("the stream's lease may have run out")
-        return await super().xreadgroup(*args, **kwargs)
 
 
 class Writers:
@@ -92,7 +69,11 @@ class Writers:
         )
 
     async def _acquired(self, stream: str) -> None:
-        fenced = FencedRedis(self.leases.validity(stream), connection_pool=self.redis.connection_pool)
+        # reads refused by Redis itself once the lease is another's: two writers reading one
+        # stream could commit out of order, and the offset (a high-water mark) would then count
+        # the earlier entries as committed; the offset's compare-and-set keeps them from doubling
+        token = self.leases.token(stream)
+        fenced = FencedRedis(lease_key("writer", stream), token, connection_pool=self.redis.connection_pool)
         writer = StreamWriter(
             fenced,
             self.pool,
