@@ -17,7 +17,7 @@ from trading_helper.brokers.sim import SimBroker
 from trading_helper.cluster.coordinator import Coordinator, read_plan
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError
-from trading_helper.ingest import keys
+from trading_helper.storage import sql_instruments
 from trading_helper.storage.instruments import sync_instruments
 
 
@@ -64,7 +64,9 @@ async def test_the_plan_follows_the_subscriptions_and_notifications(
             await conn.execute(
                 "INSERT INTO subscriptions (instrument_id) SELECT unnest($1::integer[])", ids[5:8]
             )
-            await conn.execute("SELECT pg_notify($1, $2)", keys.SUBSCRIPTIONS_CHANGED, json.dumps(ids[5:8]))
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", sql_instruments.SUBSCRIPTIONS_CHANNEL, json.dumps(ids[5:8])
+            )
         await asyncio.wait_for(coordinator._changed.wait(), 5)
     finally:
         listening.cancel()

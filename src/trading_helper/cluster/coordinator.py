@@ -81,10 +81,10 @@ class Coordinator:
         while True:
             conn: asyncpg.Connection[Any] | None = None
             try:
-                conn = await connect(self.settings.DATABASE_URL)
+                conn = await connect(self.settings.direct_database_url)  # past pgBouncer
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _, ended=closed: ended.set())
-                await conn.add_listener(keys.SUBSCRIPTIONS_CHANGED, self._notified)
+                await conn.add_listener(sql_instruments.SUBSCRIPTIONS_CHANNEL, self._notified)
                 self._changed.set()  # what changed while nobody listened
                 await closed.wait()
             except (TradingHelperError, OSError, asyncpg.PostgresError) as exc:

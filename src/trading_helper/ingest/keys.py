@@ -22,8 +22,6 @@ PLAN = "th:cluster:plan"
 SHARD_STATUS = "th:cluster:shards"
 #: hash: writer process id -> JSON status (its streams, counts, receive-to-commit histogram)
 WRITER_STATUS = "th:cluster:writers"
-#: PostgreSQL NOTIFY channel of subscription changes (payload: JSON list of instrument ids)
-SUBSCRIPTIONS_CHANGED = "subscriptions_changed"
 
 
 def shard_stream(base: str, shard_key: str) -> str:
