@@ -30,16 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from trading_helper.bench.query import _day, _timed, percentile
-from trading_helper.bench.query_data import load_dataset
+from trading_helper.bench.query_data import load_sim_dataset
 from trading_helper.bench.scratch import scratch_database
-from trading_helper.brokers.sim import sim_instruments
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError
 from trading_helper.storage import sql_candles
 from trading_helper.storage.db import create_pool
-from trading_helper.storage.instruments import lookup_tokens, sync_instruments
-from trading_helper.storage.migrate import current_flavour
-from trading_helper.timeframes import IST
 
 START_TIMEOUT_S = 10.0
 
@@ -157,13 +153,8 @@ async def run_pgbouncer_bench(
     async with scratch_database(settings.DATABASE_URL) as dsn:
         loader = await create_pool(dsn, min_size=1, max_size=4)
         try:
-            async with loader.acquire() as conn:
-                flavour = await current_flavour(conn)
-                items = sim_instruments(instruments)
-                await sync_instruments(conn, "sim", items)
-                found = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
-            ids = sorted(found.values())
-            data = await load_dataset(loader, ids, days, datetime.now(IST).date())
+            flavour, data = await load_sim_dataset(loader, instruments, days)
+            ids = data.instrument_ids
         finally:
             await loader.close()
         rng = random.Random(42)

@@ -24,14 +24,12 @@ from pydantic import SecretStr
 
 from trading_helper.api.app import create_app
 from trading_helper.api.runtime import Runtime
-from trading_helper.bench.query_data import load_dataset
+from trading_helper.bench.query_data import load_sim_dataset
 from trading_helper.bench.scratch import scratch_database
-from trading_helper.brokers.sim import SimBroker, sim_instruments
+from trading_helper.brokers.sim import SimBroker
 from trading_helper.config import Settings
 from trading_helper.storage import sql_candles
 from trading_helper.storage.db import create_pool
-from trading_helper.storage.instruments import lookup_tokens, sync_instruments
-from trading_helper.storage.migrate import current_flavour
 from trading_helper.timeframes import IST
 
 WARMUP = 20
@@ -78,13 +76,8 @@ async def run_query_bench(settings: Settings, *, instruments: int, days: int, sa
     async with scratch_database(settings.DATABASE_URL) as dsn:
         pool = await create_pool(dsn, min_size=2, max_size=4)
         try:
-            async with pool.acquire() as conn:
-                flavour = await current_flavour(conn)
-                items = sim_instruments(instruments)
-                await sync_instruments(conn, "sim", items)
-                found = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
-            ids = sorted(found.values())
-            data = await load_dataset(pool, ids, days, datetime.now(IST).date())
+            flavour, data = await load_sim_dataset(pool, instruments, days)
+            ids = data.instrument_ids
             loaded = time.perf_counter() - began
             result: dict[str, Any] = {
                 "database": urlsplit(dsn).path.lstrip("/") + " (dropped)",

@@ -29,9 +29,11 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
+from trading_helper.brokers.sim import sim_instruments
 from trading_helper.candles.calendar import SessionLoader, year_sessions
 from trading_helper.storage import queries, sql_candles
 from trading_helper.storage.db import Connection
+from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.timeframes import IST, Timeframe
 
@@ -219,3 +221,15 @@ async def load_dataset(pool: asyncpg.Pool, instrument_ids: list[int], days: int,
         await conn.execute(sql_candles.ANALYZE)
     data.rows = {"broker_candles": broker, "live_1m_candles": live}
     return data
+
+
+async def load_sim_dataset(pool: asyncpg.Pool, instruments: int, days: int) -> tuple[str, Dataset]:
+    """``instruments`` simulator instruments synced and the dataset of the ``days`` calendar days
+    before today loaded for them; returns the schema flavour and the dataset."""
+    async with pool.acquire() as conn:
+        flavour = await current_flavour(conn)
+        items = sim_instruments(instruments)
+        await sync_instruments(conn, "sim", items)
+        found = await lookup_tokens(conn, "sim", [i.broker_ids["sim"] for i in items])
+    data = await load_dataset(pool, sorted(found.values()), days, datetime.now(IST).date())
+    return str(flavour), data

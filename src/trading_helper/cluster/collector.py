@@ -29,6 +29,7 @@ from trading_helper.cluster.coordinator import Coordinator
 from trading_helper.cluster.fence import FencedRedis
 from trading_helper.cluster.lease import Held, LeaseGroup, lease_key
 from trading_helper.cluster.plan import Plan, Shard
+from trading_helper.cluster.tasks import run_until_one_fails
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError, TradingHelperError
 from trading_helper.ingest import keys
@@ -283,11 +284,4 @@ class Collector:
             asyncio.create_task(self._publish_status(), name="shard status"),
         ]
         log.info("collector %s started (broker %s)", self.leases.owner, self.settings.BROKER)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_until_one_fails(tasks)

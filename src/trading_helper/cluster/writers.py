@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from trading_helper.cluster.coordinator import read_plan
 from trading_helper.cluster.fence import FencedRedis
 from trading_helper.cluster.lease import LeaseGroup, lease_key
+from trading_helper.cluster.tasks import run_until_one_fails
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
 from trading_helper.ingest.redisconn import REDIS_FAILURES
@@ -180,11 +181,6 @@ class Writers:
         ]
         log.info("writer %s started", self.leases.owner)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            await run_until_one_fails(tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await self.tasks.stop(timeout_s=5.0)
