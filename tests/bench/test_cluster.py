@@ -71,3 +71,8 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert status == {"accounts": ["a", "b"], "instruments": 90, "unassigned": 0, "shards": 6}
     assert cluster["upgrades_per_key"].keys() == {"cluster_key_a", "cluster_key_b"}  # each account its key
     assert cluster["history_calls"] >= 1 and cluster["latency_ms_p99"] is not None
+    # the collector's kill left coverage holes; every one read back through a replica was
+    # backfilled from the stand-in's history (or lies outside the session: nothing to fill)
+    assert cluster["holes"] > 0 and cluster["holes_instruments_sampled"] > 0, cluster
+    assert cluster["holes_unfetched"] == 0, cluster["holes_unfetched_samples"]
+    assert cluster["holes_backfilled"] + cluster["holes_outside_session"] == cluster["holes"]

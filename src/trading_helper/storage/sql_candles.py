@@ -64,6 +64,13 @@ INSERT INTO fetch_coverage (instrument_id, timeframe, period, candles, source)
 VALUES ($1, $2, tstzrange($3, $4), $5, $6)
 """
 
+#: of the 1m buckets $2 of instrument $1, those inside a trading session of its calendar (the
+#: cluster bench's holes outside one have nothing to backfill)
+BENCH_BUCKETS_IN_SESSION = (
+    "SELECT b FROM unnest($2::timestamptz[]) AS b "
+    "WHERE NOT isempty(session_ranges(instrument_calendar($1), tstzrange(b, b + interval '1 minute')))"
+)
+
 # -- the query benchmark's dataset (``trading-helper bench query``) ------------------------------
 
 BENCH_FETCH_COVERAGE = (

@@ -43,6 +43,8 @@ class Accounts:
     #: a few of each, to see where they came from
     duplicated_samples: list[dict[str, object]]
     lost_samples: list[dict[str, object]]
+    #: the stored keys (instrument id << 32 | frame), sorted, each once
+    unique: np.ndarray
 
 
 async def stored_keys(conn: asyncpg.Connection) -> np.ndarray:
@@ -147,4 +149,5 @@ async def account(
         dead_lettered=dead,
         duplicated_samples=dup_samples,
         lost_samples=lost_samples,
+        unique=unique,
     )

@@ -7,7 +7,8 @@ synced and subscribed through an API replica; once every one is carried in full 
 stand-in sends 2 ticks/s per instrument at real time. On the schedule: a SIGKILL of a collector
 holding shards (at 25 % of the run), of a writer holding streams (45 %), the same uncovered
 history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %). Then the
-sending stops, the streams drain, and the database is read back (:mod:`.accounting`).
+sending stops, the streams drain, the database is read back (:mod:`.accounting`), and the
+coverage holes' 1m candles through a replica, to see them backfilled (:mod:`.holes`).
 
 ``takeover_s``: from a kill to the shard's new collector reporting its feed connected (for a
 writer: to every stream of the dead writer leased by another), the worst seen.
@@ -35,6 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from trading_helper.bench.cluster.accounting import account
+from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
 from trading_helper.bench.cluster.processes import Child, percentile_of, pid_of, text_of
 from trading_helper.bench.scratch import scratch_database
@@ -210,6 +212,11 @@ class ClusterBench:
         self._note("reading back", 0.95)
         accounts = await account(self.db, self.kite.ranges, self.ids, self.kite.open_connections())
         queued_unsent = self.kite.unsent_frames()
+        self._note("reading the holes' candles through a replica", 0.97)
+        holes = hole_minutes(
+            accounts.unique, sorted(self.ids.values()), self.kite.frames_sent, self.market.t0
+        )
+        backfill = await check_backfill(self.db, self.apis[0], holes)
         p99 = percentile_of(lags, 0.99)
         return {
             "accounts": len(self.names),
@@ -227,6 +234,7 @@ class ClusterBench:
             # ticks of frames sent while no connection carried their instrument (between a
             # collector's death and its successor's subscription), and those in flight: the holes
             "coverage_hole_ticks": self.instruments * self.kite.frames_sent - accounts.received,
+            **backfill,
             "lost": accounts.lost,
             "duplicated": accounts.duplicated,
             "dead_lettered": accounts.dead_lettered,
