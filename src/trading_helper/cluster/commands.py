@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from trading_helper.config import Settings
 from trading_helper.ingest.redisconn import redis_client
+from trading_helper.runner import collect_less_often, freeze_startup_heap
 from trading_helper.storage.db import create_pool
 
 
@@ -23,6 +24,8 @@ async def run_collect(
         redis = redis_client(settings.REDIS_URL)
         stack.push_async_callback(redis.aclose)
         collector = Collector(settings, pool, redis, shards=shards, max_shards=max_shards)
+        freeze_startup_heap()
+        collect_less_often()
         await collector.run()
 
 

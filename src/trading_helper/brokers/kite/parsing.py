@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import struct
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from trading_helper.brokers.kite import constants as c
 from trading_helper.models import DepthLevel, Tick
@@ -41,12 +41,14 @@ _U32 = struct.Struct(">I")
 _LTP = struct.Struct(">Ii")
 _INDEX = struct.Struct(">Iiiiiii")
 _QUOTE = struct.Struct(">IiIiIIIiiii")
-_FULL_EXTRA = struct.Struct(">IIIII")  # bytes 44-64 of a full packet
-_DEPTH = struct.Struct(">IiH2x")
+#: a whole full packet in one call: the quote fields, bytes 44-64, then the 10 depth levels
+_FULL = struct.Struct(">IiIiIIIiiii" + "IIIII" + "IiH2x" * (2 * c.DEPTH_LEVELS))
 
 
-@dataclass(slots=True, frozen=True)
-class KiteDepthEntry:
+class KiteDepthEntry(NamedTuple):
+    """One depth level as sent (immutable; a named tuple, built several times cheaper than a
+    frozen dataclass, ten per full packet)."""
+
     quantity: int
     price: float
     orders: int
@@ -163,40 +165,55 @@ def _parse_packet(buf: bytes, off: int, length: int) -> KitePacket | None:
             change=change / div,
             exchange_timestamp=ts,
         )
-    _, ltp, ltq, atp, volume, buy_qty, sell_qty, open_, high, low, close = _QUOTE.unpack_from(buf, off)
-    quote = KitePacket(
-        token,
-        c.MODE_QUOTE,
-        tradable,
-        ltp / div,
-        last_traded_quantity=ltq,
-        average_traded_price=atp / div,
-        volume_traded=volume,
-        total_buy_quantity=buy_qty,
-        total_sell_quantity=sell_qty,
-        open=open_ / div,
-        high=high / div,
-        low=low / div,
-        close=close / div,
-    )
     if length == c.PACKET_QUOTE:
-        return quote
-    ltt, oi, oi_high, oi_low, ts = _FULL_EXTRA.unpack_from(buf, off + 44)
-    levels = []
-    for i in range(2 * c.DEPTH_LEVELS):
-        qty, price, orders = _DEPTH.unpack_from(buf, off + c.DEPTH_OFFSET + i * c.DEPTH_ENTRY_SIZE)
-        levels.append(KiteDepthEntry(qty, price / div, orders))
-    return replace(
-        quote,
-        mode=c.MODE_FULL,
-        last_trade_time=ltt,
-        oi=oi,
-        oi_day_high=oi_high,
-        oi_day_low=oi_low,
-        exchange_timestamp=ts,
-        depth_buy=tuple(levels[: c.DEPTH_LEVELS]),
-        depth_sell=tuple(levels[c.DEPTH_LEVELS :]),
+        _, ltp, ltq, atp, volume, buy_qty, sell_qty, open_, high, low, close = _QUOTE.unpack_from(buf, off)
+        return KitePacket(
+            token,
+            c.MODE_QUOTE,
+            tradable,
+            ltp / div,
+            last_traded_quantity=ltq,
+            average_traded_price=atp / div,
+            volume_traded=volume,
+            total_buy_quantity=buy_qty,
+            total_sell_quantity=sell_qty,
+            open=open_ / div,
+            high=high / div,
+            low=low / div,
+            close=close / div,
+        )
+    # the hot path (a full chain is thousands of these a second): one unpack, one object per level
+    fields = _FULL.unpack_from(buf, off)
+    new_entry = _new_entry
+    levels = [new_entry(KiteDepthEntry, (fields[i], fields[i + 1] / div, fields[i + 2])) for i in _LEVEL_AT]
+    return KitePacket(
+        token,
+        c.MODE_FULL,
+        tradable,
+        fields[1] / div,
+        fields[2],
+        fields[3] / div,
+        fields[4],
+        fields[5],
+        fields[6],
+        fields[7] / div,
+        fields[8] / div,
+        fields[9] / div,
+        fields[10] / div,
+        None,
+        fields[11],
+        fields[12],
+        fields[13],
+        fields[14],
+        fields[15],
+        tuple(levels[: c.DEPTH_LEVELS]),
+        tuple(levels[c.DEPTH_LEVELS :]),
     )
+
+
+#: where each depth level's (quantity, price, orders) starts among a full packet's fields
+_LEVEL_AT = range(16, 16 + 3 * 2 * c.DEPTH_LEVELS, 3)
+_new_entry = tuple.__new__
 
 
 def epoch_to_datetime(seconds: int | None) -> datetime | None:
@@ -211,7 +228,7 @@ def epoch_to_datetime(seconds: int | None) -> datetime | None:
 
 def _depth(entries: tuple[KiteDepthEntry, ...]) -> tuple[DepthLevel, ...]:
     # Kite fills missing levels with zeros; an all-zero level is "no order", not a price of 0.
-    return tuple(DepthLevel(e.price, e.quantity, e.orders) for e in entries if e.quantity or e.price)
+    return tuple([DepthLevel(p, q, o) for q, p, o in entries if q or p])
 
 
 def kite_packet_to_tick(packet: KitePacket, instrument_id: int, received_ts: datetime) -> Tick:
