@@ -80,9 +80,15 @@ async def check_backfill(
     counts = {"backfilled": 0, "outside_session": 0, "unfetched": 0}
     unfetched: list[dict[str, Any]] = []
 
+    in_sessions = {}  # one connection: asked in turn, before the requests go out together
+    for iid in chosen:
+        buckets = [datetime.fromtimestamp(s, UTC) for s in holes[iid]]
+        rows = await db.fetch(sql_candles.BENCH_BUCKETS_IN_SESSION, iid, buckets)
+        in_sessions[iid] = {r["b"] for r in rows}
+
     async def one(iid: int) -> None:
         buckets = [datetime.fromtimestamp(s, UTC) for s in holes[iid]]
-        in_session = {r["b"] for r in await db.fetch(sql_candles.BENCH_BUCKETS_IN_SESSION, iid, buckets)}
+        in_session = in_sessions[iid]
         params = {"instrument": f"id:{iid}", "interval": "1m", "from": buckets[0].isoformat(),
                   "to": (buckets[-1] + timedelta(minutes=1)).isoformat()}  # fmt: skip
         async with gate:

@@ -220,10 +220,21 @@ def epoch_to_datetime(seconds: int | None) -> datetime | None:
     """Epoch seconds -> an aware datetime in IST; ``None`` (or 0, "not sent") -> ``None``."""
     if not seconds:
         return None
+    global _last_stamp
+    last = _last_stamp
+    if last[0] == seconds:  # a frame's packets mostly share their second: one object for them
+        return last[1]
     try:
-        return datetime.fromtimestamp(seconds, tz=IST)
+        stamp = datetime.fromtimestamp(seconds, tz=IST)
     except (OverflowError, OSError, ValueError):
         return None
+    _last_stamp = (seconds, stamp)
+    return stamp
+
+
+#: the last second converted and its datetime (immutable, so sharing it between ticks is safe;
+#: the receiver's encoder then converts it once per frame too)
+_last_stamp: tuple[int, datetime | None] = (0, None)
 
 
 def _depth(entries: tuple[KiteDepthEntry, ...]) -> tuple[DepthLevel, ...]:
