@@ -259,6 +259,7 @@ class ClusterBench:
             "connections": [
                 [n, runs[0][1], runs[-1][2], len(runs[0][0]), n in self.kite.open_connections()]
                 for n, runs in sorted(self.kite.segments.items())
+                if runs  # a connection closed before its first frame was written carried none
             ],
             "send_seconds": round(send_s, 1),
         }
