@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from trading_helper.timeframes import IST, Timeframe
 
 
-@dataclass(slots=True, frozen=True)
-class DepthLevel:
+class DepthLevel(NamedTuple):
+    """One order-book level. Immutable; a named tuple because a full Kite tick carries ten and
+    a frozen dataclass costs about 0.3 us each to build (a quarter of a collector's time)."""
+
     price: float
     quantity: int
     orders: int = 0

@@ -239,7 +239,8 @@ _last_stamp: tuple[int, datetime | None] = (0, None)
 
 def _depth(entries: tuple[KiteDepthEntry, ...]) -> tuple[DepthLevel, ...]:
     # Kite fills missing levels with zeros; an all-zero level is "no order", not a price of 0.
-    return tuple([DepthLevel(p, q, o) for q, p, o in entries if q or p])
+    new = _new_entry
+    return tuple([new(DepthLevel, (p, q, o)) for q, p, o in entries if q or p])
 
 
 def kite_packet_to_tick(packet: KitePacket, instrument_id: int, received_ts: datetime) -> Tick:
