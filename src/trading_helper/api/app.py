@@ -47,7 +47,7 @@ from trading_helper.api.ws_options import router as ws_options_router
 from trading_helper.api.ws_replay import router as replay_router
 from trading_helper.candles.calendar import years_between
 from trading_helper.candles.service import CandleService
-from trading_helper.errors import TradingHelperError
+from trading_helper.errors import DatabaseBusy, DatabaseUnavailable, TradingHelperError
 from trading_helper.ingest import keys
 from trading_helper.options.recorder import OptionsRecorder
 from trading_helper.options.service import OptionsService
@@ -155,7 +155,9 @@ def create_app(
         await hub.start()
         warm = asyncio.create_task(_warm_calendar(service), name="calendar-warmup")
         if runtime.supervisor is not None and options_service.recorder is not None:
-            runtime.supervisor.start("option-snapshots", options_service.recorder.run)
+            runtime.supervisor.start(
+                "option-snapshots", options_service.recorder.run, expected=(DatabaseUnavailable, DatabaseBusy)
+            )
         if alert_service is not None:
             supervisor.start(alert_tasks[0], alert_service.evaluate, expected=(TradingHelperError,))
             supervisor.start(alert_tasks[1], alert_service.deliver_triggers, expected=(TradingHelperError,))

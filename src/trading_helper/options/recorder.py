@@ -21,12 +21,14 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from trading_helper import clock
-from trading_helper.errors import UnknownInstrument
+from trading_helper.errors import StorageError, UnknownInstrument
 from trading_helper.ingest import keys
 from trading_helper.options import history
 from trading_helper.options.live import Contract, Underlying, contracts, future_of, live_chain, underlying_of
 from trading_helper.storage import sql_instruments, sql_options
+from trading_helper.storage.db import db_errors
 from trading_helper.storage.instruments import get_instrument
+from trading_helper.storage.sqlstate import DB_FAILURES
 from trading_helper.storage.subscriptions import notify_changed
 from trading_helper.timeframes import IST
 
@@ -66,6 +68,10 @@ class Follow:
     expiry: date
     strikes: int
     subscribed: list[int]
+
+
+#: a database away or refusing: the round of snapshots ends
+_DB_AWAY: tuple[type[BaseException], ...] = (*DB_FAILURES, StorageError)
 
 
 class OptionsRecorder:
@@ -114,6 +120,8 @@ class OptionsRecorder:
         for f in await self.follows(as_of.astimezone(IST).date()):
             try:
                 written += await self._snapshot(f, as_of)
+            except _DB_AWAY:
+                raise  # the database is away: the round ends (``run`` says so in one line)
             except Exception as exc:  # one broken chain must not stop the others' snapshots
                 log.warning(
                     "option chain %s %s: snapshot failed: %s", f.underlying_id, f.expiry, exc, exc_info=True
@@ -181,4 +189,5 @@ class OptionsRecorder:
             step = timedelta(seconds=self.interval_s)
             mark = datetime.fromtimestamp((now.timestamp() // self.interval_s) * self.interval_s, IST) + step
             await asyncio.sleep(max(0.0, (mark - clock.now()).total_seconds()))
-            await self.snapshot_all(mark)
+            with db_errors("option chain snapshots"):
+                await self.snapshot_all(mark)
