@@ -46,6 +46,7 @@ async def test_status_shows_the_plan_its_collectors_and_writers(
 ) -> None:
     assert "cluster" not in await status_json(tmp_path, redis_server.url)  # no plan: a single serve
     redis = aioredis.Redis.from_url(redis_server.url)
+    groups: list[LeaseGroup] = []
     try:
         plan = plan_shards("kite", range(1, 11), ["a", "b"])
         await redis.set(keys.PLAN, plan.to_json())
@@ -54,8 +55,9 @@ async def test_status_shows_the_plan_its_collectors_and_writers(
             return None
 
         collector = LeaseGroup(redis, "collector", on_acquired=nothing, on_lost=nothing, owner="host:11:c0")
-        await collector.step(["kite:a:0"])
         writer = LeaseGroup(redis, "writer", on_acquired=nothing, on_lost=nothing, owner="host:12:w0")
+        groups += [collector, writer]
+        await collector.step(["kite:a:0"])
         await writer.step(["th:ticks:kite:a:0"])
         await redis.hset(
             keys.SHARD_STATUS, "kite:a:0", json.dumps({"owner": "host:11:c0", "feed_state": "connected"})
@@ -78,4 +80,6 @@ async def test_status_shows_the_plan_its_collectors_and_writers(
         assert cluster["shards"]["kite:b:2"]["collector"] is None  # nobody holds it: shown as such
         assert cluster["writers"]["host:12:w0"]["written"] == 5
     finally:
+        for group in groups:
+            await group.aclose()
         await redis.aclose()

@@ -2,15 +2,26 @@
 
 A lease is a key ``th:lease:<role>:<name>`` holding its owner's id, set with NX and a TTL, renewed
 (compare-and-extend, one Lua script, all of a process's leases in one round trip) every fifth of
-the TTL. Work runs only while the lease surely holds (:meth:`LeaseGroup.validity`: the last
-renewal's send time plus 0.9 TTL), so an owner whose renewals fail, or whose loop falls behind,
-stops before anyone else can take it; a process that dies stops renewing and a standby takes the
-lease once the TTL runs out, within ``ttl + ttl / 5`` (its next try). Each
-take bumps the lease's epoch (``INCR``), so the status can tell takeovers apart.
+the TTL by a loop of its own, which nothing else holds up: starting or stopping the work of a
+lease (a collector's feed connecting, closing) never delays the renewal of the others. Work runs
+only while the lease surely holds (:meth:`LeaseGroup.validity`: the last renewal's send time plus
+0.9 TTL), so an owner whose renewals fail, or whose loop falls behind, stops before anyone else
+can take it. Each take bumps the lease's epoch (``INCR``), so the status can tell takeovers apart.
+
+A process that dies is noticed in two ways. Its lease keys run out (within ``ttl`` and a step);
+and, sooner, Redis itself sees its connections close: every lease command of a group goes over
+connections named after the owner (``CLIENT SETNAME``), and a standby that finds a lease's owner
+missing from ``CLIENT LIST`` in two looks at least :data:`PRESENCE_GRACE_S` apart deletes the
+lease (compare-and-delete on its exact value) and takes it, within about a second of a SIGKILL.
+An owner that is alive but cut off from Redis for that long can lose its leases this way; that
+is safe, as an expired lease is: the fences (:mod:`.fence`) refuse its appends and reads, and
+its own renewals fail, which stops its work. Where ``CLIENT LIST`` is refused (a managed Redis
+with it disabled), only the TTL counts.
 
 Processes of a role announce themselves in a hash (``th:members:<role>``: owner -> last beat, ms);
 each holds at most its fair share of the wanted names (``ceil(wanted / live members)``), so work
-spreads over the processes that run, a newcomer gets some and a death raises everyone's share.
+spreads over the processes that run, a newcomer gets some and a death raises everyone's share (a
+member whose connections are gone counts as dead at once).
 Writers additionally rely on the database, not on the lease alone: a stream's offset is committed
 under the stream's advisory lock and a taker reads it under the same lock (storage/ticks.py), so a
 commit of an owner that lost its lease is either seen by the taker or never made.
@@ -19,6 +30,7 @@ commit of an owner that lost its lease is either seen by the taker or never made
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -29,12 +41,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 5.0
+#: a lease's owner missing from CLIENT LIST this long (two looks) is dead: its lease is taken
+PRESENCE_GRACE_S = 0.5
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -51,6 +66,11 @@ def lease_key(role: str, name: str) -> str:
 
 def members_key(role: str) -> str:
     return f"th:members:{role}"
+
+
+def presence_name(owner: str) -> str:
+    """The client name of an owner's lease connections (no spaces: CLIENT SETNAME refuses them)."""
+    return "th-lease:" + owner.replace(" ", "_")
 
 
 def new_owner_id() -> str:
@@ -78,10 +98,13 @@ class Held:
 
 
 class LeaseGroup:
-    """The leases one process holds for ``role``; :meth:`step` renews, gives up and takes.
+    """The leases one process holds for ``role``; :meth:`step` gives up and takes, :meth:`renew`
+    keeps what is held (:meth:`run` runs both, each in its own loop).
 
     ``on_acquired(name)`` starts the work of a lease just taken; ``on_lost(name)`` stops it (it
-    must return only once the work is stopped); both run inside :meth:`step`."""
+    must return only once the work is stopped). A lease given up by :meth:`step` is stopped
+    there; one lost in a renewal (taken over, expired) stops in a task of its own, and is not
+    taken again by this process before its work has stopped."""
 
     def __init__(
         self,
@@ -95,85 +118,215 @@ class LeaseGroup:
         max_held: int | None = None,
         fair: bool = True,
     ) -> None:
-        self.redis = redis
         #: hold at most a fair share (False: everything wanted that is free, up to ``max_held``;
         #: for processes given their names explicitly, standbys of each other)
         self.fair = fair
         self.role = role
         self.owner = owner or new_owner_id()
+        self._shared = redis
+        # every lease command over connections named after the owner: while this process
+        # lives they stay open, and Redis sees them close when it dies (:meth:`_probe`)
+        pool = redis.connection_pool
+        named = type(pool)(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "client_name": presence_name(self.owner)},
+        )
+        self.redis = aioredis.Redis(connection_pool=named)
+        self._probed = False
         self.ttl_s = ttl_s
         self.max_held = max_held
         self.on_acquired = on_acquired
         self.on_lost = on_lost
         self.held: dict[str, Held] = {}
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = self.redis.register_script(_RENEW)
+        self._release = self.redis.register_script(_RELEASE)
         #: (name, seconds from the previous owner's last renewal to our take) per takeover seen
         self.takeovers: list[tuple[str, float]] = []
+        #: work of leases lost in a renewal, stopping (not taken again until it has stopped)
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        #: owner -> monotonic time it was first seen without a connection (None: CLIENT LIST refused)
+        self._absent: dict[str, float] | None = {}
 
     @property
     def _ttl_ms(self) -> int:
         return max(1, round(self.ttl_s * 1000))
 
-    async def _live_members(self) -> int:
+    @property
+    def step_every_s(self) -> float:
+        """How often :meth:`run` takes and gives up (renewals: every fifth of the TTL)."""
+        return min(1.0, max(0.2, self.ttl_s / 10))
+
+    async def _probe(self) -> None:
+        """Once: named connections and CLIENT LIST work; where Redis refuses either (an ACL
+        without CLIENT), the shared client is used and leases expire by TTL only."""
+        if self._probed:
+            return
+        try:
+            await self.redis.client_list(_type="normal")  # the connect sends CLIENT SETNAME
+        except ResponseError as exc:
+            log.warning(
+                "%s leases: CLIENT SETNAME or CLIENT LIST refused (%s); dead owners are noticed by TTL only",
+                self.role,
+                exc,
+            )
+            await self.redis.connection_pool.disconnect()
+            self.redis, self._absent = self._shared, None
+            self._renew = self.redis.register_script(_RENEW)
+            self._release = self.redis.register_script(_RELEASE)
+        self._probed = True
+
+    async def _present(self) -> set[str] | None:
+        """Owners with a lease connection open now (None: CLIENT LIST refused)."""
+        if self._absent is None:
+            return None
+        clients = await self.redis.client_list(_type="normal")
+        prefix = presence_name("")
+        return {c["name"][len(prefix) :] for c in clients if c.get("name", "").startswith(prefix)}
+
+    def _dead(self, owner: str, present: set[str] | None, now: float) -> bool:
+        """True once ``owner`` was missing from two looks at least PRESENCE_GRACE_S apart."""
+        if present is None or self._absent is None or owner == self.owner:
+            return False
+        if owner in present:
+            self._absent.pop(owner, None)
+            return False
+        return now - self._absent.setdefault(owner, now) >= PRESENCE_GRACE_S
+
+    async def _live_members(self, present: set[str] | None) -> int:
         now_ms = int(time.time() * 1000)
         key = members_key(self.role)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, self.owner, now_ms)
         pipe.hgetall(key)
         _, beats = await pipe.execute()
-        stale = [k for k, v in beats.items() if now_ms - int(v) > self._ttl_ms]  # as dead as its leases
+        now = time.monotonic()
+        stale = [
+            k
+            for k, v in beats.items()
+            # as dead as its leases, or its connections are gone
+            if now_ms - int(v) > self._ttl_ms or self._dead(_text(k), present, now)
+        ]
         if stale:
             await self.redis.hdel(key, *stale)
         return max(1, len(beats) - len(stale))
 
-    async def _renew_all(self) -> None:
-        """Every held lease renewed in one round trip (its send time noted first)."""
-        if not self.held:
-            return
-        names = list(self.held)
+    async def renew(self) -> None:
+        """Every held lease renewed in one round trip (its send time noted first); a lease that
+        is not (taken over, or not renewed in time) is lost: its work stops in a task of its own."""
+        for held in self._renew_failed(await self._renew_sent()) + self._overdue():
+            self._lose(held)
+
+    async def _renew_sent(self) -> list[Held]:
+        """Renew everything held; the leases whose renewal was refused."""
+        snapshot = list(self.held.values())
+        if not snapshot:
+            return []
         sent = time.monotonic()  # before the renewals are sent: their TTLs start later
         pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            token = self.held[name].token
-            await self._renew(keys=[lease_key(self.role, name)], args=[token, self._ttl_ms], client=pipe)
-        for name, ok in zip(names, await pipe.execute(), strict=True):
-            held = self.held.get(name)
-            if held is None:
-                continue
+        for held in snapshot:
+            key = lease_key(self.role, held.name)
+            await self._renew(keys=[key], args=[held.token, self._ttl_ms], client=pipe)
+        try:
+            replies = await pipe.execute()
+        except REDIS_FAILURES as exc:
+            log.warning("%s leases: renewal failed (%s)", self.role, exc)
+            return []
+        refused = []
+        for held, ok in zip(snapshot, replies, strict=True):
             if ok:
                 held.renewed_at = sent
             else:
-                log.warning(
-                    "%s lease %s was lost (taken over or expired): stopping its work", self.role, name
-                )
-                await self._drop(name, release=False)
+                refused.append(held)
+        return refused
 
-    async def step(self, wanted: Sequence[str]) -> None:
-        """Renew what is held, give up what is not wanted (or beyond the share), take free names."""
+    def _renew_failed(self, refused: list[Held]) -> list[Held]:
+        for held in refused:
+            if self.held.get(held.name) is held:
+                log.warning(
+                    "%s lease %s was lost (taken over or expired): stopping its work", self.role, held.name
+                )
+        return refused
+
+    def _overdue(self) -> list[Held]:
+        """Held leases not renewed in time (Redis away, or this loop fell behind): given up
+        before anyone can take them."""
+        late = [h for h in self.held.values() if time.monotonic() >= self._until(h)]
+        for held in late:
+            log.warning("%s lease %s not renewed in time: stopping its work", self.role, held.name)
+        return late
+
+    def _lose(self, held: Held) -> None:
+        """``held`` is no longer ours: out of :attr:`held` now (its validity ends), its work
+        stopped in a task (:attr:`_stopping` until done)."""
+        if self.held.get(held.name) is not held:
+            return  # given up already
+        del self.held[held.name]
+        previous = self._stopping.get(held.name)
+
+        async def stop() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await self.on_lost(held.name)
+            except Exception:
+                log.exception("%s lease %s: stopping its work failed", self.role, held.name)
+
+        task = asyncio.create_task(stop(), name=f"{self.role} lease {held.name} lost")
+        self._stopping[held.name] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._stopping.get(held.name) is task:
+                del self._stopping[held.name]
+
+        task.add_done_callback(done)
+
+    async def settle(self) -> None:
+        """Wait until the work of every lease lost in a renewal has stopped."""
+        while self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+    async def step(self, wanted: Sequence[str], *, renew: bool = True) -> None:
+        """Give up what is not wanted (or beyond the share), take free names and those of dead
+        owners; with ``renew``, renew what is held first (and wait for lost leases' work to stop)."""
         try:
-            await self._renew_all()
-            members = await self._live_members()
+            await self._probe()
+            if renew:
+                await self.renew()
+                await self.settle()
+            present = await self._present()
+            members = await self._live_members(present)
             share = math.ceil(len(wanted) / members) if self.fair else len(wanted)
             if self.max_held is not None:
                 share = min(share, self.max_held)
-            for name in [n for n in self.held if n not in wanted] + list(self.held)[share:]:
+            kept = [n for n in self.held if n in wanted]
+            for name in [n for n in self.held if n not in wanted] + kept[share:]:
                 if name in self.held:
                     await self._drop(name, release=True)
-            for name in wanted:
-                if len(self.held) >= share:
-                    break
-                if name in self.held:
-                    continue
-                await self._try_take(name)
+            free = [n for n in wanted if n not in self.held and n not in self._stopping]
+            if len(self.held) < share and free:
+                values = await self.redis.mget([lease_key(self.role, n) for n in free])
+                now = time.monotonic()
+                for name, value in zip(free, values, strict=True):
+                    if len(self.held) >= share:
+                        break
+                    if value is not None:
+                        holder = _text(value).partition("#")[0]
+                        if not self._dead(holder, present, now):
+                            continue
+                        log.warning(
+                            "%s lease %s: its owner %s has no connection to Redis any more; taking it",
+                            self.role,
+                            name,
+                            holder,
+                        )
+                        await self._release(keys=[lease_key(self.role, name)], args=[value])
+                    await self._try_take(name)
         except REDIS_FAILURES as exc:
             log.warning("%s leases: Redis unreachable (%s)", self.role, exc)
-        # not renewed in time (Redis away, or this loop fell behind): give the work up before
-        # anyone can take it
-        for name, held in list(self.held.items()):
-            if time.monotonic() >= self._until(held):
-                log.warning("%s lease %s not renewed in time: stopping its work", self.role, name)
-                await self._drop(name, release=False)
+        if renew:
+            for held in self._overdue():
+                self._lose(held)
+            await self.settle()
 
     def valid_until(self, name: str) -> float:
         """Monotonic time before which this process surely still holds ``name`` (0: not held):
@@ -238,29 +391,49 @@ class LeaseGroup:
                 except REDIS_FAILURES:
                     pass  # it expires by itself
 
+    async def _keep_renewed(self) -> None:
+        while True:
+            await self.renew()
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.mark_alive()
+            await asyncio.sleep(max(0.2, self.ttl_s / 5))
+
     async def run(self, wanted: Callable[[], Awaitable[Sequence[str]]]) -> None:
-        """:meth:`step` every fifth of the TTL, with ``wanted()`` asked each time, until cancelled
-        (then everything held is given up and released)."""
+        """Renewals every fifth of the TTL in their own task; :meth:`step` every
+        :attr:`step_every_s` with ``wanted()`` asked each time; until cancelled (then everything
+        held is given up and released)."""
+        renewals = asyncio.create_task(self._keep_renewed(), name=f"{self.role} lease renewals")
         try:
             while True:
+                if renewals.done():
+                    renewals.result()  # its error, raised here
                 try:
                     names = await wanted()
                 except REDIS_FAILURES as exc:
                     log.warning("%s: cannot read what to hold (%s)", self.role, exc)
                     names = list(self.held)
-                await self.step(names)
-                try:
-                    await self.mark_alive()
-                except REDIS_FAILURES:
-                    pass
-                await asyncio.sleep(max(0.2, self.ttl_s / 5))
+                await self.step(names, renew=False)
+                await asyncio.sleep(self.step_every_s)
         finally:
+            renewals.cancel()
+            await asyncio.gather(renewals, return_exceptions=True)
             await self.release_all()
 
     async def release_all(self) -> None:
+        await asyncio.shield(self.settle())
         for name in list(self.held):
             await asyncio.shield(self._drop(name, release=True))
         try:
             await self.redis.hdel(members_key(self.role), self.owner)
         except REDIS_FAILURES:
             pass
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the group's own connections (without releasing anything: as if this process
+        died; a later call opens them again)."""
+        await self.redis.connection_pool.disconnect()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
