@@ -262,3 +262,26 @@ def test_a_rule_that_cannot_be_evaluated_names_its_reason(body: dict[str, object
     with pytest.raises(InvalidAlert) as caught:
         parse_rule(body, rule_id=1, instrument_id=1, ready=frozenset({"webhook"}))
     assert caught.value.reason == reason
+
+
+def test_ticks_of_instruments_no_rule_follows_change_nothing() -> None:
+    """The service hands the engine only the ticks of ``followed`` instruments (both sides of
+    every rule, and those whose candles are folded): it fires exactly what the whole feed fires."""
+    rng = random.Random(3)
+    ticks = simulate(3600, rng)
+    rules = [r for r in random_rules(200, rng) if 5 not in r.instruments]  # 5 ticks, unwatched
+    everything, filtered = Engine(prev_close=PREV_CLOSE), Engine(prev_close=PREV_CLOSE)
+    for rule in rules:
+        everything.add(rule)
+        filtered.add(rule)
+    assert filtered.followed == {1, 2, 3, 4}
+    got_all: list[tuple[int, datetime]] = []
+    got_filtered: list[tuple[int, datetime]] = []
+    for tick in ticks:
+        at = tick.received_ts
+        got_all.extend((t.rule.id, t.observed_at) for t in everything.on_ticks([tick], at))
+        kept = [tick] if tick.instrument_id in filtered.followed else []
+        got_filtered.extend((t.rule.id, t.observed_at) for t in filtered.on_ticks(kept, at))
+    assert len(got_all) > 100 and got_filtered == got_all
+    filtered.remove(rules[0].id)  # the set follows the rules
+    assert filtered.followed == {i for r in rules[1:] for i in r.instruments} | set(filtered._tfs)

@@ -4,7 +4,10 @@ written before it was carried (entries and quotes left in Redis across an upgrad
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from trading_helper.ingest import codec
 from trading_helper.ingest.batch import VolumeReset
@@ -102,3 +105,15 @@ def test_quote_records_are_the_quotes_without_their_objects() -> None:
         assert codec.RECORD.pack(*rec) == codec.RECORD.pack(*codec.tick_record(codec.decode_quote(value)))
         assert codec.from_us(rec[0]) == codec.decode_quote(value).exchange_ts
     assert codec.decode_quote_record(legacy_record(t))[-1] == -1  # no trade time before version 6
+
+
+def test_a_filtered_decode_builds_only_the_ticks_asked_for() -> None:
+    ticks = [replace(tick(None), instrument_id=i, last_price=100.0 + i) for i in (1, 2, 3, 2)]
+    payload = codec.encode_ticks(ticks)
+    assert codec.decode_ticks_of(payload, {2}) == [
+        t for t in codec.decode_ticks(payload) if t.instrument_id == 2
+    ]
+    assert [t.last_price for t in codec.decode_ticks_of(payload, {2, 3})] == [102.0, 103.0, 102.0]
+    assert codec.decode_ticks_of(payload, set()) == []
+    with pytest.raises(ValueError, match="not a multiple"):
+        codec.decode_ticks_of(payload[:-1], {2})

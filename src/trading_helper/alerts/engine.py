@@ -158,6 +158,7 @@ class Engine:
         self._series: dict[tuple[int, Timeframe], _CandleSeries] = {}
         self._tfs: dict[int, set[Timeframe]] = {}
         self._last_tick: dict[int, dict[str, float]] = {}
+        self._followed: frozenset[int] | None = None
         self._volume = VolumeTracker()
         self.late_dropped = 0
         self.ticks_seen = 0
@@ -176,6 +177,7 @@ class Engine:
         first, for its studies' warm-up (without it a study starts from the first live bar);
         ``last_fired``: its last trigger's time (a cool-down survives a restart)."""
         self.remove(rule.id)
+        self._followed = None
         self.rules[rule.id] = rule
         self.state[rule.id] = _State(last_fired=last_fired)
         if rule.on is None:
@@ -199,12 +201,22 @@ class Engine:
         self.state.pop(rule_id, None)
         if rule is None:
             return
+        self._followed = None
         index: list[Rule] = (
             self._tick_rules.get(rule.instrument_id, [])
             if rule.on is None
             else self._candle_rules.get((rule.instrument_id, rule.on), [])
         )
         index[:] = [r for r in index if r.id != rule_id]
+
+    @property
+    def followed(self) -> frozenset[int]:
+        """The instruments whose ticks matter: those of the rules (both sides) and of the candles
+        folded for them; other ticks change nothing and need not be handed in."""
+        if self._followed is None:
+            ids = {iid for rule in self.rules.values() for iid in rule.instruments}
+            self._followed = frozenset(ids | set(self._tfs))
+        return self._followed
 
     # -- evaluation ---------------------------------------------------------------------------
     def on_ticks(self, ticks: Iterable[Tick], now: datetime) -> list[Trigger]:

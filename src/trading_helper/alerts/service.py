@@ -178,8 +178,8 @@ class AlertService:
                     if message is None or message.get("type") != "message":
                         self._fired(self.engine.advance(now))
                         continue
-                    try:
-                        ticks = codec.decode_ticks(message["data"])
+                    try:  # every tick of the feed comes by: only those the rules follow are built
+                        ticks = codec.decode_ticks_of(message["data"], self.engine.followed)
                     except ValueError:
                         BAD_FRAMES.inc()
                         continue

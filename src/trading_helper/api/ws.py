@@ -154,9 +154,12 @@ class TickHub:
 
     # -- fan-out ------------------------------------------------------------------------------
     def dispatch(self, payload: bytes) -> None:
-        """One live-channel message (the encoded ticks of one frame)."""
+        """One live-channel message (the encoded ticks of one frame): only the ticks of watched
+        instruments are decoded (every replica hears the whole feed)."""
+        if not self._watchers:
+            return
         try:
-            ticks = codec.decode_ticks(payload)
+            ticks = codec.decode_ticks_of(payload, self._watchers)
         except ValueError:
             WS_BAD_FRAMES.inc()
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -25,6 +25,8 @@ import numpy as np
 from trading_helper.models import DepthLevel, Tick
 
 _TICK = struct.Struct("<qqidqqdqdqdqq")
+#: where a record holds its instrument id (exchange time, receive time, instrument id, ...)
+_IID = 2
 _LEGACY_TICK = struct.Struct("<qqidqqdqdqdq")  # before the trade time was carried
 _LEVEL = struct.Struct("<dqi")
 #: the record layout, for readers of whole payloads: ``struct`` for loops, numpy for columns
@@ -155,6 +157,15 @@ def decode_ticks(payload: bytes) -> list[Tick]:
     if len(payload) % TICK_SIZE:
         raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
     return [_tick(rec) for rec in _TICK.iter_unpack(payload)]
+
+
+def decode_ticks_of(payload: bytes, instrument_ids: Container[int]) -> list[Tick]:
+    """:func:`decode_ticks`, keeping only the ticks of ``instrument_ids`` (a reader that follows
+    a few instruments of a full feed builds only their ticks: the records are cheap, the ticks
+    are not); raises ValueError on a payload of the wrong size."""
+    if len(payload) % TICK_SIZE:
+        raise ValueError(f"tick payload of {len(payload)} bytes is not a multiple of {TICK_SIZE}")
+    return [_tick(rec) for rec in _TICK.iter_unpack(payload) if rec[_IID] in instrument_ids]
 
 
 def encode_quote(tick: Tick) -> bytes:
