@@ -14,9 +14,11 @@ import redis.asyncio as aioredis
 
 from trading_helper.bench.soak.processes import RedisServer
 from trading_helper.brokers.sim import SimBroker
-from trading_helper.cluster.coordinator import Coordinator, read_plan
+from trading_helper.cluster.coordinator import Coordinator, PlanReader, read_plan, store_plan
+from trading_helper.cluster.plan import plan_shards
 from trading_helper.config import Settings
 from trading_helper.errors import ConfigError
+from trading_helper.ingest import keys
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.instruments import sync_instruments
 
@@ -73,6 +75,29 @@ async def test_the_plan_follows_the_subscriptions_and_notifications(
         await asyncio.gather(listening, return_exceptions=True)
     plan = await coordinator.publish_once()
     assert plan.summary()["instruments"] == 8 and plan.moved_from(stored.assignment) == 0
+    assert coordinator.plans_published == 2
+    await own_redis.set(keys.PLAN, plan_shards("sim", ids[:1], ["default"]).to_json())  # by hand
+    await own_redis.delete(keys.PLAN_VERSION)
+    assert (await coordinator.publish_once()).summary()["instruments"] == 8  # planned again
+    assert coordinator.plans_published == 3
+    again = await read_plan(own_redis)
+    assert again is not None and again.summary()["instruments"] == 8
+
+
+async def test_a_plan_is_read_again_only_when_its_version_changed(own_redis: aioredis.Redis) -> None:
+    reader = PlanReader(own_redis)
+    assert await reader.read() is None
+    await store_plan(own_redis, plan_shards("sim", [1, 2], ["default"]).to_json())
+    first = await reader.read()
+    assert first is not None and sorted(first.assignment) == [1, 2]
+    assert await reader.read() is first  # the version alone was read
+    await store_plan(own_redis, plan_shards("sim", [1, 2, 3], ["default"]).to_json())
+    second = await reader.read()
+    assert second is not first and second is not None and sorted(second.assignment) == [1, 2, 3]
+    await own_redis.set(keys.PLAN, plan_shards("sim", [4], ["default"]).to_json())  # no version
+    await own_redis.delete(keys.PLAN_VERSION)
+    third, fourth = await reader.read(), await reader.read()
+    assert third is not None and sorted(third.assignment) == [4] and fourth is not third  # read each time
 
 
 def test_bad_pins_are_a_config_error(db_pool: asyncpg.Pool) -> None:

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from trading_helper import clock
 from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
-from trading_helper.cluster.coordinator import Coordinator
+from trading_helper.cluster.coordinator import Coordinator, PlanReader
 from trading_helper.cluster.fence import FencedRedis
 from trading_helper.cluster.lease import Held, LeaseGroup, lease_key
 from trading_helper.cluster.plan import Plan, Shard
@@ -196,7 +196,9 @@ class Collector:
         self._giving_up: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.plan: Plan | None = None
-        self._plan_raw: bytes | str | None = None
+        self._plans = PlanReader(redis)
+        #: the plan the running shards were last brought to (None: none yet, or a step failed)
+        self._applied: Plan | None = None
         self.leases = LeaseGroup(
             redis,
             "collector",
@@ -245,19 +247,17 @@ class Collector:
     async def _wanted(self) -> list[str]:
         """The plan's non-empty shards (those given with --shard only); running shards follow it
         when it changes."""
-        raw = await self.redis.get(keys.PLAN)
-        if raw is None:
-            return list(self.running)  # no plan yet: keep what is held
-        if raw != self._plan_raw:
-            plan = Plan.from_json(raw)
-            if plan.broker != self.settings.BROKER:
-                return list(self.running)
-            self.plan, self._plan_raw = plan, raw
+        plan = await self._plans.read()
+        if plan is None or plan.broker != self.settings.BROKER:
+            return list(self.running)  # no plan yet (or another broker's): keep what is held
+        self.plan = plan
+        if plan is not self._applied:
+            self._applied = plan
             for key, runner in list(self.running.items()):
                 try:
                     await runner.apply(plan.instruments_of(runner.shard))
                 except TradingHelperError as exc:
-                    self._plan_raw = None  # tried again at the next step
+                    self._applied = None  # tried again at the next step
                     log.warning("shard %s not updated to the plan: %s", key, exc)
         assert self.plan is not None
         names = [s.key for s in self.plan.shards if self.plan.instruments_of(s)]

@@ -4,13 +4,17 @@ Every collector process runs one; the one holding the ``coordinator`` lease comp
 (:func:`~.plan.plan_shards`, the previous plan as the starting point, so a change moves as few
 instruments as possible) every :data:`PLAN_EVERY_S`, and at once when PostgreSQL notifies
 ``subscriptions_changed`` (sent by the API with a subscription change, payload the instrument
-ids), and publishes it when it changed. Collectors and writers read the plan from Redis.
+ids), and publishes it when it changed. Planning again is skipped while neither a digest of the
+subscriptions (one SQL aggregate) nor the published plan's version changed: a full chain's plan
+is a few hundred kilobytes of JSON. Collectors and writers read the plan from Redis
+(:class:`PlanReader`: the plan itself only when its version changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from typing import Any
 
@@ -36,6 +40,39 @@ async def read_plan(redis: aioredis.Redis) -> Plan | None:
     return Plan.from_json(raw) if raw else None
 
 
+def plan_version(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+async def store_plan(redis: aioredis.Redis, text: str) -> str:
+    """Publish a plan's text and its version together (MULTI); the version."""
+    version = plan_version(text)
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(keys.PLAN, text)
+    pipe.set(keys.PLAN_VERSION, version)
+    await pipe.execute()
+    return version
+
+
+class PlanReader:
+    """The published plan, read and parsed again only when its version changed (a GET of 16
+    bytes per look: collectors and writers look twice a second). The version is read before the
+    plan, so a plan read is never older than the version noted with it; a plan stored without
+    a version (by hand) is read at every look."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.version: bytes | str | None = None
+        self.plan: Plan | None = None
+
+    async def read(self) -> Plan | None:
+        version = await self.redis.get(keys.PLAN_VERSION)
+        if version is None or version != self.version:
+            self.plan = await read_plan(self.redis)
+            self.version = version
+        return self.plan
+
+
 class Coordinator:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         self.settings = settings
@@ -49,6 +86,9 @@ class Coordinator:
         self._changed = asyncio.Event()
         self.leading = False
         self.plans_published = 0
+        #: (subscriptions digest, published version) the last plan was made from, and that plan
+        self._planned_from: tuple[str, bytes | str | None] | None = None
+        self._last_plan: Plan | None = None
 
     async def compute(self) -> Plan:
         """The plan for the subscriptions now, from the published one."""
@@ -65,12 +105,21 @@ class Coordinator:
         return plan_shards(self.broker, by_token.values(), accounts, previous=previous, pins=pins)
 
     async def publish_once(self) -> Plan:
+        """Plan and publish when the subscriptions or the published plan changed; the plan."""
+        with db_errors("reading the subscriptions' digest"):
+            async with self.pool.acquire() as conn:
+                digest = await conn.fetchval(sql_instruments.SUBSCRIBED_DIGEST, self.broker)
+        source = (digest, await self.redis.get(keys.PLAN_VERSION))
+        if self._last_plan is not None and source == self._planned_from:
+            return self._last_plan
         plan = await self.compute()
         text = plan.to_json()
-        if (await self.redis.get(keys.PLAN)) != text.encode():
-            await self.redis.set(keys.PLAN, text)
+        version = plan_version(text).encode()
+        if source[1] != version:
+            version = (await store_plan(self.redis, text)).encode()
             self.plans_published += 1
             log.info("shard plan published: %s", plan.summary())
+        self._planned_from, self._last_plan = (digest, version), plan
         return plan
 
     def _notified(self, *_: Any) -> None:

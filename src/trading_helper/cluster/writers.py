@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from trading_helper.cluster.coordinator import read_plan
+from trading_helper.cluster.coordinator import PlanReader
 from trading_helper.cluster.fence import FencedRedis
 from trading_helper.cluster.lease import LeaseGroup, lease_key
 from trading_helper.cluster.tasks import run_until_one_fails
@@ -56,6 +56,7 @@ class Writers:
         self._retired = Counter[str]()
         self.lag_ms: Counter[int] = Counter()
         self.orphan_restarts = 0
+        self._plans = PlanReader(redis)
         self.leases = LeaseGroup(
             redis, "writer", on_acquired=self._acquired, on_lost=self._lost, ttl_s=settings.LEASE_TTL_S
         )
@@ -112,7 +113,7 @@ class Writers:
         await self.tasks.stop(["maintenance"], timeout_s=5.0)
 
     async def _wanted(self) -> list[str]:
-        plan = await read_plan(self.redis)
+        plan = await self._plans.read()
         if plan is None:
             return list(self.writers)
         return [keys.shard_stream(self.settings.TICK_STREAM, s.key) for s in plan.shards]

@@ -18,6 +18,8 @@ STATUS_TTL_S = 15
 # -- the cluster (collect and write processes, trading_helper/cluster/) -----------------------
 #: the coordinator's shard plan (cluster/plan.py Plan.to_json)
 PLAN = "th:cluster:plan"
+#: a digest of the plan's text, set with it (readers look at it and read the plan only when it changed)
+PLAN_VERSION = "th:cluster:plan:version"
 #: hash: shard key -> JSON status of the collector holding it (refreshed every second)
 SHARD_STATUS = "th:cluster:shards"
 #: hash: writer process id -> JSON status (its streams, counts, receive-to-commit histogram)

@@ -126,6 +126,13 @@ SELECT b.broker_token, s.instrument_id FROM subscriptions s
 JOIN instrument_broker_ids b ON b.instrument_id = s.instrument_id AND b.broker = $1
 """
 
+#: a digest of SUBSCRIBED_TOKENS (the coordinator plans again only when it changed)
+SUBSCRIBED_DIGEST = """
+SELECT count(*) || ':' || coalesce(md5(string_agg(b.broker_token || '=' || s.instrument_id, ',' ORDER BY s.instrument_id)), '')
+FROM subscriptions s
+JOIN instrument_broker_ids b ON b.instrument_id = s.instrument_id AND b.broker = $1
+"""
+
 #: the broker's tokens of these instruments
 TOKENS_OF = """
 SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = $1 AND instrument_id = ANY($2::integer[])
