@@ -1,9 +1,10 @@
 """Leases in Redis: exactly one process owns a shard (collectors) or a stream (writers).
 
 A lease is a key ``th:lease:<role>:<name>`` holding its owner's id, set with NX and a TTL, renewed
-(compare-and-extend, one Lua script, all of a process's leases in one round trip) every fifth of
-the TTL by a loop of its own, which nothing else holds up: starting or stopping the work of a
-lease (a collector's feed connecting, closing) never delays the renewal of the others. Work runs
+(compare-and-extend, one Lua script, all of a process's leases and its member beat in one round
+trip) every tenth of the TTL by a loop of its own, which nothing else holds up: starting or
+stopping the work of a lease (a collector's feed connecting, closing) never delays the renewal
+of the others. Work runs
 only while the lease surely holds (:meth:`LeaseGroup.validity`: the last renewal's send time plus
 0.9 TTL), so an owner whose renewals fail, or whose loop falls behind, stops before anyone else
 can take it. Each take bumps the lease's epoch (``INCR``), so the status can tell takeovers apart.
@@ -30,7 +31,6 @@ commit of an owner that lost its lease is either seen by the taker or never made
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -153,7 +153,7 @@ class LeaseGroup:
 
     @property
     def step_every_s(self) -> float:
-        """How often :meth:`run` takes and gives up (renewals: every fifth of the TTL)."""
+        """How often :meth:`run` takes and gives up (renewals: every tenth of the TTL)."""
         return min(1.0, max(0.2, self.ttl_s / 10))
 
     async def _probe(self) -> None:
@@ -210,24 +210,31 @@ class LeaseGroup:
             await self.redis.hdel(key, *stale)
         return max(1, len(beats) - len(stale))
 
-    async def renew(self) -> None:
+    async def renew(self, *, beat: bool = False) -> None:
         """Every held lease renewed in one round trip (its send time noted first); a lease that
         is not (taken over, or not renewed in time) is lost: its work stops in a task of its own."""
-        for held in self._renew_failed(await self._renew_sent()) + self._overdue():
+        for held in self._renew_failed(await self._renew_sent(beat=beat)) + self._overdue():
             self._lose(held)
 
-    async def _renew_sent(self) -> list[Held]:
-        """Renew everything held; the leases whose renewal was refused."""
+    async def _renew_sent(self, *, beat: bool = False) -> list[Held]:
+        """Renew everything held; the leases whose renewal was refused. With ``beat``, the same
+        round trip announces this process as a member and notes the renewal time of each lease
+        (:meth:`mark_alive`): one await per renewal, which a busy event loop resumes late."""
         snapshot = list(self.held.values())
-        if not snapshot:
+        if not snapshot and not beat:
             return []
         sent = time.monotonic()  # before the renewals are sent: their TTLs start later
         pipe = self.redis.pipeline(transaction=False)
         for held in snapshot:
             key = lease_key(self.role, held.name)
             await self._renew(keys=[key], args=[held.token, self._ttl_ms], client=pipe)
+        if beat:
+            pipe.hset(members_key(self.role), self.owner, int(time.time() * 1000))
+            stamp = f"{time.time():.3f}"
+            for held in snapshot:
+                pipe.set(f"{lease_key(self.role, held.name)}:renewed", stamp, px=self._ttl_ms * 20)
         try:
-            replies = await pipe.execute()
+            replies = (await pipe.execute())[: len(snapshot)]
         except REDIS_FAILURES as exc:
             log.warning("%s leases: renewal failed (%s)", self.role, exc)
             return []
@@ -392,14 +399,16 @@ class LeaseGroup:
                     pass  # it expires by itself
 
     async def _keep_renewed(self) -> None:
+        """Renew (with the member beat) every tenth of the TTL: a lease stays valid for 0.9 TTL
+        after a renewal was sent, so even a loop that resumes each await a second late keeps it."""
+        period = max(0.1, self.ttl_s / 10)
         while True:
-            await self.renew()
-            with contextlib.suppress(*REDIS_FAILURES):
-                await self.mark_alive()
-            await asyncio.sleep(max(0.2, self.ttl_s / 5))
+            began = time.monotonic()
+            await self.renew(beat=True)
+            await asyncio.sleep(max(0.05, began + period - time.monotonic()))
 
     async def run(self, wanted: Callable[[], Awaitable[Sequence[str]]]) -> None:
-        """Renewals every fifth of the TTL in their own task; :meth:`step` every
+        """Renewals every tenth of the TTL in their own task; :meth:`step` every
         :attr:`step_every_s` with ``wanted()`` asked each time; until cancelled (then everything
         held is given up and released)."""
         renewals = asyncio.create_task(self._keep_renewed(), name=f"{self.role} lease renewals")
