@@ -2,30 +2,21 @@
 
 A lease is a key ``th:lease:<role>:<name>`` holding its owner's id, set with NX and a TTL, renewed
 (compare-and-extend, one Lua script, all of a process's leases and its member beat in one round
-trip) every tenth of the TTL by a loop of its own, which nothing else holds up: starting or
-stopping the work of a lease (a collector's feed connecting, closing) never delays the renewal
-of the others. Work runs
-only while the lease surely holds (:meth:`LeaseGroup.validity`: the last renewal's send time plus
-0.9 TTL), so an owner whose renewals fail, or whose loop falls behind, stops before anyone else
-can take it. Each take bumps the lease's epoch (``INCR``), so the status can tell takeovers apart.
+trip) every tenth of the TTL by a loop of its own, which the work of a lease starting or stopping
+never holds up. Work runs only while the lease surely holds (:meth:`LeaseGroup.validity`: the
+last renewal's send time plus 0.9 TTL), so an owner whose renewals fail, or whose loop falls
+behind, stops before anyone else can take it. Each take bumps the lease's epoch (``INCR``).
 
-A process that dies is noticed in two ways. Its lease keys run out (within ``ttl`` and a step);
-and, sooner, Redis itself sees its connections close: every lease command of a group goes over
-connections named after the owner (``CLIENT SETNAME``), and a standby that finds a lease's owner
-missing from ``CLIENT LIST`` in two looks at least :data:`PRESENCE_GRACE_S` apart deletes the
+A process that dies is noticed in two ways: its lease keys run out (within ``ttl`` and a step),
+and, sooner, Redis sees its connections close (:mod:`.presence`): a standby then deletes the
 lease (compare-and-delete on its exact value) and takes it, within about a second of a SIGKILL.
-An owner that is alive but cut off from Redis for that long can lose its leases this way; that
-is safe, as an expired lease is: the fences (:mod:`.fence`) refuse its appends and reads, and
-its own renewals fail, which stops its work. Where ``CLIENT LIST`` is refused (a managed Redis
-with it disabled), only the TTL counts.
 
 Processes of a role announce themselves in a hash (``th:members:<role>``: owner -> last beat, ms);
 each holds at most its fair share of the wanted names (``ceil(wanted / live members)``), so work
-spreads over the processes that run, a newcomer gets some and a death raises everyone's share (a
-member whose connections are gone counts as dead at once).
-Writers additionally rely on the database, not on the lease alone: a stream's offset is committed
-under the stream's advisory lock and a taker reads it under the same lock (storage/ticks.py), so a
-commit of an owner that lost its lease is either seen by the taker or never made.
+spreads over the processes that run (a member whose connections are gone counts as dead at once).
+Writers also rely on the database: a stream's offset is committed under the stream's advisory
+lock and a taker reads it under the same lock (storage/ticks.py), so a commit of an owner that
+lost its lease is either seen by the taker or never made.
 """
 
 from __future__ import annotations
@@ -41,15 +32,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
+from trading_helper.cluster.presence import Presence, named_client
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 5.0
-#: a lease's owner missing from CLIENT LIST this long (two looks) is dead: its lease is taken
-PRESENCE_GRACE_S = 0.5
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -68,11 +57,6 @@ def members_key(role: str) -> str:
     return f"th:members:{role}"
 
 
-def presence_name(owner: str) -> str:
-    """The client name of an owner's lease connections (no spaces: CLIENT SETNAME refuses them)."""
-    return "th-lease:" + owner.replace(" ", "_")
-
-
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -82,8 +66,7 @@ async def lease_owners(redis: aioredis.Redis, role: str, names: Sequence[str]) -
     if not names:
         return {}
     values = await redis.mget([lease_key(role, n) for n in names])
-    texts = [v.decode() if isinstance(v, bytes) else v for v in values]
-    return {n: t.partition("#")[0] if t else None for n, t in zip(names, texts, strict=True)}
+    return {n: _text(v).partition("#")[0] if v else None for n, v in zip(names, values, strict=True)}
 
 
 @dataclass
@@ -124,14 +107,9 @@ class LeaseGroup:
         self.role = role
         self.owner = owner or new_owner_id()
         self._shared = redis
-        # every lease command over connections named after the owner: while this process
-        # lives they stay open, and Redis sees them close when it dies (:meth:`_probe`)
-        pool = redis.connection_pool
-        named = type(pool)(
-            connection_class=pool.connection_class,
-            **{**pool.connection_kwargs, "client_name": presence_name(self.owner)},
-        )
-        self.redis = aioredis.Redis(connection_pool=named)
+        # every lease command over connections named after the owner (:mod:`.presence`)
+        self.redis = named_client(redis, self.owner)
+        self._presence = Presence(self.owner)
         self._probed = False
         self.ttl_s = ttl_s
         self.max_held = max_held
@@ -144,8 +122,6 @@ class LeaseGroup:
         self.takeovers: list[tuple[str, float]] = []
         #: work of leases lost in a renewal, stopping (not taken again until it has stopped)
         self._stopping: dict[str, asyncio.Task[None]] = {}
-        #: owner -> monotonic time it was first seen without a connection (None: CLIENT LIST refused)
-        self._absent: dict[str, float] | None = {}
 
     @property
     def _ttl_ms(self) -> int:
@@ -157,40 +133,16 @@ class LeaseGroup:
         return min(1.0, max(0.2, self.ttl_s / 10))
 
     async def _probe(self) -> None:
-        """Once: named connections and CLIENT LIST work; where Redis refuses either (an ACL
-        without CLIENT), the shared client is used and leases expire by TTL only."""
+        """Once: where Redis refuses named connections or CLIENT LIST, the shared client is
+        used and leases expire by TTL only."""
         if self._probed:
             return
-        try:
-            await self.redis.client_list(_type="normal")  # the connect sends CLIENT SETNAME
-        except ResponseError as exc:
-            log.warning(
-                "%s leases: CLIENT SETNAME or CLIENT LIST refused (%s); dead owners are noticed by TTL only",
-                self.role,
-                exc,
-            )
+        if not await self._presence.probe(self.redis, self.role):
             await self.redis.connection_pool.disconnect()
-            self.redis, self._absent = self._shared, None
+            self.redis = self._shared
             self._renew = self.redis.register_script(_RENEW)
             self._release = self.redis.register_script(_RELEASE)
         self._probed = True
-
-    async def _present(self) -> set[str] | None:
-        """Owners with a lease connection open now (None: CLIENT LIST refused)."""
-        if self._absent is None:
-            return None
-        clients = await self.redis.client_list(_type="normal")
-        prefix = presence_name("")
-        return {c["name"][len(prefix) :] for c in clients if c.get("name", "").startswith(prefix)}
-
-    def _dead(self, owner: str, present: set[str] | None, now: float) -> bool:
-        """True once ``owner`` was missing from two looks at least PRESENCE_GRACE_S apart."""
-        if present is None or self._absent is None or owner == self.owner:
-            return False
-        if owner in present:
-            self._absent.pop(owner, None)
-            return False
-        return now - self._absent.setdefault(owner, now) >= PRESENCE_GRACE_S
 
     async def _live_members(self, present: set[str] | None) -> int:
         now_ms = int(time.time() * 1000)
@@ -204,7 +156,7 @@ class LeaseGroup:
             k
             for k, v in beats.items()
             # as dead as its leases, or its connections are gone
-            if now_ms - int(v) > self._ttl_ms or self._dead(_text(k), present, now)
+            if now_ms - int(v) > self._ttl_ms or self._presence.dead(_text(k), present, now)
         ]
         if stale:
             await self.redis.hdel(key, *stale)
@@ -300,7 +252,7 @@ class LeaseGroup:
             if renew:
                 await self.renew()
                 await self.settle()
-            present = await self._present()
+            present = await self._presence.present(self.redis)
             members = await self._live_members(present)
             share = math.ceil(len(wanted) / members) if self.fair else len(wanted)
             if self.max_held is not None:
@@ -318,7 +270,7 @@ class LeaseGroup:
                         break
                     if value is not None:
                         holder = _text(value).partition("#")[0]
-                        if not self._dead(holder, present, now):
+                        if not self._presence.dead(holder, present, now):
                             continue
                         log.warning(
                             "%s lease %s: its owner %s has no connection to Redis any more; taking it",
