@@ -7,13 +7,12 @@ one fresh database on the test PostgreSQL) and reads its one JSON object from st
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+
+from tests.bench.helpers import run_bench_json
 
 pytestmark = pytest.mark.slow
 
@@ -26,27 +25,8 @@ KEYS = {
 @pytest.fixture(scope="module")
 def cluster(admin_dsn: str) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": admin_dsn}
-    args = [
-        "bench",
-        "cluster",
-        "--accounts",
-        "2",
-        "--instruments",
-        "90",
-        "--seconds",
-        "30",
-        "--collectors",
-        "3",
-    ]
-    done = subprocess.run(
-        [sys.executable, "-m", "trading_helper.cli", *args, "--json"],
-        env=env, capture_output=True, text=True, timeout=400, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"stdout must hold only the JSON object: {done.stdout[:2000]}"
-    result: dict[str, Any] = json.loads(lines[0])
-    return result
+    args = ["cluster", "--accounts", "2", "--instruments", "90", "--seconds", "30", "--collectors", "3"]
+    return run_bench_json(args, env, timeout_s=400)
 
 
 @pytest.mark.timeout(420)

@@ -4,32 +4,20 @@ references measured in the same run, and its throwaway database and Redis key go
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from tests.bench.helpers import run_bench_json
 from tests.db import with_database
 
 
 async def test_bench_options_prints_its_figures(admin_dsn: str, redis_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": with_database(admin_dsn, "postgres"), "REDIS_URL": redis_url}
-    args = ["bench", "options", "--strikes", "20", "--samples", "10", "--json"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "trading_helper.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, err.decode()
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    args = ["options", "--strikes", "20", "--samples", "10"]
+    result = await asyncio.to_thread(run_bench_json, args, env, 300)
     assert result["strikes"] == 20 and result["options"] == 40 and result["api_chain_strikes"] == 20
     assert result["reference_refused"] == 0
     for key in (

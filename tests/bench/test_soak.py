@@ -7,13 +7,12 @@ its one JSON object from stdout.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+
+from tests.bench.helpers import run_bench_json
 
 pytestmark = pytest.mark.slow
 
@@ -48,32 +47,8 @@ KINDS = {
 def soak(admin_dsn: str) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": admin_dsn}
     env.pop("TH_CLOCK", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trading_helper.cli",
-            "bench",
-            "soak",
-            "--days",
-            "1",
-            "--instruments",
-            "3",
-            "--speed",
-            "600",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"stdout must hold only the JSON object: {done.stdout[:2000]}"
-    result: dict[str, Any] = json.loads(lines[0])
-    return result
+    args = ["soak", "--days", "1", "--instruments", "3", "--speed", "600"]
+    return run_bench_json(args, env, timeout_s=840)
 
 
 @pytest.mark.timeout(900)
