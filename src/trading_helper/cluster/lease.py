@@ -32,9 +32,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from trading_helper.cluster.presence import Presence, named_client
-from trading_helper.ingest.redisconn import REDIS_FAILURES
+from trading_helper.ingest.redisconn import REDIS_FAILURES, reply_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ async def lease_owners(redis: aioredis.Redis, role: str, names: Sequence[str]) -
     if not names:
         return {}
     values = await redis.mget([lease_key(role, n) for n in names])
-    return {n: _text(v).partition("#")[0] if v else None for n, v in zip(names, values, strict=True)}
+    return {n: reply_text(v).partition("#")[0] if v else None for n, v in zip(names, values, strict=True)}
 
 
 @dataclass
@@ -156,7 +157,7 @@ class LeaseGroup:
             k
             for k, v in beats.items()
             # as dead as its leases, or its connections are gone
-            if now_ms - int(v) > self._ttl_ms or self._presence.dead(_text(k), present, now)
+            if now_ms - int(v) > self._ttl_ms or self._presence.dead(reply_text(k), present, now)
         ]
         if stale:
             await self.redis.hdel(key, *stale)
@@ -182,9 +183,7 @@ class LeaseGroup:
             await self._renew(keys=[key], args=[held.token, self._ttl_ms], client=pipe)
         if beat:
             pipe.hset(members_key(self.role), self.owner, int(time.time() * 1000))
-            stamp = f"{time.time():.3f}"
-            for held in snapshot:
-                pipe.set(f"{lease_key(self.role, held.name)}:renewed", stamp, px=self._ttl_ms * 20)
+            self._stamp(pipe, [held.name for held in snapshot])
         try:
             replies = (await pipe.execute())[: len(snapshot)]
         except REDIS_FAILURES as exc:
@@ -269,7 +268,7 @@ class LeaseGroup:
                     if len(self.held) >= share:
                         break
                     if value is not None:
-                        holder = _text(value).partition("#")[0]
+                        holder = reply_text(value).partition("#")[0]
                         if not self._presence.dead(holder, present, now):
                             continue
                         log.warning(
@@ -327,11 +326,14 @@ class LeaseGroup:
 
     async def mark_alive(self) -> None:
         """Note when each held lease was last renewed (a taker measures its takeover from it)."""
-        stamp = f"{time.time():.3f}"
         pipe = self.redis.pipeline(transaction=False)
-        for name in self.held:
-            pipe.set(f"{lease_key(self.role, name)}:renewed", stamp, px=self._ttl_ms * 20)
+        self._stamp(pipe, list(self.held))
         await pipe.execute()
+
+    def _stamp(self, pipe: Pipeline, names: Sequence[str]) -> None:
+        stamp = f"{time.time():.3f}"
+        for name in names:
+            pipe.set(f"{lease_key(self.role, name)}:renewed", stamp, px=self._ttl_ms * 20)
 
     async def give_up(self, name: str) -> None:
         """Stop the work of ``name`` and release it (a later step may take it again)."""
@@ -394,7 +396,3 @@ class LeaseGroup:
         """Close the group's own connections (without releasing anything: as if this process
         died; a later call opens them again)."""
         await self.redis.connection_pool.disconnect()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -102,7 +102,8 @@ class RedisDurability:
         return {k: str(v) for k, v in asdict(self).items()}
 
 
-def _text(value: object) -> str:
+def reply_text(value: object) -> str:
+    """A Redis reply as text (bytes decoded, anything else as ``str``)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -111,7 +112,7 @@ async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
     backlog. Managed Redis often refuses CONFIG: then INFO persistence says whether AOF is on."""
     try:
         found = await cancellable(redis.config_get("appendonly", "save"))
-        config = {_text(k): _text(v) for k, v in found.items()}
+        config = {reply_text(k): reply_text(v) for k, v in found.items()}
         if "appendonly" not in config:
             raise RedisError("CONFIG GET returned no appendonly")
         aof = config["appendonly"] == "yes"
@@ -121,7 +122,7 @@ async def check_redis_durability(redis: aioredis.Redis) -> RedisDurability:
     except Exception:  # advisory: CONFIG refused (managed Redis), or a stand-in without it
         try:
             info = await cancellable(redis.info("persistence"))
-            aof_enabled = _text(info.get("aof_enabled", "")) if isinstance(info, dict) else ""
+            aof_enabled = reply_text(info.get("aof_enabled", "")) if isinstance(info, dict) else ""
         except Exception as exc:
             result = RedisDurability("unknown", "", f"persistence settings unreadable: {exc}")
         else:
