@@ -51,6 +51,11 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert status == {"accounts": ["a", "b"], "instruments": 90, "unassigned": 0, "shards": 6}
     assert cluster["upgrades_per_key"].keys() == {"cluster_key_a", "cluster_key_b"}  # each account its key
     assert cluster["history_calls"] >= 1 and cluster["latency_ms_p99"] is not None
+    # the lag by stage (ingest/lags.py), counted for every tick the total counts
+    stages = cluster["latency_stages_ms"]
+    assert set(stages) == {"total", "collect", "stream", "batch", "commit"}
+    assert stages["total"]["p99"] == cluster["latency_ms_p99"]
+    assert all(v["p50"] is not None and v["p50"] <= stages["total"]["p99"] for v in stages.values()), stages
     # the collector's kill left coverage holes; every one read back through a replica was
     # backfilled from the stand-in's history (or lies outside the session: nothing to fill)
     assert cluster["holes"] > 0 and cluster["holes_instruments_sampled"] > 0, cluster

@@ -16,7 +16,6 @@ columns and index (the hardware's pace, not TimescaleDB's).
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -28,19 +27,13 @@ import redis.asyncio as aioredis
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.brokers.sim import SimFeed, sim_instruments
 from trading_helper.config import Settings
+from trading_helper.ingest.lags import LagHistograms, mean, percentile
 from trading_helper.ingest.receiver import TickReceiver
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.models import Tick
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
 from trading_helper.storage.migrate import current_flavour
 from trading_helper.storage.ticks import TICK_COLUMNS
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _feed(settings: Settings, pool: asyncpg.Pool, instruments: int) -> SimFeed:
@@ -141,7 +134,7 @@ async def run_ingest_bench(
 
             # paced phase: 1,000 ticks/s in frames every 50 ms, latency per tick
             writer.record_lags = True
-            writer.stats.lags.clear()
+            lags = writer.stats.lags = LagHistograms()
             per_tick_frame = max(1, int(paced_rate * 0.05))
             paced_frames = int(paced_seconds / 0.05)
             seq = ticks
@@ -156,7 +149,6 @@ async def run_ingest_bench(
                 await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.05 - time.perf_counter()))
             await _drain(writer, seq, timeout_s=120)
             writer_task.cancel()
-            lags_ms = [x * 1000 for x in writer.stats.lags]
 
             row = await pool.fetchrow(
                 "SELECT count(*) AS n, count(DISTINCT bid_qty) AS d FROM "
@@ -182,10 +174,12 @@ async def run_ingest_bench(
         "raw_copy_rows_per_s": round(raw_rate),
         "ratio_to_raw_copy": round(rate / raw_rate, 3),
         "paced_rate_per_s": paced_rate,
-        "paced_ticks": len(lags_ms),
-        "latency_ms_p50": round(_percentile(lags_ms, 0.5), 2),
-        "latency_ms_p99": round(_percentile(lags_ms, 0.99), 2),
-        "latency_ms_mean": round(statistics.fmean(lags_ms), 2) if lags_ms else None,
+        # receive to commit of the paced phase, in whole milliseconds (ingest/lags.py)
+        "paced_ticks": sum(lags.total.values()),
+        "latency_ms_p50": percentile(lags.total, 0.5),
+        "latency_ms_p99": percentile(lags.total, 0.99),
+        "latency_ms_mean": round(m, 2) if (m := mean(lags.total)) is not None else None,
+        "latency_stages_ms": lags.summary(),
         "lost": lost,
         "duplicated": duplicated,
         "rejected": dict(writer.stats.rejected) | dict(receiver.rejected),

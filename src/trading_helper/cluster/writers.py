@@ -28,6 +28,7 @@ from trading_helper.cluster.lease import LeaseGroup, lease_key
 from trading_helper.cluster.tasks import run_until_one_fails
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
+from trading_helper.ingest.lags import LagHistograms
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.ingest.writer import StreamWriter
 from trading_helper.looplag import LoopLag
@@ -42,8 +43,6 @@ CONSUMER = "writer"
 STATUS_EVERY_S = 1.0
 #: entries pending this long on a stream we hold are orphans (a healthy writer acks within a second)
 ORPHAN_IDLE_S = 15.0
-#: receive-to-commit histogram cap (ms); slower ticks count in the last bucket
-_LAG_CAP_MS = 60_000
 
 
 class Writers:
@@ -55,10 +54,10 @@ class Writers:
         self.writers: dict[str, StreamWriter] = {}
         #: every writer this process ran (counts carry on after a stream is given up)
         self._retired = Counter[str]()
-        self.lag_ms: Counter[int] = Counter()
+        self.lags = LagHistograms()
         self.orphan_restarts = 0
         self._plans = PlanReader(redis)
-        self.lag = LoopLag("writer")
+        self.loop_lag = LoopLag("writer")
         self.leases = LeaseGroup(
             redis, "writer", on_acquired=self._acquired, on_lost=self._lost, ttl_s=settings.LEASE_TTL_S
         )
@@ -124,8 +123,8 @@ class Writers:
         return ["maintenance"]
 
     def _drain_lags(self, writer: StreamWriter) -> None:
-        lags, writer.stats.lags = writer.stats.lags, []
-        self.lag_ms.update(min(_LAG_CAP_MS, max(0, round(x * 1000))) for x in lags)
+        if writer.stats.lags is not None:
+            self.lags.merge(writer.stats.lags.take())
 
     def status(self) -> dict[str, Any]:
         for writer in self.writers.values():
@@ -139,8 +138,9 @@ class Writers:
             "tasks_down": sorted(t.name for t in self.tasks.down()),
             "maintenance": bool(self.maintenance_lease.held),
             "orphan_restarts": self.orphan_restarts,
-            "receive_to_commit_ms": {str(k): v for k, v in sorted(self.lag_ms.items())},
-        } | self.lag.take()
+            # histograms (ms -> ticks) of the lag and of its stages, since the start
+            "receive_to_commit_ms": self.lags.as_json(),
+        } | self.loop_lag.take()
 
     async def _sweep_orphans(self) -> None:
         """Entries read but never acknowledged, idle for ORPHAN_IDLE_S on a stream we hold: read
@@ -183,9 +183,9 @@ class Writers:
             asyncio.create_task(self._publish_status(), name="writer status"),
         ]
         log.info("writer %s started", self.leases.owner)
-        self.lag.start()
+        self.loop_lag.start()
         try:
             await run_until_one_fails(tasks)
         finally:
-            await self.lag.stop()
+            await self.loop_lag.stop()
             await self.tasks.stop(timeout_s=5.0)

@@ -64,6 +64,10 @@ class TickBatch:
     received_us: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     #: exchange time of the last record (epoch µs; -1: none)
     last_exchange_us: int = -1
+    #: per record, when its entry was accepted by the receiver and read by the writer (epoch µs;
+    #: set by a writer that measures its stages, see :mod:`.lags`; empty otherwise)
+    accepted_us: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    read_us: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def rows(self) -> int:
@@ -186,6 +190,8 @@ def merge_batches(batches: Sequence[TickBatch]) -> TickBatch:
         unknown,
         np.concatenate([b.received_us for b in batches]),
         last_exchange[-1] if last_exchange else -1,
+        np.concatenate([b.accepted_us for b in batches]),
+        np.concatenate([b.read_us for b in batches]),
     )
 
 

@@ -41,12 +41,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from trading_helper.errors import OffsetMoved
 from trading_helper.ingest import keys
 from trading_helper.ingest.batch import Chunk, TickBatch, merge_batches
+from trading_helper.ingest.codec import TICK_SIZE
+from trading_helper.ingest.lags import LagHistograms
 from trading_helper.ingest.prepare import BatchPreparer
 from trading_helper.ingest.redisconn import RedisDurability, cancellable, check_redis_durability
 from trading_helper.ingest.stream import EntrySeq, decode_entry, parse_id
@@ -111,7 +114,7 @@ class StreamWriter:
         self.min_batch_interval_s = min_batch_interval_ms / 1000
         self._commit_started = 0.0
         self.record_lags = record_lags
-        self.stats = WriterStats()
+        self.stats = WriterStats(lags=LagHistograms() if record_lags else None)
         self._preparer: BatchPreparer | None = None
         self._store: TickStore | None = None
         self._committed: tuple[int, int] = (0, 0)
@@ -280,6 +283,7 @@ class StreamWriter:
         records = 0
         malformed = 0
         last_new: str | None = None
+        read_us = time.time_ns() // 1000
         open_ = self._open if self._open is not None else _OpenBatch()
         runs = dict(open_.runs)
         gaps: list[StreamGap] = []
@@ -310,6 +314,8 @@ class StreamWriter:
         batch = await self._with_db_retry(
             lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False
         )
+        if self.record_lags:
+            _stamp_stages(batch, chunks, names, read_us)
         open_.batches.append(batch)
         open_.ids.extend(ids)
         open_.last_id = last_new
@@ -340,9 +346,12 @@ class StreamWriter:
         if open_ is None:
             return
         self._commit_started = time.monotonic()
+        started_us = time.time_ns() // 1000  # the same moment by the wall clock (the lags' stages)
         batch = merge_batches(open_.batches)
         offset = StreamOffset(self.stream, open_.last_id, tuple(open_.runs.values()), self._committed_id)
-        self._inflight = asyncio.create_task(self._commit_and_ack(batch, offset, open_.ids, open_.gaps))
+        self._inflight = asyncio.create_task(
+            self._commit_and_ack(batch, offset, open_.ids, open_.gaps, started_us)
+        )
 
     async def _finish_inflight(self) -> None:
         if self._inflight is not None:
@@ -356,14 +365,19 @@ class StreamWriter:
         await self._finish_inflight()
 
     async def _commit_and_ack(
-        self, batch: TickBatch, offset: StreamOffset, ids: list[bytes], gaps: list[StreamGap]
+        self,
+        batch: TickBatch,
+        offset: StreamOffset,
+        ids: list[bytes],
+        gaps: list[StreamGap],
+        started_us: int,
     ) -> None:
         store = self._store
         assert store is not None
         # the same prepared batch until it commits: later batches build on its volume state
         done = await self._with_db_retry(lambda: store.commit(batch.write, offset))
         self._committed, self._committed_id = parse_id(offset.last_id), offset.last_id
-        self.stats.record_commit(self.stream, offset.last_id, batch, done, gaps, record_lags=self.record_lags)
+        self.stats.record_commit(self.stream, offset.last_id, batch, done, gaps, commit_started_us=started_us)
         await self._ack(ids)
 
     async def _ack(self, ids: list[bytes]) -> None:
@@ -386,3 +400,11 @@ class StreamWriter:
 
     def status(self) -> dict[str, object]:
         return self.stats.status(self.durability)
+
+
+def _stamp_stages(batch: TickBatch, chunks: list[Chunk], names: list[str], read_us: int) -> None:
+    """Each record's accept time (its entry id's milliseconds) and read time, for :mod:`.lags`."""
+    ms = [parse_id(name)[0] * 1000 for name, c in zip(names, chunks, strict=True) if isinstance(c, bytes)]
+    counts = [len(c) // TICK_SIZE for c in chunks if isinstance(c, bytes)]
+    batch.accepted_us = np.repeat(np.asarray(ms, np.int64), counts)
+    batch.read_us = np.full(len(batch.accepted_us), read_us, np.int64)

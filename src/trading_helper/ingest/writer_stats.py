@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from trading_helper.errors import DatabaseBusy, DatabaseUnavailable
 from trading_helper.ingest import metrics
 from trading_helper.ingest.batch import TickBatch
+from trading_helper.ingest.lags import LagHistograms
 from trading_helper.ingest.redisconn import RedisDurability
 from trading_helper.ingest.volume import to_us
 from trading_helper.storage.ticks import Committed
@@ -51,8 +52,8 @@ class WriterStats:
     lost: int = 0
     #: the unexpected error that ended the last run, if it ended so
     error: str | None = None
-    #: receive -> commit lag of every tick written (seconds), kept only when ``record_lags``
-    lags: list[float] = field(default_factory=list)
+    #: receive -> commit lag of every tick written, by stage; only with ``record_lags``
+    lags: LagHistograms | None = None
 
     def count_malformed(self, entries: int) -> None:
         self.rejected["malformed_entry"] += entries
@@ -66,7 +67,7 @@ class WriterStats:
         done: Committed,
         gaps: list[StreamGap],
         *,
-        record_lags: bool,
+        commit_started_us: int,
     ) -> None:
         """Count, measure and log what one committed batch (entries up to ``last_id``) did."""
         if done.already_committed:
@@ -113,8 +114,8 @@ class WriterStats:
             now_us = to_us(now)
             metrics.COMMIT_LAG.observe((now_us - int(received[-1])) / 1e6)
             metrics.EXCHANGE_LAG.observe((now_us - batch.last_exchange_us) / 1e6)
-            if record_lags:
-                self.lags.extend(((now_us - received) / 1e6).tolist())
+            if self.lags is not None:
+                self.lags.add(received, batch.accepted_us, batch.read_us, commit_started_us, now_us)
 
     def db_failed(self, exc: DatabaseUnavailable | DatabaseBusy) -> None:
         """Count a failed database call; log only the first of an episode."""

@@ -1,4 +1,4 @@
-"""The cluster bench's child processes and its percentile of a histogram."""
+"""The cluster bench's child processes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
 
 
@@ -46,24 +45,8 @@ class Child:
             await self.proc.wait()
 
 
-def text_of(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def pid_of(owner: str | None) -> int | None:
     try:
         return int(owner.split(":")[1]) if owner else None
     except (IndexError, ValueError):
         return None
-
-
-def percentile_of(histogram: Counter[int], q: float) -> float | None:
-    total = sum(histogram.values())
-    if not total:
-        return None
-    rank, seen = q * (total - 1), 0
-    for ms in sorted(histogram):
-        seen += histogram[ms]
-        if seen > rank:
-            return float(ms)
-    return float(max(histogram))

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from trading_helper.bench.cluster.accounting import account
 from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
-from trading_helper.bench.cluster.processes import Child, percentile_of, pid_of, text_of
+from trading_helper.bench.cluster.processes import Child, pid_of
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.bench.soak.oracle import IST
 from trading_helper.bench.soak.processes import RedisServer, free_port
@@ -47,6 +47,8 @@ from trading_helper.cluster.coordinator import read_plan
 from trading_helper.cluster.lease import lease_owners
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
+from trading_helper.ingest.lags import LagHistograms, from_json, percentile
+from trading_helper.ingest.redisconn import reply_text
 
 _IDS = "SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = 'kite'"
 TARGET_P99_MS = 250.0
@@ -79,7 +81,7 @@ class ClusterBench:
         self.takeovers: list[float] = []
         self.events: list[dict[str, Any]] = []
         self.history: dict[str, Any] = {}
-        self.lags_before_kills: Counter[int] = Counter()
+        self.lags_before_kills = LagHistograms()
 
     def _note(self, text: str, fraction: float) -> None:
         if self.progress is not None:
@@ -217,7 +219,7 @@ class ClusterBench:
             accounts.unique, sorted(self.ids.values()), self.kite.frames_sent, self.market.t0
         )
         backfill = await check_backfill(self.db, self.apis[0], holes)
-        p99 = percentile_of(lags, 0.99)
+        p99 = percentile(lags.total, 0.99)
         return {
             "accounts": len(self.names),
             "shards": len(self.shards),
@@ -245,13 +247,16 @@ class ClusterBench:
             "history_calls": self.history.get("calls"),
             "history_calls_duplicated": self.history.get("duplicated"),
             "history_status": self.history.get("status"),
-            "latency_ms_p50": percentile_of(lags, 0.5),
+            "latency_ms_p50": percentile(lags.total, 0.5),
             "latency_ms_p99": p99,
             "latency_target_ms": TARGET_P99_MS,
             "latency_target_met": p99 is not None and p99 < TARGET_P99_MS,
-            "latency_ticks": sum(lags.values()),
+            "latency_ticks": sum(lags.total.values()),
             # the steady state: ticks committed before the first kill (the rest waited out takeovers)
-            "latency_ms_p99_before_kills": percentile_of(self.lags_before_kills, 0.99),
+            "latency_ms_p99_before_kills": percentile(self.lags_before_kills.total, 0.99),
+            # where the time goes (p50/p99 of each stage, see ingest/lags.py), before the kills and in all
+            "latency_stages_ms_before_kills": self.lags_before_kills.summary(),
+            "latency_stages_ms": lags.summary(),
             "upgrades_per_key": dict(self.kite.upgrades),
             "drained": drained,
             "events": self.events,
@@ -279,7 +284,7 @@ class ClusterBench:
         while pending and time.time() - killed_at < 60:
             owners = await lease_owners(self.redis, role, sorted(pending))
             status = {
-                text_of(k): json.loads(v) for k, v in (await self.redis.hgetall(keys.SHARD_STATUS)).items()
+                reply_text(k): json.loads(v) for k, v in (await self.redis.hgetall(keys.SHARD_STATUS)).items()
             }
             for name, owner in owners.items():
                 pid = pid_of(owner)
@@ -358,11 +363,10 @@ class ClusterBench:
             await asyncio.sleep(0.5)
         return False
 
-    async def _lags(self) -> Counter[int]:
-        merged: Counter[int] = Counter()
+    async def _lags(self) -> LagHistograms:
+        merged = LagHistograms()
         for raw in (await self.redis.hgetall(keys.WRITER_STATUS)).values():
-            hist = json.loads(raw).get("receive_to_commit_ms") or {}
-            merged.update({int(k): int(v) for k, v in hist.items()})
+            merged.merge(from_json(json.loads(raw).get("receive_to_commit_ms") or {}))
         return merged
 
 
