@@ -3,6 +3,7 @@ its lease key holds the receiver's owner id; a refused id still reads as "equal 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -56,6 +57,36 @@ async def test_a_writer_reads_only_under_the_lease(redis_url: str) -> None:
         with pytest.raises(ResponseError, match="FENCED"):
             await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10)
         assert (await plain.xinfo_groups(stream))[0]["lag"] == 1  # the entry is still there for the owner
+    finally:
+        await plain.delete(stream, lease)
+        await plain.aclose()
+
+
+async def test_a_waiting_read_wakes_at_the_next_append_not_at_the_end_of_its_block(redis_url: str) -> None:
+    plain = aioredis.Redis.from_url(redis_url)
+    stream, lease = f"th:test:fence:{uuid.uuid4().hex[:8]}", f"th:test:lease:{uuid.uuid4().hex[:8]}"
+    fenced = FencedRedis(lease, "me", connection_pool=plain.connection_pool)
+    try:
+        await plain.xgroup_create(stream, "g", id="0", mkstream=True)
+        await plain.set(lease, "me", px=30_000)
+        # entries delivered before (to a dead owner, say) are behind the group's last delivered
+        # id: they do not wake the wait, only a new one does
+        await plain.xadd(stream, {b"u": b"old"}, id="5-1")
+        await plain.xreadgroup("g", "dead", {stream: ">"}, count=10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10, block=300) == []
+        assert loop.time() - started >= 0.28  # nothing new: the whole block
+        appender = loop.call_later(
+            0.2, lambda: asyncio.ensure_future(plain.xadd(stream, {b"u": b"new"}, id="6-1"))
+        )
+        started = loop.time()
+        assert await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10, block=5_000) == []
+        woke = loop.time() - started
+        assert 0.15 <= woke < 2.0, woke  # woken by the append, long before the 5 s block
+        read = await fenced.xreadgroup("g", "writer", {stream: ">"}, count=10, block=5_000)
+        assert read == [[stream.encode(), [(b"6-1", {b"u": b"new"})]]]
+        appender.cancel()
     finally:
         await plain.delete(stream, lease)
         await plain.aclose()

@@ -22,12 +22,27 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then
 end
 return redis.call('XADD', KEYS[1], ARGV[2], unpack(ARGV, 3))
 """
-#: the same for a writer's reads (without BLOCK: scripts cannot block; the caller waits instead)
+#: the same for a writer's reads. Scripts cannot block: a read of new entries (">") that finds
+#: none returns the group's last delivered id instead, and the caller waits for an entry after it
+#: with a plain XREAD BLOCK (no side effect, so no fence needed), then reads here again
 _FENCED_XREADGROUP = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('FENCED the lease of this stream is held by another process')
 end
-return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
+if r or ARGV[5] ~= '>' then
+  return r
+end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == ARGV[2] then
+    return last
+  end
+end
+return false
 """
 
 
@@ -73,8 +88,9 @@ class FencedRedis(aioredis.Redis):
         max_size: int | None = None,
     ) -> Any:
         """XREADGROUP of one stream, only while the lease is ours: another owner's reads can
-        never interleave with ours (the offset is a high-water mark). With ``block``, an empty
-        read waits that long here and returns empty (the writer reads again)."""
+        never interleave with ours (the offset is a high-water mark). With ``block``, a read that
+        finds nothing new waits up to that long for the next entry and returns empty (the writer
+        reads again): a tick is read as soon as it is appended, not at the next poll."""
         ((name, start),) = streams.items()
         raw = await self.eval(
             _FENCED_XREADGROUP,
@@ -87,6 +103,10 @@ class FencedRedis(aioredis.Redis):
             count or 1000,
             start,
         )
+        if isinstance(raw, (bytes, str)):  # nothing new: ``raw`` is the group's last delivered id
+            if block:
+                await super().xread({name: raw}, count=1, block=block)
+            return []
         if not raw or not raw[0][1]:
             if block:
                 await asyncio.sleep(block / 1000)
