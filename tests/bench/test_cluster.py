@@ -56,6 +56,12 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert set(stages) == {"total", "collect", "stream", "batch", "commit"}
     assert stages["total"]["p99"] == cluster["latency_ms_p99"]
     assert all(v["p50"] is not None and v["p50"] <= stages["total"]["p99"] for v in stages.values()), stages
+    # where the CPU went before the kills: every role measured, the machine at least their sum
+    cores = cluster["cpu_cores_before_kills"]
+    roles = {"collector", "writer", "api", "standin", "redis", "postgres"}
+    assert roles <= cores.keys() and all(cores[r] > 0 for r in roles), cores
+    assert cores["machine"] >= 0.9 * sum(cores[r] for r in roles), cores
+    assert cluster["cpu_us_per_tick_before_kills"]["collector"] > 0
     # the collector's kill left coverage holes; every one read back through a replica was
     # backfilled from the stand-in's history (or lies outside the session: nothing to fill)
     assert cluster["holes"] > 0 and cluster["holes_instruments_sampled"] > 0, cluster

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -50,3 +51,77 @@ def pid_of(owner: str | None) -> int | None:
         return int(owner.split(":")[1]) if owner else None
     except (IndexError, ValueError):
         return None
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime (fields 14, 15 of stat)
+
+
+def _machine_busy_s() -> float:
+    """Busy CPU seconds of all cores since boot (/proc/stat: everything but idle and iowait)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) * _TICK_S
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().strip() == "postgres":
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU used per role over a window, in cores (CPU seconds per second of the window): each
+    role's processes (a name's prefix before '-': collector, writer, api), the bench process itself
+    (the stand-in broker), Redis, PostgreSQL's processes (backends that ended inside the window are
+    missed: approximate) and the whole machine. Far steadier run to run than a latency percentile,
+    so it says where the CPU of a tick goes."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._started = self._ended = 0.0
+
+    def _read(self, pids: dict[str, int]) -> dict[str, float]:
+        seen = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        seen |= {f"postgres-{pid}": cpu_seconds(pid) for pid in _postgres_pids()}
+        seen["standin"] = time.process_time()
+        seen["machine"] = _machine_busy_s()
+        return {name: s for name, s in seen.items() if s is not None}
+
+    def start(self, pids: dict[str, int]) -> None:
+        self._first, self._started = self._read(pids), time.monotonic()
+
+    def sample(self, pids: dict[str, int]) -> None:
+        """Read again (a process killed later keeps this last reading)."""
+        self._last |= self._read(pids)
+        self._ended = time.monotonic()
+
+    def seconds(self) -> float:
+        return self._ended - self._started
+
+    def cores(self) -> dict[str, float]:
+        wall = self.seconds()
+        used: dict[str, float] = {}
+        for name, last in self._last.items():
+            role = name.split("-")[0]
+            used[role] = used.get(role, 0.0) + last - self._first.get(name, 0.0)
+        return {role: round(s / wall, 3) for role, s in sorted(used.items())} if wall > 0 else {}
+
+    def us_per_tick(self, ticks_per_s: float) -> dict[str, float]:
+        """CPU microseconds per tick of each role at that rate."""
+        return (
+            {role: round(c * 1e6 / ticks_per_s, 1) for role, c in self.cores().items()} if ticks_per_s else {}
+        )

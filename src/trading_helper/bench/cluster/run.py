@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from trading_helper.bench.cluster.accounting import account
 from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
-from trading_helper.bench.cluster.processes import Child, pid_of
+from trading_helper.bench.cluster.processes import Child, CpuMeter, pid_of
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.bench.soak.oracle import IST
 from trading_helper.bench.soak.processes import RedisServer, free_port
@@ -82,6 +82,7 @@ class ClusterBench:
         self.events: list[dict[str, Any]] = []
         self.history: dict[str, Any] = {}
         self.lags_before_kills = LagHistograms()
+        self.cpu = CpuMeter()
 
     def _note(self, text: str, fraction: float) -> None:
         if self.progress is not None:
@@ -92,7 +93,7 @@ class ClusterBench:
         with tempfile.TemporaryDirectory(prefix="th-cluster-") as tmp:
             self.workdir = Path(tmp)
             async with scratch_database(self.settings.DATABASE_URL, prefix="th_cluster") as dsn:
-                redis_server = RedisServer(self.workdir)
+                redis_server = self.redis_server = RedisServer(self.workdir)
                 await redis_server.start()
                 self.redis = aioredis.Redis.from_url(redis_server.url)
                 self.db = await asyncpg.connect(dsn)
@@ -193,6 +194,8 @@ class ClusterBench:
         self.shards = [s.key for s in plan.shards if plan.instruments_of(s)]
         self.streams = [keys.shard_stream(self.settings.TICK_STREAM, s) for s in self.shards]
         self.market.t0 = int(time.time()) + 1
+        await asyncio.sleep(max(0.0, self.market.t0 - time.time()))
+        self.cpu.start(self._pids())
         self.sending = True
         sender = asyncio.create_task(self._send())
         begun = time.monotonic()
@@ -257,6 +260,9 @@ class ClusterBench:
             # where the time goes (p50/p99 of each stage, see ingest/lags.py), before the kills and in all
             "latency_stages_ms_before_kills": self.lags_before_kills.summary(),
             "latency_stages_ms": lags.summary(),
+            # cores busy per role in the steady state (bench/cluster/processes.CpuMeter)
+            "cpu_cores_before_kills": self.cpu.cores(),
+            "cpu_us_per_tick_before_kills": self.cpu.us_per_tick(accounts.sent / send_s),
             "upgrades_per_key": dict(self.kite.upgrades),
             "drained": drained,
             "events": self.events,
@@ -315,8 +321,15 @@ class ClusterBench:
             {"kill": victim.name, "held": held, "takeover_s": None if took is None else round(took, 2)}
         )
 
+    def _pids(self) -> dict[str, int]:
+        pids = {c.name: c.pid for c in self.children if c.proc is not None}
+        if self.redis_server.pid is not None:
+            pids["redis"] = self.redis_server.pid
+        return pids
+
     async def _kill_collector(self) -> None:
         self.lags_before_kills = await self._lags()
+        self.cpu.sample(self._pids())
         await self._kill_one("collector", self.shards, "collector-")
 
     async def _kill_writer(self) -> None:
