@@ -37,6 +37,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	@# module sizes and the package layout: seconds, so checked before every commit with the rest
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layout.py
 
 test: $(STAMP) lint
 	$(BIN)/python -m tests.services -- $(BIN)/pytest $(PYTEST_ARGS)

@@ -34,6 +34,7 @@ from trading_helper import clock
 from trading_helper.alerts.delivery import AttemptLog, Outcome, Sender, deliver
 from trading_helper.alerts.engine import Engine, Trigger
 from trading_helper.alerts.rules import CHANNEL_TYPES, Channel, Rule, parse_rule
+from trading_helper.brokers.retry import backoff_delay
 from trading_helper.candles.service import CandleService
 from trading_helper.config import Settings
 from trading_helper.errors import TradingHelperError, should_retry
@@ -283,7 +284,7 @@ class AlertService:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` until it succeeds, tried again while the database is away (capped backoff)."""
-        delay = 0.5
+        attempt = 0
         while True:
             try:
                 with db_errors(f"alerts: {what}"):
@@ -291,9 +292,10 @@ class AlertService:
             except TradingHelperError as exc:
                 if not should_retry(exc):
                     raise
+                attempt += 1
+                delay = backoff_delay(attempt, 1.0, 30.0)
                 log.warning("alerts: cannot %s (%s); again in %.1f s", what, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def _reserve_ids(self) -> None:
         async with self._reserving:

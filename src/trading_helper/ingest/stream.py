@@ -21,10 +21,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from trading_helper.ingest.batch import Chunk, VolumeReset
+from trading_helper.ingest.batch import Chunk, TickBatch, VolumeReset
 from trading_helper.ingest.codec import RECORD, TICK_SIZE, Record, current_payload
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 
@@ -165,3 +166,11 @@ class StreamIds:
         if isinstance(reply, BaseException):
             raise reply
         return entry_id
+
+
+def stamp_entry_times(batch: TickBatch, chunks: list[Chunk], names: list[str], read_us: int) -> None:
+    """Each record's accept time (its entry id's milliseconds) and read time, for :mod:`.lags`."""
+    ms = [parse_id(name)[0] * 1000 for name, c in zip(names, chunks, strict=True) if isinstance(c, bytes)]
+    counts = [len(c) // TICK_SIZE for c in chunks if isinstance(c, bytes)]
+    batch.accepted_us = np.repeat(np.asarray(ms, np.int64), counts)
+    batch.read_us = np.full(len(batch.accepted_us), read_us, np.int64)

@@ -34,25 +34,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from trading_helper.brokers.retry import backoff_delay
 from trading_helper.errors import OffsetMoved
 from trading_helper.ingest import keys
 from trading_helper.ingest.batch import Chunk, TickBatch, merge_batches
-from trading_helper.ingest.codec import TICK_SIZE
 from trading_helper.ingest.lags import LagHistograms
 from trading_helper.ingest.prepare import BatchPreparer
 from trading_helper.ingest.redisconn import RedisDurability, cancellable, check_redis_durability
-from trading_helper.ingest.stream import EntrySeq, decode_entry, parse_id
+from trading_helper.ingest.stream import EntrySeq, decode_entry, parse_id, stamp_entry_times
 from trading_helper.ingest.writer_stats import StreamGap, WriterStats
 from trading_helper.storage import queries
 from trading_helper.storage.sqlstate import retryable
@@ -63,8 +61,7 @@ __all__ = ["StreamGap", "StreamWriter", "WriterStats"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_BACKOFF_START_S = 0.2
-_BACKOFF_CAP_S = 5.0
+_BACKOFF_S = (0.2, 5.0)  # retries of the database and of Redis reads: first delay, cap
 
 
 @dataclass(slots=True)
@@ -136,7 +133,7 @@ class StreamWriter:
     async def _with_db_retry(self, call: Callable[[], Awaitable[T]], *, ends_episode: bool = True) -> T:
         """``call()`` until it succeeds, retrying lost connections and refusals for resources
         with a capped backoff; any other error is raised."""
-        delay = _BACKOFF_START_S
+        attempt = 0
         while True:
             try:
                 result = await call()
@@ -145,8 +142,8 @@ class StreamWriter:
                 if wrapped is None:
                     raise
                 self.stats.db_failed(wrapped)
-                await asyncio.sleep(delay + random.random() * 0.1)
-                delay = min(delay * 2, _BACKOFF_CAP_S)
+                attempt += 1
+                await asyncio.sleep(backoff_delay(attempt, *_BACKOFF_S))
                 continue
             if ends_episode:
                 self.stats.db_back()
@@ -209,7 +206,7 @@ class StreamWriter:
         # walked with everything read before committed: a batch in flight or open is pending
         # too and must not be re-read.
         read_from = "0"
-        redis_delay = 0.2
+        redis_failures = 0
         while True:
             pending_phase = read_from != ">"
             try:
@@ -227,7 +224,7 @@ class StreamWriter:
                         block=None if pending_phase or self._open is not None else self.block_ms,
                     )
                 )
-                redis_delay = 0.2
+                redis_failures = 0
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the stream (restarted without persistence)
                     log.error(
@@ -240,9 +237,10 @@ class StreamWriter:
                     continue
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("Redis read failed (%s); retrying in %.1f s", exc, redis_delay)
-                await asyncio.sleep(redis_delay + random.random() * 0.1)
-                redis_delay = min(redis_delay * 2, 5.0)
+                redis_failures += 1
+                delay = backoff_delay(redis_failures, *_BACKOFF_S)
+                log.warning("Redis read failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
                 read_from = "0"
                 continue
             entries = reply[0][1] if reply else []
@@ -315,7 +313,7 @@ class StreamWriter:
             lambda: preparer.prepare(chunks, entry_starts=starts, entry_ids=names), ends_episode=False
         )
         if self.record_lags:
-            _stamp_stages(batch, chunks, names, read_us)
+            stamp_entry_times(batch, chunks, names, read_us)
         open_.batches.append(batch)
         open_.ids.extend(ids)
         open_.last_id = last_new
@@ -400,11 +398,3 @@ class StreamWriter:
 
     def status(self) -> dict[str, object]:
         return self.stats.status(self.durability)
-
-
-def _stamp_stages(batch: TickBatch, chunks: list[Chunk], names: list[str], read_us: int) -> None:
-    """Each record's accept time (its entry id's milliseconds) and read time, for :mod:`.lags`."""
-    ms = [parse_id(name)[0] * 1000 for name, c in zip(names, chunks, strict=True) if isinstance(c, bytes)]
-    counts = [len(c) // TICK_SIZE for c in chunks if isinstance(c, bytes)]
-    batch.accepted_us = np.repeat(np.asarray(ms, np.int64), counts)
-    batch.read_us = np.full(len(batch.accepted_us), read_us, np.int64)
