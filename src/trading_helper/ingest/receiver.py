@@ -39,8 +39,8 @@ import redis.asyncio as aioredis
 from trading_helper import clock
 from trading_helper.brokers.base import FeedEvent, FeedState
 from trading_helper.ingest import keys, metrics
-from trading_helper.ingest.codec import TICK_SIZE, encode_ticks, quote_value
 from trading_helper.ingest.coverage import CoverageRecorder
+from trading_helper.ingest.frames import EncodedFrame, encoded
 from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.ingest.stream import SEQ_FIELD, TICKS_FIELD, EntrySeq, StreamIds, reset_fields
 from trading_helper.ingest.volume import to_us
@@ -95,7 +95,7 @@ class TickReceiver:
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
         #: instrument -> its latest tick, the payload holding its record and the record's index
-        self._latest: dict[int, tuple[Tick, bytes, int]] = {}
+        self._latest: dict[int, tuple[EncodedFrame, int]] = {}
         #: data time before which every received frame is in the Redis stream (None: none yet); a
         #: process killed now loses only what came after it, so live coverage never claims more
         self.durable_at: datetime | None = None
@@ -150,19 +150,19 @@ class TickReceiver:
     async def _on_ticks(self, ticks: Sequence[Tick], handed: datetime) -> None:
         self.received += len(ticks)
         metrics.TICKS_RECEIVED.inc(len(ticks))
-        if any(_naive(t) for t in ticks):
+        if not isinstance(ticks, EncodedFrame) and any(_naive(t) for t in ticks):
             good = [t for t in ticks if not _naive(t)]
             self.on_reject("naive_timestamp", len(ticks) - len(good))
             ticks = good
             if not ticks:
                 return
-        newest = max(t.exchange_ts for t in ticks)
+        frame = encoded(ticks)  # a parser's frame is encoded already (aware by construction)
+        newest = frame.newest()
         self._handed_data_at = max(newest, self._handed_data_at or newest)
-        payload = encode_ticks(ticks)
         latest = self._latest
-        for i, t in enumerate(ticks):
-            latest[t.instrument_id] = (t, payload, i)
-        await self._append({TICKS_FIELD: payload}, payload, len(ticks), handed)
+        for i, iid in enumerate(frame.instrument_ids):
+            latest[iid] = (frame, i)
+        await self._append({TICKS_FIELD: frame.payload}, frame.payload, len(frame), handed)
 
     def _take_quotes(self, force: bool = False) -> dict[str, bytes] | None:
         """Latest quotes changed since the last write, at most every QUOTES_EVERY_S (10 Hz is
@@ -171,11 +171,7 @@ class TickReceiver:
         if not self._latest or (not force and now - self._quotes_at < QUOTES_EVERY_S):
             return None
         self._quotes_at = now
-        size = TICK_SIZE
-        quotes = {
-            str(iid): quote_value(payload[i * size : (i + 1) * size], t)
-            for iid, (t, payload, i) in self._latest.items()
-        }
+        quotes = {str(iid): frame.quote(i) for iid, (frame, i) in self._latest.items()}
         self._latest = {}
         return quotes
 

@@ -40,9 +40,9 @@ EPOCH = st.one_of(st.integers(1_600_000_000, 1_900_000_000), U32)
 
 
 @st.composite
-def packets(draw: st.DrawFn) -> bytes:
+def packets(draw: st.DrawFn, lengths: tuple[int, ...] = LENGTHS) -> bytes:
     token = (draw(st.integers(0, 2**24 - 1)) << 8) | draw(st.sampled_from(SEGMENTS))
-    length = draw(st.sampled_from(LENGTHS))
+    length = draw(st.sampled_from(lengths))
     words = [token]
     if length == c.PACKET_LTP:
         words += [draw(PRICE)]

@@ -132,7 +132,7 @@ def _split(data: bytes, result: ParseResult) -> None:
         if pos + length > size:
             result.rejects[c.REJECT_TRUNCATED_PACKET] += 1
             return
-        packet = _parse_packet(data, pos, length)
+        packet = parse_packet(data, pos, length)
         if packet is None:
             result.rejects[c.REJECT_UNKNOWN_PACKET_LENGTH] += 1
         else:
@@ -142,7 +142,7 @@ def _split(data: bytes, result: ParseResult) -> None:
         result.rejects[c.REJECT_MALFORMED_FRAME] += 1
 
 
-def _parse_packet(buf: bytes, off: int, length: int) -> KitePacket | None:
+def parse_packet(buf: bytes, off: int, length: int) -> KitePacket | None:
     if length not in c.PACKET_LENGTHS:
         return None
     (token,) = _U32.unpack_from(buf, off)

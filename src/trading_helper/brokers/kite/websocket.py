@@ -24,15 +24,11 @@ from websockets.asyncio.client import ClientConnection
 
 from trading_helper.brokers.connection import BrokerConnection
 from trading_helper.brokers.kite import constants as c
-from trading_helper.brokers.kite.parsing import (
-    kite_frame_to_packets,
-    kite_packet_to_tick,
-    kite_text_to_message,
-)
+from trading_helper.brokers.kite.frames import parse_frame
+from trading_helper.brokers.kite.parsing import kite_text_to_message
 from trading_helper.brokers.managed_feed import ManagedFeed
 from trading_helper.config import Settings
 from trading_helper.errors import SubscriptionLimitExceeded, UnknownInstrument, ValidationError
-from trading_helper.models import Tick
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +92,12 @@ class _Shard(BrokerConnection):
             else:
                 log.debug("Kite ticker %s message ignored", text.type)
             return True
-        result = kite_frame_to_packets(frame)
-        for reason, count in result.rejects.items():
+        parsed = parse_frame(frame, self.feed.ids, received)  # records at once, ticks on demand
+        for reason, count in parsed.rejects.items():
             sink.on_reject(reason, count)
-        ticks: list[Tick] = []
-        unknown = 0
-        for packet in result.packets:
-            instrument_id = self.feed.ids.get(packet.instrument_token)
-            if instrument_id is None:  # e.g. a packet already in flight when we unsubscribed
-                unknown += 1
-            else:
-                ticks.append(kite_packet_to_tick(packet, instrument_id, received))
-        if unknown:
-            sink.on_reject(c.REJECT_UNKNOWN_INSTRUMENT, unknown)
-        await sink.on_ticks(ticks)  # one call per binary frame, empty for heartbeats
+        if parsed.unknown:  # e.g. packets already in flight when we unsubscribed
+            sink.on_reject(c.REJECT_UNKNOWN_INSTRUMENT, parsed.unknown)
+        await sink.on_ticks(parsed.ticks)  # one call per binary frame, empty for heartbeats
         return True  # heartbeats too: the connection works
 
 
