@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
+# the slowest tests are named at the end of every run (CI's time budget is watched with them)
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: demo test lint install clean
 

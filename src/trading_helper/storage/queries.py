@@ -26,17 +26,6 @@ SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = ex
     trade_time = excluded.trade_time, capture_from = excluded.capture_from
 """
 
-#: the stream's new offset, only over the one this commit builds on ($3; NULL: none yet, as
-#: '0-0'): waits for a transaction holding the row, then compares with what that one committed.
-#: No row returned: another transaction moved the offset (a writer that died mid-commit and
-#: whose commit finished after this writer read the offset, or a second writer on the stream)
-UPSERT_OFFSET = """
-INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, $2, now())
-ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at
-WHERE ingest_offsets.last_id = coalesce($3, '0-0')
-RETURNING last_id
-"""
-
 #: the stream's committed offset, with its row locked for the transaction (created at 0-0 when
 #: missing): waits for an in-flight transaction that holds it, then reads what that one committed
 LOCK_OFFSET = """
@@ -45,12 +34,32 @@ ON CONFLICT (stream) DO UPDATE SET stream = excluded.stream
 RETURNING last_id
 """
 
-#: per receiver run: the last committed entry number and tick count; ``lost`` adds up
-UPSERT_SEQUENCES = """
-INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)
-SELECT $1, * , now() FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
-ON CONFLICT (stream, receiver_run) DO UPDATE
-SET entry_no = excluded.entry_no, ticks = excluded.ticks, lost = s.lost + excluded.lost, updated_at = now()
+#: a commit's bookkeeping in one statement (one round trip, not three): the volume state
+#: ($4-$9, as UPSERT_VOLUME_STATE), per receiver run the last committed entry number and tick count
+#: ($10-$13; ``lost`` adds up), and the stream's new offset, only over the one this commit builds
+#: on ($3; NULL: none yet, as '0-0'). The offset's upsert waits for a transaction holding the row,
+#: then compares with what that one committed. No row returned: another transaction moved the
+#: offset (a writer that died mid-commit and whose commit finished after this writer read the
+#: offset, or a second writer on the stream); the caller rolls back the whole transaction.
+COMMIT_OFFSET = """
+WITH volume AS (
+    INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
+    SELECT * FROM unnest($4::integer[], $5::date[], $6::bigint[], $7::timestamptz[], $8::timestamptz[],
+                         $9::timestamptz[])
+    ON CONFLICT (instrument_id) DO UPDATE
+    SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
+        trade_time = excluded.trade_time, capture_from = excluded.capture_from
+), runs AS (
+    INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)
+    SELECT $1, *, now() FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::bigint[])
+    ON CONFLICT (stream, receiver_run) DO UPDATE
+    SET entry_no = excluded.entry_no, ticks = excluded.ticks, lost = s.lost + excluded.lost,
+        updated_at = now()
+)
+INSERT INTO ingest_offsets (stream, last_id, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, updated_at = excluded.updated_at
+WHERE ingest_offsets.last_id = coalesce($3, '0-0')
+RETURNING last_id
 """
 
 GET_SEQUENCES = "SELECT receiver_run, entry_no, ticks FROM ingest_sequences WHERE stream = $1"

@@ -262,28 +262,27 @@ class TickStore:
                     [d.sqlstate for d in dead],
                     [d.reason for d in dead],
                 )
-            if batch.volume_rows:
-                await conn.execute(
-                    queries.UPSERT_VOLUME_STATE, *map(list, zip(*batch.volume_rows, strict=True))
+            volume = [list(column) for column in zip(*batch.volume_rows, strict=True)] or [[]] * 6
+            if offset is None:
+                if batch.volume_rows:
+                    await conn.execute(queries.UPSERT_VOLUME_STATE, *volume)
+            else:
+                runs = offset.runs
+                moved_to = await conn.fetchval(
+                    queries.COMMIT_OFFSET,
+                    offset.stream,
+                    offset.last_id,
+                    offset.expect,
+                    *volume,
+                    [r.run for r in runs],
+                    [r.entry_no for r in runs],
+                    [r.ticks for r in runs],
+                    [r.lost for r in runs],
                 )
-            if offset is not None:
-                if (
-                    await conn.fetchval(queries.UPSERT_OFFSET, offset.stream, offset.last_id, offset.expect)
-                    is None
-                ):
+                if moved_to is None:
                     raise OffsetMoved(
                         f"stream {offset.stream}: its committed offset is no longer {offset.expect or '0-0'}; "
                         "another commit of this stream finished meanwhile"
-                    )
-                if offset.runs:
-                    runs = offset.runs
-                    await conn.execute(
-                        queries.UPSERT_SEQUENCES,
-                        offset.stream,
-                        [r.run for r in runs],
-                        [r.entry_no for r in runs],
-                        [r.ticks for r in runs],
-                        [r.lost for r in runs],
                     )
         return dead
 
