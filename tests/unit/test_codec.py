@@ -12,7 +12,7 @@ import pytest
 from trading_helper.ingest import codec
 from trading_helper.ingest.batch import VolumeReset
 from trading_helper.ingest.stream import decode_entry, reset_fields
-from trading_helper.ingest.volume import to_us
+from trading_helper.ingest.volume import from_us, to_us
 from trading_helper.models import DepthLevel, Tick
 
 NOW = datetime(2026, 11, 30, 4, 0, 1, 250_000, tzinfo=UTC)
@@ -103,7 +103,7 @@ def test_quote_records_are_the_quotes_without_their_objects() -> None:
         rec = codec.decode_quote_record(value)
         # compared packed: a missing price is NaN, never equal to itself
         assert codec.RECORD.pack(*rec) == codec.RECORD.pack(*codec.tick_record(codec.decode_quote(value)))
-        assert codec.from_us(rec[0]) == codec.decode_quote(value).exchange_ts
+        assert from_us(rec[0]) == codec.decode_quote(value).exchange_ts
     assert codec.decode_quote_record(legacy_record(t))[-1] == -1  # no trade time before version 6
 
 

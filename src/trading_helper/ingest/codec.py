@@ -23,6 +23,7 @@ from itertools import chain
 
 import numpy as np
 
+from trading_helper.ingest.volume import to_us
 from trading_helper.models import DepthLevel, Tick
 
 _TICK = struct.Struct("<qqidqqdqdqdqq")
@@ -60,18 +61,8 @@ _NAN = float("nan")
 Record = tuple[int, int, int, float, int, int, float, int, float, int, float, int, int]
 
 
-def _us(ts: datetime) -> int:
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    """A record's microseconds since the epoch as an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
-
-
 def _pack(t: Tick) -> bytes:
-    return _pack_at(t, _us(t.exchange_ts), _us(t.received_ts))
+    return _pack_at(t, to_us(t.exchange_ts), to_us(t.received_ts))
 
 
 def _pack_at(t: Tick, ex: int, rx: int) -> bytes:
@@ -88,7 +79,7 @@ def _pack_at(t: Tick, ex: int, rx: int) -> bytes:
         -1 if t.bid_quantity is None else t.bid_quantity,
         _NAN if t.ask_price is None else t.ask_price,
         -1 if t.ask_quantity is None else t.ask_quantity,
-        -1 if t.trade_ts is None else _us(t.trade_ts),
+        -1 if t.trade_ts is None else to_us(t.trade_ts),
     )
 
 
@@ -101,9 +92,9 @@ def encode_ticks(ticks: Sequence[Tick]) -> bytes:
     rx = ex = 0
     for t in ticks:
         if t.received_ts is not rx_dt:
-            rx_dt, rx = t.received_ts, _us(t.received_ts)
+            rx_dt, rx = t.received_ts, to_us(t.received_ts)
         if t.exchange_ts is not ex_dt:
-            ex_dt, ex = t.exchange_ts, _us(t.exchange_ts)
+            ex_dt, ex = t.exchange_ts, to_us(t.exchange_ts)
         parts.append(_pack_at(t, ex, rx))
     return b"".join(parts)
 

@@ -18,7 +18,8 @@ from typing import overload
 
 import numpy as np
 
-from trading_helper.ingest.codec import RECORD_DTYPE, TICK_SIZE, encode_ticks, from_us, quote_value
+from trading_helper.ingest.codec import RECORD_DTYPE, TICK_SIZE, encode_ticks, quote_value
+from trading_helper.ingest.volume import from_us
 from trading_helper.models import Tick
 
 #: a depth level in a quote value: (price, quantity, orders), packed as :mod:`.codec` packs it

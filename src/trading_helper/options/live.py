@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from trading_helper.errors import BufferUnavailable, UnknownInstrument
 from trading_helper.ingest import codec, keys
+from trading_helper.ingest.volume import from_us
 from trading_helper.instruments.refs import ALIASES
 from trading_helper.models import Instrument
 from trading_helper.options.chain import Baseline, ChainInputs, FutureQuote, OptionQuote, compute_chain
@@ -256,4 +257,4 @@ async def live_chain(
         )
     )
     latest = max((rec[0] for _, rec in quoted), default=None)  # a record's exchange time
-    return LiveChain(doc, found, None if latest is None else codec.from_us(latest))
+    return LiveChain(doc, found, None if latest is None else from_us(latest))
