@@ -1,6 +1,7 @@
 """Stateless API replicas (``trading-helper serve --no-ingest``) as real processes beside the
 ingest service: two replicas asked for the same uncovered history at once make one broker call
-between them and answer the same candles; a subscription made through a replica reaches the feed
+between them and answer the same candles; alerts run in one replica at a time (a standby takes
+them over); a subscription made through a replica reaches the feed
 of the ``serve`` process (NOTIFY), whose ticks reach the replica's WebSocket clients (Redis pub/sub),
 and an unsubscribe through it stops them."""
 
@@ -12,21 +13,29 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.api.conftest import API_TOKEN, ingest_redis_url
+from tests.api.server import serve
 from tests.api.test_serve_command import Serve, prepare, serve_env, serving
 from tests.e2e.helpers import eventually
+from tests.fakes.alert_receivers import WebhookReceiver
 from tests.fakes.kite_server import DEFAULT_INSTRUMENTS, FakeKiteServer
 from tests.services import _throwaway_redis
 from tests.storage.helpers import reset_market_data
 from trading_helper.brokers.kite.broker import KiteBroker
 from trading_helper.brokers.tokens import save_token
+from trading_helper.ingest import codec, keys
+from trading_helper.models import Tick
 from trading_helper.storage.instruments import lookup_tokens, sync_instruments
+
+HOOK_SECRET = "webhook-secret-for-replica-tests"
 
 
 async def test_two_replicas_asked_for_the_same_uncovered_history_call_the_broker_once(
@@ -147,3 +156,84 @@ async def test_a_subscription_through_a_replica_reaches_the_feed_and_the_replica
 
 async def _is(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def test_alerts_run_in_one_replica_at_a_time_and_a_standby_takes_them_over(
+    tmp_path: Path, db_dsn: str, db_pool: asyncpg.Pool
+) -> None:
+    """Two replicas, one alert evaluation: a trigger reaches the webhook once (not once a
+    replica), a rule made through the standby is followed by the holder, and when the holder is
+    SIGKILLed the standby takes the alerts over within seconds."""
+    await prepare(db_pool)
+    iid = await db_pool.fetchval("SELECT min(instrument_id) FROM instrument_broker_ids WHERE broker = 'sim'")
+    hook = WebhookReceiver(HOOK_SECRET.encode())
+    name = f"alerts:{keys.LIVE_CHANNEL}"
+    with own_redis() as redis_url:
+        redis = aioredis.from_url(redis_url)
+        env = serve_env(
+            db_dsn, redis_url, f"th:replicas:{uuid.uuid4().hex[:8]}", ALERT_WEBHOOK_SECRET=HOOK_SECRET
+        )
+        async with (
+            serve(hook.app()) as hook_base,
+            serving(tmp_path, env, "--no-ingest") as a,
+            serving(tmp_path, env, "--no-ingest") as b,
+        ):
+
+            async def holders() -> list[Serve]:
+                return [
+                    r
+                    for r in (a, b)
+                    if name in (await r.client.get("/api/status")).json()["singletons"]["held"]
+                ]
+
+            await eventually(lambda: _is_len(holders(), 1), "one replica runs the alerts", within_s=10)
+            (holder,) = await holders()
+            standby = b if holder is a else a
+            assert name in (await standby.client.get("/api/status")).json()["singletons"]["standby"]
+
+            async def fire(through: Serve, price: float) -> None:
+                body = {"instrument": f"id:{iid}", "on": "tick", "left": "ltp", "op": ">", "value": price - 1}
+                body["channels"] = [{"type": "webhook", "target": f"{hook_base}/hook"}]
+                created = await through.client.post("/api/alerts", json=body)
+                assert created.status_code == 201, created.text
+                await asyncio.sleep(0.3)  # the rule's announcement reaches the holder first
+                now = datetime.now(UTC)
+                await redis.publish(
+                    keys.LIVE_CHANNEL, codec.encode_ticks([Tick(iid, now, now, price, 1, 10)])
+                )
+
+            await fire(standby, 1000.0)  # made through the standby, evaluated by the holder
+            await eventually(lambda: _true(len(hook.unique) == 1), "the trigger is delivered", within_s=10)
+            await asyncio.sleep(1.0)
+            assert hook.requests == 1, "delivered more than once: more than one replica evaluates"
+
+            killed_at = time.monotonic()
+            holder.proc.kill()
+            await holder.proc.wait()
+            await eventually(
+                lambda: _is_len(holders_of(standby, name), 1), "the standby took the alerts", within_s=10
+            )
+            took = time.monotonic() - killed_at
+            assert took < 10, took
+
+            await fire(standby, 2000.0)
+            await eventually(
+                lambda: _true(len(hook.unique) == 2), "the next trigger is delivered", within_s=10
+            )
+            await asyncio.sleep(1.0)
+            assert hook.requests == 2
+            assert "Traceback" not in standby.output()
+        await redis.aclose()
+
+
+async def holders_of(replica: Serve, name: str) -> list[Serve]:
+    held = (await replica.client.get("/api/status")).json()["singletons"]["held"]
+    return [replica] if name in held else []
+
+
+async def _is_len(value: Any, expected: int) -> bool:
+    return len(await value) == expected
+
+
+async def _true(value: bool) -> bool:
+    return value

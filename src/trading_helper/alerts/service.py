@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -40,7 +41,7 @@ from trading_helper.config import Settings
 from trading_helper.errors import TradingHelperError, should_retry
 from trading_helper.indicators.series import warmup_span
 from trading_helper.ingest import codec, keys
-from trading_helper.ingest.redisconn import redis_errors
+from trading_helper.ingest.redisconn import REDIS_FAILURES, redis_errors
 from trading_helper.storage import sql_alerts
 from trading_helper.storage.db import db_errors
 from trading_helper.timeframes import Timeframe
@@ -85,6 +86,9 @@ class AlertService:
         self.redis = redis
         self.candles = candles
         self.channel = channel
+        #: rule changes made through any API process (:meth:`changed`), for the one evaluating
+        self.rules_channel = f"{channel}:rules"
+        self._me = uuid.uuid4().hex[:12]
         self.publish = publish
         self.engine = Engine()
         self.queue: asyncio.Queue[Trigger] = asyncio.Queue()
@@ -115,6 +119,24 @@ class AlertService:
         else:
             await self._follow(row)
         RULES.set(len(self.engine.rules))
+
+    async def changed(self, rule_id: int) -> None:
+        """The API changed rule ``rule_id`` in this process: reloaded here when this process
+        evaluates the alerts, and announced to the one that does (api/singletons.py: one API
+        replica at a time). An announcement Redis refuses is lost, but so is the evaluating
+        replica's subscription: its ``alerts`` task restarts and loads every rule again."""
+        if self.listening.is_set():
+            await self.reload(rule_id)
+        try:
+            await self.redis.publish(self.rules_channel, f"{self._me}:{rule_id}")
+        except REDIS_FAILURES as exc:
+            log.warning("alerts: rule %d changed, but Redis refused to announce it (%s)", rule_id, exc)
+
+    async def _announced(self, data: bytes) -> None:
+        sender, _, rule_id = data.decode(errors="replace").partition(":")
+        if sender != self._me and rule_id.isdigit():  # our own changes are reloaded already
+            with db_errors("alerts: reloading a changed rule"):
+                await self.reload(int(rule_id))
 
     async def _follow(self, row: asyncpg.Record) -> None:
         try:
@@ -171,13 +193,17 @@ class AlertService:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             with redis_errors("alerts: live channel"):
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self.rules_channel)
                 self.listening.set()
+                rules_channel = self.rules_channel.encode()
                 while True:
                     message = await pubsub.get_message(timeout=IDLE_S)
                     now = clock.now()
                     if message is None or message.get("type") != "message":
                         self._fired(self.engine.advance(now))
+                        continue
+                    if message.get("channel") == rules_channel:  # before the ticks sent after it
+                        await self._announced(message["data"])
                         continue
                     try:  # every tick of the feed comes by: only those the rules follow are built
                         ticks = codec.decode_ticks_of(message["data"], self.engine.followed)

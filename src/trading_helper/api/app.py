@@ -41,6 +41,7 @@ from trading_helper.api.routes import (
     status,
 )
 from trading_helper.api.runtime import Runtime
+from trading_helper.api.singletons import Job, Singletons
 from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
 from trading_helper.api.ws_options import router as ws_options_router
@@ -148,26 +149,30 @@ def create_app(
         else None
     )
     supervisor = runtime.supervisor if runtime.supervisor is not None else Supervisor()
-    alert_tasks = ("alerts", "alert-delivery")
+    # alerts and snapshots run in one replica at a time (api/singletons.py)
+    singletons = Singletons(runtime.redis, supervisor, ttl_s=runtime.settings.LEASE_TTL_S)
+    if alert_service is not None:
+        singletons.add(
+            f"alerts:{live_channel}",
+            Job("alerts", alert_service.evaluate, (TradingHelperError,)),
+            Job("alert-delivery", alert_service.deliver_triggers, (TradingHelperError,)),
+        )
+    if runtime.supervisor is not None and options_service.recorder is not None:
+        recorder = options_service.recorder
+        singletons.add(
+            f"option-snapshots:{quotes_key}",
+            Job("option-snapshots", recorder.run, (DatabaseUnavailable, DatabaseBusy)),
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
         warm = asyncio.create_task(_warm_calendar(service), name="calendar-warmup")
-        if runtime.supervisor is not None and options_service.recorder is not None:
-            runtime.supervisor.start(
-                "option-snapshots", options_service.recorder.run, expected=(DatabaseUnavailable, DatabaseBusy)
-            )
-        if alert_service is not None:
-            supervisor.start(alert_tasks[0], alert_service.evaluate, expected=(TradingHelperError,))
-            supervisor.start(alert_tasks[1], alert_service.deliver_triggers, expected=(TradingHelperError,))
+        await singletons.start()
         try:
             yield
         finally:
-            if alert_service is not None:
-                await supervisor.stop(alert_tasks)
-            if runtime.supervisor is not None and options_service.recorder is not None:
-                await runtime.supervisor.stop(["option-snapshots"])
+            await singletons.stop()
             warm.cancel()
             await asyncio.gather(warm, return_exceptions=True)
             await hub.stop()
@@ -187,6 +192,7 @@ def create_app(
     app.state.hub = hub
     app.state.options = options_service
     app.state.alerts = alert_service
+    app.state.singletons = singletons
     app.state.ingest_rates = status.IngestRates()
 
     install_error_handlers(app)

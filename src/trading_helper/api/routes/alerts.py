@@ -191,7 +191,7 @@ async def _follow(request: Request, rt: Runtime, rule_id: int, instrument_ids: l
     await persist_subscriptions(rt, instrument_ids)
     service: AlertService | None = request.app.state.alerts
     if service is not None:
-        await service.reload(rule_id)
+        await service.changed(rule_id)
 
 
 @router.post(
@@ -280,7 +280,7 @@ async def delete_alert(rule_id: RuleId, request: Request, rt: RuntimeDep) -> Res
         raise UnknownAlert(f"no alert rule {rule_id}")
     service: AlertService | None = request.app.state.alerts
     if service is not None:
-        await service.reload(rule_id)
+        await service.changed(rule_id)
     return Response(status_code=204)
 
 

@@ -50,6 +50,7 @@ _EXAMPLE = {
         "error": None,
     },
     "websocket_clients": 2,
+    "singletons": {"held": ["alerts:th:live", "option-snapshots:th:quotes"], "standby": []},
     "cluster": {
         "broker": "kite",
         "accounts": ["a", "b"],
@@ -175,6 +176,8 @@ async def status(request: Request, rt: RuntimeDep, service: ServiceDep) -> dict[
         "stream": stream,
         "last_backfill": service.backfiller.status() if service.backfiller else None,
         "websocket_clients": request.app.state.hub.client_count,
+        # alerts and option snapshots run in one replica at a time: here, or another's
+        "singletons": request.app.state.singletons.status(),
         "cluster": await _cluster(rt),
     }
 
