@@ -48,7 +48,7 @@ hot path, and integer arithmetic is several times cheaper than datetime objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 US = 1_000_000
 DAY_US = 86_400 * US
@@ -58,11 +58,12 @@ SECONDS_REMEMBERED = 256
 #: :meth:`VolumeTracker.apply` returns this as the time of an update that is no new trade
 NO_TRADE = -1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
-#: a ``tick_volume_state`` row: instrument id, IST day, baseline volume, latest stored trade time,
-#: trade time of the baseline, start of the current capture (None where unknown)
-StateRow = tuple[int, date | None, int | None, datetime | None, datetime | None, datetime | None]
+#: a ``tick_volume_state`` row as the writer reads and writes it: instrument id, IST day (days since
+#: 1970-01-01), baseline volume, latest stored trade time, trade time of the baseline, start of the
+#: current capture (epoch microseconds); -1 where unknown. The SQL converts (storage/queries.py):
+#: a datetime per value cost the writer a tenth of its time, building them and encoding them again
+StateRow = tuple[int, int, int, int, int, int]
 
 
 def to_us(ts: datetime) -> int:
@@ -79,14 +80,6 @@ def ist_day(us: int) -> int:
     return (us + IST_OFFSET_US) // DAY_US
 
 
-def day_to_date(day: int) -> date:
-    return date.fromordinal(_EPOCH_ORDINAL + day)
-
-
-def date_to_day(value: date) -> int:
-    return value.toordinal() - _EPOCH_ORDINAL
-
-
 @dataclass(slots=True)
 class InstrumentVolume:
     day: int = -1  # IST day number of the baseline; -1: none
@@ -96,14 +89,6 @@ class InstrumentVolume:
     capture_us: int = -1  # when the current capture started (-1: not known)
 
 
-def _opt_us(value: datetime | None) -> int:
-    return -1 if value is None else to_us(value)
-
-
-def _opt_dt(us: int) -> datetime | None:
-    return None if us < 0 else from_us(us)
-
-
 class VolumeTracker:
     def __init__(self) -> None:
         self.state: dict[int, InstrumentVolume] = {}
@@ -111,14 +96,8 @@ class VolumeTracker:
         self.touched: set[int] = set()
 
     def load(self, rows: list[StateRow]) -> None:
-        for instrument_id, day, volume, last_time, trade_time, capture_from in rows:
-            st = InstrumentVolume(
-                -1 if day is None or volume is None else date_to_day(day),
-                -1 if volume is None else volume,
-                _opt_us(trade_time),
-                _opt_us(last_time),
-                _opt_us(capture_from),
-            )
+        for instrument_id, day, volume, last_us, trade_us, capture_us in rows:
+            st = InstrumentVolume(-1 if volume < 0 else day, volume, trade_us, last_us, capture_us)
             self.state[instrument_id] = st
             if st.last_us >= 0:
                 self.seconds[instrument_id] = {st.last_us // US: st.last_us}
@@ -204,14 +183,7 @@ class VolumeTracker:
             st = self.state[i]
             has = st.volume >= 0
             rows.append(
-                (
-                    i,
-                    day_to_date(st.day) if has else None,
-                    st.volume if has else None,
-                    _opt_dt(st.last_us),
-                    _opt_dt(st.trade_us),
-                    _opt_dt(st.capture_us),
-                )
+                (i, st.day if has else -1, st.volume if has else -1, st.last_us, st.trade_us, st.capture_us)
             )
         self.touched.clear()
         return rows

@@ -13,14 +13,37 @@ INSTRUMENT_IDS = "SELECT id FROM instruments"
 #: which of these ids are instruments (the writer asks for ids missing from its cache)
 KNOWN_INSTRUMENT_IDS = "SELECT id FROM instruments WHERE id = ANY($1::integer[])"
 
-LOAD_VOLUME_STATE = """
-SELECT instrument_id, trading_day, volume, last_time, trade_time, capture_from FROM tick_volume_state
+
+def _us(column: str) -> str:
+    """A timestamptz column as epoch microseconds (-1: NULL); extract gives numeric: exact."""
+    return f"coalesce((extract(epoch FROM {column}) * 1000000)::bigint, -1)"
+
+
+def _ts(us: str) -> str:
+    """Epoch microseconds as a timestamptz (-1: NULL); an integral interval product is exact."""
+    return f"CASE WHEN {us} >= 0 THEN timestamptz 'epoch' + {us} * interval '1 microsecond' END"
+
+
+#: the volume state in integers (ingest/volume.py's StateRow: days, epoch microseconds, -1 unknown)
+LOAD_VOLUME_STATE = f"""
+SELECT instrument_id, coalesce(trading_day - date '1970-01-01', -1), coalesce(volume, -1),
+       {_us("last_time")}, {_us("trade_time")}, {_us("capture_from")}
+FROM tick_volume_state
 """
 
-UPSERT_VOLUME_STATE = """
+
+def _volume_rows(first: int) -> str:
+    """StateRow columns as six array parameters from ``$first`` on, as tick_volume_state's rows."""
+    p = [f"${first + i}" for i in range(6)]
+    return f"""SELECT v.iid, CASE WHEN v.day >= 0 THEN date '1970-01-01' + v.day END, NULLIF(v.vol, -1),
+       {_ts("v.last_us")}, {_ts("v.trade_us")}, {_ts("v.capture_us")}
+    FROM unnest({p[0]}::integer[], {p[1]}::integer[], {p[2]}::bigint[], {p[3]}::bigint[], {p[4]}::bigint[],
+                {p[5]}::bigint[]) AS v(iid, day, vol, last_us, trade_us, capture_us)"""
+
+
+UPSERT_VOLUME_STATE = f"""
 INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
-SELECT * FROM unnest($1::integer[], $2::date[], $3::bigint[], $4::timestamptz[], $5::timestamptz[],
-                     $6::timestamptz[])
+{_volume_rows(1)}
 ON CONFLICT (instrument_id) DO UPDATE
 SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
     trade_time = excluded.trade_time, capture_from = excluded.capture_from
@@ -41,11 +64,10 @@ RETURNING last_id
 #: then compares with what that one committed. No row returned: another transaction moved the
 #: offset (a writer that died mid-commit and whose commit finished after this writer read the
 #: offset, or a second writer on the stream); the caller rolls back the whole transaction.
-COMMIT_OFFSET = """
+COMMIT_OFFSET = f"""
 WITH volume AS (
     INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
-    SELECT * FROM unnest($4::integer[], $5::date[], $6::bigint[], $7::timestamptz[], $8::timestamptz[],
-                         $9::timestamptz[])
+    {_volume_rows(4)}
     ON CONFLICT (instrument_id) DO UPDATE
     SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
         trade_time = excluded.trade_time, capture_from = excluded.capture_from

@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
@@ -72,9 +72,8 @@ QUOTE_KINDS = (_T, _I4, _F8, _I4, _I8, _F8, _I8, _F8, _I4, _F8, _I4, _T, _T)
 _DAY_US = 86_400 * 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: a ``tick_volume_state`` row: instrument id, IST day, baseline volume, latest stored trade time,
-#: trade time of the baseline, start of the current capture (None where unknown)
-VolumeStateRow = tuple[int, date | None, int | None, datetime | None, datetime | None, datetime | None]
+#: a ``tick_volume_state`` row in integers (ingest/volume.py's StateRow: days, microseconds, -1)
+VolumeStateRow = tuple[int, int, int, int, int, int]
 
 
 @dataclass(slots=True)
