@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trading_helper.errors import OffsetMoved
+from trading_helper.ingest.volume import StateRow as VolumeStateRow
 from trading_helper.storage import queries
 from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import Flavour, current_flavour
@@ -71,9 +72,6 @@ QUOTE_COLUMNS = (
 QUOTE_KINDS = (_T, _I4, _F8, _I4, _I8, _F8, _I8, _F8, _I4, _F8, _I4, _T, _T)
 _DAY_US = 86_400 * 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-#: a ``tick_volume_state`` row in integers (ingest/volume.py's StateRow: days, microseconds, -1)
-VolumeStateRow = tuple[int, int, int, int, int, int]
 
 
 @dataclass(slots=True)
