@@ -50,6 +50,8 @@ async def test_status_sees_a_demo_with_the_in_process_redis(
         assert shown["source"].startswith(f"demo API http://127.0.0.1:{port}")
         assert shown["broker"]["name"] == "sim" and shown["ingest"]["feed_state"] == "connected"
         assert shown["subscriptions"] == 20 and shown["ingest"]["written"] > 0
+        # the stand-in runs no scripts, so no leases: the one process runs alerts and snapshots
+        assert "alerts:th:live" in shown["singletons"]["held"] and shown["singletons"]["standby"] == []
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         code, out = await _status(elsewhere, nowhere)  # another folder: Redis, which is not there

@@ -9,8 +9,8 @@ and side-by-side deployments on one Redis keep apart): one replica holds it and 
 the others stand by, and when the holder dies a standby takes the lease and starts the job
 within about a second (its Redis connections close; at most the lease's TTL otherwise).
 
-Without Redis there is nothing to coordinate with (and no live channel for alerts): the jobs
-just run.
+Without Redis, or with a Redis that runs no scripts (the demo's in-process stand-in, which serves
+one process only), there is nothing to coordinate with: the jobs just run.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.ingest.redisconn import REDIS_FAILURES
 from trading_helper.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,19 @@ class Job:
     task: str
     run: Callable[[], Awaitable[None]]
     expected: tuple[type[Exception], ...] = ()
+
+
+async def _runs_scripts(redis: aioredis.Redis) -> bool:
+    """False for a Redis that refuses Lua (the demo's in-process stand-in): leases need scripts,
+    and such a Redis serves one process only. Unreachable counts as True: the leases wait for it."""
+    try:
+        await redis.eval("return 1", 0)
+    except ResponseError as exc:
+        log.info("this Redis runs no scripts (%s): alerts and snapshots run here, uncoordinated", exc)
+        return False
+    except REDIS_FAILURES:
+        pass
+    return True
 
 
 class Singletons:
@@ -66,7 +81,8 @@ class Singletons:
         stepping in the background."""
         if not self.jobs:
             return
-        if self._redis is None:
+        if self._redis is None or not await _runs_scripts(self._redis):
+            self._redis = None  # nothing to coordinate with: the jobs run here
             for name in self.jobs:
                 await self._start(name)
             return

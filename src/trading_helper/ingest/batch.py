@@ -27,10 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from trading_helper.ingest.codec import RECORD, RECORD_DTYPE
-from trading_helper.ingest.volume import NO_TRADE, StateRow, VolumeTracker
+from trading_helper.ingest.volume import NO_TRADE, VolumeTracker
 from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE
 from trading_helper.storage.pgcopy import concat, encode
-from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, no_rows
+from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, VolumeStateRow, no_rows
 
 _SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
 _AGE_US = int(MAX_TICK_AGE.total_seconds()) * 1_000_000
@@ -168,7 +168,7 @@ def merge_batches(batches: Sequence[TickBatch]) -> TickBatch:
         return batches[0]
     entry_ids: list[str] = []
     shifts: list[int] = []
-    volume: dict[int, StateRow] = {}
+    volume: dict[int, VolumeStateRow] = {}
     rejected = Counter[str]()
     unknown = set[int]()
     for b in batches:

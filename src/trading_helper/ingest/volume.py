@@ -50,6 +50,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from trading_helper.storage.ticks import VolumeStateRow
+
 US = 1_000_000
 DAY_US = 86_400 * US
 IST_OFFSET_US = 19_800 * US
@@ -58,12 +60,6 @@ SECONDS_REMEMBERED = 256
 #: :meth:`VolumeTracker.apply` returns this as the time of an update that is no new trade
 NO_TRADE = -1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-#: a ``tick_volume_state`` row as the writer reads and writes it: instrument id, IST day (days since
-#: 1970-01-01), baseline volume, latest stored trade time, trade time of the baseline, start of the
-#: current capture (epoch microseconds); -1 where unknown. The SQL converts (storage/queries.py):
-#: a datetime per value cost the writer a tenth of its time, building them and encoding them again
-StateRow = tuple[int, int, int, int, int, int]
 
 
 def to_us(ts: datetime) -> int:
@@ -95,7 +91,7 @@ class VolumeTracker:
         self.seconds: dict[int, dict[int, int]] = {}
         self.touched: set[int] = set()
 
-    def load(self, rows: list[StateRow]) -> None:
+    def load(self, rows: list[VolumeStateRow]) -> None:
         for instrument_id, day, volume, last_us, trade_us, capture_us in rows:
             st = InstrumentVolume(-1 if volume < 0 else day, volume, trade_us, last_us, capture_us)
             self.state[instrument_id] = st
@@ -176,9 +172,9 @@ class VolumeTracker:
         self.seconds.pop(instrument_id, None)
         self.touched.discard(instrument_id)
 
-    def take_changes(self) -> list[StateRow]:
+    def take_changes(self) -> list[VolumeStateRow]:
         """Rows to upsert into ``tick_volume_state`` since the last call."""
-        rows: list[StateRow] = []
+        rows: list[VolumeStateRow] = []
         for i in self.touched:
             st = self.state[i]
             has = st.volume >= 0
