@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from trading_helper.bench.soak.market import Market, SoakTick
 from trading_helper.bench.soak.oracle import IST
+from trading_helper.brokers.kite.constants import INSTRUMENT_COLUMNS
 
 _QUOTE = struct.Struct(">IiIiIIIiiiiIIIII")  # token .. exchange_timestamp: 64 bytes
 _LEVEL = struct.Struct(">IiH2x")  # quantity, price, orders, padding: 12 bytes
@@ -275,22 +276,7 @@ class KiteStandIn:
     def _instruments(self) -> tuple[int, dict[str, str], bytes]:
         text = io.StringIO()
         out = csv.writer(text, lineterminator="\n")
-        out.writerow(
-            [
-                "instrument_token",
-                "exchange_token",
-                "tradingsymbol",
-                "name",
-                "last_price",
-                "expiry",
-                "strike",
-                "tick_size",
-                "lot_size",
-                "instrument_type",
-                "segment",
-                "exchange",
-            ]
-        )
+        out.writerow(INSTRUMENT_COLUMNS)
         for inst in self.market.instruments:
             out.writerow(
                 [inst.token, inst.token >> 8, inst.symbol, inst.symbol, 0, "", 0, 0.05, 1, "EQ", "NSE", "NSE"]
