@@ -148,10 +148,10 @@ class LeaseGroup:
     async def _live_members(self, present: set[str] | None) -> int:
         now_ms = int(time.time() * 1000)
         key = members_key(self.role)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, self.owner, now_ms)
-        pipe.hgetall(key)
-        _, beats = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:  # reset even when cancelled
+            pipe.hset(key, self.owner, now_ms)
+            pipe.hgetall(key)
+            _, beats = await pipe.execute()
         now = time.monotonic()
         stale = [
             k
@@ -177,18 +177,20 @@ class LeaseGroup:
         if not snapshot and not beat:
             return []
         sent = time.monotonic()  # before the renewals are sent: their TTLs start later
-        pipe = self.redis.pipeline(transaction=False)
-        for held in snapshot:
-            key = lease_key(self.role, held.name)
-            await self._renew(keys=[key], args=[held.token, self._ttl_ms], client=pipe)
-        if beat:
-            pipe.hset(members_key(self.role), self.owner, int(time.time() * 1000))
-            self._stamp(pipe, [held.name for held in snapshot])
-        try:
-            replies = (await pipe.execute())[: len(snapshot)]
-        except REDIS_FAILURES as exc:
-            log.warning("%s leases: renewal failed (%s)", self.role, exc)
-            return []
+        # the pipeline is reset on the way out, also when a stop cancels the renewal mid-way (an
+        # abandoned pipeline keeps its connection and warns when collected)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for held in snapshot:
+                key = lease_key(self.role, held.name)
+                await self._renew(keys=[key], args=[held.token, self._ttl_ms], client=pipe)
+            if beat:
+                pipe.hset(members_key(self.role), self.owner, int(time.time() * 1000))
+                self._stamp(pipe, [held.name for held in snapshot])
+            try:
+                replies = (await pipe.execute())[: len(snapshot)]
+            except REDIS_FAILURES as exc:
+                log.warning("%s leases: renewal failed (%s)", self.role, exc)
+                return []
         refused = []
         for held, ok in zip(snapshot, replies, strict=True):
             if ok:
@@ -326,9 +328,9 @@ class LeaseGroup:
 
     async def mark_alive(self) -> None:
         """Note when each held lease was last renewed (a taker measures its takeover from it)."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._stamp(pipe, list(self.held))
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._stamp(pipe, list(self.held))
+            await pipe.execute()
 
     def _stamp(self, pipe: Pipeline, names: Sequence[str]) -> None:
         stamp = f"{time.time():.3f}"
