@@ -190,6 +190,9 @@ async def test_alerts_run_in_one_replica_at_a_time_and_a_standby_takes_them_over
             (holder,) = await holders()
             standby = b if holder is a else a
             assert name in (await standby.client.get("/api/status")).json()["singletons"]["standby"]
+            for replica in (holder, standby):  # the lease loop is a supervised task (/health if down)
+                tasks = (await replica.client.get("/api/status")).json()["tasks"]
+                assert tasks["api-singletons"]["state"] == "running", tasks
 
             async def fire(through: Serve, price: float) -> None:
                 body = {"instrument": f"id:{iid}", "on": "tick", "left": "ltp", "op": ">", "value": price - 1}

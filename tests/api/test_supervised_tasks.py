@@ -102,6 +102,7 @@ async def test_a_writer_that_dies_is_shown_down_then_restarted(db_pool: asyncpg.
             "option-snapshots",
             "alerts",
             "alert-delivery",
+            "api-singletons",  # the leases alerts and snapshots run under (api/singletons.py)
         }
         assert {t["state"] for t in tasks.values()} == {"running"}
 

@@ -15,7 +15,6 @@ one process only), there is nothing to coordinate with: the jobs just run.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from trading_helper.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 ROLE = "api"
+#: the supervised task that takes, renews and gives up the leases
+TASK = "api-singletons"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class Singletons:
         self._redis = redis
         self._ttl_s = ttl_s
         self.leases: LeaseGroup | None = None
-        self._loop: asyncio.Task[None] | None = None
+        self._looping = False
 
     def add(self, name: str, *jobs: Job) -> None:
         self.jobs[name] = list(jobs)
@@ -97,7 +98,10 @@ class Singletons:
         async def wanted() -> list[str]:
             return names
 
-        self._loop = asyncio.create_task(self.leases.run(wanted), name="api singleton leases")
+        leases = self.leases
+        # supervised: an unexpected error is logged, restarted and shown in /health (TASK)
+        self.supervisor.start(TASK, lambda: leases.run(wanted))
+        self._looping = True
 
     def held(self) -> list[str]:
         if self._redis is None:
@@ -111,10 +115,9 @@ class Singletons:
 
     async def stop(self) -> None:
         """Stop the jobs and release their leases (a standby takes them at its next step)."""
-        if self._loop is not None:  # the lease loop releases everything as it ends
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-            self._loop = None
+        if self._looping:  # the lease loop releases everything as it ends
+            await self.supervisor.stop([TASK])
+            self._looping = False
         elif self.leases is not None:
             await self.leases.release_all()
         elif self._redis is None:
