@@ -94,7 +94,7 @@ class TickReceiver:
         self._stream_full = False
         self._last_warning = 0.0
         self.feed_state: FeedState = FeedState.STOPPED
-        #: instrument -> its latest tick, the payload holding its record and the record's index
+        #: instrument -> the encoded frame holding its latest tick, and the tick's index in it
         self._latest: dict[int, tuple[EncodedFrame, int]] = {}
         #: data time before which every received frame is in the Redis stream (None: none yet); a
         #: process killed now loses only what came after it, so live coverage never claims more
