@@ -47,6 +47,22 @@ async def stored_sequence_numbers(pool: asyncpg.Pool) -> tuple[int, int]:
     return row[0], row[1]
 
 
+def day_volumes(frames: list[list[Tick]]) -> dict[int, int]:
+    """Per instrument, what its candles' volume must sum to: the first tick counts its own trade,
+    then every increment of the day volume."""
+    first: dict[int, Tick] = {}
+    last: dict[int, Tick] = {}
+    for t in (t for f in frames for t in f):
+        first.setdefault(t.instrument_id, t)
+        last[t.instrument_id] = t
+    return {i: (last[i].volume or 0) - (first[i].volume or 0) + (first[i].last_quantity or 0) for i in first}
+
+
+async def stored_day_volumes(pool: asyncpg.Pool) -> dict[int, int]:
+    rows = await pool.fetch("SELECT instrument_id, sum(volume_delta)::bigint FROM tick_data GROUP BY 1")
+    return {r[0]: r[1] for r in rows}
+
+
 @asynccontextmanager
 async def redis_stream(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
     client = aioredis.Redis.from_url(redis_url)

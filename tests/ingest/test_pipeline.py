@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from tests.ingest.helpers import numbered_frames, redis_stream, sim_feed, stored_sequence_numbers
+from tests.ingest.helpers import (
+    day_volumes,
+    numbered_frames,
+    redis_stream,
+    sim_feed,
+    stored_day_volumes,
+    stored_sequence_numbers,
+)
 from tests.storage.helpers import reset_market_data
 from trading_helper.ingest.codec import decode_quote, decode_ticks, encode_quote
 from trading_helper.ingest.receiver import SEND_EVERY_S, TickReceiver
@@ -79,20 +86,7 @@ async def test_volume_increments_sum_to_the_day_volume(db_pool: asyncpg.Pool, re
             await receiver.on_ticks(frame)
         await receiver.flush()  # frames handed in a burst go out together; the last may still wait
         await StreamWriter(redis, db_pool, stream=stream).run(stop_when_idle=True)
-    # per instrument: the first tick counts its own trade, then every increment of the day volume
-    first: dict[int, Tick] = {}
-    last: dict[int, Tick] = {}
-    for t in (t for f in frames for t in f):
-        first.setdefault(t.instrument_id, t)
-        last[t.instrument_id] = t
-    expected = {
-        i: (last[i].volume or 0) - (first[i].volume or 0) + (first[i].last_quantity or 0) for i in first
-    }
-    stored = {
-        r[0]: r[1]
-        for r in await db_pool.fetch("SELECT instrument_id, sum(volume_delta) FROM tick_data GROUP BY 1")
-    }
-    assert stored == expected
+    assert await stored_day_volumes(db_pool) == day_volumes(frames)
 
 
 async def test_frames_handed_in_a_burst_go_out_together_and_the_last_without_a_flush(

@@ -39,3 +39,32 @@ def test_after_the_grace_a_trade_from_an_earlier_second_than_capture_is_no_new_t
 def test_before_the_grace_a_trade_from_before_capture_carries_the_pre_open_volume() -> None:
     capture = PRE_OPEN + timedelta(milliseconds=10)
     assert first_trade(capture, PRE_OPEN - timedelta(seconds=1)) == (to_us(PRE_OPEN) - US, 5_000)
+
+
+def test_merging_committed_state_takes_the_later_baseline_and_never_an_older_one() -> None:
+    tracker = VolumeTracker()
+    t0 = to_us(MIDDAY)
+    tracker.reset({1, 2}, t0 - US)
+    tracker.apply(1, t0, t0, volume=1_000, last_quantity=1)
+    tracker.apply(2, t0, t0, volume=9_000, last_quantity=1)
+    tracker.take_changes()
+    day = tracker.state[1].day
+    # instrument 1 went on in another stream (to 4_000); instrument 2's committed row is older
+    # than what this tracker holds; instrument 3 is new here
+    tracker.merge(
+        [
+            (1, day, 4_000, t0 + 5 * US, t0 + 5 * US, t0 - US),
+            (2, day, 2_000, t0 - 9 * US, t0 - 9 * US, t0 - US),
+            (3, day, 500, t0, t0, t0 - US),
+        ]
+    )
+    assert not tracker.take_changes()  # nothing to write back: it is what is committed
+    assert tracker.apply(1, t0 + 6 * US, t0 + 6 * US, volume=4_100, last_quantity=1) == (t0 + 6 * US, 100)
+    assert tracker.apply(2, t0 + 6 * US, t0 + 6 * US, volume=9_050, last_quantity=1) == (t0 + 6 * US, 50)
+    assert tracker.apply(3, t0 + 6 * US, t0 + 6 * US, volume=600, last_quantity=1) == (t0 + 6 * US, 100)
+    # a trade row never takes a time at or before the other stream's last one in that second
+    tracker.merge([(1, day, 4_100, t0 + 6 * US + 9, t0 + 6 * US, t0 - US)])
+    assert tracker.apply(1, t0 + 6 * US, t0 + 6 * US, volume=4_200, last_quantity=1) == (
+        t0 + 6 * US + 10,
+        100,
+    )

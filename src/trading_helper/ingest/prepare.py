@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from trading_helper import clock
-from trading_helper.ingest.batch import Chunk, TickBatch, build_batch, instrument_ids
+from trading_helper.ingest.batch import Chunk, TickBatch, VolumeReset, build_batch, instrument_ids
 from trading_helper.ingest.volume import VolumeTracker, to_us
 from trading_helper.storage import ticks
 from trading_helper.storage.sqlstate import retryable
@@ -38,6 +38,8 @@ class BatchPreparer:
         self._clock = monotonic
         #: queries for ids missing from ``known_ids``
         self.id_lookups = 0
+        #: capture starts whose instruments' committed state was merged in (:meth:`_catch_up`)
+        self.catch_ups = 0
         self._needs_reload = False
 
     @classmethod
@@ -70,6 +72,11 @@ class BatchPreparer:
         try:
             if self._needs_reload:
                 await self.reload()
+            started = frozenset[int]().union(
+                *(c.instrument_ids for c in chunks if isinstance(c, VolumeReset))
+            )
+            if started:
+                await self._catch_up(started)
             ids = instrument_ids(chunks)
             if not ids <= self.known_ids:
                 await self._look_up(ids - self.known_ids)
@@ -86,6 +93,18 @@ class BatchPreparer:
             entry_starts=entry_starts,
             entry_ids=entry_ids,
         )
+
+    async def _catch_up(self, started: frozenset[int]) -> None:
+        """Capture of ``started`` (re)starts in this stream: an instrument may come from another
+        shard (its account was lost and the plan placed it anew), whose writer counted its volume
+        since this writer loaded its state; its committed state is merged in, so that volume is
+        not counted again. What the other stream had not committed yet when this runs can still be
+        counted by both: the old shard's collector stopped before the new one subscribed, so that
+        is its last fraction of a second of backlog at most."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            self.tracker.merge(await ticks.load_volume_state(conn, started))
+        self.catch_ups += 1
 
     async def _look_up(self, missing: set[int]) -> None:
         """Instruments added after the cache was loaded are known at once; an id that is not an

@@ -98,6 +98,23 @@ class VolumeTracker:
             if st.last_us >= 0:
                 self.seconds[instrument_id] = {st.last_us // US: st.last_us}
 
+    def merge(self, rows: list[VolumeStateRow]) -> None:
+        """Committed state, possibly moved on in another stream (the instrument was carried by
+        another shard meanwhile): per instrument the later baseline of the two (by IST day, then
+        volume: a day's baseline only grows) and the later trade-row time. Ours is never older
+        than what we committed ourselves, so merging our own state changes nothing."""
+        for instrument_id, day, volume, last_us, trade_us, capture_us in rows:
+            st = self.state.get(instrument_id)
+            if st is None:
+                st = self.state[instrument_id] = InstrumentVolume(capture_us=capture_us)
+            if volume >= 0 and (day, volume, trade_us) > (st.day, st.volume, st.trade_us):
+                st.day, st.volume, st.trade_us = day, volume, trade_us
+            if last_us > st.last_us:
+                st.last_us = last_us
+                per_second = self.seconds.setdefault(instrument_id, {})
+                second = last_us // US
+                per_second[second] = max(per_second.get(second, last_us), last_us)
+
     def reset(self, instrument_ids: set[int] | frozenset[int], at_us: int | None) -> None:
         """Capture of these instruments (re)started at ``at_us`` (a connect or a subscription).
 

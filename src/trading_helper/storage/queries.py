@@ -31,6 +31,9 @@ SELECT instrument_id, coalesce(trading_day - date '1970-01-01', -1), coalesce(vo
 FROM tick_volume_state
 """
 
+#: the same for some instruments (a capture start: their state may have moved on in another stream)
+LOAD_VOLUME_STATE_OF = LOAD_VOLUME_STATE + "WHERE instrument_id = ANY($1::integer[])\n"
+
 
 def _volume_rows(first: int) -> str:
     """StateRow columns as six array parameters from ``$first`` on, as tick_volume_state's rows."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -174,8 +174,13 @@ def row_json(columns: Sequence[str], row: Sequence[object]) -> str:
     return json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)})
 
 
-async def load_volume_state(conn: Connection) -> list[VolumeStateRow]:
-    return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)]
+async def load_volume_state(
+    conn: Connection, instrument_ids: Iterable[int] | None = None
+) -> list[VolumeStateRow]:
+    """The committed volume state: of every instrument, or of ``instrument_ids``."""
+    if instrument_ids is None:
+        return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)]
+    return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE_OF, list(instrument_ids))]
 
 
 async def instrument_ids(conn: Connection) -> set[int]:
