@@ -15,8 +15,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.api.conftest import API_TOKEN, Api
 from tests.api.server import serve
+from tests.fakes.sink import wait_until
 from trading_helper.api.app import create_app
-from trading_helper.api.ws import TickHub
+from trading_helper.api.hub import TickHub
 from trading_helper.ingest import codec
 from trading_helper.models import Tick
 
@@ -37,13 +38,6 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
         return json.loads(await ws.recv())  # type: ignore[no-any-return]
 
 
-async def ready(api: Api) -> TickHub:
-    hub: TickHub = api.app.state.hub
-    async with asyncio.timeout(5):
-        await hub.listening.wait()
-    return hub
-
-
 async def instrument_ids(api: Api) -> list[int]:
     """Our ids of the fake Kite's instruments, in id order (RELIANCE, NIFTY 50, ...)."""
     items = (await api.client.get("/api/instruments", params={"expired": "true"})).json()["items"]
@@ -51,7 +45,6 @@ async def instrument_ids(api: Api) -> list[int]:
 
 
 async def test_two_clients_get_the_ticks_they_subscribed(api: Api) -> None:
-    await ready(api)
     i11, i12, i13, _ = await instrument_ids(api)
     async with connect(ws_url(api)) as a, connect(ws_url(api)) as b:
         await a.send(
@@ -113,7 +106,6 @@ async def test_two_clients_get_the_ticks_they_subscribed(api: Api) -> None:
 
 
 async def test_references_follow_the_one_grammar_and_each_bad_one_is_named(api: Api) -> None:
-    await ready(api)
     ids = await instrument_ids(api)
     async with connect(ws_url(api)) as ws:
         await ws.send(
@@ -150,6 +142,27 @@ async def test_references_follow_the_one_grammar_and_each_bad_one_is_named(api: 
         assert len((await recv(ws))["instruments"]) == 1  # the bad message changed nothing
 
 
+async def test_the_live_channel_is_read_only_while_a_client_watches_an_instrument(api: Api) -> None:
+    hub: TickHub = api.app.state.hub
+    hub.linger_s = 0.3
+    await wait_until(lambda: not hub.listening.is_set())  # left by an earlier test's clients
+
+    async def readers() -> int:
+        return int(dict(await api.redis.pubsub_numsub(api.channel))[api.channel.encode()])
+
+    others = await readers()  # the alerts service reads it too while rules follow instruments
+    (i11, *_) = await instrument_ids(api)
+    async with connect(ws_url(api)) as ws:
+        assert await readers() == others  # a client that watches nothing costs no subscription
+        await ws.send(json.dumps({"action": "subscribe", "instruments": [f"id:{i11}"]}))
+        assert (await recv(ws))["type"] == "subscribed"
+        assert await readers() == others + 1  # in place before the answer: the next tick arrives
+        await api.redis.publish(api.channel, codec.encode_ticks([tick(i11, 100.0, 1000)]))
+        assert (await recv(ws))["data"]["instrument_id"] == i11
+    await wait_until(lambda: not hub.listening.is_set())
+    assert await readers() == others
+
+
 async def test_a_wrong_token_is_refused(api: Api) -> None:
     async with connect(ws_url(api, token="wrong")) as ws:
         with pytest.raises(ConnectionClosed) as closed:
@@ -165,8 +178,6 @@ async def test_a_slow_client_is_dropped_and_the_others_keep_up(api: Api) -> None
     app = create_app(api.runtime, live_channel=api.channel + ":slow")
     async with serve(app, send_buffer=8192) as url:
         hub: TickHub = app.state.hub
-        async with asyncio.timeout(5):
-            await hub.listening.wait()
         hub.queue_frames = 8  # few frames of slack
         host, port = url.removeprefix("http://").split(":")
         raw = socket.socket()

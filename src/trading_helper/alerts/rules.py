@@ -16,9 +16,10 @@ its first trigger) or ``every`` (again after ``cooldown_s`` seconds of exchange 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from trading_helper.errors import InvalidAlert, InvalidStudy
 from trading_helper.indicators.studies import Study, parse_study
@@ -208,3 +209,20 @@ def holds(op: str, diff: float, previous: float | None) -> bool:
     if op == "crosses_above":
         return previous <= 0 < diff
     return previous >= 0 > diff
+
+
+class StoredRule(Protocol):
+    """An ``alert_rules`` row (an asyncpg Record)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def rule_of(row: StoredRule, ready: frozenset[str] = frozenset(CHANNEL_TYPES)) -> Rule:
+    """The rule of a stored ``alert_rules`` row (its spec is JSON text)."""
+    return parse_rule(
+        json.loads(row["spec"]),
+        rule_id=row["id"],
+        instrument_id=row["instrument_id"],
+        right_instrument_id=row["right_instrument_id"],
+        ready=ready,
+    )

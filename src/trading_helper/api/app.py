@@ -26,6 +26,7 @@ from trading_helper.api.auth import BearerGate, api_token, require_token
 from trading_helper.api.deps import refuse_unknown_query
 from trading_helper.api.docs import install_docs
 from trading_helper.api.errors import install_error_handlers
+from trading_helper.api.hub import TickHub
 from trading_helper.api.limits import BodyLimit
 from trading_helper.api.openapi import PROTECTED
 from trading_helper.api.routes import (
@@ -42,7 +43,6 @@ from trading_helper.api.routes import (
 )
 from trading_helper.api.runtime import Runtime
 from trading_helper.api.singletons import Job, Singletons
-from trading_helper.api.ws import TickHub
 from trading_helper.api.ws import router as ws_router
 from trading_helper.api.ws_options import router as ws_options_router
 from trading_helper.api.ws_replay import router as replay_router

@@ -16,7 +16,8 @@ from datetime import datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from trading_helper.api.ws import CLOSE_POLICY, Client, TickHub, admitted, handle_message, resolver
+from trading_helper.api.hub import Client, TickHub
+from trading_helper.api.ws import CLOSE_POLICY, admitted, handle_message, resolver
 from trading_helper.candles.service import as_ist
 from trading_helper.errors import TradingHelperError, ValidationError
 from trading_helper.redact import redact

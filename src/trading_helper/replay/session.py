@@ -1,6 +1,6 @@
 """One replay as the messages of the live WebSocket (``api/ws.py``): for each stored update its
 ``tick`` message and the ``candle`` messages of the chosen intervals it moves (built by the same
-:func:`~trading_helper.api.ws.tick_messages` as live), paced, and besides them::
+:func:`~trading_helper.api.hub.tick_messages` as live), paced, and besides them::
 
     {"type": "hole", "instrument_id": 7, "from": "...+05:30", "to": "...+05:30"}   capture was down
     {"type": "replay_end", "ticks": 1234, "holes": 2}                              nothing more follows
@@ -17,7 +17,7 @@ from datetime import datetime
 import asyncpg
 
 from trading_helper.api.forming import FormingCandles
-from trading_helper.api.ws import tick_messages
+from trading_helper.api.hub import tick_messages
 from trading_helper.candles.calendar import SessionLoader
 from trading_helper.replay.pace import Pacer
 from trading_helper.replay.source import Hole, replay_events
