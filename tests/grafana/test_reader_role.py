@@ -90,6 +90,7 @@ async def test_grants_cover_what_the_dashboards_read(db_pool: asyncpg.Pool, db_f
     hidden = [
         "ingest_offsets",
         "tick_volume_state",
+        "tick_volume_log",
         "subscriptions",
         "instrument_broker_ids",
         "fetch_coverage",

@@ -39,14 +39,14 @@ async def reset_market_data(pool: asyncpg.Pool) -> None:
         flavour = await current_flavour(conn)
     if flavour == "postgres":
         await pool.execute(
-            "TRUNCATE tick_data, quote_updates, candle_invalidations, tick_volume_state, ingest_offsets, "
+            "TRUNCATE tick_data, quote_updates, candle_invalidations, tick_volume_state, tick_volume_log, ingest_offsets, "
             "ingest_sequences, tick_rejects, candles_1m_mat, candles_5m_mat, candles_15m_mat, candles_1h_mat, "
             "candles_1d_mat"
         )
         await pool.execute("UPDATE candle_watermarks SET watermark = th_bucket(width, now())")
         return
     await pool.execute(
-        "TRUNCATE tick_data, quote_updates, tick_volume_state, ingest_offsets, ingest_sequences, tick_rejects"
+        "TRUNCATE tick_data, quote_updates, tick_volume_state, tick_volume_log, ingest_offsets, ingest_sequences, tick_rejects"
     )
     for tf in Timeframe:
         await pool.execute(f"TRUNCATE {tf.relation}")  # names from the whitelist

@@ -247,3 +247,22 @@ async def test_the_service_maintenance_falls_back_only_when_allowed(engine: Time
     catch = [s for s in on.health.states if s.job == "candle catch-up"]
     assert catch and catch[0].job_id is None and catch[0].last_success is not None
     assert "candle catch-up" not in {p["job"] for p in on.status()["problems"]}
+
+
+async def test_the_maintenance_folds_the_volume_log_on_timescaledb(engine: TimescaleEngine) -> None:
+    engine.query("DELETE FROM tick_volume_log")
+    engine.query("DELETE FROM tick_volume_state")
+    for volume in (100, 160):  # two commits of one stream
+        engine.query(
+            "INSERT INTO tick_volume_log (stream, instrument_id, trading_day, volume, last_us, trade_us, "
+            f"capture_us) VALUES ('s', '{{7,8}}', '{{20790,20790}}', '{{{volume},5}}', '{{1,1}}', '{{-1,-1}}', "
+            "'{-1,-1}')"
+        )
+    job: Any = Maintenance(Settings(), engine.pool(), "timescale")
+    await job.fold_volume_log()
+    assert job.folded == 2 and not job._fold_failing
+    assert engine.query("SELECT count(*) FROM tick_volume_log") == [[0]]
+    assert engine.query("SELECT instrument_id, volume FROM tick_volume_state ORDER BY 1") == [
+        [7, 160],
+        [8, 5],
+    ]

@@ -27,6 +27,7 @@ RELATIONS = [
     "fetch_coverage",
     "ingest_offsets",
     "tick_volume_state",
+    "tick_volume_log",
     "tick_data",
     "quote_updates",
     "candles_1m",

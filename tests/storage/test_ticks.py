@@ -8,8 +8,9 @@ from tests.ingest.direct_writer import DirectWriter
 from tests.storage.candles import read_live_candles, refresh_candles
 from tests.storage.helpers import make_instruments, reset_market_data
 from trading_helper.ingest.batch import VolumeReset
-from trading_helper.ingest.volume import to_us
+from trading_helper.ingest.volume import VolumeTracker, ist_day, to_us
 from trading_helper.models import Tick
+from trading_helper.storage import queries, ticks
 from trading_helper.storage.ticks import StreamOffset
 from trading_helper.timeframes import IST
 
@@ -276,4 +277,42 @@ async def test_rows_the_database_refuses_are_dead_lettered_with_the_rest_written
     assert [r["sqlstate"] for r in refused] == ["23514"] * 3 and {r["stream"] for r in refused} == {"dl"}
     assert await db_pool.fetchval("SELECT count(*) FROM tick_data WHERE ltp < 1000") == 37
     assert await db_pool.fetchval("SELECT last_id FROM ingest_offsets WHERE stream = 'dl'") == "9-0"
+    assert await db_pool.fetchval(queries.FOLD_VOLUME_LOG) >= 1  # the commit's state, from the log
     assert await db_pool.fetchval("SELECT volume FROM tick_volume_state WHERE instrument_id = $1", a) == 400
+
+
+async def test_commits_append_the_volume_state_to_a_log_that_a_fold_takes_into_the_table(
+    db_pool: asyncpg.Pool,
+) -> None:
+    await reset_market_data(db_pool)
+    [a, b] = await make_instruments(db_pool, 2, prefix="LOG")
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    writer = await DirectWriter.open(db_pool)
+    await writer.write(
+        [tick(a, t0, volume=100, qty=1), tick(b, t0, volume=50, qty=1)], offset=StreamOffset("l", "1-0")
+    )
+    await writer.write(
+        [tick(a, t0 + timedelta(seconds=1), volume=160, qty=1)], offset=StreamOffset("l", "2-0", expect="1-0")
+    )
+    # one log row per commit, nothing upserted per instrument
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_volume_log") == 2
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_volume_state") == 0
+    async with db_pool.acquire() as conn:
+        from_log = await ticks.load_volume_state(conn)
+        assert {r[0] for r in await ticks.load_volume_state(conn, [b])} == {b}
+    # a commit still in flight when the fold runs keeps its row for the next fold
+    day = ist_day(to_us(t0))
+    async with db_pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            queries.COMMIT_OFFSET, "m", "1-0", None, [b], [day], [70], [1], [1], [1], [], [], [], []
+        )
+        assert await db_pool.fetchval(queries.FOLD_VOLUME_LOG) == 2  # a and b, each its latest row
+    assert await db_pool.fetchval("SELECT count(*) FROM tick_volume_log") == 1
+    state = {r[0]: r[2] for r in await db_pool.fetch("SELECT * FROM tick_volume_state")}
+    assert state == {a: 160, b: 50}
+    tracker, again = VolumeTracker(), VolumeTracker()
+    tracker.load(from_log)
+    async with db_pool.acquire() as conn:
+        again.load(await ticks.load_volume_state(conn))
+    assert tracker.state[a] == again.state[a] and tracker.state[a].volume == 160
+    assert again.state[b].volume == 70  # the later baseline, from the log over the table

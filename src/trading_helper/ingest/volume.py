@@ -92,23 +92,23 @@ class VolumeTracker:
         self.touched: set[int] = set()
 
     def load(self, rows: list[VolumeStateRow]) -> None:
-        for instrument_id, day, volume, last_us, trade_us, capture_us in rows:
-            st = InstrumentVolume(-1 if volume < 0 else day, volume, trade_us, last_us, capture_us)
-            self.state[instrument_id] = st
-            if st.last_us >= 0:
-                self.seconds[instrument_id] = {st.last_us // US: st.last_us}
+        """The committed state (``storage.ticks.load_volume_state``: the folded table and the log,
+        several rows per instrument in no particular order), merged."""
+        self.merge(rows)
 
     def merge(self, rows: list[VolumeStateRow]) -> None:
         """Committed state, possibly moved on in another stream (the instrument was carried by
         another shard meanwhile): per instrument the later baseline of the two (by IST day, then
-        volume: a day's baseline only grows) and the later trade-row time. Ours is never older
-        than what we committed ourselves, so merging our own state changes nothing."""
+        volume: a day's baseline only grows), the later trade-row time and capture start. Ours
+        is never older than what we committed ourselves, so merging our own state changes
+        nothing; rows merge in any order."""
         for instrument_id, day, volume, last_us, trade_us, capture_us in rows:
             st = self.state.get(instrument_id)
             if st is None:
-                st = self.state[instrument_id] = InstrumentVolume(capture_us=capture_us)
+                st = self.state[instrument_id] = InstrumentVolume()
             if volume >= 0 and (day, volume, trade_us) > (st.day, st.volume, st.trade_us):
                 st.day, st.volume, st.trade_us = day, volume, trade_us
+            st.capture_us = max(st.capture_us, capture_us)  # captures start ever later
             if last_us > st.last_us:
                 st.last_us = last_us
                 per_second = self.seconds.setdefault(instrument_id, {})

@@ -36,6 +36,8 @@ from trading_helper.storage.sqlstate import DB_FAILURES
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 3600.0
+#: the writers' volume log is folded into tick_volume_state this often (storage/queries.py)
+FOLD_EVERY_S = 5.0
 #: a failed step is logged and recorded with the original error's own name and text
 _DB_ERRORS: tuple[type[BaseException], ...] = (*DB_FAILURES, TradingHelperError)
 #: and a full disk under the archive's files
@@ -57,8 +59,17 @@ class Maintenance:
         self.health = JobHealth(flavour)
         self.last_refresh_at: datetime | None = None
         self.last_catch_up: CatchUpReport | None = None
+        #: instrument states folded from the volume log into tick_volume_state
+        self.folded = 0
+        self._fold_failing = False
         # all due at start
-        self._last = {"refresh": -math.inf, "retention": -math.inf, "check": -math.inf, "hourly": -math.inf}
+        self._last = {
+            "refresh": -math.inf,
+            "retention": -math.inf,
+            "check": -math.inf,
+            "hourly": -math.inf,
+            "fold": -math.inf,
+        }
 
     async def run(self) -> None:
         while True:
@@ -84,6 +95,9 @@ class Maintenance:
                 await self._recorded(
                     "apply_retention", "retention", "tick_data", RETENTION_EVERY_S, queries.APPLY_RETENTION
                 )
+        if now - self._last["fold"] >= FOLD_EVERY_S:
+            self._last["fold"] = now
+            await self.fold_volume_log()
         if self.hourly and now - self._last["hourly"] >= RETENTION_EVERY_S:
             self._last["hourly"] = now
             for name, job in self.hourly:
@@ -91,6 +105,24 @@ class Maintenance:
         if now - self._last["check"] >= self.settings.JOB_CHECK_INTERVAL_S:
             self._last["check"] = now
             await self.check()
+
+    async def fold_volume_log(self) -> None:
+        """The volume log into tick_volume_state. A failure is logged and tried again at the next
+        turn: nothing is lost meanwhile (the state is the table merged with the log), the log
+        only grows."""
+        try:
+            async with self.pool.acquire() as conn:
+                (row,) = await conn.fetch(queries.FOLD_VOLUME_LOG)
+            self.folded += row["folded"]
+            self._fold_failing = False
+        except _DB_ERRORS as exc:
+            if not self._fold_failing:
+                log.error(
+                    "folding the volume log failed (tried again in %.0f s): %s",
+                    FOLD_EVERY_S,
+                    clean_error(str(exc)),
+                )
+            self._fold_failing = True
 
     async def check(self) -> None:
         """Judge the jobs; on TimescaleDB catch the candle levels up (and fall back) as needed."""

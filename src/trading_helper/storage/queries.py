@@ -24,32 +24,73 @@ def _ts(us: str) -> str:
     return f"CASE WHEN {us} >= 0 THEN timestamptz 'epoch' + {us} * interval '1 microsecond' END"
 
 
-#: the volume state in integers (ingest/volume.py's StateRow: days, epoch microseconds, -1 unknown)
-LOAD_VOLUME_STATE = f"""
+# The volume state (ingest/volume.py's VolumeStateRow, in integers: days, epoch microseconds, -1
+# unknown) is tick_volume_state merged with tick_volume_log (migration 0016): the commits append
+# to the log, maintenance folds it into the table. Loading returns both, to be merged by the
+# later baseline per instrument (VolumeTracker.merge), in no particular order.
+_LOG_ROWS = """unnest(l.instrument_id, l.trading_day, l.volume, l.last_us, l.trade_us, l.capture_us)
+    WITH ORDINALITY AS v(iid, day, vol, last_us, trade_us, capture_us, n)"""
+
+
+def _load_volume_state(where_table: str, where_log: str) -> str:
+    return f"""
 SELECT instrument_id, coalesce(trading_day - date '1970-01-01', -1), coalesce(volume, -1),
        {_us("last_time")}, {_us("trade_time")}, {_us("capture_from")}
-FROM tick_volume_state
+FROM tick_volume_state {where_table}
+UNION ALL
+SELECT v.iid, v.day, v.vol, v.last_us, v.trade_us, v.capture_us FROM tick_volume_log l, {_LOG_ROWS} {where_log}
 """
 
+
+LOAD_VOLUME_STATE = _load_volume_state("", "")
+
 #: the same for some instruments (a capture start: their state may have moved on in another stream)
-LOAD_VOLUME_STATE_OF = LOAD_VOLUME_STATE + "WHERE instrument_id = ANY($1::integer[])\n"
+LOAD_VOLUME_STATE_OF = _load_volume_state(
+    "WHERE instrument_id = ANY($1::integer[])", "WHERE v.iid = ANY($1::integer[])"
+)
+
+
+def _state_columns(v: str) -> str:
+    """tick_volume_state's columns from the integer columns of ``v``."""
+    return f"""{v}.iid, CASE WHEN {v}.day >= 0 THEN date '1970-01-01' + {v}.day END, NULLIF({v}.vol, -1),
+       {_ts(f"{v}.last_us")}, {_ts(f"{v}.trade_us")}, {_ts(f"{v}.capture_us")}"""
 
 
 def _volume_rows(first: int) -> str:
     """StateRow columns as six array parameters from ``$first`` on, as tick_volume_state's rows."""
     p = [f"${first + i}" for i in range(6)]
-    return f"""SELECT v.iid, CASE WHEN v.day >= 0 THEN date '1970-01-01' + v.day END, NULLIF(v.vol, -1),
-       {_ts("v.last_us")}, {_ts("v.trade_us")}, {_ts("v.capture_us")}
+    return f"""SELECT {_state_columns("v")}
     FROM unnest({p[0]}::integer[], {p[1]}::integer[], {p[2]}::bigint[], {p[3]}::bigint[], {p[4]}::bigint[],
                 {p[5]}::bigint[]) AS v(iid, day, vol, last_us, trade_us, capture_us)"""
 
 
-UPSERT_VOLUME_STATE = f"""
-INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
-{_volume_rows(1)}
+_UPSERT_STATE = """
 ON CONFLICT (instrument_id) DO UPDATE
 SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
-    trade_time = excluded.trade_time, capture_from = excluded.capture_from
+    trade_time = excluded.trade_time, capture_from = excluded.capture_from"""
+
+#: the state of a write without a stream (no offset), straight into the table
+UPSERT_VOLUME_STATE = f"""
+INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
+{_volume_rows(1)}{_UPSERT_STATE}
+"""
+
+#: the log into the table, in one statement: every log row this transaction sees is deleted and
+#: the latest of them per instrument upserted (rows of commits still in flight stay for the next
+#: fold); returns how many instruments it wrote
+FOLD_VOLUME_LOG = f"""
+WITH folded AS (
+    DELETE FROM tick_volume_log RETURNING *
+), latest AS (
+    SELECT DISTINCT ON (v.iid) v.iid, v.day, v.vol, v.last_us, v.trade_us, v.capture_us
+    FROM folded l, {_LOG_ROWS}
+    ORDER BY v.iid, l.seq DESC, v.n DESC
+), written AS (
+    INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
+    SELECT {_state_columns("latest")} FROM latest{_UPSERT_STATE}
+    RETURNING 1
+)
+SELECT count(*) AS folded FROM written
 """
 
 #: the stream's committed offset, with its row locked for the transaction (created at 0-0 when
@@ -61,19 +102,17 @@ RETURNING last_id
 """
 
 #: a commit's bookkeeping in one statement (one round trip, not three): the volume state
-#: ($4-$9, as UPSERT_VOLUME_STATE), per receiver run the last committed entry number and tick count
+#: ($4-$9, as UPSERT_VOLUME_STATE, appended to the log as one row), per receiver run the last committed entry number and tick count
 #: ($10-$13; ``lost`` adds up), and the stream's new offset, only over the one this commit builds
 #: on ($3; NULL: none yet, as '0-0'). The offset's upsert waits for a transaction holding the row,
 #: then compares with what that one committed. No row returned: another transaction moved the
 #: offset (a writer that died mid-commit and whose commit finished after this writer read the
 #: offset, or a second writer on the stream); the caller rolls back the whole transaction.
-COMMIT_OFFSET = f"""
+COMMIT_OFFSET = """
 WITH volume AS (
-    INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
-    {_volume_rows(4)}
-    ON CONFLICT (instrument_id) DO UPDATE
-    SET trading_day = excluded.trading_day, volume = excluded.volume, last_time = excluded.last_time,
-        trade_time = excluded.trade_time, capture_from = excluded.capture_from
+    INSERT INTO tick_volume_log (stream, instrument_id, trading_day, volume, last_us, trade_us, capture_us)
+    SELECT $1, $4::integer[], $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]
+    WHERE cardinality($4::integer[]) > 0
 ), runs AS (
     INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)
     SELECT $1, *, now() FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::bigint[])
