@@ -92,8 +92,7 @@ class VolumeTracker:
         self.touched: set[int] = set()
 
     def load(self, rows: list[VolumeStateRow]) -> None:
-        """The committed state (``storage.ticks.load_volume_state``: the folded table and the log,
-        several rows per instrument in no particular order), merged."""
+        """The committed state (``storage.ticks.load_volume_state``)."""
         self.merge(rows)
 
     def merge(self, rows: list[VolumeStateRow]) -> None:

@@ -25,20 +25,29 @@ def _ts(us: str) -> str:
 
 
 # The volume state (ingest/volume.py's VolumeStateRow, in integers: days, epoch microseconds, -1
-# unknown) is tick_volume_state merged with tick_volume_log (migration 0016): the commits append
-# to the log, maintenance folds it into the table. Loading returns both, to be merged by the
-# later baseline per instrument (VolumeTracker.merge), in no particular order.
+# unknown) is tick_volume_state overlaid by tick_volume_log (migration 0016): the commits append
+# to the log, maintenance folds it into the table. Per instrument, the latest log entry wins (log
+# rows in commit order per stream; an entry's arrays in order), else the table's row: one row per
+# instrument, the fold's rule too.
 _LOG_ROWS = """unnest(l.instrument_id, l.trading_day, l.volume, l.last_us, l.trade_us, l.capture_us)
     WITH ORDINALITY AS v(iid, day, vol, last_us, trade_us, capture_us, n)"""
 
 
+def _latest_logged(source: str, where: str = "") -> str:
+    return f"""SELECT DISTINCT ON (v.iid) v.iid, v.day, v.vol, v.last_us, v.trade_us, v.capture_us
+    FROM {source} l, {_LOG_ROWS} {where}
+    ORDER BY v.iid, l.seq DESC, v.n DESC"""
+
+
 def _load_volume_state(where_table: str, where_log: str) -> str:
     return f"""
+WITH logged AS ({_latest_logged("tick_volume_log", where_log)})
+SELECT * FROM logged
+UNION ALL
 SELECT instrument_id, coalesce(trading_day - date '1970-01-01', -1), coalesce(volume, -1),
        {_us("last_time")}, {_us("trade_time")}, {_us("capture_from")}
-FROM tick_volume_state {where_table}
-UNION ALL
-SELECT v.iid, v.day, v.vol, v.last_us, v.trade_us, v.capture_us FROM tick_volume_log l, {_LOG_ROWS} {where_log}
+FROM tick_volume_state s
+WHERE NOT EXISTS (SELECT FROM logged WHERE logged.iid = s.instrument_id) {where_table}
 """
 
 
@@ -46,7 +55,7 @@ LOAD_VOLUME_STATE = _load_volume_state("", "")
 
 #: the same for some instruments (a capture start: their state may have moved on in another stream)
 LOAD_VOLUME_STATE_OF = _load_volume_state(
-    "WHERE instrument_id = ANY($1::integer[])", "WHERE v.iid = ANY($1::integer[])"
+    "AND instrument_id = ANY($1::integer[])", "WHERE v.iid IN (SELECT unnest($1::integer[]))"
 )
 
 
@@ -81,10 +90,7 @@ INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, tr
 FOLD_VOLUME_LOG = f"""
 WITH folded AS (
     DELETE FROM tick_volume_log RETURNING *
-), latest AS (
-    SELECT DISTINCT ON (v.iid) v.iid, v.day, v.vol, v.last_us, v.trade_us, v.capture_us
-    FROM folded l, {_LOG_ROWS}
-    ORDER BY v.iid, l.seq DESC, v.n DESC
+), latest AS ({_latest_logged("folded")}
 ), written AS (
     INSERT INTO tick_volume_state (instrument_id, trading_day, volume, last_time, trade_time, capture_from)
     SELECT {_state_columns("latest")} FROM latest{_UPSERT_STATE}

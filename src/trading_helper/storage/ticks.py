@@ -177,9 +177,8 @@ def row_json(columns: Sequence[str], row: Sequence[object]) -> str:
 async def load_volume_state(
     conn: Connection, instrument_ids: Iterable[int] | None = None
 ) -> list[VolumeStateRow]:
-    """The committed volume state, of every instrument or of ``instrument_ids``: the folded table
-    and the log of later commits (queries.LOAD_VOLUME_STATE), several rows per instrument, to be
-    merged by the later baseline (``ingest.volume.VolumeTracker.load``)."""
+    """The committed volume state, of every instrument or of ``instrument_ids``: one row each,
+    the folded table overlaid by the log of later commits (queries.LOAD_VOLUME_STATE)."""
     if instrument_ids is None:
         return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE)]
     return [tuple(r) for r in await conn.fetch(queries.LOAD_VOLUME_STATE_OF, list(instrument_ids))]
