@@ -40,7 +40,7 @@ QUEUE_FRAMES = 512
 #: the live channel is left this long after the last watcher is gone (a page reload keeps it)
 LINGER_S = 10.0
 #: a subscribe waits at most this long for the live channel to be in place before it is answered
-LISTEN_WAIT_S = 5.0
+LISTEN_WAIT_S = 2.0
 
 
 def tick_messages(
