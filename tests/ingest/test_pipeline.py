@@ -94,7 +94,13 @@ async def test_frames_handed_in_a_burst_go_out_together_and_the_last_without_a_f
 ) -> None:
     feed = await sim_feed(db_pool, 5)
     async with redis_stream(redis_url) as (redis, stream):
-        receiver = TickReceiver(redis, stream=stream, max_entries=100_000, local_max_frames=100)
+        # the grouping's clock stands still after the first send: however slowly this loop runs,
+        # no frame of the burst comes SEND_EVERY_S after a send, so every one after the first waits
+        # (on the real clock the last frame went out at once whenever the machine paused the loop
+        # past SEND_EVERY_S before it, and nothing was left for the timer)
+        receiver = TickReceiver(
+            redis, stream=stream, max_entries=100_000, local_max_frames=100, monotonic=lambda: 1000.0
+        )
         frames = numbered_frames(feed, 200, 10)
         for frame in frames:
             await receiver.on_ticks(frame)

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -78,8 +78,11 @@ class TickReceiver:
         coverage: CoverageRecorder | None = None,
         quotes_key: str = keys.QUOTES,
         live_channel: str = keys.LIVE_CHANNEL,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
+        #: the clock of the send grouping, the quote writes and the retries (a test's own)
+        self._clock = monotonic
         self.stream = stream
         self.quotes_key = quotes_key
         self.live_channel = live_channel
@@ -167,7 +170,7 @@ class TickReceiver:
     def _take_quotes(self, force: bool = False) -> dict[str, bytes] | None:
         """Latest quotes changed since the last write, at most every QUOTES_EVERY_S (10 Hz is
         plenty for O(1) reads and saves encoding every tick at high rates)."""
-        now = time.monotonic()
+        now = self._clock()
         if not self._latest or (not force and now - self._quotes_at < QUOTES_EVERY_S):
             return None
         self._quotes_at = now
@@ -192,7 +195,7 @@ class TickReceiver:
     async def _append(
         self, fields: dict[bytes, bytes], payload: bytes | None, n_ticks: int, handed: datetime
     ) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if (self.local or self._stream_full) and now >= self._retry_at:
             await self._flush_local()
         entry_id = await self._ids.next() if now >= self._retry_at else self._ids.next_offline()
@@ -230,7 +233,7 @@ class TickReceiver:
             while self._outbox:
                 chunk = [self._outbox[i] for i in range(min(_GROUP_MAX, len(self._outbox)))]
                 handed = self._outbox_handed if len(chunk) == len(self._outbox) else None
-                now = self._last_send = time.monotonic()
+                now = self._last_send = self._clock()
                 quotes = self._take_quotes()
                 pipe = self.redis.pipeline(transaction=False)
                 for entry_id, fields, payload, _ in chunk:
@@ -312,7 +315,7 @@ class TickReceiver:
         handed = clock.now()
         if self._outbox:
             await self._send_outbox()
-        if (self.local or self._stream_full) and time.monotonic() >= self._retry_at:
+        if (self.local or self._stream_full) and self._clock() >= self._retry_at:
             await self._flush_local()
         self._settled(handed)
         if self._latest and not self.local and self.redis_down_since is None:
@@ -336,7 +339,7 @@ class TickReceiver:
             if self._stream_full:
                 self._check_cap(int(await self.redis.xlen(self.stream)))
                 if self._stream_full:
-                    self._retry_at = time.monotonic() + _RETRY_AFTER_S
+                    self._retry_at = self._clock() + _RETRY_AFTER_S
                     return
             while self.local:
                 chunk = [self.local[i] for i in range(min(500, len(self.local)))]
@@ -358,16 +361,16 @@ class TickReceiver:
             self._redis_failed(exc)
 
     def _redis_failed(self, exc: BaseException) -> None:
-        self._retry_at = time.monotonic() + _RETRY_AFTER_S
+        self._retry_at = self._clock() + _RETRY_AFTER_S
         if self.redis_down_since is None:
-            self.redis_down_since = time.monotonic()
+            self.redis_down_since = self._clock()
             log.error(
                 "Redis unreachable (%s): holding frames in memory (at most %d)", exc, self.local_max_frames
             )
 
     def _redis_back(self) -> None:
         if self.redis_down_since is not None:
-            log.warning("Redis reachable again after %.1f s", time.monotonic() - self.redis_down_since)
+            log.warning("Redis reachable again after %.1f s", self._clock() - self.redis_down_since)
             self.redis_down_since = None
 
     def _check_cap(self, length: int) -> None:
@@ -375,8 +378,8 @@ class TickReceiver:
         metrics.STREAM_LENGTH.set(length)
         metrics.STREAM_FILL_RATIO.set(ratio)
         self._stream_full = length >= self.max_entries
-        if ratio >= _CAP_WARN_RATIO and time.monotonic() - self._last_warning > 10:
-            self._last_warning = time.monotonic()
+        if ratio >= _CAP_WARN_RATIO and self._clock() - self._last_warning > 10:
+            self._last_warning = self._clock()
             log.warning(
                 "tick stream %s holds %d entries (%.0f%% of its cap): is the database writer keeping up?",
                 self.stream,
