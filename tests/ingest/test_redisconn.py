@@ -127,3 +127,33 @@ async def test_durability_falls_back_to_info_when_config_is_refused() -> None:
         finally:
             await client.aclose()
     assert (found.persistence, found.source) == ("aof", "info")
+
+
+_COMMANDS = [
+    ("HSET", "th:quotes", *[x for i in range(500) for x in (str(i), bytes(range(i % 256)) * 2)]),
+    ("XADD", "th:ticks", "1-1", b"t", b"\x00" * 200_000),  # a large value: redis-py's own path
+    ("CONFIG GET", "appendonly"),  # a command name of two words
+    (b"CLIENT SETNAME", "th-lease:host:1"),
+    ("SET", "k", 0.1, "PX", 5000),  # numbers: redis-py's formatting
+    ("SET", "ключ", "значение"),
+]
+
+
+@pytest.mark.parametrize("args", _COMMANDS, ids=lambda a: str(a[0]))
+def test_commands_are_packed_as_redis_py_packs_them(args: tuple[object, ...]) -> None:
+    fast = redis_client("redis://127.0.0.1:1/0").connection_pool.connection_class()
+    plain = aioredis.Connection()
+    assert type(fast) is not aioredis.Connection and getattr(fast, "packs_in_c", False)
+    assert b"".join(fast.pack_command(*args)) == b"".join(plain.pack_command(*args))
+
+
+async def test_a_client_packing_in_c_speaks_to_a_real_redis(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    quotes = {str(i): bytes([i % 256]) * 280 for i in range(2000)}
+    try:
+        await client.hset("th:test:packing", mapping=quotes)  # type: ignore[arg-type]
+        assert await client.hgetall("th:test:packing") == {k.encode(): v for k, v in quotes.items()}
+        assert (await client.config_get("appendonly")).keys() == {"appendonly"}
+    finally:
+        await client.delete("th:test:packing")
+        await client.aclose()

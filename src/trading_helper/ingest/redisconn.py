@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from hiredis import pack_command as hiredis_pack  # redis[hiredis]: a dependency
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import DataError, RedisError
 
 from trading_helper.errors import BufferUnavailable
 from trading_helper.redact import redact_dsn
@@ -40,7 +42,46 @@ def redis_client(url: str, **kwargs: Any) -> aioredis.Redis:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
     options.update(kwargs)
-    return aioredis.Redis.from_url(url, **options)
+    client = aioredis.Redis.from_url(url, **options)
+    pool = client.connection_pool
+    pool.connection_class = packing_in_c(pool.connection_class)
+    return client
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def packing_in_c(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``cls`` (the URL's connection class: TCP, TLS, Unix socket) packing commands of small
+    arguments with hiredis, as redis-py's synchronous client does and its asyncio client does not.
+
+    Why: redis-py's asyncio ``pack_command`` joins each argument into the buffer in Python; the
+    receiver's HSET of the latest quotes (2,000 fields of ~280 bytes per frame of a shard) took
+    7.3 ms there against 1.4 ms in hiredis, a quarter of a collector's CPU at 24,000 ticks/s.
+    A command with a large value (a frame's payload) or a number keeps redis-py's path, which
+    hands the value to the socket without copying it and formats numbers its own way."""
+    if getattr(cls, "packs_in_c", False):
+        return cls
+    if cls not in _PACKING:
+        _PACKING[cls] = type(f"{cls.__name__}PackingInC", (_PackingInC, cls), {})
+    return _PACKING[cls]
+
+
+class _PackingInC(AbstractConnection):
+    packs_in_c = True
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        cutoff = self._buffer_cutoff
+        if not all((type(a) is bytes and len(a) <= cutoff) or type(a) is str for a in args):
+            return super().pack_command(*args)
+        # the command name may hold several words ('CONFIG GET'): Redis wants them apart
+        head = args[0].encode() if isinstance(args[0], str) else args[0]
+        if b" " in head:
+            args = (*head.split(), *args[1:])
+        try:
+            return [hiredis_pack(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
 
 
 #: what a Redis call may raise (redis-py's errors, and socket errors it lets through)
