@@ -67,3 +67,8 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert cluster["holes"] > 0 and cluster["holes_instruments_sampled"] > 0, cluster
     assert cluster["holes_unfetched"] == 0, cluster["holes_unfetched_samples"]
     assert cluster["holes_backfilled"] + cluster["holes_outside_session"] == cluster["holes"]
+    # the ticks by step of the schedule: every committed tick counted once, before or after a kill
+    steps = cluster["latency_ms_p99_by_step"]
+    assert list(steps) == ["steady", "kill collector", "kill writer", "history", "kill api"], steps
+    assert steps["steady"]["p99"] == cluster["latency_ms_p99_before_kills"]
+    assert sum(s["ticks"] for s in steps.values()) == cluster["latency_ticks"]

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
+
+from trading_helper.ingest.lags import percentile
 
 _ROWS = (
     "SELECT instrument_id, open_interest FROM tick_data "
@@ -151,3 +154,16 @@ async def account(
         lost_samples=lost_samples,
         unique=unique,
     )
+
+
+def by_step(at: list[tuple[str, Counter[int]]], final: Counter[int]) -> dict[str, dict[str, float | None]]:
+    """p99 (ms) and count of the ticks committed between consecutive steps of the schedule:
+    ``at`` holds each step's name and the cumulative histogram at its start, ``final`` the
+    histogram at the end ("steady": before the first step)."""
+    marks = [("steady", Counter[int]()), *at]
+    ends = [h for _, h in at] + [final]
+    out: dict[str, dict[str, float | None]] = {}
+    for (name, begin), end in zip(marks, ends, strict=True):
+        part = end - begin
+        out[name] = {"p99": percentile(part, 0.99), "ticks": float(sum(part.values()))}
+    return out

@@ -35,7 +35,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from trading_helper.bench.cluster.accounting import account
+from trading_helper.bench.cluster.accounting import account, by_step
 from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
 from trading_helper.bench.cluster.processes import Child, CpuMeter, pid_of
@@ -82,6 +82,8 @@ class ClusterBench:
         self.events: list[dict[str, Any]] = []
         self.history: dict[str, Any] = {}
         self.lags_before_kills = LagHistograms()
+        #: (step of the schedule, receive-to-commit histogram at its start)
+        self.lags_at: list[tuple[str, Counter[int]]] = []
         self.cpu = CpuMeter()
 
     def _note(self, text: str, fraction: float) -> None:
@@ -203,7 +205,9 @@ class ClusterBench:
             for fraction, what in ((0.25, self._kill_collector), (0.45, self._kill_writer),
                                    (0.6, self._history), (0.7, self._kill_api)):  # fmt: skip
                 await asyncio.sleep(max(0.0, begun + fraction * self.seconds - time.monotonic()))
-                self._note(what.__name__.strip("_").replace("_", " "), 0.05 + 0.8 * fraction)
+                step = what.__name__.strip("_").replace("_", " ")
+                self._note(step, 0.05 + 0.8 * fraction)
+                self.lags_at.append((step, (await self._lags()).total))
                 await what()
             await asyncio.sleep(max(0.0, begun + self.seconds - time.monotonic()))
         finally:
@@ -259,6 +263,7 @@ class ClusterBench:
             "latency_ms_p99_before_kills": percentile(self.lags_before_kills.total, 0.99),
             # where the time goes (p50/p99 of each stage, see ingest/lags.py), before the kills and in all
             "latency_stages_ms_before_kills": self.lags_before_kills.summary(),
+            "latency_ms_p99_by_step": by_step(self.lags_at, lags.total),
             "latency_stages_ms": lags.summary(),
             # cores busy per role in the steady state (bench/cluster/processes.CpuMeter)
             "cpu_cores_before_kills": self.cpu.cores(),
