@@ -316,33 +316,3 @@ async def test_commits_append_the_volume_state_to_a_log_that_a_fold_takes_into_t
         again.load(await ticks.load_volume_state(conn))
     assert tracker.state[a] == again.state[a] and tracker.state[a].volume == 160
     assert again.state[b].volume == 70  # the later baseline, from the log over the table
-
-
-_LOG_ROW = """
-INSERT INTO tick_volume_log (stream, instrument_id, trading_day, volume, last_us, trade_us, capture_us)
-VALUES ('hot', $1::integer[], $2::integer[], $3::bigint[], $4::bigint[], $4::bigint[], $4::bigint[])
-"""
-_UPDATES = """
-SELECT pg_stat_get_xact_tuples_updated('tick_volume_state'::regclass) AS updated,
-       pg_stat_get_xact_tuples_hot_updated('tick_volume_state'::regclass) AS hot
-"""
-
-
-async def test_a_fold_updates_the_volume_state_rows_in_place(db_pool: asyncpg.Pool) -> None:
-    # pages of rows, as at a full option chain: a fold's update of each finds room on its own
-    # page (the fill factor of 0018), so it writes no primary-key entry
-    await reset_market_data(db_pool)
-    ids = await make_instruments(db_pool, 400, prefix="HOTVOL")
-    day, us = 20_790, 1_796_000_000_000_000
-    for volume in (100, 200):
-        await db_pool.execute(_LOG_ROW, ids, [day] * len(ids), [volume] * len(ids), [us + volume] * len(ids))
-        async with db_pool.acquire() as conn, conn.transaction():
-            assert await conn.fetchval(queries.FOLD_VOLUME_LOG) == len(ids)
-            counts = await conn.fetchrow(_UPDATES)
-    assert counts["updated"] == len(ids) and counts["hot"] == len(ids)
-    assert (
-        await db_pool.fetchval(
-            "SELECT DISTINCT volume FROM tick_volume_state WHERE instrument_id = ANY($1)", ids
-        )
-        == 200
-    )
