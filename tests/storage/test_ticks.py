@@ -316,3 +316,35 @@ async def test_commits_append_the_volume_state_to_a_log_that_a_fold_takes_into_t
         again.load(await ticks.load_volume_state(conn))
     assert tracker.state[a] == again.state[a] and tracker.state[a].volume == 160
     assert again.state[b].volume == 70  # the later baseline, from the log over the table
+
+
+async def test_a_writer_loads_an_instruments_volume_state_when_a_batch_first_names_it(
+    db_pool: asyncpg.Pool,
+) -> None:
+    await reset_market_data(db_pool)
+    a, b, c = await make_instruments(db_pool, 3, prefix="LAZY")
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    first = await DirectWriter.open(db_pool)
+    await first.write(
+        [tick(a, t0, volume=100, qty=1), tick(b, t0, volume=50, qty=1), tick(c, t0, volume=7, qty=1)]
+    )
+    # a writer taking over: nothing read at its start, then only what its batches name, once each
+    taker = await DirectWriter.open(db_pool)
+    assert taker.preparer.tracker.state == {} and taker.preparer.state_loads == 0
+    await taker.write([tick(a, t0 + timedelta(seconds=1), volume=130, qty=1)])
+    await taker.write(
+        [
+            tick(a, t0 + timedelta(seconds=2), volume=140, qty=1),
+            tick(b, t0 + timedelta(seconds=2), volume=50, qty=1),
+        ]
+    )
+    assert taker.preparer.state_loads == 2 and set(taker.preparer.tracker.state) == {a, b}
+    await taker.write([tick(a, t0 + timedelta(seconds=3), volume=141, qty=1)])
+    assert taker.preparer.state_loads == 2
+    deltas = await db_pool.fetch(
+        "SELECT instrument_id, volume_delta FROM tick_data WHERE instrument_id = ANY($1) AND time > $2 ORDER BY time",
+        [a, b],
+        t0,
+    )
+    # the taker's increments, each against the committed baseline (b's same volume: no new trade)
+    assert [(r[0], r[1]) for r in deltas] == [(a, 30), (a, 10), (a, 1)]

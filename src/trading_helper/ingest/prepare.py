@@ -1,6 +1,12 @@
 """The writer's in-memory state around the pure batch step: the volume baseline per instrument
 and the instruments known to exist, loaded from the database and kept in step with it.
 
+An instrument's committed volume state is loaded when a batch first names it, not all at the
+start: a writer taking over a stream of 2,000 instruments reads their state, not the whole table
+and log (12,000 instruments in three such loads at once made the takeover's backlog wait). Loaded
+later, the state is never older than at the start (an instrument not yet in a batch of this
+stream has no commit of ours pending), and merging keeps the later baseline either way.
+
 :meth:`BatchPreparer.prepare` is everything of a write but the commit: it looks up instrument ids
 missing from its cache (an id that is no instrument is asked about again only after
 :data:`UNKNOWN_ID_TTL_S`), then runs :func:`~.batch.build_batch` (CPU only).
@@ -40,6 +46,10 @@ class BatchPreparer:
         self.id_lookups = 0
         #: capture starts whose instruments' committed state was merged in (:meth:`_catch_up`)
         self.catch_ups = 0
+        #: queries for the committed volume state of instruments a batch names for the first time
+        self.state_loads = 0
+        #: instruments whose committed state is merged into ``tracker`` (since the last reload)
+        self._loaded: set[int] = set()
         self._needs_reload = False
 
     @classmethod
@@ -49,11 +59,13 @@ class BatchPreparer:
         return preparer
 
     async def reload(self) -> None:
+        """Forget the volume state (each instrument's is loaded again when next named) and read
+        which instruments exist."""
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            self.tracker = VolumeTracker()
-            self.tracker.load(await ticks.load_volume_state(conn))
             self.known_ids = await ticks.instrument_ids(conn)
+        self.tracker = VolumeTracker()
+        self._loaded = set()
         self._needs_reload = False
 
     def invalidate(self) -> None:
@@ -80,6 +92,8 @@ class BatchPreparer:
             ids = instrument_ids(chunks)
             if not ids <= self.known_ids:
                 await self._look_up(ids - self.known_ids)
+            if unloaded := (ids & self.known_ids) - self._loaded:
+                await self._load_state(unloaded)
         except Exception as exc:
             wrapped = retryable(exc, "loading the writer's state failed")
             if wrapped is None or wrapped is exc:
@@ -104,7 +118,16 @@ class BatchPreparer:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             self.tracker.merge(await ticks.load_volume_state(conn, started))
+        self._loaded |= started
         self.catch_ups += 1
+
+    async def _load_state(self, ids: set[int]) -> None:
+        """The committed volume state of instruments no batch named before (none: a new one)."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            self.tracker.merge(await ticks.load_volume_state(conn, ids))
+        self._loaded |= ids
+        self.state_loads += 1
 
     async def _look_up(self, missing: set[int]) -> None:
         """Instruments added after the cache was loaded are known at once; an id that is not an
