@@ -44,9 +44,9 @@ class BatchPreparer:
         self._clock = monotonic
         #: queries for ids missing from ``known_ids``
         self.id_lookups = 0
-        #: capture starts whose instruments' committed state was merged in (:meth:`_catch_up`)
+        #: capture starts whose instruments' committed state was merged in (:meth:`_merge_committed`)
         self.catch_ups = 0
-        #: queries for the committed volume state of instruments a batch names for the first time
+        #: loads of the committed volume state of instruments a batch names for the first time
         self.state_loads = 0
         #: instruments whose committed state is merged into ``tracker`` (since the last reload)
         self._loaded: set[int] = set()
@@ -87,13 +87,12 @@ class BatchPreparer:
             started = frozenset[int]().union(
                 *(c.instrument_ids for c in chunks if isinstance(c, VolumeReset))
             )
-            if started:
-                await self._catch_up(started)
             ids = instrument_ids(chunks)
             if not ids <= self.known_ids:
                 await self._look_up(ids - self.known_ids)
-            if unloaded := (ids & self.known_ids) - self._loaded:
-                await self._load_state(unloaded)
+            unloaded = (ids & self.known_ids) - self._loaded
+            if started or unloaded:
+                await self._merge_committed(started, unloaded)
         except Exception as exc:
             wrapped = retryable(exc, "loading the writer's state failed")
             if wrapped is None or wrapped is exc:
@@ -108,8 +107,11 @@ class BatchPreparer:
             entry_ids=entry_ids,
         )
 
-    async def _catch_up(self, started: frozenset[int]) -> None:
-        """Capture of ``started`` (re)starts in this stream: an instrument may come from another
+    async def _merge_committed(self, started: frozenset[int], unloaded: set[int]) -> None:
+        """Merge in the committed volume state of ``unloaded`` (instruments no batch named before;
+        none: a new one) and of ``started``, in one query.
+
+        Capture of ``started`` (re)starts in this stream: an instrument may come from another
         shard (its account was lost and the plan placed it anew), whose writer counted its volume
         since this writer loaded its state; its committed state is merged in, so that volume is
         not counted again. What the other stream had not committed yet when this runs can still be
@@ -117,17 +119,10 @@ class BatchPreparer:
         is its last fraction of a second of backlog at most."""
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            self.tracker.merge(await ticks.load_volume_state(conn, started))
-        self._loaded |= started
-        self.catch_ups += 1
-
-    async def _load_state(self, ids: set[int]) -> None:
-        """The committed volume state of instruments no batch named before (none: a new one)."""
-        assert self.pool is not None
-        async with self.pool.acquire() as conn:
-            self.tracker.merge(await ticks.load_volume_state(conn, ids))
-        self._loaded |= ids
-        self.state_loads += 1
+            self.tracker.merge(await ticks.load_volume_state(conn, started | unloaded))
+        self._loaded |= started | unloaded
+        self.catch_ups += bool(started)
+        self.state_loads += bool(unloaded)
 
     async def _look_up(self, missing: set[int]) -> None:
         """Instruments added after the cache was loaded are known at once; an id that is not an
