@@ -48,7 +48,8 @@ day_plan = st.fixed_dictionaries(
         ),
         # connect/disconnect times, seconds after 08:50; the state carries over from the day before
         "toggles": st.lists(st.integers(0, 4200), max_size=8, unique=True),
-        "repeats": st.lists(st.booleans(), min_size=40, max_size=40),
+        # one per trade: up to 40 in the session and the NSE pre-open match
+        "repeats": st.lists(st.booleans(), min_size=41, max_size=41),
     }
 )
 
