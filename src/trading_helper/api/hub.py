@@ -228,8 +228,8 @@ class TickHub:
             finally:
                 self.listening.clear()
                 with contextlib.suppress(*REDIS_FAILURES):
-                    # redis-py leaves PubSub.aclose unannotated (a gap in its hints)
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    # redis-py before 8.2 leaves PubSub.aclose unannotated (a gap in its hints)
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def _relay(self, pubsub: PubSub) -> None:
         """Messages to the clients until nobody has watched anything for ``linger_s``."""
