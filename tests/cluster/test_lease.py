@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from trading_helper.bench.soak.processes import RedisServer
-from trading_helper.cluster.lease import LeaseGroup, lease_owners
+from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.cluster.leasekeys import lease_owners
 
 
 def group(redis: aioredis.Redis, role: str, log: list[str], **kwargs: object) -> LeaseGroup:
@@ -137,6 +138,51 @@ async def test_a_killed_owner_is_taken_over_long_before_its_ttl(redis_url: str) 
             holder.kill()
             await holder.wait()
         await standby.release_all()
+        await redis.aclose()
+
+
+async def test_run_takes_a_killed_owners_lease_when_the_presence_watcher_sees_it_gone(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` steps at once when its watcher sees an owner dead: with the step's cadence at a
+    minute, the standby still takes the lease of a killed holder (a writer's streams stall until
+    it: the cadence, 0.5 s, made takeovers 0.5-1 s after a kill)."""
+    monkeypatch.setattr(LeaseGroup, "step_every_s", property(lambda self: 60.0))
+    role = f"test-{uuid.uuid4().hex[:8]}"
+    redis = aioredis.Redis.from_url(redis_url)
+    log: list[str] = []
+    standby = group(redis, role, log, max_held=1)
+    standby.ttl_s = 30.0
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, redis_url, role, stdout=asyncio.subprocess.PIPE
+    )
+    running = None
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        running = asyncio.create_task(standby.run(lambda: asyncio.sleep(0, ["only"])))
+        for _ in range(100):  # its first step found the lease held; the watcher has looked
+            if standby._probed:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert not standby.held
+        holder.kill()
+        await holder.wait()
+        killed = time.monotonic()
+        while not standby.held:
+            assert not running.done(), running
+            assert time.monotonic() - killed < 20.0, "not taken: the step waited for its cadence"
+            await asyncio.sleep(0.05)
+        assert log == ["+only"]
+        assert (await lease_owners(redis, role, ["only"]))["only"] == standby.owner
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
         await redis.aclose()
 
 

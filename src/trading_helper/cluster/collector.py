@@ -27,7 +27,8 @@ from trading_helper.brokers.base import Broker, FeedEvent, FeedState
 from trading_helper.brokers.registry import build_broker
 from trading_helper.cluster.coordinator import Coordinator, PlanReader
 from trading_helper.cluster.fence import FencedRedis
-from trading_helper.cluster.lease import Held, LeaseGroup, lease_key
+from trading_helper.cluster.lease import Held, LeaseGroup
+from trading_helper.cluster.leasekeys import lease_key
 from trading_helper.cluster.plan import Plan, Shard
 from trading_helper.cluster.tasks import run_until_one_fails
 from trading_helper.config import Settings

@@ -9,7 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from trading_helper.cluster.coordinator import read_plan
-from trading_helper.cluster.lease import lease_owners
+from trading_helper.cluster.leasekeys import lease_owners
 from trading_helper.ingest import keys
 
 

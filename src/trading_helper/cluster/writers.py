@@ -24,7 +24,8 @@ import redis.asyncio as aioredis
 
 from trading_helper.cluster.coordinator import PlanReader
 from trading_helper.cluster.fence import FencedRedis
-from trading_helper.cluster.lease import LeaseGroup, lease_key
+from trading_helper.cluster.lease import LeaseGroup
+from trading_helper.cluster.leasekeys import lease_key
 from trading_helper.cluster.tasks import run_until_one_fails
 from trading_helper.config import Settings
 from trading_helper.ingest import keys

@@ -44,7 +44,7 @@ from trading_helper.bench.soak.oracle import IST
 from trading_helper.bench.soak.processes import RedisServer, free_port
 from trading_helper.bench.soak.run import last_trading_days
 from trading_helper.cluster.coordinator import read_plan
-from trading_helper.cluster.lease import lease_owners
+from trading_helper.cluster.leasekeys import lease_owners
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
 from trading_helper.ingest.lags import LagHistograms, from_json, percentile
