@@ -145,7 +145,7 @@ async def test_references_follow_the_one_grammar_and_each_bad_one_is_named(api: 
 async def test_the_live_channel_is_read_only_while_a_client_watches_an_instrument(api: Api) -> None:
     hub: TickHub = api.app.state.hub
     hub.linger_s = 0.3
-    await wait_until(lambda: not hub.listening.is_set())  # left by an earlier test's clients
+    await wait_until(lambda: not hub.subscribed)  # left by an earlier test's clients
 
     async def readers() -> int:
         return int(dict(await api.redis.pubsub_numsub(api.channel))[api.channel.encode()])
@@ -159,7 +159,7 @@ async def test_the_live_channel_is_read_only_while_a_client_watches_an_instrumen
         assert await readers() == others + 1  # in place before the answer: the next tick arrives
         await api.redis.publish(api.channel, codec.encode_ticks([tick(i11, 100.0, 1000)]))
         assert (await recv(ws))["data"]["instrument_id"] == i11
-    await wait_until(lambda: not hub.listening.is_set())
+    await wait_until(lambda: not hub.subscribed)
     assert await readers() == others
 
 

@@ -98,7 +98,10 @@ class TickHub:
         self._watchers: dict[int, set[Client]] = {}
         self._forming = FormingCandles()
         self._task: asyncio.Task[None] | None = None
+        #: the listener reads the channel (a client watching is answered once it is set)
         self.listening = asyncio.Event()
+        #: Redis has the listener's subscription (False only once it is surely gone)
+        self.subscribed = False
         self.linger_s = linger_s
         #: set while some client watches an instrument: the listener subscribes
         self._wanted = asyncio.Event()
@@ -214,7 +217,10 @@ class TickHub:
                 await pubsub.subscribe(self.channel)
                 self.listening.set()
                 delay = 0.5
+                self.subscribed = True
                 await self._relay(pubsub)
+                self.listening.clear()  # a client watching from now on waits for the next subscribe
+                await self._leave(pubsub)
             except REDIS_FAILURES as exc:
                 self.listening.clear()
                 log.warning("live channel lost (%s); resubscribing in %.1fs", exc, delay)
@@ -230,6 +236,18 @@ class TickHub:
                 with contextlib.suppress(*REDIS_FAILURES):
                     # redis-py before 8.2 leaves PubSub.aclose unannotated (a gap in its hints)
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+                self.subscribed = False
+
+    @staticmethod
+    async def _leave(pubsub: PubSub) -> None:
+        """Unsubscribe and read until Redis confirms it (ticks meanwhile are nobody's): once
+        :attr:`subscribed` is False, Redis counts this reader no more (``listening`` is cleared
+        before the connection closes: a test that waited for it saw the subscription still
+        counted, once in a fault-set run)."""
+        await pubsub.unsubscribe()
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while pubsub.subscribed and asyncio.get_running_loop().time() < deadline:
+            await pubsub.get_message(timeout=0.1)
 
     async def _relay(self, pubsub: PubSub) -> None:
         """Messages to the clients until nobody has watched anything for ``linger_s``."""
