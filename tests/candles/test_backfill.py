@@ -8,13 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.candles.conftest import EXTRA_TOKENS, KiteSetup
 from tests.candles.helpers import add_coverage, add_ticks, ist, minutes
 from tests.e2e.helpers import eventually
+from trading_helper.candles.backfill import Backfiller
+from trading_helper.candles.read import read_candles
 from trading_helper.candles.service import CandleService
+from trading_helper.models import Candle
+from trading_helper.storage.db import Connection
 from trading_helper.timeframes import IST
 
 
@@ -172,3 +178,29 @@ async def test_backfills_of_many_instruments_leave_the_pool_connections_for_read
     assert waited < 0.75, f"a read waited {waited:.2f} s for a connection"
     assert all(len(r.candles) == 375 and r.backfill.broker_calls == 1 for r in results)
     assert all(calls(kite, t) == 1 for t in tokens)
+
+
+async def test_the_series_is_read_after_the_gap_check_never_before_it(
+    db_pool: asyncpg.Pool, kite: KiteSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read side by side with the gap check, a series could be older than the check: read before
+    another request's backfill committed, checked after it, no gap found, and the gap served (20
+    identical requests, one of them short, in a CI run). Now the read starts once the check is
+    done, on its connection."""
+    order: list[str] = []
+    check = Backfiller.has_gaps
+
+    async def checked(self: Backfiller, conn: Connection, *args: Any) -> bool:
+        found = await check(self, conn, *args)
+        order.append("checked")
+        return found
+
+    async def read(conn: Connection, *args: Any) -> list[Candle]:
+        order.append("read")
+        return await read_candles(conn, *args)
+
+    monkeypatch.setattr(Backfiller, "has_gaps", checked)
+    service = CandleService(db_pool, kite.broker)
+    series = await service.get_candles(EXTRA_TOKENS[7], "1m", ist(2024, 1, 27), ist(2024, 1, 29), read=read)
+    assert series.candles == [] and series.backfill.broker_calls == 0  # a weekend: nothing missing
+    assert order == ["checked", "read"]

@@ -88,14 +88,14 @@ def our_bucket(timeframe: Timeframe, stamp: datetime) -> datetime:
 
 @dataclass(slots=True)
 class Backfiller:
-    """``pool`` the primary (gaps re-checked and candles stored under the lock); ``read_pool`` a
-    replica for the first, unlocked look for gaps (a lagging one costs a lock, never a fetch)."""
+    """``pool`` the primary (gaps re-checked and candles stored under the lock). The first,
+    unlocked look for gaps (:meth:`has_gaps`) is on the caller's connection, a replica's where
+    reads go to one (a lagging one costs a lock, never a fetch)."""
 
     pool: asyncpg.Pool
     broker: Broker
     final_after: timedelta = FINAL_AFTER
     last: LastBackfill | None = None
-    read_pool: asyncpg.Pool | None = None
     lock_wait_s: float = LOCK_WAIT_S
     _locks: dict[tuple[int, Timeframe], asyncio.Lock] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
@@ -106,12 +106,11 @@ class Backfiller:
         return self._slots
 
     async def has_gaps(
-        self, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
+        self, conn: Connection, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
     ) -> bool:
-        async with (self.read_pool or self.pool).acquire() as conn:
-            return bool(
-                await find_gaps(conn, instrument_id, timeframe, start, end, clock.now() - self.final_after)
-            )
+        """On ``conn``: one of the read pool's, the read of the series follows on it."""
+        until = clock.now() - self.final_after
+        return bool(await find_gaps(conn, instrument_id, timeframe, start, end, until))
 
     async def fill(
         self,
