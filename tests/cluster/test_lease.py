@@ -151,7 +151,7 @@ async def test_run_takes_a_killed_owners_lease_when_the_presence_watcher_sees_it
     role = f"test-{uuid.uuid4().hex[:8]}"
     redis = aioredis.Redis.from_url(redis_url)
     log: list[str] = []
-    standby = group(redis, role, log, max_held=1)
+    standby = group(redis, role, log, max_held=1, watch=True)
     standby.ttl_s = 30.0
     holder = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _HOLDER, redis_url, role, stdout=asyncio.subprocess.PIPE

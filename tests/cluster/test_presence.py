@@ -1,10 +1,13 @@
 """Presence (cluster/presence.py): an owner whose lease connections are gone from CLIENT LIST is
 dead once missing for the grace, by the watcher's looks and by the step's own; a reconnect in
-time, or CLIENT refused, makes nobody dead."""
+time, or CLIENT refused, makes nobody dead. Who is present, read off a real Redis's CLIENT LIST,
+equals what redis-py's own parser of it finds."""
 
 from __future__ import annotations
 
-from trading_helper.cluster.presence import PRESENCE_GRACE_S, Presence
+import redis.asyncio as aioredis
+
+from trading_helper.cluster.presence import PRESENCE_GRACE_S, Presence, named_client
 
 
 def test_an_owner_gone_is_reported_once_after_the_grace_and_then_counts_as_dead() -> None:
@@ -37,3 +40,23 @@ def test_this_process_and_a_redis_refusing_client_are_never_dead() -> None:
     refused._absent = None  # what probe() sets where CLIENT LIST is refused
     assert not refused.look(set(), 1.0)
     assert not refused.dead("a", None, 1.0)
+
+
+async def test_present_owners_are_the_names_redis_py_reads_off_client_list(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    owners = ["vm:101:a1b2c3", "host.example:7:ffffff", "x"]
+    named = [named_client(redis, o) for o in owners]
+    plain = aioredis.Redis.from_url(redis_url, client_name="th-leaseX:not-ours")
+    try:
+        for client in [*named, plain]:
+            await client.ping()
+        present = await Presence("me").present(redis)
+        assert present is not None and set(owners) <= present
+        parsed = await redis.client_list(_type="normal")
+        prefix = "th-lease:"
+        assert present == {c["name"][len(prefix) :] for c in parsed if c["name"].startswith(prefix)}
+    finally:
+        for client in [*named, plain]:
+            await client.aclose()
+            await client.connection_pool.disconnect()  # a named client's pool is its own
+        await redis.aclose()

@@ -210,6 +210,7 @@ class Collector:
             ttl_s=settings.LEASE_TTL_S,
             max_held=max_shards,
             fair=not self.only,
+            watch=True,  # a dead collector's shards are coverage holes until they are taken
         )
 
     async def _acquired(self, key: str) -> None:

@@ -60,7 +60,12 @@ class Writers:
         self._plans = PlanReader(redis)
         self.loop_lag = LoopLag("writer")
         self.leases = LeaseGroup(
-            redis, "writer", on_acquired=self._acquired, on_lost=self._lost, ttl_s=settings.LEASE_TTL_S
+            redis,
+            "writer",
+            on_acquired=self._acquired,
+            on_lost=self._lost,
+            ttl_s=settings.LEASE_TTL_S,
+            watch=True,  # a dead writer's streams stall until they are taken
         )
         self.maintenance_lease = LeaseGroup(
             redis,
