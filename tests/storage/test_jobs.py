@@ -137,3 +137,39 @@ async def test_a_stalled_rollup_is_overdue(db_pool: asyncpg.Pool) -> None:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+async def test_a_new_owner_resumes_the_hourly_schedules_where_the_last_left_them(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Retention and the hourly jobs that succeeded within the hour are not run again at the
+    start of a new owner (a takeover ran them all at once, the F&O archive reading the day's
+    ticks beside the taker's catch-up); those never run are due at once."""
+    settings = Settings(REFRESH_INTERVAL_S=5, JOB_CHECK_INTERVAL_S=30, API_TOKEN="t" * 24)
+    ran: list[str] = []
+
+    async def archive() -> None:
+        ran.append("archive")
+
+    first = Maintenance(settings, db_pool, "postgres", hourly=(("test_archive", archive),))
+    await db_pool.execute("DELETE FROM maintenance_runs WHERE job = 'test_archive'")
+    await first.resume(now=100.0)
+    await first.step(now=100.0)  # nothing recorded for the archive: due at once
+    assert ran == ["archive"]
+    await db_pool.execute(
+        "UPDATE maintenance_runs SET last_success = now() - interval '20 minutes' "
+        "WHERE job IN ('test_archive', 'apply_retention')"
+    )
+    taker = Maintenance(settings, db_pool, "postgres", hourly=(("test_archive", archive),))
+    await taker.resume(now=5_000.0)
+    retention_before = await db_pool.fetchval(
+        "SELECT total_runs FROM maintenance_runs WHERE job = 'apply_retention'"
+    )
+    await taker.step(now=5_000.0)
+    assert ran == ["archive"]  # 20 minutes ago: not again
+    assert (
+        await db_pool.fetchval("SELECT total_runs FROM maintenance_runs WHERE job = 'apply_retention'")
+        == retention_before
+    )
+    await taker.step(now=5_000.0 + 41 * 60)  # an hour after the last run
+    assert ran == ["archive", "archive"]

@@ -72,9 +72,28 @@ class Maintenance:
         }
 
     async def run(self) -> None:
+        await self.resume()
         while True:
             await self.step()
             await asyncio.sleep(1.0)
+
+    async def resume(self, now: float | None = None) -> None:
+        """Go on with the hourly schedules where the last owner left them: retention and the
+        hourly jobs that succeeded within the hour are not run again at once. A takeover of the
+        maintenance (its writer was killed) ran them all at its start, and the F&O archive reads
+        the day's ticks while the taker's streams caught up. Unknown (no record, or the database
+        away): due now, as before."""
+        names = ["apply_retention", *(name for name, _ in self.hourly)]
+        try:
+            async with self.pool.acquire() as conn:
+                ago = {r["job"]: r["ago"] for r in await conn.fetch(queries.SINCE_LAST_SUCCESS, names)}
+        except _DB_ERRORS:
+            return
+        now = time.monotonic() if now is None else now
+        if "apply_retention" in ago:
+            self._last["retention"] = now - ago["apply_retention"]
+        if self.hourly and all(name in ago for name, _ in self.hourly):
+            self._last["hourly"] = now - max(ago[name] for name, _ in self.hourly)
 
     async def step(self, now: float | None = None) -> None:
         """One turn: whatever is due at ``now`` (monotonic seconds)."""

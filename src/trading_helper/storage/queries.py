@@ -181,6 +181,12 @@ SET kind = excluded.kind, relation = excluded.relation, schedule_interval = excl
     total_runs = m.total_runs + 1, total_failures = m.total_failures + excluded.total_failures
 """
 
+#: seconds since each of these jobs last succeeded (a new maintenance owner resumes their schedule)
+SINCE_LAST_SUCCESS = """
+SELECT job, extract(epoch FROM now() - last_success)::float8 AS ago
+FROM maintenance_runs WHERE job = ANY($1::text[]) AND last_success IS NOT NULL
+"""
+
 CANDLE_REFRESH_WINDOWS = """
 SELECT extract(epoch FROM window_start)::float8 AS window_start, extract(epoch FROM window_end)::float8 AS window_end
 FROM candle_refresh_windows($1::regclass, make_interval(secs => $2), $3, p_changed => $4::tstzmultirange)
