@@ -8,9 +8,9 @@ owner missing from two looks at least :data:`PRESENCE_GRACE_S` apart is dead
 collectors, :meth:`Presence.watch` looks every :data:`PRESENCE_POLL_S` and wakes the lease group's
 step once an owner has been missing that long, so a takeover does not wait for the step's own,
 slower, cadence (a writer's streams stall until it: at 0.5 s steps, two looks made it 0.5-1 s
-after a kill). The grace only
-keeps a reconnecting owner from being taken over for nothing: a live process's lease connections
-stay open whatever its event loop does, and a false take is safe (see below). An owner alive but
+after a kill). The grace only keeps a reconnecting owner from being taken over for nothing: a
+live process's lease connections stay open whatever its event loop does, and a false take is safe
+(see below). An owner alive but
 cut off from Redis that long counts as dead too, which is safe as an expired lease is (the fences
 refuse its appends and reads, its own renewals fail). Where Redis refuses ``CLIENT`` (an ACL
 without it), :meth:`Presence.probe` says so once and leases expire by their TTL only.
@@ -39,13 +39,13 @@ PRESENCE_POLL_S = 0.1
 _FORGET_S = 600.0
 
 
-#: an owner's name in a CLIENT LIST line (fields are separated by spaces, names have none)
-_NAMES = re.compile(r"(?:^| )name=th-lease:(\S+)", re.MULTILINE)
-
-
 def presence_name(owner: str) -> str:
     """The client name of an owner's lease connections (no spaces: CLIENT SETNAME refuses them)."""
     return "th-lease:" + owner.replace(" ", "_")
+
+
+#: an owner's name in a CLIENT LIST line (fields are separated by spaces, names have none)
+_NAMES = re.compile(rf"(?:^| )name={re.escape(presence_name(''))}(\S+)", re.MULTILINE)
 
 
 def named_client(redis: aioredis.Redis, owner: str) -> aioredis.Redis:
