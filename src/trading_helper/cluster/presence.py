@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: a lease's owner missing from CLIENT LIST this long (two looks) is dead: its lease is taken
 PRESENCE_GRACE_S = 0.2
-#: how often :meth:`Presence.watch` looks (one CLIENT LIST, a few dozen clients: ~0.1 ms)
+#: how often :meth:`Presence.watch` looks (one CLIENT LIST: 0.27 ms with 80 clients, measured beside a bench)
 PRESENCE_POLL_S = 0.1
 #: an owner missing longer is forgotten (asked about again, it waits out the grace once more)
 _FORGET_S = 600.0
