@@ -5,10 +5,12 @@ work does not hold up; a Redis refusing CLIENT LIST."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,22 @@ asyncio.run(main())
 """
 
 
+@contextlib.asynccontextmanager
+async def holding(redis_url: str, role: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A process holding ``role``'s lease ``only`` (it said so), killed on the way out."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, redis_url, role, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        yield holder
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+
+
 async def test_a_killed_owner_is_taken_over_long_before_its_ttl(redis_url: str) -> None:
     """A SIGKILL closes the owner's connections: Redis sees it gone, and a standby takes its
     lease within about a second, not after the 30 s TTL."""
@@ -114,29 +132,22 @@ async def test_a_killed_owner_is_taken_over_long_before_its_ttl(redis_url: str) 
     log: list[str] = []
     standby = LeaseGroup(redis, role, on_acquired=lambda n: asyncio.sleep(0, log.append(n)),
                          on_lost=lambda n: asyncio.sleep(0), ttl_s=30.0, max_held=1)  # fmt: skip
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _HOLDER, redis_url, role, stdout=asyncio.subprocess.PIPE
-    )
     try:
-        assert holder.stdout is not None
-        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
-        for _ in range(6):  # the holder is alive: nothing to take
-            await standby.step(["only"])
-            await asyncio.sleep(0.2)
-        assert not standby.held
-        holder.kill()
-        await holder.wait()
-        killed = time.monotonic()
-        while not standby.held:
-            await standby.step(["only"])
-            assert time.monotonic() - killed < 5.0, "not taken over within 5 s of the kill (TTL 30 s)"
-            await asyncio.sleep(0.1)
-        assert log == ["only"]
-        assert (await lease_owners(redis, role, ["only"]))["only"] == standby.owner
-    finally:
-        if holder.returncode is None:
+        async with holding(redis_url, role) as holder:
+            for _ in range(6):  # the holder is alive: nothing to take
+                await standby.step(["only"])
+                await asyncio.sleep(0.2)
+            assert not standby.held
             holder.kill()
             await holder.wait()
+            killed = time.monotonic()
+            while not standby.held:
+                await standby.step(["only"])
+                assert time.monotonic() - killed < 5.0, "not taken over within 5 s of the kill (TTL 30 s)"
+                await asyncio.sleep(0.1)
+            assert log == ["only"]
+            assert (await lease_owners(redis, role, ["only"]))["only"] == standby.owner
+    finally:
         await standby.release_all()
         await redis.aclose()
 
@@ -153,33 +164,26 @@ async def test_run_takes_a_killed_owners_lease_when_the_presence_watcher_sees_it
     log: list[str] = []
     standby = group(redis, role, log, max_held=1, watch=True)
     standby.ttl_s = 30.0
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _HOLDER, redis_url, role, stdout=asyncio.subprocess.PIPE
-    )
     running = None
     try:
-        assert holder.stdout is not None
-        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
-        running = asyncio.create_task(standby.run(lambda: asyncio.sleep(0, ["only"])))
-        for _ in range(100):  # its first step found the lease held; the watcher has looked
-            if standby._probed:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        assert not standby.held
-        holder.kill()
-        await holder.wait()
-        killed = time.monotonic()
-        while not standby.held:
-            assert not running.done(), running
-            assert time.monotonic() - killed < 20.0, "not taken: the step waited for its cadence"
-            await asyncio.sleep(0.05)
-        assert log == ["+only"]
-        assert (await lease_owners(redis, role, ["only"]))["only"] == standby.owner
-    finally:
-        if holder.returncode is None:
+        async with holding(redis_url, role) as holder:
+            running = asyncio.create_task(standby.run(lambda: asyncio.sleep(0, ["only"])))
+            for _ in range(100):  # its first step found the lease held; the watcher has looked
+                if standby._probed:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert not standby.held
             holder.kill()
             await holder.wait()
+            killed = time.monotonic()
+            while not standby.held:
+                assert not running.done(), running
+                assert time.monotonic() - killed < 20.0, "not taken: the step waited for its cadence"
+                await asyncio.sleep(0.05)
+            assert log == ["+only"]
+            assert (await lease_owners(redis, role, ["only"]))["only"] == standby.owner
+    finally:
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
