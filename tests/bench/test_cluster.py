@@ -72,3 +72,8 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert list(steps) == ["steady", "kill collector", "kill writer", "history", "kill api"], steps
     assert steps["steady"]["p99"] == cluster["latency_ms_p99_before_kills"]
     assert sum(s["ticks"] for s in steps.values()) == cluster["latency_ticks"]
+    # the same ticks by 10 s window of sending (bench/cluster/lagwatch.py), in order, each measured
+    windows = cluster["latency_ms_p99_by_10s"]
+    assert len(windows) >= 2 and [w["at_s"] for w in windows] == sorted(w["at_s"] for w in windows)
+    assert all(w["ticks"] > 0 and w["p99"] is not None and w["commit_p99"] <= w["p99"] for w in windows)
+    assert sum(w["ticks"] for w in windows) <= cluster["latency_ticks"]

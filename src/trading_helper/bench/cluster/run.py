@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 
 from trading_helper.bench.cluster.accounting import account, by_step
 from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
+from trading_helper.bench.cluster.lagwatch import LagWatch
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
 from trading_helper.bench.cluster.processes import Child, CpuMeter, pid_of
 from trading_helper.bench.scratch import scratch_database
@@ -47,7 +48,7 @@ from trading_helper.cluster.coordinator import read_plan
 from trading_helper.cluster.leasekeys import lease_owners
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
-from trading_helper.ingest.lags import LagHistograms, from_json, percentile
+from trading_helper.ingest.lags import LagHistograms, percentile
 from trading_helper.ingest.redisconn import reply_text
 
 _IDS = "SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = 'kite'"
@@ -97,6 +98,7 @@ class ClusterBench:
                 redis_server = self.redis_server = RedisServer(self.workdir)
                 await redis_server.start()
                 self.redis = aioredis.Redis.from_url(redis_server.url)
+                self.lagwatch = LagWatch(self.redis)
                 self.db = await asyncpg.connect(dsn)
                 api_keys = {f"cluster_key_{n}": f"cluster_token_{n}_0123456789" for n in self.names}
                 self.market = ClusterMarket(self.instruments)
@@ -199,6 +201,7 @@ class ClusterBench:
         self.cpu.start(self._pids())
         self.sending = True
         sender = asyncio.create_task(self._send())
+        sampler = asyncio.create_task(self.lagwatch.sample())
         begun = time.monotonic()
         try:
             for fraction, what in ((0.25, self._kill_collector), (0.45, self._kill_writer),
@@ -206,17 +209,19 @@ class ClusterBench:
                 await asyncio.sleep(max(0.0, begun + fraction * self.seconds - time.monotonic()))
                 step = what.__name__.strip("_").replace("_", " ")
                 self._note(step, 0.05 + 0.8 * fraction)
-                self.lags_at.append((step, await self._lags()))
+                self.lags_at.append((step, await self.lagwatch.read()))
                 await what()
             await asyncio.sleep(max(0.0, begun + self.seconds - time.monotonic()))
         finally:
             self.sending = False
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
             await sender
             await self.kite.settle()
         send_s = time.monotonic() - begun
         self._note("draining the streams", 0.9)
         drained = await self._drain()
-        lags = await self._lags()
+        lags = await self.lagwatch.read()
         self._note("reading back", 0.95)
         accounts = await account(self.db, self.kite.ranges, self.ids, self.kite.open_connections())
         queued_unsent = self.kite.unsent_frames()
@@ -265,6 +270,8 @@ class ClusterBench:
             "latency_stages_ms_before_kills": before_kills.summary(),
             "latency_ms_p99_by_step": by_step([(n, h.total) for n, h in self.lags_at], lags.total),
             "latency_stages_ms": lags.summary(),
+            # p99 per 10 s of sending (bench/cluster/lagwatch.py): when the slow commits came
+            "latency_ms_p99_by_10s": self.lagwatch.windows(),
             # cores busy per role in the steady state (bench/cluster/processes.CpuMeter)
             "cpu_cores_before_kills": self.cpu.cores(),
             "cpu_us_per_tick_before_kills": self.cpu.us_per_tick(accounts.sent / send_s),
@@ -379,12 +386,6 @@ class ClusterBench:
                 return True
             await asyncio.sleep(0.5)
         return False
-
-    async def _lags(self) -> LagHistograms:
-        merged = LagHistograms()
-        for raw in (await self.redis.hgetall(keys.WRITER_STATUS)).values():
-            merged.merge(from_json(json.loads(raw).get("receive_to_commit_ms") or {}))
-        return merged
 
 
 async def run_cluster(settings: Settings, **kwargs: Any) -> dict[str, Any]:
