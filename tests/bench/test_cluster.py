@@ -47,6 +47,9 @@ def test_a_small_cluster_survives_a_kill_of_each_process(cluster: dict[str, Any]
     assert all(e["takeover_s"] is not None and e["takeover_s"] < 10 for e in kills[:2]), kills
     assert cluster["takeover_s"] < 10
     assert kills[2]["others_status"] == [200]  # the other replica answers
+    # each killed process was started again (--restart-after, 2 s by default)
+    restarts = [e for e in cluster["events"] if "restart" in e]
+    assert sorted(e["restart"] for e in restarts) == sorted(e["kill"] for e in kills), restarts
     (status,) = [e["api_status_cluster"] for e in cluster["events"] if "api_status_cluster" in e]
     assert status == {"accounts": ["a", "b"], "instruments": 90, "unassigned": 0, "shards": 6}
     assert cluster["upgrades_per_key"].keys() == {"cluster_key_a", "cluster_key_b"}  # each account its key

@@ -224,6 +224,11 @@ def bench_cluster(
     collectors: int | None = typer.Option(None, min=1, help="collect processes (default: 2 per account)."),
     writers: int = typer.Option(2, min=1, help="write processes."),
     api_replicas: int = typer.Option(2, min=1, help="serve --no-ingest processes."),
+    restart_after: float = typer.Option(
+        2.0,
+        help="Start a killed process again this many seconds later, as compose's restart policy "
+        "would (negative: it stays dead for the rest of the run).",
+    ),
     logs: Path | None = _LOGS,
     json_out: bool = typer.Option(
         False, "--json", help="Print only the JSON result (progress stays on stderr)."
@@ -242,6 +247,7 @@ def bench_cluster(
             collectors=collectors,
             writers=writers,
             api_replicas=api_replicas,
+            restart_after_s=restart_after if restart_after >= 0 else None,
             progress=progress,
             logs=logs,
         ),

@@ -5,18 +5,23 @@ quote_updates. Per connection, frames go out in order and reach the database in 
 receiver, one stream, one writer at a time), so on a connection that ended (its collector killed,
 or its shard handed over) everything up to the newest frame stored from it was received, and
 what came after it was in flight: a coverage hole (backfilled from history), not a loss. On a
-connection still open at the end, after the drain, every frame sent must be stored.
+connection still open at the end, after the drain (:func:`drain`: no entry left unread or
+unacknowledged in any stream), every frame sent must be stored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import itertools
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
+import redis.asyncio as aioredis
 
 from trading_helper.ingest.lags import percentile
 
@@ -167,3 +172,20 @@ def by_step(at: list[tuple[str, Counter[int]]], final: Counter[int]) -> dict[str
         part = end - begin
         out[name] = {"p99": percentile(part, 0.99), "ticks": float(sum(part.values()))}
     return out
+
+
+async def drain(redis: aioredis.Redis, streams: list[str], timeout_s: float = 180.0) -> bool:
+    """Wait until no stream has entries pending or unread by the writers (3 quiet looks in a row)."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        backlog = 0
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                for group in await redis.xinfo_groups(stream):
+                    backlog += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        quiet = quiet + 1 if backlog == 0 else 0
+        if quiet >= 3:
+            return True
+        await asyncio.sleep(0.5)
+    return False

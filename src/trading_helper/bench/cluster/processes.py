@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from trading_helper.cluster.leasekeys import lease_owners
+from trading_helper.ingest import keys
+from trading_helper.ingest.redisconn import reply_text
 
 
 class Child:
@@ -125,3 +132,24 @@ class CpuMeter:
         return (
             {role: round(c * 1e6 / ticks_per_s, 1) for role, c in self.cores().items()} if ticks_per_s else {}
         )
+
+
+async def wait_takeover(
+    redis: aioredis.Redis, role: str, names: list[str], dead_pid: int, killed_at: float
+) -> float | None:
+    """Seconds from ``killed_at`` until every name the dead process held is leased by another (a
+    collector's shard: with its feed connected), None after 60 s."""
+    pending = set(names)
+    while pending and time.time() - killed_at < 60:
+        owners = await lease_owners(redis, role, sorted(pending))
+        status = {reply_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.SHARD_STATUS)).items()}
+        for name, owner in owners.items():
+            pid = pid_of(owner)
+            if pid is None or pid == dead_pid:
+                continue
+            if role == "writer" or (
+                status.get(name, {}).get("owner") == owner and status[name].get("feed_state") == "connected"
+            ):
+                pending.discard(name)
+        await asyncio.sleep(0.1)
+    return None if pending else time.time() - killed_at

@@ -6,7 +6,9 @@ stand-in taking one API key per account (:mod:`.market`), ``serve --no-ingest`` 
 synced and subscribed through an API replica; once every one is carried in full mode, the
 stand-in sends 2 ticks/s per instrument at real time. On the schedule: a SIGKILL of a collector
 holding shards (at 25 % of the run), of a writer holding streams (45 %), the same uncovered
-history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %). Then the
+history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %); each killed
+process is started again ``restart_after_s`` later (2 s by default), as compose's restart policy
+would, and takes its share of the work back (writers and collectors hold fair shares). Then the
 sending stops, the streams drain, the database is read back (:mod:`.accounting`), and the
 coverage holes' 1m candles through a replica, to see them backfilled (:mod:`.holes`).
 
@@ -18,8 +20,6 @@ writer: to every stream of the dead writer leased by another), the worst seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import secrets
 import shutil
 import signal
@@ -35,11 +35,11 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from trading_helper.bench.cluster.accounting import account, by_step
+from trading_helper.bench.cluster.accounting import account, by_step, drain
 from trading_helper.bench.cluster.holes import check_backfill, hole_minutes
 from trading_helper.bench.cluster.lagwatch import LagWatch
 from trading_helper.bench.cluster.market import ClusterMarket, ClusterStandIn
-from trading_helper.bench.cluster.processes import Child, CpuMeter, pid_of
+from trading_helper.bench.cluster.processes import Child, CpuMeter, pid_of, wait_takeover
 from trading_helper.bench.scratch import scratch_database
 from trading_helper.bench.soak.oracle import IST
 from trading_helper.bench.soak.processes import RedisServer, free_port
@@ -49,7 +49,6 @@ from trading_helper.cluster.leasekeys import lease_owners
 from trading_helper.config import Settings
 from trading_helper.ingest import keys
 from trading_helper.ingest.lags import LagHistograms, percentile
-from trading_helper.ingest.redisconn import reply_text
 
 _IDS = "SELECT broker_token, instrument_id FROM instrument_broker_ids WHERE broker = 'kite'"
 TARGET_P99_MS = 250.0
@@ -66,6 +65,7 @@ class ClusterBench:
         collectors: int | None = None,
         writers: int = 2,
         api_replicas: int = 2,
+        restart_after_s: float | None = 2.0,
         progress: Callable[[str, float], None] | None = None,
         logs: Path | None = None,
     ) -> None:
@@ -77,6 +77,10 @@ class ClusterBench:
         self.n_collectors = collectors if collectors is not None else 2 * accounts
         self.n_writers = writers
         self.n_apis = api_replicas
+        #: a killed process is started again this long after (as compose's restart policy or an
+        #: orchestrator would); None: it stays dead for the rest of the run
+        self.restart_after_s = restart_after_s
+        self.restarts: list[asyncio.Task[None]] = []
         self.progress = progress
         self.children: list[Child] = []
         self.takeovers: list[float] = []
@@ -217,10 +221,11 @@ class ClusterBench:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
             await sender
+            await asyncio.gather(*self.restarts)
             await self.kite.settle()
         send_s = time.monotonic() - begun
         self._note("draining the streams", 0.9)
-        drained = await self._drain()
+        drained = await drain(self.redis, self.streams)
         lags = await self.lagwatch.read()
         self._note("reading back", 0.95)
         accounts = await account(self.db, self.kite.ranges, self.ids, self.kite.open_connections())
@@ -295,27 +300,6 @@ class ClusterBench:
             await self.kite.send_frame(frame, self.market.packets(frame))
             frame += 1
 
-    async def _wait_takeover(
-        self, role: str, names: list[str], dead_pid: int, killed_at: float
-    ) -> float | None:
-        pending = set(names)
-        while pending and time.time() - killed_at < 60:
-            owners = await lease_owners(self.redis, role, sorted(pending))
-            status = {
-                reply_text(k): json.loads(v) for k, v in (await self.redis.hgetall(keys.SHARD_STATUS)).items()
-            }
-            for name, owner in owners.items():
-                pid = pid_of(owner)
-                if pid is None or pid == dead_pid:
-                    continue
-                if role == "writer" or (
-                    status.get(name, {}).get("owner") == owner
-                    and status[name].get("feed_state") == "connected"
-                ):
-                    pending.discard(name)
-            await asyncio.sleep(0.1)
-        return None if pending else time.time() - killed_at
-
     async def _kill_one(self, role: str, names: list[str], prefix: str) -> None:
         owners = await lease_owners(self.redis, role, names)
         by_pid = Counter(pid_of(o) for o in owners.values() if o)
@@ -325,13 +309,25 @@ class ClusterBench:
             return
         held = [n for n, o in owners.items() if pid_of(o) == victim.pid]
         killed_at = time.time()
-        victim.kill()
-        took = await self._wait_takeover(role, held, victim.pid, killed_at)
+        self._kill(victim)
+        took = await wait_takeover(self.redis, role, held, victim.pid, killed_at)
         if took is not None:
             self.takeovers.append(took)
         self.events.append(
             {"kill": victim.name, "held": held, "takeover_s": None if took is None else round(took, 2)}
         )
+
+    def _kill(self, victim: Child) -> None:
+        """SIGKILL, and a start again ``restart_after_s`` later."""
+        victim.kill()
+        if self.restart_after_s is not None:
+            self.restarts.append(asyncio.create_task(self._restart(victim, self.restart_after_s)))
+
+    async def _restart(self, child: Child, after_s: float) -> None:
+        assert child.proc is not None
+        await asyncio.gather(child.proc.wait(), asyncio.sleep(after_s))
+        await child.start()
+        self.events.append({"restart": child.name, "pid": child.pid})
 
     def _pids(self) -> dict[str, int]:
         pids = {c.name: c.pid for c in self.children if c.proc is not None}
@@ -348,7 +344,7 @@ class ClusterBench:
 
     async def _kill_api(self) -> None:
         victim = next(c for c in self.children if c.name == f"api-{self.n_apis}")
-        victim.kill()
+        self._kill(victim)
         others = self.apis[: self.n_apis - 1]
         answers = [(await api.get("/api/status")).status_code for api in others]
         self.events.append({"kill": victim.name, "others_status": answers})
@@ -371,21 +367,6 @@ class ClusterBench:
             "duplicated": len(calls) - len({(h.timeframe, h.start, h.end) for h in calls}),
             "status": [r.status_code for r in replies],
         }
-
-    async def _drain(self, timeout_s: float = 180.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        quiet = 0
-        while time.monotonic() < deadline:
-            backlog = 0
-            for stream in self.streams:
-                with contextlib.suppress(Exception):
-                    for group in await self.redis.xinfo_groups(stream):
-                        backlog += int(group.get("pending") or 0) + int(group.get("lag") or 0)
-            quiet = quiet + 1 if backlog == 0 else 0
-            if quiet >= 3:
-                return True
-            await asyncio.sleep(0.5)
-        return False
 
 
 async def run_cluster(settings: Settings, **kwargs: Any) -> dict[str, Any]:
