@@ -225,9 +225,9 @@ def bench_cluster(
     writers: int = typer.Option(2, min=1, help="write processes."),
     api_replicas: int = typer.Option(2, min=1, help="serve --no-ingest processes."),
     restart_after: float = typer.Option(
-        2.0,
+        -1.0,
         help="Start a killed process again this many seconds later, as compose's restart policy "
-        "would (negative: it stays dead for the rest of the run).",
+        "would, to take its share back (negative, the default: it stays dead for the rest of the run).",
     ),
     logs: Path | None = _LOGS,
     json_out: bool = typer.Option(

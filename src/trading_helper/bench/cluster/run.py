@@ -6,9 +6,10 @@ stand-in taking one API key per account (:mod:`.market`), ``serve --no-ingest`` 
 synced and subscribed through an API replica; once every one is carried in full mode, the
 stand-in sends 2 ticks/s per instrument at real time. On the schedule: a SIGKILL of a collector
 holding shards (at 25 % of the run), of a writer holding streams (45 %), the same uncovered
-history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %); each killed
-process is started again ``restart_after_s`` later (2 s by default), as compose's restart policy
-would, and takes its share of the work back (writers and collectors hold fair shares). Then the
+history asked of two replicas at once (60 %), a SIGKILL of an API replica (70 %). With
+``restart_after_s`` (``--restart-after``), each killed process is started again that long after, as
+compose's restart policy would, and takes its share of the work back (writers and collectors hold
+fair shares: a second handover); by default it stays dead for the rest of the run. Then the
 sending stops, the streams drain, the database is read back (:mod:`.accounting`), and the
 coverage holes' 1m candles through a replica, to see them backfilled (:mod:`.holes`).
 
@@ -65,7 +66,7 @@ class ClusterBench:
         collectors: int | None = None,
         writers: int = 2,
         api_replicas: int = 2,
-        restart_after_s: float | None = 2.0,
+        restart_after_s: float | None = None,
         progress: Callable[[str, float], None] | None = None,
         logs: Path | None = None,
     ) -> None:
