@@ -1,7 +1,7 @@
 -- Version 18, plain PostgreSQL: the rollup of a closed minute costs what the minute holds, not
 -- what the day holds, and no longer sorts each candle's ticks.
 --
--- * refresh_candles() first summarises the tick partitions' new BRIN ranges. A range is
+-- * the 1m rebuild first summarises the tick partitions' new BRIN ranges. A range is
 --   summarised only by VACUUM or by a call (autosummarize waits for autovacuum too); until then a
 --   bitmap scan reads it whatever the condition, so the 1m rollup of each minute read every range
 --   written since the partition's last VACUUM (and without statistics the planner scanned the
@@ -36,8 +36,7 @@ EXCEPTION WHEN insufficient_privilege THEN
     RETURN -1;
 END $$;
 
--- The 1m level from the ticks (candle_rebuild('1m', ...) before; candle_rebuild keeps the levels
--- above, rebuilt from the level below).
+-- The 1m level from the ticks: what candle_rebuild('1m', ...) now runs.
 CREATE FUNCTION candle_rebuild_1m(p_ranges tstzmultirange) RETURNS void
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -47,6 +46,7 @@ AS $$
 DECLARE
     r tstzrange;
 BEGIN
+    PERFORM tick_brin_summarize();
     FOR r IN SELECT unnest(p_ranges) LOOP
         DELETE FROM candles_1m_mat WHERE bucket >= lower(r) AND bucket < upper(r);
         INSERT INTO candles_1m_mat
@@ -67,31 +67,19 @@ BEGIN
     END LOOP;
 END $$;
 
-ALTER FUNCTION candle_rebuild(text, tstzmultirange)
+-- candle_rebuild() stays the one entry point (refresh_candles() and the query bench call it): the
+-- 1m level goes to candle_rebuild_1m(), the levels above to version 10's body under a new name
+-- (its 1m branch is no longer reached).
+ALTER FUNCTION candle_rebuild(text, tstzmultirange) RENAME TO candle_rebuild_from_below;
+ALTER FUNCTION candle_rebuild_from_below(text, tstzmultirange)
     SET enable_seqscan = off SET max_parallel_workers_per_gather = 0 SET jit = off;
 
-CREATE OR REPLACE PROCEDURE refresh_candles() LANGUAGE plpgsql AS $$
-DECLARE
-    now_1m  timestamptz := th_bucket('1 minute', clock_timestamp());
-    changed tstzmultirange;
-    lvl     candle_watermarks%ROWTYPE;
-    new_wm  timestamptz;
+CREATE FUNCTION candle_rebuild(p_level text, p_ranges tstzmultirange) RETURNS void
+LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('trading_helper.refresh_candles'));
-    PERFORM tick_brin_summarize();
-    WITH taken AS (DELETE FROM candle_invalidations WHERE bucket < now_1m RETURNING bucket)
-    SELECT coalesce(range_agg(tstzrange(bucket, bucket + interval '1 minute')), '{}')
-    INTO changed FROM taken;
-    PERFORM candle_rebuild_1m(changed);
-    UPDATE candle_watermarks SET watermark = greatest(watermark, now_1m) WHERE level = '1m';
-
-    FOR lvl IN SELECT * FROM candle_watermarks WHERE parent IS NOT NULL ORDER BY width LOOP
-        new_wm := greatest(lvl.watermark, th_bucket(lvl.width, now_1m));
-        changed := bucket_cover(changed, lvl.width) * tstzmultirange(tstzrange(NULL, new_wm));
-        IF new_wm > lvl.watermark THEN
-            changed := changed + tstzmultirange(tstzrange(lvl.watermark, new_wm));
-        END IF;
-        PERFORM candle_rebuild(lvl.level, changed);
-        UPDATE candle_watermarks SET watermark = new_wm WHERE level = lvl.level;
-    END LOOP;
+    IF p_level = '1m' THEN
+        PERFORM candle_rebuild_1m(p_ranges);
+    ELSE
+        PERFORM candle_rebuild_from_below(p_level, p_ranges);
+    END IF;
 END $$;
