@@ -303,9 +303,8 @@ async def test_commits_append_the_volume_state_to_a_log_that_a_fold_takes_into_t
     # a commit still in flight when the fold runs keeps its row for the next fold
     day = ist_day(to_us(t0))
     async with db_pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            queries.COMMIT_OFFSET, "m", "1-0", None, [b], [day], [70], [1], [1], [1], [], [], [], []
-        )
+        await ticks.append_volume_log(conn, "m", [(b, day, 70, 1, 1, 1)])
+        await conn.execute(queries.COMMIT_OFFSET, "m", "1-0", None, [], [], [], [])
         assert await db_pool.fetchval(queries.FOLD_VOLUME_LOG) == 2  # a and b, each its latest row
     assert await db_pool.fetchval("SELECT count(*) FROM tick_volume_log") == 1
     state = {r[0]: r[2] for r in await db_pool.fetch("SELECT * FROM tick_volume_state")}

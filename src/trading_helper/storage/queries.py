@@ -107,21 +107,22 @@ ON CONFLICT (stream) DO UPDATE SET stream = excluded.stream
 RETURNING last_id
 """
 
-#: a commit's bookkeeping in one statement (one round trip, not three): the volume state
-#: ($4-$9, as UPSERT_VOLUME_STATE, appended to the log as one row), per receiver run the last committed entry number and tick count
-#: ($10-$13; ``lost`` adds up), and the stream's new offset, only over the one this commit builds
-#: on ($3; NULL: none yet, as '0-0'). The offset's upsert waits for a transaction holding the row,
-#: then compares with what that one committed. No row returned: another transaction moved the
-#: offset (a writer that died mid-commit and whose commit finished after this writer read the
-#: offset, or a second writer on the stream); the caller rolls back the whole transaction.
+#: the columns of a commit's volume log row, COPYed in (storage/ticks.py: one binary row, the
+#: arrays built by numpy; asyncpg's array parameters cost more than the rest of the commit)
+VOLUME_LOG_COLUMNS = ("stream", "instrument_id", "trading_day", "volume", "last_us", "trade_us", "capture_us")
+
+#: a commit's bookkeeping in one statement (one round trip, not two): per receiver run the last
+#: committed entry number and tick count ($4-$7; ``lost`` adds up), and the stream's new offset,
+#: only over the one this commit builds on ($3; NULL: none yet, as '0-0'). The volume state went
+#: into tick_volume_log before it, in the same transaction. The offset's upsert waits for a
+#: transaction holding the row, then compares with what that one committed. No row returned:
+#: another transaction moved the offset (a writer that died mid-commit and whose commit finished
+#: after this writer read the offset, or a second writer on the stream); the caller rolls back the
+#: whole transaction.
 COMMIT_OFFSET = """
-WITH volume AS (
-    INSERT INTO tick_volume_log (stream, instrument_id, trading_day, volume, last_us, trade_us, capture_us)
-    SELECT $1, $4::integer[], $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]
-    WHERE cardinality($4::integer[]) > 0
-), runs AS (
+WITH runs AS (
     INSERT INTO ingest_sequences AS s (stream, receiver_run, entry_no, ticks, lost, updated_at)
-    SELECT $1, *, now() FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::bigint[])
+    SELECT $1, *, now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
     ON CONFLICT (stream, receiver_run) DO UPDATE
     SET entry_no = excluded.entry_no, ticks = excluded.ticks, lost = s.lost + excluded.lost,
         updated_at = now()

@@ -16,6 +16,7 @@ resource error to retry later, or a lost connection).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,7 @@ from trading_helper.errors import OffsetMoved
 from trading_helper.storage import queries
 from trading_helper.storage.db import Connection
 from trading_helper.storage.migrate import Flavour, current_flavour
-from trading_helper.storage.pgcopy import BinaryRows, Kind, empty
+from trading_helper.storage.pgcopy import BinaryRows, Kind, array_value, empty, one_row
 from trading_helper.storage.sqlstate import Failure, classify, retryable, sqlstate_of
 
 _T, _I4, _I8, _F8 = Kind.TIMESTAMPTZ, Kind.INT4, Kind.INT8, Kind.FLOAT8
@@ -269,18 +270,19 @@ class TickStore:
                     [d.sqlstate for d in dead],
                     [d.reason for d in dead],
                 )
-            volume = [list(column) for column in zip(*batch.volume_rows, strict=True)] or [[]] * 6
             if offset is None:
                 if batch.volume_rows:
+                    volume = [list(column) for column in zip(*batch.volume_rows, strict=True)]
                     await conn.execute(queries.UPSERT_VOLUME_STATE, *volume)
             else:
+                if batch.volume_rows:
+                    await append_volume_log(conn, offset.stream, batch.volume_rows)
                 runs = offset.runs
                 moved_to = await conn.fetchval(
                     queries.COMMIT_OFFSET,
                     offset.stream,
                     offset.last_id,
                     offset.expect,
-                    *volume,
                     [r.run for r in runs],
                     [r.entry_no for r in runs],
                     [r.ticks for r in runs],
@@ -304,6 +306,23 @@ class TickStore:
             queries.ENSURE_PARTITIONS, _EPOCH + timedelta(days=first), _EPOCH + timedelta(days=last)
         )
         self._partition_days.update(range(first, last + 1))
+
+
+#: the element types of a volume log row's arrays, in VOLUME_LOG_COLUMNS' order after the stream
+_VOLUME_LOG_KINDS = (Kind.INT4, Kind.INT4, Kind.INT8, Kind.INT8, Kind.INT8, Kind.INT8)
+
+
+async def append_volume_log(conn: Connection, stream: str, rows: Sequence[VolumeStateRow]) -> None:
+    """One tick_volume_log row of these volume states (a commit's), COPYed in binary."""
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=6 * len(rows))
+    columns = flat.reshape(len(rows), 6)
+    arrays = [array_value(kind, columns[:, k]) for k, kind in enumerate(_VOLUME_LOG_KINDS)]
+    await conn.copy_to_table(
+        "tick_volume_log",
+        source=memoryview(one_row([stream.encode(), *arrays])),  # type: ignore[arg-type]
+        columns=list(queries.VOLUME_LOG_COLUMNS),
+        format="binary",
+    )
 
 
 async def _copy(
