@@ -26,6 +26,7 @@ class LagWatch:
         self.every_s = every_s
         #: (seconds since the start of the sampling, the merged histograms then)
         self.readings: list[tuple[float, LagHistograms]] = []
+        self._task: asyncio.Task[None] | None = None
 
     async def read(self) -> LagHistograms:
         """Every writer's histograms merged, as published now."""
@@ -40,6 +41,26 @@ class LagWatch:
         while True:
             self.readings.append((time.monotonic() - begun, await self.read()))
             await asyncio.sleep(self.every_s)
+
+    def start(self) -> None:
+        """Sample in the background (:meth:`sample`) until :meth:`stop`."""
+        self._task = asyncio.create_task(self.sample(), name="receive-to-commit sampler")
+
+    def cancel(self) -> None:
+        """End the sampling now (:meth:`stop` then reports how it ended)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """End the sampling. A sampling that failed raises its error here: windows missing
+        because Redis refused a reading are not reported as a quiet run."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])  # our own cancellation propagates; the task's errors do not
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise RuntimeError(f"the receive-to-commit sampling failed: {error}") from error
 
     def windows(self) -> list[dict[str, Any]]:
         """Per window between consecutive readings: its start (s), ticks committed, p99 of

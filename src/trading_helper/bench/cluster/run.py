@@ -206,7 +206,7 @@ class ClusterBench:
         self.cpu.start(self._pids())
         self.sending = True
         sender = asyncio.create_task(self._send())
-        sampler = asyncio.create_task(self.lagwatch.sample())
+        self.lagwatch.start()
         begun = time.monotonic()
         try:
             for fraction, what in ((0.25, self._kill_collector), (0.45, self._kill_writer),
@@ -219,11 +219,11 @@ class ClusterBench:
             await asyncio.sleep(max(0.0, begun + self.seconds - time.monotonic()))
         finally:
             self.sending = False
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            self.lagwatch.cancel()
             await sender
             await asyncio.gather(*self.restarts)
             await self.kite.settle()
+            await self.lagwatch.stop()
         send_s = time.monotonic() - begun
         self._note("draining the streams", 0.9)
         drained = await drain(self.redis, self.streams)
