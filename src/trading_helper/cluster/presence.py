@@ -44,8 +44,11 @@ def presence_name(owner: str) -> str:
     return "th-lease:" + owner.replace(" ", "_")
 
 
-#: an owner's name in a CLIENT LIST line (fields are separated by spaces, names have none)
-_NAMES = re.compile(rf"(?:^| )name={re.escape(presence_name(''))}(\S+)", re.MULTILINE)
+#: an owner's name in a CLIENT LIST line: fields are separated by spaces and every line starts with
+#: ``id=``, so ``name=`` always follows a space (names have none). The pattern starts with its
+#: literal text so that re scans for it: ``(?:^| )name=...`` tried a match at every character,
+#: 0.4 ms of CPU a look at 80 clients, ten looks a second in every collector and writer.
+_NAMES = re.compile(rf" name={re.escape(presence_name(''))}(\S+)")
 
 
 def named_client(redis: aioredis.Redis, owner: str) -> aioredis.Redis:
