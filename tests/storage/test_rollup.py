@@ -89,3 +89,27 @@ async def test_the_minute_is_read_by_the_brin_index_on_one_core_without_jit(db_p
     # open and close by time, not by arrival; the open interest of the last tick; volume 1 (the
     # first tick's quantity) + 0 (volume 2 arrived late) + 25 + 29
     assert (c.open, c.high, c.low, c.close, c.open_interest, c.volume) == (11.0, 69.0, 11.0, 69.0, 59, 55)
+
+
+async def test_a_role_that_does_not_own_the_ticks_gets_minus_one_not_an_error(db_pool: asyncpg.Pool) -> None:
+    """Only a table's owner may summarise its BRIN ranges: for another role (a read-write role
+    of a managed database, say) the function says so with -1 and the rollup goes on."""
+    role = "th_test_not_owner"
+    await reset_market_data(db_pool)
+    [a] = await make_instruments(db_pool, 1, prefix="OWNER")
+    writer = await DirectWriter.open(db_pool)
+    await writer.write([tick(a, datetime.now(UTC) - timedelta(minutes=1), 100.0, volume=1, qty=1)])
+    async with db_pool.acquire() as conn:
+        await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        await conn.execute(f"CREATE ROLE {role}")
+        try:
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            await conn.execute(f"GRANT EXECUTE ON FUNCTION tick_brin_summarize() TO {role}")
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL ROLE {role}")
+                assert await conn.fetchval("SELECT tick_brin_summarize()") == -1
+            assert await conn.fetchval("SELECT tick_brin_summarize()") >= 0  # the owner may
+        finally:
+            await conn.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
+            await conn.execute(f"REVOKE ALL ON FUNCTION tick_brin_summarize() FROM {role}")
+            await conn.execute(f"DROP ROLE {role}")
