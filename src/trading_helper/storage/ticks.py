@@ -309,7 +309,7 @@ class TickStore:
 
 
 #: the element types of a volume log row's arrays, in VOLUME_LOG_COLUMNS' order after the stream
-_VOLUME_LOG_KINDS = (Kind.INT4, Kind.INT4, Kind.INT8, Kind.INT8, Kind.INT8, Kind.INT8)
+_VOLUME_LOG_KINDS = (_I4, _I4, _I8, _I8, _I8, _I8)
 
 
 async def append_volume_log(conn: Connection, stream: str, rows: Sequence[VolumeStateRow]) -> None:
@@ -317,22 +317,24 @@ async def append_volume_log(conn: Connection, stream: str, rows: Sequence[Volume
     flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=6 * len(rows))
     columns = flat.reshape(len(rows), 6)
     arrays = [array_value(kind, columns[:, k]) for k, kind in enumerate(_VOLUME_LOG_KINDS)]
-    await conn.copy_to_table(
-        "tick_volume_log",
-        source=memoryview(one_row([stream.encode(), *arrays])),  # type: ignore[arg-type]
-        columns=list(queries.VOLUME_LOG_COLUMNS),
-        format="binary",
+    await _copy_payload(
+        conn, "tick_volume_log", queries.VOLUME_LOG_COLUMNS, one_row([stream.encode(), *arrays])
     )
 
 
 async def _copy(
     conn: Connection, relation: str, columns: Sequence[str], rows: BinaryRows, lo: int, hi: int
 ) -> None:
+    await _copy_payload(conn, relation, columns, rows.payload(lo, hi))
+
+
+async def _copy_payload(conn: Connection, relation: str, columns: Sequence[str], payload: bytes) -> None:
+    """A complete binary COPY payload into ``relation``."""
     # a memoryview: asyncpg would take bytes for a file name. asyncpg documents (and its
     # _copy_in handles) any object with the buffer protocol; asyncpg-stubs omit that case.
     await conn.copy_to_table(
         relation,
-        source=memoryview(rows.payload(lo, hi)),  # type: ignore[arg-type]
+        source=memoryview(payload),  # type: ignore[arg-type]
         columns=list(columns),
         format="binary",
     )
