@@ -329,7 +329,7 @@ async def test_a_writer_loads_an_instruments_volume_state_when_a_batch_first_nam
     )
     # a writer taking over: nothing read at its start, then only what its batches name, once each
     taker = await DirectWriter.open(db_pool)
-    assert taker.preparer.tracker.state == {} and taker.preparer.state_loads == 0
+    assert taker.preparer.tracker.instruments() == set() and taker.preparer.state_loads == 0
     await taker.write([tick(a, t0 + timedelta(seconds=1), volume=130, qty=1)])
     await taker.write(
         [
@@ -337,7 +337,7 @@ async def test_a_writer_loads_an_instruments_volume_state_when_a_batch_first_nam
             tick(b, t0 + timedelta(seconds=2), volume=50, qty=1),
         ]
     )
-    assert taker.preparer.state_loads == 2 and set(taker.preparer.tracker.state) == {a, b}
+    assert taker.preparer.state_loads == 2 and taker.preparer.tracker.instruments() == {a, b}
     await taker.write([tick(a, t0 + timedelta(seconds=3), volume=141, qty=1)])
     assert taker.preparer.state_loads == 2
     deltas = await db_pool.fetch(

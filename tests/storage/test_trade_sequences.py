@@ -33,7 +33,8 @@ from trading_helper.brokers.fyers.parsing import HsmDecoder, state_to_tick
 from trading_helper.brokers.kite.parsing import kite_frame_to_packets, kite_packet_to_tick
 from trading_helper.candles.read import read_candles
 from trading_helper.ingest.batch import VolumeReset, build_batch
-from trading_helper.ingest.volume import VolumeTracker, from_us, to_us
+from trading_helper.ingest.volume import from_us, to_us
+from trading_helper.ingest.volume_book import VolumeBook
 from trading_helper.models import Tick
 from trading_helper.storage.ticks import QUOTE_COLUMNS, TICK_COLUMNS
 from trading_helper.timeframes import IST, Timeframe
@@ -252,7 +253,7 @@ def check_timescale(engine: TimescaleEngine, events: list[Event], ids: list[int]
     """The rows the writer builds (its COPY payload), loaded into the TimescaleDB engine."""
     engine.reset()
     expected_trades = oracle.stored_trades(to_oracle(events))
-    batch = build_batch(chunks_of(events), VolumeTracker(), set(ids), to_us(datetime.now(UTC)))
+    batch = build_batch(chunks_of(events), VolumeBook(), set(ids), to_us(datetime.now(UTC)))
     rows, quotes = batch.write.trades.rows.rows(), batch.write.quotes.rows.rows()
 
     def as_json(columns: tuple[str, ...], row: tuple[object, ...]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import numpy as np
 
 from tests.ingest.direct_writer import chunks_of
 from trading_helper.ingest.batch import VolumeReset, build_batch, merge_batches
-from trading_helper.ingest.volume import VolumeTracker, to_us
+from trading_helper.ingest.volume import to_us
+from trading_helper.ingest.volume_book import VolumeBook
 from trading_helper.models import Tick
 from trading_helper.storage.pgcopy import HEADER, TRAILER, Kind, encode
 from trading_helper.storage.ticks import QUOTE_COLUMNS, TICK_COLUMNS
@@ -76,7 +77,7 @@ def test_a_batch_splits_trades_from_quotes_counts_rejects_and_names_entries() ->
         tick(2, NOW, 50.0, volume=10, qty=2**31),
     ]  # quantity beyond int4
     chunks = [VolumeReset(frozenset({1}), to_us(capture)), *chunks_of(first), *chunks_of(second)]
-    tracker = VolumeTracker()
+    tracker = VolumeBook()
     batch = build_batch(chunks, tracker, known, to_us(NOW), entry_starts=[0, 3], entry_ids=["1-0", "2-0"])
     assert dict(batch.rejected) == {
         "bad_price": 1,
@@ -118,13 +119,13 @@ def test_batches_prepared_one_read_at_a_time_merge_into_the_batch_of_all_reads()
     ids = [f"{n}-0" for n in range(len(reads))]
     whole = build_batch(
         [c for r in reads for c in chunks_of(r)],
-        VolumeTracker(),
+        VolumeBook(),
         known,
         to_us(NOW),
         entry_starts=np.cumsum([0] + [len(r) for r in reads[:-1]]).tolist(),
         entry_ids=ids,
     )
-    tracker = VolumeTracker()
+    tracker = VolumeBook()
     parts = [
         build_batch(chunks_of(r), tracker, known, to_us(NOW), entry_starts=[0], entry_ids=[i])
         for r, i in zip(reads, ids, strict=True)

@@ -2,7 +2,7 @@
 
 Pure (no I/O): given the tick records of a batch of stream entries (their payloads, as the
 receiver wrote them, :mod:`.codec`), the capture starts between them (:class:`VolumeReset`), the
-instruments known to exist and the volume state (:class:`~.volume.VolumeTracker`, updated in
+instruments known to exist and the volume state (:class:`~.volume_book.VolumeBook`, updated in
 place), :func:`build_batch` returns
 
 * the trade rows for ``tick_data`` and the updates without a new trade for ``quote_updates``
@@ -12,9 +12,9 @@ place), :func:`build_batch` returns
 * bad ticks counted by reason (they are left out; they never abort the batch): ``bad_price``,
   ``timestamp_out_of_range``, ``unknown_instrument`` (the ids are returned too), ``bad_quantity``.
 
-Only the volume rules (sequential per instrument) and the instrument check run per tick in
-Python; the other checks, and copying, converting and encoding every column, run for the whole
-batch at once.
+Nothing runs per tick in Python: the checks, the volume rules (:class:`~.volume_book.VolumeBook`,
+by rounds of distinct instruments), and copying, converting and encoding every column run for
+the whole batch at once; the instrument check is one set lookup per distinct id.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from trading_helper.ingest.codec import RECORD, RECORD_DTYPE
-from trading_helper.ingest.volume import NO_TRADE, VolumeTracker
+from trading_helper.ingest.volume import NO_TRADE
+from trading_helper.ingest.volume_book import VolumeBook
 from trading_helper.models import MAX_CLOCK_SKEW, MAX_TICK_AGE
 from trading_helper.storage.pgcopy import concat, encode
 from trading_helper.storage.ticks import QUOTE_KINDS, TICK_KINDS, TickRows, TickWrite, VolumeStateRow, no_rows
@@ -85,7 +86,7 @@ def instrument_ids(chunks: Sequence[Chunk]) -> set[int]:
 
 def build_batch(
     chunks: Sequence[Chunk],
-    tracker: VolumeTracker,
+    tracker: VolumeBook,
     known_ids: set[int] | frozenset[int],
     now_us: int,
     *,
@@ -100,55 +101,47 @@ def build_batch(
     ltp, ex = records["ltp"], records["ex"]
     bad_price = ~((ltp > 0.0) & (ltp < _INF))  # NaN fails too
     bad_time = ~bad_price & ((ex < oldest) | (ex > newest))
-    candidates = np.flatnonzero(~(bad_price | bad_time)).tolist()
+    candidates = ~(bad_price | bad_time)
     rejected = Counter[str]()
     for reason, mask in (("bad_price", bad_price), ("timestamp_out_of_range", bad_time)):
         if n := int(mask.sum()):
             rejected[reason] = n
-    bad_qty = ((records["qty"] > _INT4) | (records["bq"] > _INT4) | (records["aq"] > _INT4)).tolist()
-    iids, exs, trs = records["iid"].tolist(), ex.tolist(), records["tr"].tolist()
-    vols, qtys = records["vol"].tolist(), records["qty"].tolist()
-    apply, unknown = tracker.apply, set[int]()
-    n_unknown = n_bad_qty = 0
-    trade_at: list[int] = []  # record index of each trade row, its candle time and volume increment
-    trade_ts: list[int] = []
-    trade_delta: list[int] = []
-    quote_at: list[int] = []
-    add_trade, add_ts, add_delta, add_quote = (
-        trade_at.append,
-        trade_ts.append,
-        trade_delta.append,
-        quote_at.append,
-    )
-    end = k = 0  # records before the next chunk; position in ``candidates``
-    for chunk in chunks:
-        if isinstance(chunk, VolumeReset):
-            tracker.reset(chunk.instrument_ids, chunk.at_us)
+    bad_qty = (records["qty"] > _INT4) | (records["bq"] > _INT4) | (records["aq"] > _INT4)
+    # which instruments exist: one set lookup per distinct id of the batch
+    ids, each = np.unique(records["iid"], return_inverse=True)
+    known = np.fromiter((i in known_ids for i in ids.tolist()), bool, len(ids))[each]
+    unknown_at = candidates & ~known
+    good = np.flatnonzero(candidates & known & ~bad_qty)
+    n_unknown, n_bad_qty = int(unknown_at.sum()), int((candidates & known & bad_qty).sum())
+    unknown = set(records["iid"][unknown_at].tolist())
+    # the volume rules, in arrival order; capture starts split the batch where they came
+    times = np.full(len(records), NO_TRADE, np.int64)
+    delta = np.zeros(len(records), np.int64)
+    slots = tracker.slots(records["iid"][good])
+    end = done = 0  # records before the next chunk; good records applied
+    for chunk in [*chunks, None]:
+        if chunk is not None and not isinstance(chunk, VolumeReset):
+            end += len(chunk) // RECORD.size
             continue
-        end += len(chunk) // RECORD.size
-        while k < len(candidates) and (i := candidates[k]) < end:
-            k += 1
-            iid = iids[i]
-            if iid not in known_ids:
-                unknown.add(iid)
-                n_unknown += 1
-            elif bad_qty[i]:
-                n_bad_qty += 1
-            else:
-                vol, qty = vols[i], qtys[i]
-                ts, delta = apply(iid, exs[i], trs[i], None if vol < 0 else vol, None if qty < 0 else qty)
-                if ts == NO_TRADE or not oldest <= ts <= newest:
-                    add_quote(i)  # no new trade (or a trade time no candle may take): quotes and OI only
-                else:
-                    add_trade(i)
-                    add_ts(ts)
-                    add_delta(delta)
+        upto = int(np.searchsorted(good, end))
+        if upto > done:
+            at, s = good[done:upto], slots[done:upto]
+            times[at], delta[at] = tracker.apply(
+                s, ex[at], records["tr"][at], records["vol"][at], records["qty"][at]
+            )
+            done = upto
+        if chunk is not None:
+            tracker.reset(chunk.instrument_ids, chunk.at_us)
+    # no new trade (or a trade time no candle may take): quotes and OI only
+    trade = (times >= oldest) & (times <= newest)
+    trade_at = good[trade[good]]
+    quote_at = good[~trade[good]]
     if n_unknown:
         rejected["unknown_instrument"] = n_unknown
     if n_bad_qty:
         rejected["bad_quantity"] = n_bad_qty
     starts = np.asarray(entry_starts, np.int64)
-    trades = _trade_rows(records, trade_at, trade_ts, trade_delta, starts)
+    trades = _trade_rows(records, trade_at, times[trade_at], delta[trade_at], starts)
     quotes = _quote_rows(records, quote_at, starts)
     write = TickWrite(trades, quotes, tracker.take_changes(), entry_ids)
     return TickBatch(
@@ -221,16 +214,14 @@ def _entry_of(at: npt.NDArray[np.int64], starts: npt.NDArray[np.int64]) -> npt.N
 
 def _trade_rows(
     records: npt.NDArray[np.void],
-    at: list[int],
-    ts: list[int],
-    delta: list[int],
+    index: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    delta: npt.NDArray[np.int64],
     starts: npt.NDArray[np.int64],
 ) -> TickRows:
-    if not at:
+    if not len(index):
         return no_rows(TICK_KINDS)
-    index = np.asarray(at, np.int64)
     r = records[index]
-    times = np.asarray(ts, np.int64)
     qty, vol, oi, bq, aq = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"]
     avg, bp, ap = r["avg"], r["bp"], r["ap"]
     rows = encode(
@@ -241,7 +232,7 @@ def _trade_rows(
             (r["ltp"], None),
             (qty, qty < 0),
             (vol, vol < 0),
-            (np.asarray(delta, np.int64), None),
+            (delta, None),
             (avg, np.isnan(avg)),
             (oi, oi < 0),
             (bp, np.isnan(bp)),
@@ -255,10 +246,11 @@ def _trade_rows(
     return TickRows(rows, int(times.min()), int(times.max()), _entry_of(index, starts))
 
 
-def _quote_rows(records: npt.NDArray[np.void], at: list[int], starts: npt.NDArray[np.int64]) -> TickRows:
-    if not at:
+def _quote_rows(
+    records: npt.NDArray[np.void], index: npt.NDArray[np.int64], starts: npt.NDArray[np.int64]
+) -> TickRows:
+    if not len(index):
         return no_rows(QUOTE_KINDS)
-    index = np.asarray(at, np.int64)
     r = records[index]
     times = r["ex"]
     qty, vol, oi, bq, aq, tr = r["qty"], r["vol"], r["oi"], r["bq"], r["aq"], r["tr"]

@@ -21,7 +21,8 @@ import asyncpg
 
 from trading_helper import clock
 from trading_helper.ingest.batch import Chunk, TickBatch, VolumeReset, build_batch, instrument_ids
-from trading_helper.ingest.volume import VolumeTracker, to_us
+from trading_helper.ingest.volume import to_us
+from trading_helper.ingest.volume_book import VolumeBook
 from trading_helper.storage import ticks
 from trading_helper.storage.sqlstate import retryable
 
@@ -37,7 +38,7 @@ class BatchPreparer:
         self, pool: asyncpg.Pool | None, *, monotonic: Callable[[], float] = _time.monotonic
     ) -> None:
         self.pool = pool
-        self.tracker = VolumeTracker()
+        self.tracker = VolumeBook()
         self.known_ids: set[int] = set()
         #: id -> clock time until which it counts as unknown without asking again
         self._unknown_until: dict[int, float] = {}
@@ -64,7 +65,7 @@ class BatchPreparer:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
             self.known_ids = await ticks.instrument_ids(conn)
-        self.tracker = VolumeTracker()
+        self.tracker = VolumeBook()
         self._loaded = set()
         self._needs_reload = False
 

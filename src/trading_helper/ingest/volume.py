@@ -39,7 +39,10 @@ Brokers stamp ticks to the second, so several trades of one instrument share a s
 ``first``/``last`` would be ambiguous. A trade whose time is not after the latest time already
 given to a trade of the same instrument in the same second is moved to one microsecond after it:
 arrival order decides inside a second, and a trade never leaves its second. The latest time per
-second is remembered for the most recent :data:`SECONDS_REMEMBERED` seconds of each instrument.
+second is remembered for the most recent :data:`SECONDS_REMEMBERED` seconds of each instrument:
+a ring of that many places per instrument, second ``s`` in place ``s % SECONDS_REMEMBERED``, so a
+second is forgotten once a second that much later is used (and a trade older than that is not
+remembered). :class:`~.volume_book.VolumeBook` applies these rules to whole batches at once.
 
 Times are integer microseconds since the Unix epoch here: this runs once per tick on the ingest
 hot path, and integer arithmetic is several times cheaper than datetime objects.
@@ -56,7 +59,7 @@ US = 1_000_000
 DAY_US = 86_400 * US
 IST_OFFSET_US = 19_800 * US
 SESSION_OPEN_GRACE_US = (9 * 3600 + 16 * 60) * US  # 09:16 IST, from IST midnight
-SECONDS_REMEMBERED = 256
+SECONDS_REMEMBERED = 128
 #: :meth:`VolumeTracker.apply` returns this as the time of an update that is no new trade
 NO_TRADE = -1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,7 +91,8 @@ class InstrumentVolume:
 class VolumeTracker:
     def __init__(self) -> None:
         self.state: dict[int, InstrumentVolume] = {}
-        self.seconds: dict[int, dict[int, int]] = {}
+        #: per instrument, ring place -> (second, the latest time given to a trade in it)
+        self.seconds: dict[int, dict[int, tuple[int, int]]] = {}
         self.touched: set[int] = set()
 
     def load(self, rows: list[VolumeStateRow]) -> None:
@@ -112,7 +116,12 @@ class VolumeTracker:
                 st.last_us = last_us
                 per_second = self.seconds.setdefault(instrument_id, {})
                 second = last_us // US
-                per_second[second] = max(per_second.get(second, last_us), last_us)
+                place = second % SECONDS_REMEMBERED
+                prev = per_second.get(place)
+                if prev is None or prev[0] < second:
+                    per_second[place] = (second, last_us)
+                elif prev[0] == second:
+                    per_second[place] = (second, max(prev[1], last_us))
 
     def reset(self, instrument_ids: set[int] | frozenset[int], at_us: int | None) -> None:
         """Capture of these instruments (re)started at ``at_us`` (a connect or a subscription).
@@ -171,13 +180,14 @@ class VolumeTracker:
         if per_second is None:
             per_second = self.seconds[instrument_id] = {}
         second = t // US
-        used = per_second.get(second)
-        if used is not None and t <= used:
-            t = used + 1
-        per_second[second] = t
-        if len(per_second) > SECONDS_REMEMBERED:
-            for old in sorted(per_second)[: SECONDS_REMEMBERED // 2]:
-                del per_second[old]
+        place = second % SECONDS_REMEMBERED
+        prev = per_second.get(place)
+        if prev is None or prev[0] < second:
+            per_second[place] = (second, t)
+        elif prev[0] == second:
+            if t <= prev[1]:
+                t = prev[1] + 1
+            per_second[place] = (second, t)
         if st is not None and t > st.last_us:
             st.last_us = t
         return t, delta
