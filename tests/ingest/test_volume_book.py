@@ -58,12 +58,6 @@ def _columns(updates: list[tuple[int, int, int, int | None, int | None, int | No
     return [np.array(c, np.int64) for c in zip(*rows, strict=True)] if rows else [np.zeros(0, np.int64)] * 5
 
 
-def _ring(book: VolumeBook, iid: int) -> dict[int, tuple[int, int]]:
-    s = int(book.slots([iid])[0])
-    held = np.flatnonzero(book.ring_sec[s] != np.iinfo(np.int64).min).tolist()
-    return {p: (int(book.ring_sec[s, p]), int(book.ring_used[s, p])) for p in held}
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, min_size=1, max_size=12))
 def test_book_equals_tracker(steps: list[tuple[str, object]]) -> None:
@@ -99,7 +93,7 @@ def test_book_equals_tracker(steps: list[tuple[str, object]]) -> None:
         assert sorted(book.take_changes()) == sorted(tracker.take_changes())
         for iid in range(1, 41):
             assert book.state_of(iid) == tracker.state.get(iid), iid
-            assert _ring(book, iid) == tracker.seconds.get(iid, {}), iid
+            assert book.seconds_of(iid) == tracker.seconds.get(iid, {}), iid
     assert book.instruments() == set(tracker.state)
 
 

@@ -118,17 +118,26 @@ class VolumeBook:
         return set(self.ids[: self._n][self.exists[: self._n]].tolist())
 
     def state_of(self, instrument_id: int) -> InstrumentVolume | None:
+        """As :attr:`VolumeTracker.state`'s value."""
         s = self._slot_of.get(instrument_id)
-        if s is None or not self.exists[s]:
-            return None
+        return None if s is None or not self.exists[s] else self._state(s)
+
+    def seconds_of(self, instrument_id: int) -> dict[int, tuple[int, int]]:
+        """As :attr:`VolumeTracker.seconds`' value: ring place -> (second, latest time given)."""
+        s = self._slot_of.get(instrument_id)
+        return {} if s is None else self._ring(s)
+
+    def _state(self, s: int) -> InstrumentVolume:
         return InstrumentVolume(
             *(int(a[s]) for a in (self.day, self.volume, self.trade, self.last, self.capture))
         )
 
-    # the tracker's API
+    def _ring(self, s: int) -> dict[int, tuple[int, int]]:
+        places = np.flatnonzero(self.ring_sec[s] != _EMPTY)
+        held = zip(self.ring_sec[s, places].tolist(), self.ring_used[s, places].tolist(), strict=True)
+        return dict(zip(places.tolist(), held, strict=True))
 
-    def load(self, rows: list[VolumeStateRow]) -> None:
-        self.merge(rows)
+    # the tracker's API
 
     def merge(self, rows: list[VolumeStateRow]) -> None:
         """:meth:`VolumeTracker.merge`."""
@@ -161,19 +170,10 @@ class VolumeBook:
         """:meth:`VolumeTracker.reset`."""
         if at_us is None:
             return
-        s = self.slots(sorted(instrument_ids))
+        s = self.slots(instrument_ids)
         self.capture[s] = at_us
         self.exists[s] = True
         self.touched[s] = True
-
-    def forget(self, instrument_id: int) -> None:
-        s = self._slot_of.get(instrument_id)
-        if s is None:
-            return
-        for name in ("day", "volume", "trade", "last", "capture"):
-            getattr(self, name)[s] = -1
-        self.exists[s] = self.touched[s] = False
-        self.ring_sec[s] = _EMPTY
 
     def take_changes(self) -> list[VolumeStateRow]:
         """:meth:`VolumeTracker.take_changes`."""
@@ -261,17 +261,8 @@ class VolumeBook:
         lent = np.unique(slots[at]).tolist()
         for s in lent:
             if self.exists[s]:
-                tracker.state[s] = InstrumentVolume(
-                    *(int(a[s]) for a in (self.day, self.volume, self.trade, self.last, self.capture))
-                )
-            places = np.flatnonzero(self.ring_sec[s] != _EMPTY)
-            tracker.seconds[s] = dict(
-                zip(
-                    places.tolist(),
-                    zip(self.ring_sec[s, places].tolist(), self.ring_used[s, places].tolist(), strict=True),
-                    strict=True,
-                )
-            )
+                tracker.state[s] = self._state(s)
+            tracker.seconds[s] = self._ring(s)
         for i in at.tolist():
             vol, qty = int(v[i]), int(q[i])
             t_out[i], d_out[i] = tracker.apply(
