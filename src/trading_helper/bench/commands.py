@@ -62,6 +62,20 @@ def bench_ingest(
     )
 
 
+@bench_app.command("volume")
+def bench_volume(
+    instruments: int = typer.Option(12_000, min=1, help="Instruments, each updated once per round."),
+    per_batch: int = typer.Option(2_000, min=1, help="Distinct instruments per batch."),
+    rounds: int = typer.Option(12, min=1, help="Updates per instrument."),
+    json_out: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """The writer's volume rules by batch (VolumeBook) against one by one (VolumeTracker), and
+    build_batch, per tick on the same updates (no database)."""
+    from trading_helper.bench.volume import run_volume_bench
+
+    _bench(lambda _: run_volume_bench(instruments=instruments, per_batch=per_batch, rounds=rounds), json_out)
+
+
 @bench_app.command("pgbouncer")
 def bench_pgbouncer(
     instruments: int = typer.Option(200, help="Simulated instruments of the dataset."),
